@@ -1,0 +1,113 @@
+/**
+ * @file Generic helpers with no dependencies on library code: products, assertions,
+ * and the typed errors every layer raises.
+ * @module
+ */
+
+/**
+ * Product of a list of integers (1 for an empty list).
+ *
+ * @example
+ * ```ts
+ * import { prod } from "./_util.ts";
+ * if (prod([2, 3, 4]) !== 24) throw new Error("bad");
+ * ```
+ */
+export function prod(xs: readonly number[]): number {
+  let p = 1;
+  for (const x of xs) p *= x;
+  return p;
+}
+
+/**
+ * Format a shape the way error messages show it: `[2, 3]`.
+ *
+ * @example
+ * ```ts
+ * import { fmtShape } from "./_util.ts";
+ * if (fmtShape([2, 3]) !== "[2, 3]") throw new Error("bad");
+ * ```
+ */
+export function fmtShape(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/**
+ * Throw a `RangeError` unless `n` is an integer in `[lo, hi]`; `name` names the input.
+ *
+ * @example
+ * ```ts
+ * import { checkInt } from "./_util.ts";
+ * checkInt("steps", 10, 1);
+ * ```
+ */
+export function checkInt(name: string, n: number, lo = -Infinity, hi = Infinity): number {
+  if (!Number.isInteger(n) || n < lo || n > hi) {
+    const range = hi === Infinity ? `>= ${lo}` : `in [${lo}, ${hi}]`;
+    throw new RangeError(`Expected ${name} to be an integer ${range} but found ${n}`);
+  }
+  return n;
+}
+
+/**
+ * Throw a `RangeError` unless `x` is a finite number within `[lo, hi]`.
+ *
+ * @example
+ * ```ts
+ * import { checkNumber } from "./_util.ts";
+ * checkNumber("lr", 1e-3, 0);
+ * ```
+ */
+export function checkNumber(name: string, x: number, lo = -Infinity, hi = Infinity): number {
+  if (typeof x !== "number" || !Number.isFinite(x) || x < lo || x > hi) {
+    throw new RangeError(`Expected ${name} to be a finite number in [${lo}, ${hi}] but found ${x}`);
+  }
+  return x;
+}
+
+/**
+ * Throw a `RangeError` unless `value` is one of `choices`; the message lists them.
+ *
+ * @example
+ * ```ts
+ * import { checkChoice } from "./_util.ts";
+ * const s: "a" | "b" = checkChoice("mode", "a", ["a", "b"] as const);
+ * ```
+ */
+export function checkChoice<T extends string>(
+  name: string,
+  value: string,
+  choices: readonly T[],
+): T {
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new RangeError(
+      `Unknown ${name} "${value}": expected one of ${choices.map((c) => `"${c}"`).join(", ")}`,
+    );
+  }
+  return value as T;
+}
+
+/**
+ * Read an environment variable without requiring `--allow-env` to have been granted:
+ * returns `undefined` when permission is missing, so importing the library stays
+ * permission-free.
+ *
+ * @example
+ * ```ts
+ * import { envGet } from "./_util.ts";
+ * envGet("FLOWGPU_BACKEND");
+ * ```
+ */
+export function envGet(name: string): string | undefined {
+  try {
+    // deno-lint-ignore no-explicit-any
+    const d = (globalThis as any).Deno;
+    if (!d?.permissions?.querySync) return undefined;
+    if (d.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+      return undefined;
+    }
+    return d.env.get(name);
+  } catch {
+    return undefined;
+  }
+}

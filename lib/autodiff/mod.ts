@@ -1,0 +1,234 @@
+/**
+ * @file Reverse mode (`grad`, `valueAndGrad`, `vjp`) over tapes, and forward mode (`jvp`)
+ * over tangents. Both are driven by the per-primitive rules `lib/ops/prims.ts` attaches, and
+ * the rules are made of differentiable ops, so a jvp inside a loss can be differentiated.
+ * @module
+ */
+import {
+  _autodiffState,
+  _popScope,
+  _pushScope,
+  Tape,
+  Tensor,
+  type TensorTree,
+  treeLeaves,
+  treeMap,
+} from "../tensor.ts";
+import { binary, identity, zerosOn } from "../ops/prims.ts";
+import { fmtShape } from "../_util.ts";
+
+const { activeTapes, activeJvpLevels } = _autodiffState;
+
+function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[]): Tensor[] {
+  const cot = new Map<Tensor, Tensor>();
+  cot.set(out, seed);
+  const want = new Set(wrt);
+  for (let i = tape.nodes.length - 1; i >= 0; i--) {
+    const node = tape.nodes[i]!;
+    const g = cot.get(node.out);
+    if (!g) continue;
+    if (!want.has(node.out)) cot.delete(node.out);
+    const gs = node.vjp(g);
+    node.inputs.forEach((x, j) => {
+      const gx = gs[j];
+      if (!gx || !x._tapes?.has(tape.id)) return;
+      const prev = cot.get(x);
+      cot.set(x, prev ? binary("add", prev, gx) : gx);
+    });
+  }
+  return wrt.map((w) => cot.get(w) ?? zerosOn(w.backend, w.shape));
+}
+
+/** Options for `valueAndGrad` and `grad`. */
+export interface GradOptions {
+  /** The function returns `[loss, aux]`; aux (a tree of tensors) is returned untouched. */
+  hasAux?: boolean;
+}
+
+/**
+ * Turn `f(params, ...rest) -> scalar` into a function returning `[value, grads]`, where
+ * `grads` has the structure of `params` (a tensor or a tree of tensors). The parameters are
+ * tracked in place, so `f` may also reach them through a module instead of its argument.
+ * Every intermediate tensor is freed when the call returns.
+ *
+ * @example
+ * ```ts
+ * import { tensor, valueAndGrad } from "../../mod.ts";
+ * const f = (p: { w: ReturnType<typeof tensor> }) => p.w.mul(p.w).sum();
+ * const [v, g] = valueAndGrad(f)({ w: tensor([1, 2, 3]) });
+ * console.log(await v.item(), await g.w.data()); // 14, [2, 4, 6]
+ * ```
+ */
+export function valueAndGrad<P extends TensorTree, A extends unknown[]>(
+  f: (params: P, ...rest: A) => Tensor,
+  opts?: GradOptions & { hasAux?: false },
+): (params: P, ...rest: A) => [Tensor, P];
+export function valueAndGrad<P extends TensorTree, A extends unknown[], X>(
+  f: (params: P, ...rest: A) => [Tensor, X],
+  opts: GradOptions & { hasAux: true },
+): (params: P, ...rest: A) => [[Tensor, X], P];
+export function valueAndGrad(
+  // deno-lint-ignore no-explicit-any
+  f: (params: any, ...rest: any[]) => any,
+  opts: GradOptions = {},
+  // deno-lint-ignore no-explicit-any
+): (params: any, ...rest: any[]) => any {
+  return (params: TensorTree, ...rest: unknown[]) => {
+    const leaves = treeLeaves(params);
+    const tape = new Tape();
+    const added: Tensor[] = [];
+    for (const p of leaves) {
+      if (!(p._tapes ??= new Set()).has(tape.id)) {
+        p._tapes.add(tape.id);
+        added.push(p);
+      }
+    }
+    const outer = activeTapes.length > 0;
+    const scope = _pushScope();
+    activeTapes.push(tape);
+    let value: Tensor, aux: unknown;
+    let grads: Tensor[];
+    try {
+      const r = f(params, ...rest);
+      if (opts.hasAux) [value, aux] = r as [Tensor, unknown];
+      else value = r as Tensor;
+      if (!(value instanceof Tensor) || value.size !== 1) {
+        throw new TypeError(
+          `valueAndGrad needs f to return a tensor of size 1 but it returned ${
+            value instanceof Tensor ? `shape ${fmtShape(value.shape)}` : typeof value
+          }`,
+        );
+      }
+    } catch (e) {
+      activeTapes.splice(activeTapes.indexOf(tape), 1);
+      for (const p of added) p._tapes!.delete(tape.id);
+      _popScope(scope, new Set(), true);
+      throw e;
+    }
+    activeTapes.splice(activeTapes.indexOf(tape), 1);
+    try {
+      grads = backward(tape, value, onesScalar(value), leaves);
+      // Gradients must not alias parameters (a parameter returned as-is has grad = seed).
+      grads = grads.map((g, i) => (g === leaves[i] ? identity(g) : g));
+    } finally {
+      for (const p of added) p._tapes!.delete(tape.id);
+    }
+    const keepSet = new Set<Tensor>([value, ...grads, ...treeLeaves(aux)]);
+    _popScope(scope, keepSet, !outer);
+    let gi = 0;
+    const gradTree = treeMap(params, () => grads[gi++]!);
+    return opts.hasAux ? [[value, aux], gradTree] : [value, gradTree];
+  };
+}
+
+function onesScalar(v: Tensor): Tensor {
+  const be = v.backend;
+  return Tensor._fromStorage(be.fill(v.size, 1), v.shape, be);
+}
+
+/**
+ * Gradient of a scalar function with respect to its first argument (a tensor or tree).
+ *
+ * @example
+ * ```ts
+ * import { grad, tensor } from "../../mod.ts";
+ * const g = grad((x: ReturnType<typeof tensor>) => x.exp().sum())(tensor([0, 1]));
+ * console.log(await g.data()); // [1, e]
+ * ```
+ */
+export function grad<P extends TensorTree, A extends unknown[]>(
+  f: (params: P, ...rest: A) => Tensor,
+): (params: P, ...rest: A) => P {
+  const vg = valueAndGrad(f);
+  return (params: P, ...rest: A) => {
+    const [v, g] = vg(params, ...rest);
+    v.dispose();
+    return g;
+  };
+}
+
+/**
+ * Vector-Jacobian product: returns `[f(x), (cotangent) => cotangent · ∂f/∂x]` for tensor `x`.
+ *
+ * @example
+ * ```ts
+ * import { ones, tensor, vjp } from "../../mod.ts";
+ * const [y, back] = vjp((x) => x.mul(x), tensor([1, 2]));
+ * console.log(await back(ones([2])).data()); // [2, 4]
+ * ```
+ */
+export function vjp(
+  f: (x: Tensor) => Tensor,
+  x: Tensor,
+): [Tensor, (cotangent: Tensor) => Tensor] {
+  const tape = new Tape();
+  (x._tapes ??= new Set()).add(tape.id);
+  activeTapes.push(tape);
+  let y: Tensor;
+  try {
+    y = f(x);
+  } finally {
+    activeTapes.splice(activeTapes.indexOf(tape), 1);
+    x._tapes!.delete(tape.id);
+  }
+  return [y, (ct: Tensor) => {
+    x._tapes!.add(tape.id);
+    try {
+      return backward(tape, y, ct, [x])[0]!;
+    } finally {
+      x._tapes!.delete(tape.id);
+    }
+  }];
+}
+
+/**
+ * Forward-mode Jacobian-vector product: returns `[f(...primals), directional derivative]`.
+ * Works inside `valueAndGrad`, so a loss built from a jvp (e.g. ∂ₜ of a flow map in
+ * Lagrangian self-distillation) can be differentiated.
+ *
+ * @example
+ * ```ts
+ * import { jvp, tensor } from "../../mod.ts";
+ * const [y, dy] = jvp((x) => x.mul(x).sum(), [tensor([1, 2])], [tensor([1, 0])]);
+ * console.log(await dy.item()); // 2
+ * ```
+ */
+export function jvp<R extends TensorTree>(
+  // deno-lint-ignore no-explicit-any
+  f: (...primals: any[]) => R,
+  primals: readonly Tensor[],
+  tangents: readonly Tensor[],
+): [R, R] {
+  if (primals.length !== tangents.length) {
+    throw new RangeError(
+      `jvp needs one tangent per primal but found ${primals.length} primals and ${tangents.length} tangents`,
+    );
+  }
+  primals.forEach((p, i) => {
+    const t = tangents[i]!;
+    if (t.size !== p.size || t.rank !== p.rank || t.shape.some((d, j) => d !== p.shape[j])) {
+      throw new RangeError(
+        `Tangent ${i} has shape ${fmtShape(t.shape)} but its primal has shape ${fmtShape(p.shape)}`,
+      );
+    }
+  });
+  const level = _autodiffState.newLevel();
+  const wrapped = primals.map((p, i) => {
+    const w = identity(p);
+    (w._tangents ??= new Map()).set(level, tangents[i]!);
+    return w;
+  });
+  activeJvpLevels.push(level);
+  let out: R;
+  try {
+    out = f(...wrapped);
+  } finally {
+    activeJvpLevels.splice(activeJvpLevels.indexOf(level), 1);
+  }
+  const tan = treeMap(out, (o) => {
+    const t = o._tangents?.get(level);
+    return t ?? zerosOn(o.backend, o.shape);
+  });
+  for (const w of wrapped) w._tangents?.delete(level);
+  return [out, tan];
+}

@@ -1,0 +1,301 @@
+/**
+ * @file The CPU backend: plain TypeScript loops. It is the living specification every
+ * WebGPU kernel is tested against, and the fallback when no adapter exists.
+ * @module
+ */
+import {
+  type Backend,
+  BINARY,
+  type BinaryOp,
+  type MatmulGeom,
+  philox4x32,
+  type RandomKind,
+  type RandomState,
+  type ReduceOp,
+  type Storage,
+  u32ToUniform,
+  UNARY,
+  type UnaryOp,
+  type View,
+} from "./backend.ts";
+import { stridesOf } from "../shape.ts";
+
+/** CPU storage: a Float32Array. */
+export class CpuStorage implements Storage {
+  /** The elements. */
+  data: Float32Array;
+  /** Wrap a Float32Array. */
+  constructor(data: Float32Array) {
+    this.data = data;
+  }
+  /** Number of elements. */
+  get size(): number {
+    return this.data.length;
+  }
+}
+
+function d(s: Storage): Float32Array {
+  return (s as CpuStorage).data;
+}
+
+/** Iterate a row-major index over `shape`, calling `f(i, offsetA, offsetB, offsetC)`. */
+function forStrided(
+  shape: readonly number[],
+  strides: readonly (readonly number[])[],
+  f: (i: number, offs: number[]) => void,
+): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n === 0) return;
+  const rank = shape.length;
+  const idx = new Array<number>(rank).fill(0);
+  const offs = strides.map(() => 0);
+  for (let i = 0; i < n; i++) {
+    f(i, offs);
+    for (let ax = rank - 1; ax >= 0; ax--) {
+      idx[ax]!++;
+      for (let s = 0; s < strides.length; s++) offs[s]! += strides[s]![ax]!;
+      if (idx[ax]! < shape[ax]!) break;
+      for (let s = 0; s < strides.length; s++) offs[s]! -= strides[s]![ax]! * shape[ax]!;
+      idx[ax] = 0;
+    }
+  }
+}
+
+/**
+ * The CPU backend.
+ *
+ * @example
+ * ```ts
+ * import { CpuBackend } from "./cpu.ts";
+ * const be = new CpuBackend();
+ * const s = be.upload(new Float32Array([1, 2]));
+ * const y = be.unary("exp", s, 0, 0);
+ * if (Math.abs((await be.read(y))[0]! - Math.E) > 1e-6) throw new Error("bad");
+ * ```
+ */
+export class CpuBackend implements Backend {
+  readonly name = "cpu" as const;
+  readonly description = "cpu (TypeScript reference loops)";
+  #live = 0;
+  #registry = new FinalizationRegistry<number>((bytes) => {
+    this.#live -= bytes;
+  });
+  #tokens = new WeakMap<Storage, object>();
+
+  #wrap(data: Float32Array): CpuStorage {
+    const s = new CpuStorage(data);
+    this.#live += data.byteLength;
+    const token = {};
+    this.#tokens.set(s, token);
+    this.#registry.register(s, data.byteLength, token);
+    return s;
+  }
+  upload(data: Float32Array): Storage {
+    return this.#wrap(new Float32Array(data));
+  }
+  read(s: Storage): Promise<Float32Array> {
+    return Promise.resolve(new Float32Array(d(s)));
+  }
+  readSync(s: Storage): Float32Array {
+    return new Float32Array(d(s));
+  }
+  alloc(size: number): Storage {
+    return this.#wrap(new Float32Array(size));
+  }
+  free(s: Storage): void {
+    const token = this.#tokens.get(s);
+    if (!token) return;
+    this.#tokens.delete(s);
+    this.#registry.unregister(token);
+    this.#live -= d(s).byteLength;
+    (s as CpuStorage).data = new Float32Array(0);
+  }
+  liveBytes(): number {
+    return this.#live;
+  }
+  flush(): void {}
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+  fill(size: number, value: number): Storage {
+    return this.#wrap(new Float32Array(size).fill(value));
+  }
+  iota(size: number, start: number, step: number): Storage {
+    const o = new Float32Array(size);
+    for (let i = 0; i < size; i++) o[i] = start + i * step;
+    return this.#wrap(o);
+  }
+  unary(op: UnaryOp, x: Storage, p0: number, p1: number): Storage {
+    const f = UNARY[op].cpu;
+    const xs = d(x);
+    const p0f = Math.fround(p0), p1f = Math.fround(p1);
+    const o = new Float32Array(xs.length);
+    for (let i = 0; i < xs.length; i++) o[i] = f(xs[i]!, p0f, p1f);
+    return this.#wrap(o);
+  }
+  binary(
+    op: BinaryOp,
+    a: Storage,
+    aStrides: readonly number[],
+    b: Storage,
+    bStrides: readonly number[],
+    outShape: readonly number[],
+  ): Storage {
+    const f = BINARY[op].cpu;
+    const as = d(a), bs = d(b);
+    const o = new Float32Array(outShape.reduce((x, y) => x * y, 1));
+    forStrided(outShape, [aStrides, bStrides], (i, offs) => {
+      o[i] = f(as[offs[0]!]!, bs[offs[1]!]!);
+    });
+    return this.#wrap(o);
+  }
+  where(
+    c: Storage,
+    cStrides: readonly number[],
+    a: Storage,
+    aStrides: readonly number[],
+    b: Storage,
+    bStrides: readonly number[],
+    outShape: readonly number[],
+  ): Storage {
+    const cs = d(c), as = d(a), bs = d(b);
+    const o = new Float32Array(outShape.reduce((x, y) => x * y, 1));
+    forStrided(outShape, [cStrides, aStrides, bStrides], (i, offs) => {
+      o[i] = cs[offs[0]!] !== 0 ? as[offs[1]!]! : bs[offs[2]!]!;
+    });
+    return this.#wrap(o);
+  }
+  reduce(op: ReduceOp, x: Storage, shape: readonly number[], axes: readonly number[]): Storage {
+    const xs = d(x);
+    const st = stridesOf(shape);
+    const keptShape = shape.map((n, i) => (axes.includes(i) ? 1 : n));
+    const outSize = keptShape.reduce((p, q) => p * q, 1);
+    const redShape = axes.map((a) => shape[a]!);
+    const redStrides = axes.map((a) => st[a]!);
+    const keptStrides = st.map((s, i) => (axes.includes(i) ? 0 : s));
+    const o = new Float32Array(outSize);
+    const redN = redShape.reduce((p, q) => p * q, 1);
+    forStrided(keptShape, [keptStrides], (i, offs) => {
+      const base = offs[0]!;
+      let acc = op === "sum" ? 0 : op === "max" || op === "argmax" ? -Infinity : Infinity;
+      let arg = 0;
+      if (op === "sum") {
+        forStrided(redShape, [redStrides], (_j, ro) => {
+          acc += xs[base + ro[0]!]!;
+        });
+        o[i] = acc;
+        return;
+      }
+      let first = true;
+      forStrided(redShape, [redStrides], (j, ro) => {
+        const v = xs[base + ro[0]!]!;
+        const better = op === "max" || op === "argmax" ? v > acc : v < acc;
+        // NaN propagates for max/min, like torch.
+        if (first || better || (Number.isNaN(v) && !Number.isNaN(acc))) {
+          acc = v;
+          arg = j;
+          first = false;
+        }
+      });
+      o[i] = op === "argmax" || op === "argmin" ? arg : redN === 0 ? NaN : acc;
+    });
+    return this.#wrap(o);
+  }
+  matmul(a: Storage, b: Storage, g: MatmulGeom): Storage {
+    const as = d(a), bs = d(b);
+    const { batch, m, n, k } = g;
+    const o = new Float32Array(batch * m * n);
+    const row = new Float64Array(n);
+    for (let bi = 0; bi < batch; bi++) {
+      const ao = bi * g.aBatchStride, bo = bi * g.bBatchStride;
+      for (let i = 0; i < m; i++) {
+        row.fill(0);
+        for (let p = 0; p < k; p++) {
+          const av = g.transA ? as[ao + p * m + i]! : as[ao + i * k + p]!;
+          if (av === 0) continue;
+          if (g.transB) { for (let j = 0; j < n; j++) row[j]! += av * bs[bo + j * k + p]!; }
+          else {
+            const bb = bo + p * n;
+            for (let j = 0; j < n; j++) row[j]! += av * bs[bb + j]!;
+          }
+        }
+        o.set(row, bi * m * n + i * n);
+      }
+    }
+    return this.#wrap(o);
+  }
+  copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
+    const ds = d(dst), ss = d(src);
+    forStrided(srcView.shape, [dstView.strides, srcView.strides], (_i, offs) => {
+      ds[dstView.offset + offs[0]!] = ss[srcView.offset + offs[1]!]!;
+    });
+  }
+  gather(x: Storage, shape: readonly number[], axis: number, idx: Storage): Storage {
+    const xs = d(x), is = d(idx);
+    const outer = shape.slice(0, axis).reduce((p, q) => p * q, 1);
+    const inner = shape.slice(axis + 1).reduce((p, q) => p * q, 1);
+    const dim = shape[axis]!;
+    const n = is.length;
+    const o = new Float32Array(outer * n * inner);
+    for (let a = 0; a < outer; a++) {
+      for (let j = 0; j < n; j++) {
+        const r = is[j]!;
+        if (!(r >= 0 && r < dim && Number.isInteger(r))) {
+          throw new RangeError(`Index ${r} is out of range for an axis of size ${dim}`);
+        }
+        const src = (a * dim + r) * inner, dstOff = (a * n + j) * inner;
+        for (let c = 0; c < inner; c++) o[dstOff + c] = xs[src + c]!;
+      }
+    }
+    return this.#wrap(o);
+  }
+  scatterAdd(
+    src: Storage,
+    srcShape: readonly number[],
+    axis: number,
+    idx: Storage,
+    dimSize: number,
+  ): Storage {
+    const ss = d(src), is = d(idx);
+    const outer = srcShape.slice(0, axis).reduce((p, q) => p * q, 1);
+    const inner = srcShape.slice(axis + 1).reduce((p, q) => p * q, 1);
+    const n = srcShape[axis]!;
+    const o = new Float32Array(outer * dimSize * inner);
+    for (let a = 0; a < outer; a++) {
+      for (let j = 0; j < n; j++) {
+        const r = is[j]!;
+        if (!(r >= 0 && r < dimSize && Number.isInteger(r))) {
+          throw new RangeError(`Index ${r} is out of range for an axis of size ${dimSize}`);
+        }
+        const so = (a * n + j) * inner, dOff = (a * dimSize + r) * inner;
+        for (let c = 0; c < inner; c++) o[dOff + c]! += ss[so + c]!;
+      }
+    }
+    return this.#wrap(o);
+  }
+  random(kind: RandomKind, size: number, st: RandomState): Storage {
+    const o = new Float32Array(size);
+    const u = new Uint32Array(o.buffer);
+    const blocks = kind === "normal" ? Math.ceil(size / 2) : Math.ceil(size / 4);
+    for (let b = 0; b < blocks; b++) {
+      const lo0 = st.counter[0] + b;
+      const w = philox4x32(
+        [lo0 >>> 0, (st.counter[1] + (lo0 > 0xffffffff ? 1 : 0)) >>> 0, 0, 0],
+        st.key,
+      );
+      if (kind === "normal") {
+        for (let h = 0; h < 2 && 2 * b + h < size; h++) {
+          const u1 = ((w[2 * h]! >>> 8) + 1) * (1 / 16777216);
+          const u2 = u32ToUniform(w[2 * h + 1]!);
+          o[2 * b + h] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+        }
+      } else {
+        for (let h = 0; h < 4 && 4 * b + h < size; h++) {
+          if (kind === "bits") u[4 * b + h] = w[h]!;
+          else o[4 * b + h] = u32ToUniform(w[h]!);
+        }
+      }
+    }
+    return this.#wrap(o);
+  }
+}

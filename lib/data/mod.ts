@@ -1,0 +1,5 @@
+/**
+ * @file lib/data (being written).
+ * @module
+ */
+export {};

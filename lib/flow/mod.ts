@@ -1,0 +1,5 @@
+/**
+ * @file lib/flow (being written).
+ * @module
+ */
+export {};

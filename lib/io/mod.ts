@@ -1,0 +1,5 @@
+/**
+ * @file lib/io (being written).
+ * @module
+ */
+export {};

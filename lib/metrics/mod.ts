@@ -1,0 +1,5 @@
+/**
+ * @file lib/metrics (being written).
+ * @module
+ */
+export {};

@@ -1,0 +1,5 @@
+/**
+ * @file lib/nn (being written).
+ * @module
+ */
+export {};

@@ -1,0 +1,874 @@
+/**
+ * @file The op vocabulary users call: arithmetic with scalars, reductions, activations,
+ * softmax, layer norm, distances, shape helpers, and tensor creation. Everything here is
+ * composed from the primitives in `prims.ts`, so it is differentiable in both modes.
+ * @module
+ */
+import { Tensor } from "../tensor.ts";
+import {
+  binary,
+  broadcastTo,
+  concat,
+  gather,
+  matmul,
+  padSlice,
+  reduce,
+  reshape,
+  scatterAdd,
+  slice,
+  stopGradient,
+  sumTo,
+  transpose,
+  unary,
+  where,
+} from "./prims.ts";
+import { checkShape, normAxes, normAxis, sizeOf } from "../shape.ts";
+import { fmtShape } from "../_util.ts";
+import { getBackend } from "../backend/select.ts";
+import type { Backend } from "../backend/backend.ts";
+
+export {
+  binary,
+  broadcastTo,
+  concat,
+  gather,
+  matmul,
+  padSlice,
+  reduce,
+  reshape,
+  scatterAdd,
+  slice,
+  stopGradient,
+  sumTo,
+  transpose,
+  unary,
+  where,
+};
+
+type T = Tensor;
+type Axes = number | readonly number[] | undefined;
+
+// ---------------------------------------------------------------- creation
+
+/** Nested numeric arrays accepted by `tensor`. */
+export type NestedArray = number | readonly NestedArray[];
+
+function flatten(data: NestedArray, shape: number[], out: number[], depth: number): void {
+  if (typeof data === "number") {
+    out.push(data);
+    return;
+  }
+  if (shape.length <= depth) shape.push(data.length);
+  else if (shape[depth] !== data.length) {
+    throw new TypeError("Expected a rectangular nested array for tensor data");
+  }
+  for (const d of data) flatten(d, shape, out, depth + 1);
+}
+
+/**
+ * Create a tensor from numbers, a nested array or a typed array, with an optional shape.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../../mod.ts";
+ * const a = tensor([[1, 2], [3, 4]]); // shape [2, 2]
+ * const b = tensor(new Float32Array([1, 2, 3, 4]), [4, 1]);
+ * ```
+ */
+export function tensor(
+  data: NestedArray | Float32Array | ArrayLike<number>,
+  shape?: readonly number[],
+  backend: Backend = getBackend(),
+): T {
+  let flat: Float32Array;
+  let inferred: number[];
+  if (data instanceof Float32Array || ArrayBuffer.isView(data)) {
+    flat = new Float32Array(data as ArrayLike<number>);
+    inferred = [flat.length];
+  } else if (typeof data === "number") {
+    flat = new Float32Array([data]);
+    inferred = [];
+  } else if (Array.isArray(data)) {
+    const out: number[] = [];
+    inferred = [];
+    flatten(data as NestedArray, inferred, out, 0);
+    if (data.length === 0) inferred = [0];
+    flat = new Float32Array(out);
+  } else {
+    throw new TypeError(`Expected tensor data to be numbers or a Float32Array but found ${data}`);
+  }
+  const s = shape ? checkShape(shape) : inferred;
+  if (sizeOf(s) !== flat.length) {
+    throw new RangeError(
+      `Cannot make a tensor of shape ${fmtShape(s)} from ${flat.length} values`,
+    );
+  }
+  return Tensor._fromStorage(backend.upload(flat), s, backend);
+}
+
+/**
+ * A tensor filled with `value`.
+ *
+ * @example
+ * ```ts
+ * import { full } from "../../mod.ts";
+ * const x = full([2, 3], 7);
+ * ```
+ */
+export function full(shape: readonly number[], value: number, backend: Backend = getBackend()): T {
+  const s = checkShape(shape);
+  return Tensor._fromStorage(backend.fill(sizeOf(s), value), s, backend);
+}
+
+/**
+ * A tensor of zeros.
+ *
+ * @example
+ * ```ts
+ * import { zeros } from "../../mod.ts";
+ * const x = zeros([2, 3]);
+ * ```
+ */
+export function zeros(shape: readonly number[], backend?: Backend): T {
+  return full(shape, 0, backend);
+}
+
+/**
+ * A tensor of ones.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "../../mod.ts";
+ * const x = ones([4]);
+ * ```
+ */
+export function ones(shape: readonly number[], backend?: Backend): T {
+  return full(shape, 1, backend);
+}
+
+/**
+ * Zeros with the shape and backend of `x`.
+ *
+ * @example
+ * ```ts
+ * import { ones, zerosLike } from "../../mod.ts";
+ * const z = zerosLike(ones([2]));
+ * ```
+ */
+export function zerosLike(x: T): T {
+  return full(x.shape, 0, x.backend);
+}
+
+/**
+ * Ones with the shape and backend of `x`.
+ *
+ * @example
+ * ```ts
+ * import { onesLike, zeros } from "../../mod.ts";
+ * const o = onesLike(zeros([2]));
+ * ```
+ */
+export function onesLike(x: T): T {
+  return full(x.shape, 1, x.backend);
+}
+
+/**
+ * `[start, start + step, …)` below `stop`; with one argument, `[0, n)`.
+ *
+ * @example
+ * ```ts
+ * import { arange } from "../../mod.ts";
+ * console.log(await arange(2, 8, 2).data()); // [2, 4, 6]
+ * ```
+ */
+export function arange(start: number, stop?: number, step = 1): T {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0) throw new RangeError("Expected step to be nonzero but found 0");
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  const be = getBackend();
+  return Tensor._fromStorage(be.iota(n, start, step), [n], be);
+}
+
+/**
+ * `num` evenly spaced values from `start` to `stop` inclusive.
+ *
+ * @example
+ * ```ts
+ * import { linspace } from "../../mod.ts";
+ * console.log(await linspace(0, 1, 5).data()); // [0, 0.25, 0.5, 0.75, 1]
+ * ```
+ */
+export function linspace(start: number, stop: number, num: number): T {
+  if (!Number.isInteger(num) || num < 1) {
+    throw new RangeError(`Expected num to be an integer >= 1 but found ${num}`);
+  }
+  const vals = new Float32Array(num);
+  for (let i = 0; i < num; i++) vals[i] = num === 1 ? start : start + (stop - start) * i / (num - 1);
+  return tensor(vals);
+}
+
+/**
+ * The n×n identity matrix.
+ *
+ * @example
+ * ```ts
+ * import { eye } from "../../mod.ts";
+ * const i3 = eye(3);
+ * ```
+ */
+export function eye(n: number): T {
+  const v = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  return tensor(v, [n, n]);
+}
+
+/**
+ * A copy of `x` on another backend (for comparing backends, or moving data).
+ *
+ * @example
+ * ```ts
+ * import { tensor, toBackend, backendByName } from "../../mod.ts";
+ * const c = await toBackend(tensor([1, 2]), backendByName("cpu")!);
+ * ```
+ */
+export async function toBackend(x: T, backend: Backend): Promise<T> {
+  return tensor(await x.data(), x.shape, backend);
+}
+
+// ---------------------------------------------------------------- arithmetic
+
+function scalarOn(be: Backend, v: number): T {
+  return Tensor._fromStorage(be.fill(1, v), [], be);
+}
+
+/**
+ * a + b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { add, tensor } from "../../mod.ts";
+ * const y = add(tensor([1, 2]), 1);
+ * ```
+ */
+export function add(a: T | number, b: T | number): T {
+  if (typeof a === "number") [a, b] = [b as T, a];
+  if (typeof b === "number") return unary("affine", a as T, 1, b);
+  return binary("add", a as T, b);
+}
+
+/**
+ * a − b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { sub, tensor } from "../../mod.ts";
+ * const y = sub(1, tensor([1, 2]));
+ * ```
+ */
+export function sub(a: T | number, b: T | number): T {
+  if (typeof a === "number") {
+    if (typeof b === "number") throw new TypeError("sub() needs at least one Tensor");
+    return unary("affine", b, -1, a);
+  }
+  if (typeof b === "number") return unary("affine", a, 1, -b);
+  return binary("sub", a, b);
+}
+
+/**
+ * a · b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { mul, tensor } from "../../mod.ts";
+ * const y = mul(tensor([1, 2]), 3);
+ * ```
+ */
+export function mul(a: T | number, b: T | number): T {
+  if (typeof a === "number") [a, b] = [b as T, a];
+  if (typeof b === "number") return unary("affine", a as T, b, 0);
+  return binary("mul", a as T, b);
+}
+
+/**
+ * a / b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { div, tensor } from "../../mod.ts";
+ * const y = div(tensor([1, 2]), 2);
+ * ```
+ */
+export function div(a: T | number, b: T | number): T {
+  if (typeof a === "number") {
+    if (typeof b === "number") throw new TypeError("div() needs at least one Tensor");
+    return unary("affine", unary("reciprocal", b), a, 0);
+  }
+  if (typeof b === "number") return binary("div", a, scalarOn(a.backend, b));
+  return binary("div", a, b);
+}
+
+/**
+ * a ** b with broadcasting (integer powers of negative bases are defined).
+ *
+ * @example
+ * ```ts
+ * import { pow, tensor } from "../../mod.ts";
+ * const y = pow(tensor([-2, 3]), 2); // [4, 9]
+ * ```
+ */
+export function pow(a: T | number, b: T | number): T {
+  if (typeof a === "number") {
+    if (typeof b === "number") throw new TypeError("pow() needs at least one Tensor");
+    return binary("pow", scalarOn(b.backend, a), b);
+  }
+  if (typeof b === "number") {
+    if (b === 1) return unary("copy", a);
+    if (b === 2) return unary("square", a);
+    return unary("powScalar", a, b);
+  }
+  return binary("pow", a, b);
+}
+
+/**
+ * Elementwise maximum.
+ *
+ * @example
+ * ```ts
+ * import { maximum, tensor } from "../../mod.ts";
+ * const y = maximum(tensor([1, 5]), 3); // [3, 5]
+ * ```
+ */
+export function maximum(a: T, b: T | number): T {
+  if (typeof b === "number") return binary("maximum", a, scalarOn(a.backend, b));
+  return binary("maximum", a, b);
+}
+
+/**
+ * Elementwise minimum.
+ *
+ * @example
+ * ```ts
+ * import { minimum, tensor } from "../../mod.ts";
+ * const y = minimum(tensor([1, 5]), 3); // [1, 3]
+ * ```
+ */
+export function minimum(a: T, b: T | number): T {
+  if (typeof b === "number") return binary("minimum", a, scalarOn(a.backend, b));
+  return binary("minimum", a, b);
+}
+
+/**
+ * Clamp into [lo, hi].
+ *
+ * @example
+ * ```ts
+ * import { clamp, tensor } from "../../mod.ts";
+ * const y = clamp(tensor([-5, 0, 5]), -1, 1);
+ * ```
+ */
+export function clamp(x: T, lo = -Infinity, hi = Infinity): T {
+  return unary("clamp", x, lo, hi);
+}
+
+/** −x. @example ```ts
+ * import { neg, tensor } from "../../mod.ts"; neg(tensor([1]));
+ * ``` */
+export const neg = (x: T): T => unary("neg", x);
+/** eˣ. @example ```ts
+ * import { exp, tensor } from "../../mod.ts"; exp(tensor([1]));
+ * ``` */
+export const exp = (x: T): T => unary("exp", x);
+/** ln x. @example ```ts
+ * import { log, tensor } from "../../mod.ts"; log(tensor([1]));
+ * ``` */
+export const log = (x: T): T => unary("log", x);
+/** √x. @example ```ts
+ * import { sqrt, tensor } from "../../mod.ts"; sqrt(tensor([4]));
+ * ``` */
+export const sqrt = (x: T): T => unary("sqrt", x);
+/** 1/√x. @example ```ts
+ * import { rsqrt, tensor } from "../../mod.ts"; rsqrt(tensor([4]));
+ * ``` */
+export const rsqrt = (x: T): T => unary("rsqrt", x);
+/** sin x. @example ```ts
+ * import { sin, tensor } from "../../mod.ts"; sin(tensor([1]));
+ * ``` */
+export const sin = (x: T): T => unary("sin", x);
+/** cos x. @example ```ts
+ * import { cos, tensor } from "../../mod.ts"; cos(tensor([1]));
+ * ``` */
+export const cos = (x: T): T => unary("cos", x);
+/** tanh x. @example ```ts
+ * import { tanh, tensor } from "../../mod.ts"; tanh(tensor([1]));
+ * ``` */
+export const tanh = (x: T): T => unary("tanh", x);
+/** Logistic sigmoid. @example ```ts
+ * import { sigmoid, tensor } from "../../mod.ts"; sigmoid(tensor([1]));
+ * ``` */
+export const sigmoid = (x: T): T => unary("sigmoid", x);
+/** x·sigmoid(x). @example ```ts
+ * import { silu, tensor } from "../../mod.ts"; silu(tensor([1]));
+ * ``` */
+export const silu = (x: T): T => unary("silu", x);
+/** Exact (erf) GELU, as torch.nn.GELU(). @example ```ts
+ * import { gelu, tensor } from "../../mod.ts"; gelu(tensor([1]));
+ * ``` */
+export const gelu = (x: T): T => unary("gelu", x);
+/** max(x, 0). @example ```ts
+ * import { relu, tensor } from "../../mod.ts"; relu(tensor([-1, 1]));
+ * ``` */
+export const relu = (x: T): T => unary("relu", x);
+/** |x|. @example ```ts
+ * import { abs, tensor } from "../../mod.ts"; abs(tensor([-1]));
+ * ``` */
+export const abs = (x: T): T => unary("abs", x);
+/** sign(x). @example ```ts
+ * import { sign, tensor } from "../../mod.ts"; sign(tensor([-3]));
+ * ``` */
+export const sign = (x: T): T => unary("sign", x);
+/** x². @example ```ts
+ * import { square, tensor } from "../../mod.ts"; square(tensor([3]));
+ * ``` */
+export const square = (x: T): T => unary("square", x);
+/** 1/x. @example ```ts
+ * import { reciprocal, tensor } from "../../mod.ts"; reciprocal(tensor([2]));
+ * ``` */
+export const reciprocal = (x: T): T => unary("reciprocal", x);
+/** floor(x). @example ```ts
+ * import { floor, tensor } from "../../mod.ts"; floor(tensor([1.5]));
+ * ``` */
+export const floor = (x: T): T => unary("floor", x);
+/** erf(x) (A&S 7.1.26, |error| < 1.5e-7). @example ```ts
+ * import { erf, tensor } from "../../mod.ts"; erf(tensor([0.5]));
+ * ``` */
+export const erf = (x: T): T => unary("erf", x);
+
+function cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", a: T, b: T | number): T {
+  if (typeof b === "number") {
+    const m: Record<string, "gtScalar" | "geScalar" | "ltScalar" | "leScalar" | "eqScalar"> = {
+      gt: "gtScalar",
+      ge: "geScalar",
+      lt: "ltScalar",
+      le: "leScalar",
+      eq: "eqScalar",
+    };
+    if (op === "ne") return unary("affine", unary("eqScalar", a, b), -1, 1);
+    return unary(m[op]!, a, b);
+  }
+  return binary(op, a, b);
+}
+/** 1 where a > b else 0. @example ```ts
+ * import { greater, tensor } from "../../mod.ts"; greater(tensor([1, 3]), 2);
+ * ``` */
+export const greater = (a: T, b: T | number): T => cmp("gt", a, b);
+/** 1 where a ≥ b else 0. @example ```ts
+ * import { greaterEqual, tensor } from "../../mod.ts"; greaterEqual(tensor([1, 3]), 2);
+ * ``` */
+export const greaterEqual = (a: T, b: T | number): T => cmp("ge", a, b);
+/** 1 where a < b else 0. @example ```ts
+ * import { less, tensor } from "../../mod.ts"; less(tensor([1, 3]), 2);
+ * ``` */
+export const less = (a: T, b: T | number): T => cmp("lt", a, b);
+/** 1 where a ≤ b else 0. @example ```ts
+ * import { lessEqual, tensor } from "../../mod.ts"; lessEqual(tensor([1, 3]), 2);
+ * ``` */
+export const lessEqual = (a: T, b: T | number): T => cmp("le", a, b);
+/** 1 where a = b else 0. @example ```ts
+ * import { equal, tensor } from "../../mod.ts"; equal(tensor([1, 3]), 3);
+ * ``` */
+export const equal = (a: T, b: T | number): T => cmp("eq", a, b);
+/** 1 where a ≠ b else 0. @example ```ts
+ * import { notEqual, tensor } from "../../mod.ts"; notEqual(tensor([1, 3]), 3);
+ * ``` */
+export const notEqual = (a: T, b: T | number): T => cmp("ne", a, b);
+
+// ---------------------------------------------------------------- reductions
+
+/**
+ * Sum over axes (all by default).
+ *
+ * @example
+ * ```ts
+ * import { sum, tensor } from "../../mod.ts";
+ * console.log(await sum(tensor([[1, 2], [3, 4]]), 0).data()); // [4, 6]
+ * ```
+ */
+export function sum(x: T, axes?: Axes, keepdims = false): T {
+  return reduce("sum", x, axes, keepdims);
+}
+
+/**
+ * Mean over axes (all by default).
+ *
+ * @example
+ * ```ts
+ * import { mean, tensor } from "../../mod.ts";
+ * console.log(await mean(tensor([1, 2, 3])).item()); // 2
+ * ```
+ */
+export function mean(x: T, axes?: Axes, keepdims = false): T {
+  const ax = normAxes(axes, x.shape);
+  const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
+  return unary("affine", reduce("sum", x, ax, keepdims), 1 / n, 0);
+}
+
+/**
+ * Maximum over axes.
+ *
+ * @example
+ * ```ts
+ * import { max, tensor } from "../../mod.ts";
+ * console.log(await max(tensor([1, 7, 3])).item()); // 7
+ * ```
+ */
+export function max(x: T, axes?: Axes, keepdims = false): T {
+  return reduce("max", x, axes, keepdims);
+}
+
+/**
+ * Minimum over axes.
+ *
+ * @example
+ * ```ts
+ * import { min, tensor } from "../../mod.ts";
+ * console.log(await min(tensor([1, 7, 3])).item()); // 1
+ * ```
+ */
+export function min(x: T, axes?: Axes, keepdims = false): T {
+  return reduce("min", x, axes, keepdims);
+}
+
+/**
+ * Index of the maximum along one axis (the flattened input when omitted).
+ *
+ * @example
+ * ```ts
+ * import { argmax, tensor } from "../../mod.ts";
+ * console.log(await argmax(tensor([[1, 9], [8, 2]]), 1).data()); // [1, 0]
+ * ```
+ */
+export function argmax(x: T, axis?: number, keepdims = false): T {
+  if (axis === undefined) return reduce("argmax", reshape(x, [x.size]), 0, keepdims);
+  return reduce("argmax", x, normAxis(axis, x.rank, x.shape), keepdims);
+}
+
+/**
+ * Index of the minimum along one axis (the flattened input when omitted).
+ *
+ * @example
+ * ```ts
+ * import { argmin, tensor } from "../../mod.ts";
+ * console.log(await argmin(tensor([3, 1, 2])).item()); // 1
+ * ```
+ */
+export function argmin(x: T, axis?: number, keepdims = false): T {
+  if (axis === undefined) return reduce("argmin", reshape(x, [x.size]), 0, keepdims);
+  return reduce("argmin", x, normAxis(axis, x.rank, x.shape), keepdims);
+}
+
+/**
+ * log Σ exp(x) over axes, computed stably (the max is subtracted first).
+ *
+ * @example
+ * ```ts
+ * import { logSumExp, tensor } from "../../mod.ts";
+ * console.log(await logSumExp(tensor([0, 0])).item()); // ln 2
+ * ```
+ */
+export function logSumExp(x: T, axes?: Axes, keepdims = false): T {
+  const ax = normAxes(axes, x.shape);
+  // The max is a constant shift: its gradient contributions cancel, so stop it.
+  const m = stopGradient(reduce("max", x, ax, true));
+  const mSafe = where(unary("isNan", unary("affine", m, 0, 0)), zerosLikeShape(m), m);
+  const s = reduce("sum", unary("exp", binary("sub", x, mSafe)), ax, true);
+  const r = binary("add", unary("log", s), mSafe);
+  return keepdims ? r : reshape(r, x.shape.filter((_, i) => !ax.includes(i)));
+}
+
+function zerosLikeShape(x: T): T {
+  return full(x.shape, 0, x.backend);
+}
+
+/**
+ * Variance over axes (population variance by default; `correction: 1` for the unbiased one).
+ *
+ * @example
+ * ```ts
+ * import { variance, tensor } from "../../mod.ts";
+ * console.log(await variance(tensor([1, 2, 3, 4])).item()); // 1.25
+ * ```
+ */
+export function variance(x: T, axes?: Axes, keepdims = false, correction = 0): T {
+  const ax = normAxes(axes, x.shape);
+  const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
+  const d = binary("sub", x, mean(x, ax, true));
+  return unary("affine", reduce("sum", unary("square", d), ax, keepdims), 1 / (n - correction), 0);
+}
+
+// ---------------------------------------------------------------- nn-style composites
+
+/**
+ * Softmax along an axis (default last).
+ *
+ * @example
+ * ```ts
+ * import { softmax, tensor } from "../../mod.ts";
+ * console.log(await softmax(tensor([0, 0])).data()); // [0.5, 0.5]
+ * ```
+ */
+export function softmax(x: T, axis = -1): T {
+  return unary("exp", logSoftmax(x, axis));
+}
+
+/**
+ * log softmax along an axis (default last).
+ *
+ * @example
+ * ```ts
+ * import { logSoftmax, tensor } from "../../mod.ts";
+ * const y = logSoftmax(tensor([1, 2, 3]));
+ * ```
+ */
+export function logSoftmax(x: T, axis = -1): T {
+  const ax = normAxis(axis, x.rank, x.shape);
+  return binary("sub", x, logSumExp(x, ax, true));
+}
+
+/**
+ * Layer normalisation over the last axis: (x − mean) / √(var + eps), then optional affine.
+ *
+ * @example
+ * ```ts
+ * import { layerNorm, tensor } from "../../mod.ts";
+ * const y = layerNorm(tensor([[1, 2, 3]]));
+ * ```
+ */
+export function layerNorm(x: T, weight?: T, bias?: T, eps = 1e-5): T {
+  const ax = x.rank - 1;
+  const mu = mean(x, ax, true);
+  const d = binary("sub", x, mu);
+  const v = mean(unary("square", d), ax, true);
+  let y = binary("mul", d, unary("rsqrt", unary("affine", v, 1, eps)));
+  if (weight) y = binary("mul", y, weight);
+  if (bias) y = binary("add", y, bias);
+  return y;
+}
+
+/**
+ * Pairwise squared Euclidean distances between rows: a [n, d], b [m, d] -> [n, m].
+ * Uses ‖a‖² + ‖b‖² − 2abᵀ (one matmul) and clamps tiny negatives from rounding to 0.
+ *
+ * @example
+ * ```ts
+ * import { pairwiseSqDist, tensor } from "../../mod.ts";
+ * const d = pairwiseSqDist(tensor([[0, 0]]), tensor([[3, 4]])); // [[25]]
+ * ```
+ */
+export function pairwiseSqDist(a: T, b: T): T {
+  if (a.rank !== 2 || b.rank !== 2 || a.shape[1] !== b.shape[1]) {
+    throw new RangeError(
+      `pairwiseSqDist needs [n, d] and [m, d] but found ${fmtShape(a.shape)} and ${
+        fmtShape(b.shape)
+      }`,
+    );
+  }
+  const a2 = reduce("sum", unary("square", a), 1, true); // [n, 1]
+  const b2 = reshape(reduce("sum", unary("square", b), 1, true), [1, b.shape[0]!]); // [1, m]
+  const ab = matmul(a, b, { transB: true }); // [n, m]
+  return unary("clamp", binary("sub", binary("add", a2, b2), unary("affine", ab, 2, 0)), 0, Infinity);
+}
+
+// ---------------------------------------------------------------- shape helpers
+
+/**
+ * Insert a size-1 axis.
+ *
+ * @example
+ * ```ts
+ * import { expandDims, tensor } from "../../mod.ts";
+ * console.log(expandDims(tensor([1, 2]), 0).shape); // [1, 2]
+ * ```
+ */
+export function expandDims(x: T, axis: number): T {
+  const ax = axis < 0 ? axis + x.rank + 1 : axis;
+  if (ax < 0 || ax > x.rank) {
+    throw new RangeError(`Axis ${axis} is out of range for expandDims of shape ${fmtShape(x.shape)}`);
+  }
+  const s = [...x.shape];
+  s.splice(ax, 0, 1);
+  return reshape(x, s);
+}
+
+/**
+ * Remove size-1 axes (all of them, or those named).
+ *
+ * @example
+ * ```ts
+ * import { squeeze, zeros } from "../../mod.ts";
+ * console.log(squeeze(zeros([1, 3, 1])).shape); // [3]
+ * ```
+ */
+export function squeeze(x: T, axes?: Axes): T {
+  const ax = axes === undefined
+    ? x.shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0)
+    : normAxes(axes, x.shape);
+  for (const a of ax) {
+    if (x.shape[a] !== 1) {
+      throw new RangeError(`Cannot squeeze axis ${a} of shape ${fmtShape(x.shape)}: it is not 1`);
+    }
+  }
+  return reshape(x, x.shape.filter((_, i) => !ax.includes(i)));
+}
+
+/**
+ * Join tensors along a new axis.
+ *
+ * @example
+ * ```ts
+ * import { stack, tensor } from "../../mod.ts";
+ * console.log(stack([tensor([1, 2]), tensor([3, 4])]).shape); // [2, 2]
+ * ```
+ */
+export function stack(xs: readonly T[], axis = 0): T {
+  return concat(xs.map((x) => expandDims(x, axis)), axis < 0 ? axis : axis);
+}
+
+/**
+ * Split into pieces of the given sizes along an axis.
+ *
+ * @example
+ * ```ts
+ * import { arange, split } from "../../mod.ts";
+ * const [a, b] = split(arange(5), [2, 3]);
+ * ```
+ */
+export function split(x: T, sizes: readonly number[], axis = 0): T[] {
+  const ax = normAxis(axis, x.rank, x.shape);
+  if (sizes.reduce((a, b) => a + b, 0) !== x.shape[ax]) {
+    throw new RangeError(
+      `Split sizes [${sizes.join(", ")}] do not add up to axis ${ax} of shape ${fmtShape(x.shape)}`,
+    );
+  }
+  let off = 0;
+  return sizes.map((s) => {
+    const b = new Array<number>(x.rank).fill(0);
+    b[ax] = off;
+    const sz = [...x.shape];
+    sz[ax] = s;
+    off += s;
+    return slice(x, b, sz);
+  });
+}
+
+/**
+ * Rows `[start, end)` along axis 0 (the common batch slice).
+ *
+ * @example
+ * ```ts
+ * import { arange, sliceRows } from "../../mod.ts";
+ * console.log(await sliceRows(arange(6).reshape([3, 2]), 1, 3).data()); // [2, 3, 4, 5]
+ * ```
+ */
+export function sliceRows(x: T, start: number, end: number): T {
+  const b = new Array<number>(x.rank).fill(0);
+  b[0] = start;
+  const s = [...x.shape];
+  s[0] = end - start;
+  return slice(x, b, s);
+}
+
+/**
+ * Flatten to 2-D [batch, rest] (or 1-D with `all`).
+ *
+ * @example
+ * ```ts
+ * import { flatten2d, zeros } from "../../mod.ts";
+ * console.log(flatten2d(zeros([2, 3, 4])).shape); // [2, 12]
+ * ```
+ */
+export function flatten2d(x: T): T {
+  return reshape(x, [x.shape[0] ?? 1, -1]);
+}
+
+/**
+ * Select rows by integer indices (indexSelect along axis 0 by default).
+ *
+ * @example
+ * ```ts
+ * import { indexSelect, tensor } from "../../mod.ts";
+ * const y = indexSelect(tensor([[1, 2], [3, 4]]), tensor([1, 1]));
+ * ```
+ */
+export function indexSelect(x: T, indices: T, axis = 0): T {
+  return gather(x, indices, axis);
+}
+
+/**
+ * One-hot encode integer labels: [n] -> [n, numClasses].
+ *
+ * @example
+ * ```ts
+ * import { oneHot, tensor } from "../../mod.ts";
+ * console.log(await oneHot(tensor([1, 0]), 2).data()); // [0, 1, 1, 0]
+ * ```
+ */
+export function oneHot(labels: T, numClasses: number): T {
+  const be = labels.backend;
+  const classes = Tensor._fromStorage(be.iota(numClasses, 0, 1), [1, numClasses], be);
+  return binary("eq", reshape(labels, [labels.size, 1]), classes);
+}
+
+/** Sum a tensor down to a shape (re-export for rules). */
+export { sumTo as reduceTo };
+
+/**
+ * Mean squared error between two tensors of the same shape.
+ *
+ * @example
+ * ```ts
+ * import { mse, tensor } from "../../mod.ts";
+ * console.log(await mse(tensor([1, 2]), tensor([1, 4])).item()); // 2
+ * ```
+ */
+export function mse(a: T, b: T): T {
+  return mean(unary("square", binary("sub", a, b)));
+}
+
+/**
+ * Global 2-norm of a list of tensors, √Σ‖x‖².
+ *
+ * @example
+ * ```ts
+ * import { globalNorm, tensor } from "../../mod.ts";
+ * console.log(await globalNorm([tensor([3]), tensor([4])]).item()); // 5
+ * ```
+ */
+export function globalNorm(xs: readonly T[]): T {
+  let acc: T | null = null;
+  for (const x of xs) {
+    const s = reduce("sum", unary("square", x));
+    acc = acc ? binary("add", acc, s) : s;
+  }
+  return acc ? unary("sqrt", acc) : full([], 0);
+}
+
+/**
+ * Place the values of `x` into `base` at row offset (functional, returns a new tensor).
+ * Convenience built from slice/concat.
+ *
+ * @example
+ * ```ts
+ * import { pad, tensor } from "../../mod.ts";
+ * console.log(await pad(tensor([1, 2]), [[1, 1]]).data()); // [0, 1, 2, 0]
+ * ```
+ */
+export function pad(x: T, widths: readonly (readonly [number, number])[]): T {
+  if (widths.length !== x.rank) {
+    throw new RangeError(`pad() needs one [before, after] pair per axis of ${fmtShape(x.shape)}`);
+  }
+  const shape = x.shape.map((d, i) => d + widths[i]![0] + widths[i]![1]);
+  return padSlice(x, shape, widths.map((w) => w[0]));
+}
+
+/** The broadcasting helper `broadcastTo` by its NumPy name. */
+export { broadcastTo as expand };

@@ -1,0 +1,5 @@
+/**
+ * @file lib/optim (being written).
+ * @module
+ */
+export {};
