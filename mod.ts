@@ -46,3 +46,5 @@ export * from "./lib/io/mod.ts";
 export * from "./lib/flow/mod.ts";
 export * from "./lib/data/mod.ts";
 export * from "./lib/metrics/mod.ts";
+export * from "./lib/data/gmm.ts";
+export * from "./lib/flow/stablevm.ts";
