@@ -48,3 +48,5 @@ export * from "./lib/data/mod.ts";
 export * from "./lib/metrics/mod.ts";
 export * from "./lib/data/gmm.ts";
 export * from "./lib/flow/stablevm.ts";
+export * from "./lib/flow/repa.ts";
+export * from "./lib/metrics/fisher.ts";

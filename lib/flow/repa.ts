@@ -1,0 +1,5 @@
+/**
+ * @file (being written).
+ * @module
+ */
+export {};
