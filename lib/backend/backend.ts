@@ -186,6 +186,23 @@ export const BINARY: Record<BinaryOp, BinarySpec> = {
   ge: { cpu: (a, b) => (a >= b ? 1 : 0), wgsl: "select(0.0, 1.0, a >= b)" },
 };
 
+/**
+ * A fused elementwise expression: a DAG over the inputs of one kernel. Nodes shared by
+ * reference are computed once. Both backends evaluate it with the same op tables.
+ */
+export type FusedExpr =
+  | { readonly kind: "input"; readonly index: number }
+  | { readonly kind: "const"; readonly value: number }
+  | {
+    readonly kind: "unary";
+    readonly op: UnaryOp;
+    readonly x: FusedExpr;
+    readonly p0: number;
+    readonly p1: number;
+  }
+  | { readonly kind: "binary"; readonly op: BinaryOp; readonly a: FusedExpr; readonly b: FusedExpr }
+  | { readonly kind: "where"; readonly c: FusedExpr; readonly a: FusedExpr; readonly b: FusedExpr };
+
 /** Backend-owned memory for `size` f32 elements. */
 export interface Storage {
   /** Number of f32 elements. */
@@ -275,6 +292,124 @@ export interface Backend {
     dimSize: number,
   ): Storage;
   random(kind: RandomKind, size: number, state: RandomState): Storage;
+  /**
+   * Evaluate several elementwise expressions over broadcast inputs in one pass (one kernel
+   * on WebGPU). Optional: when absent, `lib/ops/fused.ts` runs the ops one by one.
+   */
+  fused?(
+    outputs: readonly FusedExpr[],
+    inputs: readonly Storage[],
+    inputStrides: readonly (readonly number[])[],
+    outShape: readonly number[],
+  ): Storage[];
+}
+
+/**
+ * Compile a fused expression DAG into a CPU closure over per-input values.
+ *
+ * @example
+ * ```ts
+ * import { compileFusedCpu } from "./backend.ts";
+ * const f = compileFusedCpu({ kind: "binary", op: "add", a: { kind: "input", index: 0 }, b: { kind: "const", value: 1 } });
+ * if (f([2]) !== 3) throw new Error("bad");
+ * ```
+ */
+export function compileFusedCpu(e: FusedExpr): (vals: readonly number[]) => number {
+  switch (e.kind) {
+    case "input": {
+      const i = e.index;
+      return (v) => v[i]!;
+    }
+    case "const": {
+      const c = Math.fround(e.value);
+      return () => c;
+    }
+    case "unary": {
+      const x = compileFusedCpu(e.x), f = UNARY[e.op].cpu;
+      const p0 = Math.fround(e.p0), p1 = Math.fround(e.p1);
+      return (v) => f(Math.fround(x(v)), p0, p1);
+    }
+    case "binary": {
+      const a = compileFusedCpu(e.a), b = compileFusedCpu(e.b), f = BINARY[e.op].cpu;
+      return (v) => f(Math.fround(a(v)), Math.fround(b(v)));
+    }
+    case "where": {
+      const c = compileFusedCpu(e.c), a = compileFusedCpu(e.a), b = compileFusedCpu(e.b);
+      return (v) => (c(v) !== 0 ? a(v) : b(v));
+    }
+  }
+}
+
+function wgslFloat(v: number): string {
+  if (Number.isNaN(v)) return "bitcast<f32>(0x7fc00000u)";
+  if (v === Infinity) return "bitcast<f32>(0x7f800000u)";
+  if (v === -Infinity) return "bitcast<f32>(0xff800000u)";
+  const f = Math.fround(v);
+  const s = f.toString();
+  return /[.eE]/.test(s) ? s : `${s}.0`;
+}
+
+/**
+ * Emit WGSL statements computing a fused DAG: returns the statements (one `let` per node,
+ * shared nodes once) and the variable name of each output. `inputVar(i)` names input i.
+ *
+ * @example
+ * ```ts
+ * import { emitFusedWgsl } from "./backend.ts";
+ * const x = { kind: "input", index: 0 } as const;
+ * const { body, outs } = emitFusedWgsl([{ kind: "unary", op: "exp", x, p0: 0, p1: 0 }], (i) => `in${i}`);
+ * if (!body.includes("exp(")) throw new Error("bad");
+ * ```
+ */
+export function emitFusedWgsl(
+  outputs: readonly FusedExpr[],
+  inputVar: (i: number) => string,
+): { body: string; outs: string[] } {
+  const names = new Map<FusedExpr, string>();
+  const lines: string[] = [];
+  const visit = (e: FusedExpr): string => {
+    const have = names.get(e);
+    if (have) return have;
+    let expr: string;
+    switch (e.kind) {
+      case "input":
+        expr = inputVar(e.index);
+        break;
+      case "const":
+        expr = wgslFloat(e.value);
+        break;
+      case "unary": {
+        const x = visit(e.x);
+        // Each op's WGSL template is written over x, p0, p1: bind them in a block.
+        const name = `v${names.size}`;
+        names.set(e, name);
+        lines.push(
+          `var ${name}: f32; { let x = ${x}; let p0 = ${wgslFloat(e.p0)}; let p1 = ${
+            wgslFloat(e.p1)
+          }; ${name} = ${UNARY[e.op].wgsl}; }`,
+        );
+        return name;
+      }
+      case "binary": {
+        const a = visit(e.a), b = visit(e.b);
+        const name = `v${names.size}`;
+        names.set(e, name);
+        lines.push(`var ${name}: f32; { let a = ${a}; let b = ${b}; ${name} = ${BINARY[e.op].wgsl}; }`);
+        return name;
+      }
+      case "where": {
+        const c = visit(e.c), a = visit(e.a), b = visit(e.b);
+        expr = `select(${b}, ${a}, ${c} != 0.0)`;
+        break;
+      }
+    }
+    const name = `v${names.size}`;
+    names.set(e, name);
+    lines.push(`let ${name}: f32 = ${expr};`);
+    return name;
+  };
+  const outs = outputs.map(visit);
+  return { body: lines.join("\n"), outs };
 }
 
 // ---- Philox 4x32-10 (Salmon et al., SC'11), shared by both backends ----

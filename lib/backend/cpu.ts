@@ -6,6 +6,8 @@
 import {
   type Backend,
   BINARY,
+  compileFusedCpu,
+  type FusedExpr,
   type BinaryOp,
   type MatmulGeom,
   philox4x32,
@@ -272,6 +274,23 @@ export class CpuBackend implements Backend {
       }
     }
     return this.#wrap(o);
+  }
+  fused(
+    outputs: readonly FusedExpr[],
+    inputs: readonly Storage[],
+    inputStrides: readonly (readonly number[])[],
+    outShape: readonly number[],
+  ): Storage[] {
+    const fns = outputs.map(compileFusedCpu);
+    const ins = inputs.map(d);
+    const n = outShape.reduce((a, b) => a * b, 1);
+    const outs = outputs.map(() => new Float32Array(n));
+    const vals = new Array<number>(ins.length).fill(0);
+    forStrided(outShape, inputStrides, (i, offs) => {
+      for (let j = 0; j < ins.length; j++) vals[j] = ins[j]![offs[j]!]!;
+      for (let k = 0; k < fns.length; k++) outs[k]![i] = fns[k]!(vals);
+    });
+    return outs.map((o) => this.#wrap(o));
   }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     const o = new Float32Array(size);

@@ -33,3 +33,4 @@ registerTensorOps({
 });
 
 export * from "./ops.ts";
+export { fused, Fx, fx } from "./fused.ts";
