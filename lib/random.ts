@@ -10,7 +10,7 @@ import { getBackend } from "./backend/select.ts";
 import { philox4x32, randomBlocks, type RandomKind } from "./backend/backend.ts";
 import { checkShape, sizeOf } from "./shape.ts";
 import { checkInt } from "./_util.ts";
-import { reshape, unary } from "./ops/prims.ts";
+import { unary } from "./ops/prims.ts";
 
 /** Serializable generator state. */
 export interface GeneratorState {
@@ -94,9 +94,17 @@ export class Generator {
   randint(low: number, high: number, shape: readonly number[]): Tensor {
     checkInt("low", low);
     checkInt("high", high, low + 1);
+    // f32 holds integers exactly only up to 2^24.
+    checkInt("high - low", high - low, 1, 2 ** 24);
     const u = this.#draw("uniform", shape);
-    const r = unary("floor", unary("affine", u, high - low, low));
+    // floor(u·n) < n holds in f32 for n <= 2^24 since u <= 1 − 2^-24; shifting by `low` after
+    // the floor keeps it, whereas floor(u·n + low) rounds up to `high` when |low| >> n.
+    const scaled = unary("affine", u, high - low, 0);
+    const f = unary("floor", scaled);
+    const r = unary("affine", f, 1, low);
     u.dispose();
+    scaled.dispose();
+    f.dispose();
     return r;
   }
 
@@ -139,7 +147,7 @@ export class Generator {
   fork(): Generator {
     const w = philox4x32([this.counter >>> 0, 0, 0xa5a5a5a5, 0x5a5a5a5a], this.#key);
     this.counter += 1;
-    return new Generator((w[0]! + (w[1]! & 0x1fffff) * 0x100000000));
+    return new Generator(w[0]! + (w[1]! & 0x1fffff) * 0x100000000);
   }
 }
 
@@ -239,5 +247,7 @@ export function permutation(n: number, opts: RandomOptions = {}): Tensor {
  * ```
  */
 export function randnLike(x: Tensor, opts: RandomOptions = {}): Tensor {
-  return reshape(randn([x.size], opts), x.shape);
+  // Drawn in x's shape directly: a reshape of a flat draw would pin the flat tensor's
+  // storage after the caller disposes the result (the stream is the same either way).
+  return randn(x.shape, opts);
 }

@@ -67,6 +67,8 @@ export class Tensor {
   _tapes: Set<number> | undefined;
   /** @internal Tangents per jvp level. */
   _tangents: Map<number, Tensor> | undefined;
+  /** @internal Ids of the tapes whose recorded nodes read this tensor (vjp rules need it). */
+  _held: Set<number> | undefined;
 
   /** @internal Use the creation functions instead. */
   constructor(buf: Buf, shape: readonly number[]) {
@@ -91,7 +93,9 @@ export class Tensor {
   /** @internal The buffer, or a clear error when disposed. */
   _buf(): Buf {
     if (!this.#buf) {
-      throw new Error(`Tensor ${this.id} of shape ${fmtShape(this.shape)} was used after dispose()`);
+      throw new Error(
+        `Tensor ${this.id} of shape ${fmtShape(this.shape)} was used after dispose()`,
+      );
     }
     return this.#buf;
   }
@@ -122,7 +126,10 @@ export class Tensor {
    */
   dispose(): void {
     if (!this.#buf) return;
-    if (this._tapes && activeTapes.some((t) => this._tapes!.has(t.id))) return;
+    if (
+      (this._tapes || this._held) &&
+      activeTapes.some((t) => this._tapes?.has(t.id) || this._held?.has(t.id))
+    ) return;
     const b = this.#buf;
     this.#buf = null;
     if (--b.refs === 0) b.backend.free(b.storage);
@@ -172,7 +179,9 @@ export class Tensor {
   /** The single element of a size-1 tensor. */
   async item(): Promise<number> {
     if (this.size !== 1) {
-      throw new RangeError(`item() needs a tensor of size 1 but found shape ${fmtShape(this.shape)}`);
+      throw new RangeError(
+        `item() needs a tensor of size 1 but found shape ${fmtShape(this.shape)}`,
+      );
     }
     return (await this.data())[0]!;
   }
@@ -379,6 +388,9 @@ export function attachRules(out: Tensor, inputs: readonly Tensor[], rules: PrimR
       if (inputs.some((x) => x._tapes?.has(tape.id))) {
         (out._tapes ??= new Set()).add(tape.id);
         tape.nodes.push({ out, inputs: [...inputs], vjp: rules.vjp });
+        // Untracked inputs (constants, masks) are read by the vjp rule during the backward
+        // pass, so a tidy or dispose inside the differentiated function must not free them.
+        for (const x of inputs) if (!x._tapes?.has(tape.id)) (x._held ??= new Set()).add(tape.id);
       }
     }
   }
@@ -487,6 +499,8 @@ export function tidy<T>(fn: () => T): T {
     throw new TypeError("tidy() takes a synchronous function; await outside the scope");
   }
   const keep = new Set(treeLeaves(result));
+  // Inside a jvp, a returned tensor's tangents (and theirs, for nested levels) must survive.
+  for (const t of keep) t._tangents?.forEach((tan) => keep.add(tan));
   const parent = scopes[scopes.length - 1];
   for (const t of scope) {
     if (!keep.has(t)) t.dispose();

@@ -19,6 +19,11 @@ import { fmtShape } from "../_util.ts";
 
 const { activeTapes, activeJvpLevels } = _autodiffState;
 
+/** Once a tape stops recording, the tensors its nodes read may be disposed again. */
+function releaseHeld(tape: Tape): void {
+  for (const n of tape.nodes) for (const x of n.inputs) x._held?.delete(tape.id);
+}
+
 function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[]): Tensor[] {
   const cot = new Map<Tensor, Tensor>();
   cot.set(out, seed);
@@ -101,15 +106,24 @@ export function valueAndGrad(
       }
     } catch (e) {
       activeTapes.splice(activeTapes.indexOf(tape), 1);
+      releaseHeld(tape);
       for (const p of added) p._tapes!.delete(tape.id);
       _popScope(scope, new Set(), true);
       throw e;
     }
     activeTapes.splice(activeTapes.indexOf(tape), 1);
+    releaseHeld(tape);
     try {
       grads = backward(tape, value, onesScalar(value), leaves);
-      // Gradients must not alias parameters (a parameter returned as-is has grad = seed).
-      grads = grads.map((g, i) => (g === leaves[i] ? identity(g) : g));
+      // Gradients must not alias parameters (a parameter returned as-is has grad = seed) nor
+      // each other (add's vjp hands the same cotangent to both inputs): each returned tensor
+      // must be disposable on its own, so repeats get their own handle on the storage.
+      const seen = new Set<Tensor>(leaves);
+      grads = grads.map((g) => {
+        if (seen.has(g)) return identity(g);
+        seen.add(g);
+        return g;
+      });
     } finally {
       for (const p of added) p._tapes!.delete(tape.id);
     }
@@ -169,6 +183,7 @@ export function vjp(
     y = f(x);
   } finally {
     activeTapes.splice(activeTapes.indexOf(tape), 1);
+    releaseHeld(tape);
     x._tapes!.delete(tape.id);
   }
   return [y, (ct: Tensor) => {
@@ -229,6 +244,12 @@ export function jvp<R extends TensorTree>(
     const t = o._tangents?.get(level);
     return t ?? zerosOn(o.backend, o.shape);
   });
-  for (const w of wrapped) w._tangents?.delete(level);
+  // The wrappers share the primals' storage; free those the caller never sees, or disposing
+  // a primal would not release its memory (on an active tape, dispose is deferred).
+  const returned = new Set(treeLeaves(out));
+  for (const w of wrapped) {
+    w._tangents?.delete(level);
+    if (!returned.has(w)) w.dispose();
+  }
   return [out, tan];
 }

@@ -159,7 +159,11 @@ export const UNARY: Record<UnaryOp, UnarySpec> = {
   ltScalar: { cpu: (x, p) => (x < p ? 1 : 0), wgsl: "select(0.0, 1.0, x < p0)" },
   leScalar: { cpu: (x, p) => (x <= p ? 1 : 0), wgsl: "select(0.0, 1.0, x <= p0)" },
   eqScalar: { cpu: (x, p) => (x === p ? 1 : 0), wgsl: "select(0.0, 1.0, x == p0)" },
-  isNan: { cpu: (x) => (Number.isNaN(x) ? 1 : 0), wgsl: "select(0.0, 1.0, x != x)" },
+  // NaN is tested on the bits: WGSL lets compilers fold `x != x` to false (lavapipe does).
+  isNan: {
+    cpu: (x) => (Number.isNaN(x) ? 1 : 0),
+    wgsl: "select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u)",
+  },
   copy: { cpu: (x) => x, wgsl: "x" },
 };
 
@@ -176,10 +180,12 @@ export const BINARY: Record<BinaryOp, BinarySpec> = {
   mul: { cpu: (a, b) => a * b, wgsl: "a * b" },
   div: { cpu: (a, b) => a / b, wgsl: "a / b" },
   pow: { cpu: powCpu, wgsl: "pow_(a, b)" },
-  maximum: { cpu: (a, b) => (a >= b ? a : b), wgsl: "max(a, b)" },
-  minimum: { cpu: (a, b) => (a <= b ? a : b), wgsl: "min(a, b)" },
+  // select() with the CPU's comparison, not WGSL max/min (undefined for NaN; lavapipe drops it).
+  maximum: { cpu: (a, b) => (a >= b ? a : b), wgsl: "select(b, a, a >= b)" },
+  minimum: { cpu: (a, b) => (a <= b ? a : b), wgsl: "select(b, a, a <= b)" },
   eq: { cpu: (a, b) => (a === b ? 1 : 0), wgsl: "select(0.0, 1.0, a == b)" },
-  ne: { cpu: (a, b) => (a !== b ? 1 : 0), wgsl: "select(0.0, 1.0, a != b)" },
+  // Negated ==: lavapipe compiles != as an ordered comparison, false for NaN.
+  ne: { cpu: (a, b) => (a !== b ? 1 : 0), wgsl: "select(1.0, 0.0, a == b)" },
   lt: { cpu: (a, b) => (a < b ? 1 : 0), wgsl: "select(0.0, 1.0, a < b)" },
   le: { cpu: (a, b) => (a <= b ? 1 : 0), wgsl: "select(0.0, 1.0, a <= b)" },
   gt: { cpu: (a, b) => (a > b ? 1 : 0), wgsl: "select(0.0, 1.0, a > b)" },

@@ -1,5 +1,43 @@
 /**
- * @file lib/flow (being written).
+ * @file lib/flow: probability paths and time samplers, minibatch OT couplings, ODE/SDE
+ * samplers and classifier-free guidance, written against Tensor ops only (both backends).
+ * Convention: t = 0 is noise, t = 1 is data, x_t = (1 − t)·x0 + t·x1, target x1 − x0.
  * @module
  */
-export {};
+export {
+  broadcastTime,
+  cfmLoss,
+  type CfmLossOptions,
+  type CfmLossResult,
+  interpolate,
+  interpolateLipman,
+  type InterpolateOptions,
+  type PathSample,
+  sampleTimes,
+  type SampleTimesOptions,
+  TIME_SCHEDULES,
+  type TimeSchedule,
+  type VelocityFn,
+} from "./paths.ts";
+export {
+  type Coupling,
+  type CouplingMethod,
+  linearSumAssignment,
+  otCouple,
+  type OtCoupleOptions,
+  sinkhorn,
+  type SinkhornOptions,
+  type SinkhornResult,
+} from "./ot.ts";
+export {
+  integrate,
+  type IntegrateOptions,
+  type IntegrateResult,
+  SAMPLER_METHODS,
+  type SamplerMethod,
+} from "./samplers.ts";
+export {
+  classifierFreeGuidance,
+  guidanceIntervalFromReference,
+  type GuidanceOptions,
+} from "./guidance.ts";

@@ -1,5 +1,703 @@
 /**
- * @file (being written).
+ * @file Stable Velocity Matching (SV StableVM/loss.py `StableVMLoss`, `MemoryBank`) and the
+ * Stable Target Field (STF training/loss.py `stf_targets`), in our time convention.
+ *
+ * Ours: t = 0 noise, t = 1 data, x_t = (1−t)·ε + t·x, plain target x − ε. SV writes
+ * τ = 1 − t, x_τ = (1−τ)x + τε (the same point) and, for τ ≥ 0.5,
+ *
+ *   w_j = softmax_j(−‖x_τ − (1−τ) b_j‖² / 2τ²),  target_SV = Σ_j w_j (x_τ − b_j)/τ
+ *
+ * whose velocity points to the noise (ε − x). Substituting τ = 1 − t and negating:
+ *
+ *   w_j = softmax_j(−‖x_t − t·b_j‖² / 2(1−t)²)                                    (S1)
+ *   target = Σ_j w_j (b_j − x_t)/(1−t) = (Σ_j w_j b_j − x_t)/(1−t)      for t ≤ splitT (S2)
+ *   target = x − ε                                                       for t > splitT
+ *
+ * (S1) is the posterior over the bank entries of x_t | b_j ~ N(t·b_j, (1−t)²I), so
+ * Σ_j w_j b_j estimates E[x1 | x_t] and (S2) is E[x1 − x0 | x_t] with
+ * E[x0 | x_t] = (x_t − t·E[x1 | x_t])/(1−t). The score version is
+ * ∇ log p_t ≈ (t·Σ_j w_j b_j − x_t)/(1−t)² (S3).
  * @module
  */
-export {};
+import { type Tensor, tidy } from "../tensor.ts";
+import {
+  add,
+  clamp,
+  exp,
+  full,
+  matmul,
+  max,
+  maximum,
+  mean,
+  mul,
+  reshape,
+  square,
+  stopGradient,
+  sub,
+  sum,
+  tensor,
+  unary,
+  where,
+} from "../ops/ops.ts";
+import type { Generator } from "../random.ts";
+import { checkInt, checkNumber } from "../_util.ts";
+
+// SV's guards: logits are clamped at −1e4, then at −50 after subtracting the max.
+const LOGIT_FLOOR = -1e4;
+const SHIFTED_FLOOR = -50;
+
+/** Options for `MemoryBank`. */
+export interface MemoryBankOptions {
+  /** Number of data classes C; the null label is C (it uses the global pool). */
+  numClasses: number;
+  /** Entries kept per class (FIFO). Default 256. */
+  capacityPerClass?: number;
+  /** Entries in the global pool used by the null label. Default 256. */
+  globalCapacity?: number;
+  /** Dimension of an entry (flattened). */
+  dim: number;
+}
+
+/** A host-side dataset: `x` is n·dim row-major values and `labels` n class indices. */
+export interface LabelledData {
+  /** Samples, n·dim values row-major. */
+  x: ArrayLike<number>;
+  /** Class index of each sample. */
+  labels: ArrayLike<number>;
+}
+
+/** Serializable bank contents (for checkpoints). */
+export interface MemoryBankState {
+  /** All slots, (numClasses + 1)·capacity·dim values (capacity = the largest of the two). */
+  data: Float32Array;
+  /** Valid entries per slot. */
+  counts: Int32Array;
+  /** Next write position per slot. */
+  heads: Int32Array;
+}
+
+/**
+ * Per-class FIFO memory bank (ring buffers on the host) plus a global pool for the null
+ * label (index `numClasses`). Every added sample enters its class ring and the global pool.
+ *
+ * @example
+ * ```ts
+ * import { Generator, MemoryBank } from "../../mod.ts";
+ * const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 3, dim: 2 });
+ * bank.add([0, 0, 1, 1, 2, 2], [0, 1, 0]);
+ * const x = bank.sample([0, 1, 2], new Generator(0)); // label 2 = null → global pool
+ * console.log(bank.count(0), bank.count(2), x.shape); // 2 3 [3, 2]
+ * ```
+ */
+export class MemoryBank {
+  /** Number of data classes. */
+  readonly numClasses: number;
+  /** Capacity of each class ring. */
+  readonly capacityPerClass: number;
+  /** Capacity of the global pool. */
+  readonly globalCapacity: number;
+  /** Entry dimension. */
+  readonly dim: number;
+  readonly #slot: number;
+  #data: Float32Array;
+  #counts: Int32Array;
+  #heads: Int32Array;
+
+  /** An empty bank. */
+  constructor(opts: MemoryBankOptions) {
+    this.numClasses = checkInt("number of bank classes", opts.numClasses, 1);
+    this.capacityPerClass = checkInt("bank capacity", opts.capacityPerClass ?? 256, 1);
+    this.globalCapacity = checkInt("bank global capacity", opts.globalCapacity ?? 256, 1);
+    this.dim = checkInt("bank entry dim", opts.dim, 1);
+    this.#slot = Math.max(this.capacityPerClass, this.globalCapacity);
+    this.#data = new Float32Array((this.numClasses + 1) * this.#slot * this.dim);
+    this.#counts = new Int32Array(this.numClasses + 1);
+    this.#heads = new Int32Array(this.numClasses + 1);
+  }
+
+  /** The label that draws from the global pool (= numClasses). */
+  get nullLabel(): number {
+    return this.numClasses;
+  }
+
+  #cap(label: number): number {
+    return label === this.numClasses ? this.globalCapacity : this.capacityPerClass;
+  }
+
+  #checkLabel(l: number, allowNull: boolean): number {
+    const hi = allowNull ? this.numClasses : this.numClasses - 1;
+    if (!Number.isInteger(l) || l < 0 || l > hi) {
+      throw new RangeError(
+        `Expected bank label to be an integer in [0, ${hi}]${
+          allowNull ? ` (${this.numClasses} = null label)` : ""
+        } but found ${l}`,
+      );
+    }
+    return l;
+  }
+
+  #push(slot: number, x: ArrayLike<number>, off: number): void {
+    const d = this.dim, cap = this.#cap(slot);
+    const h = this.#heads[slot]!;
+    const base = (slot * this.#slot + h) * d;
+    for (let j = 0; j < d; j++) this.#data[base + j] = x[off + j]!;
+    this.#heads[slot] = (h + 1) % cap;
+    if (this.#counts[slot]! < cap) this.#counts[slot]!++;
+  }
+
+  /**
+   * Append samples (n·dim values, row-major) with their class labels in [0, numClasses);
+   * the oldest entry of a full ring is overwritten.
+   */
+  add(x: ArrayLike<number>, labels: ArrayLike<number>): void {
+    const n = labels.length;
+    if (x.length !== n * this.dim) {
+      throw new RangeError(
+        `Expected ${n}·${this.dim} = ${
+          n * this.dim
+        } bank values for ${n} labels but found ${x.length}`,
+      );
+    }
+    for (let i = 0; i < n; i++) this.#checkLabel(labels[i]!, false);
+    for (let i = 0; i < n; i++) {
+      this.#push(labels[i]!, x, i * this.dim);
+      this.#push(this.numClasses, x, i * this.dim);
+    }
+  }
+
+  /**
+   * `add` for tensors ([n, dim] or [n, …] samples and [n] labels); reads them back first.
+   *
+   * @example
+   * ```ts
+   * import { MemoryBank, tensor } from "../../mod.ts";
+   * const bank = new MemoryBank({ numClasses: 2, dim: 1 });
+   * await bank.addTensors(tensor([[1], [2]]), tensor([0, 1]));
+   * ```
+   */
+  async addTensors(x: Tensor, labels: Tensor): Promise<void> {
+    this.add(await x.data(), await labels.data());
+  }
+
+  /**
+   * Fill the bank from a dataset, in a random order when `generator` is given: until every
+   * class holds at least one entry, or (`fully`) until every class ring is full or the data
+   * run out. Returns the number of samples consumed; throws if a class has no sample.
+   *
+   * @example
+   * ```ts
+   * import { MemoryBank } from "../../mod.ts";
+   * const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 2, dim: 1 });
+   * bank.prefill({ x: [1, 2, 3, 4, 5], labels: [0, 0, 0, 1, 1] }, { fully: true });
+   * console.log(bank.count(0), bank.count(1)); // 2 2
+   * ```
+   */
+  prefill(source: LabelledData, opts: { fully?: boolean; generator?: Generator } = {}): number {
+    const n = source.labels.length;
+    if (source.x.length !== n * this.dim) {
+      throw new RangeError(
+        `Expected the prefill source to have ${n}·${this.dim} values but found ${source.x.length}`,
+      );
+    }
+    const order = opts.generator ? opts.generator.permutationHost(n) : null;
+    const target = opts.fully ? this.capacityPerClass : 1;
+    const done = () => {
+      for (let c = 0; c < this.numClasses; c++) if (this.#counts[c]! < target) return false;
+      return true;
+    };
+    let used = 0;
+    const x = source.x;
+    while (!done() && used < n) {
+      const i = order ? order[used]! : used;
+      const l = this.#checkLabel(source.labels[i]!, false);
+      this.#push(l, x, i * this.dim);
+      this.#push(this.numClasses, x, i * this.dim);
+      used++;
+    }
+    for (let c = 0; c < this.numClasses; c++) {
+      if (this.#counts[c] === 0) {
+        throw new RangeError(
+          `Cannot prefill the memory bank: class ${c} has no samples in the source (${n} samples)`,
+        );
+      }
+    }
+    return used;
+  }
+
+  /** Valid entries for `label` (the null label counts the global pool). */
+  count(label: number): number {
+    return this.#counts[this.#checkLabel(label, true)]!;
+  }
+
+  /**
+   * The entries of `label`, oldest first, as count·dim values.
+   *
+   * @example
+   * ```ts
+   * import { MemoryBank } from "../../mod.ts";
+   * const bank = new MemoryBank({ numClasses: 1, capacityPerClass: 2, dim: 1 });
+   * bank.add([1, 2, 3], [0, 0, 0]);
+   * console.log(bank.entries(0)); // [2, 3]
+   * ```
+   */
+  entries(label: number): Float32Array {
+    const l = this.#checkLabel(label, true);
+    const n = this.#counts[l]!, cap = this.#cap(l), d = this.dim;
+    const start = n < cap ? 0 : this.#heads[l]!;
+    const out = new Float32Array(n * d);
+    for (let i = 0; i < n; i++) {
+      const p = (start + i) % cap;
+      out.set(this.#data.subarray((l * this.#slot + p) * d, (l * this.#slot + p + 1) * d), i * d);
+    }
+    return out;
+  }
+
+  #requireEntries(l: number): number {
+    const n = this.#counts[l]!;
+    if (n === 0) {
+      throw new RangeError(
+        `Cannot draw from the memory bank: ${
+          l === this.numClasses ? "the global pool" : `class ${l}`
+        } has no entries (prefill the bank first)`,
+      );
+    }
+    return n;
+  }
+
+  /**
+   * One uniformly chosen entry per requested label (labels in [0, numClasses]; the null
+   * label draws from the global pool), as a [n, dim] tensor.
+   */
+  sample(labels: ArrayLike<number>, gen: Generator): Tensor {
+    const n = labels.length, d = this.dim;
+    for (let i = 0; i < n; i++) this.#requireEntries(this.#checkLabel(labels[i]!, true));
+    const u = gen.uniformHost(n);
+    const out = new Float32Array(n * d);
+    for (let i = 0; i < n; i++) {
+      const l = labels[i]!;
+      const j = Math.min(this.#counts[l]! - 1, Math.floor(u[i]! * this.#counts[l]!));
+      out.set(this.#data.subarray((l * this.#slot + j) * d, (l * this.#slot + j + 1) * d), i * d);
+    }
+    return tensor(out, [n, d]);
+  }
+
+  /** The largest entry count among `labels`. */
+  maxCount(labels: ArrayLike<number>): number {
+    let m = 0;
+    for (let i = 0; i < labels.length; i++) {
+      m = Math.max(m, this.#counts[this.#checkLabel(labels[i]!, true)]!);
+    }
+    return m;
+  }
+
+  /**
+   * Entries [start, end) of each requested label's slot, padded: `refs` [n, end−start, dim]
+   * and `mask` [n, end−start] (1 = a valid entry). Row order inside a slot is storage order.
+   *
+   * @example
+   * ```ts
+   * import { MemoryBank } from "../../mod.ts";
+   * const bank = new MemoryBank({ numClasses: 2, dim: 1 });
+   * bank.add([1, 2, 3], [0, 0, 1]);
+   * const { refs, mask } = bank.refs([0, 1], 0, 2);
+   * console.log(await mask.data()); // [1, 1, 1, 0]
+   * ```
+   */
+  refs(labels: ArrayLike<number>, start: number, end: number): { refs: Tensor; mask: Tensor } {
+    const n = labels.length, d = this.dim, m = end - start;
+    checkInt("bank chunk size", m, 1);
+    const r = new Float32Array(n * m * d), mk = new Float32Array(n * m);
+    for (let i = 0; i < n; i++) {
+      const l = this.#checkLabel(labels[i]!, true), c = this.#counts[l]!;
+      for (let j = start; j < Math.min(end, c); j++) {
+        const src = (l * this.#slot + j) * d;
+        r.set(this.#data.subarray(src, src + d), (i * m + j - start) * d);
+        mk[i * m + j - start] = 1;
+      }
+    }
+    return { refs: tensor(r, [n, m, d]), mask: tensor(mk, [n, m]) };
+  }
+
+  /** A copy of the contents, for checkpoints. */
+  state(): MemoryBankState {
+    return {
+      data: this.#data.slice(),
+      counts: this.#counts.slice(),
+      heads: this.#heads.slice(),
+    };
+  }
+
+  /** Restore contents from `state()` (same sizes required). */
+  loadState(s: MemoryBankState): void {
+    if (
+      s.data.length !== this.#data.length || s.counts.length !== this.#counts.length ||
+      s.heads.length !== this.#heads.length
+    ) {
+      throw new RangeError(
+        `Expected a memory bank state with ${this.#data.length} values and ${this.#counts.length} slots but found ${s.data.length} and ${s.counts.length}`,
+      );
+    }
+    this.#data = Float32Array.from(s.data);
+    this.#counts = Int32Array.from(s.counts);
+    this.#heads = Int32Array.from(s.heads);
+  }
+}
+
+/** Which field a target estimates: the velocity E[x1 − x0 | x_t] or the score ∇ log p_t. */
+export type FieldKind = "velocity" | "score";
+
+function timeCol(t: Tensor | number, n: number): Tensor | number {
+  return typeof t === "number" ? t : reshape(t, [n, 1]);
+}
+
+// Posterior mean → field: (S2) for velocity, (S3) for score.
+function toField(mean1: Tensor, xt: Tensor, t: Tensor | number, kind: FieldKind): Tensor {
+  const omt = typeof t === "number" ? 1 - t : sub(1, t);
+  if (kind === "velocity") return sub(mean1, xt).div(omt);
+  const omt2 = typeof omt === "number" ? omt * omt : square(omt);
+  return sub(mul(mean1, t), xt).div(omt2);
+}
+
+// (S1) logits with SV's floor; masked entries sit at the floor and get weight 0 below.
+function bankLogits(xt: Tensor, t: Tensor | number, refs: Tensor, mask: Tensor): Tensor {
+  const [n, m, d] = refs.shape as [number, number, number];
+  const tt = typeof t === "number" ? t : reshape(t, [n, 1, 1]);
+  const diff = sub(reshape(xt, [n, 1, d]), mul(refs, tt));
+  const omt = typeof t === "number" ? 1 - t : reshape(sub(1, t), [n, 1]);
+  const den = typeof omt === "number" ? 2 * omt * omt : mul(square(omt), 2);
+  const l = maximum(mul(sum(square(diff), 2), -1).div(den), LOGIT_FLOOR);
+  return where(mask, l, full([n, m], LOGIT_FLOOR));
+}
+
+/**
+ * The stable posterior mean Σ_j w_j b_j (S1) over per-sample reference sets, as the
+ * velocity (S2) or score (S3). `xt` [n, d]; `t` a number or [n]; `refs` [n, m, d];
+ * `mask` [n, m] marks valid entries (default all). Gradients do not flow into the result.
+ *
+ * @example
+ * ```ts
+ * import { stableTarget, tensor } from "../../mod.ts";
+ * const refs = tensor([[[1, 0], [0, 1]]]); // one sample, two bank entries
+ * const v = stableTarget(tensor([[0.2, 0.1]]), tensor([0.3]), refs);
+ * console.log(await v.data());
+ * ```
+ */
+export function stableTarget(
+  xt: Tensor,
+  t: Tensor | number,
+  refs: Tensor,
+  mask?: Tensor,
+  kind: FieldKind = "velocity",
+): Tensor {
+  const [n, m, d] = refs.shape as [number, number, number];
+  if (refs.rank !== 3 || xt.rank !== 2 || xt.shape[0] !== n || xt.shape[1] !== d) {
+    throw new RangeError(
+      `Expected xt [n, d] and refs [n, m, d] but found [${xt.shape.join(", ")}] and [${
+        refs.shape.join(", ")
+      }]`,
+    );
+  }
+  return tidy(() => {
+    const mk = mask ?? full([n, m], 1);
+    const l = bankLogits(xt, t, refs, mk);
+    const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
+    const e = mul(exp(sh), mk);
+    const w = e.div(sum(e, 1, true));
+    const mean1 = reshape(matmul(reshape(w, [n, 1, m]), refs), [n, d]);
+    return stopGradient(toField(mean1, xt, timeCol(t, n), kind));
+  });
+}
+
+/**
+ * STF stable target field over one shared reference batch (which should include the
+ * minibatch): (S1)–(S3) with the same refs for every row. `xt` [n, d], `t` a number or [n],
+ * `refs` [R, d]. STF writes the EDM x0-prediction target Σ w_j ref_j with
+ * w = softmax(−‖y + n − ref_j‖²/2σ²); on our path y + n = x_t/t and σ = (1−t)/t, so the
+ * weights are (S1).
+ *
+ * @example
+ * ```ts
+ * import { stfTarget, tensor } from "../../mod.ts";
+ * const refs = tensor([[1, 0], [0, 1], [-1, 0]]);
+ * const v = stfTarget(tensor([[0.1, 0.1], [0.5, 0]]), 0.4, refs);
+ * console.log(v.shape); // [2, 2]
+ * ```
+ */
+export function stfTarget(
+  xt: Tensor,
+  t: Tensor | number,
+  refs: Tensor,
+  kind: FieldKind = "velocity",
+): Tensor {
+  const n = xt.shape[0]!, d = xt.shape[1]!, R = refs.shape[0]!;
+  if (xt.rank !== 2 || refs.rank !== 2 || refs.shape[1] !== d) {
+    throw new RangeError(
+      `Expected xt [n, d] and refs [R, d] but found [${xt.shape.join(", ")}] and [${
+        refs.shape.join(", ")
+      }]`,
+    );
+  }
+  return tidy(() => {
+    const tc = timeCol(t, n);
+    // ‖x_t − t r_j‖² = ‖x_t‖² − 2t x_t·r_j + t²‖r_j‖², one [n, R] matmul.
+    const x2 = sum(square(xt), 1, true);
+    const r2 = reshape(sum(square(refs), 1), [1, R]);
+    const xr = matmul(xt, refs, { transB: true });
+    const t2 = typeof tc === "number" ? tc * tc : square(tc);
+    const dist = maximum(add(sub(x2, mul(mul(xr, tc), 2)), mul(r2, t2)), 0);
+    const omt = typeof tc === "number" ? 1 - tc : sub(1, tc);
+    const den = typeof omt === "number" ? 2 * omt * omt : mul(square(omt), 2);
+    const l = maximum(mul(dist, -1).div(den), LOGIT_FLOOR);
+    const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
+    const e = exp(sh);
+    const w = e.div(sum(e, 1, true));
+    return stopGradient(toField(matmul(w, refs), xt, tc, kind));
+  });
+}
+
+/** Options for `stableVmTarget`. */
+export interface StableVmTargetOptions {
+  /** Use the stable target for t ≤ splitT (ours; SV's τ ≥ 0.5). Default 0.5. */
+  splitT?: number;
+  /** Chunk the bank (memory O(n·chunk·d)); same result within 1e-5. Default false. */
+  efficient?: boolean;
+  /** Entries per chunk for `efficient`. Default 64. */
+  chunkSize?: number;
+  /** Velocity or score target. Default velocity. */
+  kind?: FieldKind;
+}
+
+// Online log-sum-exp over bank chunks (stable_vm_efficient): running max m, running
+// normaliser s and running Σ e_j b_j, rescaled by exp(m_old − m_new) when the max grows.
+function bankMeanChunked(
+  bank: MemoryBank,
+  labels: ArrayLike<number>,
+  xt: Tensor,
+  t: Tensor,
+  chunk: number,
+): Tensor {
+  const n = xt.shape[0]!, d = xt.shape[1]!;
+  const M = bank.maxCount(labels);
+  let m: Tensor | null = null, s: Tensor | null = null, acc: Tensor | null = null;
+  for (let c0 = 0; c0 < M; c0 += chunk) {
+    const c1 = Math.min(M, c0 + chunk);
+    const next = tidy(() => {
+      const { refs, mask } = bank.refs(labels, c0, c1);
+      const l = bankLogits(xt, t, refs, mask);
+      const cm = max(l, 1, true);
+      const mNew = m ? maximum(m, cm) : cm;
+      const e = mul(exp(clamp(sub(l, mNew), SHIFTED_FLOOR, Infinity)), mask);
+      const part = reshape(matmul(reshape(e, [n, 1, c1 - c0]), refs), [n, d]);
+      if (!m) return [mNew, sum(e, 1, true), part];
+      const scale = exp(sub(m, mNew));
+      return [mNew, add(mul(s!, scale), sum(e, 1, true)), add(mul(acc!, scale), part)];
+    });
+    m?.dispose();
+    s?.dispose();
+    acc?.dispose();
+    [m, s, acc] = next as [Tensor, Tensor, Tensor];
+  }
+  const out = acc!.div(s!);
+  m!.dispose();
+  s!.dispose();
+  acc!.dispose();
+  return out;
+}
+
+/**
+ * The StableVM regression target for a batch drawn from `bank`: the stable target (S2) over
+ * the bank entries of each row's label where t ≤ splitT, the plain x − ε elsewhere, and the
+ * plain target wherever the stable one is NaN (SV's fallback).
+ *
+ * @example
+ * ```ts
+ * import { Generator, MemoryBank, stableVmTarget, tensor } from "../../mod.ts";
+ * const bank = new MemoryBank({ numClasses: 1, dim: 1 });
+ * bank.add([1, 2, 3], [0, 0, 0]);
+ * const x = tensor([[2]]), eps = tensor([[0.5]]), t = tensor([0.3]);
+ * const xt = x.mul(0.3).add(eps.mul(0.7));
+ * const target = stableVmTarget(bank, [0], { x, eps, xt, t });
+ * ```
+ */
+export function stableVmTarget(
+  bank: MemoryBank,
+  labels: ArrayLike<number>,
+  batch: { x: Tensor; eps: Tensor; xt: Tensor; t: Tensor },
+  opts: StableVmTargetOptions = {},
+): Tensor {
+  const splitT = checkNumber("splitT", opts.splitT ?? 0.5, 0, 1);
+  const kind = opts.kind ?? "velocity";
+  const chunk = checkInt("chunk size", opts.chunkSize ?? 64, 1);
+  const { x, eps, xt, t } = batch;
+  const n = xt.shape[0]!;
+  return tidy(() => {
+    const tc = reshape(t, [n, 1]);
+    const plain = kind === "velocity" ? sub(x, eps) : mul(eps, -1).div(sub(1, tc)); // (S3) with b = x
+    let stable: Tensor;
+    if (opts.efficient) {
+      stable = toField(bankMeanChunked(bank, labels, xt, t, chunk), xt, tc, kind);
+    } else {
+      const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
+      stable = stableTarget(xt, t, refs, mask, kind);
+    }
+    const use = unary("leScalar", tc, splitT);
+    const chosen = where(use, stable, plain);
+    return stopGradient(where(unary("isNan", chosen), plain, chosen));
+  });
+}
+
+/** A conditional model: x [n, d], t [n], class labels [n] (null = numClasses) → [n, d]. */
+export type ConditionalField = (x: Tensor, t: Tensor, y: Tensor) => Tensor;
+
+/** Options for `stableVmLoss` and `siLoss`. */
+export interface StableVmLossOptions {
+  /** The memory bank the batch is drawn from (needed by stableVmLoss, and by siLoss without `x`). */
+  bank?: MemoryBank;
+  /** Rows per batch (ignored when `x` is given). */
+  batchSize?: number;
+  /** Number of data classes C (default bank.numClasses); the null label is C. */
+  numClasses?: number;
+  /** Source of every random draw (labels, entries, t, ε). */
+  generator: Generator;
+  /** Probability that a label is replaced by the null label. Default 0.1. */
+  nullProb?: number;
+  /** t ~ U[tEps, 1 − tEps]. Default 1e-4. */
+  tEps?: number;
+  /** siLoss only: a data batch [n, d] to use instead of drawing from the bank. */
+  x?: Tensor;
+  /** siLoss only: the host labels of `x`. */
+  labels?: ArrayLike<number>;
+  /** Use the stable target for t ≤ splitT. Default 0.5. */
+  splitT?: number;
+  /** Memory-efficient chunked bank pass (`stable_vm_efficient`). */
+  efficient?: boolean;
+  /** Entries per chunk for `efficient`. Default 64. */
+  chunkSize?: number;
+  /** Regress the velocity (default) or the score. */
+  kind?: FieldKind;
+}
+
+/** What the losses return: the scalar loss and the batch it was computed on. */
+export interface FlowLossResult {
+  /** Mean squared error (a scalar). */
+  loss: Tensor;
+  /** Noisy inputs x_t [n, d]. */
+  xt: Tensor;
+  /** Times [n]. */
+  t: Tensor;
+  /** Labels given to the model [n] (null = numClasses). */
+  y: Tensor;
+  /** Regression targets [n, d]. */
+  target: Tensor;
+  /** The host labels. */
+  labels: Int32Array;
+  /** The clean samples x [n, d]. */
+  x: Tensor;
+  /** The noise ε [n, d]. */
+  eps: Tensor;
+}
+
+function drawLabels(n: number, C: number, nullProb: number, gen: Generator): Int32Array {
+  const u = gen.uniformHost(n), v = gen.uniformHost(n);
+  return Int32Array.from(
+    u,
+    (ui, i) => (v[i]! < nullProb ? C : Math.min(C - 1, Math.floor(ui * C))),
+  );
+}
+
+function commonOpts(opts: StableVmLossOptions) {
+  const nullProb = checkNumber("nullProb", opts.nullProb ?? 0.1, 0, 1);
+  const tEps = checkNumber("tEps", opts.tEps ?? 1e-4, 0, 0.5);
+  return { nullProb, tEps };
+}
+
+function regress(
+  f: ConditionalField,
+  b: { x: Tensor; eps: Tensor; xt: Tensor; t: Tensor },
+  labels: Int32Array,
+  target: Tensor,
+): FlowLossResult {
+  const y = tensor(Float32Array.from(labels), [labels.length]);
+  const out = f(b.xt, b.t, y);
+  const loss = mean(square(sub(out, target)));
+  return { loss, y, target, labels, ...b };
+}
+
+/**
+ * Stable Velocity Matching loss (SV `StableVMLoss`): labels y ~ U{0..C−1} (a fraction
+ * `nullProb` replaced by the null label C), x drawn from the bank entries of y (the data
+ * batch only refills the bank), t ~ U[tEps, 1−tEps], ε ~ N(0, I), x_t = (1−t)ε + t·x,
+ * target from `stableVmTarget`, loss = mean ‖f(x_t, t, y) − target‖². Use inside
+ * `valueAndGrad`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, MemoryBank, stableVmLoss } from "../../mod.ts";
+ * const bank = new MemoryBank({ numClasses: 2, dim: 2 });
+ * bank.add([1, 1, -1, -1, 1, 0], [0, 1, 0]);
+ * const { loss } = stableVmLoss((x) => x.mul(0), {
+ *   bank, batchSize: 4, generator: new Generator(0),
+ * });
+ * console.log(await loss.item());
+ * ```
+ */
+export function stableVmLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLossResult {
+  const bank = opts.bank;
+  if (!bank) throw new TypeError("stableVmLoss needs a memory bank (opts.bank)");
+  const C = checkInt("numClasses", opts.numClasses ?? bank.numClasses, 1, bank.numClasses);
+  const B = checkInt("batch size", opts.batchSize ?? 256, 1);
+  const { nullProb, tEps } = commonOpts(opts);
+  const gen = opts.generator;
+  const labels = drawLabels(B, C, nullProb, gen).map((l) => (l === C ? bank.nullLabel : l));
+  const x = bank.sample(labels, gen);
+  const t = gen.uniform([B], tEps, 1 - tEps);
+  const eps = gen.normal([B, bank.dim]);
+  const tc = reshape(t, [B, 1]);
+  const xt = add(mul(eps, sub(1, tc)), mul(x, tc));
+  const target = stableVmTarget(bank, labels, { x, eps, xt, t }, opts);
+  return regress(f, { x, eps, xt, t }, labels, target);
+}
+
+/**
+ * Plain conditional flow matching (`--loss-type si`) with the `stableVmLoss` interface:
+ * target x − ε (or the conditional score −ε/(1−t)). Uses `opts.x`/`opts.labels` when given
+ * (labels dropped to null with probability `nullProb`), else draws from `opts.bank`.
+ *
+ * @example
+ * ```ts
+ * import { Generator, randn, siLoss } from "../../mod.ts";
+ * const { loss } = siLoss((x) => x.mul(0), {
+ *   x: randn([4, 2], { seed: 0 }), labels: [0, 1, 0, 1], numClasses: 2,
+ *   generator: new Generator(0),
+ * });
+ * ```
+ */
+export function siLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLossResult {
+  const { nullProb, tEps } = commonOpts(opts);
+  const gen = opts.generator;
+  let x: Tensor, labels: Int32Array;
+  if (opts.x) {
+    const C = checkInt("numClasses", opts.numClasses ?? opts.bank?.numClasses ?? NaN, 1);
+    const B = opts.x.shape[0]!;
+    if (!opts.labels || opts.labels.length !== B) {
+      throw new RangeError(`siLoss needs ${B} host labels for the ${B} rows of opts.x`);
+    }
+    const drop = gen.uniformHost(B);
+    labels = Int32Array.from(opts.labels, (l, i) => (drop[i]! < nullProb ? C : l));
+    x = opts.x;
+  } else {
+    const bank = opts.bank;
+    if (!bank) throw new TypeError("siLoss needs a data batch (opts.x) or a memory bank");
+    const C = checkInt("numClasses", opts.numClasses ?? bank.numClasses, 1, bank.numClasses);
+    const B = checkInt("batch size", opts.batchSize ?? 256, 1);
+    labels = drawLabels(B, C, nullProb, gen).map((l) => (l === C ? bank.nullLabel : l));
+    x = bank.sample(labels, gen);
+  }
+  const B = x.shape[0]!;
+  const t = gen.uniform([B], tEps, 1 - tEps);
+  const eps = gen.normal(x.shape);
+  const tc = reshape(t, [B, ...x.shape.slice(1).map(() => 1)]);
+  const xt = add(mul(eps, sub(1, tc)), mul(x, tc));
+  const target = opts.kind === "score" ? mul(eps, -1).div(sub(1, tc)) : sub(x, eps);
+  return regress(f, { x, eps, xt, t }, labels, target);
+}

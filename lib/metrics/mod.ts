@@ -1,5 +1,15 @@
 /**
- * @file lib/metrics (being written).
+ * @file lib/metrics: sample-based distances (histogram KL, W2, MMD) and trajectory
+ * straightness. NFE is reported by the samplers (`integrate`).
  * @module
  */
-export {};
+export {
+  histogramKL,
+  type HistogramKLOptions,
+  type MmdOptions,
+  mmdRbf,
+  type Samples,
+  w2,
+  type W2Options,
+} from "./distances.ts";
+export { straightness, type StraightnessResult } from "./straightness.ts";

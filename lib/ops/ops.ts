@@ -4,7 +4,7 @@
  * composed from the primitives in `prims.ts`, so it is differentiable in both modes.
  * @module
  */
-import { Tensor } from "../tensor.ts";
+import { Tensor, tidy } from "../tensor.ts";
 import {
   binary,
   broadcastTo,
@@ -46,6 +46,10 @@ export {
 };
 
 type T = Tensor;
+// Composites run inside tidy so that only their result outlives the call: a caller who
+// disposes what it holds (outside any tidy) must not leak the intermediates, or internal
+// reshapes that pin an input's storage. Inside valueAndGrad/jvp, tidy keeps what the tape
+// and the tangents still need (see tensor.ts).
 type Axes = number | readonly number[] | undefined;
 
 // ---------------------------------------------------------------- creation
@@ -54,14 +58,22 @@ type Axes = number | readonly number[] | undefined;
 export type NestedArray = number | readonly NestedArray[];
 
 function flatten(data: NestedArray, shape: number[], out: number[], depth: number): void {
+  const ragged = () =>
+    new TypeError(
+      `Expected tensor data to be a rectangular nested array but found an entry at depth ${depth} ` +
+        `that does not fit the shape ${fmtShape(shape)} of the entries before it`,
+    );
   if (typeof data === "number") {
+    // Every number sits at the depth the first one fixed: [[1, 2], 3] is ragged.
+    if (depth !== shape.length) throw ragged();
     out.push(data);
     return;
   }
-  if (shape.length <= depth) shape.push(data.length);
-  else if (shape[depth] !== data.length) {
-    throw new TypeError("Expected a rectangular nested array for tensor data");
-  }
+  if (shape.length <= depth) {
+    // A new axis may only appear before the first number: [[1, 2], [3, [4]]] is ragged.
+    if (out.length > 0) throw ragged();
+    shape.push(data.length);
+  } else if (shape[depth] !== data.length) throw ragged();
   for (const d of data) flatten(d, shape, out, depth + 1);
 }
 
@@ -203,7 +215,9 @@ export function linspace(start: number, stop: number, num: number): T {
     throw new RangeError(`Expected num to be an integer >= 1 but found ${num}`);
   }
   const vals = new Float32Array(num);
-  for (let i = 0; i < num; i++) vals[i] = num === 1 ? start : start + (stop - start) * i / (num - 1);
+  for (let i = 0; i < num; i++) {
+    vals[i] = num === 1 ? start : start + (stop - start) * i / (num - 1);
+  }
   return tensor(vals);
 }
 
@@ -299,12 +313,14 @@ export function mul(a: T | number, b: T | number): T {
  * ```
  */
 export function div(a: T | number, b: T | number): T {
-  if (typeof a === "number") {
-    if (typeof b === "number") throw new TypeError("div() needs at least one Tensor");
-    return unary("affine", unary("reciprocal", b), a, 0);
-  }
-  if (typeof b === "number") return binary("div", a, scalarOn(a.backend, b));
-  return binary("div", a, b);
+  return tidy(() => {
+    if (typeof a === "number") {
+      if (typeof b === "number") throw new TypeError("div() needs at least one Tensor");
+      return unary("affine", unary("reciprocal", b), a, 0);
+    }
+    if (typeof b === "number") return binary("div", a, scalarOn(a.backend, b));
+    return binary("div", a, b);
+  });
 }
 
 /**
@@ -317,16 +333,18 @@ export function div(a: T | number, b: T | number): T {
  * ```
  */
 export function pow(a: T | number, b: T | number): T {
-  if (typeof a === "number") {
-    if (typeof b === "number") throw new TypeError("pow() needs at least one Tensor");
-    return binary("pow", scalarOn(b.backend, a), b);
-  }
-  if (typeof b === "number") {
-    if (b === 1) return unary("copy", a);
-    if (b === 2) return unary("square", a);
-    return unary("powScalar", a, b);
-  }
-  return binary("pow", a, b);
+  return tidy(() => {
+    if (typeof a === "number") {
+      if (typeof b === "number") throw new TypeError("pow() needs at least one Tensor");
+      return binary("pow", scalarOn(b.backend, a), b);
+    }
+    if (typeof b === "number") {
+      if (b === 1) return unary("copy", a);
+      if (b === 2) return unary("square", a);
+      return unary("powScalar", a, b);
+    }
+    return binary("pow", a, b);
+  });
 }
 
 /**
@@ -339,8 +357,10 @@ export function pow(a: T | number, b: T | number): T {
  * ```
  */
 export function maximum(a: T, b: T | number): T {
-  if (typeof b === "number") return binary("maximum", a, scalarOn(a.backend, b));
-  return binary("maximum", a, b);
+  return tidy(() => {
+    if (typeof b === "number") return binary("maximum", a, scalarOn(a.backend, b));
+    return binary("maximum", a, b);
+  });
 }
 
 /**
@@ -353,8 +373,10 @@ export function maximum(a: T, b: T | number): T {
  * ```
  */
 export function minimum(a: T, b: T | number): T {
-  if (typeof b === "number") return binary("minimum", a, scalarOn(a.backend, b));
-  return binary("minimum", a, b);
+  return tidy(() => {
+    if (typeof b === "number") return binary("minimum", a, scalarOn(a.backend, b));
+    return binary("minimum", a, b);
+  });
 }
 
 /**
@@ -444,18 +466,20 @@ export const floor = (x: T): T => unary("floor", x);
 export const erf = (x: T): T => unary("erf", x);
 
 function cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", a: T, b: T | number): T {
-  if (typeof b === "number") {
-    const m: Record<string, "gtScalar" | "geScalar" | "ltScalar" | "leScalar" | "eqScalar"> = {
-      gt: "gtScalar",
-      ge: "geScalar",
-      lt: "ltScalar",
-      le: "leScalar",
-      eq: "eqScalar",
-    };
-    if (op === "ne") return unary("affine", unary("eqScalar", a, b), -1, 1);
-    return unary(m[op]!, a, b);
-  }
-  return binary(op, a, b);
+  return tidy(() => {
+    if (typeof b === "number") {
+      const m: Record<string, "gtScalar" | "geScalar" | "ltScalar" | "leScalar" | "eqScalar"> = {
+        gt: "gtScalar",
+        ge: "geScalar",
+        lt: "ltScalar",
+        le: "leScalar",
+        eq: "eqScalar",
+      };
+      if (op === "ne") return unary("affine", unary("eqScalar", a, b), -1, 1);
+      return unary(m[op]!, a, b);
+    }
+    return binary(op, a, b);
+  });
 }
 /** 1 where a > b else 0. @example ```ts
  * import { greater, tensor } from "../../mod.ts"; greater(tensor([1, 3]), 2);
@@ -507,9 +531,11 @@ export function sum(x: T, axes?: Axes, keepdims = false): T {
  * ```
  */
 export function mean(x: T, axes?: Axes, keepdims = false): T {
-  const ax = normAxes(axes, x.shape);
-  const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
-  return unary("affine", reduce("sum", x, ax, keepdims), 1 / n, 0);
+  return tidy(() => {
+    const ax = normAxes(axes, x.shape);
+    const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
+    return unary("affine", reduce("sum", x, ax, keepdims), 1 / n, 0);
+  });
 }
 
 /**
@@ -548,8 +574,10 @@ export function min(x: T, axes?: Axes, keepdims = false): T {
  * ```
  */
 export function argmax(x: T, axis?: number, keepdims = false): T {
-  if (axis === undefined) return reduce("argmax", reshape(x, [x.size]), 0, keepdims);
-  return reduce("argmax", x, normAxis(axis, x.rank, x.shape), keepdims);
+  return tidy(() => {
+    if (axis === undefined) return reduce("argmax", reshape(x, [x.size]), 0, keepdims);
+    return reduce("argmax", x, normAxis(axis, x.rank, x.shape), keepdims);
+  });
 }
 
 /**
@@ -562,8 +590,10 @@ export function argmax(x: T, axis?: number, keepdims = false): T {
  * ```
  */
 export function argmin(x: T, axis?: number, keepdims = false): T {
-  if (axis === undefined) return reduce("argmin", reshape(x, [x.size]), 0, keepdims);
-  return reduce("argmin", x, normAxis(axis, x.rank, x.shape), keepdims);
+  return tidy(() => {
+    if (axis === undefined) return reduce("argmin", reshape(x, [x.size]), 0, keepdims);
+    return reduce("argmin", x, normAxis(axis, x.rank, x.shape), keepdims);
+  });
 }
 
 /**
@@ -576,13 +606,15 @@ export function argmin(x: T, axis?: number, keepdims = false): T {
  * ```
  */
 export function logSumExp(x: T, axes?: Axes, keepdims = false): T {
-  const ax = normAxes(axes, x.shape);
-  // The max is a constant shift: its gradient contributions cancel, so stop it.
-  const m = stopGradient(reduce("max", x, ax, true));
-  const mSafe = where(unary("isNan", unary("affine", m, 0, 0)), zerosLikeShape(m), m);
-  const s = reduce("sum", unary("exp", binary("sub", x, mSafe)), ax, true);
-  const r = binary("add", unary("log", s), mSafe);
-  return keepdims ? r : reshape(r, x.shape.filter((_, i) => !ax.includes(i)));
+  return tidy(() => {
+    const ax = normAxes(axes, x.shape);
+    // The max is a constant shift: its gradient contributions cancel, so stop it.
+    const m = stopGradient(reduce("max", x, ax, true));
+    const mSafe = where(unary("isNan", unary("affine", m, 0, 0)), zerosLikeShape(m), m);
+    const s = reduce("sum", unary("exp", binary("sub", x, mSafe)), ax, true);
+    const r = binary("add", unary("log", s), mSafe);
+    return keepdims ? r : reshape(r, x.shape.filter((_, i) => !ax.includes(i)));
+  });
 }
 
 function zerosLikeShape(x: T): T {
@@ -599,10 +631,17 @@ function zerosLikeShape(x: T): T {
  * ```
  */
 export function variance(x: T, axes?: Axes, keepdims = false, correction = 0): T {
-  const ax = normAxes(axes, x.shape);
-  const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
-  const d = binary("sub", x, mean(x, ax, true));
-  return unary("affine", reduce("sum", unary("square", d), ax, keepdims), 1 / (n - correction), 0);
+  return tidy(() => {
+    const ax = normAxes(axes, x.shape);
+    const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
+    const d = binary("sub", x, mean(x, ax, true));
+    return unary(
+      "affine",
+      reduce("sum", unary("square", d), ax, keepdims),
+      1 / (n - correction),
+      0,
+    );
+  });
 }
 
 // ---------------------------------------------------------------- nn-style composites
@@ -617,7 +656,9 @@ export function variance(x: T, axes?: Axes, keepdims = false, correction = 0): T
  * ```
  */
 export function softmax(x: T, axis = -1): T {
-  return unary("exp", logSoftmax(x, axis));
+  return tidy(() => {
+    return unary("exp", logSoftmax(x, axis));
+  });
 }
 
 /**
@@ -630,8 +671,10 @@ export function softmax(x: T, axis = -1): T {
  * ```
  */
 export function logSoftmax(x: T, axis = -1): T {
-  const ax = normAxis(axis, x.rank, x.shape);
-  return binary("sub", x, logSumExp(x, ax, true));
+  return tidy(() => {
+    const ax = normAxis(axis, x.rank, x.shape);
+    return binary("sub", x, logSumExp(x, ax, true));
+  });
 }
 
 /**
@@ -644,14 +687,16 @@ export function logSoftmax(x: T, axis = -1): T {
  * ```
  */
 export function layerNorm(x: T, weight?: T, bias?: T, eps = 1e-5): T {
-  const ax = x.rank - 1;
-  const mu = mean(x, ax, true);
-  const d = binary("sub", x, mu);
-  const v = mean(unary("square", d), ax, true);
-  let y = binary("mul", d, unary("rsqrt", unary("affine", v, 1, eps)));
-  if (weight) y = binary("mul", y, weight);
-  if (bias) y = binary("add", y, bias);
-  return y;
+  return tidy(() => {
+    const ax = x.rank - 1;
+    const mu = mean(x, ax, true);
+    const d = binary("sub", x, mu);
+    const v = mean(unary("square", d), ax, true);
+    let y = binary("mul", d, unary("rsqrt", unary("affine", v, 1, eps)));
+    if (weight) y = binary("mul", y, weight);
+    if (bias) y = binary("add", y, bias);
+    return y;
+  });
 }
 
 /**
@@ -665,17 +710,24 @@ export function layerNorm(x: T, weight?: T, bias?: T, eps = 1e-5): T {
  * ```
  */
 export function pairwiseSqDist(a: T, b: T): T {
-  if (a.rank !== 2 || b.rank !== 2 || a.shape[1] !== b.shape[1]) {
-    throw new RangeError(
-      `pairwiseSqDist needs [n, d] and [m, d] but found ${fmtShape(a.shape)} and ${
-        fmtShape(b.shape)
-      }`,
+  return tidy(() => {
+    if (a.rank !== 2 || b.rank !== 2 || a.shape[1] !== b.shape[1]) {
+      throw new RangeError(
+        `pairwiseSqDist needs [n, d] and [m, d] but found ${fmtShape(a.shape)} and ${
+          fmtShape(b.shape)
+        }`,
+      );
+    }
+    const a2 = reduce("sum", unary("square", a), 1, true); // [n, 1]
+    const b2 = reshape(reduce("sum", unary("square", b), 1, true), [1, b.shape[0]!]); // [1, m]
+    const ab = matmul(a, b, { transB: true }); // [n, m]
+    return unary(
+      "clamp",
+      binary("sub", binary("add", a2, b2), unary("affine", ab, 2, 0)),
+      0,
+      Infinity,
     );
-  }
-  const a2 = reduce("sum", unary("square", a), 1, true); // [n, 1]
-  const b2 = reshape(reduce("sum", unary("square", b), 1, true), [1, b.shape[0]!]); // [1, m]
-  const ab = matmul(a, b, { transB: true }); // [n, m]
-  return unary("clamp", binary("sub", binary("add", a2, b2), unary("affine", ab, 2, 0)), 0, Infinity);
+  });
 }
 
 // ---------------------------------------------------------------- shape helpers
@@ -692,7 +744,9 @@ export function pairwiseSqDist(a: T, b: T): T {
 export function expandDims(x: T, axis: number): T {
   const ax = axis < 0 ? axis + x.rank + 1 : axis;
   if (ax < 0 || ax > x.rank) {
-    throw new RangeError(`Axis ${axis} is out of range for expandDims of shape ${fmtShape(x.shape)}`);
+    throw new RangeError(
+      `Axis ${axis} is out of range for expandDims of shape ${fmtShape(x.shape)}`,
+    );
   }
   const s = [...x.shape];
   s.splice(ax, 0, 1);
@@ -730,7 +784,9 @@ export function squeeze(x: T, axes?: Axes): T {
  * ```
  */
 export function stack(xs: readonly T[], axis = 0): T {
-  return concat(xs.map((x) => expandDims(x, axis)), axis < 0 ? axis : axis);
+  return tidy(() => {
+    return concat(xs.map((x) => expandDims(x, axis)), axis < 0 ? axis : axis);
+  });
 }
 
 /**
@@ -813,9 +869,11 @@ export function indexSelect(x: T, indices: T, axis = 0): T {
  * ```
  */
 export function oneHot(labels: T, numClasses: number): T {
-  const be = labels.backend;
-  const classes = Tensor._fromStorage(be.iota(numClasses, 0, 1), [1, numClasses], be);
-  return binary("eq", reshape(labels, [labels.size, 1]), classes);
+  return tidy(() => {
+    const be = labels.backend;
+    const classes = Tensor._fromStorage(be.iota(numClasses, 0, 1), [1, numClasses], be);
+    return binary("eq", reshape(labels, [labels.size, 1]), classes);
+  });
 }
 
 /** Sum a tensor down to a shape (re-export for rules). */
@@ -831,7 +889,9 @@ export { sumTo as reduceTo };
  * ```
  */
 export function mse(a: T, b: T): T {
-  return mean(unary("square", binary("sub", a, b)));
+  return tidy(() => {
+    return mean(unary("square", binary("sub", a, b)));
+  });
 }
 
 /**
@@ -844,12 +904,14 @@ export function mse(a: T, b: T): T {
  * ```
  */
 export function globalNorm(xs: readonly T[]): T {
-  let acc: T | null = null;
-  for (const x of xs) {
-    const s = reduce("sum", unary("square", x));
-    acc = acc ? binary("add", acc, s) : s;
-  }
-  return acc ? unary("sqrt", acc) : full([], 0);
+  return tidy(() => {
+    let acc: T | null = null;
+    for (const x of xs) {
+      const s = reduce("sum", unary("square", x));
+      acc = acc ? binary("add", acc, s) : s;
+    }
+    return acc ? unary("sqrt", acc) : full([], 0);
+  });
 }
 
 /**

@@ -3,7 +3,7 @@
  * rule. Every other op is composed from these, so it is differentiable in both modes.
  * @module
  */
-import { applyPrim, attachRules, backendOf, Tensor } from "../tensor.ts";
+import { applyPrim, attachRules, backendOf, Tensor, tidy } from "../tensor.ts";
 import type { BinaryOp, ReduceOp, UnaryOp, View } from "../backend/backend.ts";
 import {
   broadcastShapes,
@@ -15,7 +15,7 @@ import {
   stridesOf,
 } from "../shape.ts";
 import { fmtShape } from "../_util.ts";
-import { getBackend } from "../backend/select.ts";
+import type { getBackend } from "../backend/select.ts";
 
 function checkTensor(x: unknown, name: string): Tensor {
   if (!(x instanceof Tensor)) {
@@ -126,7 +126,10 @@ export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
     const dfx = unaryDeriv(op, x, out, p0, p1);
     return dfx ? binary("mul", g, dfx) : null;
   };
-  const out: Tensor = applyPrim([x], s, x.shape, be, {
+  // Create the output before attaching rules: forward mode runs the jvp rule inside
+  // attachRules, and rules that use the output (exp, tanh, …) must see it initialised.
+  const out = Tensor._fromStorage(s, x.shape, be);
+  attachRules(out, [x], {
     vjp: (g) => [linear(g)],
     jvp: ([t]) => linear(t!),
   });
@@ -152,8 +155,8 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
   for (let i = 0; i < g.rank; i++) {
     if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
   }
-  const r = axes.length ? reduce("sum", g, axes) : g;
-  return reshape(r, shape);
+  // tidy: the reduced tensor is an intermediate that the reshaped view would otherwise pin.
+  return tidy(() => reshape(axes.length ? reduce("sum", g, axes) : g, shape));
 }
 
 // ---------------------------------------------------------------- binary
@@ -222,7 +225,9 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
     }
     throw new Error("unreachable");
   };
-  const out: Tensor = applyPrim([a, b], s, shape, be, {
+  // Output first, then rules (the div/pow rules read `out`; see `unary`).
+  const out = Tensor._fromStorage(s, shape, be);
+  attachRules(out, [a, b], {
     vjp: (g) => [sumTo(da(g), a.shape), sumTo(db(g), b.shape)],
     jvp: ([ta, tb]) => {
       const pa = ta ? da(ta) : null;
@@ -263,7 +268,10 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
       sumTo(where(cond, g, zero()), a.shape),
       sumTo(where(cond, zero(), g), b.shape),
     ],
-    jvp: ([, ta, tb]) => where(cond, ta ?? zero(), tb ?? zero()),
+    // A missing tangent is zeros of its primal's shape, so the tangent broadcasts to the
+    // output's shape; cond is piecewise constant (its tangent alone gives zero).
+    jvp: ([, ta, tb]) =>
+      ta || tb ? where(cond, ta ?? zerosOn(be, a.shape), tb ?? zerosOn(be, b.shape)) : null,
   });
 }
 
@@ -312,7 +320,12 @@ function stridedCopy(x: Tensor, view: View): Tensor {
   const be = x.backend;
   const size = sizeOf(view.shape);
   const dst = be.alloc(size);
-  be.copyInto(dst, { shape: view.shape, strides: stridesOf(view.shape), offset: 0 }, x.storage, view);
+  be.copyInto(
+    dst,
+    { shape: view.shape, strides: stridesOf(view.shape), offset: 0 },
+    x.storage,
+    view,
+  );
   return Tensor._fromStorage(dst, view.shape, be);
 }
 
@@ -398,7 +411,10 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
   }
   const sz = size.map((s, i) => (s === -1 ? x.shape[i]! - begin[i]! : s));
   for (let i = 0; i < x.rank; i++) {
-    if (begin[i]! < 0 || sz[i]! < 0 || begin[i]! + sz[i]! > x.shape[i]!) {
+    if (
+      !Number.isInteger(begin[i]) || !Number.isInteger(sz[i]) || begin[i]! < 0 || sz[i]! < 0 ||
+      begin[i]! + sz[i]! > x.shape[i]!
+    ) {
       throw new RangeError(
         `Slice [${begin.join(", ")}] + [${sz.join(", ")}] is out of range for shape ${
           fmtShape(x.shape)
@@ -428,6 +444,20 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
  * ```
  */
 export function padSlice(x: Tensor, shape: readonly number[], begin: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  // Without this check the strided copy silently drops (or misplaces) out-of-range elements.
+  if (
+    shape.length !== x.rank || begin.length !== x.rank ||
+    x.shape.some((d, i) =>
+      !Number.isInteger(begin[i]) || !Number.isInteger(shape[i]) || begin[i]! < 0 ||
+      begin[i]! + d > shape[i]!
+    )
+  ) {
+    throw new RangeError(
+      `Cannot place a tensor of shape ${fmtShape(x.shape)} at offset [${begin.join(", ")}] ` +
+        `in a tensor of shape ${fmtShape(shape)}`,
+    );
+  }
   const be = x.backend;
   const dst = be.fill(sizeOf(shape), 0);
   const st = stridesOf(shape);
@@ -598,17 +628,19 @@ export function reduce(
     });
   }
   // max/min: the gradient is shared evenly among ties (like torch.amax).
-  const out: Tensor = applyPrim([x], s, outShape, be, {
+  // Output and tieWeights exist before attachRules, which runs the jvp rule right away.
+  const out = Tensor._fromStorage(s, outShape, be);
+  const tieWeights = () => {
+    const mask = binary("eq", x, reshape(out, keptShape));
+    return binary("div", mask, reduce("sum", mask, ax, true));
+  };
+  attachRules(out, [x], {
     vjp: (g) => {
       const w = tieWeights();
       return [binary("mul", w, reshape(g, keptShape))];
     },
     jvp: ([t]) => reduce("sum", binary("mul", t!, tieWeights()), ax, keepdims),
   });
-  const tieWeights = () => {
-    const mask = binary("eq", x, reshape(out, keptShape));
-    return binary("div", mask, reduce("sum", mask, ax, true));
-  };
   return out;
 }
 
@@ -638,13 +670,29 @@ export function matmul(
       `Cannot matmul tensors: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} need rank >= 1`,
     );
   }
+  // Check alignment on the caller's shapes, before 1-D operands are promoted to matrices.
+  const kA = a.rank === 1 ? a.shape[0]! : a.shape[a.rank - (transA ? 2 : 1)]!;
+  const kB = b.rank === 1 ? b.shape[0]! : b.shape[b.rank - (transB ? 1 : 2)]!;
+  if (kA !== kB) {
+    throw new RangeError(
+      `Cannot matmul tensors: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not align` +
+        (transA || transB ? ` (transA=${transA}, transB=${transB})` : ""),
+    );
+  }
+  // tidy: the promoted views would otherwise pin the operands' storage after they are freed.
   if (a.rank === 1) {
-    const r = matmul(reshape(a, [1, a.size]), b, { transB });
-    return reshape(r, r.shape.filter((_, i) => i !== r.rank - 2));
+    return tidy(() => {
+      const r = matmul(reshape(a, [1, a.size]), b, { transB });
+      // The promoted row axis is second to last, or last when b is 1-D too (a dot product).
+      const row = b.rank === 1 ? r.rank - 1 : r.rank - 2;
+      return reshape(r, r.shape.filter((_, i) => i !== row));
+    });
   }
   if (b.rank === 1) {
-    const r = matmul(a, reshape(b, [b.size, 1]), { transA });
-    return reshape(r, r.shape.slice(0, -1));
+    return tidy(() => {
+      const r = matmul(a, reshape(b, [b.size, 1]), { transA });
+      return reshape(r, r.shape.slice(0, -1));
+    });
   }
   const be = backendOf([a, b]);
   const m = transA ? a.shape[a.rank - 1]! : a.shape[a.rank - 2]!;

@@ -1,0 +1,220 @@
+/**
+ * @file `deno task bench`: kernel and training benchmarks against peers measured in the same run
+ * on the same adapter. Prints one JSON object per line per case; `--smoke` runs tiny sizes so CI
+ * can check the output quickly (its numbers mean nothing).
+ *
+ * Each case is an async function of the shared {@linkcode BenchContext} returning its records;
+ * peers live in `bench/peers/`. Add a case by appending to {@linkcode CASES}.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type Gpu, MatmulJob, medianMs, openGpu } from "./harness.ts";
+import { loadTfjs, type TfjsPeer } from "./peers/tfjs.ts";
+import { torchMatmulMs } from "./peers/torch.ts";
+
+/** State shared by the cases of one run. */
+export interface BenchContext {
+  gpu: Gpu;
+  smoke: boolean;
+  /** GFLOP/s of the FMA loop, once the `fma-peak` case has run. */
+  fmaPeak?: number;
+  /** tfjs on the same adapter, loaded on first use (`null` if it failed to load). */
+  tfjs(): Promise<TfjsPeer | null>;
+}
+
+/** One line of output. */
+export type BenchRecord = Record<string, unknown>;
+
+/** A named benchmark case. */
+export interface BenchCase {
+  name: string;
+  run(ctx: BenchContext): Promise<BenchRecord[]>;
+}
+
+const round = (x: number | null | undefined, d = 3) =>
+  x === null || x === undefined || !Number.isFinite(x) ? null : Number(x.toPrecision(d + 2));
+const ratio = (a: number | null, b: number | null) =>
+  a === null || b === null || b === 0 ? null : round(a / b);
+
+// --------------------------------------------------------------------------------------------
+// fma-peak
+
+function fmaShader(chains: number, unroll: number, iters: number, wg: number): string {
+  const cs = [...Array(chains).keys()];
+  const step = cs.map((c) => `v${c} = fma(v${c}, s, t);`).join(" ");
+  return `@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  // s and t derive from the invocation id so the compiler cannot fold the chains.
+  let s = vec4<f32>(0.9999 - f32(gid.x & 7u) * 1e-7);
+  let t = vec4<f32>(1e-4);
+${cs.map((c) => `  var v${c} = vec4<f32>(f32(gid.x) * 1e-9 + ${c}.0);`).join("\n")}
+  for (var i = 0u; i < ${iters}u; i++) {
+${Array(unroll).fill(`    ${step}`).join("\n")}
+  }
+  out[gid.x] = ${cs.map((c) => `v${c}`).join(" + ")};
+}`;
+}
+
+/** GFLOP/s of independent vec4 FMA chains; the best of a few chain counts. */
+async function fmaPeak(ctx: BenchContext): Promise<BenchRecord[]> {
+  const { device } = ctx.gpu;
+  const wg = 64, groups = ctx.smoke ? 8 : 256, iters = ctx.smoke ? 16 : 1024, unroll = 4;
+  let best = { gflops: 0, chains: 0 };
+  for (const chains of ctx.smoke ? [8] : [16, 32, 48]) {
+    const pipeline = device.createComputePipeline({
+      layout: "auto",
+      compute: {
+        module: device.createShaderModule({ code: fmaShader(chains, unroll, iters, wg) }),
+        entryPoint: "main",
+      },
+    });
+    const buf = device.createBuffer({ size: wg * groups * 16, usage: GPUBufferUsage.STORAGE });
+    const bind = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: buf } }],
+    });
+    const ms = await medianMs(
+      async () => {
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(groups);
+        pass.end();
+        device.queue.submit([enc.finish()]);
+        await device.queue.onSubmittedWorkDone();
+      },
+      1,
+      ctx.smoke ? 1 : 5,
+    );
+    buf.destroy();
+    const gflops = (2 * 4 * chains * unroll * iters * wg * groups) / ms / 1e6;
+    if (gflops > best.gflops) best = { gflops, chains };
+  }
+  ctx.fmaPeak = best.gflops;
+  return [{
+    case: "fma-peak",
+    adapter: ctx.gpu.info.description,
+    unit: "GFLOP/s",
+    ours: round(best.gflops),
+    config: { vec4_chains: best.chains, unroll, iters, invocations: wg * groups },
+  }];
+}
+
+// --------------------------------------------------------------------------------------------
+// matmul
+
+function rand(n: number, seed: number): Float32Array {
+  // A small LCG: the values only need to be finite and not all equal.
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2147483648 - 1;
+  }
+  return out;
+}
+
+/** f32 n×n×n matmul: ours (raw harness), tfjs-webgpu on the same adapter, PyTorch CPU. */
+async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
+  const records: BenchRecord[] = [];
+  const sizes = ctx.smoke ? [32] : [256, 1024, 2048];
+  const tfjs = await ctx.tfjs();
+  for (const n of sizes) {
+    const warmup = 1, reps = ctx.smoke ? 1 : n >= 2048 ? 3 : n >= 1024 ? 5 : 9;
+    const flops = 2 * n ** 3;
+    const g = {
+      batch: 1,
+      m: n,
+      n,
+      k: n,
+      transA: false,
+      transB: false,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    };
+    const job = new MatmulJob(ctx.gpu, rand(n * n, 1), rand(n * n, 2), g);
+    let ours: number;
+    try {
+      ours = flops / (await medianMs(() => job.dispatch(), warmup, reps)) / 1e6;
+    } finally {
+      job.destroy();
+    }
+    const tf = tfjs ? flops / (await tfjs.timeMatmul(n, warmup, reps)) / 1e6 : null;
+    const torch = await torchMatmulMs(n, warmup, reps).catch(() => null);
+    const th = torch ? flops / torch.ms / 1e6 : null;
+    records.push({
+      case: "matmul",
+      dtype: "f32",
+      n,
+      adapter: ctx.gpu.info.description,
+      unit: "GFLOP/s",
+      ours: round(ours),
+      [tfjs?.backend === "cpu" ? "tfjs_cpu" : "tfjs_webgpu"]: round(tf),
+      torch_cpu: round(th),
+      ratio_vs_tfjs: ratio(ours, tf),
+      ratio_vs_torch_cpu: ratio(ours, th),
+      fraction_of_fma_peak: ratio(ours, ctx.fmaPeak ?? null),
+      kernel: job.kernel.key,
+      reps,
+      ...(torch ? { torch_threads: torch.threads } : {}),
+    });
+  }
+  return records;
+}
+
+/** Cases in run order; `fma-peak` first, since other cases report a fraction of it. */
+export const CASES: BenchCase[] = [
+  { name: "fma-peak", run: fmaPeak },
+  { name: "matmul", run: matmul },
+];
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      smoke: { type: "boolean", default: false },
+      case: { type: "string", multiple: true },
+    },
+  });
+  const only = values.case;
+  if (only) {
+    for (const c of only) {
+      if (!CASES.some((k) => k.name === c)) {
+        throw new RangeError(
+          `Unknown bench case "${c}": expected one of ${CASES.map((k) => k.name).join(", ")}`,
+        );
+      }
+    }
+  }
+  const selected = CASES.filter((c) => !only || only.includes(c.name));
+  const gpu = await openGpu();
+  if (!gpu) {
+    for (const c of selected) {
+      console.log(JSON.stringify({ case: c.name, adapter: null, skipped: "no WebGPU adapter" }));
+    }
+    return;
+  }
+  let tf: Promise<TfjsPeer | null> | undefined;
+  const ctx: BenchContext = {
+    gpu,
+    smoke: values.smoke ?? false,
+    tfjs: () => (tf ??= loadTfjs().catch(() => null)),
+  };
+  for (const c of selected) {
+    try {
+      for (const r of await c.run(ctx)) console.log(JSON.stringify(r));
+    } catch (e) {
+      console.log(JSON.stringify({
+        case: c.name,
+        adapter: gpu.info.description,
+        error: e instanceof Error ? e.message : String(e),
+      }));
+      Deno.exitCode = 1;
+    }
+  }
+  gpu.device.destroy();
+}
+
+if (import.meta.main) await main();

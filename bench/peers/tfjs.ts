@@ -1,0 +1,112 @@
+/**
+ * @file Peer: TensorFlow.js (`@tensorflow/tfjs-backend-webgpu` 4.22.0) on the same WebGPU
+ * adapter, used as a speed reference by the benchmark and as an independent numerical oracle
+ * by tests. When tfjs cannot initialise WebGPU it falls back to tfjs's CPU backend, and says
+ * so in {@linkcode TfjsPeer.backend}.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/** A live tfjs instance on one backend. */
+export interface TfjsPeer {
+  /** `"webgpu"`, or `"cpu"` when WebGPU could not be initialised. */
+  backend: "webgpu" | "cpu";
+  /** Adapter description tfjs reports (`""` on the CPU backend). */
+  adapter: string;
+  /** C = op(A)·op(B) with batch broadcasting over leading axes; returns C's data. */
+  matmul(
+    a: Float32Array,
+    aShape: number[],
+    b: Float32Array,
+    bShape: number[],
+    transA: boolean,
+    transB: boolean,
+  ): Promise<Float32Array>;
+  /**
+   * Median milliseconds of one n×n×n matmul, timed from the call to queue drain (submit +
+   * `onSubmittedWorkDone`, matching how our kernels are timed), after `warmup` untimed runs.
+   */
+  timeMatmul(n: number, warmup: number, reps: number): Promise<number>;
+}
+
+let peer: Promise<TfjsPeer> | undefined;
+
+/**
+ * Load tfjs once and select its WebGPU backend (or the CPU backend if that fails).
+ *
+ * @example
+ * ```ts
+ * import { loadTfjs } from "./tfjs.ts";
+ * const tfp = await loadTfjs();
+ * const c = await tfp.matmul(new Float32Array([1, 2]), [1, 2], new Float32Array([3, 4]), [2, 1], false, false);
+ * if (c[0] !== 11) throw new Error(`got ${c[0]}`);
+ * ```
+ */
+export function loadTfjs(): Promise<TfjsPeer> {
+  peer ??= init();
+  return peer;
+}
+
+async function init(): Promise<TfjsPeer> {
+  let backend: "webgpu" | "cpu" = "cpu";
+  try {
+    await import("@tensorflow/tfjs-backend-webgpu");
+    // Small ops would otherwise run on the CPU when their inputs live there.
+    tf.env().set("WEBGPU_CPU_FORWARD", false);
+    if (await tf.setBackend("webgpu")) backend = "webgpu";
+  } catch {
+    backend = "cpu";
+  }
+  if (backend === "cpu") {
+    // Pinned to tfjs-core's version; a dependency of tfjs-backend-webgpu, so already cached.
+    // deno-lint-ignore no-import-prefix
+    await import("npm:@tensorflow/tfjs-backend-cpu@4.22.0");
+    await tf.setBackend("cpu");
+  }
+  await tf.ready();
+  // deno-lint-ignore no-explicit-any
+  const be = tf.backend() as any;
+  const adapter: string = backend === "webgpu" ? String(be.adapterInfo?.description ?? "") : "";
+  const drain = async () => {
+    if (backend !== "webgpu") return;
+    be.submitQueue();
+    await (be.device as GPUDevice).queue.onSubmittedWorkDone();
+  };
+  return {
+    backend,
+    adapter,
+    async matmul(a, aShape, b, bShape, transA, transB) {
+      const ta = tf.tensor(a, aShape), tb = tf.tensor(b, bShape);
+      const c = tf.matMul(ta, tb, transA, transB);
+      try {
+        return new Float32Array(await c.data());
+      } finally {
+        tf.dispose([ta, tb, c]);
+      }
+    },
+    async timeMatmul(n, warmup, reps) {
+      const a = tf.randomUniform([n, n], -1, 1), b = tf.randomUniform([n, n], -1, 1);
+      await a.data();
+      await b.data();
+      const once = async () => {
+        const c = tf.matMul(a, b);
+        await drain();
+        if (backend === "cpu") await c.data();
+        c.dispose();
+      };
+      try {
+        for (let i = 0; i < warmup; i++) await once();
+        const ts: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          const t0 = performance.now();
+          await once();
+          ts.push(performance.now() - t0);
+        }
+        ts.sort((x, y) => x - y);
+        return ts[ts.length >> 1]!;
+      } finally {
+        tf.dispose([a, b]);
+      }
+    },
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * @file Peer: PyTorch on the CPU (Debian's `python3-torch`), run as a `python3` subprocess that
+ * prints one JSON object. Cases pass a script that reads its parameters from the `ARGS` global
+ * (parsed JSON) and `print(json.dumps(...))` as its last line.
+ * @module
+ */
+
+/** Interpreters tried in order: the PATH one may be a pyenv build without Debian's torch. */
+const PYTHONS = ["python3", "/usr/bin/python3"];
+
+let found: Promise<string | null> | undefined;
+
+async function run(python: string, code: string): Promise<{ ok: boolean; out: string }> {
+  const cmd = new Deno.Command(python, {
+    args: ["-c", code],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  });
+  const r = await cmd.output();
+  return { ok: r.success, out: new TextDecoder().decode(r.success ? r.stdout : r.stderr) };
+}
+
+/**
+ * The first interpreter that can `import torch`, or `null` (no python, no torch, or no
+ * `--allow-run` permission for it).
+ *
+ * @example
+ * ```ts
+ * import { findTorchPython } from "./torch.ts";
+ * const py = await findTorchPython();
+ * if (py !== null && typeof py !== "string") throw new Error("bad");
+ * ```
+ */
+export function findTorchPython(): Promise<string | null> {
+  found ??= (async () => {
+    for (const py of PYTHONS) {
+      try {
+        if ((await run(py, "import torch")).ok) return py;
+      } catch {
+        // Not installed, or not allowed by --allow-run: try the next one.
+      }
+    }
+    return null;
+  })();
+  return found;
+}
+
+/**
+ * Run `script` under PyTorch with `ARGS = args` and return the JSON it printed last, or `null`
+ * when PyTorch is unavailable. A script error is thrown with Python's stderr.
+ *
+ * @example
+ * ```ts
+ * import { runTorch } from "./torch.ts";
+ * const r = await runTorch("import json\nprint(json.dumps({'y': ARGS['x'] + 1}))", { x: 1 });
+ * if (r !== null && (r as { y: number }).y !== 2) throw new Error("bad");
+ * ```
+ */
+export async function runTorch(script: string, args: unknown): Promise<unknown | null> {
+  const py = await findTorchPython();
+  if (py === null) return null;
+  const code = `import json\nARGS = json.loads(${JSON.stringify(JSON.stringify(args))})\n${script}`;
+  const r = await run(py, code);
+  if (!r.ok) throw new Error(`PyTorch peer failed:\n${r.out}`);
+  const lines = r.out.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]!);
+}
+
+const MATMUL = `
+import os, time, torch
+# Debian's build may start with one OpenMP thread; use every core, as the WebGPU adapter does.
+torch.set_num_threads(os.cpu_count() or 1)
+n, warmup, reps = ARGS["n"], ARGS["warmup"], ARGS["reps"]
+torch.manual_seed(0)
+a = torch.rand(n, n) * 2 - 1
+b = torch.rand(n, n) * 2 - 1
+for _ in range(warmup):
+    a @ b
+ts = []
+for _ in range(reps):
+    t0 = time.perf_counter()
+    a @ b
+    ts.append(time.perf_counter() - t0)
+ts.sort()
+print(json.dumps({"ms": ts[len(ts) // 2] * 1e3, "threads": torch.get_num_threads(), "version": torch.__version__}))
+`;
+
+/**
+ * Median milliseconds of an n×n f32 `a @ b` in PyTorch on the CPU, or `null` without PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { torchMatmulMs } from "./torch.ts";
+ * const r = await torchMatmulMs(8, 1, 1);
+ * if (r !== null && !(r.ms >= 0)) throw new Error("bad");
+ * ```
+ */
+export async function torchMatmulMs(
+  n: number,
+  warmup: number,
+  reps: number,
+): Promise<{ ms: number; threads: number; version: string } | null> {
+  return (await runTorch(MATMUL, { n, warmup, reps })) as
+    | { ms: number; threads: number; version: string }
+    | null;
+}

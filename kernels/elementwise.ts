@@ -1,0 +1,207 @@
+/**
+ * @file Elementwise kernels: unary maps, strided n-ary maps (binary, where and fused
+ * expressions, with broadcasting through per-input strides), fill, iota and strided copy.
+ * Expression text comes from the op tables in lib/backend/backend.ts, passed in by the
+ * backend, so both backends evaluate the same formulas.
+ * @module
+ */
+import { main1d, paramsDecl, pf, pw, stridedOffsets } from "./common.ts";
+
+/**
+ * A unary map `O[i] = expr(x = X[i], p0, p1)`. Bindings: X (read), O, params
+ * `[n, bits(p0), bits(p1)]`. With `vec4`, each invocation handles four elements (2–3x
+ * faster on lavapipe); storages are multiples of 16 bytes, so the tail may be overrun.
+ *
+ * @example
+ * ```ts
+ * import { unaryKernel } from "./elementwise.ts";
+ * if (!unaryKernel("exp(x)", "").includes("exp(x)")) throw new Error("bad");
+ * ```
+ */
+export function unaryKernel(expr: string, helpers: string, vec4 = false): string {
+  const ty = vec4 ? "vec4<f32>" : "f32";
+  const body = vec4
+    ? `let xv = X[i];
+  var r: vec4<f32>;
+  ${[..."xyzw"].map((c) => `{ let x = xv.${c}; r.${c} = ${expr}; }`).join("\n  ")}
+  O[i] = r;`
+    : `let x = X[i];
+  O[i] = ${expr};`;
+  return `${helpers}
+@group(0) @binding(0) var<storage, read> X: array<${ty}>;
+@group(0) @binding(1) var<storage, read_write> O: array<${ty}>;
+${paramsDecl(3, 2)}
+${main1d(vec4 ? `(${pw(0)} + 3u) / 4u` : pw(0))}
+  let p0 = ${pf(1)};
+  let p1 = ${pf(2)};
+  ${body}
+}`;
+}
+
+/** How a map kernel reads one input: at `i`, at 0 (a broadcast scalar), or through strides. */
+export type InputMode = "contiguous" | "scalar" | "strided";
+
+/** Description of a strided n-input, m-output map. */
+export interface MapSpec {
+  /** WGSL helper functions the body may call. */
+  helpers: string;
+  /** How each input is read. */
+  modes: readonly InputMode[];
+  /** Rank of the (collapsed) output shape. */
+  rank: number;
+  /** Statements computing the outputs from `in0..in{n−1}`. */
+  body: string;
+  /** One WGSL expression per output. */
+  outs: readonly string[];
+  /** Extra parameter words after the layout of `mapParamWords` (scalars the body reads). */
+  extraWords?: number;
+  /** Four elements per invocation (no input may be strided; see `unaryKernel`). */
+  vec4?: boolean;
+}
+
+/**
+ * Word layout of a map kernel's parameters: `[n, shape(rank), strides of each strided input
+ * (rank each, in input order)]`, then `extraWords` scalars for the body.
+ *
+ * @example
+ * ```ts
+ * import { mapParamWords } from "./elementwise.ts";
+ * if (mapParamWords(2, ["strided", "contiguous"]) !== 5) throw new Error("bad");
+ * ```
+ */
+export function mapParamWords(rank: number, modes: readonly InputMode[]): number {
+  return 1 + rank + rank * modes.filter((m) => m === "strided").length;
+}
+
+/**
+ * A strided map: inputs I0.. (read) at bindings 0..n−1, outputs O0.. at n..n+m−1, params
+ * after (see `mapParamWords`). Every input binding is read, so "auto" layouts include it.
+ *
+ * @example
+ * ```ts
+ * import { mapKernel } from "./elementwise.ts";
+ * const code = mapKernel({
+ *   helpers: "", modes: ["contiguous", "scalar"], rank: 1,
+ *   body: "let v = in0 + in1;", outs: ["v"],
+ * });
+ * if (!code.includes("I1[0]")) throw new Error("bad");
+ * ```
+ */
+export function mapKernel(spec: MapSpec): string {
+  const { modes, rank } = spec;
+  const v4 = spec.vec4 === true;
+  if (v4 && modes.includes("strided")) {
+    throw new RangeError("Expected no strided input in a vec4 map kernel");
+  }
+  const nIn = modes.length;
+  const decl: string[] = [];
+  for (let k = 0; k < nIn; k++) {
+    const ty = v4 && modes[k] === "contiguous" ? "vec4<f32>" : "f32";
+    decl.push(`@group(0) @binding(${k}) var<storage, read> I${k}: array<${ty}>;`);
+  }
+  spec.outs.forEach((_, j) => {
+    const ty = v4 ? "vec4<f32>" : "f32";
+    decl.push(`@group(0) @binding(${nIn + j}) var<storage, read_write> O${j}: array<${ty}>;`);
+  });
+  const words = mapParamWords(rank, modes) + (spec.extraWords ?? 0);
+  const strideAt: number[] = [], names: string[] = [];
+  let at = 1 + rank;
+  modes.forEach((m, k) => {
+    if (m === "strided") {
+      strideAt.push(at);
+      names.push(`o${k}`);
+      at += rank;
+    }
+  });
+  let main: string;
+  if (v4) {
+    const loads = modes.map((m, k) =>
+      m === "contiguous" ? `let w${k} = I${k}[i];` : `let w${k} = I${k}[0];`
+    );
+    const lanes = [..."xyzw"].map((c) => {
+      const ins = modes.map((m, k) =>
+        `let in${k}: f32 = ${m === "contiguous" ? `w${k}.${c}` : `w${k}`};`
+      );
+      return `{
+${ins.join("\n")}
+${spec.body}
+${spec.outs.map((o, j) => `r${j}.${c} = ${o};`).join("\n")}
+}`;
+    });
+    main = `${main1d(`(${pw(0)} + 3u) / 4u`)}
+${loads.join("\n")}
+${spec.outs.map((_, j) => `var r${j}: vec4<f32>;`).join("\n")}
+${lanes.join("\n")}
+${spec.outs.map((_, j) => `O${j}[i] = r${j};`).join("\n")}
+}`;
+  } else {
+    const loads = modes.map((m, k) =>
+      `let in${k}: f32 = I${k}[${m === "contiguous" ? "i" : m === "scalar" ? "0" : `o${k}`}];`
+    );
+    main = `${main1d(pw(0))}
+${names.length ? stridedOffsets("i", rank, 1, strideAt, names) : ""}
+${loads.join("\n")}
+${spec.body}
+${spec.outs.map((o, j) => `O${j}[i] = ${o};`).join("\n")}
+}`;
+  }
+  return `${spec.helpers}
+${decl.join("\n")}
+${paramsDecl(words, nIn + spec.outs.length)}
+${main}`;
+}
+
+/**
+ * `O[i] = value` bit for bit (u32 stores keep NaN payloads). Params `[n, bits(value)]`.
+ *
+ * @example
+ * ```ts
+ * import { fillKernel } from "./elementwise.ts";
+ * if (!fillKernel().includes("array<u32>")) throw new Error("bad");
+ * ```
+ */
+export function fillKernel(): string {
+  return `@group(0) @binding(0) var<storage, read_write> O: array<u32>;
+${paramsDecl(2, 1)}
+${main1d(pw(0))}
+  O[i] = ${pw(1)};
+}`;
+}
+
+/**
+ * `O[i] = start + i·step`. Params `[n, bits(start), bits(step)]`.
+ *
+ * @example
+ * ```ts
+ * import { iotaKernel } from "./elementwise.ts";
+ * if (!iotaKernel().includes("f32(i)")) throw new Error("bad");
+ * ```
+ */
+export function iotaKernel(): string {
+  return `@group(0) @binding(0) var<storage, read_write> O: array<f32>;
+${paramsDecl(3, 1)}
+${main1d(pw(0))}
+  O[i] = ${pf(1)} + f32(i) * ${pf(2)};
+}`;
+}
+
+/**
+ * Strided copy `D[dOff + Σ c·dStr] = S[sOff + Σ c·sStr]` over a `rank`-D shape, moving u32
+ * words so that every bit pattern survives. Bindings: S (read), D, params
+ * `[n, sOff, dOff, shape(rank), sStr(rank), dStr(rank)]`.
+ *
+ * @example
+ * ```ts
+ * import { copyKernel } from "./elementwise.ts";
+ * if (!copyKernel(2).includes("D[")) throw new Error("bad");
+ * ```
+ */
+export function copyKernel(rank: number): string {
+  return `@group(0) @binding(0) var<storage, read> S: array<u32>;
+@group(0) @binding(1) var<storage, read_write> D: array<u32>;
+${paramsDecl(3 + 3 * rank, 2)}
+${main1d(pw(0))}
+${stridedOffsets("i", rank, 3, [3 + rank, 3 + 2 * rank], ["sOf", "dOf"])}
+  D[${pw(2)} + dOf] = S[${pw(1)} + sOf];
+}`;
+}

@@ -1,0 +1,451 @@
+/**
+ * @file WGSL builders for batched f32 matmul, one pipeline per layout class.
+ *
+ * Two families, chosen by adapter:
+ * - `direct`: register-blocked, reads global memory directly (no shared memory, no barriers).
+ *   Each invocation computes `rows` output rows × one vec4 of columns. The eight invocations
+ *   of a SIMD chunk share their rows, so A reads are uniform. This is the lavapipe/llvmpipe
+ *   choice: there `workgroupBarrier` is expensive (a quick probe at n = 1024 measured
+ *   1.6–1.9 GFLOP/s for shared-memory tiles and 5–10 GFLOP/s for direct reads).
+ * - `tiled`: 64×64 output tiles staged through workgroup memory, 16×16 invocations of 4×4
+ *   outputs each, the usual shape on discrete and integrated GPUs.
+ *
+ * Shapes live in the uniform buffer, so a pipeline is reused across sizes; only the transpose
+ * flags, 16-byte alignment of rows (which decides `array<vec4<f32>>` bindings) and the
+ * workgroup shape enter the key.
+ * @module
+ */
+import type { MatmulGeom } from "../lib/backend/backend.ts";
+import { checkChoice, checkInt } from "../lib/_util.ts";
+
+/** A generated matmul pipeline: WGSL source, dispatch size and cache key. */
+export interface MatmulKernel {
+  /** WGSL source; entry point `main`. */
+  code: string;
+  /** `dispatchWorkgroups(x, y, z)` arguments, each ≤ 65535. */
+  workgroups: [number, number, number];
+  /** Identifies `code`: equal keys mean identical sources, so pipelines may be cached by key. */
+  key: string;
+}
+
+/** Which kernel family to generate. */
+export type MatmulVariant = "direct" | "tiled";
+
+/** Overrides for {@linkcode buildMatmul}, used by tests and benchmarks to pin a variant. */
+export interface MatmulBuildOptions {
+  /** Kernel family; by default `direct` on CPU adapters and `tiled` otherwise. */
+  variant?: MatmulVariant;
+  /** Output rows per invocation in the `direct` family (1–16). */
+  rows?: number;
+  /** vec4 column groups per invocation in the `direct` family (1–4). */
+  vecs?: number;
+  /** k steps per inner-loop iteration in the `direct` family (4 or 8). */
+  unroll?: number;
+  /** Which output axis the invocations of a SIMD chunk spread over in the `direct` family. */
+  lanes?: "rows" | "cols";
+  /** Workgroup size `[x, y]` in the `direct` family (x is the lane axis); chosen by size if unset. */
+  workgroup?: [number, number];
+}
+
+interface DirectShape {
+  rows: number;
+  vecs: number;
+  unroll: number;
+  lanes: "rows" | "cols";
+  workgroup?: [number, number];
+}
+
+/** WebGPU caps every `dispatchWorkgroups` dimension at 65535 by default. */
+const MAX_WG = 65535;
+
+/**
+ * Whether an adapter is a CPU implementation (lavapipe/llvmpipe, SwiftShader, WARP), where
+ * barrier-free register blocking beats shared-memory tiling.
+ *
+ * @example
+ * ```ts
+ * import { isCpuAdapter } from "./matmul.ts";
+ * if (!isCpuAdapter({ isFallback: false, description: "llvmpipe (LLVM 15.0.6, 256 bits)" })) {
+ *   throw new Error("llvmpipe is a CPU adapter");
+ * }
+ * ```
+ */
+export function isCpuAdapter(adapter: { isFallback: boolean; description: string }): boolean {
+  return adapter.isFallback || /llvmpipe|lavapipe|swiftshader|microsoft basic render/i.test(
+    adapter.description,
+  );
+}
+
+function checkGeom(g: MatmulGeom): void {
+  for (const name of ["batch", "m", "n", "k", "aBatchStride", "bBatchStride"] as const) {
+    const v = g[name];
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new RangeError(
+        `Expected matmul geometry ${name} to be an integer in [0, 4294967295] but found ${v}`,
+      );
+    }
+  }
+}
+
+/**
+ * Build the WGSL matmul kernel for one geometry on one adapter.
+ *
+ * Bindings: `@binding(0)` A and `@binding(1)` B (read-only storage), `@binding(2)` out
+ * (read-write storage, `[batch, m, n]` contiguous), `@binding(3)` a uniform of 8 u32:
+ * `batch, m, n, k, transA, transB, aBatchStride, bBatchStride`. A is `[batch, m, k]`
+ * (`[batch, k, m]` if `transA`), B is `[batch, k, n]` (`[batch, n, k]` if `transB`); a batch
+ * stride of 0 broadcasts that operand. Buffers must be bound at offset 0 (or any multiple of
+ * 16 bytes), because aligned layouts read them as `array<vec4<f32>>`.
+ *
+ * @example
+ * ```ts
+ * import { buildMatmul } from "./matmul.ts";
+ * const k = buildMatmul(
+ *   { batch: 1, m: 7, n: 33, k: 5, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 },
+ *   { isFallback: true, description: "llvmpipe" },
+ * );
+ * if (!k.code.includes("fn main") || k.workgroups.some((w) => w < 1 || w > 65535)) {
+ *   throw new Error("bad kernel");
+ * }
+ * ```
+ */
+export function buildMatmul(
+  g: MatmulGeom,
+  adapter: { isFallback: boolean; description: string },
+  opts: MatmulBuildOptions = {},
+): MatmulKernel {
+  checkGeom(g);
+  const variant = checkChoice(
+    "matmul variant",
+    opts.variant ?? (isCpuAdapter(adapter) ? "direct" : "tiled"),
+    ["direct", "tiled"] as const,
+  );
+  if (variant === "tiled") return buildTiled(g);
+  const auto = directDefaults(g);
+  const shape: DirectShape = {
+    rows: checkInt("matmul rows per invocation", opts.rows ?? auto.rows, 1, 32),
+    vecs: checkInt("matmul vec4 column groups per invocation", opts.vecs ?? auto.vecs, 1, 8),
+    unroll: opts.unroll ?? 4,
+    lanes: checkChoice("matmul lanes", opts.lanes ?? auto.lanes, ["rows", "cols"] as const),
+    workgroup: opts.workgroup ?? [8, 8],
+  };
+  if (shape.unroll !== 4 && shape.unroll !== 8) {
+    throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);
+  }
+  return buildDirect(g, shape);
+}
+
+const PARAMS = `struct Params {
+  batch: u32, m: u32, n: u32, k: u32,
+  transA: u32, transB: u32, aBatchStride: u32, bBatchStride: u32,
+}`;
+
+function bindings(aVec: boolean, bVec: boolean, cVec: boolean): string {
+  const t = (v: boolean) => (v ? "array<vec4<f32>>" : "array<f32>");
+  return `${PARAMS}
+@group(0) @binding(0) var<storage, read> A: ${t(aVec)};
+@group(0) @binding(1) var<storage, read> B: ${t(bVec)};
+@group(0) @binding(2) var<storage, read_write> C: ${t(cVec)};
+@group(0) @binding(3) var<uniform> P: Params;`;
+}
+
+const ceilDiv = (a: number, b: number) => Math.floor((a + b - 1) / b);
+const cap = (x: number) => Math.max(1, Math.min(MAX_WG, x));
+
+// ---------------------------------------------------------------------------------------------
+// direct: rows × vec4 per invocation, no workgroup memory
+
+/**
+ * Register-block shape for the `direct` family. Loads dominate on llvmpipe (a WGSL loop with one
+ * storage load per 64 FMAs ran ~10× below the same loop without it), so large outputs get a
+ * 16 × 16 block per invocation (8 FMAs per loaded float); measured at n = 1024 this beat
+ * 8 × 4 by 1.6–2× and 32 × 32 by 1.4×. Small extents get small blocks so tails waste little, and
+ * when the output is too narrow to give the 8 SIMD lanes a column block each, lanes go along rows.
+ */
+function directDefaults(g: MatmulGeom): { rows: number; vecs: number; lanes: "rows" | "cols" } {
+  const pick = (x: number, sizes: number[]) => sizes.find((s) => x >= 8 * s) ?? 1;
+  let rows = pick(g.m, [16, 8, 4, 2]);
+  const vecs = Math.max(1, pick(g.n, [16, 8, 4]) / 4);
+  const colBlocks = ceilDiv(g.n, 4 * vecs);
+  let lanes: "rows" | "cols" = "cols";
+  if (colBlocks < 8 && ceilDiv(g.m, rows) > 8 * colBlocks) {
+    lanes = "rows";
+    rows = Math.min(rows, 4);
+  }
+  return { rows, vecs, lanes };
+}
+
+function buildDirect(g: MatmulGeom, o: DirectShape): MatmulKernel {
+  const { rows: R, vecs: V, unroll: KU, lanes } = o;
+  const { transA, transB } = g;
+  // vec4 reads need every row start (and batch offset) on a 16-byte boundary.
+  const nAl = g.n % 4 === 0, kAl = g.k % 4 === 0, mAl = g.m % 4 === 0;
+  const cVec = nAl;
+  const bVec = transB ? kAl : nAl;
+  // transA reads vec4 across rows, so the row block must be a whole number of vec4s.
+  const aVec = transA ? mAl && R % 4 === 0 : kAl;
+  const rowBlocks = ceilDiv(g.m, R), colBlocks = ceilDiv(g.n, 4 * V);
+  // The lane axis (x) spans column blocks (A reads uniform across a SIMD chunk) or row blocks
+  // (B reads uniform); 8 wide matches llvmpipe's 8 lanes on AVX2.
+  const [wx, wy] = o.workgroup ?? [8, 8];
+  const rr = [...Array(R).keys()], vv = [...Array(V).keys()], cc = [...Array(4 * V).keys()];
+  const q4 = [0, 1, 2, 3];
+  const X = "xyzw";
+
+  const aIdx = (row: string, p: string) =>
+    transA ? `aOff + (${p}) * m + ${row}` : `aOff + ${row} * k + (${p})`;
+  const bIdx = (p: string, col: string) =>
+    transB ? `bOff + ${col} * k + (${p})` : `bOff + (${p}) * n + ${col}`;
+  const ld = (arr: string, vec: boolean, idx: string) =>
+    vec ? `${arr}[(${idx}) / 4u][(${idx}) % 4u]` : `${arr}[${idx}]`;
+  const aS = (r: number, p: string) => ld("A", aVec, aIdx(`r${r}`, p));
+  const bS = (p: string, c: number) => ld("B", bVec, bIdx(p, `c${c}`));
+
+  // Main loop: KU steps of p per iteration, in groups of 4 (s = group). `a{r}_{s}` is
+  // A[row r, p+4s .. p+4s+3]; `b{q}_{v}` is B[p+q, cols 4v .. 4v+3].
+  const main: string[] = [];
+  for (let s4 = 0; s4 < KU / 4; s4++) {
+    const p = `p + ${4 * s4}u`;
+    if (!transA && aVec) {
+      for (const r of rr) main.push(`let a${r}_${s4} = A[(${aIdx(`r${r}`, p)}) / 4u];`);
+    } else if (transA && aVec) {
+      // A^T rows: vec4 across 4 output rows per p, transposed in registers. Row groups past m
+      // are clamped to the last aligned group (m % 4 == 0 here), so reads stay in bounds.
+      for (let r4 = 0; r4 < R; r4 += 4) {
+        for (const q of q4) {
+          main.push(
+            `let t${r4 / 4}_${s4}_${q} = A[(aOff + (${p} + ${q}u) * m + ` +
+              `min(row0 + ${r4}u, m - 4u)) / 4u];`,
+          );
+        }
+      }
+      for (const r of rr) {
+        const blk = Math.floor(r / 4), comp = X[r % 4];
+        main.push(
+          `let a${r}_${s4} = vec4<f32>(${q4.map((q) => `t${blk}_${s4}_${q}.${comp}`).join(", ")});`,
+        );
+      }
+    } else {
+      for (const r of rr) {
+        main.push(
+          `let a${r}_${s4} = vec4<f32>(${q4.map((q) => aS(r, `${p} + ${q}u`)).join(", ")});`,
+        );
+      }
+    }
+    if (!transB && bVec) {
+      for (const q of q4) {
+        for (const v of vv) {
+          main.push(`let b${4 * s4 + q}_${v} = B[(${bIdx(`${p} + ${q}u`, `cv${v}`)}) / 4u];`);
+        }
+      }
+    } else if (transB && bVec) {
+      for (const c of cc) main.push(`let u${c}_${s4} = B[(${bIdx(p, `c${c}`)}) / 4u];`);
+      for (const q of q4) {
+        for (const v of vv) {
+          main.push(
+            `let b${4 * s4 + q}_${v} = vec4<f32>(${
+              q4.map((c) => `u${4 * v + c}_${s4}.${X[q]}`).join(", ")
+            });`,
+          );
+        }
+      }
+    } else {
+      for (const q of q4) {
+        for (const v of vv) {
+          main.push(
+            `let b${4 * s4 + q}_${v} = vec4<f32>(${
+              q4.map((c) => bS(`${p} + ${q}u`, 4 * v + c)).join(", ")
+            });`,
+          );
+        }
+      }
+    }
+    for (const q of q4) {
+      for (const r of rr) {
+        for (const v of vv) {
+          main.push(
+            `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
+              4 * s4 + q
+            }_${v}, acc${r}_${v});`,
+          );
+        }
+      }
+    }
+  }
+  // Tail over the last k % KU steps, scalar reads.
+  const tail: string[] = [];
+  for (const v of vv) {
+    tail.push(`let bt${v} = vec4<f32>(${q4.map((c) => bS("p", 4 * v + c)).join(", ")});`);
+  }
+  for (const r of rr) {
+    tail.push(`let at${r} = vec4<f32>(${aS(r, "p")});`);
+    for (const v of vv) tail.push(`acc${r}_${v} = fma(at${r}, bt${v}, acc${r}_${v});`);
+  }
+
+  const store: string[] = [];
+  for (const r of rr) {
+    const row = `row0 + ${r}u`;
+    for (const v of vv) {
+      if (cVec) {
+        store.push(
+          `if (${row} < m && cv${v} < n) { C[(cOff + (${row}) * n + cv${v}) / 4u] = acc${r}_${v}; }`,
+        );
+      } else {
+        for (const c of q4) {
+          store.push(
+            `if (${row} < m && cv${v} + ${c}u < n) { C[cOff + (${row}) * n + cv${v} + ${c}u] = ` +
+              `acc${r}_${v}.${X[c]}; }`,
+          );
+        }
+      }
+    }
+  }
+
+  const [rbExpr, cbExpr] = lanes === "cols" ? ["y", "x"] : ["x", "y"];
+  // With a workgroup one invocation deep on an axis, index it by workgroup_id: the shader
+  // compiler then knows it is uniform, and llvmpipe turns the loads it feeds into one scalar
+  // load instead of a per-lane loop.
+  const start = (axis: string, w: number) => (w === 1 ? `wid.${axis}` : `gid.${axis}`);
+  const wRB = lanes === "cols" ? wy : wx, wCB = lanes === "cols" ? wx : wy;
+  const code = `${bindings(aVec, bVec, cVec)}
+
+fn block(bz: u32, row0: u32, col0: u32) {
+  let m = P.m; let n = P.n; let k = P.k;
+  let aOff = bz * P.aBatchStride;
+  let bOff = bz * P.bBatchStride;
+  let cOff = bz * m * n;
+  // Out-of-range rows and columns read a clamped (valid) element and are never stored, which
+  // keeps the inner loop free of branches.
+${rr.map((r) => `  let r${r} = min(row0 + ${r}u, m - 1u);`).join("\n")}
+${cc.map((c) => `  let c${c} = min(col0 + ${c}u, n - 1u);`).join("\n")}
+${vv.map((v) => `  let cv${v} = col0 + ${4 * v}u;`).join("\n")}
+${rr.flatMap((r) => vv.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
+  let kMain = k - k % ${KU}u;
+  for (var p = 0u; p < kMain; p += ${KU}u) {
+${main.map((s) => "    " + s).join("\n")}
+  }
+  for (var p = kMain; p < k; p++) {
+${tail.map((s) => "    " + s).join("\n")}
+  }
+${store.map((s) => "  " + s).join("\n")}
+}
+
+@compute @workgroup_size(${wx}, ${wy}, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  // Grid-stride loops: a dimension whose block count exceeds 65535 workgroups wraps around.
+  let rowBlocks = (P.m + ${R - 1}u) / ${R}u;
+  let colBlocks = (P.n + ${4 * V - 1}u) / ${4 * V}u;
+  for (var bz = gid.z; bz < P.batch; bz += nwg.z) {
+    for (var rb = ${start(rbExpr, wRB)}; rb < rowBlocks; rb += nwg.${rbExpr} * ${wRB}u) {
+      for (var cb = ${start(cbExpr, wCB)}; cb < colBlocks; cb += nwg.${cbExpr} * ${wCB}u) {
+        block(bz, rb * ${R}u, cb * ${4 * V}u);
+      }
+    }
+  }
+}
+`;
+  const key = `matmul/direct/${R}x${4 * V}k${KU}/${lanes}/w${wx}x${wy}/` +
+    `${transA ? "T" : "N"}${transB ? "T" : "N"}/${aVec ? "v" : "s"}${bVec ? "v" : "s"}` +
+    `${cVec ? "v" : "s"}`;
+  const rbWG = ceilDiv(rowBlocks, wRB), cbWG = ceilDiv(colBlocks, wCB);
+  const workgroups: [number, number, number] = lanes === "cols"
+    ? [cap(cbWG), cap(rbWG), cap(g.batch)]
+    : [cap(rbWG), cap(cbWG), cap(g.batch)];
+  return { code, workgroups, key };
+}
+
+// ---------------------------------------------------------------------------------------------
+// tiled: 64×64 output tile per workgroup through workgroup memory
+
+const TM = 64, TN = 64, TK = 16;
+
+function buildTiled(g: MatmulGeom): MatmulKernel {
+  const { transA, transB } = g;
+  // Global→shared loads map consecutive invocations to consecutive addresses in whichever
+  // layout the operand has, so each load wave is coalesced.
+  const aLoad = transA
+    ? `let kk = e / ${TM}u; let rr = e % ${TM}u;`
+    : `let rr = e / ${TK}u; let kk = e % ${TK}u;`;
+  const aIdx = transA ? `aOff + gk * m + gr` : `aOff + gr * k + gk`;
+  const bLoad = transB
+    ? `let cc = e / ${TK}u; let kk = e % ${TK}u;`
+    : `let kk = e / ${TN}u; let cc = e % ${TN}u;`;
+  const bIdx = transB ? `bOff + gc * k + gk` : `bOff + gk * n + gc`;
+  const per = (TM * TK) / 256;
+  const code = `${bindings(false, false, false)}
+
+var<workgroup> As: array<array<f32, ${TM}>, ${TK}>;
+var<workgroup> Bs: array<array<f32, ${TN}>, ${TK}>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  let m = P.m; let n = P.n; let k = P.k;
+  let tilesM = (m + ${TM - 1}u) / ${TM}u;
+  let tilesN = (n + ${TN - 1}u) / ${TN}u;
+  // Grid-stride over tiles keeps every dimension within the 65535-workgroup limit; all bounds
+  // are workgroup-uniform, as the barriers require.
+  for (var bz = wid.z; bz < P.batch; bz += nwg.z) {
+    let aOff = bz * P.aBatchStride;
+    let bOff = bz * P.bBatchStride;
+    let cOff = bz * m * n;
+    for (var tm = wid.y; tm < tilesM; tm += nwg.y) {
+      for (var tn = wid.x; tn < tilesN; tn += nwg.x) {
+        let row0 = tm * ${TM}u;
+        let col0 = tn * ${TN}u;
+        var acc: array<array<f32, 4>, 4>;
+        for (var r = 0u; r < 4u; r++) { for (var c = 0u; c < 4u; c++) { acc[r][c] = 0.0; } }
+        for (var k0 = 0u; k0 < k; k0 += ${TK}u) {
+          for (var q = 0u; q < ${per}u; q++) {
+            let e = li + q * 256u;
+            ${aLoad}
+            let gr = row0 + rr; let gk = k0 + kk;
+            var v = 0.0;
+            if (gr < m && gk < k) { v = A[${aIdx}]; }
+            As[kk][rr] = v;
+          }
+          for (var q = 0u; q < ${per}u; q++) {
+            let e = li + q * 256u;
+            ${bLoad}
+            let gc = col0 + cc; let gk = k0 + kk;
+            var v = 0.0;
+            if (gc < n && gk < k) { v = B[${bIdx}]; }
+            Bs[kk][cc] = v;
+          }
+          workgroupBarrier();
+          for (var kk = 0u; kk < ${TK}u; kk++) {
+            // Rows ty + 16r and columns tx + 16c: B reads are consecutive across tx and A reads
+            // broadcast, so neither conflicts on banks.
+            var bv: array<f32, 4>;
+            for (var c = 0u; c < 4u; c++) { bv[c] = Bs[kk][lid.x + 16u * c]; }
+            for (var r = 0u; r < 4u; r++) {
+              let av = As[kk][lid.y + 16u * r];
+              for (var c = 0u; c < 4u; c++) { acc[r][c] = fma(av, bv[c], acc[r][c]); }
+            }
+          }
+          workgroupBarrier();
+        }
+        for (var r = 0u; r < 4u; r++) {
+          let gr = row0 + lid.y + 16u * r;
+          for (var c = 0u; c < 4u; c++) {
+            let gc = col0 + lid.x + 16u * c;
+            if (gr < m && gc < n) { C[cOff + gr * n + gc] = acc[r][c]; }
+          }
+        }
+      }
+    }
+  }
+}
+`;
+  const key = `matmul/tiled/${TM}x${TN}x${TK}/${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+  const workgroups: [number, number, number] = [
+    cap(ceilDiv(g.n, TN)),
+    cap(ceilDiv(g.m, TM)),
+    cap(g.batch),
+  ];
+  return { code, workgroups, key };
+}

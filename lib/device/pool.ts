@@ -1,0 +1,122 @@
+/**
+ * @file A pool of GPU storage buffers keyed by size class. Freed buffers go back to the pool
+ * at once: every later use is recorded after the last use of the old owner in the same
+ * command stream, so reuse is ordered correctly without waiting for the GPU.
+ * @module
+ */
+
+/** Usage of every pooled storage buffer. */
+export const STORAGE_USAGE: number = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ |
+  0x08; /* COPY_DST */
+
+/**
+ * Round a byte size up to its size class: powers of two up to 64 KiB, then eight classes
+ * per octave (at most 12.5% waste), always a multiple of 16 bytes and never below 16.
+ * A class never exceeds `limit` when the request itself fits under it.
+ *
+ * @example
+ * ```ts
+ * import { sizeClass } from "./pool.ts";
+ * if (sizeClass(100) !== 128) throw new Error("bad");
+ * if (sizeClass(70000) !== 81920) throw new Error("bad");
+ * ```
+ */
+export function sizeClass(bytes: number, limit = Infinity): number {
+  // Multiples of 16 bytes: vec4 kernels may then run over the tail of any storage.
+  const b = Math.max(16, Math.ceil(bytes / 16) * 16);
+  let c: number;
+  if (b <= 65536) c = 2 ** Math.ceil(Math.log2(b));
+  else {
+    const step = 2 ** Math.ceil(Math.log2(b)) / 8;
+    c = Math.ceil(b / step) * step;
+  }
+  return c > limit && b <= limit ? b : c;
+}
+
+/** Counters a pool reports. */
+export interface PoolStats {
+  /** Bytes held by buffers waiting in the pool. */
+  pooledBytes: number;
+  /** Buffers created since the pool was made. */
+  created: number;
+  /** Acquisitions served from the pool. */
+  reused: number;
+}
+
+/**
+ * Size-classed buffer pool with a cap on retained bytes. Buffers above the cap are handed
+ * to `discard` (the runtime destroys them after the next submit, since recorded but
+ * unsubmitted work may still reference them).
+ *
+ * @example
+ * ```ts
+ * import { BufferPool } from "./pool.ts";
+ * const made: number[] = [];
+ * const pool = new BufferPool<{ size: number }>(
+ *   (bytes) => { made.push(bytes); return { size: bytes }; },
+ *   () => {},
+ *   1 << 20,
+ * );
+ * const a = pool.acquire(100);
+ * pool.release(a);
+ * const b = pool.acquire(120); // same class (128 bytes): reused
+ * if (a !== b || made.length !== 1) throw new Error("bad");
+ * ```
+ */
+export class BufferPool<B extends { size: number }> {
+  #free = new Map<number, B[]>();
+  #pooled = 0;
+  #created = 0;
+  #reused = 0;
+
+  /**
+   * @param create makes a buffer of exactly `bytes` bytes
+   * @param discard disposes of a buffer the pool will not keep
+   * @param capBytes the most bytes the pool retains
+   * @param limit the largest size class (the device's binding limit)
+   */
+  constructor(
+    readonly create: (bytes: number) => B,
+    readonly discard: (b: B) => void,
+    readonly capBytes: number,
+    readonly limit = Infinity,
+  ) {}
+
+  /** A buffer of at least `bytes` bytes (its `size` is the size class). */
+  acquire(bytes: number): B {
+    const c = sizeClass(bytes, this.limit);
+    const list = this.#free.get(c);
+    const b = list?.pop();
+    if (b) {
+      this.#pooled -= c;
+      this.#reused++;
+      return b;
+    }
+    this.#created++;
+    return this.create(c);
+  }
+
+  /** Return a buffer; it is kept if the pool is under its cap, else discarded. */
+  release(b: B): void {
+    if (this.#pooled + b.size > this.capBytes) {
+      this.discard(b);
+      return;
+    }
+    let list = this.#free.get(b.size);
+    if (!list) this.#free.set(b.size, list = []);
+    list.push(b);
+    this.#pooled += b.size;
+  }
+
+  /** Discard every pooled buffer. */
+  clear(): void {
+    for (const list of this.#free.values()) for (const b of list) this.discard(b);
+    this.#free.clear();
+    this.#pooled = 0;
+  }
+
+  /** Counters. */
+  stats(): PoolStats {
+    return { pooledBytes: this.#pooled, created: this.#created, reused: this.#reused };
+  }
+}

@@ -1,0 +1,449 @@
+/**
+ * @file The WebGPU runtime: adapter and device, limits, the buffer pool, the pipeline cache,
+ * command batching and device-lost handling. Kernels reach the GPU only through `dispatch`.
+ *
+ * Batching: every dispatch is recorded into ONE command encoder (and one compute pass while
+ * possible) until a readback, `flush()`, or the batch limit; never one submit per op (on
+ * lavapipe a submit costs ~5x a dispatch in a shared pass). `queue.writeBuffer` runs on the
+ * queue timeline *before* the unsubmitted encoder, so nothing pending is ever written that
+ * way: uploads go into fresh `mappedAtCreation` buffers, and per-dispatch parameters are
+ * appended to a CPU-side uniform arena that is written once, right before its submit.
+ * @module
+ */
+import { BufferPool, sizeClass, STORAGE_USAGE } from "./pool.ts";
+
+/** A compiled kernel: its pipeline and bind-group layout. */
+export interface Kernel {
+  /** The compute pipeline. */
+  readonly pipeline: GPUComputePipeline;
+  /** Its bind-group layout (group 0). */
+  readonly layout: GPUBindGroupLayout;
+  /** The cache key (the WGSL source unless given). */
+  readonly key: string;
+}
+
+/** Counters the runtime exposes for tests and benchmarks. */
+export interface RuntimeStats {
+  /** Queue submits since creation. */
+  submits: number;
+  /** Dispatches recorded since creation. */
+  dispatches: number;
+  /** Dispatches recorded in the current, unsubmitted batch. */
+  pendingDispatches: number;
+  /** Readbacks started. */
+  reads: number;
+  /** Distinct pipelines compiled. */
+  pipelines: number;
+  /** Bytes held by buffers waiting in the pool. */
+  pooledBytes: number;
+  /** Storage buffers created (not served from the pool). */
+  buffersCreated: number;
+  /** Storage-buffer acquisitions served from the pool. */
+  buffersReused: number;
+}
+
+/** Options of `GpuRuntime.create`. */
+export interface RuntimeOptions {
+  /** Submit automatically after this many recorded dispatches (default 512). */
+  maxBatchDispatches?: number;
+  /** The most bytes the buffer pool retains (default 512 MiB, at most a quarter of maxBufferSize). */
+  poolCapBytes?: number;
+}
+
+const ARENA_BYTES = 1 << 18;
+const MAP_READ = 0x01, COPY_DST = 0x08, UNIFORM = 0x40;
+const f32s = new Float32Array(1);
+const u32s = new Uint32Array(f32s.buffer);
+
+/**
+ * The bits of `x` as an f32, for passing floats through the u32 parameter words.
+ *
+ * @example
+ * ```ts
+ * import { f32Bits } from "./runtime.ts";
+ * if (f32Bits(1) !== 0x3f800000) throw new Error("bad");
+ * ```
+ */
+export function f32Bits(x: number): number {
+  f32s[0] = x;
+  return u32s[0]!;
+}
+
+/**
+ * A dispatch grid for `n` workgroups along one logical axis that respects
+ * `maxComputeWorkgroupsPerDimension`: it spills into y, and kernels rebuild the linear
+ * workgroup index as `wid.x + wid.y * num_workgroups.x`, guarding the tail.
+ *
+ * @example
+ * ```ts
+ * import { grid1d } from "./runtime.ts";
+ * const [x, y] = grid1d(100000, 65535);
+ * if (x * y < 100000 || x > 65535) throw new Error("bad");
+ * ```
+ */
+export function grid1d(n: number, maxPerDim: number): [number, number, number] {
+  if (n <= maxPerDim) return [Math.max(n, 1), 1, 1];
+  const y = Math.ceil(n / maxPerDim);
+  if (y > maxPerDim) {
+    throw new RangeError(
+      `Expected at most ${maxPerDim * maxPerDim} workgroups for one dispatch but found ${n}`,
+    );
+  }
+  return [Math.ceil(n / y), y, 1];
+}
+
+/**
+ * The WebGPU runtime. Create it with `GpuRuntime.create()`; the WebGPU backend is built on it.
+ *
+ * @example
+ * ```ts
+ * import { GpuRuntime } from "./runtime.ts";
+ * const rt = await GpuRuntime.create().catch(() => null); // null when there is no adapter
+ * if (rt) {
+ *   const k = rt.kernel("example:pi", `
+ *     @group(0) @binding(0) var<storage, read_write> o: array<f32>;
+ *     struct P { v: array<vec4<u32>, 1> }
+ *     @group(0) @binding(1) var<uniform> p: P;
+ *     @compute @workgroup_size(1) fn main() { o[0] = bitcast<f32>(p.v[0].x); }`);
+ *   const buf = rt.acquire(4);
+ *   rt.dispatch(k, [buf], [0x40490fdb], [1, 1, 1]);
+ *   const out = new Float32Array(await rt.read(buf, 4));
+ *   if (Math.abs(out[0]! - Math.PI) > 1e-6) throw new Error("bad");
+ *   rt.release(buf);
+ *   rt.destroy();
+ * }
+ * ```
+ */
+export class GpuRuntime {
+  /** The device. */
+  readonly device: GPUDevice;
+  /** The adapter's description, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  readonly adapterDescription: string;
+  /** Whether the adapter is a fallback (software) adapter. */
+  readonly isFallback: boolean;
+  /** `maxComputeWorkgroupsPerDimension` of the device. */
+  readonly maxWorkgroupsPerDim: number;
+  /** `maxStorageBufferBindingSize` of the device (bytes). */
+  readonly maxBindingBytes: number;
+  /** `maxStorageBuffersPerShaderStage` of the device. */
+  readonly maxStorageBuffers: number;
+  /** Submit after this many dispatches in a batch. */
+  readonly maxBatchDispatches: number;
+
+  #lost: string | null = null;
+  #pendingError: string | null = null;
+  #waiters = new Set<(e: Error) => void>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #arena = new ArrayBuffer(ARENA_BYTES);
+  #arenaU32 = new Uint32Array(this.#arena);
+  #arenaUsed = 0;
+  #uniform: GPUBuffer;
+  #align: number;
+  #batch = 0;
+  #toDestroy: GPUBuffer[] = [];
+  #kernels = new Map<string, Kernel>();
+  #pool: BufferPool<GPUBuffer>;
+  #stats = { submits: 0, dispatches: 0, reads: 0 };
+
+  private constructor(adapter: GPUAdapter, device: GPUDevice, opts: RuntimeOptions) {
+    this.device = device;
+    const info = adapter.info;
+    this.adapterDescription = info.description ||
+      [info.vendor, info.architecture, info.device].filter((s) => s).join(" ") || "unknown";
+    // `isFallbackAdapter` moved from the adapter to its info; read either.
+    type Fb = { isFallbackAdapter?: boolean };
+    this.isFallback = Boolean(
+      (info as unknown as Fb).isFallbackAdapter ?? (adapter as unknown as Fb).isFallbackAdapter,
+    );
+    const lim = device.limits;
+    this.maxWorkgroupsPerDim = lim.maxComputeWorkgroupsPerDimension;
+    this.maxBindingBytes = lim.maxStorageBufferBindingSize;
+    this.maxStorageBuffers = lim.maxStorageBuffersPerShaderStage;
+    this.#align = lim.minUniformBufferOffsetAlignment;
+    this.maxBatchDispatches = opts.maxBatchDispatches ?? 512;
+    this.#uniform = device.createBuffer({ size: ARENA_BYTES, usage: UNIFORM | COPY_DST });
+    const cap = opts.poolCapBytes ?? Math.min(512 * 2 ** 20, lim.maxBufferSize / 4);
+    this.#pool = new BufferPool<GPUBuffer>(
+      (bytes) => device.createBuffer({ size: bytes, usage: STORAGE_USAGE }),
+      (b) => this.#destroyLater(b),
+      cap,
+      this.maxBindingBytes,
+    );
+    device.lost.then((info) => {
+      this.#markLost(`${info.reason ?? "unknown"}: ${info.message || "no message"}`);
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      const msg = (ev as GPUUncapturedErrorEvent).error?.message ?? String(ev);
+      console.error(`flowgpu: WebGPU error: ${msg}`);
+      this.#pendingError ??= msg;
+    });
+  }
+
+  /**
+   * Request an adapter and a device with the adapter's limits raised where kernels need them.
+   * Rejects with a message naming what is missing.
+   */
+  static async create(opts: RuntimeOptions = {}): Promise<GpuRuntime> {
+    const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+    if (!gpu) {
+      throw new Error("navigator.gpu is undefined: this runtime does not expose WebGPU");
+    }
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) throw new Error("navigator.gpu.requestAdapter() found no adapter");
+    const L = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredLimits: {
+        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+        maxBufferSize: L.maxBufferSize,
+        maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+        maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+        // A smaller alignment packs more dispatches' parameters into the uniform arena.
+        minUniformBufferOffsetAlignment: L.minUniformBufferOffsetAlignment,
+      },
+    });
+    return new GpuRuntime(adapter, device, opts);
+  }
+
+  /** Throw if the device was lost (every entry point calls this first). */
+  checkAlive(): void {
+    if (this.#lost !== null) {
+      throw new Error(
+        `The WebGPU device was lost (${this.#lost}); create a new backend to continue`,
+      );
+    }
+  }
+
+  /** Whether the device was lost. */
+  get isLost(): boolean {
+    return this.#lost !== null;
+  }
+
+  #markLost(why: string): void {
+    if (this.#lost !== null) return;
+    this.#lost = why;
+    this.#encoder = null;
+    this.#pass = null;
+    const err = new Error(`The WebGPU device was lost (${why}) while work was pending`);
+    for (const w of this.#waiters) w(err);
+    this.#waiters.clear();
+  }
+
+  #destroyLater(b: GPUBuffer): void {
+    if (this.#encoder) this.#toDestroy.push(b);
+    else b.destroy();
+  }
+
+  /**
+   * The kernel cached under `key`, compiling `code` (entry point `main`) on a miss; `code` may
+   * be a function so that WGSL is only generated once per key.
+   */
+  kernel(key: string, code: string | (() => string)): Kernel {
+    const have = this.#kernels.get(key);
+    if (have) return have;
+    this.checkAlive();
+    if (typeof code === "function") code = code();
+    const module = this.device.createShaderModule({ code });
+    const pipeline = this.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    const k: Kernel = { pipeline, layout: pipeline.getBindGroupLayout(0), key };
+    this.#kernels.set(key, k);
+    return k;
+  }
+
+  /** A storage buffer of at least `bytes` bytes from the pool. */
+  acquire(bytes: number): GPUBuffer {
+    this.checkAlive();
+    if (bytes > this.maxBindingBytes) {
+      throw new RangeError(
+        `Expected a buffer of at most ${this.maxBindingBytes} bytes ` +
+          `(maxStorageBufferBindingSize) but found ${bytes}`,
+      );
+    }
+    return this.#pool.acquire(bytes);
+  }
+
+  /** Return a buffer to the pool (safe while recorded work still uses it: see the file doc). */
+  release(b: GPUBuffer): void {
+    if (this.#lost !== null) return;
+    this.#pool.release(b);
+  }
+
+  /** A fresh storage buffer initialised with `data` (never a pooled one: see the file doc). */
+  upload(data: Float32Array): GPUBuffer {
+    this.checkAlive();
+    if (data.byteLength > this.maxBindingBytes) {
+      throw new RangeError(
+        `Expected a buffer of at most ${this.maxBindingBytes} bytes ` +
+          `(maxStorageBufferBindingSize) but found ${data.byteLength}`,
+      );
+    }
+    const b = this.device.createBuffer({
+      size: sizeClass(data.byteLength, this.maxBindingBytes),
+      usage: STORAGE_USAGE,
+      mappedAtCreation: true,
+    });
+    new Float32Array(b.getMappedRange(), 0, data.length).set(data);
+    b.unmap();
+    return b;
+  }
+
+  #ensurePass(): GPUComputePassEncoder {
+    if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
+    if (!this.#pass) this.#pass = this.#encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  #endPass(): GPUCommandEncoder {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  /**
+   * Record one dispatch: `buffers` bind to bindings 0..n−1 (whole buffers), and `params`
+   * (u32 words; floats via `f32Bits`) to binding n as a uniform of ⌈words/4⌉ vec4<u32>.
+   */
+  dispatch(
+    k: Kernel,
+    buffers: readonly GPUBuffer[],
+    params: readonly number[] | null,
+    grid: readonly [number, number, number],
+  ): void {
+    this.checkAlive();
+    const words = params ? Math.max(4, Math.ceil(params.length / 4) * 4) : 0;
+    const bytes = words * 4;
+    if (this.#batch >= this.maxBatchDispatches || this.#arenaUsed + bytes > ARENA_BYTES) {
+      this.flush();
+    }
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b },
+    }));
+    if (params) {
+      const off = this.#arenaUsed;
+      const base = off >>> 2;
+      for (let i = 0; i < params.length; i++) this.#arenaU32[base + i] = params[i]!;
+      entries.push({
+        binding: buffers.length,
+        resource: { buffer: this.#uniform, offset: off, size: bytes },
+      });
+      this.#arenaUsed = Math.ceil((off + bytes) / this.#align) * this.#align;
+    }
+    const bg = this.device.createBindGroup({ layout: k.layout, entries });
+    const pass = this.#ensurePass();
+    pass.setPipeline(k.pipeline);
+    pass.setBindGroup(0, bg);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+    this.#batch++;
+    this.#stats.dispatches++;
+  }
+
+  /** Record a buffer-to-buffer copy (ends the current compute pass). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.checkAlive();
+    this.#endPass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Submit everything recorded so far (one submit), then reuse the arena. */
+  flush(): void {
+    this.checkAlive();
+    if (!this.#encoder) return;
+    const enc = this.#endPass();
+    if (this.#arenaUsed > 0) {
+      this.device.queue.writeBuffer(this.#uniform, 0, this.#arena, 0, this.#arenaUsed);
+    }
+    this.device.queue.submit([enc.finish()]);
+    this.#stats.submits++;
+    this.#encoder = null;
+    this.#arenaUsed = 0;
+    this.#batch = 0;
+    // Destroying after the submit is safe: the GPU keeps them until that work completes.
+    for (const b of this.#toDestroy) b.destroy();
+    this.#toDestroy = [];
+  }
+
+  #guard<T>(p: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const w = (e: Error) => reject(e);
+      this.#waiters.add(w);
+      p.then(
+        (v) => {
+          this.#waiters.delete(w);
+          resolve(v);
+        },
+        (e) => {
+          this.#waiters.delete(w);
+          reject(
+            this.#lost !== null
+              ? new Error(`The WebGPU device was lost (${this.#lost}) while work was pending`)
+              : e,
+          );
+        },
+      );
+    });
+  }
+
+  #takeError(): void {
+    if (this.#pendingError !== null) {
+      const m = this.#pendingError;
+      this.#pendingError = null;
+      throw new Error(`A WebGPU validation error occurred in earlier work: ${m}`);
+    }
+  }
+
+  /** Copy `bytes` bytes of `src` to the host (submits pending work). */
+  async read(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    this.checkAlive();
+    this.#takeError();
+    if (bytes === 0) return new ArrayBuffer(0);
+    const staging = this.device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST });
+    this.#endPass().copyBufferToBuffer(src, 0, staging, 0, bytes);
+    this.flush();
+    this.#stats.reads++;
+    try {
+      await this.#guard(staging.mapAsync(GPUMapMode.READ));
+      this.#takeError();
+      return staging.getMappedRange().slice(0);
+    } finally {
+      if (this.#lost === null) staging.destroy();
+    }
+  }
+
+  /** Flush, then wait until the GPU has finished all submitted work. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.#guard(this.device.queue.onSubmittedWorkDone());
+    this.checkAlive();
+    this.#takeError();
+  }
+
+  /** Counters (see `RuntimeStats`). */
+  stats(): RuntimeStats {
+    const p = this.#pool.stats();
+    return {
+      ...this.#stats,
+      pendingDispatches: this.#batch,
+      pipelines: this.#kernels.size,
+      pooledBytes: p.pooledBytes,
+      buffersCreated: p.created,
+      buffersReused: p.reused,
+    };
+  }
+
+  /** Release every pooled buffer. */
+  trimPool(): void {
+    if (this.#lost === null) this.#pool.clear();
+  }
+
+  /** Destroy the device (tests use this to simulate a lost device); later calls throw. */
+  destroy(): void {
+    this.#markLost("destroyed: GpuRuntime.destroy() was called");
+    this.device.destroy();
+  }
+}

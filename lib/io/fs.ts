@@ -1,0 +1,103 @@
+/**
+ * @file Atomic file writes: write a temporary sibling, flush it, then rename over the
+ * target, so a reader never sees a partial file and a failed write leaves the previous
+ * content in place.
+ * @module
+ */
+
+/** @internal Parent directory of a path ("." when it has none). */
+export function dirname(path: string): string {
+  const i = path.replace(/\/+$/, "").lastIndexOf("/");
+  if (i < 0) return ".";
+  return i === 0 ? "/" : path.slice(0, i);
+}
+
+/** @internal Join path pieces with "/". */
+export function joinPath(...parts: string[]): string {
+  return parts.filter((p) => p !== "").join("/").replace(/\/{2,}/g, "/");
+}
+
+function randomSuffix(): string {
+  const b = crypto.getRandomValues(new Uint8Array(6));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Write `data` to `path` atomically: the bytes go to `path.tmp-<random>` in the same
+ * directory (created if missing), are flushed to disk, and the temporary file is renamed
+ * over `path`. If anything fails, the temporary file is removed and `path` keeps its
+ * previous content. A `ReadableStream` may be passed for large outputs.
+ *
+ * @example
+ * ```ts
+ * import { atomicWrite } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await atomicWrite(`${dir}/sub/hello.txt`, "hello");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function atomicWrite(
+  path: string,
+  data: Uint8Array | string | ReadableStream<Uint8Array>,
+): Promise<void> {
+  if (typeof path !== "string" || path === "") {
+    throw new TypeError(`Expected path to be a non-empty string but found ${path}`);
+  }
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${randomSuffix()}`;
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true });
+    if (typeof data === "string") data = new TextEncoder().encode(data);
+    if (data instanceof Uint8Array) {
+      let off = 0;
+      while (off < data.length) off += await file.write(data.subarray(off));
+    } else {
+      const reader = data.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        let off = 0;
+        while (off < value.length) off += await file.write(value.subarray(off));
+      }
+    }
+    // Flush before the rename: otherwise a crash can leave the new name pointing at
+    // a file whose data never reached the disk.
+    await file.syncData();
+    file.close();
+    file = undefined;
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    try {
+      file?.close();
+    } catch { /* already closed */ }
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Create a directory and its parents if missing (no error when it exists).
+ *
+ * @example
+ * ```ts
+ * import { ensureDir } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await ensureDir(`${dir}/a/b`);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function ensureDir(path: string): Promise<void> {
+  await Deno.mkdir(path, { recursive: true });
+}
+
+/** @internal Whether a path exists (false on NotFound). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

@@ -1,0 +1,372 @@
+/**
+ * @file PNG encode/decode with no native dependencies: zlib through the web-standard
+ * `CompressionStream("deflate")`, CRC-32 per chunk. Decoding covers 8-bit gray,
+ * gray+alpha, RGB, RGBA and palette images, non-interlaced (what image folders hold).
+ * @module
+ */
+import { checkInt } from "../_util.ts";
+import { compress, concatBytes, crc32, decompress, FileFormatError, viewOf } from "./_bytes.ts";
+
+/** An 8-bit image: `channels` interleaved values per pixel, rows top to bottom. */
+export interface RawImage {
+  /** Width in pixels. */
+  width: number;
+  /** Height in pixels. */
+  height: number;
+  /** 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA). */
+  channels: 1 | 2 | 3 | 4;
+  /** `width * height * channels` bytes. */
+  data: Uint8Array;
+}
+
+/** An RGBA image (what the plotting kit and {@linkcode imageGrid} produce). */
+export interface RgbaImage {
+  /** Width in pixels. */
+  width: number;
+  /** Height in pixels. */
+  height: number;
+  /** `width * height * 4` bytes. */
+  rgba: Uint8Array;
+}
+
+const SIGNATURE = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
+const COLOR_TYPE: Record<number, number> = { 1: 0, 2: 4, 3: 2, 4: 6 };
+
+function chunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const dv = viewOf(out);
+  dv.setUint32(0, data.length);
+  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+  out.set(data, 8);
+  dv.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+/**
+ * Encode 8-bit pixels as a PNG. `pixels` holds `channels` (default 4) values per pixel.
+ *
+ * @example
+ * ```ts
+ * import { decodePng, encodePng } from "../../mod.ts";
+ * const png = await encodePng(2, 1, new Uint8Array([255, 0, 0, 255, 0, 0, 255, 255]));
+ * const img = await decodePng(png);
+ * if (img.width !== 2 || img.data[2] !== 0) throw new Error("bad");
+ * ```
+ */
+export async function encodePng(
+  width: number,
+  height: number,
+  pixels: Uint8Array,
+  opts: { channels?: 1 | 2 | 3 | 4 } = {},
+): Promise<Uint8Array> {
+  checkInt("PNG width", width, 1, 2 ** 31 - 1);
+  checkInt("PNG height", height, 1, 2 ** 31 - 1);
+  const ch = opts.channels ?? 4;
+  if (!(ch in COLOR_TYPE)) {
+    throw new RangeError(`Expected PNG channels to be 1, 2, 3 or 4 but found ${ch}`);
+  }
+  if (!(pixels instanceof Uint8Array) || pixels.length !== width * height * ch) {
+    throw new RangeError(
+      `Expected PNG pixels to be a Uint8Array of ${width}x${height}x${ch} = ${
+        width * height * ch
+      } bytes but found ${pixels?.length}`,
+    );
+  }
+  const stride = width * ch;
+  // Filter every row with "Sub" (type 1): flat plot backgrounds become runs of zeros.
+  const raw = new Uint8Array(height * (stride + 1));
+  for (let y = 0; y < height; y++) {
+    const o = y * (stride + 1), r = y * stride;
+    raw[o] = 1;
+    for (let i = 0; i < stride; i++) {
+      raw[o + 1 + i] = (pixels[r + i]! - (i >= ch ? pixels[r + i - ch]! : 0)) & 0xff;
+    }
+  }
+  const ihdr = new Uint8Array(13);
+  const dv = viewOf(ihdr);
+  dv.setUint32(0, width);
+  dv.setUint32(4, height);
+  ihdr[8] = 8;
+  ihdr[9] = COLOR_TYPE[ch]!;
+  return concatBytes([
+    SIGNATURE,
+    chunk("IHDR", ihdr),
+    chunk("IDAT", await compress(raw, "deflate")),
+    chunk("IEND", new Uint8Array(0)),
+  ]);
+}
+
+function paeth(a: number, b: number, c: number): number {
+  const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+  return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/**
+ * Decode an 8-bit, non-interlaced PNG (gray, gray+alpha, RGB, RGBA or palette; palette
+ * images come back as RGB, or RGBA when they carry transparency). Chunk CRCs are checked.
+ *
+ * @example
+ * ```ts
+ * import { decodePng, encodePng } from "../../mod.ts";
+ * const img = await decodePng(await encodePng(1, 1, new Uint8Array([7]), { channels: 1 }));
+ * if (img.channels !== 1 || img.data[0] !== 7) throw new Error("bad");
+ * ```
+ */
+export async function decodePng(bytes: Uint8Array, name = "<bytes>"): Promise<RawImage> {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`Expected PNG bytes to be a Uint8Array but found ${typeof bytes}`);
+  }
+  if (bytes.length < 8 || SIGNATURE.some((b, i) => bytes[i] !== b)) {
+    throw new FileFormatError(name, "not a PNG file (bad signature)");
+  }
+  const dv = viewOf(bytes);
+  let width = 0, height = 0, depth = 0, ctype = -1, interlace = 0;
+  let palette: Uint8Array | undefined, trns: Uint8Array | undefined;
+  const idat: Uint8Array[] = [];
+  let p = 8, sawEnd = false;
+  while (p + 12 <= bytes.length) {
+    const len = dv.getUint32(p);
+    const type = String.fromCharCode(...bytes.subarray(p + 4, p + 8));
+    if (p + 12 + len > bytes.length) {
+      throw new FileFormatError(name, `PNG chunk ${type} runs past the end (truncated?)`);
+    }
+    const body = bytes.subarray(p + 8, p + 8 + len);
+    if (crc32(bytes.subarray(p + 4, p + 8 + len)) !== dv.getUint32(p + 8 + len)) {
+      throw new FileFormatError(name, `PNG chunk ${type} has a bad CRC (file corrupted)`);
+    }
+    if (type === "IHDR") {
+      const h = viewOf(body);
+      width = h.getUint32(0);
+      height = h.getUint32(4);
+      depth = body[8]!;
+      ctype = body[9]!;
+      interlace = body[12]!;
+    } else if (type === "PLTE") palette = body;
+    else if (type === "tRNS") trns = body;
+    else if (type === "IDAT") idat.push(body);
+    else if (type === "IEND") {
+      sawEnd = true;
+      break;
+    }
+    p += 12 + len;
+  }
+  if (ctype < 0) throw new FileFormatError(name, "PNG has no IHDR chunk");
+  if (!sawEnd) throw new FileFormatError(name, "PNG has no IEND chunk (truncated?)");
+  if (depth !== 8) {
+    throw new FileFormatError(name, `PNG bit depth ${depth} is not supported (only 8-bit)`);
+  }
+  if (interlace !== 0) throw new FileFormatError(name, "interlaced PNGs are not supported");
+  const srcCh = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
+  if (srcCh === undefined) throw new FileFormatError(name, `unknown PNG color type ${ctype}`);
+  let raw: Uint8Array;
+  try {
+    raw = await decompress(concatBytes(idat), "deflate");
+  } catch (e) {
+    throw new FileFormatError(name, `PNG image data is corrupt (${(e as Error).message})`);
+  }
+  const stride = width * srcCh;
+  if (raw.length < height * (stride + 1)) {
+    throw new FileFormatError(name, "PNG image data is shorter than the image (truncated?)");
+  }
+  const px = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)]!, src = y * (stride + 1) + 1, dst = y * stride;
+    for (let i = 0; i < stride; i++) {
+      const a = i >= srcCh ? px[dst + i - srcCh]! : 0;
+      const b = y > 0 ? px[dst - stride + i]! : 0;
+      const c = i >= srcCh && y > 0 ? px[dst - stride + i - srcCh]! : 0;
+      const x = raw[src + i]!;
+      let v: number;
+      switch (f) {
+        case 0:
+          v = x;
+          break;
+        case 1:
+          v = x + a;
+          break;
+        case 2:
+          v = x + b;
+          break;
+        case 3:
+          v = x + ((a + b) >> 1);
+          break;
+        case 4:
+          v = x + paeth(a, b, c);
+          break;
+        default:
+          throw new FileFormatError(name, `PNG row ${y} has unknown filter type ${f}`);
+      }
+      px[dst + i] = v & 0xff;
+    }
+  }
+  if (ctype !== 3) return { width, height, channels: srcCh as 1 | 2 | 3 | 4, data: px };
+  if (!palette) throw new FileFormatError(name, "palette PNG has no PLTE chunk");
+  const ch = trns ? 4 : 3;
+  const out = new Uint8Array(width * height * ch);
+  for (let i = 0; i < width * height; i++) {
+    const k = px[i]!;
+    if (3 * k + 2 >= palette.length) {
+      throw new FileFormatError(name, `palette index ${k} is outside the PLTE chunk`);
+    }
+    out[i * ch] = palette[3 * k]!;
+    out[i * ch + 1] = palette[3 * k + 1]!;
+    out[i * ch + 2] = palette[3 * k + 2]!;
+    if (ch === 4) out[i * ch + 3] = k < trns!.length ? trns![k]! : 255;
+  }
+  return { width, height, channels: ch, data: out };
+}
+
+/**
+ * Expand any {@linkcode RawImage} to RGBA.
+ *
+ * @example
+ * ```ts
+ * import { toRgba } from "../../mod.ts";
+ * const img = toRgba({ width: 1, height: 1, channels: 1, data: new Uint8Array([9]) });
+ * if (img.rgba.join() !== "9,9,9,255") throw new Error("bad");
+ * ```
+ */
+export function toRgba(img: RawImage): RgbaImage {
+  const n = img.width * img.height, c = img.channels, d = img.data;
+  const rgba = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    const g = d[i * c]!;
+    rgba[4 * i] = g;
+    rgba[4 * i + 1] = c >= 3 ? d[i * c + 1]! : g;
+    rgba[4 * i + 2] = c >= 3 ? d[i * c + 2]! : g;
+    rgba[4 * i + 3] = c === 4 ? d[i * c + 3]! : c === 2 ? d[i * c + 1]! : 255;
+  }
+  return { width: img.width, height: img.height, rgba };
+}
+
+/** Options of {@linkcode imageGrid}. */
+export interface ImageGridOptions {
+  /** Number of images in the batch. */
+  n: number;
+  /** Channels per image (1 or 3). */
+  channels: number;
+  /** Image height. */
+  height: number;
+  /** Image width. */
+  width: number;
+  /** Images per row (default ceil(sqrt(n))). */
+  nrow?: number;
+  /** Value range mapped to [0, 255] (default [-1, 1]). */
+  range?: [number, number];
+  /** Pixels between tiles (default 2). */
+  padding?: number;
+  /** Layout of `images`: "nchw" (default, PyTorch) or "nhwc". */
+  layout?: "nchw" | "nhwc";
+}
+
+/**
+ * Tile a batch of images (`n × c × h × w` floats, or NHWC) into one RGBA grid, mapping
+ * `range` to 0..255 with clipping (like torchvision's `save_image(normalize=True,
+ * value_range=(-1, 1))`).
+ *
+ * @example
+ * ```ts
+ * import { encodePng, imageGrid } from "../../mod.ts";
+ * const imgs = new Float32Array(4 * 1 * 3 * 3).fill(1);
+ * const grid = imageGrid(imgs, { n: 4, channels: 1, height: 3, width: 3, nrow: 2 });
+ * const png = await encodePng(grid.width, grid.height, grid.rgba);
+ * if (grid.width !== 2 * 3 + 3 * 2) throw new Error("bad");
+ * ```
+ */
+export function imageGrid(
+  images: Float32Array | ArrayLike<number>,
+  opts: ImageGridOptions,
+): RgbaImage {
+  const n = checkInt("imageGrid n", opts.n, 1);
+  const c = checkInt("imageGrid channels", opts.channels, 1, 4);
+  const h = checkInt("imageGrid height", opts.height, 1);
+  const w = checkInt("imageGrid width", opts.width, 1);
+  const nrow = checkInt("imageGrid nrow", opts.nrow ?? Math.ceil(Math.sqrt(n)), 1);
+  const pad = checkInt("imageGrid padding", opts.padding ?? 2, 0);
+  const [lo, hi] = opts.range ?? [-1, 1];
+  if (!(hi > lo)) {
+    throw new RangeError(`Expected imageGrid range [lo, hi] with hi > lo but found [${lo}, ${hi}]`);
+  }
+  if (images.length !== n * c * h * w) {
+    throw new RangeError(
+      `Expected imageGrid images to have n*c*h*w = ${
+        n * c * h * w
+      } values but found ${images.length}`,
+    );
+  }
+  const nhwc = opts.layout === "nhwc";
+  const cols = Math.min(nrow, n), rows = Math.ceil(n / nrow);
+  const W = cols * w + (cols + 1) * pad, H = rows * h + (rows + 1) * pad;
+  const rgba = new Uint8Array(W * H * 4);
+  for (let i = 3; i < rgba.length; i += 4) rgba[i] = 255;
+  const scale = 255 / (hi - lo);
+  for (let k = 0; k < n; k++) {
+    const gx = pad + (k % nrow) * (w + pad), gy = pad + Math.floor(k / nrow) * (h + pad);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const o = ((gy + y) * W + gx + x) * 4;
+        for (let ch = 0; ch < 3; ch++) {
+          const cc = c === 1 ? 0 : Math.min(ch, c - 1);
+          const idx = nhwc ? ((k * h + y) * w + x) * c + cc : ((k * c + cc) * h + y) * w + x;
+          const v = (images[idx]! - lo) * scale;
+          rgba[o + ch] = Math.max(0, Math.min(255, Math.round(v)));
+        }
+      }
+    }
+  }
+  return { width: W, height: H, rgba };
+}
+
+/**
+ * Convert float images (NCHW, values in `range`, default [-1, 1]) to the uint8 NHWC
+ * layout that NumPy image batches use (e.g. the ADM evaluation suite's `arr_0`, written
+ * with `saveNpz`). With `rgb: true` single-channel images are repeated to 3 channels.
+ *
+ * @example
+ * ```ts
+ * import { encodeNpz, toUint8Nhwc } from "../../mod.ts";
+ * const u8 = toUint8Nhwc(new Float32Array([-1, 0, 1, 1]), { n: 1, channels: 1, height: 2, width: 2, rgb: true });
+ * if (u8.length !== 12 || u8[0] !== 0 || u8[3] !== 128) throw new Error("bad");
+ * const npz = encodeNpz({ arr_0: { shape: [1, 2, 2, 3], data: u8 } });
+ * ```
+ */
+export function toUint8Nhwc(
+  images: Float32Array | ArrayLike<number>,
+  opts: {
+    n: number;
+    channels: number;
+    height: number;
+    width: number;
+    range?: [number, number];
+    rgb?: boolean;
+  },
+): Uint8Array {
+  const n = checkInt("images n", opts.n, 1);
+  const c = checkInt("images channels", opts.channels, 1, 4);
+  const h = checkInt("images height", opts.height, 1);
+  const w = checkInt("images width", opts.width, 1);
+  const [lo, hi] = opts.range ?? [-1, 1];
+  if (!(hi > lo)) {
+    throw new RangeError(`Expected images range [lo, hi] with hi > lo but found [${lo}, ${hi}]`);
+  }
+  if (images.length !== n * c * h * w) {
+    throw new RangeError(
+      `Expected images to have n*c*h*w = ${n * c * h * w} values but found ${images.length}`,
+    );
+  }
+  const oc = opts.rgb && c === 1 ? 3 : c;
+  const out = new Uint8Array(n * h * w * oc);
+  const scale = 255 / (hi - lo);
+  for (let k = 0; k < n; k++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const o = ((k * h + y) * w + x) * oc;
+        for (let ch = 0; ch < oc; ch++) {
+          const v = images[((k * c + Math.min(ch, c - 1)) * h + y) * w + x]!;
+          out[o + ch] = Math.max(0, Math.min(255, Math.round((v - lo) * scale)));
+        }
+      }
+    }
+  }
+  return out;
+}

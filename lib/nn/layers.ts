@@ -1,0 +1,796 @@
+/**
+ * @file Layers with PyTorch weight layouts and default initialisation: Linear, MLP,
+ * activations, LayerNorm, Dropout, Embedding, label and timestep embedders, the DiT/timm
+ * feed-forward, and Conv2d (im2col as one gather + one matmul).
+ * @module
+ */
+import { keep, type Tensor } from "../tensor.ts";
+import {
+  concat,
+  cos,
+  full,
+  gather,
+  gelu,
+  layerNorm,
+  less,
+  matmul,
+  pad,
+  relu,
+  reshape,
+  silu,
+  sin,
+  tanh,
+  tensor,
+  transpose,
+  unary,
+  where,
+  zeros,
+} from "../ops/ops.ts";
+import { Generator, rand, randn, type RandomOptions } from "../random.ts";
+import { checkChoice, checkInt, checkNumber, fmtShape } from "../_util.ts";
+import { Module, Sequential } from "./module.ts";
+
+// ---------------------------------------------------------------- initialisation
+
+/**
+ * The generator a module draws from: a fresh one for `seed`, the given `generator`, or
+ * `undefined` for the global generator (so `manualSeed` applies).
+ *
+ * @example
+ * ```ts
+ * import { nn } from "../../mod.ts";
+ * const g = nn.generatorOf({ seed: 3 });
+ * ```
+ */
+export function generatorOf(opts: RandomOptions = {}): Generator | undefined {
+  if (opts.generator) return opts.generator;
+  if (opts.seed !== undefined) return new Generator(opts.seed);
+  return undefined;
+}
+
+function ro(g: Generator | undefined): RandomOptions {
+  return g ? { generator: g } : {};
+}
+
+/**
+ * Replace `t`'s values with U(−bound, bound) draws (in place).
+ *
+ * @example
+ * ```ts
+ * import { nn, zeros } from "../../mod.ts";
+ * const w = zeros([3, 2]);
+ * nn.initUniform(w, 0.5, { seed: 0 });
+ * ```
+ */
+export function initUniform(t: Tensor, bound: number, opts: RandomOptions = {}): Tensor {
+  const u = rand(t.shape, ro(generatorOf(opts)));
+  t._assign(unary("affine", u, 2 * bound, -bound));
+  u.dispose();
+  return t;
+}
+
+/**
+ * Replace `t`'s values with N(0, std²) draws (in place).
+ *
+ * @example
+ * ```ts
+ * import { nn, zeros } from "../../mod.ts";
+ * nn.initNormal(zeros([4]), 0.02, { seed: 0 });
+ * ```
+ */
+export function initNormal(t: Tensor, std: number, opts: RandomOptions = {}): Tensor {
+  const z = randn(t.shape, ro(generatorOf(opts)));
+  t._assign(unary("affine", z, std, 0));
+  z.dispose();
+  return t;
+}
+
+/**
+ * Xavier/Glorot uniform (in place): U(±√(6/(fanIn+fanOut))), with fanIn = shape[1]·receptive
+ * field and fanOut = shape[0]·receptive field as in `torch.nn.init.xavier_uniform_`.
+ *
+ * @example
+ * ```ts
+ * import { nn, zeros } from "../../mod.ts";
+ * nn.initXavierUniform(zeros([8, 4]), { seed: 0 });
+ * ```
+ */
+export function initXavierUniform(t: Tensor, opts: RandomOptions = {}): Tensor {
+  if (t.rank < 2) {
+    throw new RangeError(`Xavier init needs a tensor of rank >= 2 but found ${fmtShape(t.shape)}`);
+  }
+  const rf = t.shape.slice(2).reduce((a, b) => a * b, 1);
+  const fanIn = t.shape[1]! * rf, fanOut = t.shape[0]! * rf;
+  return initUniform(t, Math.sqrt(6 / (fanIn + fanOut)), opts);
+}
+
+/**
+ * Set all values of `t` to a constant (in place).
+ *
+ * @example
+ * ```ts
+ * import { nn, ones } from "../../mod.ts";
+ * nn.initConstant(ones([3]), 0);
+ * ```
+ */
+export function initConstant(t: Tensor, value: number): Tensor {
+  t._assign(full(t.shape, value, t.backend));
+  return t;
+}
+
+// ---------------------------------------------------------------- activations
+
+/**
+ * Names accepted wherever an activation is chosen.
+ *
+ * @example
+ * ```ts
+ * import { nn } from "../../mod.ts";
+ * console.log(nn.ACTIVATIONS.includes("silu")); // true
+ * ```
+ */
+export const ACTIVATIONS = [
+  "silu",
+  "gelu",
+  "gelu_tanh",
+  "relu",
+  "tanh",
+  "selu",
+  "identity",
+] as const;
+/** An activation name. */
+export type ActivationName = typeof ACTIVATIONS[number];
+
+/**
+ * GELU with the tanh approximation (`torch.nn.GELU(approximate="tanh")`, used by DiT):
+ * ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * console.log(await nn.geluTanh(tensor([0, 1])).data());
+ * ```
+ */
+export function geluTanh(x: Tensor): Tensor {
+  const c = Math.sqrt(2 / Math.PI);
+  const inner = x.add(unary("powScalar", x, 3).mul(0.044715)).mul(c);
+  return x.mul(unary("affine", tanh(inner), 0.5, 0.5));
+}
+
+const SELU_ALPHA = 1.6732632423543772;
+const SELU_SCALE = 1.0507009873554805;
+
+/**
+ * SELU, scale·(max(0, x) + min(0, α(eˣ − 1))) with PyTorch's constants.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * console.log(await nn.selu(tensor([-1, 1])).data());
+ * ```
+ */
+export function selu(x: Tensor): Tensor {
+  const neg = unary("affine", x.minimum(0).exp(), SELU_ALPHA, -SELU_ALPHA);
+  return unary("affine", relu(x).add(neg), SELU_SCALE, 0);
+}
+
+/**
+ * Apply an activation by name.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const y = nn.applyActivation("silu", tensor([1, -1]));
+ * ```
+ */
+export function applyActivation(name: ActivationName, x: Tensor): Tensor {
+  switch (name) {
+    case "silu":
+      return silu(x);
+    case "gelu":
+      return gelu(x);
+    case "gelu_tanh":
+      return geluTanh(x);
+    case "relu":
+      return relu(x);
+    case "tanh":
+      return tanh(x);
+    case "selu":
+      return selu(x);
+    case "identity":
+      return x;
+  }
+}
+
+/**
+ * An activation as a parameterless module (so `Sequential` numbering matches PyTorch).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const act = new nn.Activation("gelu");
+ * const y = act.forward(tensor([0.5]));
+ * ```
+ */
+export class Activation extends Module {
+  /** The activation's name. */
+  readonly kind: ActivationName;
+  constructor(kind: string) {
+    super();
+    this.kind = checkChoice("activation", kind, ACTIVATIONS);
+  }
+  /** Apply it. */
+  forward(x: Tensor): Tensor {
+    return applyActivation(this.kind, x);
+  }
+}
+
+/**
+ * `torch.nn.SiLU`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * new nn.SiLU().forward(tensor([1]));
+ * ```
+ */
+export class SiLU extends Activation {
+  constructor() {
+    super("silu");
+  }
+}
+
+/**
+ * `torch.nn.GELU` (exact erf form; pass `"tanh"` for the approximation).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * new nn.GELU("tanh").forward(tensor([1]));
+ * ```
+ */
+export class GELU extends Activation {
+  constructor(approximate: "none" | "tanh" = "none") {
+    super(approximate === "tanh" ? "gelu_tanh" : "gelu");
+  }
+}
+
+// ---------------------------------------------------------------- linear
+
+/** Options of `Linear`. */
+export interface LinearOptions extends RandomOptions {
+  /** Add a bias (default true). */
+  bias?: boolean;
+}
+
+/**
+ * y = x·Wᵀ + b with W of shape [out, in] (PyTorch layout) and PyTorch's default init:
+ * W and b ~ U(±1/√in) (kaiming-uniform with a = √5). Inputs of any rank ≥ 1; the last axis
+ * has `inFeatures` entries.
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const lin = new nn.Linear(3, 2, { seed: 0 });
+ * console.log(lin.forward(randn([5, 3], { seed: 1 })).shape); // [5, 2]
+ * ```
+ */
+export class Linear extends Module {
+  /** Input features. */
+  readonly inFeatures: number;
+  /** Output features. */
+  readonly outFeatures: number;
+  /** [out, in]. */
+  readonly weight: Tensor;
+  /** [out], or undefined without bias. */
+  readonly bias: Tensor | undefined;
+  constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
+    super();
+    this.inFeatures = checkInt("inFeatures", inFeatures, 1);
+    this.outFeatures = checkInt("outFeatures", outFeatures, 1);
+    const g = generatorOf(opts);
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.weight = this.param("weight", initUniform(zeros([outFeatures, inFeatures]), bound, ro(g)));
+    this.bias = (opts.bias ?? true)
+      ? this.param("bias", initUniform(zeros([outFeatures]), bound, ro(g)))
+      : undefined;
+  }
+  /** Apply the layer. */
+  forward(x: Tensor): Tensor {
+    const d = x.shape[x.rank - 1];
+    if (d !== this.inFeatures) {
+      throw new RangeError(
+        `Linear(${this.inFeatures}, ${this.outFeatures}) got an input of shape ${
+          fmtShape(x.shape)
+        }: expected the last axis to be ${this.inFeatures}`,
+      );
+    }
+    // Fold leading axes into rows so the weight gradient is one [out, in] matmul.
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, d]);
+    let y = matmul(x2, this.weight, { transB: true });
+    if (this.bias) y = y.add(this.bias);
+    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+  }
+}
+
+/**
+ * A multilayer perceptron: Linear layers between consecutive `sizes`, with the activation
+ * between them (none after the last). Names follow `nn.Sequential`: `0.weight`, `2.weight`, ….
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const mlp = new nn.MLP([2, 16, 16, 1], "silu", { seed: 0 });
+ * console.log(mlp.forward(randn([4, 2], { seed: 1 })).shape, mlp.numParameters()); // [4, 1], 337
+ * ```
+ */
+export class MLP extends Sequential {
+  constructor(sizes: readonly number[], activation: string = "silu", opts: RandomOptions = {}) {
+    if (!Array.isArray(sizes) || sizes.length < 2) {
+      throw new RangeError(`Expected MLP sizes to list at least 2 widths but found [${sizes}]`);
+    }
+    sizes.forEach((s, i) => checkInt(`sizes[${i}]`, s, 1));
+    checkChoice("activation", activation, ACTIVATIONS);
+    const g = generatorOf(opts);
+    const layers: Module[] = [];
+    for (let i = 0; i + 1 < sizes.length; i++) {
+      layers.push(new Linear(sizes[i]!, sizes[i + 1]!, ro(g)));
+      if (i + 2 < sizes.length) layers.push(new Activation(activation));
+    }
+    super(layers);
+  }
+}
+
+/**
+ * The feed-forward of a transformer block with timm's names (`fc1`, `fc2`), as DiT uses:
+ * fc2(act(fc1(x))).
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const ff = new nn.FeedForward(8, 32, "gelu_tanh", { seed: 0 });
+ * console.log(ff.forward(randn([2, 3, 8], { seed: 1 })).shape); // [2, 3, 8]
+ * ```
+ */
+export class FeedForward extends Module {
+  /** First projection. */
+  readonly fc1: Linear;
+  /** The activation. */
+  readonly act: Activation;
+  /** Second projection. */
+  readonly fc2: Linear;
+  constructor(dim: number, hidden: number, activation: string = "gelu", opts: RandomOptions = {}) {
+    super();
+    const g = generatorOf(opts);
+    this.fc1 = this.module("fc1", new Linear(dim, hidden, ro(g)));
+    this.act = this.module("act", new Activation(activation));
+    this.fc2 = this.module("fc2", new Linear(hidden, dim, ro(g)));
+  }
+  /** Apply it. */
+  forward(x: Tensor): Tensor {
+    return this.fc2.forward(this.act.forward(this.fc1.forward(x)));
+  }
+}
+
+// ---------------------------------------------------------------- normalisation, dropout
+
+/** Options of `LayerNorm`. */
+export interface LayerNormOptions {
+  /** Added to the variance (default 1e-5, PyTorch's; DiT uses 1e-6). */
+  eps?: number;
+  /** Learn a weight (init 1) and bias (init 0) (default true; AdaLN blocks use false). */
+  elementwiseAffine?: boolean;
+}
+
+/**
+ * Layer normalisation over the last axis.
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const ln = new nn.LayerNorm(4, { elementwiseAffine: false, eps: 1e-6 });
+ * const y = ln.forward(randn([2, 4], { seed: 0 }));
+ * ```
+ */
+export class LayerNorm extends Module {
+  /** Normalised width. */
+  readonly dim: number;
+  /** Variance epsilon. */
+  readonly eps: number;
+  /** Scale (ones), when affine. */
+  readonly weight: Tensor | undefined;
+  /** Shift (zeros), when affine. */
+  readonly bias: Tensor | undefined;
+  constructor(dim: number, opts: LayerNormOptions = {}) {
+    super();
+    this.dim = checkInt("dim", dim, 1);
+    this.eps = checkNumber("eps", opts.eps ?? 1e-5, 0);
+    if (opts.elementwiseAffine ?? true) {
+      this.weight = this.param("weight", full([dim], 1));
+      this.bias = this.param("bias", zeros([dim]));
+    }
+  }
+  /** Normalise. */
+  forward(x: Tensor): Tensor {
+    if (x.shape[x.rank - 1] !== this.dim) {
+      throw new RangeError(
+        `LayerNorm(${this.dim}) got an input of shape ${fmtShape(x.shape)}: expected the last ` +
+          `axis to be ${this.dim}`,
+      );
+    }
+    return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/** Options of `Dropout`. */
+export interface DropoutOptions {
+  /** Draw masks from this generator (default: the global one). */
+  generator?: Generator;
+}
+
+/**
+ * Inverted dropout: in training mode each entry is zeroed with probability `p` and the rest
+ * are scaled by 1/(1−p); in eval mode it is the identity.
+ *
+ * @example
+ * ```ts
+ * import { nn, ones, Generator } from "../../mod.ts";
+ * const d = new nn.Dropout(0.5, { generator: new Generator(0) });
+ * const y = d.forward(ones([8])); // entries 0 or 2
+ * d.eval();
+ * ```
+ */
+export class Dropout extends Module {
+  /** Drop probability. */
+  readonly p: number;
+  /** The mask generator (undefined = global). */
+  generator: Generator | undefined;
+  constructor(p: number, opts: DropoutOptions = {}) {
+    super();
+    this.p = checkNumber("dropout probability", p, 0, 1);
+    if (p === 1) throw new RangeError("Expected dropout probability < 1 but found 1");
+    this.generator = opts.generator;
+  }
+  /** Apply (identity in eval mode or when p = 0). */
+  forward(x: Tensor): Tensor {
+    if (!this.training || this.p === 0) return x;
+    const u = rand(x.shape, ro(this.generator));
+    const keepMask = unary("geScalar", u, this.p);
+    return x.mul(unary("affine", keepMask, 1 / (1 - this.p), 0));
+  }
+}
+
+// ---------------------------------------------------------------- embeddings
+
+/**
+ * A lookup table [num, dim] initialised N(0, 1) like `torch.nn.Embedding`. Indices are
+ * integer-valued f32 tensors of any shape; the output appends `dim`.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const emb = new nn.Embedding(10, 4, { seed: 0 });
+ * console.log(emb.forward(tensor([1, 7])).shape); // [2, 4]
+ * ```
+ */
+export class Embedding extends Module {
+  /** Table size. */
+  readonly num: number;
+  /** Embedding width. */
+  readonly dim: number;
+  /** [num, dim]. */
+  readonly weight: Tensor;
+  constructor(num: number, dim: number, opts: RandomOptions = {}) {
+    super();
+    this.num = checkInt("number of embeddings", num, 1);
+    this.dim = checkInt("embedding dim", dim, 1);
+    this.weight = this.param("weight", randn([num, dim], ro(generatorOf(opts))));
+  }
+  /** Look up rows. */
+  forward(indices: Tensor): Tensor {
+    const flat = indices.rank === 1 ? indices : reshape(indices, [indices.size]);
+    const y = gather(this.weight, flat, 0);
+    return indices.rank === 1 ? y : reshape(y, [...indices.shape, this.dim]);
+  }
+}
+
+/** Options of `LabelEmbedder`. */
+export interface LabelEmbedderOptions extends RandomOptions {
+  /** Generator for label dropout (default: the init generator, else the global one). */
+  dropGenerator?: Generator;
+}
+
+/**
+ * Class labels → vectors, with per-sample label dropout for classifier-free guidance (DiT's
+ * `LabelEmbedder`): when `dropProb > 0` the table has an extra row, the null class with index
+ * `numClasses`, and in training mode each label is replaced by it with probability
+ * `dropProb` (REPA/SV/SC drop per sample with p = 0.1). Pass label `numClasses` at sampling
+ * time for the unconditional branch.
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const ye = new nn.LabelEmbedder(10, 8, 0.1, { seed: 0 });
+ * const e = ye.forward(tensor([3, 10])); // 10 is the null class
+ * console.log(e.shape, [...ye.namedParameters().keys()]); // [2, 8], ["embedding_table.weight"]
+ * ```
+ */
+export class LabelEmbedder extends Module {
+  /** Number of real classes. */
+  readonly numClasses: number;
+  /** Per-sample drop probability in training mode. */
+  readonly dropProb: number;
+  /** The table (`embedding_table`). */
+  readonly embeddingTable: Embedding;
+  /** Generator for the drop decisions (undefined = global). */
+  dropGenerator: Generator | undefined;
+  constructor(numClasses: number, dim: number, dropProb = 0.1, opts: LabelEmbedderOptions = {}) {
+    super();
+    this.numClasses = checkInt("numClasses", numClasses, 1);
+    this.dropProb = checkNumber("label drop probability", dropProb, 0, 1);
+    const g = generatorOf(opts);
+    this.embeddingTable = this.module(
+      "embedding_table",
+      new Embedding(numClasses + (dropProb > 0 ? 1 : 0), dim, ro(g)),
+    );
+    this.dropGenerator = opts.dropGenerator ?? g?.fork();
+  }
+  /**
+   * Replace labels by the null class where `forceDrop` is 1, or (when `forceDrop` is not
+   * given) at random with probability `dropProb`.
+   */
+  tokenDrop(labels: Tensor, forceDrop?: Tensor): Tensor {
+    if (this.dropProb === 0 && !forceDrop) return labels;
+    if (this.dropProb === 0) {
+      throw new RangeError("forceDrop needs a LabelEmbedder with dropProb > 0 (a null class)");
+    }
+    const drop = forceDrop
+      ? unary("eqScalar", forceDrop, 1)
+      : less(rand([labels.size], ro(this.dropGenerator)), this.dropProb);
+    const nullLabel = full([], this.numClasses, labels.backend);
+    return where(reshape(drop, labels.shape), nullLabel, labels);
+  }
+  /**
+   * Labels for the unconditional branch: `b` copies of the null class. Throws a `TypeError`
+   * when there is no null class (`dropProb` = 0).
+   */
+  nullLabels(b: number, backend = this.embeddingTable.weight.backend): Tensor {
+    if (this.dropProb === 0) {
+      throw new TypeError(
+        "This model is class-conditional without a null class (label drop probability 0): pass labels y",
+      );
+    }
+    return full([b], this.numClasses, backend);
+  }
+  /** Embed labels [B] (dropping some in training mode). */
+  forward(labels: Tensor, forceDrop?: Tensor): Tensor {
+    const use = (this.training && this.dropProb > 0) || forceDrop
+      ? this.tokenDrop(labels, forceDrop)
+      : labels;
+    return this.embeddingTable.forward(use);
+  }
+}
+
+/** Options of `timestepEmbedding`. */
+export interface TimestepEmbeddingOptions {
+  /** Longest period (default 10000, DiT; StableVM's toy uses 1000). */
+  maxPeriod?: number;
+  /** Multiply t by this first (default 1; StableVM's toy uses 2π). */
+  scale?: number;
+  /** `"cos_sin"` (DiT, default) or `"sin_cos"` (StableVM toy). */
+  order?: "cos_sin" | "sin_cos";
+}
+
+/**
+ * Sinusoidal embedding of times [B] → [B, dim] (DiT's `timestep_embedding`): with
+ * half = ⌊dim/2⌋ and freqsᵢ = exp(−ln(maxPeriod)·i/half), it is [cos(t·f), sin(t·f)] (a zero
+ * column is appended when dim is odd).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const e = nn.timestepEmbedding(tensor([0, 0.5]), 8);
+ * console.log(e.shape); // [2, 8]
+ * ```
+ */
+export function timestepEmbedding(
+  t: Tensor,
+  dim: number,
+  opts: TimestepEmbeddingOptions = {},
+): Tensor {
+  checkInt("embedding dim", dim, 2);
+  const maxPeriod = checkNumber("maxPeriod", opts.maxPeriod ?? 10000, 1);
+  const scale = checkNumber("scale", opts.scale ?? 1);
+  const order = checkChoice("order", opts.order ?? "cos_sin", ["cos_sin", "sin_cos"] as const);
+  const half = Math.floor(dim / 2);
+  const f = new Float32Array(half);
+  for (let i = 0; i < half; i++) f[i] = scale * Math.exp(-Math.log(maxPeriod) * i / half);
+  const tt = t.rank === 2 && t.shape[1] === 1 ? t : reshape(t, [t.size, 1]);
+  const args = tt.mul(tensor(f, [1, half], t.backend));
+  const parts = order === "cos_sin" ? [cos(args), sin(args)] : [sin(args), cos(args)];
+  if (dim % 2 === 1) parts.push(zeros([t.size, 1], t.backend));
+  return concat(parts, 1);
+}
+
+/** Options of `TimestepEmbedder`. */
+export interface TimestepEmbedderOptions extends RandomOptions, TimestepEmbeddingOptions {
+  /** Width of the sinusoidal features (default 256). */
+  frequencyEmbeddingSize?: number;
+}
+
+/**
+ * DiT's `TimestepEmbedder`: sinusoidal features of t, then Linear–SiLU–Linear (`mlp.0`,
+ * `mlp.2`). Weights are initialised like PyTorch's Linear; DiT re-initialises them N(0, 0.02²).
+ *
+ * @example
+ * ```ts
+ * import { nn, tensor } from "../../mod.ts";
+ * const te = new nn.TimestepEmbedder(16, { frequencyEmbeddingSize: 8, seed: 0 });
+ * console.log(te.forward(tensor([0.1, 0.9])).shape); // [2, 16]
+ * ```
+ */
+export class TimestepEmbedder extends Module {
+  /** Linear–SiLU–Linear. */
+  readonly mlp: Sequential;
+  /** Sinusoidal feature width. */
+  readonly frequencyEmbeddingSize: number;
+  readonly #embOpts: TimestepEmbeddingOptions;
+  constructor(hidden: number, opts: TimestepEmbedderOptions = {}) {
+    super();
+    this.frequencyEmbeddingSize = checkInt(
+      "frequencyEmbeddingSize",
+      opts.frequencyEmbeddingSize ?? 256,
+      2,
+    );
+    this.#embOpts = { maxPeriod: opts.maxPeriod, scale: opts.scale, order: opts.order };
+    const g = generatorOf(opts);
+    this.mlp = this.module(
+      "mlp",
+      new Sequential([
+        new Linear(this.frequencyEmbeddingSize, hidden, ro(g)),
+        new SiLU(),
+        new Linear(hidden, hidden, ro(g)),
+      ]),
+    );
+  }
+  /** Embed times [B] → [B, hidden]. */
+  forward(t: Tensor): Tensor {
+    return this.mlp.forward(timestepEmbedding(t, this.frequencyEmbeddingSize, this.#embOpts));
+  }
+}
+
+// ---------------------------------------------------------------- convolution
+
+/** Options of `Conv2d`. */
+export interface Conv2dOptions extends RandomOptions {
+  /** Step between windows (default 1). */
+  stride?: number;
+  /** Zero padding on each side (default 0). */
+  padding?: number;
+  /** Add a bias (default true). */
+  bias?: boolean;
+}
+
+/**
+ * 2-D convolution on NCHW inputs with weight [out, in, k, k] (PyTorch layout and default
+ * init, U(±1/√(in·k²))). Computed as im2col — one gather with a cached index table — and
+ * one matmul, so it costs the same few dispatches whatever the kernel size.
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const conv = new nn.Conv2d(1, 4, 3, { padding: 1, seed: 0 });
+ * console.log(conv.forward(randn([2, 1, 6, 6], { seed: 1 })).shape); // [2, 4, 6, 6]
+ * ```
+ */
+export class Conv2d extends Module {
+  /** Input channels. */
+  readonly inChannels: number;
+  /** Output channels. */
+  readonly outChannels: number;
+  /** Kernel side. */
+  readonly kernelSize: number;
+  /** Stride. */
+  readonly stride: number;
+  /** Padding. */
+  readonly padding: number;
+  /** [out, in, k, k]. */
+  readonly weight: Tensor;
+  /** [out], or undefined. */
+  readonly bias: Tensor | undefined;
+  #cache = new Map<string, Tensor>();
+  constructor(
+    inChannels: number,
+    outChannels: number,
+    kernelSize: number,
+    opts: Conv2dOptions = {},
+  ) {
+    super();
+    this.inChannels = checkInt("inChannels", inChannels, 1);
+    this.outChannels = checkInt("outChannels", outChannels, 1);
+    this.kernelSize = checkInt("kernelSize", kernelSize, 1);
+    this.stride = checkInt("stride", opts.stride ?? 1, 1);
+    this.padding = checkInt("padding", opts.padding ?? 0, 0);
+    const g = generatorOf(opts);
+    const bound = 1 / Math.sqrt(inChannels * kernelSize * kernelSize);
+    this.weight = this.param(
+      "weight",
+      initUniform(zeros([outChannels, inChannels, kernelSize, kernelSize]), bound, ro(g)),
+    );
+    this.bias = (opts.bias ?? true)
+      ? this.param("bias", initUniform(zeros([outChannels]), bound, ro(g)))
+      : undefined;
+  }
+
+  /** Output spatial size for an input of height `h` and width `w`. */
+  outputSize(h: number, w: number): [number, number] {
+    const k = this.kernelSize, s = this.stride, p = this.padding;
+    return [Math.floor((h + 2 * p - k) / s) + 1, Math.floor((w + 2 * p - k) / s) + 1];
+  }
+
+  #indices(x: Tensor, hp: number, wp: number, ho: number, wo: number): Tensor {
+    const key = `${x.backend.name}:${hp}x${wp}`;
+    let idx = this.#cache.get(key);
+    if (idx && !idx.isDisposed) return idx;
+    const c = this.inChannels, k = this.kernelSize, s = this.stride;
+    const v = new Float32Array(ho * wo * c * k * k);
+    let n = 0;
+    // Column order (c, ki, kj) matches weight.reshape([out, c·k·k]).
+    for (let i = 0; i < ho; i++) {
+      for (let j = 0; j < wo; j++) {
+        for (let ch = 0; ch < c; ch++) {
+          for (let ki = 0; ki < k; ki++) {
+            for (let kj = 0; kj < k; kj++) {
+              v[n++] = ch * hp * wp + (i * s + ki) * wp + (j * s + kj);
+            }
+          }
+        }
+      }
+    }
+    idx = keep(tensor(v, [v.length], x.backend));
+    this.#cache.set(key, idx);
+    return idx;
+  }
+
+  /** Convolve and return tokens [N, Ho·Wo, out] (what a patch embedding wants). */
+  forwardTokens(x: Tensor): Tensor {
+    if (x.rank !== 4 || x.shape[1] !== this.inChannels) {
+      throw new RangeError(
+        `Conv2d(${this.inChannels}, ${this.outChannels}) expected an input of shape ` +
+          `[N, ${this.inChannels}, H, W] but found ${fmtShape(x.shape)}`,
+      );
+    }
+    const [n, c, h, w] = x.shape as [number, number, number, number];
+    const [ho, wo] = this.outputSize(h, w);
+    if (ho < 1 || wo < 1) {
+      throw new RangeError(
+        `Conv2d input ${fmtShape(x.shape)} is smaller than the kernel ${this.kernelSize}`,
+      );
+    }
+    const p = this.padding;
+    const xp = p > 0 ? pad(x, [[0, 0], [0, 0], [p, p], [p, p]]) : x;
+    const hp = h + 2 * p, wp = w + 2 * p;
+    const ck = c * this.kernelSize * this.kernelSize;
+    const cols = reshape(
+      gather(reshape(xp, [n, c * hp * wp]), this.#indices(x, hp, wp, ho, wo), 1),
+      [n * ho * wo, ck],
+    );
+    let y = matmul(cols, reshape(this.weight, [this.outChannels, ck]), { transB: true });
+    if (this.bias) y = y.add(this.bias);
+    return reshape(y, [n, ho * wo, this.outChannels]);
+  }
+
+  /** Convolve: [N, in, H, W] → [N, out, Ho, Wo]. */
+  forward(x: Tensor): Tensor {
+    const [ho, wo] = this.outputSize(x.shape[2] ?? 0, x.shape[3] ?? 0);
+    const tok = this.forwardTokens(x);
+    return reshape(transpose(tok, [0, 2, 1]), [x.shape[0]!, this.outChannels, ho, wo]);
+  }
+
+  /** Free parameters and the cached index tables. */
+  override dispose(): void {
+    super.dispose();
+    for (const t of this.#cache.values()) t.dispose();
+    this.#cache.clear();
+  }
+}

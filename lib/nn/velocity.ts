@@ -1,0 +1,247 @@
+/**
+ * @file Velocity networks for the toy experiments: `VelocityMLP` (the bench network, [x, t]
+ * → MLP → v) and `AdaLNMLP` (the StableVM toy `ScoreNet`: AdaLN-Zero MLP blocks conditioned
+ * on a sinusoidal time embedding, with its parameter names).
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import { concat, reshape, split } from "../ops/ops.ts";
+import type { RandomOptions } from "../random.ts";
+import { checkInt, checkNumber, fmtShape } from "../_util.ts";
+import { Module, Sequential } from "./module.ts";
+import {
+  Activation,
+  type ActivationName,
+  Dropout,
+  GELU,
+  generatorOf,
+  initConstant,
+  LabelEmbedder,
+  LayerNorm,
+  Linear,
+  timestepEmbedding,
+} from "./layers.ts";
+
+function ro(opts: RandomOptions): RandomOptions {
+  const g = generatorOf(opts);
+  return g ? { generator: g } : {};
+}
+
+function checkInputs(dim: number, x: Tensor, t: Tensor): number {
+  if (x.rank !== 2 || x.shape[1] !== dim) {
+    throw new RangeError(`Expected x of shape [B, ${dim}] but found ${fmtShape(x.shape)}`);
+  }
+  const b = x.shape[0]!;
+  if (t.size !== b) {
+    throw new RangeError(`Expected t of shape [${b}] to match x but found ${fmtShape(t.shape)}`);
+  }
+  return b;
+}
+
+/** Options of `VelocityMLP`. */
+export interface VelocityMLPOptions extends RandomOptions {
+  /** Data dimension (input and output width). */
+  dim: number;
+  /** Hidden width (default 256). */
+  hidden?: number;
+  /** Number of hidden layers (default 3: [x, t] → 256 → 256 → 256 → dim). */
+  depth?: number;
+  /** Activation (default "silu"). */
+  activation?: ActivationName;
+  /** Classes for conditioning (a label embedding is added to the first hidden layer; calls without y use the null class). */
+  numClasses?: number;
+  /** Per-sample label dropout for CFG (default 0.1; the null class is `numClasses`). */
+  classDropoutProb?: number;
+  /** Feed t through a sinusoidal embedding of this width (default: raw t, one column). */
+  timeEmbedDim?: number;
+}
+
+/**
+ * The toy/bench velocity network: concat [x, t] (or [x, emb(t)]) → `depth` hidden layers
+ * → velocity [B, dim]. Names: `net.0.weight`, …, `y_embedder.embedding_table.weight`.
+ *
+ * @example
+ * ```ts
+ * import { nn, randn, rand } from "../../mod.ts";
+ * const v = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, seed: 0 });
+ * console.log(v.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
+ * ```
+ */
+export class VelocityMLP extends Module {
+  /** Data dimension. */
+  readonly dim: number;
+  /** Linear, act, …, Linear. */
+  readonly net: Sequential;
+  /** Label embedder (when class-conditional). */
+  readonly yEmbedder: LabelEmbedder | undefined;
+  /** Sinusoidal time width, or 0 for raw t. */
+  readonly timeEmbedDim: number;
+  constructor(opts: VelocityMLPOptions) {
+    super();
+    this.dim = checkInt("dim", opts.dim, 1);
+    const hidden = checkInt("hidden", opts.hidden ?? 256, 1);
+    const depth = checkInt("depth", opts.depth ?? 3, 1);
+    this.timeEmbedDim = opts.timeEmbedDim === undefined
+      ? 0
+      : checkInt("timeEmbedDim", opts.timeEmbedDim, 2);
+    const r = ro(opts);
+    const layers = [new Linear(this.dim + (this.timeEmbedDim || 1), hidden, r)];
+    const all: Module[] = [layers[0]!];
+    for (let i = 1; i < depth; i++) {
+      all.push(new Activation(opts.activation ?? "silu"), new Linear(hidden, hidden, r));
+    }
+    all.push(new Activation(opts.activation ?? "silu"), new Linear(hidden, this.dim, r));
+    this.net = this.module("net", new Sequential(all));
+    this.yEmbedder = opts.numClasses
+      ? this.module(
+        "y_embedder",
+        new LabelEmbedder(opts.numClasses, hidden, opts.classDropoutProb ?? 0.1, r),
+      )
+      : undefined;
+  }
+  /** v(x [B, dim], t [B], y? [B]) → [B, dim]; without y a conditional net uses the null class. */
+  forward(x: Tensor, t: Tensor, y?: Tensor): Tensor {
+    const b = checkInputs(this.dim, x, t);
+    const tf = this.timeEmbedDim ? timestepEmbedding(t, this.timeEmbedDim) : reshape(t, [b, 1]);
+    const layers = this.net.layers as readonly (Module & { forward(x: Tensor): Tensor })[];
+    let h = layers[0]!.forward(concat([x, tf], 1));
+    if (this.yEmbedder) h = h.add(this.yEmbedder.forward(y ?? this.yEmbedder.nullLabels(b)));
+    for (let i = 1; i < layers.length; i++) h = layers[i]!.forward(h);
+    return h;
+  }
+}
+
+/**
+ * StableVM's toy `AdaLNZero`: LayerNorm(hidden) (with affine, eps 1e-5) modulated by a
+ * zero-initialised Linear(cond) → (scale, shift): norm(x)·(1 + scale) + shift. Note that,
+ * unlike DiT, there is no SiLU before the projection.
+ *
+ * @example
+ * ```ts
+ * import { nn, randn } from "../../mod.ts";
+ * const a = new nn.AdaLNZero(8, 4, { seed: 0 });
+ * const y = a.forward(randn([3, 8], { seed: 1 }), randn([3, 4], { seed: 2 }));
+ * ```
+ */
+export class AdaLNZero extends Module {
+  /** The norm (`norm`). */
+  readonly norm: LayerNorm;
+  /** cond → [scale, shift] (`fc`, zero init). */
+  readonly fc: Linear;
+  constructor(hidden: number, condDim: number, opts: RandomOptions = {}) {
+    super();
+    this.norm = this.module("norm", new LayerNorm(hidden));
+    this.fc = this.module("fc", new Linear(condDim, 2 * hidden, ro(opts)));
+    initConstant(this.fc.weight, 0);
+    initConstant(this.fc.bias!, 0);
+  }
+  /** Modulated norm of x [B, hidden] by cond [B, condDim]. */
+  forward(x: Tensor, cond: Tensor): Tensor {
+    const h = x.shape[x.rank - 1]!;
+    // The reference's chunk(2, dim=-1) order: scale first, then shift.
+    const [scale, shift] = split(this.fc.forward(cond), [h, h], 1) as [Tensor, Tensor];
+    return this.norm.forward(x).mul(scale.add(1)).add(shift);
+  }
+}
+
+/** Options of `AdaLNMLP`. */
+export interface AdaLNMLPOptions extends RandomOptions {
+  /** Data dimension. */
+  dim: number;
+  /** Hidden width (default 32). */
+  hidden?: number;
+  /** Number of blocks (default 4). */
+  blocks?: number;
+  /** Dropout after each block (default 0.1). */
+  dropout?: number;
+  /** Sinusoidal time-embedding width (default 32). */
+  timeEmbedDim?: number;
+  /** Classes for conditioning (a label embedding is added to the conditioning; calls without y use the null class). */
+  numClasses?: number;
+  /** Per-sample label dropout for CFG (default 0.1; the null class is `numClasses`). */
+  classDropoutProb?: number;
+}
+
+/**
+ * The StableVM toy network (`ScoreNet` in SV's gmm_exp.py): e = sinusoidal(t) with base
+ * 1000 and t scaled by 2π ([sin, cos]); h = input_layer([x, e]); 4 blocks of
+ * AdaLNZero(h, cond) → Linear → GELU → Dropout (no residual, as the reference); then
+ * output_layer. The conditioning is e, plus the label embedding when class-conditional.
+ * Names follow the reference (`blocks.0.0.fc.weight`, `blocks.0.1.weight`, …).
+ * Time: this network is fed our t (0 = noise, 1 = data). A network trained by SV's code
+ * sees s = 1 − t and predicts ε − x = −(x1 − x0), so its weights need v(x, t) = −net(x, 1 − t).
+ *
+ * @example
+ * ```ts
+ * import { nn, randn, rand } from "../../mod.ts";
+ * const net = new nn.AdaLNMLP({ dim: 2, seed: 0 });
+ * console.log(net.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
+ * ```
+ */
+export class AdaLNMLP extends Module {
+  /** Data dimension. */
+  readonly dim: number;
+  /** Time-embedding width. */
+  readonly timeEmbedDim: number;
+  /** [x, e] → hidden. */
+  readonly inputLayer: Linear;
+  /** Each block: [AdaLNZero, Linear, GELU, Dropout]. */
+  readonly blocks: Sequential;
+  /** hidden → dim. */
+  readonly outputLayer: Linear;
+  /** Label embedder (when class-conditional). */
+  readonly yEmbedder: LabelEmbedder | undefined;
+  constructor(opts: AdaLNMLPOptions) {
+    super();
+    this.dim = checkInt("dim", opts.dim, 1);
+    const hidden = checkInt("hidden", opts.hidden ?? 32, 1);
+    const nb = checkInt("blocks", opts.blocks ?? 4, 1);
+    const p = checkNumber("dropout", opts.dropout ?? 0.1, 0, 1);
+    this.timeEmbedDim = checkInt("timeEmbedDim", opts.timeEmbedDim ?? 32, 2);
+    const r = ro(opts);
+    const dropGen = r.generator?.fork();
+    this.inputLayer = this.module(
+      "input_layer",
+      new Linear(this.dim + this.timeEmbedDim, hidden, r),
+    );
+    this.blocks = this.module(
+      "blocks",
+      new Sequential(
+        Array.from({ length: nb }, () =>
+          new Sequential([
+            new AdaLNZero(hidden, this.timeEmbedDim, r),
+            new Linear(hidden, hidden, r),
+            new GELU(),
+            new Dropout(p, { generator: dropGen }),
+          ])),
+      ),
+    );
+    this.outputLayer = this.module("output_layer", new Linear(hidden, this.dim, r));
+    this.yEmbedder = opts.numClasses
+      ? this.module(
+        "y_embedder",
+        new LabelEmbedder(opts.numClasses, this.timeEmbedDim, opts.classDropoutProb ?? 0.1, r),
+      )
+      : undefined;
+  }
+  /** v(x [B, dim], t [B], y? [B]) → [B, dim]; without y a conditional net uses the null class. */
+  forward(x: Tensor, t: Tensor, y?: Tensor): Tensor {
+    checkInputs(this.dim, x, t);
+    const e = timestepEmbedding(t, this.timeEmbedDim, {
+      maxPeriod: 1000,
+      scale: 2 * Math.PI,
+      order: "sin_cos",
+    });
+    const cond = this.yEmbedder
+      ? e.add(this.yEmbedder.forward(y ?? this.yEmbedder.nullLabels(x.shape[0]!)))
+      : e;
+    let h = this.inputLayer.forward(concat([x, e], 1));
+    for (const blk of this.blocks.layers as readonly Sequential[]) {
+      h = (blk.at(0) as AdaLNZero).forward(h, cond);
+      for (let i = 1; i < blk.layers.length; i++) {
+        h = (blk.at(i) as unknown as { forward(x: Tensor): Tensor }).forward(h);
+      }
+    }
+    return this.outputLayer.forward(h);
+  }
+}

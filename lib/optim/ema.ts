@@ -1,0 +1,220 @@
+/**
+ * @file Exponential moving average of parameters, for sampling with smoothed weights.
+ * @module
+ */
+import { keep, Tensor, tidy } from "../tensor.ts";
+import { fused, tensor, unary } from "../ops/mod.ts";
+import { checkInt, checkNumber, fmtShape } from "../_util.ts";
+
+/** Something holding parameters: a tensor list, or a module. */
+export type ParamSource = readonly Tensor[] | { parameters(): Tensor[] };
+
+/** Host data accepted by the `loadStateDict` methods (e.g. from a decoded checkpoint). */
+export type StateTensor = Tensor | { shape: readonly number[]; data: Float32Array };
+
+/** @internal A fresh tensor holding `v` on `like`'s backend. */
+export function copyState(v: StateTensor, like: Tensor, name: string): Tensor {
+  const shape = v instanceof Tensor ? v.shape : v?.shape;
+  if (!shape || shape.length !== like.rank || shape.some((d, i) => d !== like.shape[i])) {
+    throw new RangeError(
+      `State "${name}" has shape ${shape ? fmtShape(shape) : String(v)} but expected ${
+        fmtShape(like.shape)
+      }`,
+    );
+  }
+  if (v instanceof Tensor) {
+    if (v.backend === like.backend) return unary("copy", v);
+    throw new TypeError(`State "${name}" is on the ${v.backend.name} backend; move it first`);
+  }
+  if (!(v.data instanceof Float32Array) || v.data.length !== like.size) {
+    throw new TypeError(
+      `Expected state "${name}" data to be a Float32Array of ${like.size} values`,
+    );
+  }
+  return tensor(v.data, like.shape, like.backend);
+}
+
+function paramsOf(src: ParamSource): readonly Tensor[] {
+  return Array.isArray(src) ? src : (src as { parameters(): Tensor[] }).parameters();
+}
+
+/** Options of `EMA`. */
+export interface EMAOptions {
+  /** Target decay d (default 0.9999, SV; FB uses 0.999). */
+  decay?: number;
+  /**
+   * Warm the decay up as min(d, (1 + n)/(10 + n)) with n the number of updates including
+   * this one (FB `examples/image/models/ema.py`, SV) — default true. False: fixed d (REPA).
+   */
+  warmup?: boolean;
+}
+
+/** EMA state for checkpoints, as `stateDict()` returns it. */
+export interface EMAState {
+  /** Updates applied. */
+  numUpdates: number;
+  /** Shadow tensors by parameter index (`shadow.<i>`). */
+  tensors: Record<string, Tensor>;
+}
+
+/** EMA state accepted by `loadStateDict`: keys `shadow.<i>` or the parameter names. */
+export interface EMAStateInput {
+  /** Updates applied. */
+  numUpdates: number;
+  /** Shadow values by `shadow.<i>` or by parameter name; tensors or host data. */
+  tensors: Record<string, StateTensor>;
+}
+
+/**
+ * Shadow copies s of parameters p, updated as s ← d·s + (1 − d)·p (one fused kernel per
+ * parameter, d passed as a 0-d tensor so the kernel is reused as d warms up).
+ *
+ * @example
+ * ```ts
+ * import { nn, optim } from "../../mod.ts";
+ * const net = new nn.Linear(2, 2, { seed: 0 });
+ * const ema = new optim.EMA(net, { decay: 0.999 });
+ * ema.update(net);               // after each optimizer step
+ * ema.swapInto(net);             // sample with the EMA weights …
+ * ema.swapInto(net);             // … and swap back
+ * console.log(ema.numUpdates, ema.currentDecay()); // 1, (1 + 2)/(10 + 2) for the next update
+ * ```
+ */
+export class EMA {
+  /** Target decay. */
+  readonly decay: number;
+  /** Whether the warm-up formula is used. */
+  readonly warmup: boolean;
+  /** Updates applied so far. */
+  numUpdates = 0;
+  /** The shadow tensors, in parameter order. */
+  readonly shadow: Tensor[];
+  /** Names of the shadows: the module's parameter names, or "0", "1", … for a list. */
+  readonly names: string[];
+
+  constructor(params: ParamSource, opts: EMAOptions = {}) {
+    this.decay = checkNumber("EMA decay", opts.decay ?? 0.9999, 0, 1);
+    this.warmup = opts.warmup ?? true;
+    this.shadow = paramsOf(params).map((p) => keep(unary("copy", p)));
+    this.names = Array.isArray(params) ? this.shadow.map((_, i) => String(i)) : [
+      ...(params as { namedParameters?(): Map<string, Tensor> }).namedParameters?.().keys() ??
+        this.shadow.map((_, i) => String(i)),
+    ];
+  }
+
+  /** The decay the next `update` will use. */
+  currentDecay(): number {
+    const n = this.numUpdates + 1;
+    return this.warmup ? Math.min(this.decay, (1 + n) / (10 + n)) : this.decay;
+  }
+
+  #check(ps: readonly Tensor[]): void {
+    if (ps.length !== this.shadow.length) {
+      throw new RangeError(
+        `EMA tracks ${this.shadow.length} parameters but was given ${ps.length}`,
+      );
+    }
+    ps.forEach((p, i) => {
+      const s = this.shadow[i]!;
+      if (p.size !== s.size) {
+        throw new RangeError(
+          `EMA parameter ${i} has shape ${fmtShape(p.shape)} but its shadow has ${
+            fmtShape(s.shape)
+          }`,
+        );
+      }
+    });
+  }
+
+  /** Fold the current parameters into the average. */
+  update(params: ParamSource): void {
+    const ps = paramsOf(params);
+    this.#check(ps);
+    const d = this.currentDecay();
+    this.numUpdates++;
+    if (ps.length === 0) return;
+    const dt = tensor([d], [], ps[0]!.backend);
+    try {
+      ps.forEach((p, i) => {
+        const s = this.shadow[i]!;
+        const [ns] = tidy(() =>
+          fused([s, p, dt], (s, p, d) => s.mul(d).add(p.mul(d.affine(-1, 1))))
+        );
+        s._assign(ns!);
+      });
+    } finally {
+      dt.dispose();
+    }
+  }
+
+  /** Overwrite the parameters with the shadow values. */
+  copyTo(params: ParamSource): void {
+    const ps = paramsOf(params);
+    this.#check(ps);
+    ps.forEach((p, i) => p._assign(unary("copy", this.shadow[i]!)));
+  }
+
+  /** Exchange parameters and shadows (call twice to restore). */
+  swapInto(params: ParamSource): void {
+    const ps = paramsOf(params);
+    this.#check(ps);
+    ps.forEach((p, i) => {
+      const s = this.shadow[i]!;
+      const old = unary("copy", p);
+      p._assign(unary("copy", s));
+      s._assign(old);
+    });
+  }
+
+  /** State for a checkpoint (live tensors, keyed `shadow.<i>`). */
+  stateDict(): EMAState {
+    const tensors: Record<string, Tensor> = {};
+    this.shadow.forEach((s, i) => (tensors[`shadow.${i}`] = s));
+    return { numUpdates: this.numUpdates, tensors };
+  }
+
+  /**
+   * The shadows keyed by parameter name (the module's names when built from a module), so
+   * the EMA weights save like a model state dict (as DiT's `ema` entry) and load into a
+   * model with `loadStateDict`.
+   */
+  namedShadows(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    this.shadow.forEach((s, i) => (out[this.names[i]!] = s));
+    return out;
+  }
+
+  /**
+   * Restore from `stateDict()` output, or from shadows keyed by parameter name
+   * (`namedShadows()`). Copied; every entry is validated before anything is assigned.
+   */
+  loadStateDict(state: EMAStateInput): void {
+    checkInt("EMA numUpdates", state?.numUpdates, 0);
+    const given = state.tensors ?? {};
+    const byIndex = Object.keys(given).some((k) => /^shadow\.\d+$/.test(k));
+    const keys = this.shadow.map((_, i) => (byIndex ? `shadow.${i}` : this.names[i]!));
+    const extra = Object.keys(given).filter((k) => !keys.includes(k));
+    if (extra.length) {
+      throw new RangeError(`Unexpected EMA state ${extra.map((k) => `"${k}"`).join(", ")}`);
+    }
+    const copies: Tensor[] = [];
+    try {
+      this.shadow.forEach((s, i) => {
+        const name = keys[i]!;
+        const v = given[name];
+        if (!v) throw new RangeError(`Missing EMA state "${name}"`);
+        copies.push(copyState(v, s, name));
+      });
+    } catch (e) {
+      copies.forEach((c) => c.dispose());
+      throw e;
+    }
+    copies.forEach((c, i) => this.shadow[i]!._assign(c));
+    this.numUpdates = state.numUpdates;
+  }
+
+  /** Free the shadows. */
+  dispose(): void {
+    this.shadow.forEach((s) => s.dispose());
+  }
+}
