@@ -134,14 +134,29 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
       aBatchStride: 0,
       bBatchStride: 0,
     };
-    const job = new MatmulJob(ctx.gpu, rand(n * n, 1), rand(n * n, 2), g);
+    const ha = rand(n * n, 1), hb = rand(n * n, 2);
+    const job = new MatmulJob(ctx.gpu, ha, hb, g);
     let ours: number;
     try {
       ours = flops / (await medianMs(() => job.dispatch(), warmup, reps)) / 1e6;
+      // A figure for a wrong product is worthless: check one element against the host.
+      const got = (await job.read())[n * n - 1]!;
+      let want = 0;
+      for (let p = 0; p < n; p++) want += ha[(n - 1) * n + p]! * hb[p * n + n - 1]!;
+      if (!(Math.abs(got - want) <= 1e-3 * Math.sqrt(n) + 1e-4 * Math.abs(want))) {
+        throw new Error(`our matmul gave C[${n - 1}, ${n - 1}] = ${got}, expected ${want}`);
+      }
     } finally {
       job.destroy();
     }
-    const tf = tfjs ? flops / (await tfjs.timeMatmul(n, warmup, reps)) / 1e6 : null;
+    let tf: number | null = null, tfError: string | undefined;
+    if (tfjs) {
+      try {
+        tf = flops / (await tfjs.timeMatmul(n, warmup, reps)) / 1e6;
+      } catch (e) {
+        tfError = e instanceof Error ? e.message : String(e);
+      }
+    }
     const torch = await torchMatmulMs(n, warmup, reps).catch(() => null);
     const th = torch ? flops / torch.ms / 1e6 : null;
     records.push({
@@ -159,6 +174,7 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
       kernel: job.kernel.key,
       reps,
       ...(torch ? { torch_threads: torch.threads } : {}),
+      ...(tfError ? { tfjs_error: tfError } : {}),
     });
   }
   return records;

@@ -25,7 +25,6 @@ import {
   stableVmLoss,
   type Tensor,
   tensor,
-  tidy,
   valueAndGrad,
 } from "../mod.ts";
 import {
@@ -477,17 +476,18 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     clipped.grads.forEach((g) => g.dispose());
     ema.update(model);
     step++;
-    [lossAcc, normAcc] = tidy(() => [
-      lossAcc ? lossAcc.add(loss) : loss.add(0),
-      normAcc ? normAcc.add(clipped.norm) : clipped.norm.add(0),
-    ]);
+    const nl: Tensor = lossAcc === null ? loss.add(0) : lossAcc.add(loss);
+    const nn_: Tensor = normAcc === null ? clipped.norm.add(0) : normAcc.add(clipped.norm);
+    lossAcc?.dispose();
+    normAcc?.dispose();
+    [lossAcc, normAcc] = [nl, nn_];
     accN++;
     loss.dispose();
     clipped.norm.dispose();
     if (step % cfg.logEvery === 0 || step === cfg.maxTrainSteps) {
-      const l = (await lossAcc.item()) / accN, g = (await normAcc!.item()) / accN;
-      lossAcc.dispose();
-      normAcc!.dispose();
+      const l = (await nl.item()) / accN, g = (await nn_.item()) / accN;
+      nl.dispose();
+      nn_.dispose();
       lossAcc = normAcc = null;
       accN = 0;
       lastLoss = l;

@@ -284,6 +284,21 @@ Deno.test({
       await check(g1[0]!, c1[0]!, F32, `fused lr ${lr}`);
     }
     assert.equal(stats().pipelines, before);
+    // More buffers than one kernel may bind: evaluated op by op, same values.
+    const many = 40;
+    let sum: FusedExpr = { kind: "input", index: 0 };
+    for (let i = 1; i < many; i++) {
+      sum = { kind: "binary", op: "add", a: sum, b: { kind: "input", index: i } };
+    }
+    const gIns = Array.from({ length: many }, (_, i) => (i % 2 ? ga : gb));
+    const cIns = Array.from({ length: many }, (_, i) => (i % 2 ? ca : cb));
+    const sts = Array.from({ length: many }, (_, i) => (i % 2 ? a.strides : b.strides));
+    await check(
+      GPU.fused!([sum, x0], gIns, sts, shape)[0]!,
+      CPU.fused!([sum, x0], cIns, sts, shape)[0]!,
+      EXACT,
+      "fused with 40 inputs",
+    );
     // An input no expression reads must still bind.
     const g2 = GPU.fused!([x1], [ga, gb], [a.strides, b.strides], shape);
     const c2 = CPU.fused!([x1], [ca, cb], [a.strides, b.strides], shape);

@@ -23,13 +23,24 @@ export interface TfjsPeer {
     transB: boolean,
   ): Promise<Float32Array>;
   /**
-   * Median milliseconds of one n×n×n matmul, timed from the call to queue drain (submit +
-   * `onSubmittedWorkDone`, matching how our kernels are timed), after `warmup` untimed runs.
+   * Median milliseconds of one n×n×n matmul, from the call until one element of the product
+   * is back on the host, after `warmup` untimed runs; the first run checks that element
+   * against a host dot product and throws if it is wrong.
    */
   timeMatmul(n: number, warmup: number, reps: number): Promise<number>;
 }
 
 let peer: Promise<TfjsPeer> | undefined;
+
+function hostRand(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2147483648 - 1;
+  }
+  return out;
+}
 
 /**
  * Load tfjs once and select its WebGPU backend (or the CPU backend if that fails).
@@ -67,11 +78,6 @@ async function init(): Promise<TfjsPeer> {
   // deno-lint-ignore no-explicit-any
   const be = tf.backend() as any;
   const adapter: string = backend === "webgpu" ? String(be.adapterInfo?.description ?? "") : "";
-  const drain = async () => {
-    if (backend !== "webgpu") return;
-    be.submitQueue();
-    await (be.device as GPUDevice).queue.onSubmittedWorkDone();
-  };
   return {
     backend,
     adapter,
@@ -85,21 +91,31 @@ async function init(): Promise<TfjsPeer> {
       }
     },
     async timeMatmul(n, warmup, reps) {
-      const a = tf.randomUniform([n, n], -1, 1), b = tf.randomUniform([n, n], -1, 1);
-      await a.data();
-      await b.data();
-      const once = async () => {
+      const ha = hostRand(n * n, 1), hb = hostRand(n * n, 2);
+      const a = tf.tensor(ha, [n, n]), b = tf.tensor(hb, [n, n]);
+      // A 1-element read forces tfjs to submit and waits for the queue, at a cost of one tiny
+      // kernel and a 4-byte copy. (Calling tfjs's submitQueue() and onSubmittedWorkDone()
+      // directly returned before the product existed, and later reads gave zeros.)
+      const once = async (check: boolean) => {
         const c = tf.matMul(a, b);
-        await drain();
-        if (backend === "cpu") await c.data();
-        c.dispose();
+        const corner = tf.slice(c, [n - 1, n - 1], [1, 1]);
+        const got = (await corner.data())[0]!;
+        tf.dispose([c, corner]);
+        if (check) {
+          let want = 0;
+          for (let p = 0; p < n; p++) want += ha[(n - 1) * n + p]! * hb[p * n + n - 1]!;
+          if (!(Math.abs(got - want) <= 1e-3 * Math.sqrt(n) + 1e-4 * Math.abs(want))) {
+            throw new Error(`tfjs matmul gave C[${n - 1}, ${n - 1}] = ${got}, expected ${want}`);
+          }
+        }
       };
       try {
-        for (let i = 0; i < warmup; i++) await once();
+        await once(true);
+        for (let i = 1; i < warmup; i++) await once(false);
         const ts: number[] = [];
         for (let i = 0; i < reps; i++) {
           const t0 = performance.now();
-          await once();
+          await once(false);
           ts.push(performance.now() - t0);
         }
         ts.sort((x, y) => x - y);

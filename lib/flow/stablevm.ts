@@ -439,20 +439,26 @@ export function stfTarget(
   }
   return tidy(() => {
     const tc = timeCol(t, n);
-    // ‖x_t − t r_j‖² = ‖x_t‖² − 2t x_t·r_j + t²‖r_j‖², one [n, R] matmul.
-    const x2 = sum(square(xt), 1, true);
-    const r2 = reshape(sum(square(refs), 1), [1, R]);
-    const xr = matmul(xt, refs, { transB: true });
-    const t2 = typeof tc === "number" ? tc * tc : square(tc);
-    const dist = maximum(add(sub(x2, mul(mul(xr, tc), 2)), mul(r2, t2)), 0);
-    const omt = typeof tc === "number" ? 1 - tc : sub(1, tc);
-    const den = typeof omt === "number" ? 2 * omt * omt : mul(square(omt), 2);
-    const l = maximum(mul(dist, -1).div(den), LOGIT_FLOOR);
+    const l = sharedLogits(xt, tc, refs);
     const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
     const e = exp(sh);
     const w = e.div(sum(e, 1, true));
     return stopGradient(toField(matmul(w, refs), xt, tc, kind));
   });
+}
+
+// (S1) logits against refs [R, d] shared by every row, with SV's floor:
+// ‖x_t − t r_j‖² = ‖x_t‖² − 2t x_t·r_j + t²‖r_j‖², one [n, R] matmul.
+function sharedLogits(xt: Tensor, tc: Tensor | number, refs: Tensor): Tensor {
+  const R = refs.shape[0]!;
+  const x2 = sum(square(xt), 1, true);
+  const r2 = reshape(sum(square(refs), 1), [1, R]);
+  const xr = matmul(xt, refs, { transB: true });
+  const t2 = typeof tc === "number" ? tc * tc : square(tc);
+  const dist = maximum(add(sub(x2, mul(mul(xr, tc), 2)), mul(r2, t2)), 0);
+  const omt = typeof tc === "number" ? 1 - tc : sub(1, tc);
+  const den = typeof omt === "number" ? 2 * omt * omt : mul(square(omt), 2);
+  return maximum(mul(dist, -1).div(den), LOGIT_FLOOR);
 }
 
 /** Options for `stableVmTarget`. */
@@ -478,16 +484,29 @@ function bankMeanChunked(
 ): Tensor {
   const n = xt.shape[0]!, d = xt.shape[1]!;
   const M = bank.maxCount(labels);
+  const shared = sameLabel(labels);
+  const all = shared === null ? null : bank.entries(shared);
   let m: Tensor | null = null, s: Tensor | null = null, acc: Tensor | null = null;
   for (let c0 = 0; c0 < M; c0 += chunk) {
     const c1 = Math.min(M, c0 + chunk);
     const next = tidy(() => {
-      const { refs, mask } = bank.refs(labels, c0, c1);
-      const l = bankLogits(xt, t, refs, mask);
-      const cm = max(l, 1, true);
-      const mNew = m ? maximum(m, cm) : cm;
-      const e = mul(exp(clamp(sub(l, mNew), SHIFTED_FLOOR, Infinity)), mask);
-      const part = reshape(matmul(reshape(e, [n, 1, c1 - c0]), refs), [n, d]);
+      let l: Tensor, e: Tensor, part: Tensor, cm: Tensor, mNew: Tensor;
+      if (all) {
+        // One label: the chunk [m, d] is shared by every row, so logits are one matmul.
+        const refs = tensor(all.subarray(c0 * d, c1 * d), [c1 - c0, d]);
+        l = sharedLogits(xt, reshape(t, [n, 1]), refs);
+        cm = max(l, 1, true);
+        mNew = m ? maximum(m, cm) : cm;
+        e = exp(clamp(sub(l, mNew), SHIFTED_FLOOR, Infinity));
+        part = matmul(e, refs);
+      } else {
+        const { refs, mask } = bank.refs(labels, c0, c1);
+        l = bankLogits(xt, t, refs, mask);
+        cm = max(l, 1, true);
+        mNew = m ? maximum(m, cm) : cm;
+        e = mul(exp(clamp(sub(l, mNew), SHIFTED_FLOOR, Infinity)), mask);
+        part = reshape(matmul(reshape(e, [n, 1, c1 - c0]), refs), [n, d]);
+      }
       if (!m) return [mNew, sum(e, 1, true), part];
       const scale = exp(sub(m, mNew));
       return [mNew, add(mul(s!, scale), sum(e, 1, true)), add(mul(acc!, scale), part)];
@@ -502,6 +521,11 @@ function bankMeanChunked(
   s!.dispose();
   acc!.dispose();
   return out;
+}
+
+function sameLabel(labels: ArrayLike<number>): number | null {
+  for (let i = 1; i < labels.length; i++) if (labels[i] !== labels[0]) return null;
+  return labels.length > 0 ? labels[0]! : null;
 }
 
 /**
@@ -534,8 +558,13 @@ export function stableVmTarget(
     const tc = reshape(t, [n, 1]);
     const plain = kind === "velocity" ? sub(x, eps) : mul(eps, -1).div(sub(1, tc)); // (S3) with b = x
     let stable: Tensor;
+    const shared = sameLabel(labels);
     if (opts.efficient) {
       stable = toField(bankMeanChunked(bank, labels, xt, t, chunk), xt, tc, kind);
+    } else if (shared !== null) {
+      // Every row has the same label: one shared reference set, no [n, m, d] tensor.
+      const e = bank.entries(shared);
+      stable = stfTarget(xt, t, tensor(e, [e.length / bank.dim, bank.dim]), kind);
     } else {
       const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
       stable = stableTarget(xt, t, refs, mask, kind);
