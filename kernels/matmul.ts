@@ -35,9 +35,9 @@ export type MatmulVariant = "direct" | "tiled";
 export interface MatmulBuildOptions {
   /** Kernel family; by default `direct` on CPU adapters and `tiled` otherwise. */
   variant?: MatmulVariant;
-  /** Output rows per invocation in the `direct` family (1–16). */
+  /** Output rows per invocation in the `direct` family (1–32). */
   rows?: number;
-  /** vec4 column groups per invocation in the `direct` family (1–4). */
+  /** vec4 column groups per invocation in the `direct` family (1–8). */
   vecs?: number;
   /** k steps per inner-loop iteration in the `direct` family (4 or 8). */
   unroll?: number;
@@ -121,13 +121,13 @@ export function buildMatmul(
     ["direct", "tiled"] as const,
   );
   if (variant === "tiled") return buildTiled(g);
-  const auto = directDefaults(g);
+  const auto = directDefaults(g, simdLanes(adapter));
   const shape: DirectShape = {
     rows: checkInt("matmul rows per invocation", opts.rows ?? auto.rows, 1, 32),
     vecs: checkInt("matmul vec4 column groups per invocation", opts.vecs ?? auto.vecs, 1, 8),
     unroll: opts.unroll ?? 4,
     lanes: checkChoice("matmul lanes", opts.lanes ?? auto.lanes, ["rows", "cols"] as const),
-    workgroup: opts.workgroup ?? [8, 8],
+    workgroup: opts.workgroup ?? [simdLanes(adapter), 1],
   };
   if (shape.unroll !== 4 && shape.unroll !== 8) {
     throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);
@@ -155,24 +155,37 @@ const cap = (x: number) => Math.max(1, Math.min(MAX_WG, x));
 // ---------------------------------------------------------------------------------------------
 // direct: rows × vec4 per invocation, no workgroup memory
 
+/** SIMD width of a CPU adapter: llvmpipe reports its vector width ("256 bits" = 8 f32 lanes). */
+function simdLanes(adapter: { description: string }): number {
+  const bits = Number(/(\d+) bits/.exec(adapter.description)?.[1] ?? 256);
+  return Math.max(4, Math.min(16, Math.floor(bits / 32)));
+}
+
 /**
- * Register-block shape for the `direct` family. Loads dominate on llvmpipe (a WGSL loop with one
- * storage load per 64 FMAs ran ~10× below the same loop without it), so large outputs get a
- * 16 × 16 block per invocation (8 FMAs per loaded float); measured at n = 1024 this beat
- * 8 × 4 by 1.6–2× and 32 × 32 by 1.4×. Small extents get small blocks so tails waste little, and
- * when the output is too narrow to give the 8 SIMD lanes a column block each, lanes go along rows.
+ * Register-block shape for the `direct` family. llvmpipe loads storage memory one lane and one
+ * component at a time inside loops (uniform addresses included), so loads, not FMAs, set the
+ * pace: an R×C block costs R + C loaded floats per R·C FMAs. Measured at n = 1024, 16 × 16 ran
+ * 1.6–2× faster than 8 × 4; 32 × 32 ran 1.2–1.7× faster again but took ~10 s to compile, so blocks
+ * stop at 16 × 16. Lanes go along the longer output axis; a lane's block shrinks until every
+ * SIMD lane gets one, and the other block shrinks until there are enough workgroups to share
+ * among threads.
  */
-function directDefaults(g: MatmulGeom): { rows: number; vecs: number; lanes: "rows" | "cols" } {
-  const pick = (x: number, sizes: number[]) => sizes.find((s) => x >= 8 * s) ?? 1;
-  let rows = pick(g.m, [16, 8, 4, 2]);
-  const vecs = Math.max(1, pick(g.n, [16, 8, 4]) / 4);
-  const colBlocks = ceilDiv(g.n, 4 * vecs);
-  let lanes: "rows" | "cols" = "cols";
-  if (colBlocks < 8 && ceilDiv(g.m, rows) > 8 * colBlocks) {
-    lanes = "rows";
-    rows = Math.min(rows, 4);
-  }
-  return { rows, vecs, lanes };
+function directDefaults(
+  g: MatmulGeom,
+  lanes: number,
+): { rows: number; vecs: number; lanes: "rows" | "cols" } {
+  const along: "rows" | "cols" = g.n >= g.m ? "cols" : "rows";
+  const [L, O] = along === "cols" ? [g.n, g.m] : [g.m, g.n];
+  // Column blocks come in vec4s, so 4 is their floor; row blocks may go down to 1.
+  const [lMin, oMin] = along === "cols" ? [4, 1] : [1, 4];
+  const sizes = [16, 8, 4, 2, 1];
+  let bl = sizes.find((s) => s >= lMin && L >= lanes * s) ?? lMin;
+  let bo = sizes.find((s) => s >= oMin && O >= s) ?? oMin;
+  const workgroups = () => ceilDiv(ceilDiv(L, bl), lanes) * ceilDiv(O, bo);
+  while (workgroups() < 8 && bo > Math.max(4, oMin)) bo /= 2;
+  while (workgroups() < 8 && bl > Math.max(4, lMin)) bl /= 2;
+  const [rows, cols] = along === "cols" ? [bo, bl] : [bl, bo];
+  return { rows, vecs: cols / 4, lanes: along };
 }
 
 function buildDirect(g: MatmulGeom, o: DirectShape): MatmulKernel {
@@ -186,8 +199,8 @@ function buildDirect(g: MatmulGeom, o: DirectShape): MatmulKernel {
   const aVec = transA ? mAl && R % 4 === 0 : kAl;
   const rowBlocks = ceilDiv(g.m, R), colBlocks = ceilDiv(g.n, 4 * V);
   // The lane axis (x) spans column blocks (A reads uniform across a SIMD chunk) or row blocks
-  // (B reads uniform); 8 wide matches llvmpipe's 8 lanes on AVX2.
-  const [wx, wy] = o.workgroup ?? [8, 8];
+  // (B reads uniform).
+  const [wx, wy] = o.workgroup ?? [8, 1];
   const rr = [...Array(R).keys()], vv = [...Array(V).keys()], cc = [...Array(4 * V).keys()];
   const q4 = [0, 1, 2, 3];
   const X = "xyzw";

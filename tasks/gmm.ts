@@ -7,7 +7,9 @@
  * Reference setup: 100 modes in 10-D (means U(−1,1), variances U(.01,.1), weights
  * U(.1,1)), batch 256, reference batch 2048, Adam lr 1e-4, EMA 0.999, Fisher divergence at
  * SV's t ∈ {0.2, …, 0.5} = our t ∈ {0.5, …, 0.8}. Defaults are shortened so a run takes a
- * few minutes on a CPU adapter; SV trains 20k steps (`--max-train-steps 20000`).
+ * few minutes on a CPU adapter: 1000 steps at lr 1e-3 (1e-4 barely moves in 1000 steps);
+ * SV's run is `--max-train-steps 20000 --lr 1e-4 --eval-every 500 --fisher-samples 10000
+ * --variance-num-t 50 --variance-samples 10000`.
  *
  * Differences from gmm_exp.py, on purpose: `--exp stf` does not read the unassigned
  * `x_batch`, `stable_vm_efficient` runs (and equals stable_vm within 1e-5), small weights
@@ -183,7 +185,16 @@ export interface GmmResult {
   files: string[];
 }
 
-/** Run the task; returns the run directory, the numbers and the files written. */
+/**
+ * Run the task; returns the run directory, the numbers and the files written (or `null`
+ * for `--help`).
+ *
+ * @example
+ * ```ts
+ * import { main } from "./gmm.ts";
+ * await main(["--help"]); // a real run: main(["--exp", "stable_vm", "--vector-field", "velocity"])
+ * ```
+ */
 export async function main(argv: readonly string[]): Promise<GmmResult | null> {
   let help = false;
   const f = parseFlags(argv, GMM_FLAGS, {

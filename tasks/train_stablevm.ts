@@ -182,6 +182,13 @@ const ABOUT = "Train a class-conditional velocity model with Stable Velocity Mat
 /**
  * Parse and validate the flags (everything is checked before any training starts).
  * Returns `null` for `--help` (after printing the usage).
+ *
+ * @example
+ * ```ts
+ * import { parseTrainFlags } from "./train_stablevm.ts";
+ * const cfg = parseTrainFlags(["--loss_type=si", "--bank-capacity-per-class", "64"]);
+ * console.log(cfg?.lossType, cfg?.bankCapacityPerClass); // si 64
+ * ```
  */
 export function parseTrainFlags(argv: readonly string[]): TrainStableVmConfig | null {
   let help = false;
@@ -323,6 +330,12 @@ function unb64(s: string): Uint8Array {
 /**
  * Run the task with command-line arguments; returns the run's paths and final numbers
  * (or `null` for `--help`).
+ *
+ * @example
+ * ```ts
+ * import { main } from "./train_stablevm.ts";
+ * await main(["--help"]); // prints the flags; a real run: main(["--max-train-steps", "200"])
+ * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainStableVmResult | null> {
   let cfg = parseTrainFlags(argv);

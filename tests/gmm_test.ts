@@ -248,3 +248,75 @@ Deno.test("varianceCurves: StableVM and STF targets vary less than CFM at high n
     assert.ok(c.stf!.median[i]! * 3 < c.cfm!.median[i]!, `t index ${i}`);
   }
 });
+
+Deno.test("gmm task main(): variance curves, Fisher log, GIF and JSON under plots/", async () => {
+  const { main } = await import("../tasks/gmm.ts");
+  const out = await Deno.makeTempDir({ prefix: "gmm-task-" });
+  try {
+    const small = [
+      "--output-dir",
+      out,
+      "--variance-dims",
+      "3,5",
+      "--variance-num-t",
+      "2",
+      "--variance-samples",
+      "40",
+      "--bank-size",
+      "16",
+      "--ref-batch-size",
+      "64",
+      "--num-modes",
+      "6",
+    ];
+    const a = await main(["--only_plot", "--exp", "stf", "--exp-name", "plot", ...small]);
+    assert.ok(a);
+    assert.equal(a.fisher.length, 0);
+    assert.deepEqual(a.variance.map((v) => v.dim), [3, 5]);
+    const json = JSON.parse(
+      await Deno.readTextFile(`${out}/plot/plots/data/variance_velocity.json`),
+    );
+    assert.deepEqual(Object.keys(json.curves[0].curves).sort(), ["cfm", "stf"]);
+    assert.equal(json.curves[1].curves.cfm.median.length, 2);
+    for (const d of [3, 5]) await Deno.stat(`${out}/plot/plots/variance_velocity_d${d}.png`);
+
+    const b = await main([
+      "--exp=stable_vm_efficient",
+      "--vector_field=score",
+      "--no_plot_variance",
+      "--enable_visualization",
+      "--max-train-steps",
+      "4",
+      "--eval-every",
+      "2",
+      "--fisher-samples",
+      "64",
+      "--batch-size",
+      "16",
+      "--exp-name",
+      "train",
+      ...small,
+    ]);
+    assert.ok(b);
+    assert.equal(b.variance.length, 0);
+    assert.deepEqual(b.fisher.map((e) => e.step), [2, 4]);
+    for (const e of b.fisher) {
+      assert.deepEqual(e.values.map((p) => p.t), [0.5, 0.6, 0.7, 0.8]);
+      for (const p of e.values) assert.ok(Number.isFinite(p.value) && p.value > 0);
+    }
+    const fj = JSON.parse(
+      await Deno.readTextFile(`${out}/train/plots/data/fisher_stable_vm_efficient_score.json`),
+    );
+    assert.deepEqual(fj.steps, [2, 4]);
+    assert.equal(fj.values["0.5"].length, 2);
+    const gif = await Deno.readFile(`${out}/train/plots/field_stable_vm_efficient_score.gif`);
+    assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
+    await Deno.stat(`${out}/train/plots/fisher_stable_vm_efficient_score.png`);
+    await assert.rejects(
+      () => main(["--exp", "ot"]),
+      /"cfm", "stf", "stable_vm", "stable_vm_efficient"/,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});

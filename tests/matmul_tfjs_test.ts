@@ -215,15 +215,16 @@ Deno.test("buildMatmul keys identify the code and reject bad geometry and option
   const info = { isFallback: true, description: "llvmpipe (LLVM 15.0.6, 256 bits)" };
   const g: MatmulGeom = {
     batch: 2,
-    m: 64,
-    n: 64,
+    m: 256,
+    n: 256,
     k: 64,
     transA: false,
     transB: true,
-    aBatchStride: 4096,
+    aBatchStride: 256 * 64,
     bBatchStride: 0,
   };
-  const k1 = buildMatmul(g, info), k2 = buildMatmul({ ...g, batch: 5, m: 72, k: 128 }, info);
+  // Another batch, k and n in the same alignment and size class: the same pipeline.
+  const k1 = buildMatmul(g, info), k2 = buildMatmul({ ...g, batch: 5, n: 260, k: 128 }, info);
   assert.equal(k1.key, k2.key);
   assert.equal(k1.code, k2.code);
   const k3 = buildMatmul({ ...g, k: 63 }, info);

@@ -218,6 +218,28 @@ Deno.test("stableVmTarget: plain target above splitT, posterior below, efficient
   }
 });
 
+Deno.test("stableVmTarget with one shared label (unconditional bank) matches plain JS, chunked too", async () => {
+  const gen = new Generator(11);
+  const bank = new MemoryBank({ numClasses: 1, capacityPerClass: 40, dim: 2 });
+  const g = GaussianMixture.ring({ numModes: 3 });
+  const data = g.sampleHost(50, gen); // 50 > 40: the ring has wrapped
+  bank.add(data.x, new Int32Array(50));
+  const n = 6, labels = new Int32Array(n);
+  const x = bank.sample(labels, gen), eps = gen.normal([n, 2]);
+  const tv = [0.05, 0.2, 0.35, 0.5, 0.45, 0.3];
+  const t = tensor(tv);
+  const xt = eps.mul(tensor(tv.map((v) => 1 - v), [n, 1])).add(x.mul(tensor(tv, [n, 1])));
+  const a = await stableVmTarget(bank, labels, { x, eps, xt, t }).data();
+  const b = await stableVmTarget(bank, labels, { x, eps, xt, t }, { efficient: true, chunkSize: 9 })
+    .data();
+  const e = bank.entries(0);
+  const refs = Array.from({ length: 40 }, (_, j) => [e[2 * j]!, e[2 * j + 1]!]);
+  const xtH = await xt.data();
+  const want = tv.flatMap((tt, i) => stableJs([xtH[2 * i]!, xtH[2 * i + 1]!], tt, refs));
+  assertClose(a, want, { rtol: 1e-4, atol: 1e-4 });
+  assertClose(b, a, { rtol: 1e-5, atol: 1e-5 });
+});
+
 Deno.test("stableVmTarget falls back to x − ε where the stable target is NaN (CPU backend)", async () => {
   // Run on the CPU backend: WGSL may assume NaNs away (`x != x` folds to false on some
   // adapters), so the backends' isNan conformance is tested with the kernels, not here.

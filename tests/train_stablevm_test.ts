@@ -3,13 +3,14 @@
  * path, and its flag validation.
  */
 import { strict as assert } from "node:assert";
-import { decodePng, encodeNpz, loadCheckpoint, readMetrics } from "../mod.ts";
+import { decodePng, encodeNpz, getBackend, loadCheckpoint, readMetrics } from "../mod.ts";
 import { main, parseTrainFlags } from "../tasks/train_stablevm.ts";
 
 const QUICK = ["--sample-steps", "4", "--fisher-samples", "128", "--log-every", "5"];
 
 Deno.test("train:stablevm main() writes config, metrics, checkpoint and sample plot, then resumes", async () => {
   const out = await Deno.makeTempDir({ prefix: "stablevm-" });
+  const before = getBackend().liveBytes();
   try {
     const r = await main([
       "--max-train-steps",
@@ -25,6 +26,8 @@ Deno.test("train:stablevm main() writes config, metrics, checkpoint and sample p
       ...QUICK,
     ]);
     assert.ok(r);
+    // Every tensor of the run (model, optimizer, EMA, per-step work) was freed.
+    assert.equal(getBackend().liveBytes(), before);
     assert.equal(r.runDir, `${out}/quick`);
     assert.equal(r.steps, 12);
     const cfg = JSON.parse(await Deno.readTextFile(`${out}/quick/config.json`));

@@ -592,6 +592,16 @@ Deno.test({
     ) {
       await check(GPU.unary(op, ga, 0, 0), CPU.unary(op, ca, 0, 0), EXACT, op);
     }
+    // pow(±0, y): WGSL leaves it undefined; the CPU gives +inf for y < 0 and 0 for y > 0.
+    const [gz, cz] = both(Float32Array.from([0, -0, 2]));
+    for (const y of [-2, -1, 3]) {
+      await check(
+        GPU.unary("powScalar", gz, y, 0),
+        CPU.unary("powScalar", cz, y, 0),
+        EXACT,
+        `pow ${y}`,
+      );
+    }
     await check(
       GPU.where(ga, [1], gb, [1], ga, [1], [n]),
       CPU.where(ca, [1], cb, [1], ca, [1], [n]),

@@ -97,6 +97,8 @@ fn sigmoid_(x: f32) -> f32 {
 fn pow_(x: f32, y: f32) -> f32 {
   // WGSL pow is undefined for x < 0; follow IEEE pow for integer exponents.
   if (y == 0.0) { return 1.0; }
+  // pow(0, y) is undefined in WGSL (lavapipe returns 0 for y < 0); the CPU gives +inf or 0.
+  if (x == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0); }
   let r = pow(abs(x), y);
   if (x >= 0.0) { return r; }
   if (floor(y) != y) { return bitcast<f32>(0x7fc00000u); }

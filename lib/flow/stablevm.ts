@@ -429,7 +429,7 @@ export function stfTarget(
   refs: Tensor,
   kind: FieldKind = "velocity",
 ): Tensor {
-  const n = xt.shape[0]!, d = xt.shape[1]!, R = refs.shape[0]!;
+  const n = xt.shape[0]!, d = xt.shape[1]!;
   if (xt.rank !== 2 || refs.rank !== 2 || refs.shape[1] !== d) {
     throw new RangeError(
       `Expected xt [n, d] and refs [R, d] but found [${xt.shape.join(", ")}] and [${

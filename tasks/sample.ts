@@ -1,0 +1,215 @@
+/**
+ * @file `deno task sample` — draw samples from a `train:cfm` checkpoint (file, run directory
+ * or http(s) URL) with any sampler, optional classifier-free guidance, and write them to
+ * `--out`: `.png` (a scatter plot for 2-D data, an image grid for images) or `.npz`
+ * (`arr_0` uint8 [N, H, W, 3] for images, as the ADM evaluation suite reads; float `x`
+ * [N, 2] for 2-D data). Reads nothing but the checkpoint and writes nothing but `--out`, so
+ * the standalone sampler binary is compiled from this file.
+ *
+ *   deno task sample --checkpoint runs/train-cfm-20260101-120000 --out samples.png
+ *   deno task sample --checkpoint ckpt.safetensors --sampler dopri5 --out x.npz
+ *   deno task sample --checkpoint fm-run --class-grid --samples-per-class 8 --cfg-scale 2 --out grid.png
+ * @module
+ */
+import {
+  atomicWrite,
+  encodePng,
+  type FlagSpec,
+  Generator,
+  imageGrid,
+  parseFlags,
+  SAMPLER_METHODS,
+  type SamplerMethod,
+  saveNpz,
+  scatterPlot,
+  toUint8Nhwc,
+} from "../mod.ts";
+import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
+
+/**
+ * The flags.
+ *
+ * @example
+ * ```ts
+ * import { SAMPLE_FLAGS } from "./sample.ts";
+ * console.log(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default); // euler
+ * ```
+ */
+export const SAMPLE_FLAGS = [
+  { name: "checkpoint", type: "string", help: "checkpoint file, run directory or http(s) URL" },
+  { name: "num-samples", type: "int", default: 1000, min: 1, help: "samples to draw" },
+  {
+    name: "sampler",
+    type: "choice",
+    choices: SAMPLER_METHODS,
+    default: "euler",
+    help: "ODE/SDE sampler",
+  },
+  { name: "num-steps", type: "int", default: 100, min: 1, help: "fixed-step sampler steps" },
+  { name: "atol", type: "number", default: 1e-5, min: 0, help: "dopri5 absolute tolerance" },
+  { name: "rtol", type: "number", default: 1e-5, min: 0, help: "dopri5 relative tolerance" },
+  { name: "cfg-scale", type: "number", default: 1, help: "classifier-free guidance scale" },
+  {
+    name: "guidance-low",
+    type: "number",
+    default: 0,
+    min: 0,
+    max: 1,
+    help: "guide only for t >= this (t = 1 is data)",
+  },
+  {
+    name: "guidance-high",
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 1,
+    help: "guide only for t <= this",
+  },
+  { name: "class-label", type: "int", min: 0, help: "sample this class only" },
+  { name: "class-grid", type: "bool", help: "one row per class (overrides --num-samples)" },
+  { name: "samples-per-class", type: "int", default: 8, min: 1, help: "with --class-grid" },
+  { name: "use-ema", type: "bool", default: true, help: "sample with the EMA weights" },
+  { name: "seed", type: "int", default: 0, min: 0, help: "seed of the noise" },
+  { name: "batch-size", type: "int", default: 256, min: 1, help: "samples per integration batch" },
+  { name: "out", type: "string", default: "runs/samples.png", help: "output file: .png or .npz" },
+] as const satisfies readonly FlagSpec[];
+
+/** What `main` returns. */
+export interface SampleResult {
+  /** The file written. */
+  out: string;
+  /** Samples drawn. */
+  n: number;
+  /** Shape of one sample. */
+  shape: number[];
+  /** Velocity evaluations per batch. */
+  nfe: number;
+  /** The checkpoint actually read. */
+  checkpoint: string;
+}
+
+/**
+ * Run the task (or `null` for `--help`).
+ *
+ * @example
+ * ```ts
+ * import { main } from "./sample.ts";
+ * console.log(await main(["--help"])); // prints the usage, then null
+ * ```
+ */
+export async function main(argv: readonly string[]): Promise<SampleResult | null> {
+  let help = false;
+  const f = parseFlags(argv, SAMPLE_FLAGS, {
+    task: "sample",
+    usage: "Draw samples from a train:cfm checkpoint and write them as PNG or NPZ.",
+    onHelp: (t) => {
+      console.log(t);
+      help = true;
+    },
+  });
+  if (help) return null;
+  if (f.checkpoint === undefined) {
+    throw new RangeError("Expected --checkpoint (a checkpoint file, run directory or URL)");
+  }
+  const ext = /\.(png|npz)$/i.exec(f.out)?.[1]?.toLowerCase();
+  if (!ext) throw new RangeError(`Expected --out to end in .png or .npz but found "${f.out}"`);
+  if (f.guidanceHigh < f.guidanceLow) {
+    throw new RangeError(
+      `Expected --guidance-high (${f.guidanceHigh}) >= --guidance-low (${f.guidanceLow})`,
+    );
+  }
+  const ck = await resolveCheckpoint(f.checkpoint);
+  const shape = ck.config.dataShape;
+  const C = ck.config.numClasses ?? 0;
+  const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== 1;
+  if (C === 0 && wantsLabels) {
+    throw new RangeError(
+      `--class-label, --class-grid and --cfg-scale need a class-conditional model, but ` +
+        `${ck.path} is unconditional (dataset ${ck.config.dataset})`,
+    );
+  }
+  if (f.classLabel !== undefined && f.classLabel >= C) {
+    throw new RangeError(`Expected --class-label in [0, ${C - 1}] but found ${f.classLabel}`);
+  }
+  let n = f.numSamples;
+  let labels: Float32Array | undefined;
+  if (f.classGrid) {
+    n = C * f.samplesPerClass;
+    labels = Float32Array.from({ length: n }, (_, i) => Math.floor(i / f.samplesPerClass));
+  } else if (f.classLabel !== undefined) labels = new Float32Array(n).fill(f.classLabel);
+  else if (C > 0 && f.cfgScale !== 1) {
+    // Guidance needs a class: draw them uniformly from their own stream.
+    const u = new Generator(f.seed + 1).uniformHost(n);
+    labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
+  }
+  const model = modelFromCheckpoint(ck, f.useEma);
+  let g;
+  try {
+    g = await generateSamples(model, shape, {
+      n,
+      sampler: f.sampler as SamplerMethod,
+      steps: f.numSteps,
+      seed: f.seed,
+      atol: f.atol,
+      rtol: f.rtol,
+      labels,
+      cfgScale: f.cfgScale,
+      guidanceLow: f.guidanceLow,
+      guidanceHigh: f.guidanceHigh,
+      batch: f.batchSize,
+    });
+  } finally {
+    model.dispose();
+  }
+  const image = shape.length === 3;
+  if (!image && shape.length !== 1) {
+    throw new RangeError(`Cannot write samples of shape [${shape}]`);
+  }
+  if (ext === "png") {
+    let png: Uint8Array;
+    if (image) {
+      const [ch, h, w] = shape as [number, number, number];
+      const grid = imageGrid(g.x, {
+        n,
+        channels: ch,
+        height: h,
+        width: w,
+        nrow: f.classGrid ? f.samplesPerClass : undefined,
+      });
+      png = await encodePng(grid.width, grid.height, grid.rgba);
+    } else {
+      if (shape[0] !== 2) {
+        throw new RangeError(
+          `A .png scatter needs 2-D samples but they have ${shape[0]} dims; use .npz`,
+        );
+      }
+      png = await scatterPlot(g.x, {
+        title: `${ck.config.dataset}: ${f.sampler}${
+          f.sampler === "dopri5" ? "" : ` ${f.numSteps}`
+        }, NFE ${g.nfe}`,
+        labels: labels ? Array.from(labels) : undefined,
+      });
+    }
+    await atomicWrite(f.out, png);
+  } else if (image) {
+    const [ch, h, w] = shape as [number, number, number];
+    const u8 = toUint8Nhwc(g.x, { n, channels: ch, height: h, width: w, rgb: true });
+    await saveNpz(f.out, { arr_0: { shape: [n, h, w, 3], data: u8 } });
+  } else {
+    await saveNpz(f.out, { x: { shape: [n, shape[0]!], data: g.x } });
+  }
+  console.log(`sample: ${n} samples of [${shape}] with ${f.sampler}, NFE ${g.nfe} -> ${f.out}`);
+  return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path };
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof TypeError) {
+      console.error(`sample: ${e.message}`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+}
