@@ -2,17 +2,18 @@
  * @file WGSL builders for batched f32 matmul, one pipeline per layout class.
  *
  * Two families, chosen by adapter:
- * - `direct`: register-blocked, reads global memory directly (no shared memory, no barriers).
- *   Each invocation computes `rows` output rows × one vec4 of columns. The eight invocations
- *   of a SIMD chunk share their rows, so A reads are uniform. This is the lavapipe/llvmpipe
- *   choice: there `workgroupBarrier` is expensive (a quick probe at n = 1024 measured
- *   1.6–1.9 GFLOP/s for shared-memory tiles and 5–10 GFLOP/s for direct reads).
+ * - `direct`: register-blocked, reads storage directly (no workgroup memory, no barriers).
+ *   Each invocation computes an R × C output block (C a multiple of 4, kept as vec4s); the
+ *   invocations of one SIMD chunk spread along one output axis. This is the lavapipe/llvmpipe
+ *   choice: there `workgroupBarrier` is expensive (shared-memory tiles ran 1.6–2.8 GFLOP/s at
+ *   n = 1024), and every storage load inside a loop costs a per-lane, per-component loop, so
+ *   big register blocks that amortise loads win (16 × 16 blocks: ~24 GFLOP/s unloaded).
  * - `tiled`: 64×64 output tiles staged through workgroup memory, 16×16 invocations of 4×4
  *   outputs each, the usual shape on discrete and integrated GPUs.
  *
  * Shapes live in the uniform buffer, so a pipeline is reused across sizes; only the transpose
- * flags, 16-byte alignment of rows (which decides `array<vec4<f32>>` bindings) and the
- * workgroup shape enter the key.
+ * flags, 16-byte alignment of rows (which decides `array<vec4<f32>>` bindings), the block
+ * shape and the workgroup shape enter the key.
  * @module
  */
 import type { MatmulGeom } from "../lib/backend/backend.ts";
@@ -43,7 +44,7 @@ export interface MatmulBuildOptions {
   unroll?: number;
   /** Which output axis the invocations of a SIMD chunk spread over in the `direct` family. */
   lanes?: "rows" | "cols";
-  /** Workgroup size `[x, y]` in the `direct` family (x is the lane axis); chosen by size if unset. */
+  /** Workgroup `[x, y]` in the `direct` family (x is the lane axis); default one SIMD chunk. */
   workgroup?: [number, number];
 }
 
@@ -132,6 +133,9 @@ export function buildMatmul(
   if (shape.unroll !== 4 && shape.unroll !== 8) {
     throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);
   }
+  const [wx, wy] = shape.workgroup!;
+  checkInt("matmul workgroup x", wx, 1, 256);
+  checkInt("matmul workgroup y", wy, 1, 256 / wx);
   return buildDirect(g, shape);
 }
 

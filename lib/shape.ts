@@ -98,7 +98,7 @@ export function normAxis(axis: number, rank: number, shape?: Shape): number {
  * @example
  * ```ts
  * import { normAxes } from "./shape.ts";
- * if (normAxes([-1, 0], 3).join() !== "0,2") throw new Error("bad");
+ * if (normAxes([-1, 0], [2, 3, 4]).join() !== "0,2") throw new Error("bad");
  * ```
  */
 export function normAxes(axes: number | readonly number[] | undefined, shape: Shape): number[] {

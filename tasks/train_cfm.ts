@@ -390,6 +390,16 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
       (TRAIN_CFM_FLAGS as readonly FlagSpec[]).map((f) => ({ ...f, default: undefined })),
       { task: "train:cfm" },
     ) as Record<string, unknown>;
+    const kept = ["maxTrainSteps", "checkpointEvery", "sampleEvery", "logEvery", "resume", "_"];
+    const ignored = Object.keys(given).filter((k) => given[k] !== undefined && !kept.includes(k))
+      .filter((k) => !(typeof given[k] === "boolean" && given[k] === false));
+    if (ignored.length) {
+      console.warn(
+        `train:cfm: --resume keeps the run's config.json; ignoring ${
+          ignored.map((k) => `--${k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`).join(", ")
+        }`,
+      );
+    }
     const pick = <K extends "maxTrainSteps" | "checkpointEvery" | "sampleEvery" | "logEvery">(
       k: K,
     ): number => (given[k] === undefined ? stored[k] : cfg![k]);
