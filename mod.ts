@@ -11,14 +11,7 @@
  * @module
  */
 export * from "./lib/ops/mod.ts";
-export {
-  keep,
-  Tensor,
-  type TensorTree,
-  tidy,
-  treeLeaves,
-  treeMap,
-} from "./lib/tensor.ts";
+export { keep, Tensor, type TensorTree, tidy, treeLeaves, treeMap } from "./lib/tensor.ts";
 export {
   backendByName,
   type BackendName,

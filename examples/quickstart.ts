@@ -38,7 +38,9 @@ for (let step = 1; step <= steps; step++) {
   opt.step(params, grads);
   if (step % 250 === 0 || step === steps) {
     const it = step / ((performance.now() - t0) / 1000);
-    console.log(`step ${step}/${steps}  loss ${(await loss.item()).toFixed(4)}  ${it.toFixed(1)} it/s`);
+    console.log(
+      `step ${step}/${steps}  loss ${(await loss.item()).toFixed(4)}  ${it.toFixed(1)} it/s`,
+    );
   }
   loss.dispose();
   grads.forEach((g) => g.dispose());

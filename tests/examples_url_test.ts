@@ -11,7 +11,7 @@ const TYPES: Record<string, string> = {
   ".json": "application/json",
 };
 
-async function serveRepo(): Promise<{ url: string; close: () => Promise<void> }> {
+function serveRepo(): { url: string; close: () => Promise<void> } {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const path = decodeURIComponent(new URL(req.url).pathname);
     if (path.includes("..")) return new Response("bad path", { status: 400 });
@@ -27,7 +27,7 @@ async function serveRepo(): Promise<{ url: string; close: () => Promise<void> }>
 }
 
 Deno.test("examples/quickstart.ts runs from a URL with no permissions and reports W2 and KL", async () => {
-  const srv = await serveRepo();
+  const srv = serveRepo();
   try {
     const out = await new Deno.Command("deno", {
       args: ["run", "--no-prompt", "--quiet", `${srv.url}/examples/quickstart.ts`, "300"],

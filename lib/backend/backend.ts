@@ -402,7 +402,9 @@ export function emitFusedWgsl(
         const a = visit(e.a), b = visit(e.b);
         const name = `v${names.size}`;
         names.set(e, name);
-        lines.push(`var ${name}: f32; { let a = ${a}; let b = ${b}; ${name} = ${BINARY[e.op].wgsl}; }`);
+        lines.push(
+          `var ${name}: f32; { let a = ${a}; let b = ${b}; ${name} = ${BINARY[e.op].wgsl}; }`,
+        );
         return name;
       }
       case "where": {

@@ -6,8 +6,8 @@
 import {
   type Backend,
   BINARY,
-  type FusedExpr,
   type BinaryOp,
+  type FusedExpr,
   type MatmulGeom,
   philox4x32,
   type RandomKind,

@@ -68,7 +68,7 @@ export abstract class Optimizer {
   /** Steps taken so far. */
   stepCount = 0;
   /** Slot name → per-parameter state (created on the first step). */
-  protected slots = new Map<string, Tensor[]>();
+  protected slots: Map<string, Tensor[]> = new Map();
   /** Names of the slots this optimizer keeps. */
   protected abstract readonly slotNames: readonly string[];
 
