@@ -50,7 +50,25 @@ function storage(device: GPUDevice, data: Float32Array): GPUBuffer {
   return buf;
 }
 
-/** A prepared matmul: buffers filled, pipeline built, ready to dispatch repeatedly. */
+/**
+ * A prepared matmul: buffers filled, pipeline built, ready to dispatch repeatedly. The output
+ * starts as NaN so elements a kernel fails to write show up.
+ *
+ * @example
+ * ```ts
+ * import { MatmulJob, openGpu } from "./harness.ts";
+ * const gpu = await openGpu();
+ * if (gpu) {
+ *   const g = { batch: 1, m: 2, n: 2, k: 1, transA: false, transB: false, aBatchStride: 0, bBatchStride: 0 };
+ *   const job = new MatmulJob(gpu, new Float32Array([1, 2]), new Float32Array([3, 4]), g);
+ *   await job.dispatch(3);
+ *   const out = await job.read();
+ *   job.destroy();
+ *   if (out.join() !== "3,4,6,8") throw new Error(`got ${out}`);
+ *   gpu.device.destroy();
+ * }
+ * ```
+ */
 export class MatmulJob {
   readonly kernel: MatmulKernel;
   readonly #gpu: Gpu;

@@ -23,12 +23,17 @@ export interface TfjsPeer {
     transB: boolean,
   ): Promise<Float32Array>;
   /**
-   * Median milliseconds per n×n×n matmul: each timed sample issues `products` (default 1)
-   * matmuls and waits until one element of the last is back on the host. `warmup` untimed
-   * samples come first; the first checks that element against a host dot product and throws
-   * if it is wrong.
+   * Upload two n×n operands and return a runner: `run(products)` issues `products` (default 1)
+   * matmuls and resolves once one element of the last is back on the host. The first run
+   * checks that element against a host dot product and throws if it is wrong.
    */
-  timeMatmul(n: number, warmup: number, reps: number, products?: number): Promise<number>;
+  prepareMatmul(n: number): Promise<MatmulRunner>;
+}
+
+/** Repeatable n×n×n products on prepared operands; see {@linkcode TfjsPeer.prepareMatmul}. */
+export interface MatmulRunner {
+  run(products?: number): Promise<void>;
+  dispose(): void;
 }
 
 let peer: Promise<TfjsPeer> | undefined;
@@ -91,40 +96,34 @@ async function init(): Promise<TfjsPeer> {
         tf.dispose([ta, tb, c]);
       }
     },
-    async timeMatmul(n, warmup, reps, products = 1) {
+    prepareMatmul(n) {
       const ha = hostRand(n * n, 1), hb = hostRand(n * n, 2);
       const a = tf.tensor(ha, [n, n]), b = tf.tensor(hb, [n, n]);
-      // A 1-element read forces tfjs to submit and waits for the queue, at a cost of one tiny
-      // kernel and a 4-byte copy. (Calling tfjs's submitQueue() and onSubmittedWorkDone()
-      // directly returned before the product existed, and later reads gave zeros.)
-      const once = async (check: boolean) => {
-        for (let i = 1; i < products; i++) tf.matMul(a, b).dispose();
-        const c = tf.matMul(a, b);
-        const corner = tf.slice(c, [n - 1, n - 1], [1, 1]);
-        const got = (await corner.data())[0]!;
-        tf.dispose([c, corner]);
-        if (check) {
-          let want = 0;
-          for (let p = 0; p < n; p++) want += ha[(n - 1) * n + p]! * hb[p * n + n - 1]!;
-          if (!(Math.abs(got - want) <= 1e-3 * Math.sqrt(n) + 1e-4 * Math.abs(want))) {
-            throw new Error(`tfjs matmul gave C[${n - 1}, ${n - 1}] = ${got}, expected ${want}`);
+      let checked = false;
+      return Promise.resolve({
+        // A 1-element read forces tfjs to submit and waits for the queue, at a cost of one
+        // tiny kernel and a 4-byte copy. (Calling tfjs's submitQueue() and
+        // onSubmittedWorkDone() directly returned before the product existed, and later reads
+        // gave zeros.)
+        async run(products = 1) {
+          for (let i = 1; i < products; i++) tf.matMul(a, b).dispose();
+          const c = tf.matMul(a, b);
+          const corner = tf.slice(c, [n - 1, n - 1], [1, 1]);
+          const got = (await corner.data())[0]!;
+          tf.dispose([c, corner]);
+          if (!checked) {
+            let want = 0;
+            for (let p = 0; p < n; p++) want += ha[(n - 1) * n + p]! * hb[p * n + n - 1]!;
+            if (!(Math.abs(got - want) <= 1e-3 * Math.sqrt(n) + 1e-4 * Math.abs(want))) {
+              throw new Error(`tfjs matmul gave C[${n - 1}, ${n - 1}] = ${got}, expected ${want}`);
+            }
+            checked = true;
           }
-        }
-      };
-      try {
-        await once(true);
-        for (let i = 1; i < warmup; i++) await once(false);
-        const ts: number[] = [];
-        for (let i = 0; i < reps; i++) {
-          const t0 = performance.now();
-          await once(false);
-          ts.push(performance.now() - t0);
-        }
-        ts.sort((x, y) => x - y);
-        return ts[ts.length >> 1]! / products;
-      } finally {
-        tf.dispose([a, b]);
-      }
+        },
+        dispose() {
+          tf.dispose([a, b]);
+        },
+      });
     },
   };
 }
