@@ -21,6 +21,8 @@ export interface ProgressOptions {
   now?: () => number;
   /** Minimum milliseconds between TTY redraws (default 100). */
   redrawMs?: number;
+  /** Step the work starts from (a resumed run): rates count from here (default 0). */
+  startStep?: number;
 }
 
 function stderrIsTty(): boolean {
@@ -110,6 +112,10 @@ export class Progress {
     this.#write = opts.write ?? writeStderr;
     this.#now = opts.now ?? (() => performance.now());
     this.#redraw = opts.redrawMs ?? 100;
+    // The clock starts now, not at the first update: callers often update only every N steps,
+    // and a rate measured from the first update would count one step over no time.
+    this.#t0 = this.#now();
+    this.#s0 = checkInt("progress startStep", opts.startStep ?? 0, 0);
   }
 
   /** Iterations per second since the first update. */
@@ -125,11 +131,6 @@ export class Progress {
 
   /** Record that `step` steps are done, with the latest metrics (e.g. `{loss}`). */
   update(step: number, metrics: Record<string, unknown> = {}): void {
-    if (this.#t0 === undefined) {
-      this.#t0 = this.#now();
-      // Rates count from the step before the first update (resumed runs start mid-way).
-      this.#s0 = Math.max(0, step - 1);
-    }
     this.#step = step;
     this.#metrics = metrics;
     const rate = this.rate;
