@@ -468,7 +468,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   };
   const vg = valueAndGrad((_p: Tensor[]) => lossOf());
 
-  const progress = new Progress(cfg.maxTrainSteps, { label: "train:stablevm" });
+  const progress = new Progress(cfg.maxTrainSteps, { label: "train:stablevm", startStep: step });
   let lossAcc: Tensor | null = null, normAcc: Tensor | null = null, accN = 0;
   let lastLoss = NaN;
   let ckptPath = run.checkpoints.lastPath;

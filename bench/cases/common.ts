@@ -1,0 +1,90 @@
+/**
+ * @file Shared pieces of the flow benchmark cases (`toy-cfm`, `sinkhorn`, `sample`): the
+ * context they need from `bench/bench.ts`, number formatting, and timing helpers.
+ * @module
+ */
+import type { Gpu } from "../harness.ts";
+import type { TfjsPeer } from "../peers/tfjs.ts";
+import { getBackend } from "../../mod.ts";
+
+/** What a case needs from the bench run (a structural subset of `bench.ts`'s context). */
+export interface CaseContext {
+  gpu: Gpu;
+  smoke: boolean;
+  /** tfjs on the same adapter, loaded on first use (`null` if it failed to load). */
+  tfjs(): Promise<TfjsPeer | null>;
+}
+
+/** One line of output. */
+export type BenchRecord = Record<string, unknown>;
+
+/**
+ * Round to `d + 2` significant digits; non-finite and missing values become `null`.
+ *
+ * @example
+ * ```ts
+ * import { round } from "./common.ts";
+ * if (round(1.234567, 1) !== 1.235 || round(NaN) !== null) throw new Error("bad");
+ * ```
+ */
+export function round(x: number | null | undefined, d = 3): number | null {
+  return x === null || x === undefined || !Number.isFinite(x) ? null : Number(x.toPrecision(d + 2));
+}
+
+/**
+ * Median of a non-empty list.
+ *
+ * @example
+ * ```ts
+ * import { median } from "./common.ts";
+ * if (median([3, 1, 2]) !== 2 || median([1, 2, 3, 4]) !== 2.5) throw new Error("bad");
+ * ```
+ */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) throw new RangeError("Expected a non-empty list of samples but found []");
+  const s = [...xs].sort((x, y) => x - y), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+/**
+ * a / b, rounded, or `null` when either is missing.
+ *
+ * @example
+ * ```ts
+ * import { ratio } from "./common.ts";
+ * if (ratio(6, 3) !== 2 || ratio(1, null) !== null) throw new Error("bad");
+ * ```
+ */
+export function ratio(a: number | null, b: number | null): number | null {
+  return a === null || b === null || b === 0 ? null : round(a / b);
+}
+
+/**
+ * The message of a thrown value, for `*_skipped` fields.
+ *
+ * @example
+ * ```ts
+ * import { why } from "./common.ts";
+ * if (why(new Error("no torch")) !== "no torch") throw new Error("bad");
+ * ```
+ */
+export function why(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  // Python tracebacks are long; the last line names the error.
+  const lines = m.trim().split("\n");
+  return lines.length > 2 ? `${lines[0]} … ${lines[lines.length - 1]}` : m;
+}
+
+/**
+ * Fields naming our backend and the adapter, shared by every record of these cases.
+ *
+ * @example
+ * ```ts
+ * import { ourBackend } from "./common.ts";
+ * console.log(ourBackend().backend); // "webgpu" or "cpu"
+ * ```
+ */
+export function ourBackend(): { backend: string; backend_device: string } {
+  const be = getBackend();
+  return { backend: be.name, backend_device: be.description };
+}
