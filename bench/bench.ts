@@ -11,6 +11,9 @@ import { parseArgs } from "node:util";
 import { type Gpu, MatmulJob, medianMs, openGpu } from "./harness.ts";
 import { loadTfjs, type MatmulRunner, type TfjsPeer } from "./peers/tfjs.ts";
 import { torchMatmulMs } from "./peers/torch.ts";
+import { toyCfmCase } from "./cases/toy_cfm.ts";
+import { sinkhornCase } from "./cases/sinkhorn.ts";
+import { sampleCase } from "./cases/sample.ts";
 
 /** State shared by the cases of one run. */
 interface BenchContext {
@@ -217,6 +220,9 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
 export const CASES: BenchCase[] = [
   { name: "fma-peak", run: fmaPeak },
   { name: "matmul", run: matmul },
+  { name: "toy-cfm", run: toyCfmCase },
+  { name: "sinkhorn", run: sinkhornCase },
+  { name: "sample", run: sampleCase },
 ];
 
 async function main(): Promise<void> {

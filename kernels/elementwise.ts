@@ -38,8 +38,12 @@ ${main1d(vec4 ? `(${pw(0)} + 3u) / 4u` : pw(0))}
 }`;
 }
 
-/** How a map kernel reads one input: at `i`, at 0 (a broadcast scalar), or through strides. */
-export type InputMode = "contiguous" | "scalar" | "strided";
+/**
+ * How a map kernel reads one input: at `i`, at 0 (a broadcast scalar), at `i % C` (a row
+ * vector of the last collapsed axis's length C broadcast over leading axes, like a bias:
+ * "row4" when C is a multiple of 4, so vec4 kernels load it as vec4s), or through strides.
+ */
+export type InputMode = "contiguous" | "scalar" | "row" | "row4" | "strided";
 
 /** Description of a strided n-input, m-output map. */
 export interface MapSpec {
@@ -96,7 +100,7 @@ export function mapKernel(spec: MapSpec): string {
   const nIn = modes.length;
   const decl: string[] = [];
   for (let k = 0; k < nIn; k++) {
-    const ty = v4 && modes[k] === "contiguous" ? "vec4<f32>" : "f32";
+    const ty = v4 && (modes[k] === "contiguous" || modes[k] === "row4") ? "vec4<f32>" : "f32";
     decl.push(`@group(0) @binding(${k}) var<storage, read> I${k}: array<${ty}>;`);
   }
   spec.outs.forEach((_, j) => {
@@ -113,14 +117,30 @@ export function mapKernel(spec: MapSpec): string {
       at += rank;
     }
   });
+  // The row length C is the last collapsed axis (parameter word `rank`).
+  const rowLen = pw(rank);
   let main: string;
   if (v4) {
+    // Rows of C % 4 == 0 hold whole vec4s: the vec4 at i of the output lines up with the vec4
+    // at i % (C / 4) of the row. Other rows load each component at (4i + c) % C.
     const loads = modes.map((m, k) =>
-      m === "contiguous" ? `let w${k} = I${k}[i];` : `let w${k} = I${k}[0];`
+      m === "contiguous"
+        ? `let w${k} = I${k}[i];`
+        : m === "row4"
+        ? `let w${k} = I${k}[i % (${rowLen} / 4u)];`
+        : m === "row"
+        ? ""
+        : `let w${k} = I${k}[0];`
     );
-    const lanes = [..."xyzw"].map((c) => {
+    const lanes = [..."xyzw"].map((c, ci) => {
       const ins = modes.map((m, k) =>
-        `let in${k}: f32 = ${m === "contiguous" ? `w${k}.${c}` : `w${k}`};`
+        `let in${k}: f32 = ${
+          m === "contiguous" || m === "row4"
+            ? `w${k}.${c}`
+            : m === "row"
+            ? `I${k}[(4u * i + ${ci}u) % ${rowLen}]`
+            : `w${k}`
+        };`
       );
       return `{
 ${ins.join("\n")}
@@ -135,9 +155,15 @@ ${lanes.join("\n")}
 ${spec.outs.map((_, j) => `O${j}[i] = r${j};`).join("\n")}
 }`;
   } else {
-    const loads = modes.map((m, k) =>
-      `let in${k}: f32 = I${k}[${m === "contiguous" ? "i" : m === "scalar" ? "0" : `o${k}`}];`
-    );
+    const at = (m: InputMode, k: number) =>
+      m === "contiguous"
+        ? "i"
+        : m === "scalar"
+        ? "0"
+        : m === "row" || m === "row4"
+        ? `i % ${rowLen}`
+        : `o${k}`;
+    const loads = modes.map((m, k) => `let in${k}: f32 = I${k}[${at(m, k)}];`);
     main = `${main1d(pw(0))}
 ${names.length ? stridedOffsets("i", rank, 1, strideAt, names) : ""}
 ${loads.join("\n")}

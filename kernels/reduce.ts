@@ -176,3 +176,43 @@ ${stridedOffsets("j", redRank, rShape, [rStr], ["roff"], "r")}
   }
 }`;
 }
+
+/**
+ * Sum over the leading axis of a contiguous `[R, C]` matrix (the bias gradient of a `[B, C]`
+ * activation): one invocation per column, or per four columns with vec4 loads when
+ * `C % 4 == 0`, adding rows in increasing order like the CPU loop (`kahan`: compensated).
+ * Params as `reduceParamWords(1, 1)`: `[C, R, C, 1, R, C]`. The general per-output kernel
+ * (256 invocations a workgroup) ran a 256-column sum as ONE workgroup, i.e. one lavapipe
+ * thread; `wg` lets CPU adapters use one SIMD chunk a workgroup so the columns spread over
+ * cores.
+ *
+ * @example
+ * ```ts
+ * import { reduceColsKernel } from "./reduce.ts";
+ * if (!reduceColsKernel(true, false, 8).includes("vec4<f32>")) throw new Error("bad");
+ * ```
+ */
+export function reduceColsKernel(vec4: boolean, kahan: boolean, wg: number): string {
+  const ty = vec4 ? "vec4<f32>" : "f32";
+  const z = vec4 ? "vec4<f32>(0.0)" : "0.0";
+  const cols = vec4 ? `(${pw(0)} / 4u)` : pw(0);
+  const add = kahan
+    ? "{ let y = v - comp; let t = acc + y; comp = (t - acc) - y; acc = t; }"
+    : "acc = acc + v;";
+  return `@group(0) @binding(0) var<storage, read> X: array<${ty}>;
+@group(0) @binding(1) var<storage, read_write> O: array<${ty}>;
+${paramsDecl(reduceParamWords(1, 1), 2)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let j = gid.x + gid.y * nwg.x * ${wg}u;
+  let cols = ${cols};
+  if (j >= cols) { return; }
+  var acc: ${ty} = ${z};
+  var comp: ${ty} = ${z};
+  for (var r = 0u; r < ${pw(1)}; r++) {
+    let v = X[r * cols + j];
+    ${add}
+  }
+  O[j] = acc;
+}`;
+}

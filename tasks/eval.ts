@@ -309,10 +309,13 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
   const line = JSON.stringify(rec);
   console.log(line);
   if (ck.runDir) {
-    await Deno.writeTextFile(`${ck.runDir}/eval.jsonl`, line + "\n", {
-      append: true,
-      create: true,
-    });
+    const path = `${ck.runDir}/eval.jsonl`;
+    try {
+      await Deno.writeTextFile(path, line + "\n", { append: true, create: true });
+    } catch (e) {
+      // The record is already printed; a read-only run directory only loses the log line.
+      console.warn(`eval: could not append to ${path}: ${(e as Error).message}`);
+    }
   }
   return rec;
 }

@@ -8,6 +8,96 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { loadTfjs } from "./tfjs.ts";
 
+/** Sum `dy` over the axes broadcasting added to reach it from `shape`. */
+function sumTo(dy: tf.Tensor, shape: number[]): tf.Tensor {
+  const axes = tf.backend_util.getReductionAxes(shape, dy.shape);
+  return tf.reshape(axes.length ? tf.sum(dy, axes) : dy, shape);
+}
+
+/**
+ * tfjs-core registers no gradients by itself (the `@tensorflow/tfjs` union package imports
+ * `register_all_gradients`, whose ESM files use extension-less imports Deno cannot resolve), so
+ * register the few this network needs, with tfjs's own formulas, unless something already has.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { registerTfjsGradients } from "./tfjs_cfm.ts";
+ * import { loadTfjs } from "./tfjs.ts";
+ * await loadTfjs();
+ * registerTfjsGradients();
+ * const g = tf.grad((x: tf.Tensor) => tf.mean(tf.square(x)))(tf.tensor([1, 3]));
+ * console.log(await g.data()); // [1, 3]
+ * ```
+ */
+export function registerTfjsGradients(): void {
+  type Saved = tf.Tensor[];
+  const configs: tf.GradConfig[] = [
+    {
+      kernelName: "Add",
+      inputsToSave: ["a", "b"],
+      gradFunc: (dy, [a, b]: Saved) => ({
+        a: () => sumTo(dy as tf.Tensor, a!.shape),
+        b: () => sumTo(dy as tf.Tensor, b!.shape),
+      }),
+    },
+    {
+      kernelName: "Sub",
+      inputsToSave: ["a", "b"],
+      gradFunc: (dy, [a, b]: Saved) => ({
+        a: () => sumTo(dy as tf.Tensor, a!.shape),
+        b: () => tf.neg(sumTo(dy as tf.Tensor, b!.shape)),
+      }),
+    },
+    {
+      kernelName: "Multiply",
+      inputsToSave: ["a", "b"],
+      gradFunc: (dy, [a, b]: Saved) => ({
+        a: () => sumTo(tf.mul(dy as tf.Tensor, b!), a!.shape),
+        b: () => sumTo(tf.mul(dy as tf.Tensor, a!), b!.shape),
+      }),
+    },
+    {
+      kernelName: "BatchMatMul",
+      inputsToSave: ["a", "b"],
+      gradFunc: (dy, [a, b]: Saved, attrs) => {
+        if (attrs.transposeA || attrs.transposeB) {
+          throw new Error("the bench registers BatchMatMul's gradient for plain A·B only");
+        }
+        return {
+          a: () => tf.matMul(dy as tf.Tensor, b!, false, true),
+          b: () => tf.matMul(a!, dy as tf.Tensor, true, false),
+        };
+      },
+    },
+    {
+      kernelName: "Sigmoid",
+      outputsToSave: [true],
+      gradFunc: (dy, [y]: Saved) => ({
+        x: () => tf.mul(dy as tf.Tensor, tf.mul(y!, tf.sub(1, y!))),
+      }),
+    },
+    {
+      kernelName: "Square",
+      inputsToSave: ["x"],
+      gradFunc: (dy, [x]: Saved) => ({ x: () => tf.mul(dy as tf.Tensor, tf.mul(x!, 2)) }),
+    },
+    {
+      kernelName: "Mean",
+      inputsToSave: ["x"],
+      gradFunc: (dy, [x]: Saved, attrs) => {
+        const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x!.shape);
+        const kept = x!.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+        const count = axes.reduce((p, i) => p * x!.shape[i]!, 1);
+        return {
+          x: () => tf.div(tf.mul(tf.reshape(dy as tf.Tensor, kept), tf.ones(x!.shape)), count),
+        };
+      },
+    },
+  ];
+  for (const c of configs) if (!tf.getGradient(c.kernelName)) tf.registerGradient(c);
+}
+
 /** The result of {@linkcode tfjsCfm}. */
 export interface TfjsCfmResult {
   /** Median steps/s over the repetitions. */
@@ -55,6 +145,7 @@ export async function tfjsCfm(args: {
   reps: number;
 }): Promise<TfjsCfmResult> {
   await loadTfjs();
+  registerTfjsGradients();
   const { batch: b, hidden, depth } = args;
   const widths = [3, ...Array(depth).fill(hidden), 2] as number[];
   // Kaiming-uniform-like init, as torch.nn.Linear; the init scheme is not what is measured.
@@ -71,17 +162,21 @@ export async function tfjsCfm(args: {
   const losses: tf.Scalar[] = [];
   const step = () => {
     const x1 = tf.tensor2d(hostEightGaussians(b, rng), [b, 2]);
-    const cost = opt.minimize(() => {
-      const x0 = tf.randomNormal([b, 2]);
-      const t = tf.randomUniform([b, 1]);
-      const xt = tf.add(tf.mul(tf.sub(1, t), x0), tf.mul(t, x1));
-      let h: tf.Tensor = tf.concat([xt, t], 1);
-      for (let i = 0; i < vars.length; i += 2) {
-        h = tf.add(tf.matMul(h, vars[i]!), vars[i + 1]!);
-        if (i + 2 < vars.length) h = tf.mul(h, tf.sigmoid(h));
-      }
-      return tf.mean(tf.square(tf.sub(h, tf.sub(x1, x0)))) as tf.Scalar;
-    }, true, vars)!;
+    const cost = opt.minimize(
+      () => {
+        const x0 = tf.randomNormal([b, 2]);
+        const t = tf.randomUniform([b, 1]);
+        const xt = tf.add(tf.mul(tf.sub(1, t), x0), tf.mul(t, x1));
+        let h: tf.Tensor = tf.concat([xt, t], 1);
+        for (let i = 0; i < vars.length; i += 2) {
+          h = tf.add(tf.matMul(h, vars[i]!), vars[i + 1]!);
+          if (i + 2 < vars.length) h = tf.mul(h, tf.sigmoid(h));
+        }
+        return tf.mean(tf.square(tf.sub(h, tf.sub(x1, x0)))) as tf.Scalar;
+      },
+      true,
+      vars,
+    )!;
     x1.dispose();
     losses.push(cost);
     return cost;

@@ -39,7 +39,11 @@ import {
   mapParamWords,
   unaryKernel,
 } from "../../kernels/elementwise.ts";
-import { reduceGroupKernel, reduceThreadKernel } from "../../kernels/reduce.ts";
+import {
+  reduceColsKernel,
+  reduceGroupKernel,
+  reduceThreadKernel,
+} from "../../kernels/reduce.ts";
 import { gatherKernel, scatterAddKernel } from "../../kernels/gather.ts";
 import { randomKernel } from "../../kernels/random.ts";
 import { buildMatmul, isCpuAdapter } from "../../kernels/matmul.ts";
@@ -319,11 +323,19 @@ export class WebGPUBackend implements Backend {
     const c = collapseAxes(outShape, [stridesOf(outShape), ...strides]);
     const rank = c.shape.length;
     const cont = c.strides[0]!;
+    const last = rank - 1;
+    // A row vector broadcast over the leading axes (a bias added to a [B, C] matrix): strides
+    // [0, …, 0, 1]. Reading it at i % C keeps the kernel vec4 and free of per-axis divisions
+    // (the strided path cost ~4x a contiguous add on lavapipe at [256, 256]).
+    const isRow = (st: readonly number[]) =>
+      rank >= 2 && st[last] === 1 && st.every((v, d) => d === last || v === 0);
     const modes: InputMode[] = c.strides.slice(1).map((st) =>
       st.every((v, d) => v === cont[d])
         ? "contiguous"
         : st.every((v) => v === 0)
         ? "scalar"
+        : isRow(st)
+        ? (c.shape[last]! % 4 === 0 ? "row4" : "row")
         : "strided"
     );
     const params = [n, ...c.shape];
@@ -495,7 +507,20 @@ export class WebGPUBackend implements Backend {
     }
     const params = [outN, redN, ...kShape, ...kStr, ...rShape, ...rStr];
     const kr = kShape.length, rr = rShape.length;
-    if (threadPerOutput(outN, redN, this.#cpuAdapter)) {
+    const perOutput = threadPerOutput(outN, redN, this.#cpuAdapter);
+    if (
+      perOutput && op === "sum" && kr === 1 && rr === 1 && kStr[0] === 1 && rStr[0] === outN
+    ) {
+      // Leading-axis sum of a contiguous matrix (bias gradients): column kernel.
+      const vec4 = outN % 4 === 0;
+      const kahan = redN >= KAHAN_MIN;
+      const wg = this.#cpuAdapter ? 8 : 64;
+      const k = this.runtime.kernel(
+        `reduceCols:${vec4}:${kahan}:${wg}`,
+        () => reduceColsKernel(vec4, kahan, wg),
+      );
+      this.runtime.dispatch(k, [xb, out.buffer!], params, this.#grid(vec4 ? outN / 4 : outN, wg));
+    } else if (perOutput) {
       const kahan = op === "sum" && redN >= KAHAN_MIN;
       const k = this.runtime.kernel(
         `reduceT:${op}:${kr}:${rr}:${kahan}`,

@@ -1,0 +1,100 @@
+/**
+ * @file Bench case `sample`: samples/s of Euler sampling (100 steps, 10,000 points) through the
+ * toy-cfm network ([x, t] → 256 → 256 → 256 → 2, SiLU, random weights); ours (`integrate`)
+ * vs PyTorch CPU under `torch.no_grad()`.
+ * @module
+ */
+import { getBackend, integrate, nn, randn } from "../../mod.ts";
+import { torchSample } from "../peers/torch_flow.ts";
+import { type BenchRecord, type CaseContext, ourBackend, ratio, round, why } from "./common.ts";
+
+/**
+ * Milliseconds to draw `n` samples with `steps` Euler steps; the sync at the end (one queue
+ * wait, ~11 ms) is part of the time. Returns whether every sample is finite (read after timing).
+ *
+ * @example
+ * ```ts
+ * import { oursSample } from "./sample.ts";
+ * import { nn } from "../../mod.ts";
+ * const net = new nn.VelocityMLP({ dim: 2, hidden: 8, depth: 1, seed: 0 });
+ * const r = await oursSample(net, 16, 2);
+ * net.dispose();
+ * if (!r.finite) throw new Error("bad");
+ * ```
+ */
+export async function oursSample(
+  net: nn.VelocityMLP,
+  n: number,
+  steps: number,
+): Promise<{ ms: number; finite: boolean }> {
+  const be = getBackend();
+  const x0 = randn([n, 2], { seed: 3 });
+  await be.sync();
+  try {
+    const t0 = performance.now();
+    const { x } = await integrate((x, t) => net.forward(x, t), x0, { method: "euler", steps });
+    await be.sync();
+    const ms = performance.now() - t0;
+    const data = await x.data();
+    x.dispose();
+    return { ms, finite: data.every(Number.isFinite) };
+  } finally {
+    x0.dispose();
+  }
+}
+
+/**
+ * The `sample` case: one record.
+ *
+ * @example
+ * ```ts
+ * import { sampleCase } from "./sample.ts";
+ * if (typeof sampleCase !== "function") throw new Error("bad");
+ * ```
+ */
+export async function sampleCase(ctx: CaseContext): Promise<BenchRecord[]> {
+  const n = ctx.smoke ? 64 : 10_000, steps = ctx.smoke ? 4 : 100;
+  const hidden = ctx.smoke ? 16 : 256, depth = 3, maxReps = ctx.smoke ? 1 : 3;
+  let torch: Awaited<ReturnType<typeof torchSample>> = null, torchSkip: string | undefined;
+  try {
+    torch = await torchSample({ n, steps, hidden, depth, warmup_steps: 5, reps: maxReps });
+    if (!torch) torchSkip = "PyTorch is not installed (or python3 is not allowed to run)";
+  } catch (e) {
+    torchSkip = why(e);
+  }
+  const net = new nn.VelocityMLP({ dim: 2, hidden, depth, seed: 0 });
+  const ts: number[] = [];
+  try {
+    // A few steps compile every pipeline the timed runs use.
+    await oursSample(net, n, 2);
+    for (let r = 0; r < maxReps; r++) {
+      const s = await oursSample(net, n, steps);
+      if (!s.finite) throw new Error("our Euler sampler produced non-finite samples");
+      ts.push(s.ms);
+      // One run of many seconds already amortises everything; keep the bench short.
+      if (s.ms > 20_000) break;
+    }
+  } finally {
+    net.dispose();
+  }
+  ts.sort((a, b) => a - b);
+  const h = ts.length >> 1;
+  const ms = ts.length % 2 ? ts[h]! : (ts[h - 1]! + ts[h]!) / 2;
+  const ours = n / (ms / 1000), th = torch ? n / (torch.ms / 1000) : null;
+  return [{
+    case: "sample",
+    n,
+    steps,
+    method: "euler",
+    adapter: ctx.gpu.info.description,
+    ...ourBackend(),
+    unit: "samples/s",
+    ours: round(ours),
+    torch_cpu: round(th),
+    ratio_vs_torch_cpu: ratio(round(ours), round(th)),
+    ms: { ours: round(ms), torch: round(torch?.ms) },
+    reps: ts.length,
+    ...(torch ? { torch_threads: torch.threads } : {}),
+    ...(torchSkip ? { torch_skipped: torchSkip } : {}),
+  }];
+}

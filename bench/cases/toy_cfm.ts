@@ -1,0 +1,165 @@
+/**
+ * @file Bench case `toy-cfm`: training steps/s of conditional flow matching on 8 Gaussians
+ * with the MLP [x(2), t] → 256 → 256 → 256 → 2 (SiLU) and Adam(1e-3), at batch 256 and 1024:
+ * ours vs tfjs-webgpu on the same adapter vs PyTorch CPU (2 threads).
+ * @module
+ */
+import {
+  cfmLoss,
+  eightGaussians,
+  Generator,
+  getBackend,
+  nn,
+  optim,
+  type Tensor,
+  valueAndGrad,
+} from "../../mod.ts";
+import { tfjsCfm } from "../peers/tfjs_cfm.ts";
+import { torchCfm } from "../peers/torch_flow.ts";
+import {
+  type BenchRecord,
+  type CaseContext,
+  median,
+  ourBackend,
+  ratio,
+  round,
+  why,
+} from "./common.ts";
+
+/** Sizes of one run of the case. */
+export interface ToyCfmConfig {
+  batches: number[];
+  hidden: number;
+  depth: number;
+  warmup: number;
+  /** Steps per timed repetition. */
+  steps: number;
+  reps: number;
+}
+
+/**
+ * Our steps/s for one batch size, plus the mean loss of the first and last few steps. The
+ * timed loop records steps only; the one `sync()` per repetition waits for the queue (about
+ * 11 ms on Deno's wgpu whatever the work, amortised over `steps`). Losses are read after timing.
+ *
+ * @example
+ * ```ts
+ * import { oursCfm } from "./toy_cfm.ts";
+ * const r = await oursCfm(8, { batches: [8], hidden: 8, depth: 1, warmup: 1, steps: 2, reps: 1 });
+ * if (!(r.stepsPerSec > 0) || !Number.isFinite(r.lossLast)) throw new Error("bad");
+ * ```
+ */
+export async function oursCfm(
+  batch: number,
+  cfg: ToyCfmConfig,
+): Promise<{ stepsPerSec: number; lossFirst: number; lossLast: number }> {
+  const be = getBackend();
+  const net = new nn.VelocityMLP({ dim: 2, hidden: cfg.hidden, depth: cfg.depth, seed: 0 });
+  const params = net.parameters();
+  const opt = new optim.Adam({ lr: 1e-3 });
+  const gen = new Generator(1);
+  const lossFn = valueAndGrad((_p: Tensor[], x1: Tensor) =>
+    cfmLoss((x, t) => net.forward(x, t), x1, { generator: gen }).loss
+  );
+  const losses: Tensor[] = [];
+  const step = () => {
+    const x1 = eightGaussians(batch, { generator: gen });
+    try {
+      const [loss, grads] = lossFn(params, x1);
+      opt.step(params, grads);
+      for (const g of grads) g.dispose();
+      losses.push(loss);
+    } finally {
+      x1.dispose();
+    }
+  };
+  try {
+    for (let i = 0; i < cfg.warmup; i++) step();
+    await be.sync();
+    const rates: number[] = [];
+    for (let r = 0; r < cfg.reps; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < cfg.steps; i++) step();
+      await be.sync();
+      rates.push(cfg.steps / ((performance.now() - t0) / 1000));
+    }
+    const ls: number[] = [];
+    for (const l of losses) ls.push(await l.item());
+    const k = Math.max(1, Math.min(3, ls.length >> 1));
+    const avg = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
+    return {
+      stepsPerSec: median(rates),
+      lossFirst: avg(ls.slice(0, k)),
+      lossLast: avg(ls.slice(-k)),
+    };
+  } finally {
+    for (const l of losses) l.dispose();
+    net.dispose();
+    opt.dispose();
+  }
+}
+
+/**
+ * The `toy-cfm` case: one record per batch size.
+ *
+ * @example
+ * ```ts
+ * import { toyCfmCase } from "./toy_cfm.ts";
+ * if (typeof toyCfmCase !== "function") throw new Error("bad");
+ * ```
+ */
+export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
+  const cfg: ToyCfmConfig = ctx.smoke
+    ? { batches: [16], hidden: 16, depth: 3, warmup: 2, steps: 3, reps: 1 }
+    : { batches: [256, 1024], hidden: 256, depth: 3, warmup: 5, steps: 15, reps: 3 };
+  let torch: Awaited<ReturnType<typeof torchCfm>> = null, torchSkip: string | undefined;
+  try {
+    // PyTorch takes far less time per step: give it more steps so its clock reads are coarse.
+    torch = await torchCfm({ ...cfg, steps: cfg.steps * (ctx.smoke ? 1 : 10), warmup: 20 });
+    if (!torch) torchSkip = "PyTorch is not installed (or python3 is not allowed to run)";
+  } catch (e) {
+    torchSkip = why(e);
+  }
+  const tfjs = await ctx.tfjs();
+  const records: BenchRecord[] = [];
+  for (const batch of cfg.batches) {
+    const ours = await oursCfm(batch, cfg);
+    if (!Number.isFinite(ours.lossLast) || !Number.isFinite(ours.lossFirst)) {
+      throw new Error(`our toy-cfm loss is not finite: ${ours.lossFirst} → ${ours.lossLast}`);
+    }
+    if (!ctx.smoke && !(ours.lossLast < ours.lossFirst)) {
+      throw new Error(`our toy-cfm loss did not fall: ${ours.lossFirst} → ${ours.lossLast}`);
+    }
+    let tf: Awaited<ReturnType<typeof tfjsCfm>> | null = null, tfSkip: string | undefined;
+    if (!tfjs) tfSkip = "tfjs failed to load";
+    else if (tfjs.backend !== "webgpu") tfSkip = "tfjs could not open WebGPU (CPU fallback)";
+    else {
+      try {
+        tf = await tfjsCfm({ batch, ...cfg });
+      } catch (e) {
+        tfSkip = why(e);
+      }
+    }
+    const th = torch?.batches[String(batch)] ?? null;
+    records.push({
+      case: "toy-cfm",
+      batch,
+      adapter: ctx.gpu.info.description,
+      ...ourBackend(),
+      unit: "steps/s",
+      ours: round(ours.stepsPerSec),
+      tfjs_webgpu: round(tf?.stepsPerSec),
+      torch_cpu: round(th?.steps_per_s),
+      ratio_vs_tfjs: ratio(round(ours.stepsPerSec), round(tf?.stepsPerSec)),
+      ratio_vs_torch_cpu: ratio(round(ours.stepsPerSec), round(th?.steps_per_s)),
+      loss: [round(ours.lossFirst), round(ours.lossLast)],
+      ...(tf ? { tfjs_loss: [round(tf.lossFirst), round(tf.lossLast)] } : {}),
+      ...(th ? { torch_loss: [round(th.loss_first), round(th.loss_last)] } : {}),
+      config: { hidden: cfg.hidden, depth: cfg.depth, steps: cfg.steps, reps: cfg.reps },
+      ...(torch ? { torch_threads: torch.threads } : {}),
+      ...(tfSkip ? { tfjs_skipped: tfSkip } : {}),
+      ...(torchSkip ? { torch_skipped: torchSkip } : {}),
+    });
+  }
+  return records;
+}
