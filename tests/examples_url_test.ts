@@ -11,9 +11,12 @@ const TYPES: Record<string, string> = {
   ".json": "application/json",
 };
 
-function serveRepo(): { url: string; close: () => Promise<void> } {
+function serveRepo(
+  extra: Record<string, string> = {},
+): { url: string; close: () => Promise<void> } {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const path = decodeURIComponent(new URL(req.url).pathname);
+    if (extra[path]) return new Response(await Deno.readFile(extra[path]));
     if (path.includes("..")) return new Response("bad path", { status: 400 });
     try {
       const body = await Deno.readFile(new URL(`.${path}`, ROOT));
@@ -45,5 +48,51 @@ Deno.test("examples/quickstart.ts runs from a URL with no permissions and report
     assert.ok(Number.isFinite(last.kl) && last.kl >= 0, JSON.stringify(last));
   } finally {
     await srv.close();
+  }
+});
+
+Deno.test("examples/sample_checkpoint.ts runs from a URL and loads a checkpoint from a URL", async () => {
+  const { main: train } = await import("../tasks/train_cfm.ts");
+  const dir = await Deno.makeTempDir();
+  await train([
+    "--max-train-steps=20",
+    "--batch-size=64",
+    "--hidden=16",
+    "--output-dir",
+    dir,
+    "--exp-name",
+    "r",
+    "--sample-every=0",
+  ]);
+  const srv = serveRepo({ "/__ckpt.safetensors": `${dir}/r/checkpoints/last.safetensors` });
+  try {
+    const out = await new Deno.Command("deno", {
+      args: [
+        "run",
+        "--no-prompt",
+        "--quiet",
+        "--allow-net=127.0.0.1",
+        `--allow-write=${dir}`,
+        `${srv.url}/examples/sample_checkpoint.ts`,
+        `${srv.url}/__ckpt.safetensors`,
+        `${dir}/s.png`,
+        "10",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, `sample_checkpoint from URL failed:\n${stderr}`);
+    assert.match(
+      new TextDecoder().decode(out.stdout),
+      /10 velocity evaluations, checkpoint step 20/,
+    );
+    const png = await Deno.readFile(`${dir}/s.png`);
+    // PNG signature, then an IHDR chunk.
+    assert.deepEqual([...png.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10]);
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

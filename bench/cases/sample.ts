@@ -93,7 +93,7 @@ export async function sampleCase(ctx: CaseContext): Promise<BenchRecord[]> {
     torch_cpu: round(th),
     ratio_vs_torch_cpu: ratio(round(ours), round(th)),
     ms: { ours: round(ms), torch: round(torch?.ms) },
-    reps: ts.length,
+    reps: { ours: ts.length, torch: torch?.reps ?? null },
     ...(torch ? { torch_threads: torch.threads } : {}),
     ...(torchSkip ? { torch_skipped: torchSkip } : {}),
   }];

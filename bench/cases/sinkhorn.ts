@@ -73,7 +73,7 @@ export async function sinkhornCase(ctx: CaseContext): Promise<BenchRecord[]> {
   const warmup = 1, reps = ctx.smoke ? 1 : 3;
   let torch: Awaited<ReturnType<typeof torchSinkhorn>> = null, torchSkip: string | undefined;
   try {
-    torch = await torchSinkhorn({ n, dims, iters, reg, warmup, reps: ctx.smoke ? 1 : 5 });
+    torch = await torchSinkhorn({ n, dims, iters, reg, warmup, reps });
     if (!torch) torchSkip = "PyTorch is not installed (or python3 is not allowed to run)";
   } catch (e) {
     torchSkip = why(e);
