@@ -61,6 +61,11 @@ export interface MapSpec {
   extraWords?: number;
   /** Four elements per invocation (no input may be strided; see `unaryKernel`). */
   vec4?: boolean;
+  /**
+   * The row length C of "row"/"row4" inputs is a power of two: index with a mask instead of
+   * `%` (x86 has no vector integer division, so llvmpipe runs one scalar divide per lane).
+   */
+  rowPow2?: boolean;
 }
 
 /**
@@ -119,6 +124,8 @@ export function mapKernel(spec: MapSpec): string {
   });
   // The row length C is the last collapsed axis (parameter word `rank`).
   const rowLen = pw(rank);
+  const mod = (x: string, len: string) =>
+    spec.rowPow2 ? `((${x}) & (${len} - 1u))` : `((${x}) % ${len})`;
   let main: string;
   if (v4) {
     // Rows of C % 4 == 0 hold whole vec4s: the vec4 at i of the output lines up with the vec4
@@ -127,7 +134,7 @@ export function mapKernel(spec: MapSpec): string {
       m === "contiguous"
         ? `let w${k} = I${k}[i];`
         : m === "row4"
-        ? `let w${k} = I${k}[i % (${rowLen} / 4u)];`
+        ? `let w${k} = I${k}[${mod("i", `(${rowLen} / 4u)`)}];`
         : m === "row"
         ? ""
         : `let w${k} = I${k}[0];`
@@ -138,7 +145,7 @@ export function mapKernel(spec: MapSpec): string {
           m === "contiguous" || m === "row4"
             ? `w${k}.${c}`
             : m === "row"
-            ? `I${k}[(4u * i + ${ci}u) % ${rowLen}]`
+            ? `I${k}[${mod(`4u * i + ${ci}u`, rowLen)}]`
             : `w${k}`
         };`
       );
@@ -161,7 +168,7 @@ ${spec.outs.map((_, j) => `O${j}[i] = r${j};`).join("\n")}
         : m === "scalar"
         ? "0"
         : m === "row" || m === "row4"
-        ? `i % ${rowLen}`
+        ? mod("i", rowLen)
         : `o${k}`;
     const loads = modes.map((m, k) => `let in${k}: f32 = I${k}[${at(m, k)}];`);
     main = `${main1d(pw(0))}

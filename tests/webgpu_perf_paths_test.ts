@@ -78,6 +78,7 @@ Deno.test({
       [[256, 256], [256]],
       [[33, 8], [8]],
       [[7, 3], [3]],
+      [[9, 2], [2]],
       [[5, 6], [1, 6]],
       [[2, 3, 8], [8]],
       [[3, 1, 5], [5]],
@@ -108,37 +109,41 @@ Deno.test({
   name: "WebGPUBackend.fused/where mix a row vector with strided and scalar inputs",
   ignore: !HAS_WEBGPU,
   fn: async () => {
-    // A transposed input forces the scalar (non-vec4) kernel; the row is read at i % C there.
-    const shape = [9, 12];
-    const x = randData(9 * 12, 11), row = randData(12, 12), s = new Float32Array([0.5]);
-    const xT = [1, 9]; // x stored as [12, 9], read transposed
-    const rowSt = [0, 1], sSt = [0, 0];
-    const expr = {
-      kind: "binary" as const,
-      op: "mul" as const,
-      a: {
+    // A transposed input forces the scalar (non-vec4) kernel; the row is read at i % C there
+    // (C = 12) or i & (C − 1) (C = 16, a power of two).
+    for (const C of [12, 16]) {
+      const shape = [9, C];
+      const x = randData(9 * C, 11), row = randData(C, 12), s = new Float32Array([0.5]);
+      const xT = [1, 9]; // x stored as [C, 9], read transposed
+      const rowSt = [0, 1], sSt = [0, 0];
+      const expr = {
         kind: "binary" as const,
-        op: "add" as const,
-        a: { kind: "input" as const, index: 0 },
-        b: { kind: "input" as const, index: 1 },
-      },
-      b: { kind: "input" as const, index: 2 },
-    };
-    const ins = [x, row, s].map((d) => GPU.upload(d));
-    const [out] = GPU.fused!([expr], ins, [xT, rowSt, sSt], shape);
-    const got = await GPU.read(out!);
-    const cIns = [x, row, s].map((d) => CPU.upload(d));
-    const [cOut] = CPU.fused!([expr], cIns, [xT, rowSt, sSt], shape);
-    const want = await CPU.read(cOut!);
-    assertClose(got, want, { rtol: 0, atol: 0, msg: "fused strided + row + scalar" });
-    // where(cond row, a, b) in a vec4 kernel.
-    const cond = Float32Array.from({ length: 12 }, (_, i) => (i % 3 === 0 ? 1 : 0));
-    const cb = GPU.upload(cond), ab = GPU.upload(x), bb = GPU.upload(new Float32Array([-7]));
-    const w = await GPU.read(GPU.where(cb, rowSt, ab, stridesOf(shape), bb, sSt, shape));
-    for (let i = 0; i < w.length; i++) {
-      assert.equal(w[i], cond[i % 12] ? x[i] : -7, `where element ${i}`);
+        op: "mul" as const,
+        a: {
+          kind: "binary" as const,
+          op: "add" as const,
+          a: { kind: "input" as const, index: 0 },
+          b: { kind: "input" as const, index: 1 },
+        },
+        b: { kind: "input" as const, index: 2 },
+      };
+      const ins = [x, row, s].map((d) => GPU.upload(d));
+      const [out] = GPU.fused!([expr], ins, [xT, rowSt, sSt], shape);
+      const got = await GPU.read(out!);
+      const cIns = [x, row, s].map((d) => CPU.upload(d));
+      const [cOut] = CPU.fused!([expr], cIns, [xT, rowSt, sSt], shape);
+      const want = await CPU.read(cOut!);
+      assertClose(got, want, { rtol: 0, atol: 0, msg: `fused strided + row + scalar, C = ${C}` });
+      // where(cond row, a, b) in a vec4 kernel.
+      const cond = Float32Array.from({ length: C }, (_, i) => (i % 3 === 0 ? 1 : 0));
+      const cb = GPU.upload(cond), ab = GPU.upload(x), bb = GPU.upload(new Float32Array([-7]));
+      const w = await GPU.read(GPU.where(cb, rowSt, ab, stridesOf(shape), bb, sSt, shape));
+      for (let i = 0; i < w.length; i++) {
+        assert.equal(w[i], cond[i % C] ? x[i] : -7, `where element ${i} (C = ${C})`);
+      }
+      for (const st of [...ins, out!, cb, ab, bb]) GPU.free(st);
+      for (const st of [...cIns, cOut!]) CPU.free(st);
     }
-    for (const st of [...ins, out!, cb, ab, bb]) GPU.free(st);
   },
 });
 

@@ -342,6 +342,9 @@ export class WebGPUBackend implements Backend {
     });
     // Without strided inputs each invocation handles four elements (see unaryKernel).
     const vec4 = !modes.includes("strided");
+    const rowLen = c.shape[last] ?? 1;
+    const rowPow2 = (modes.includes("row") || modes.includes("row4")) &&
+      (rowLen & (rowLen - 1)) === 0;
     let code: () => string;
     if (typeof body === "function") {
       const e = body(mapParamWords(rank, modes));
@@ -356,12 +359,16 @@ export class WebGPUBackend implements Backend {
           outs: e.outs,
           extraWords: e.scalars.length,
           vec4,
+          rowPow2,
         });
     } else {
       const b = body;
-      code = () => mapKernel({ helpers: WGSL_HELPERS, modes, rank, body: b, outs, vec4 });
+      code = () => mapKernel({ helpers: WGSL_HELPERS, modes, rank, body: b, outs, vec4, rowPow2 });
     }
-    const k = this.runtime.kernel(`map:${key}:${modes.join(",")}:${rank}`, code);
+    const k = this.runtime.kernel(
+      `map:${key}:${modes.join(",")}:${rank}${rowPow2 ? ":p2" : ""}`,
+      code,
+    );
     this.runtime.dispatch(
       k,
       [...bufs, ...res.map((r) => r.buffer!)],
