@@ -18,8 +18,12 @@ class Buf {
 
 let nextId = 1;
 
-/** A vjp rule: cotangent of the output -> cotangents of the inputs (null = no gradient). */
-export type VjpRule = (g: Tensor) => (Tensor | null)[];
+/**
+ * A vjp rule: cotangent of the output -> cotangents of the inputs (null = no gradient).
+ * `need[i]` says whether input i is differentiated at all; rules skip the work for the others
+ * (e.g. a network's input batch, or constants fed to a matmul).
+ */
+export type VjpRule = (g: Tensor, need: readonly boolean[]) => (Tensor | null)[];
 /** A jvp rule: tangents of the inputs (null = zero) -> tangent of the output. */
 export type JvpRule = (tangents: (Tensor | null)[]) => Tensor | null;
 

@@ -33,7 +33,8 @@ function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[])
     const g = cot.get(node.out);
     if (!g) continue;
     if (!want.has(node.out)) cot.delete(node.out);
-    const gs = node.vjp(g);
+    const need = node.inputs.map((x) => x._tapes?.has(tape.id) === true);
+    const gs = node.vjp(g, need);
     node.inputs.forEach((x, j) => {
       const gx = gs[j];
       if (!gx || !x._tapes?.has(tape.id)) return;

@@ -259,7 +259,10 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   // Output first, then rules (the div/pow rules read `out`; see `unary`).
   const out = Tensor._fromStorage(s, shape, be);
   attachRules(out, [a, b], {
-    vjp: (g) => [sumTo(da(g), a.shape), sumTo(db(g), b.shape)],
+    vjp: (g, need) => [
+      need[0] === false ? null : sumTo(da(g), a.shape),
+      need[1] === false ? null : sumTo(db(g), b.shape),
+    ],
     jvp: ([ta, tb]) => {
       const pa = ta ? da(ta) : null;
       const pb = tb ? db(tb) : null;
@@ -294,10 +297,10 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   );
   const zero = () => zerosOn(be, [1]);
   return applyPrim([cond, a, b], s, shape, be, {
-    vjp: (g) => [
+    vjp: (g, need) => [
       null,
-      sumTo(where(cond, g, zero()), a.shape),
-      sumTo(where(cond, zero(), g), b.shape),
+      need[1] === false ? null : sumTo(where(cond, g, zero()), a.shape),
+      need[2] === false ? null : sumTo(where(cond, zero(), g), b.shape),
     ],
     // A missing tangent is zeros of its primal's shape, so the tangent broadcasts to the
     // output's shape; cond is piecewise constant (its tangent alone gives zero).
@@ -550,8 +553,9 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   }
   const out = Tensor._fromStorage(dst, shape, be);
   attachRules(out, xs, {
-    vjp: (g) =>
+    vjp: (g, need) =>
       xs.map((x, i) => {
+        if (need[i] === false) return null;
         const b = new Array<number>(shape.length).fill(0);
         b[ax] = offsets[i]!;
         return slice(g, b, x.shape);
@@ -762,15 +766,19 @@ export function matmul(
   });
   const shape = [...batchShape, m, n];
   return applyPrim([a, b], s, shape, be, {
-    vjp: (g) => {
+    vjp: (g, need) => {
       // C = op(A) op(B): dA = g op(B)^T (transposed back if transA), dB likewise.
-      const ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, {
-        transB: !transB,
-      });
-      const gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, {
-        transA: !transA,
-      });
-      return [sumTo(ga, a.shape), sumTo(gb, b.shape)];
+      const ga = need[0] === false
+        ? null
+        : transA
+        ? matmul(b, g, { transA: transB, transB: true })
+        : matmul(g, b, { transB: !transB });
+      const gb = need[1] === false
+        ? null
+        : transB
+        ? matmul(g, a, { transA: true, transB: transA })
+        : matmul(a, g, { transA: !transA });
+      return [ga && sumTo(ga, a.shape), gb && sumTo(gb, b.shape)];
     },
     jvp: ([ta, tb]) => {
       const p = ta ? matmul(ta, b, { transA, transB }) : null;
