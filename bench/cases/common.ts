@@ -24,7 +24,7 @@ export type BenchRecord = Record<string, unknown>;
  * @example
  * ```ts
  * import { round } from "./common.ts";
- * if (round(1.234567, 1) !== 1.235 || round(NaN) !== null) throw new Error("bad");
+ * if (round(1.234567, 1) !== 1.23 || round(NaN) !== null) throw new Error("bad");
  * ```
  */
 export function round(x: number | null | undefined, d = 3): number | null {
