@@ -18,7 +18,14 @@ import { type Tensor, tidy } from "../tensor.ts";
 import { add, cos, less, mul, sigmoid, square, sub } from "../ops/ops.ts";
 import { checkChoice, checkNumber } from "../_util.ts";
 
-/** The schedule names, as SV's `--proj-weight-schedule` spells them. */
+/**
+ * The schedule names, as SV's `--proj-weight-schedule` spells them.
+ * @example
+ * ```ts
+ * import { PROJ_WEIGHT_SCHEDULES } from "../../mod.ts";
+ * console.log(PROJ_WEIGHT_SCHEDULES.includes("sigmoid")); // true
+ * ```
+ */
 export const PROJ_WEIGHT_SCHEDULES = ["hard", "hard_high", "sigmoid", "cosine", "snr"] as const;
 /** A schedule name. */
 export type ProjWeightSchedule = typeof PROJ_WEIGHT_SCHEDULES[number];

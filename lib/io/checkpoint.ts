@@ -39,7 +39,19 @@ export interface Checkpoint {
   extra?: Record<string, unknown>;
 }
 
-/** A checkpoint could not be read: truncated, corrupted, or not a flowgpu checkpoint. */
+/**
+ * A checkpoint could not be read: truncated, corrupted, or not a flowgpu checkpoint.
+ * @example
+ * ```ts
+ * import { CheckpointError, decodeCheckpoint } from "../../mod.ts";
+ * try {
+ *   decodeCheckpoint(new Uint8Array(3), "bad.safetensors");
+ * } catch (e) {
+ *   console.log(e instanceof RangeError, (e as Error).message);
+ * }
+ * console.log(typeof CheckpointError);
+ * ```
+ */
 export class CheckpointError extends FileFormatError {
   /** Create an error naming the checkpoint file. */
   constructor(file: string, message: string) {

@@ -13,7 +13,14 @@ import { encodePng, type RgbaImage } from "./png.ts";
 /** An RGB colour, 0..255 per channel. */
 export type Rgb = readonly [number, number, number];
 
-/** The matplotlib "tab10" colours, used for labels and series in order. */
+/**
+ * The matplotlib "tab10" colours, used for labels and series in order.
+ * @example
+ * ```ts
+ * import { PALETTE } from "../../mod.ts";
+ * console.log(PALETTE.length > 0);
+ * ```
+ */
 export const PALETTE: readonly Rgb[] = [
   [31, 119, 180],
   [255, 127, 14],

@@ -103,7 +103,14 @@ export async function fisherDivergence(
   return out;
 }
 
-/** The targets whose variance `varianceCurves` measures. */
+/**
+ * The targets whose variance `varianceCurves` measures.
+ * @example
+ * ```ts
+ * import { VARIANCE_TARGETS } from "../../mod.ts";
+ * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm"]
+ * ```
+ */
 export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm"] as const;
 /** A target name for `varianceCurves`. */
 export type VarianceTarget = typeof VARIANCE_TARGETS[number];

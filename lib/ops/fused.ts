@@ -12,7 +12,15 @@ import { broadcastShapes, broadcastStrides } from "../shape.ts";
 import { binary, unary, where } from "./prims.ts";
 import { full } from "./ops.ts";
 
-/** A node of a fused expression (build with the methods, or with `fx`). */
+/**
+ * A node of a fused expression (build with the methods, or with `fx`).
+ * @example
+ * ```ts
+ * import { fused, tensor } from "../../mod.ts";
+ * const [y] = fused([tensor([1, 2])], (x) => x.mul(2).add(1)); // x is an Fx
+ * console.log(await y!.data()); // [3, 5]
+ * ```
+ */
 export class Fx {
   /** @internal */
   constructor(readonly node: FusedExpr) {}
