@@ -310,6 +310,24 @@ export interface Backend {
     inputStrides: readonly (readonly number[])[],
     outShape: readonly number[],
   ): Storage[];
+  /**
+   * log Σ exp(x + v) along one axis of a contiguous `x [rows, cols]` in one pass (online
+   * max and sum; one kernel on WebGPU): axis 1 gives `out[i] = log Σ_j exp(x[i, j] + v[j])`
+   * (v has `cols` elements, out `rows`), axis 0 gives `out[j] = log Σ_i exp(x[i, j] + v[i])`
+   * (v has `rows`, out `cols`). x + v is rounded to f32 first, as `binary("add")` would. Any
+   * NaN term gives NaN; an all −∞ (or empty) line gives −∞. The result is written as
+   * `scale · lse + shift` (default 1, 0). Optional: when absent, `lib/ops/lse.ts` composes
+   * `logSumExp(add(x, v))`.
+   */
+  logSumExpAdd?(
+    x: Storage,
+    v: Storage,
+    rows: number,
+    cols: number,
+    axis: 0 | 1,
+    scale?: number,
+    shift?: number,
+  ): Storage;
 }
 
 /**

@@ -324,6 +324,45 @@ export class CpuBackend implements Backend {
       return this.#wrap(own);
     });
   }
+  logSumExpAdd(
+    x: Storage,
+    v: Storage,
+    rows: number,
+    cols: number,
+    axis: 0 | 1,
+    scale = 1,
+    shift = 0,
+  ): Storage {
+    const xs = d(x), vs = d(v);
+    const outN = axis === 1 ? rows : cols;
+    // The same online recurrence as kernels/lse.ts, in f64: state (m, s) with
+    // s = Σ exp(x − m) over the terms that are not −∞, rescaled when m grows.
+    const m = new Float64Array(outN).fill(-Infinity), s = new Float64Array(outN);
+    const bad = new Uint8Array(outN);
+    const step = (o: number, t: number) => {
+      if (Number.isNaN(t)) bad[o] = 1;
+      else if (t > m[o]!) {
+        s[o] = (m[o] === -Infinity ? 0 : s[o]! * Math.exp(m[o]! - t)) + 1;
+        m[o] = t;
+      } else if (t !== -Infinity) s[o]! += Math.exp(t - m[o]!);
+    };
+    const f32 = new Float32Array(1);
+    for (let i = 0; i < rows; i++) {
+      const base = i * cols;
+      for (let j = 0; j < cols; j++) {
+        f32[0] = xs[base + j]! + vs[axis === 1 ? j : i]!;
+        step(axis === 1 ? i : j, f32[0]!);
+      }
+    }
+    const o = new Float32Array(outN);
+    for (let k = 0; k < outN; k++) {
+      const mk = m[k]!;
+      const r = bad[k] ? NaN : mk === Infinity || mk === -Infinity ? mk : mk + Math.log(s[k]!);
+      // f32 steps, as the kernel's epilogue: scale · f32(lse) + shift.
+      o[k] = Math.fround(Math.fround(scale) * Math.fround(r)) + Math.fround(shift);
+    }
+    return this.#wrap(o);
+  }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     const o = new Float32Array(size);
     const u = new Uint32Array(o.buffer);

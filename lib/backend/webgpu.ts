@@ -41,6 +41,13 @@ import {
 } from "../../kernels/elementwise.ts";
 import { reduceColsKernel, reduceGroupKernel, reduceThreadKernel } from "../../kernels/reduce.ts";
 import { gatherKernel, scatterAddKernel } from "../../kernels/gather.ts";
+import {
+  LSE_COL_TILE,
+  lseColGroupKernel,
+  lseColThreadKernel,
+  lseRowGroupKernel,
+  lseRowThreadKernel,
+} from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
 import { buildMatmul, isCpuAdapter } from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
@@ -627,6 +634,49 @@ export class WebGPUBackend implements Backend {
     const out = this.#new(outN);
     const k = this.runtime.kernel("scatterAdd", scatterAddKernel);
     this.runtime.dispatch(k, [sb, ib, out.buffer!], [outN, n, dimSize, inner], this.#grid(outN));
+    return out;
+  }
+
+  /**
+   * @internal Force the `logSumExpAdd` strategy (tests, benchmarks): one invocation per output
+   * (`"thread"`) or one workgroup per output (`"group"`); by default CPU adapters use threads.
+   */
+  lseStrategy: "thread" | "group" | undefined = undefined;
+
+  logSumExpAdd(
+    x: Storage,
+    v: Storage,
+    rows: number,
+    cols: number,
+    axis: 0 | 1,
+    scale = 1,
+    shift = 0,
+  ): Storage {
+    const xb = this.#buf(x, "x"), vb = this.#buf(v, "v");
+    const outN = axis === 1 ? rows : cols;
+    const out = this.#new(outN);
+    if (outN === 0) return out;
+    // Measured on lavapipe, [1024, 1024]: threads read each line once without barriers and
+    // win there; workgroups with a shared-memory merge keep GPUs busy when lines are few.
+    const group = (this.lseStrategy ?? (this.#cpuAdapter ? "thread" : "group")) === "group";
+    const params = [rows, cols, f32Bits(scale), f32Bits(shift)];
+    const bufs = [xb, vb, out.buffer!];
+    const vec4 = cols % 4 === 0;
+    if (axis === 1 && group) {
+      const k = this.runtime.kernel("lseRowG", lseRowGroupKernel);
+      this.runtime.dispatch(k, bufs, params, this.#grid(rows, 1));
+    } else if (axis === 1) {
+      const wg = this.#cpuAdapter ? 8 : 64;
+      const k = this.runtime.kernel(`lseRowT:${vec4}:${wg}`, () => lseRowThreadKernel(vec4, wg));
+      this.runtime.dispatch(k, bufs, params, this.#grid(rows, wg));
+    } else if (group) {
+      const k = this.runtime.kernel("lseColG", lseColGroupKernel);
+      this.runtime.dispatch(k, bufs, params, this.#grid(cols, LSE_COL_TILE[0]));
+    } else {
+      const wg = this.#cpuAdapter ? 8 : 64;
+      const k = this.runtime.kernel(`lseColT:${vec4}:${wg}`, () => lseColThreadKernel(vec4, wg));
+      this.runtime.dispatch(k, bufs, params, this.#grid(vec4 ? cols / 4 : cols, wg));
+    }
     return out;
   }
 

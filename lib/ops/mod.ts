@@ -34,3 +34,4 @@ registerTensorOps({
 
 export * from "./ops.ts";
 export { fused, Fx, fx } from "./fused.ts";
+export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
