@@ -258,6 +258,7 @@ export interface Backend {
   readSync?(s: Storage): Float32Array;
   alloc(size: number): Storage;
   free(s: Storage): void;
+  /** Bytes of storages allocated and not yet freed (garbage-collected leaks still count). */
   liveBytes(): number;
   /** Submit recorded work (no-op on CPU). */
   flush(): void;
