@@ -46,6 +46,23 @@ export interface MatmulBuildOptions {
   lanes?: "rows" | "cols";
   /** Workgroup `[x, y]` in the `direct` family (x is the lane axis); default one SIMD chunk. */
   workgroup?: [number, number];
+  /** Applied to each output element as it is stored (see {@linkcode MatmulEpilogue}). */
+  epilogue?: MatmulEpilogue;
+}
+
+/**
+ * A store-time epilogue: `C[.., j] = act(acc + bias[j])`. Fusing it saves the bias-add and
+ * activation dispatches of a linear layer, and two full passes over the output.
+ */
+export interface MatmulEpilogue {
+  /** Whether a bias row vector `[n]` is bound at `@binding(3)` (the uniform moves to 4). */
+  bias: boolean;
+  /** Activation name (enters the cache key), or null for none. */
+  act: string | null;
+  /** WGSL expression over `x` for the activation (from the backend's `UNARY` table). */
+  actWgsl?: string;
+  /** WGSL helper functions `actWgsl` calls (the backend's `WGSL_HELPERS`). */
+  helpers?: string;
 }
 
 interface DirectShape {
@@ -96,7 +113,9 @@ function checkGeom(g: MatmulGeom): void {
  * `batch, m, n, k, transA, transB, aBatchStride, bBatchStride`. A is `[batch, m, k]`
  * (`[batch, k, m]` if `transA`), B is `[batch, k, n]` (`[batch, n, k]` if `transB`); a batch
  * stride of 0 broadcasts that operand. Buffers must be bound at offset 0 (or any multiple of
- * 16 bytes), because aligned layouts read them as `array<vec4<f32>>`.
+ * 16 bytes), because aligned layouts read them as `array<vec4<f32>>`. With `opts.epilogue`,
+ * each stored element becomes `act(acc + bias[col])`; a bias takes `@binding(3)` and the
+ * uniform moves to `@binding(4)`.
  *
  * @example
  * ```ts
@@ -121,7 +140,11 @@ export function buildMatmul(
     opts.variant ?? (isCpuAdapter(adapter) ? "direct" : "tiled"),
     ["direct", "tiled"] as const,
   );
-  if (variant === "tiled") return buildTiled(g);
+  const epi = opts.epilogue;
+  if (epi && epi.act !== null && !epi.actWgsl) {
+    throw new TypeError(`Expected matmul epilogue actWgsl for activation "${epi.act}"`);
+  }
+  if (variant === "tiled") return buildTiled(g, epi);
   const auto = directDefaults(g, simdLanes(adapter));
   const shape: DirectShape = {
     rows: checkInt("matmul rows per invocation", opts.rows ?? auto.rows, 1, 32),
@@ -136,7 +159,7 @@ export function buildMatmul(
   const [wx, wy] = shape.workgroup!;
   checkInt("matmul workgroup x", wx, 1, 256);
   checkInt("matmul workgroup y", wy, 1, 256 / wx);
-  return buildDirect(g, shape);
+  return buildDirect(g, shape, epi);
 }
 
 const PARAMS = `struct Params {
@@ -144,14 +167,28 @@ const PARAMS = `struct Params {
   transA: u32, transB: u32, aBatchStride: u32, bBatchStride: u32,
 }`;
 
-function bindings(aVec: boolean, bVec: boolean, cVec: boolean): string {
+function bindings(aVec: boolean, bVec: boolean, cVec: boolean, epi?: MatmulEpilogue): string {
   const t = (v: boolean) => (v ? "array<vec4<f32>>" : "array<f32>");
+  const bias = epi?.bias ?? false;
   return `${PARAMS}
 @group(0) @binding(0) var<storage, read> A: ${t(aVec)};
 @group(0) @binding(1) var<storage, read> B: ${t(bVec)};
 @group(0) @binding(2) var<storage, read_write> C: ${t(cVec)};
-@group(0) @binding(3) var<uniform> P: Params;`;
+${bias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;\n" : ""}\
+@group(0) @binding(${bias ? 4 : 3}) var<uniform> P: Params;${epi ? epilogueFn(epi) : ""}`;
 }
+
+// `epi_(acc, col)`: bias add then activation, applied as each output element is stored.
+function epilogueFn(e: MatmulEpilogue): string {
+  return `
+${e.act !== null ? e.helpers ?? "" : ""}
+fn epi_(z: f32, col: u32) -> f32 {
+  let x = ${e.bias ? "z + Bias[col]" : "z"};
+  return ${e.act !== null ? e.actWgsl : "x"};
+}`;
+}
+
+const epiKey = (e?: MatmulEpilogue) => (e ? `/epi:${e.bias ? "b" : "-"}:${e.act ?? "-"}` : "");
 
 const ceilDiv = (a: number, b: number) => Math.floor((a + b - 1) / b);
 const cap = (x: number) => Math.max(1, Math.min(MAX_WG, x));
@@ -192,7 +229,7 @@ function directDefaults(
   return { rows, vecs: cols / 4, lanes: along };
 }
 
-function buildDirect(g: MatmulGeom, o: DirectShape): MatmulKernel {
+function buildDirect(g: MatmulGeom, o: DirectShape, epi?: MatmulEpilogue): MatmulKernel {
   const { rows: R, vecs: V, unroll: KU, lanes } = o;
   const { transA, transB } = g;
   // vec4 reads need every row start (and batch offset) on a 16-byte boundary.
@@ -299,32 +336,54 @@ function buildDirect(g: MatmulGeom, o: DirectShape): MatmulKernel {
     for (const v of vv) tail.push(`acc${r}_${v} = fma(at${r}, bt${v}, acc${r}_${v});`);
   }
 
+  // A bias add or relu is applied in each unrolled store (cheap to inline). Other
+  // activations re-read the block just stored in a loop instead: inlined 256 times, gelu's
+  // erf made a 16 × 16 pipeline take ~3 s to compile on llvmpipe.
+  const inline = !!epi && (epi.act === null || epi.act === "relu");
   const store: string[] = [];
   for (const r of rr) {
     const row = `row0 + ${r}u`;
     for (const v of vv) {
+      const acc = `acc${r}_${v}`;
       if (cVec) {
+        const val = inline
+          ? `vec4<f32>(${q4.map((c) => `epi_(${acc}.${X[c]}, cv${v} + ${c}u)`).join(", ")})`
+          : acc;
         store.push(
-          `if (${row} < m && cv${v} < n) { C[(cOff + (${row}) * n + cv${v}) / 4u] = acc${r}_${v}; }`,
+          `if (${row} < m && cv${v} < n) { C[(cOff + (${row}) * n + cv${v}) / 4u] = ${val}; }`,
         );
       } else {
         for (const c of q4) {
+          const val = inline ? `epi_(${acc}.${X[c]}, cv${v} + ${c}u)` : `${acc}.${X[c]}`;
           store.push(
             `if (${row} < m && cv${v} + ${c}u < n) { C[cOff + (${row}) * n + cv${v} + ${c}u] = ` +
-              `acc${r}_${v}.${X[c]}; }`,
+              `${val}; }`,
           );
         }
       }
     }
   }
 
+  if (epi && !inline) {
+    const at = (i: string) => (cVec ? `C[${i} / 4u][${i} % 4u]` : `C[${i}]`);
+    store.push(
+      `for (var r = 0u; r < ${R}u; r++) {`,
+      `  let row = row0 + r;`,
+      `  if (row >= m) { break; }`,
+      `  for (var c = 0u; c < ${4 * V}u; c++) {`,
+      `    let col = col0 + c;`,
+      `    if (col < n) { let i = cOff + row * n + col; ${at("i")} = epi_(${at("i")}, col); }`,
+      `  }`,
+      `}`,
+    );
+  }
   const [rbExpr, cbExpr] = lanes === "cols" ? ["y", "x"] : ["x", "y"];
   // With a workgroup one invocation deep on an axis, index it by workgroup_id: the shader
   // compiler then knows it is uniform, and llvmpipe turns the loads it feeds into one scalar
   // load instead of a per-lane loop.
   const start = (axis: string, w: number) => (w === 1 ? `wid.${axis}` : `gid.${axis}`);
   const wRB = lanes === "cols" ? wy : wx, wCB = lanes === "cols" ? wx : wy;
-  const code = `${bindings(aVec, bVec, cVec)}
+  const code = `${bindings(aVec, bVec, cVec, epi)}
 
 fn block(bz: u32, row0: u32, col0: u32) {
   let m = P.m; let n = P.n; let k = P.k;
@@ -365,7 +424,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 `;
   const key = `matmul/direct/${R}x${4 * V}k${KU}/${lanes}/w${wx}x${wy}/` +
     `${transA ? "T" : "N"}${transB ? "T" : "N"}/${aVec ? "v" : "s"}${bVec ? "v" : "s"}` +
-    `${cVec ? "v" : "s"}`;
+    `${cVec ? "v" : "s"}${epiKey(epi)}`;
   const rbWG = ceilDiv(rowBlocks, wRB), cbWG = ceilDiv(colBlocks, wCB);
   const workgroups: [number, number, number] = lanes === "cols"
     ? [cap(cbWG), cap(rbWG), cap(g.batch)]
@@ -378,7 +437,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 
 const TM = 64, TN = 64, TK = 16;
 
-function buildTiled(g: MatmulGeom): MatmulKernel {
+function buildTiled(g: MatmulGeom, epi?: MatmulEpilogue): MatmulKernel {
   const { transA, transB } = g;
   // Global→shared loads map consecutive invocations to consecutive addresses in whichever
   // layout the operand has, so each load wave is coalesced.
@@ -391,7 +450,7 @@ function buildTiled(g: MatmulGeom): MatmulKernel {
     : `let kk = e / ${TN}u; let cc = e % ${TN}u;`;
   const bIdx = transB ? `bOff + gc * k + gk` : `bOff + gk * n + gc`;
   const per = (TM * TK) / 256;
-  const code = `${bindings(false, false, false)}
+  const code = `${bindings(false, false, false, epi)}
 
 var<workgroup> As: array<array<f32, ${TM}>, ${TK}>;
 var<workgroup> Bs: array<array<f32, ${TN}>, ${TK}>;
@@ -450,7 +509,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
           let gr = row0 + lid.y + 16u * r;
           for (var c = 0u; c < 4u; c++) {
             let gc = col0 + lid.x + 16u * c;
-            if (gr < m && gc < n) { C[cOff + gr * n + gc] = acc[r][c]; }
+            if (gr < m && gc < n) { C[cOff + gr * n + gc] = ${
+    epi ? "epi_(acc[r][c], gc)" : "acc[r][c]"
+  }; }
           }
         }
       }
@@ -458,7 +519,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   }
 }
 `;
-  const key = `matmul/tiled/${TM}x${TN}x${TK}/${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+  const key = `matmul/tiled/${TM}x${TN}x${TK}/${transA ? "T" : "N"}${transB ? "T" : "N"}${
+    epiKey(epi)
+  }`;
   const workgroups: [number, number, number] = [
     cap(ceilDiv(g.n, TN)),
     cap(ceilDiv(g.m, TM)),

@@ -288,6 +288,18 @@ export interface Backend {
   /** Reduce `x` of `shape` over sorted `axes`; the result is contiguous over the kept axes. */
   reduce(op: ReduceOp, x: Storage, shape: readonly number[], axes: readonly number[]): Storage;
   matmul(a: Storage, b: Storage, g: MatmulGeom): Storage;
+  /**
+   * `act(matmul(a, b) + bias)` in one pass: `bias` (size `g.n`, or null) is added along the
+   * last axis and the unary op `act` (parameter-free, or null) applied as the output is
+   * stored. Optional: when absent, `lib/ops/linear.ts` composes matmul, add and unary.
+   */
+  matmulEpilogue?(
+    a: Storage,
+    b: Storage,
+    g: MatmulGeom,
+    bias: Storage | null,
+    act: UnaryOp | null,
+  ): Storage;
   /** dst[view dstView] = src[view srcView]; both views have the same shape. */
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void;
   /** out = x indexed along `axis` by `idx` (f32 integer values). */
@@ -311,6 +323,23 @@ export interface Backend {
     inputStrides: readonly (readonly number[])[],
     outShape: readonly number[],
   ): Storage[];
+  /**
+   * The same fused expression DAG over several groups of same-sized contiguous inputs (an
+   * optimizer's p, g, m, v for every parameter) plus shared scalar storages (size ≥ 1, read at
+   * element 0): input index `i < k` of the DAG is the group's input `i`, index `k + t` is
+   * `scalars[t]`. Returns one array of fresh output storages (of the group's size) per group,
+   * computed in as few dispatches as the binding limits allow (one on WebGPU when they fit).
+   * `inPlace[t] ≥ 0` writes output t into the group's input `inPlace[t]` instead (returned as
+   * that same storage; each element is read before it is written); the caller guarantees
+   * such inputs are distinct from every other storage passed. Optional: when absent,
+   * `lib/ops/fused.ts` calls `fused` once per group.
+   */
+  fusedGroups?(
+    outputs: readonly FusedExpr[],
+    groups: readonly { readonly inputs: readonly Storage[]; readonly size: number }[],
+    scalars: readonly Storage[],
+    inPlace?: readonly number[],
+  ): Storage[][];
   /**
    * log Σ exp(x + v) along one axis of a contiguous `x [rows, cols]` in one pass (online
    * max and sum; one kernel on WebGPU): axis 1 gives `out[i] = log Σ_j exp(x[i, j] + v[j])`

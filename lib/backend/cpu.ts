@@ -226,6 +226,22 @@ export class CpuBackend implements Backend {
     }
     return this.#wrap(o);
   }
+  matmulEpilogue(
+    a: Storage,
+    b: Storage,
+    g: MatmulGeom,
+    bias: Storage | null,
+    act: UnaryOp | null,
+  ): Storage {
+    const out = this.matmul(a, b, g);
+    const o = d(out), bs = bias ? d(bias) : null, f = act ? UNARY[act].cpu : null;
+    const n = g.n;
+    for (let i = 0; i < o.length; i++) {
+      const z = bs ? Math.fround(o[i]! + bs[i % n]!) : o[i]!;
+      o[i] = f ? f(z, 0, 0) : z;
+    }
+    return out;
+  }
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
     const ds = d(dst), ss = d(src);
     forStrided(srcView.shape, [dstView.strides, srcView.strides], (_i, offs) => {
@@ -274,6 +290,30 @@ export class CpuBackend implements Backend {
       }
     }
     return this.#wrap(o);
+  }
+  fusedGroups(
+    outputs: readonly FusedExpr[],
+    groups: readonly { readonly inputs: readonly Storage[]; readonly size: number }[],
+    scalars: readonly Storage[],
+    inPlace?: readonly number[],
+  ): Storage[][] {
+    // Plain loops: the node-by-node evaluator per group, scalars broadcast by stride 0.
+    return groups.map((g) => {
+      const outs = this.fused(
+        outputs,
+        [...g.inputs, ...scalars],
+        [...g.inputs.map(() => [1]), ...scalars.map(() => [0])],
+        [g.size],
+      );
+      return outs.map((o, t) => {
+        const into = inPlace?.[t] ?? -1;
+        if (into < 0) return o;
+        const dst = g.inputs[into]!;
+        d(dst).set(d(o));
+        this.free(o);
+        return dst;
+      });
+    });
   }
   fused(
     outputs: readonly FusedExpr[],

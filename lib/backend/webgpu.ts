@@ -49,6 +49,7 @@ import {
   lseRowThreadKernel,
 } from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
+import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
 import { buildMatmul, isCpuAdapter } from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
 
@@ -87,6 +88,8 @@ function threadPerOutput(outN: number, redN: number, cpuAdapter: boolean): boole
 }
 // Distinct matmul geometries whose kernel key and grid are memoised (then the memo restarts).
 const MATMUL_MEMO_MAX = 512;
+// On CPU adapters, fusedGroups gives groups of at least this many elements their own dispatch.
+const GROUP_OWN_DISPATCH = 8192;
 // Loops longer than this use Kahan summation.
 const KAHAN_MIN = 4096;
 
@@ -177,12 +180,18 @@ export class WebGPUBackend implements Backend {
   #registry: FinalizationRegistry<{ buf: GPUBuffer; bytes: number }>;
   #adapter: { isFallback: boolean; description: string };
   #matmuls = new Map<string, { key: string; workgroups: [number, number, number] }>();
+  /**
+   * `fusedGroups` gives each group of ≥ 8192 elements a dispatch of its own (default: on CPU
+   * adapters, where a grouped kernel's branches all run masked; see `fusedGroups`).
+   */
+  fusedGroupsSplitLarge: boolean;
 
   /** @internal Use `createWebGPUBackend`. */
   constructor(rt: GpuRuntime) {
     this.runtime = rt;
     this.#adapter = { isFallback: rt.isFallback, description: rt.adapterDescription };
     this.#cpuAdapter = isCpuAdapter(this.#adapter);
+    this.fusedGroupsSplitLarge = this.#cpuAdapter;
     this.description = `webgpu: ${rt.adapterDescription}${rt.isFallback ? " [fallback]" : ""}`;
     // Storages dropped without free() return their buffers once collected, but still count in
     // liveBytes(): they were leaks, and a counter the collector changes at random moments would
@@ -446,6 +455,106 @@ export class WebGPUBackend implements Backend {
     );
   }
 
+  fusedGroups(
+    outputs: readonly FusedExpr[],
+    groups: readonly { readonly inputs: readonly Storage[]; readonly size: number }[],
+    scalars: readonly Storage[],
+    inPlace?: readonly number[],
+  ): Storage[][] {
+    const k = groups[0]?.inputs.length ?? 0, m = outputs.length, ns = scalars.length;
+    const into = outputs.map((_, t) => inPlace?.[t] ?? -1);
+    const fresh = into.filter((u) => u < 0).length;
+    const empty = () => outputs.map(() => this.#new(0));
+    const res: Storage[][] = groups.map((g) => (g.size === 0 ? empty() : []));
+    const live = groups.map((_, i) => i).filter((i) => groups[i]!.size > 0);
+    // WebGPU caps the storage buffers one shader stage may bind (maxStorageBuffersPerShaderStage:
+    // 8 by default, 8–16 on many GPUs, more on lavapipe; the runtime requests the adapter's
+    // limit). Each group binds its k inputs and the outputs not written in place, plus the
+    // ns scalars once, so the groups are split into as few dispatches as fit: Adam in place
+    // binds 4 per parameter, so one dispatch covers the 8 parameters of a small MLP on
+    // lavapipe (32) and a handful cover a large model on a GPU offering 8–16.
+    const per = Math.floor((this.runtime.maxStorageBuffers - ns) / (k + fresh));
+    if (per < 1) {
+      for (const i of live) {
+        const g = groups[i]!;
+        const outs = this.fused(
+          outputs,
+          [...g.inputs, ...scalars],
+          [...g.inputs.map(() => [1]), ...scalars.map(() => [0])],
+          [g.size],
+        );
+        res[i] = outs.map((o, t) => {
+          if (into[t]! < 0) return o;
+          const dst = g.inputs[into[t]!]!;
+          const v = { shape: [g.size], strides: [1], offset: 0 };
+          this.copyInto(dst, v, o, v);
+          this.free(o);
+          return dst;
+        });
+      }
+      return res;
+    }
+    const sbufs = scalars.map((s, t) => this.#buf(s, `scalar ${t}`));
+    // WGSL cannot index bindings dynamically, so each invocation picks its group with a chain
+    // of branches. A GPU skips the branches its workgroup does not take (group ranges are
+    // workgroup-aligned), but llvmpipe runs every branch masked: measured on lavapipe, Adam
+    // over the 8 VelocityMLP parameters (2 of 65536 elements) took 1.8 ms in one grouped
+    // dispatch against 1.0 ms in 8. So on CPU adapters a large group gets a dispatch of its
+    // own (a one-branch kernel) and only the small ones share one.
+    const large = (i: number) =>
+      this.fusedGroupsSplitLarge && groups[i]!.size >= GROUP_OWN_DISPATCH;
+    const chunks: number[][] = live.filter(large).map((i) => [i]);
+    const small = live.filter((i) => !large(i));
+    for (let c = 0; c < small.length; c += per) chunks.push(small.slice(c, c + per));
+    for (const chunk of chunks) {
+      const G = chunk.length;
+      const e = emitFusedParams(outputs, fusedGroupsParamWords(G));
+      const bufs: GPUBuffer[] = [];
+      const ends: number[] = [], lens: number[] = [];
+      let total = 0;
+      for (const i of chunk) {
+        const g = groups[i]!;
+        if (g.inputs.length !== k) {
+          throw new RangeError(
+            `Expected every group to have ${k} inputs but group ${i} has ${g.inputs.length}`,
+          );
+        }
+        g.inputs.forEach((s, t) => bufs.push(this.#buf(s, `group ${i} input ${t}`)));
+        const outs = into.map((u) => (u < 0 ? this.#new(g.size) : g.inputs[u]!));
+        outs.forEach((o, t) => {
+          if (into[t]! < 0) bufs.push((o as GpuStorage).buffer!);
+        });
+        res[i] = outs;
+        lens.push(Math.ceil(g.size / 4));
+        total += Math.ceil(lens[lens.length - 1]! / WG) * WG;
+        ends.push(total);
+      }
+      bufs.push(...sbufs);
+      const kern = this.runtime.kernel(
+        `fusedGroups:${G}:${k}:${m}:${ns}:${into.join(",")}:${e.body}:${e.outs.join(",")}`,
+        () =>
+          fusedGroupsKernel({
+            helpers: WGSL_HELPERS,
+            groups: G,
+            inputs: k,
+            outputs: m,
+            scalars: ns,
+            body: e.body,
+            outs: e.outs,
+            extraWords: e.scalars.length,
+            inPlace: into,
+          }),
+      );
+      this.runtime.dispatch(
+        kern,
+        bufs,
+        [total, ...ends, ...lens, ...e.scalars.map(f32Bits)],
+        this.#grid(total),
+      );
+    }
+    return res;
+  }
+
   // More buffers than one kernel may bind: evaluate node by node on contiguous temporaries.
   #fusedEager(
     outputs: readonly FusedExpr[],
@@ -569,6 +678,54 @@ export class WebGPUBackend implements Backend {
     }
     const k = this.runtime.kernel(`matmul:${mk.key}`, () => buildMatmul(g, this.#adapter).code);
     this.runtime.dispatch(k, [ab, bb, out.buffer!], [
+      g.batch,
+      g.m,
+      g.n,
+      g.k,
+      g.transA ? 1 : 0,
+      g.transB ? 1 : 0,
+      g.aBatchStride,
+      g.bBatchStride,
+    ], mk.workgroups);
+    return out;
+  }
+
+  matmulEpilogue(
+    a: Storage,
+    b: Storage,
+    g: MatmulGeom,
+    bias: Storage | null,
+    act: UnaryOp | null,
+  ): Storage {
+    const ab = this.#buf(a, "a"), bb = this.#buf(b, "b");
+    const biasB = bias ? this.#buf(bias, "bias") : null;
+    const size = g.batch * g.m * g.n;
+    if (size === 0) return this.fill(0, 0);
+    if (act !== null && !UNARY[act]) throw new RangeError(`Unknown unary op "${act}"`);
+    // k = 0 needs no special case (unlike matmul's fill): the accumulators stay 0 and the
+    // epilogue still applies act(0 + bias).
+    const out = this.#new(size);
+    const epilogue = {
+      bias: biasB !== null,
+      act,
+      actWgsl: act ? UNARY[act].wgsl : undefined,
+      helpers: WGSL_HELPERS,
+    };
+    const gk = `${g.batch},${g.m},${g.n},${g.k},${+g.transA},${+g.transB},${g.aBatchStride},` +
+      `${g.bBatchStride}/epi:${+!!biasB}:${act}`;
+    let mk = this.#matmuls.get(gk);
+    if (!mk) {
+      const built = buildMatmul(g, this.#adapter, { epilogue });
+      mk = { key: built.key, workgroups: built.workgroups };
+      if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
+      this.#matmuls.set(gk, mk);
+    }
+    const k = this.runtime.kernel(
+      `matmul:${mk.key}`,
+      () => buildMatmul(g, this.#adapter, { epilogue }).code,
+    );
+    const bufs = biasB ? [ab, bb, out.buffer!, biasB] : [ab, bb, out.buffer!];
+    this.runtime.dispatch(k, bufs, [
       g.batch,
       g.m,
       g.n,

@@ -26,6 +26,7 @@ import {
   where,
   zeros,
 } from "../ops/ops.ts";
+import { linear, type LinearActivation } from "../ops/linear.ts";
 import { Generator, rand, randn, type RandomOptions } from "../random.ts";
 import { checkChoice, checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { Module, Sequential } from "./module.ts";
@@ -261,12 +262,23 @@ export class GELU extends Activation {
 export interface LinearOptions extends RandomOptions {
   /** Add a bias (default true). */
   bias?: boolean;
+  /** Applied to the output, fused into the matmul (default none); adds no parameters. */
+  activation?: LinearActivation | null;
 }
+
+// nn activations that `linear` can fuse into its matmul epilogue (same unary op).
+const FUSABLE: Partial<Record<ActivationName, LinearActivation>> = {
+  silu: "silu",
+  gelu: "gelu",
+  relu: "relu",
+  tanh: "tanh",
+};
 
 /**
  * y = x·Wᵀ + b with W of shape [out, in] (PyTorch layout) and PyTorch's default init:
  * W and b ~ U(±1/√in) (kaiming-uniform with a = √5). Inputs of any rank ≥ 1; the last axis
- * has `inFeatures` entries.
+ * has `inFeatures` entries. With `opts.activation`, y = act(x·Wᵀ + b), one fused op
+ * (`linear`): on WebGPU the whole layer is one dispatch.
  *
  * @example
  * ```ts
@@ -284,8 +296,15 @@ export class Linear extends Module {
   readonly weight: Tensor;
   /** [out], or undefined without bias. */
   readonly bias: Tensor | undefined;
+  /** Activation applied to the output, or null. */
+  readonly activation: LinearActivation | null;
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
+    this.activation = opts.activation == null ? null : checkChoice(
+      "Linear activation",
+      opts.activation,
+      ["silu", "gelu", "relu", "tanh", "sigmoid"] as const,
+    );
     this.inFeatures = checkInt("inFeatures", inFeatures, 1);
     this.outFeatures = checkInt("outFeatures", outFeatures, 1);
     const g = generatorOf(opts);
@@ -295,8 +314,12 @@ export class Linear extends Module {
       ? this.param("bias", initUniform(zeros([outFeatures]), bound, ro(g)))
       : undefined;
   }
-  /** Apply the layer. */
-  forward(x: Tensor): Tensor {
+  /**
+   * Apply the layer; `activation` (default: the layer's own) is fused into the matmul.
+   * Passing one lets a `Sequential` keep its separate activation modules, and so its
+   * PyTorch parameter numbering, while running each Linear + activation as one op.
+   */
+  forward(x: Tensor, activation: LinearActivation | null = this.activation): Tensor {
     const d = x.shape[x.rank - 1];
     if (d !== this.inFeatures) {
       throw new RangeError(
@@ -305,12 +328,46 @@ export class Linear extends Module {
         }: expected the last axis to be ${this.inFeatures}`,
       );
     }
-    // Fold leading axes into rows so the weight gradient is one [out, in] matmul.
-    const x2 = x.rank === 2 ? x : reshape(x, [-1, d]);
-    let y = matmul(x2, this.weight, { transB: true });
-    if (this.bias) y = y.add(this.bias);
-    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    // linear folds leading axes into rows itself, so the weight gradient is one matmul.
+    return linear(x, this.weight, this.bias ?? null, { activation });
   }
+}
+
+/**
+ * Run `layers[from..]` in order, fusing each `Activation` that directly follows a `Linear`
+ * (and that `linear` supports) into that Linear's matmul: one op instead of three.
+ * @internal Shared by `MLP` and `VelocityMLP`.
+ *
+ * @example
+ * ```ts
+ * import { forwardFusingActivations, Activation, Linear } from "./layers.ts";
+ * import { randn } from "../../mod.ts";
+ * const y = forwardFusingActivations(
+ *   [new Linear(2, 4, { seed: 0 }), new Activation("silu"), new Linear(4, 1, { seed: 1 })],
+ *   randn([3, 2], { seed: 2 }),
+ * );
+ * console.log(y.shape); // [3, 1]
+ * ```
+ */
+export function forwardFusingActivations(
+  layers: readonly Module[],
+  x: Tensor,
+  from = 0,
+): Tensor {
+  let h = x;
+  for (let i = from; i < layers.length; i++) {
+    const m = layers[i]!, next = layers[i + 1];
+    if (
+      m instanceof Linear && m.activation === null && next instanceof Activation &&
+      FUSABLE[next.kind]
+    ) {
+      h = m.forward(h, FUSABLE[next.kind]!);
+      i++;
+    } else {
+      h = (m as unknown as { forward(x: Tensor): Tensor }).forward(h);
+    }
+  }
+  return h;
 }
 
 /**
@@ -338,6 +395,10 @@ export class MLP extends Sequential {
       if (i + 2 < sizes.length) layers.push(new Activation(activation));
     }
     super(layers);
+  }
+  /** Apply the layers, each hidden Linear and its activation as one fused op. */
+  override forward(x: Tensor): Tensor {
+    return forwardFusingActivations(this.layers, x);
   }
 }
 

@@ -13,6 +13,7 @@ import {
   Activation,
   type ActivationName,
   Dropout,
+  forwardFusingActivations,
   GELU,
   generatorOf,
   initConstant,
@@ -104,10 +105,14 @@ export class VelocityMLP extends Module {
     const b = checkInputs(this.dim, x, t);
     const tf = this.timeEmbedDim ? timestepEmbedding(t, this.timeEmbedDim) : reshape(t, [b, 1]);
     const layers = this.net.layers as readonly (Module & { forward(x: Tensor): Tensor })[];
-    let h = layers[0]!.forward(concat([x, tf], 1));
-    if (this.yEmbedder) h = h.add(this.yEmbedder.forward(y ?? this.yEmbedder.nullLabels(b)));
-    for (let i = 1; i < layers.length; i++) h = layers[i]!.forward(h);
-    return h;
+    const cond = this.yEmbedder;
+    // The label embedding is added before the first activation, so layer 0 fuses only
+    // without one.
+    if (cond) {
+      const h = layers[0]!.forward(concat([x, tf], 1));
+      return forwardFusingActivations(layers, h.add(cond.forward(y ?? cond.nullLabels(b))), 1);
+    }
+    return forwardFusingActivations(layers, concat([x, tf], 1));
   }
 }
 

@@ -33,5 +33,6 @@ registerTensorOps({
 });
 
 export * from "./ops.ts";
-export { fused, Fx, fx } from "./fused.ts";
+export { fused, fusedGroups, Fx, fx } from "./fused.ts";
 export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
+export { linear, type LinearActivation, type LinearOptions } from "./linear.ts";

@@ -3,7 +3,7 @@
  * @module
  */
 import { keep, Tensor, tidy } from "../tensor.ts";
-import { fused, tensor, unary } from "../ops/mod.ts";
+import { fusedGroups, fx, tensor, unary } from "../ops/mod.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 
 /** Something holding parameters: a tensor list, or a module. */
@@ -66,8 +66,8 @@ export interface EMAStateInput {
 }
 
 /**
- * Shadow copies s of parameters p, updated as s ← d·s + (1 − d)·p (one fused kernel per
- * parameter, d passed as a 0-d tensor so the kernel is reused as d warms up).
+ * Shadow copies s of parameters p, updated as s ← d·s + (1 − d)·p (one fused kernel for all
+ * parameters, d a constant read from a parameter word so the kernel is reused as d warms up).
  *
  * @example
  * ```ts
@@ -133,18 +133,19 @@ export class EMA {
     const d = this.currentDecay();
     this.numUpdates++;
     if (ps.length === 0) return;
-    const dt = tensor([d], [], ps[0]!.backend);
-    try {
-      ps.forEach((p, i) => {
-        const s = this.shadow[i]!;
-        const [ns] = tidy(() =>
-          fused([s, p, dt], (s, p, d) => s.mul(d).add(p.mul(d.affine(-1, 1))))
-        );
-        s._assign(ns!);
-      });
-    } finally {
-      dt.dispose();
-    }
+    // Every shadow in one kernel (see `fusedGroups`), written in place; the decay is a
+    // constant, which WebGPU reads from a parameter word, so one pipeline serves every step.
+    tidy(() => {
+      fusedGroups(
+        ps.map((p, i) => [this.shadow[i]!, p]),
+        [],
+        (s, p) => {
+          const dc = fx.const(d);
+          return s!.mul(dc).add(p!.mul(dc.affine(-1, 1)));
+        },
+        { into: [0] },
+      );
+    });
   }
 
   /** Overwrite the parameters with the shadow values. */

@@ -1,12 +1,24 @@
 /**
  * @file Optimizers with PyTorch's update rules (SGD, Adam, AdamW, RAdam) and global-norm
- * gradient clipping. Each parameter's whole update is one fused elementwise expression
- * (one dispatch on WebGPU) whose step-dependent scalars enter as 0-d tensors, so the
- * compiled kernel is reused every step; nothing is read back to the host.
+ * gradient clipping. The whole update is one fused elementwise expression applied to every
+ * parameter's group (p, g, slots) by `fusedGroups` (one dispatch per step on WebGPU, a few
+ * when the storage-buffer limit splits the groups); its step-dependent scalars enter as
+ * constants, whose values WebGPU reads from parameter words, so the compiled kernel is reused every step;
+ * nothing is read back to the host.
  * @module
  */
 import { keep, Tensor, tidy } from "../tensor.ts";
-import { div, full, fused, globalNorm, minimum, tensor, zerosLike } from "../ops/mod.ts";
+import {
+  div,
+  full,
+  fusedGroups,
+  type Fx,
+  fx,
+  globalNorm,
+  minimum,
+  tensor,
+  zerosLike,
+} from "../ops/mod.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { copyState, type StateTensor } from "./ema.ts";
 
@@ -101,30 +113,28 @@ export abstract class Optimizer {
     this.stepCount++;
     const st = this.state(params);
     const scalars = this.scalars();
-    const be = params[0]?.backend;
-    if (!be) return;
-    const sc = scalars.map((v) => tensor([v], [], be));
-    try {
-      params.forEach((p, i) => {
-        const outs = tidy(() => this.update(p, grads[i]!, st.map((s) => s[i]!), sc));
-        p._assign(outs[0]!);
-        st.forEach((s, j) => s[i]!._assign(outs[j + 1]!));
-      });
-    } finally {
-      sc.forEach((t) => t.dispose());
-    }
+    if (params.length === 0) return;
+    // Every parameter's update in one kernel (a few when the storage-buffer limit splits the
+    // groups) instead of one dispatch per parameter, written in place into p and the slots.
+    // The step-dependent scalars are constants of the expression: WebGPU reads constants from
+    // parameter words (not the kernel source), so one pipeline serves every step and they
+    // need neither an upload nor a storage binding.
+    const ns = st.length;
+    tidy(() => {
+      fusedGroups(
+        params.map((p, i) => [p, grads[i]!, ...st.map((s) => s[i]!)]),
+        [],
+        (p, g, ...slots) => this.update(p!, g!, slots, scalars.map((v) => fx.const(v))),
+        { into: [0, ...Array.from({ length: ns }, (_, j) => 2 + j)] },
+      );
+    });
   }
 
   /** Step-dependent scalars passed to `update` as 0-d tensors. */
   protected abstract scalars(): number[];
 
-  /** New [param, ...slots] for one parameter. */
-  protected abstract update(
-    p: Tensor,
-    g: Tensor,
-    slots: Tensor[],
-    scalars: Tensor[],
-  ): Tensor[];
+  /** The fused expression of new [param, ...slots] for one parameter. */
+  protected abstract update(p: Fx, g: Fx, slots: Fx[], scalars: Fx[]): Fx[];
 
   /** State for a checkpoint (live tensors: serialise, do not dispose). */
   stateDict(): OptimizerState {
@@ -233,15 +243,14 @@ export class SGD extends Optimizer {
     // PyTorch starts the buffer at g; our zero-initialised b gives μ·0 + g, the same value.
     return [-this.lr];
   }
-  protected update(p: Tensor, g: Tensor, slots: Tensor[], [nlr]: Tensor[]): Tensor[] {
+  protected update(p: Fx, g: Fx, slots: Fx[], [nlr]: Fx[]): Fx[] {
     const mu = this.momentum, wd = this.weightDecay, nest = this.nesterov;
-    if (mu === 0) return fused([p, g, nlr!], (p, g, nlr) => p.add(g.add(p.mul(wd)).mul(nlr)));
-    return fused([p, g, slots[0]!, nlr!], (p, g, b, nlr) => {
-      const gd = wd ? g.add(p.mul(wd)) : g;
-      const b2 = b.mul(mu).add(gd);
-      const d = nest ? gd.add(b2.mul(mu)) : b2;
-      return [p.add(d.mul(nlr)), b2];
-    });
+    if (mu === 0) return [p.add(g.add(p.mul(wd)).mul(nlr!))];
+    const b = slots[0]!;
+    const gd = wd ? g.add(p.mul(wd)) : g;
+    const b2 = b.mul(mu).add(gd);
+    const d = nest ? gd.add(b2.mul(mu)) : b2;
+    return [p.add(d.mul(nlr!)), b2];
   }
 }
 
@@ -304,17 +313,15 @@ export class Adam extends Optimizer {
     // [−step size, 1/√bc2, decoupled decay factor 1 − lr·λ]
     return [-this.lr / bc1, 1 / Math.sqrt(bc2), 1 - this.lr * this.weightDecay];
   }
-  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], sc: Tensor[]): Tensor[] {
+  protected update(p: Fx, g: Fx, [m, v]: Fx[], [nss, ibc2, keepF]: Fx[]): Fx[] {
     const { beta1: b1, beta2: b2, eps, weightDecay: wd } = this;
     const dec = this.decoupled;
-    return fused([p, g, m!, v!, sc[0]!, sc[1]!, sc[2]!], (p, g, m, v, nss, ibc2, keepF) => {
-      const gd = !dec && wd ? g.add(p.mul(wd)) : g;
-      const m2 = m.mul(b1).add(gd.mul(1 - b1));
-      const v2 = v.mul(b2).add(gd.square().mul(1 - b2));
-      const p0 = dec && wd ? p.mul(keepF) : p;
-      const p2 = p0.add(m2.div(v2.sqrt().mul(ibc2).add(eps)).mul(nss));
-      return [p2, m2, v2];
-    });
+    const gd = !dec && wd ? g.add(p.mul(wd)) : g;
+    const m2 = m!.mul(b1).add(gd.mul(1 - b1));
+    const v2 = v!.mul(b2).add(gd.square().mul(1 - b2));
+    const p0 = dec && wd ? p.mul(keepF!) : p;
+    const p2 = p0.add(m2.div(v2.sqrt().mul(ibc2!).add(eps)).mul(nss!));
+    return [p2, m2, v2];
   }
 }
 
@@ -382,16 +389,14 @@ export class RAdam extends Optimizer {
     }
     return [-this.lr / bc1, 0];
   }
-  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], sc: Tensor[]): Tensor[] {
+  protected update(p: Fx, g: Fx, [m, v]: Fx[], [coef, adaptive]: Fx[]): Fx[] {
     const { beta1: b1, beta2: b2, eps, weightDecay: wd } = this;
-    return fused([p, g, m!, v!, sc[0]!, sc[1]!], (p, g, m, v, coef, adaptive) => {
-      const gd = wd ? g.add(p.mul(wd)) : g;
-      const m2 = m.mul(b1).add(gd.mul(1 - b1));
-      const v2 = v.mul(b2).add(gd.square().mul(1 - b2));
-      // adaptive ∈ {0, 1}: denominator √v + ε, or 1 (un-rectified warm-up steps).
-      const denom = v2.sqrt().add(eps).mul(adaptive).add(adaptive.affine(-1, 1));
-      return [p.add(m2.div(denom).mul(coef)), m2, v2];
-    });
+    const gd = wd ? g.add(p.mul(wd)) : g;
+    const m2 = m!.mul(b1).add(gd.mul(1 - b1));
+    const v2 = v!.mul(b2).add(gd.square().mul(1 - b2));
+    // adaptive ∈ {0, 1}: denominator √v + ε, or 1 (un-rectified warm-up steps).
+    const denom = v2.sqrt().add(eps).mul(adaptive!).add(adaptive!.affine(-1, 1));
+    return [p.add(m2.div(denom).mul(coef!)), m2, v2];
   }
 }
 
