@@ -95,7 +95,7 @@ const KAHAN_MIN = 4096;
 
 /**
  * WGSL for a fused DAG with every scalar (constants, unary p0/p1) read from parameter words
- * `base, base+1, …` instead of inlined as `emitFusedWgsl` does: the source, and so the
+ * `base, base+1, …` instead of inlined into the source: the source, and so the
  * pipeline, then depends only on the DAG's structure, so an optimizer whose step size or
  * bias correction changes every step reuses one pipeline instead of compiling one per step.
  */
