@@ -1,0 +1,485 @@
+/**
+ * The flow-matching tasks in shortened form: `train:cfm` (files, metric names, the first
+ * logged loss against a host recomputation, bit-identical resume on the CPU backend),
+ * `sample` (PNG size, NPZ contents against a one-step Euler recomputation, errors) and
+ * `eval` (printed JSON, eval.jsonl, metric validation).
+ */
+import { strict as assert } from "node:assert";
+import {
+  decodePng,
+  Generator,
+  getBackend,
+  loadCheckpoint,
+  loadNpz,
+  nn,
+  readMetrics,
+  sampleToy,
+  saveCheckpoint,
+  setBackend,
+  tensor,
+  zeros,
+} from "../../mod.ts";
+import { main as trainMain } from "../../tasks/train_cfm.ts";
+import { main as sampleMain } from "../../tasks/sample.ts";
+import { main as evalMain } from "../../tasks/eval.ts";
+import { buildModel } from "../../tasks/_train_loop.ts";
+
+const TINY = ["--batch-size", "32", "--hidden", "16", "--depth", "2", "--sample-steps", "2"];
+
+async function tmp(): Promise<string> {
+  return await Deno.makeTempDir({ prefix: "tasks-cfm-" });
+}
+
+/** Run `fn` with console.log captured; returns the captured lines. */
+async function captureLog(fn: () => Promise<unknown>): Promise<string[]> {
+  const lines: string[] = [];
+  const orig = console.log;
+  console.log = (...a: unknown[]) => lines.push(a.map(String).join(" "));
+  try {
+    await fn();
+  } finally {
+    console.log = orig;
+  }
+  return lines;
+}
+
+/** Run on the CPU backend (bit-exact), restoring the previous backend afterwards. */
+async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
+  const prev = getBackend().name as "cpu" | "webgpu";
+  setBackend("cpu");
+  try {
+    return await fn();
+  } finally {
+    setBackend(prev);
+  }
+}
+
+Deno.test("train:cfm main() writes config, metrics, checkpoints and samples; first loss matches a host recomputation", async () => {
+  const out = await tmp();
+  try {
+    const r = await onCpu(() =>
+      trainMain([
+        "--dataset",
+        "8gaussians",
+        "--max-train-steps",
+        "4",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "2",
+        "--grad-clip",
+        "0",
+        "--output-dir",
+        out,
+        "--exp-name",
+        "plain",
+        ...TINY,
+      ])
+    );
+    assert.ok(r);
+    assert.equal(r.runDir, `${out}/plain`);
+    assert.equal(r.steps, 4);
+    const cfg = JSON.parse(await Deno.readTextFile(`${out}/plain/config.json`));
+    assert.equal(cfg.task, "train:cfm");
+    assert.equal(cfg.dataset, "8gaussians");
+    assert.equal(cfg.ot, "none");
+    assert.equal(cfg.model, "velocity-mlp");
+    const m = await readMetrics(r.metrics);
+    assert.deepEqual(m.map((x) => x.step), [1, 2, 3, 4]);
+    for (const x of m) {
+      for (const k of ["training/loss_flow", "training/grad_norm", "training/lr"]) {
+        assert.ok(Number.isFinite(x[k] as number) && (x[k] as number) > 0, `${k} at ${x.step}`);
+      }
+      assert.ok(!("training/ot_marginal_error" in x));
+    }
+    for (const f of ["step-000002.safetensors", "step-000004.safetensors", "last.safetensors"]) {
+      assert.ok((await Deno.stat(`${out}/plain/checkpoints/${f}`)).isFile, f);
+    }
+    for (const s of ["step-000002.png", "step-000004.png"]) {
+      const png = await decodePng(await Deno.readFile(`${out}/plain/samples/${s}`));
+      assert.ok(png.width > 100 && png.height > 100, s);
+    }
+    const ck = await loadCheckpoint(r.checkpoint);
+    assert.equal(ck.step, 4);
+    assert.deepEqual(Object.keys(ck.ema!).sort(), Object.keys(ck.model).sort());
+    assert.ok(Object.keys(ck.optimizer!).some((k) => k.startsWith("exp_avg")));
+    assert.ok(ck.rng && ck.rng.counter > 0);
+    assert.equal((ck.config as { task: string }).task, "train:cfm");
+    assert.equal(ck.extra?.optimizerStep, 4);
+
+    // Step 1's loss, recomputed with host loops from the same streams: x1 from the toy, then
+    // x0 ~ N(0, I), t ~ U[0, 1) from the training generator (cfmLoss's draw order).
+    const loss1 = await onCpu(async () => {
+      const model = buildModel(cfg);
+      const gen = new Generator(cfg.seed);
+      const x1 = await sampleToy("8gaussians", 32, gen).data();
+      const x0 = await gen.normal([32, 2]).data();
+      const t = await gen.uniform([32]).data();
+      const xt = new Float32Array(64);
+      for (let i = 0; i < 64; i++) {
+        const ti = t[Math.floor(i / 2)]!;
+        xt[i] = (1 - ti) * x0[i]! + ti * x1[i]!;
+      }
+      const v = await model.forward(tensor(xt, [32, 2]), tensor(t)).data();
+      let s = 0;
+      for (let i = 0; i < 64; i++) s += (v[i]! - (x1[i]! - x0[i]!)) ** 2;
+      model.dispose();
+      return s / 64;
+    });
+    const got = m[0]!["training/loss_flow"] as number;
+    assert.ok(Math.abs(got - loss1) <= 1e-4 * loss1, `logged ${got} vs recomputed ${loss1}`);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("train:cfm --ot (bare = argmax) logs the Sinkhorn marginal error", async () => {
+  const out = await tmp();
+  try {
+    const r = await trainMain([
+      "--dataset",
+      "moons",
+      "--ot",
+      "--max-train-steps",
+      "2",
+      "--log-every",
+      "1",
+      "--output-dir",
+      out,
+      "--exp-name",
+      "ot",
+      ...TINY,
+    ]);
+    assert.ok(r);
+    const cfg = JSON.parse(await Deno.readTextFile(`${r.runDir}/config.json`));
+    assert.equal(cfg.ot, "argmax");
+    assert.equal(cfg.otReg, 0.05);
+    assert.equal(cfg.otIters, 50);
+    const m = await readMetrics(r.metrics);
+    assert.equal(m.length, 2);
+    for (const x of m) {
+      const e = x["training/ot_marginal_error"] as number;
+      // L1 row-marginal error of a plan whose rows should each sum to 1/32: in [0, 2].
+      assert.ok(Number.isFinite(e) && e >= 0 && e <= 2, `marginal error ${e}`);
+      assert.ok(Number.isFinite(x["training/loss_flow"] as number));
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("train:cfm --resume continues bit-identically to an uninterrupted run (CPU backend)", async () => {
+  const out = await tmp();
+  try {
+    await onCpu(async () => {
+      const common = [
+        "--dataset",
+        "checkerboard",
+        "--ot",
+        "sample",
+        "--log-every",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--output-dir",
+        out,
+        ...TINY,
+      ];
+      const a = await trainMain([...common, "--max-train-steps", "6", "--exp-name", "a"]);
+      const b1 = await trainMain([...common, "--max-train-steps", "3", "--exp-name", "b"]);
+      assert.equal(b1!.steps, 3);
+      const b = await trainMain([
+        "--resume",
+        `${out}/b`,
+        "--max-train-steps",
+        "6",
+        "--checkpoint-every",
+        "3",
+      ]);
+      assert.equal(b!.steps, 6);
+      const ca = await loadCheckpoint(a!.checkpoint), cb = await loadCheckpoint(b!.checkpoint);
+      assert.equal(cb.step, 6);
+      assert.deepEqual(cb.rng, ca.rng);
+      for (const sec of ["model", "ema", "optimizer"] as const) {
+        const ta = ca[sec]!, tb = cb[sec]!;
+        assert.deepEqual(Object.keys(tb).sort(), Object.keys(ta).sort());
+        for (const k of Object.keys(ta)) {
+          assert.deepEqual(await tb[k]!.data(), await ta[k]!.data(), `${sec}.${k} differs`);
+        }
+      }
+      // The resumed run appended to the same metrics file.
+      const steps = (await readMetrics(`${out}/b/metrics.jsonl`)).map((x) => x.step);
+      assert.deepEqual(steps, [2, 3, 4, 6]);
+    });
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("sample writes a 2-D scatter PNG and an NPZ equal to a one-step Euler recomputation", async () => {
+  const out = await tmp();
+  try {
+    const r = await trainMain([
+      "--dataset",
+      "8gaussians",
+      "--max-train-steps",
+      "2",
+      "--output-dir",
+      out,
+      "--exp-name",
+      "s",
+      ...TINY,
+    ]);
+    const png = await sampleMain([
+      "--checkpoint",
+      r!.runDir,
+      "--num-samples",
+      "50",
+      "--num-steps",
+      "3",
+      "--sampler",
+      "midpoint",
+      "--out",
+      `${out}/x.png`,
+    ]);
+    assert.equal(png!.nfe, 6); // midpoint: 2 evaluations per step
+    const img = await decodePng(await Deno.readFile(`${out}/x.png`));
+    assert.equal(img.width, 320);
+    assert.equal(img.height, 320);
+
+    const lines = await captureLog(() =>
+      sampleMain([
+        "--checkpoint",
+        r!.checkpoint,
+        "--num-samples",
+        "40",
+        "--num-steps",
+        "1",
+        "--seed",
+        "7",
+        "--out",
+        `${out}/x.npz`,
+      ])
+    );
+    assert.match(lines.join("\n"), /NFE 1 -> .*x\.npz/);
+    const bytes = await Deno.readFile(`${out}/x.npz`);
+    assert.deepEqual([...bytes.subarray(0, 4)], [0x50, 0x4b, 0x03, 0x04]); // a zip, as np.savez
+    const { x } = await loadNpz(`${out}/x.npz`);
+    assert.equal(x!.dtype, "<f4");
+    assert.deepEqual(x!.shape, [40, 2]);
+    // One Euler step from t = 0 with the EMA weights: x = x0 + v(x0, 0).
+    const ck = await loadCheckpoint(r!.checkpoint);
+    const net = new nn.VelocityMLP({ dim: 2, hidden: 16, depth: 2 });
+    net.loadStateDict(ck.ema!);
+    const x0 = new Generator(7).normal([40, 2]);
+    const v = await net.forward(x0, zeros([40])).data();
+    const x0h = await x0.data();
+    const want = Float32Array.from(x0h, (a, i) => a + v[i]!);
+    for (let i = 0; i < want.length; i++) {
+      assert.ok(Math.abs(x!.data[i]! - want[i]!) <= 1e-4 * (1 + Math.abs(want[i]!)), `x[${i}]`);
+    }
+    net.dispose();
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("sample writes images as uint8 [N, H, W, 3] arr_0 and a class-grid PNG", async () => {
+  const out = await tmp();
+  try {
+    // A tiny class-conditional DiT checkpoint written directly (no dataset needed).
+    const cfg = {
+      task: "train:cfm",
+      dataset: "fashion-mnist",
+      model: "dit-tiny",
+      hidden: 8,
+      depth: 1,
+      dataShape: [1, 28, 28],
+      numClasses: 10,
+      cfgDropout: 0.1,
+      seed: 0,
+    };
+    const net = buildModel(cfg as Parameters<typeof buildModel>[0]);
+    await saveCheckpoint(`${out}/dit.safetensors`, {
+      model: net.stateDict(),
+      step: 0,
+      config: cfg,
+    });
+    net.dispose();
+    const r = await sampleMain([
+      "--checkpoint",
+      `${out}/dit.safetensors`,
+      "--class-grid",
+      "--samples-per-class",
+      "2",
+      "--cfg-scale",
+      "2",
+      "--num-steps",
+      "1",
+      "--out",
+      `${out}/g.npz`,
+    ]);
+    assert.equal(r!.n, 20);
+    assert.equal(r!.nfe, 1);
+    const { arr_0 } = await loadNpz(`${out}/g.npz`);
+    assert.equal(arr_0!.dtype, "|u1");
+    assert.deepEqual(arr_0!.shape, [20, 28, 28, 3]);
+    // Gray images repeated to RGB.
+    for (let i = 0; i < arr_0!.data.length; i += 3) {
+      assert.ok(arr_0!.data[i] === arr_0!.data[i + 1] && arr_0!.data[i] === arr_0!.data[i + 2]);
+    }
+    await sampleMain([
+      "--checkpoint",
+      `${out}/dit.safetensors`,
+      "--class-grid",
+      "--samples-per-class",
+      "2",
+      "--num-steps",
+      "1",
+      "--out",
+      `${out}/g.png`,
+    ]);
+    const img = await decodePng(await Deno.readFile(`${out}/g.png`));
+    // 2 columns and 10 rows of 28-pixel tiles with 2-pixel padding.
+    assert.equal(img.width, 2 * 28 + 3 * 2);
+    assert.equal(img.height, 10 * 28 + 11 * 2);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("sample and eval reject missing, garbage and foreign checkpoints naming the path", async () => {
+  const out = await tmp();
+  try {
+    await assert.rejects(
+      sampleMain(["--checkpoint", `${out}/nope.safetensors`, "--out", `${out}/a.png`]),
+      (e: Error) =>
+        e instanceof RangeError && e.message.includes(`${out}/nope.safetensors`) &&
+        /no such file/.test(e.message),
+    );
+    await Deno.writeTextFile(`${out}/junk.safetensors`, "this is not a checkpoint");
+    await assert.rejects(
+      evalMain(["--checkpoint", `${out}/junk.safetensors`]),
+      (e: Error) =>
+        e instanceof RangeError && e.message.includes(`${out}/junk.safetensors`) &&
+        /not a readable checkpoint/.test(e.message),
+    );
+    await saveCheckpoint(`${out}/other.safetensors`, { model: { w: tensor([1]) }, step: 0 });
+    await assert.rejects(
+      sampleMain(["--checkpoint", `${out}/other.safetensors`, "--out", `${out}/a.png`]),
+      /other\.safetensors: not a train:cfm checkpoint/,
+    );
+    await assert.rejects(sampleMain(["--out", "x.png"]), /Expected --checkpoint/);
+    await assert.rejects(
+      sampleMain(["--checkpoint", out, "--out", `${out}/a.jpg`]),
+      /Expected --out to end in \.png or \.npz/,
+    );
+    // Nothing was written.
+    const names = [];
+    for await (const e of Deno.readDir(out)) names.push(e.name);
+    assert.deepEqual(names.sort(), ["junk.safetensors", "other.safetensors"]);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("eval prints one JSON record with the requested metrics and appends it to eval.jsonl", async () => {
+  const out = await tmp();
+  try {
+    const r = await trainMain([
+      "--dataset",
+      "moons",
+      "--max-train-steps",
+      "2",
+      "--output-dir",
+      out,
+      "--exp-name",
+      "e",
+      ...TINY,
+    ]);
+    const lines = await captureLog(() =>
+      evalMain([
+        "--checkpoint",
+        r!.runDir,
+        "--metrics",
+        "w2,kl,mmd,straightness,nfe",
+        "--num-samples",
+        "64",
+        "--num-steps",
+        "5",
+        "--sampler",
+        "heun",
+      ])
+    );
+    assert.equal(lines.length, 1);
+    const rec = JSON.parse(lines[0]!);
+    assert.equal(rec.dataset, "moons");
+    assert.equal(rec.step, 2);
+    assert.equal(rec.nfe, 10); // heun: 2 evaluations per step
+    for (const k of ["w2", "kl", "mmd", "straightness"]) {
+      assert.ok(Number.isFinite(rec[k]), `${k} = ${rec[k]}`);
+    }
+    assert.ok(rec.w2 > 0 && rec.kl >= 0 && rec.straightness >= 0);
+    assert.ok(rec.lengthRatio >= 1 - 1e-6);
+    const saved = (await Deno.readTextFile(`${r!.runDir}/eval.jsonl`)).trim().split("\n");
+    assert.deepEqual(JSON.parse(saved[saved.length - 1]!), rec);
+
+    const only = await evalMain([
+      "--checkpoint",
+      r!.checkpoint,
+      "--metrics",
+      "nfe",
+      "--num-samples",
+      "8",
+      "--sampler",
+      "rk4",
+      "--num-steps",
+      "2",
+    ]);
+    assert.equal(only!.nfe, 8);
+    assert.ok(!("w2" in only!) && !("kl" in only!));
+    await assert.rejects(
+      evalMain(["--checkpoint", r!.runDir, "--metrics", "w2,fid"]),
+      /Unknown metric "fid" in --metrics: expected .*w2, kl, mmd, straightness, nfe/,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("train:cfm, sample and eval reject unknown and malformed flags before writing anything", async () => {
+  const out = await tmp();
+  try {
+    await assert.rejects(
+      trainMain(["--datset", "moons", "--output-dir", out]),
+      /Unknown flag --datset for train:cfm; did you mean --dataset/,
+    );
+    await assert.rejects(
+      trainMain(["--ot", "greedy", "--output-dir", out]),
+      /Expected --ot to be one of "none", "argmax", "sample", "exact" but found "greedy"/,
+    );
+    await assert.rejects(
+      trainMain(["--max-train-steps", "1.5", "--output-dir", out]),
+      /Expected --max-train-steps to be an integer >= 1 but found "1.5"/,
+    );
+    await assert.rejects(
+      trainMain(["--dataset", "moons", "--model", "dit-tiny", "--output-dir", out]),
+      /dit-tiny needs images/,
+    );
+    await assert.rejects(
+      sampleMain(["--checkpoint", "x", "--sampler", "rk45"]),
+      /Expected --sampler to be one of .*"dopri5"/,
+    );
+    await assert.rejects(
+      evalMain(["--checkpoint", "x", "--num-samples", "many"]),
+      /Expected --num-samples to be an integer >= 2 but found "many"/,
+    );
+    let n = 0;
+    for await (const _ of Deno.readDir(out)) n++;
+    assert.equal(n, 0);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
