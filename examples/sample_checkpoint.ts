@@ -7,7 +7,8 @@
  *
  * For a URL checkpoint, grant that host instead: `--allow-net=example.com`.
  */
-import { integrate, loadCheckpoint, nn, randn, scatterPlot, tidy } from "../mod.ts";
+import { integrate, loadCheckpoint, nn, randn, tidy } from "../mod.ts";
+import { scatterPlot } from "../viz/mod.ts";
 
 const [path, out = "samples.png", stepsArg = "50"] = Deno.args;
 if (!path) {

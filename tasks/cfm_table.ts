@@ -9,16 +9,8 @@
  *     tasks/cfm_table.ts --datasets 8gaussians,moons,checkerboard --ot-methods none,exact
  * @module
  */
-import {
-  type FlagSpec,
-  Generator,
-  getBackend,
-  histogramKL,
-  otCouple,
-  parseFlags,
-  sampleToy,
-  w2,
-} from "../mod.ts";
+import { Generator, getBackend, histogramKL, otCouple, sampleToy, w2 } from "../mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { CFM_DATASETS, type CfmDataset, resolveCheckpoint } from "./_train_loop.ts";
 import { main as trainMain, OT_METHODS } from "./train_cfm.ts";
 import { type EvalRecord, evaluate } from "./eval.ts";

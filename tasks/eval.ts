@@ -9,18 +9,17 @@
  * @module
  */
 import {
-  type FlagSpec,
   Generator,
   histogramKL,
   loadFashionMnist,
   mmdRbf,
-  parseFlags,
   SAMPLER_METHODS,
   type SamplerMethod,
   sampleToy,
   straightness,
   w2,
 } from "../mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import {
   CFM_DATASETS,
   type CfmDataset,

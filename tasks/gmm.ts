@@ -28,21 +28,16 @@ import {
   add,
   concat,
   createRun,
-  encodeGif,
   fisherDivergence,
   type FisherPoint,
-  type FlagSpec,
   GaussianMixture,
   Generator,
-  linePlot,
   mean,
   MemoryBank,
   mul,
   nn,
   optim,
-  parseFlags,
   Progress,
-  quiverFrame,
   reshape,
   type Run,
   square,
@@ -57,6 +52,8 @@ import {
   type VarianceCurvesForDim,
   type VarianceTarget,
 } from "../mod.ts";
+import { encodeGif, linePlot, quiverFrame } from "../viz/mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 
 /** `--exp` values. */
 export const GMM_EXPERIMENTS = ["cfm", "stf", "stable_vm", "stable_vm_efficient"] as const;

@@ -14,16 +14,14 @@
 import {
   atomicWrite,
   encodePng,
-  type FlagSpec,
   Generator,
-  imageGrid,
-  parseFlags,
   SAMPLER_METHODS,
   type SamplerMethod,
   saveNpz,
-  scatterPlot,
   toUint8Nhwc,
 } from "../mod.ts";
+import { imageGrid, scatterPlot } from "../viz/mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
 
 /**

@@ -21,26 +21,24 @@ import {
   cfmLoss,
   createRun,
   encodePng,
-  type FlagSpec,
   gatherRows,
   Generator,
   globalNorm,
-  imageGrid,
   loadCheckpoint,
   loadFashionMnist,
   openRun,
   optim,
   otCouple,
-  parseFlags,
   Progress,
   type Run,
   sampleToy,
-  scatterPanels,
   type Tensor,
   tensor,
   TIME_SCHEDULES,
   valueAndGrad,
 } from "../mod.ts";
+import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import {
   buildModel,
   CFM_DATASETS,

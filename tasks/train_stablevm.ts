@@ -27,17 +27,9 @@ import {
   tensor,
   valueAndGrad,
 } from "../mod.ts";
-import {
-  createRun,
-  type FlagSpec,
-  loadCheckpoint,
-  loadNpz,
-  openRun,
-  parseFlags,
-  Progress,
-  type Run,
-  scatterPanels,
-} from "../mod.ts";
+import { createRun, loadCheckpoint, loadNpz, openRun, Progress, type Run } from "../mod.ts";
+import { scatterPanels } from "../viz/mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
 
 /** Valid `--loss-type` values (SV: "si" = CFM, "stablevm"). */

@@ -3,7 +3,7 @@
  * labels), decoded with the library's own PNG reader.
  * @module
  */
-import { decodePng, type RawImage } from "../io/png.ts";
+import { decodePng, type RawImage } from "../formats/png.ts";
 import { checkInt } from "../_util.ts";
 import type { ImageDataset } from "./fashion_mnist.ts";
 
@@ -60,7 +60,7 @@ function writeImage(
  * @example
  * ```ts
  * import { loadImageFolder } from "../../mod.ts";
- * import { encodePng } from "../io/png.ts";
+ * import { encodePng } from "../formats/png.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.mkdir(`${dir}/cat`);
  * await Deno.writeFile(`${dir}/cat/a.png`, await encodePng(2, 2, new Uint8Array(16).fill(255)));

@@ -8,8 +8,8 @@
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
 import { checkInt } from "../_util.ts";
-import { crc32, FileFormatError, readBytes } from "./_bytes.ts";
-import { atomicWrite, joinPath } from "./fs.ts";
+import { crc32, FileFormatError, readBytes } from "../formats/_bytes.ts";
+import { atomicWrite, joinPath } from "../formats/fs.ts";
 import {
   assembleSafetensors,
   decodeSafetensorsWithMetadata,

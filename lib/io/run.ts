@@ -5,7 +5,7 @@
  * most the line being written; `readMetrics` skips a torn last line.
  * @module
  */
-import { atomicWrite, exists, joinPath } from "./fs.ts";
+import { atomicWrite, exists, joinPath } from "../formats/fs.ts";
 import { CheckpointManager } from "./checkpoint.ts";
 
 /** Options of {@linkcode createRun}. */

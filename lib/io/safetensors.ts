@@ -7,8 +7,8 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
-import { FileFormatError, readBytes, viewOf } from "./_bytes.ts";
-import { atomicWrite } from "./fs.ts";
+import { FileFormatError, readBytes, viewOf } from "../formats/_bytes.ts";
+import { atomicWrite } from "../formats/fs.ts";
 
 /** A host-side array: a shape and its row-major f32 values. */
 export interface HostArray {

@@ -8,7 +8,6 @@ import { strict as assert } from "node:assert";
 import {
   CheckpointError,
   CheckpointManager,
-  crc32,
   decodeCheckpoint,
   decodeSafetensorsWithMetadata,
   encodeCheckpoint,
@@ -17,6 +16,7 @@ import {
   saveCheckpoint,
   tensor,
 } from "../../mod.ts";
+import { crc32 } from "../../lib/formats/_bytes.ts";
 
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();

@@ -4,7 +4,7 @@
  * @module
  */
 import { strict as assert } from "node:assert";
-import { type FlagSpec, formatUsage, parseFlags } from "../../mod.ts";
+import { type FlagSpec, formatUsage, parseFlags } from "../../cli/mod.ts";
 
 const SPEC = [
   { name: "num-steps", type: "int", default: 100, min: 1, help: "ODE steps" },

@@ -14,7 +14,7 @@ import {
   spirals,
   TOY_NAMES,
 } from "../../mod.ts";
-import { encodePng } from "../../lib/io/png.ts";
+import { encodePng } from "../../lib/formats/png.ts";
 import { assertClose } from "../_helpers.ts";
 
 const FMNIST = "/usr/share/datasets/fashion-mnist";

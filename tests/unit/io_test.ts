@@ -8,21 +8,18 @@ import { strict as assert } from "node:assert";
 import {
   atomicWrite,
   bf16ToF32,
-  crc32,
   createRun,
   decodeNpy,
   decodeNpz,
   decodePng,
   decodeSafetensors,
   decodeSafetensorsWithMetadata,
-  encodeGif,
   encodeNpy,
   encodeNpz,
   encodePng,
   encodeSafetensors,
   f16ToF32,
   FileFormatError,
-  imageGrid,
   loadNpy,
   loadNpz,
   loadSafetensors,
@@ -35,6 +32,8 @@ import {
   toRgba,
   toUint8Nhwc,
 } from "../../mod.ts";
+import { crc32 } from "../../lib/formats/_bytes.ts";
+import { encodeGif, imageGrid } from "../../viz/mod.ts";
 import { assertClose } from "../_helpers.ts";
 
 const FIX = new URL("../testdata/io/", import.meta.url);

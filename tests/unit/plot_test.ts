@@ -5,9 +5,9 @@
  * @module
  */
 import { strict as assert } from "node:assert";
+import { decodePng } from "../../mod.ts";
 import {
   Canvas,
-  decodePng,
   linePlot,
   PALETTE,
   quiverFrame,
@@ -15,7 +15,7 @@ import {
   type Rgb,
   scatterPanels,
   scatterPlot,
-} from "../../mod.ts";
+} from "../../viz/mod.ts";
 
 type Img = { width: number; height: number; rgba: Uint8Array };
 

@@ -6,9 +6,9 @@
  * return RGBA images (GIF frames).
  * @module
  */
-import { checkInt } from "../_util.ts";
+import { checkInt } from "../lib/_util.ts";
 import { ADVANCE, glyph, GLYPH_H } from "./_font.ts";
-import { encodePng, type RgbaImage } from "./png.ts";
+import { encodePng, type RgbaImage } from "../lib/formats/png.ts";
 
 /** An RGB colour, 0..255 per channel. */
 export type Rgb = readonly [number, number, number];
@@ -17,7 +17,7 @@ export type Rgb = readonly [number, number, number];
  * The matplotlib "tab10" colours, used for labels and series in order.
  * @example
  * ```ts
- * import { PALETTE } from "../../mod.ts";
+ * import { PALETTE } from "./mod.ts";
  * console.log(PALETTE.length > 0);
  * ```
  */
@@ -41,7 +41,8 @@ const WHITE: Rgb = [255, 255, 255], BLACK: Rgb = [0, 0, 0], GRAY: Rgb = [110, 11
  *
  * @example
  * ```ts
- * import { Canvas, encodePng } from "../../mod.ts";
+ * import { Canvas } from "./mod.ts";
+ * import { encodePng } from "../mod.ts";
  * const c = new Canvas(40, 20);
  * c.line(0, 0, 39, 19, [255, 0, 0]);
  * c.text(2, 2, "HI", [0, 0, 0]);
@@ -354,7 +355,7 @@ export interface ScatterOptions {
  *
  * @example
  * ```ts
- * import { renderScatter } from "../../mod.ts";
+ * import { renderScatter } from "./mod.ts";
  * const img = renderScatter(new Float32Array([0, 0, 1, 1]), { size: 64, range: 2 });
  * if (img.width !== 64) throw new Error("bad");
  * ```
@@ -399,7 +400,7 @@ export function renderScatter(points: ArrayLike<number>, opts: ScatterOptions = 
  *
  * @example
  * ```ts
- * import { scatterPlot } from "../../mod.ts";
+ * import { scatterPlot } from "./mod.ts";
  * const png = await scatterPlot(new Float32Array([0, 0, 1, 1, -1, 0.5]), {
  *   labels: [0, 1, 2], title: "GMM", size: 96,
  * });
@@ -439,7 +440,7 @@ export interface ScatterPanelsOptions extends Omit<ScatterOptions, "labels" | "t
  *
  * @example
  * ```ts
- * import { renderScatterPanels } from "../../mod.ts";
+ * import { renderScatterPanels } from "./mod.ts";
  * const p = { points: new Float32Array([0, 0]) };
  * const img = renderScatterPanels([p, p, p], { size: 64, range: 1, cols: 2 });
  * if (img.width !== 128) throw new Error("bad");
@@ -486,7 +487,7 @@ export function renderScatterPanels(
  *
  * @example
  * ```ts
- * import { scatterPanels } from "../../mod.ts";
+ * import { scatterPanels } from "./mod.ts";
  * const pts = new Float32Array([0, 0, 0.5, 0.5]);
  * const png = await scatterPanels([{ points: pts, title: "N=1" }, { points: pts, title: "N=2" }], {
  *   size: 80, title: "LSD",
@@ -540,7 +541,7 @@ export interface LinePlotOptions {
  *
  * @example
  * ```ts
- * import { renderLinePlot } from "../../mod.ts";
+ * import { renderLinePlot } from "./mod.ts";
  * const img = renderLinePlot([{ name: "loss", x: [0, 1, 2], y: [3, 2, 1] }], { width: 120, height: 90 });
  * if (img.height !== 90) throw new Error("bad");
  * ```
@@ -648,7 +649,7 @@ export function renderLinePlot(series: readonly LineSeries[], opts: LinePlotOpti
  *
  * @example
  * ```ts
- * import { linePlot } from "../../mod.ts";
+ * import { linePlot } from "./mod.ts";
  * const png = await linePlot([
  *   { name: "CFM", x: [1, 2, 3], y: [1, 0.5, 0.2], lo: [0.8, 0.4, 0.1], hi: [1.2, 0.6, 0.3] },
  * ], { title: "variance", xlabel: "t", logY: true, width: 160, height: 120 });
@@ -694,7 +695,7 @@ export interface QuiverOptions {
  *
  * @example
  * ```ts
- * import { encodeGif, quiverFrame } from "../../mod.ts";
+ * import { encodeGif, quiverFrame } from "./mod.ts";
  * const pts = new Float32Array([-0.5, 0, 0.5, 0]);
  * const vec = new Float32Array([0, 1, 0, -1]);
  * const f = quiverFrame([{ points: pts, vectors: vec, name: "true" }], { size: 64, range: 1 });
@@ -777,7 +778,7 @@ export function quiverFrame(fields: readonly QuiverField[], opts: QuiverOptions 
  *
  * @example
  * ```ts
- * import { quiverPlot } from "../../mod.ts";
+ * import { quiverPlot } from "./mod.ts";
  * const png = await quiverPlot([{ points: [0, 0], vectors: [1, 0] }], { size: 64, range: 1 });
  * ```
  */

@@ -188,7 +188,7 @@ function checkSpec(spec: readonly FlagSpec[]): void {
  *
  * @example
  * ```ts
- * import { formatUsage } from "../../mod.ts";
+ * import { formatUsage } from "./mod.ts";
  * const text = formatUsage([{ name: "num-steps", type: "int", default: 50, help: "ODE steps" }], {
  *   task: "sample",
  * });
@@ -234,7 +234,7 @@ export function formatUsage(spec: readonly FlagSpec[], opts: ParseFlagsOptions =
  *
  * @example
  * ```ts
- * import { parseFlags } from "../../mod.ts";
+ * import { parseFlags } from "./mod.ts";
  * const flags = parseFlags(
  *   ["--num_steps", "20", "--model.anchor_weight=0.5", "--loss-type=stablevm", "--no-ema"],
  *   [

@@ -25,7 +25,7 @@ function table(): Uint32Array {
  *
  * @example
  * ```ts
- * import { crc32 } from "../../mod.ts";
+ * import { crc32 } from "./_bytes.ts";
  * const c = crc32(new TextEncoder().encode("123456789"));
  * if (c !== 0xcbf43926) throw new Error("bad crc");
  * ```

@@ -3,8 +3,8 @@
  * sample animations, with no native dependencies.
  * @module
  */
-import { checkInt } from "../_util.ts";
-import type { RgbaImage } from "./png.ts";
+import { checkInt } from "../lib/_util.ts";
+import type { RgbaImage } from "../lib/formats/png.ts";
 
 /** Options of {@linkcode encodeGif}. */
 export interface GifOptions {
@@ -118,7 +118,7 @@ function lzw(indices: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
- * import { encodeGif } from "../../mod.ts";
+ * import { encodeGif } from "./mod.ts";
  * const frame = (v: number) => ({ width: 2, height: 2, rgba: new Uint8Array(16).fill(v) });
  * const gif = encodeGif([frame(0), frame(255)], { delayMs: 200 });
  * if (new TextDecoder().decode(gif.subarray(0, 6)) !== "GIF89a") throw new Error("bad");

@@ -1,0 +1,21 @@
+/**
+ * flowgpu/cli: command-line plumbing shared by the `deno task` entry points — typed flag
+ * parsing with the seeds' spellings as aliases, and usage text.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "./mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const f = parseFlags(["--num-steps", "8"], [{ name: "num-steps", type: "int", default: 1 }]);
+ * assert.equal(f!.numSteps, 8);
+ * ```
+ * @module
+ */
+export {
+  type CamelCase,
+  type FlagSpec,
+  formatUsage,
+  type ParsedFlags,
+  parseFlags,
+  type ParseFlagsOptions,
+} from "./flags.ts";
