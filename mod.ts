@@ -35,6 +35,7 @@ export { grad, type GradOptions, jvp, valueAndGrad, vjp } from "./lib/autodiff/m
 // ---- layers above the engine (each lib/<layer>/mod.ts owns its exports) ----
 export * as nn from "./lib/nn/mod.ts";
 export * as optim from "./lib/optim/mod.ts";
+export * from "./lib/ot/mod.ts";
 export * from "./lib/io/mod.ts";
 export * from "./lib/flow/mod.ts";
 export * from "./lib/data/mod.ts";

@@ -19,16 +19,7 @@ export {
   type TimeSchedule,
   type VelocityFn,
 } from "./paths.ts";
-export {
-  type Coupling,
-  type CouplingMethod,
-  linearSumAssignment,
-  otCouple,
-  type OtCoupleOptions,
-  sinkhorn,
-  type SinkhornOptions,
-  type SinkhornResult,
-} from "./ot.ts";
+export { type Coupling, type CouplingMethod, otCouple, type OtCoupleOptions } from "./ot.ts";
 export {
   integrate,
   type IntegrateOptions,
