@@ -111,3 +111,39 @@ export function envGet(name: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * The `Deno` namespace, for the few functions that read or write files; the one place the
+ * library reaches it, so the library imports (and bundles for a browser) without touching
+ * `Deno` at module load. Outside Deno it throws a `TypeError` that names the function
+ * (`what`) and what to do in a browser instead (`instead`).
+ *
+ * @example
+ * ```ts
+ * import { denoApi } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ * assert.equal(typeof denoApi("loadNpy", "pass bytes to decodeNpy").readFile, "function");
+ * ```
+ */
+export function denoApi(what: string, instead: string): typeof Deno {
+  const d = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (d === undefined || typeof d.readFile !== "function") {
+    throw new TypeError(`${what} needs file access (Deno); in a browser ${instead} instead`);
+  }
+  return d;
+}
+
+/**
+ * Whether `e` is Deno's "file not found" error (checked by name, so no `Deno` global is
+ * needed to ask).
+ *
+ * @example
+ * ```ts
+ * import { isNotFound } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ * assert.equal(isNotFound(await Deno.stat("./no-such-file.txt").catch((e) => e)), true);
+ * ```
+ */
+export function isNotFound(e: unknown): boolean {
+  return e instanceof Error && e.name === "NotFound";
+}

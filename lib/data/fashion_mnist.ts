@@ -3,7 +3,7 @@
  * in /usr/share/datasets/fashion-mnist), decompressed with the web `DecompressionStream`.
  * @module
  */
-import { checkChoice, checkInt } from "../_util.ts";
+import { checkChoice, checkInt, denoApi, isNotFound } from "../_util.ts";
 
 /**
  * Fashion-MNIST's class names, by label.
@@ -63,9 +63,10 @@ export interface FashionMnist extends ImageDataset {
 async function gunzip(path: string, need?: number): Promise<Uint8Array> {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    file = await denoApi("loadFashionMnist", "fetch the IDX files and decode them yourself")
+      .open(path, { read: true });
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
+    if (isNotFound(e)) {
       throw new TypeError(
         `Fashion-MNIST file ${path} not found; install it with 'apt-get install dataset-fashion-mnist' or pass dir`,
       );

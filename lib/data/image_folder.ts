@@ -4,7 +4,7 @@
  * @module
  */
 import { decodePng, type RawImage } from "../formats/png.ts";
-import { checkInt } from "../_util.ts";
+import { checkInt, denoApi, isNotFound } from "../_util.ts";
 import type { ImageDataset } from "./fashion_mnist.ts";
 
 /** Options for {@link loadImageFolder}. */
@@ -81,18 +81,19 @@ export async function loadImageFolder(
   const limit = opts.limitPerClass === undefined
     ? Infinity
     : checkInt("limitPerClass", opts.limitPerClass, 1);
+  const fs = denoApi("loadImageFolder", "pass PNG bytes to decodePng");
   const classNames: string[] = [];
   try {
-    for await (const e of Deno.readDir(dir)) if (e.isDirectory) classNames.push(e.name);
+    for await (const e of fs.readDir(dir)) if (e.isDirectory) classNames.push(e.name);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new TypeError(`Image folder ${dir} not found`);
+    if (isNotFound(e)) throw new TypeError(`Image folder ${dir} not found`);
     throw e;
   }
   classNames.sort();
   const files: { path: string; label: number }[] = [];
   for (let label = 0; label < classNames.length; label++) {
     const names: string[] = [];
-    for await (const e of Deno.readDir(`${dir}/${classNames[label]}`)) {
+    for await (const e of fs.readDir(`${dir}/${classNames[label]}`)) {
       if (e.isFile && e.name.toLowerCase().endsWith(".png")) names.push(e.name);
     }
     names.sort();
@@ -108,7 +109,7 @@ export async function loadImageFolder(
   const labels = new Float32Array(files.length);
   for (let k = 0; k < files.length; k++) {
     const { path, label } = files[k]!;
-    const img = await decodePng(await Deno.readFile(path), path);
+    const img = await decodePng(await fs.readFile(path), path);
     if (k === 0) {
       if (size === undefined) [h, w] = [img.height, img.width];
       images = new Float32Array(files.length * channels * h * w);

@@ -93,6 +93,29 @@ export function grid1d(n: number, maxPerDim: number): [number, number, number] {
 }
 
 /**
+ * Make WGSL portable to compilers that evaluate constant expressions strictly. Tint
+ * (Chrome's WGSL compiler) rejects `bitcast<f32>(0x7f800000u)` — a constant expression
+ * whose value (±inf, NaN) "cannot be represented as f32" — where naga (Deno's wgpu) accepts
+ * it. A `bitcast<f32>` of a literal or of an upper-case constant is routed through an
+ * identity function, so it is evaluated at run time and yields the same bits on both.
+ *
+ * @example
+ * ```ts
+ * import { portableWgsl } from "./runtime.ts";
+ * import { strict as assert } from "node:assert";
+ * const out = portableWgsl("fn f() -> f32 { return bitcast<f32>(0x7f800000u); }");
+ * assert.ok(out.includes("bitcast<f32>(fg_runtime_u32(0x7f800000u))"));
+ * assert.equal(portableWgsl("fn g(x: u32) -> f32 { return bitcast<f32>(x); }").includes("fg_runtime"), false);
+ * ```
+ */
+export function portableWgsl(code: string): string {
+  const re = /bitcast<f32>\(\s*(0x[0-9a-fA-F]+u|[A-Z][A-Z0-9_]*)\s*\)/g;
+  if (!re.test(code)) return code;
+  return code.replace(re, "bitcast<f32>(fg_runtime_u32($1))") +
+    "\nfn fg_runtime_u32(x: u32) -> u32 { return x; }\n";
+}
+
+/**
  * The WebGPU runtime. Create it with `GpuRuntime.create()`; the WebGPU backend is built on it.
  *
  * @example
@@ -243,7 +266,7 @@ export class GpuRuntime {
     if (have) return have;
     this.checkAlive();
     if (typeof code === "function") code = code();
-    const module = this.device.createShaderModule({ code });
+    const module = this.device.createShaderModule({ code: portableWgsl(code) });
     const pipeline = this.device.createComputePipeline({
       layout: "auto",
       compute: { module, entryPoint: "main" },

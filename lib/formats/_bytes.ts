@@ -4,6 +4,7 @@
  * every reader raises.
  * @module
  */
+import { denoApi } from "../_util.ts";
 
 let crcTable: Uint32Array | undefined;
 
@@ -105,8 +106,15 @@ export function isHttpUrl(path: string | URL): boolean {
   return s.startsWith("http://") || s.startsWith("https://");
 }
 
-/** @internal Read a file path, `file:` URL or http(s) URL into bytes. */
-export async function readBytes(path: string | URL): Promise<Uint8Array> {
+/**
+ * @internal Read a file path, `file:` URL or http(s) URL into bytes. `caller` and `decoder`
+ * name the public function and its bytes-taking twin for the error a browser gets.
+ */
+export async function readBytes(
+  path: string | URL,
+  caller = "readBytes",
+  decoder = "the matching decode function",
+): Promise<Uint8Array> {
   if (isHttpUrl(path)) {
     const res = await fetch(String(path));
     if (!res.ok) {
@@ -115,7 +123,8 @@ export async function readBytes(path: string | URL): Promise<Uint8Array> {
     }
     return new Uint8Array(await res.arrayBuffer());
   }
-  return await Deno.readFile(
+  const fs = denoApi(`${caller}(${JSON.stringify(String(path))})`, `pass bytes to ${decoder}`);
+  return await fs.readFile(
     typeof path === "string" && path.startsWith("file:") ? new URL(path) : path,
   );
 }

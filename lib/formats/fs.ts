@@ -4,6 +4,7 @@
  * content in place.
  * @module
  */
+import { denoApi, isNotFound } from "../_util.ts";
 
 /** @internal Parent directory of a path ("." when it has none). */
 export function dirname(path: string): string {
@@ -43,11 +44,12 @@ export async function atomicWrite(
   if (typeof path !== "string" || path === "") {
     throw new TypeError(`Expected path to be a non-empty string but found ${path}`);
   }
-  await Deno.mkdir(dirname(path), { recursive: true });
+  const fs = denoApi(`Writing ${path}`, "keep the encoded bytes (e.g. offer them as a download)");
+  await fs.mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${randomSuffix()}`;
   let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(tmp, { write: true, createNew: true });
+    file = await fs.open(tmp, { write: true, createNew: true });
     if (typeof data === "string") data = new TextEncoder().encode(data);
     if (data instanceof Uint8Array) {
       let off = 0;
@@ -66,12 +68,12 @@ export async function atomicWrite(
     await file.syncData();
     file.close();
     file = undefined;
-    await Deno.rename(tmp, path);
+    await fs.rename(tmp, path);
   } catch (e) {
     try {
       file?.close();
     } catch { /* already closed */ }
-    await Deno.remove(tmp).catch(() => {});
+    await fs.remove(tmp).catch(() => {});
     throw e;
   }
 }
@@ -88,16 +90,16 @@ export async function atomicWrite(
  * ```
  */
 export async function ensureDir(path: string): Promise<void> {
-  await Deno.mkdir(path, { recursive: true });
+  await denoApi("ensureDir", "keep files in memory").mkdir(path, { recursive: true });
 }
 
 /** @internal Whether a path exists (false on NotFound). */
 export async function exists(path: string): Promise<boolean> {
   try {
-    await Deno.stat(path);
+    await denoApi("exists", "keep files in memory").stat(path);
     return true;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (isNotFound(e)) return false;
     throw e;
   }
 }

@@ -449,7 +449,7 @@ export async function saveNpy(path: string, arr: NpyInput): Promise<void> {
  * ```
  */
 export async function loadNpy(path: string | URL): Promise<NpyArray> {
-  return decodeNpy(await readBytes(path), String(path));
+  return decodeNpy(await readBytes(path, "loadNpy", "decodeNpy"), String(path));
 }
 
 /**
@@ -482,5 +482,5 @@ export async function saveNpz(path: string, arrays: Record<string, NpyInput>): P
  * ```
  */
 export async function loadNpz(path: string | URL): Promise<Record<string, NpyArray>> {
-  return await decodeNpz(await readBytes(path), String(path));
+  return await decodeNpz(await readBytes(path, "loadNpz", "decodeNpz"), String(path));
 }

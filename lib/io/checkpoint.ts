@@ -7,7 +7,7 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
-import { checkInt } from "../_util.ts";
+import { checkInt, denoApi, isNotFound } from "../_util.ts";
 import { crc32, FileFormatError, readBytes } from "../formats/_bytes.ts";
 import { atomicWrite, joinPath } from "../formats/fs.ts";
 import {
@@ -214,13 +214,15 @@ export async function loadCheckpoint(path: string | URL): Promise<Checkpoint> {
   const s = String(path);
   let bytes: Uint8Array;
   try {
-    bytes = await readBytes(path);
+    bytes = await readBytes(path, "loadCheckpoint", "decodeCheckpoint");
   } catch (e) {
     if (e instanceof FileFormatError) throw new CheckpointError(s, e.message.slice(s.length + 2));
     throw e;
   }
   return decodeCheckpoint(bytes, s);
 }
+
+const FILES_ONLY = "keep checkpoints as bytes (encodeCheckpoint / decodeCheckpoint)";
 
 /** Options of {@linkcode CheckpointManager}. */
 export interface CheckpointManagerOptions {
@@ -277,12 +279,12 @@ export class CheckpointManager {
   async steps(): Promise<number[]> {
     const out: number[] = [];
     try {
-      for await (const e of Deno.readDir(this.dir)) {
+      for await (const e of denoApi("CheckpointManager", FILES_ONLY).readDir(this.dir)) {
         const m = /^step-(\d+)\.safetensors$/.exec(e.name);
         if (m) out.push(Number(m[1]));
       }
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return [];
+      if (isNotFound(e)) return [];
       throw e;
     }
     return out.sort((a, b) => a - b);
@@ -300,7 +302,7 @@ export class CheckpointManager {
     await atomicWrite(this.lastPath, bytes);
     const steps = await this.steps();
     for (const s of steps.slice(0, Math.max(0, steps.length - this.keep))) {
-      await Deno.remove(this.pathFor(s)).catch(() => {});
+      await denoApi("CheckpointManager", FILES_ONLY).remove(this.pathFor(s)).catch(() => {});
     }
     return path;
   }
@@ -319,7 +321,7 @@ export class CheckpointManager {
       try {
         return { path, checkpoint: await loadCheckpoint(path) };
       } catch (e) {
-        if (e instanceof Deno.errors.NotFound) continue;
+        if (isNotFound(e)) continue;
         this.#warn(`Skipping checkpoint ${path}: ${(e as Error).message}`);
       }
     }

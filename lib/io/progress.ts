@@ -27,7 +27,7 @@ export interface ProgressOptions {
 
 function stderrIsTty(): boolean {
   try {
-    return Deno.stderr.isTerminal();
+    return (globalThis as { Deno?: typeof Deno }).Deno?.stderr.isTerminal() ?? false;
   } catch {
     return false;
   }
@@ -36,9 +36,14 @@ function stderrIsTty(): boolean {
 const encoder = new TextEncoder();
 function writeStderr(s: string): void {
   try {
+    const stderr = (globalThis as { Deno?: typeof Deno }).Deno?.stderr;
+    if (stderr === undefined) {
+      console.log(s.replace(/\r|\n$/g, ""));
+      return;
+    }
     const b = encoder.encode(s);
     let o = 0;
-    while (o < b.length) o += Deno.stderr.writeSync(b.subarray(o));
+    while (o < b.length) o += stderr.writeSync(b.subarray(o));
   } catch { /* stderr closed: progress is best effort */ }
 }
 

@@ -6,6 +6,9 @@
  * @module
  */
 import { atomicWrite, exists, joinPath } from "../formats/fs.ts";
+import { denoApi, isNotFound } from "../_util.ts";
+
+const IN_MEMORY = "keep metrics and files in memory";
 import { CheckpointManager } from "./checkpoint.ts";
 
 /** Options of {@linkcode createRun}. */
@@ -73,7 +76,10 @@ export class Run {
       throw new RangeError(`Expected metrics step to be an integer >= 0 but found ${step}`);
     }
     const line = JSON.stringify({ step, ...record }) + "\n";
-    await Deno.writeTextFile(this.metricsPath, line, { append: true, create: true });
+    await denoApi("Run.logMetrics", IN_MEMORY).writeTextFile(this.metricsPath, line, {
+      append: true,
+      create: true,
+    });
   }
 
   /** Every record in `metrics.jsonl` (a torn last line from a crash is skipped). */
@@ -140,8 +146,9 @@ export async function createRun(task: string, opts: CreateRunOptions = {}): Prom
   const config = opts.config ?? {};
   const json = JSON.stringify(config, null, 2);
   if (json === undefined) throw new TypeError("Expected run config to be JSON-serialisable");
-  await Deno.mkdir(joinPath(dir, "samples"), { recursive: true });
-  await Deno.mkdir(joinPath(dir, "plots"), { recursive: true });
+  const fs = denoApi("createRun", IN_MEMORY);
+  await fs.mkdir(joinPath(dir, "samples"), { recursive: true });
+  await fs.mkdir(joinPath(dir, "plots"), { recursive: true });
   await atomicWrite(joinPath(dir, "config.json"), json + "\n");
   return new Run(dir, config, opts.keepCheckpoints ?? 3);
 }
@@ -162,11 +169,12 @@ export async function createRun(task: string, opts: CreateRunOptions = {}): Prom
  */
 export async function openRun(dir: string, opts: { keepCheckpoints?: number } = {}): Promise<Run> {
   const p = joinPath(dir, "config.json");
+  const fs = denoApi("openRun", IN_MEMORY);
   let text: string;
   try {
-    text = await Deno.readTextFile(p);
+    text = await fs.readTextFile(p);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
+    if (isNotFound(e)) {
       throw new RangeError(`Expected a run directory with config.json but ${p} does not exist`);
     }
     throw e;
@@ -177,8 +185,8 @@ export async function openRun(dir: string, opts: { keepCheckpoints?: number } = 
   } catch (e) {
     throw new RangeError(`${p}: config.json is not valid JSON (${(e as Error).message})`);
   }
-  await Deno.mkdir(joinPath(dir, "samples"), { recursive: true });
-  await Deno.mkdir(joinPath(dir, "plots"), { recursive: true });
+  await fs.mkdir(joinPath(dir, "samples"), { recursive: true });
+  await fs.mkdir(joinPath(dir, "plots"), { recursive: true });
   return new Run(dir, config, opts.keepCheckpoints ?? 3);
 }
 
@@ -198,9 +206,9 @@ export async function openRun(dir: string, opts: { keepCheckpoints?: number } = 
 export async function readMetrics(path: string): Promise<Record<string, unknown>[]> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await denoApi("readMetrics", "parse the JSON lines yourself").readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
+    if (isNotFound(e)) return [];
     throw e;
   }
   const lines = text.split("\n");

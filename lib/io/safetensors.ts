@@ -419,5 +419,8 @@ export function loadSafetensorsFromBytes(
  * ```
  */
 export async function loadSafetensors(path: string | URL): Promise<Record<string, Tensor>> {
-  return loadSafetensorsFromBytes(await readBytes(path), String(path));
+  return loadSafetensorsFromBytes(
+    await readBytes(path, "loadSafetensors", "loadSafetensorsFromBytes"),
+    String(path),
+  );
 }
