@@ -8,12 +8,14 @@
 /** Where Debian's chromium lives (the tests are ignored when it is absent). */
 export const CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
 
-/** The chromium binary, or null when none is installed. */
+/** The chromium binary (one that answers `--version`), or null when none is installed. */
 export function findChromium(): string | null {
   for (const p of CHROMIUM_CANDIDATES) {
     try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch { /* not there */ }
+      const out = new Deno.Command(p, { args: ["--version"], stdout: "piped", stderr: "null" })
+        .outputSync();
+      if (out.success && /chromium/i.test(new TextDecoder().decode(out.stdout))) return p;
+    } catch { /* not installed, or not allowed to run */ }
   }
   return null;
 }
@@ -113,7 +115,9 @@ export class CdpPage {
     for (;;) {
       const v = await this.eval<T>(expression).catch(() => undefined);
       if (v) return v;
-      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${expression}`);
+      if (Date.now() > end) {
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${expression}`);
+      }
       await new Promise((r) => setTimeout(r, everyMs));
     }
   }
