@@ -54,7 +54,8 @@ export function contentType(path: string): string {
 
 /**
  * A request handler serving files under `root` (a directory URL or path): `/dir/` serves
- * `dir/index.html`, `..` and NUL are refused, missing files are 404, and nothing is cached.
+ * `dir/index.html`, `..` and NUL are refused, missing files are 404 (a missing
+ * `/favicon.ico` is 204), and nothing is cached.
  *
  * @example
  * ```ts
@@ -94,6 +95,8 @@ export function fileHandler(root: URL | string): (req: Request) => Promise<Respo
         headers: { "content-type": contentType(path), "cache-control": "no-store" },
       });
     } catch {
+      // Browsers ask every site for an icon: "none" is not an error worth a console line.
+      if (path === "/favicon.ico") return new Response(null, { status: 204 });
       return new Response("not found", { status: 404 });
     }
   };

@@ -9,7 +9,8 @@
 import { strict as assert } from "node:assert";
 import { type CdpPage, findChromium, launchChromium } from "../_cdp.ts";
 import { serveFiles } from "../../tasks/serve.ts";
-import { jvp, matmul, setBackend, softmax, type Tensor, tensor } from "../../mod.ts";
+import { getBackend, jvp, matmul, setBackend, softmax, type Tensor, tensor } from "../../mod.ts";
+import { assertClose } from "../_helpers.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const OUT = "/tmp/flowgpu-browser-test";
@@ -59,6 +60,26 @@ Deno.test("build:web bundles mod.ts with a source map, no bare Deno. and no node
   ]);
 });
 
+const previous = getBackend().name;
+
+/**
+ * The op-parity computation, written once: run here on the CPU backend and, as source text,
+ * in the page on WebGPU. Inputs are deterministic host data (no RNG), small enough that the
+ * browser's CPU adapter (SwiftShader) compiles each kernel quickly.
+ */
+function parity(
+  fg: { tensor: typeof tensor; matmul: typeof matmul; softmax: typeof softmax; jvp: typeof jvp },
+): Record<string, Tensor> {
+  const host = (r: number, c: number, a: number, b: number) =>
+    Float32Array.from({ length: r * c }, (_, i) => Math.sin(a * (i % c) + b * Math.floor(i / c)));
+  const A = fg.tensor(host(8, 16, 0.37, 0.11), [8, 16]);
+  const B = fg.tensor(host(16, 12, 0.23, 0.71), [16, 12]);
+  const dA = fg.tensor(host(8, 16, 0.05, 0.9), [8, 16]);
+  const [y, dy] = fg.jvp((x: Tensor) => fg.softmax(fg.matmul(x, B).tanh(), -1), [A], [dA]);
+  return { matmul: fg.matmul(A, B), softmax: fg.softmax(A.mul(3), -1), jvpOut: y, jvpTangent: dy };
+}
+const PARITY_SOURCE = parity.toString();
+
 /** Everything console.error'd or thrown in the page. */
 function errorsOf(page: CdpPage): string[] {
   return page.console.filter((c) => c.level === "error" || c.level === "exception").map((c) =>
@@ -107,11 +128,35 @@ Deno.test({
         assert.deepEqual(errorsOf(page), [], "console errors in the demo");
       },
     );
+
+    await t.step("matmul, softmax and a jvp in the browser match the Deno CPU backend", async () => {
+      const page = await browser.open(`${srv.url}/deno.json`);
+      const got = await page.eval<Record<string, number[] | string>>(`(async () => {
+        const fg = await import("/dist/flowgpu.js");
+        if (typeof fg.init === "function") await fg.init();
+        ${PARITY_SOURCE}
+        const r = parity(fg);
+        const out = { backend: fg.getBackend().description };
+        for (const [k, v] of Object.entries(r)) out[k] = Array.from(await v.data());
+        return out;
+      })()`);
+      const cpu = setBackend("cpu");
+      let want: Record<string, Tensor>;
+      try {
+        want = parity({ tensor, matmul, softmax, jvp });
+      } finally {
+        setBackend(previous);
+      }
+      assert.match(String(got.backend), /^webgpu/, `browser backend ${got.backend}`);
+      for (const [k, v] of Object.entries(want)) {
+        assertClose(got[k] as number[], await v.data(), { rtol: 1e-4, atol: 1e-5, msg: k });
+      }
+      assert.equal(cpu.name, "cpu");
+      assert.deepEqual(errorsOf(page), [], "console errors in the parity page");
+    });
   } finally {
     await browser.close();
     await srv.close();
   }
 });
 
-// Keep the imports used until the parity step lands.
-void [jvp, matmul, setBackend, softmax, tensor] as unknown as Tensor;
