@@ -129,9 +129,11 @@ Deno.test({
       },
     );
 
-    await t.step("matmul, softmax and a jvp in the browser match the Deno CPU backend", async () => {
-      const page = await browser.open(`${srv.url}/deno.json`);
-      const got = await page.eval<Record<string, number[] | string>>(`(async () => {
+    await t.step(
+      "matmul, softmax and a jvp in the browser match the Deno CPU backend",
+      async () => {
+        const page = await browser.open(`${srv.url}/deno.json`);
+        const got = await page.eval<Record<string, number[] | string>>(`(async () => {
         const fg = await import("/dist/flowgpu.js");
         if (typeof fg.init === "function") await fg.init();
         ${PARITY_SOURCE}
@@ -140,23 +142,92 @@ Deno.test({
         for (const [k, v] of Object.entries(r)) out[k] = Array.from(await v.data());
         return out;
       })()`);
-      const cpu = setBackend("cpu");
-      let want: Record<string, Tensor>;
-      try {
-        want = parity({ tensor, matmul, softmax, jvp });
-      } finally {
-        setBackend(previous);
-      }
-      assert.match(String(got.backend), /^webgpu/, `browser backend ${got.backend}`);
-      for (const [k, v] of Object.entries(want)) {
-        assertClose(got[k] as number[], await v.data(), { rtol: 1e-4, atol: 1e-5, msg: k });
-      }
-      assert.equal(cpu.name, "cpu");
-      assert.deepEqual(errorsOf(page), [], "console errors in the parity page");
-    });
+        const cpu = setBackend("cpu");
+        let want: Record<string, Tensor>;
+        try {
+          want = parity({ tensor, matmul, softmax, jvp });
+        } finally {
+          setBackend(previous);
+        }
+        assert.match(String(got.backend), /^webgpu/, `browser backend ${got.backend}`);
+        for (const [k, v] of Object.entries(want)) {
+          assertClose(got[k] as number[], await v.data(), { rtol: 1e-4, atol: 1e-5, msg: k });
+        }
+        assert.equal(cpu.name, "cpu");
+        assert.deepEqual(errorsOf(page), [], "console errors in the parity page");
+      },
+    );
+
+    await t.step(
+      "report.html of a real run: every image and chart loads, charts parse as SVG",
+      async () => {
+        const dir = await Deno.makeTempDir({ dir: OUT, prefix: "run-" });
+        const deno = (...args: string[]) =>
+          new Deno.Command("deno", {
+            args,
+            cwd: ROOT.pathname,
+            stdout: "piped",
+            stderr: "piped",
+            env: { NO_COLOR: "1" },
+          }).output();
+        const train = await deno(
+          "task",
+          "--quiet",
+          "train:cfm",
+          ...[
+            "--max-train-steps",
+            "20",
+            "--batch-size",
+            "64",
+            "--hidden",
+            "16",
+            "--log-every",
+            "5",
+          ],
+          ...["--checkpoint-every", "10", "--sample-every", "10", "--sample-steps", "8"],
+          ...["--output-dir", dir, "--exp-name", "tiny"],
+        );
+        assert.ok(train.success, new TextDecoder().decode(train.stderr));
+        const run = `${dir}/tiny`;
+        await Deno.writeTextFile(`${run}/eval.jsonl`, '{"step":20,"eval/w2":2.5,"eval/kl":0.9}\n');
+        const report = await deno("task", "--quiet", "report", run);
+        assert.ok(report.success, new TextDecoder().decode(report.stderr));
+        const page = await browser.open(`file://${run}/report.html`);
+        const imgs = await page.eval<{ alt: string; ok: boolean; chart: boolean; svg: string }[]>(
+          `Promise.all([...document.images].map(async (i) => {
+          await i.decode().catch(() => {});
+          const svg = i.classList.contains("chart") ? atob(i.src.split(",")[1]) : "";
+          let parsed = "";
+          if (svg) {
+            const doc = new DOMParser().parseFromString(svg, "image/svg+xml");
+            parsed = doc.querySelector("parsererror") ? "parsererror" : doc.documentElement.nodeName;
+          }
+          return { alt: i.alt, ok: i.complete && i.naturalWidth > 0, chart: i.classList.contains("chart"), svg: parsed };
+        }))`,
+        );
+        const shot = `${OUT}/report.png`;
+        await Deno.writeFile(shot, await page.screenshot());
+        console.log(`report screenshot: ${shot}`);
+        const charts = imgs.filter((i) => i.chart).map((i) => i.alt);
+        for (const m of ["training/loss_flow", "training/grad_norm", "eval/w2", "eval/kl"]) {
+          assert.ok(charts.includes(m), `chart for ${m} in ${charts}`);
+        }
+        assert.ok(imgs.some((i) => i.alt.includes("samples/")), "sample images in the report");
+        assert.deepEqual(
+          imgs.filter((i) => !i.ok).map((i) => i.alt),
+          [],
+          "images that did not load",
+        );
+        assert.deepEqual(
+          imgs.filter((i) => i.chart && i.svg !== "svg").map((i) => `${i.alt}: ${i.svg}`),
+          [],
+          "charts that are not SVG documents",
+        );
+        assert.deepEqual(errorsOf(page), [], "console errors in the report");
+      },
+    );
   } finally {
     await browser.close();
     await srv.close();
   }
 });
-

@@ -1,0 +1,388 @@
+/**
+ * flowgpu/viz/charts: publication charts as SVG through Vega-Lite (rendered headless by Vega,
+ * no permissions, no browser), PNG from that SVG through `sharp` (libvips, shipped inside its
+ * npm package) where a raster is wanted, and labelled image grids (nearest-neighbour upscaled,
+ * class names on the rows). The core `mod.ts` never imports this module.
+ *
+ * Importing needs no permissions; {@linkcode svgToPng} loads sharp on first use, which needs
+ * `--allow-ffi`/`--allow-read` on Deno's npm cache, `--allow-env` for sharp's variables and
+ * `--allow-sys=cpus,osRelease,networkInterfaces,homedir,uid,gid,hostname`.
+ *
+ * @example
+ * ```ts
+ * import { lineChart } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const svg = await lineChart([{ name: "Loss", x: [1, 2, 3], y: [1, 0.5, 0.2] }], {
+ *   title: "Training loss", xTitle: "Step", yTitle: "Loss", logY: true,
+ * });
+ * assert.ok(svg.startsWith("<svg") && svg.includes("Training loss"));
+ * ```
+ * @module
+ */
+import * as vega from "vega";
+import { compile, type TopLevelSpec } from "vega-lite";
+import { encodePng, type RgbaImage } from "../lib/formats/png.ts";
+import { checkInt } from "../lib/_util.ts";
+
+/** A vega-lite specification (re-exported type). */
+export type { TopLevelSpec };
+
+/**
+ * Render a Vega-Lite specification to an SVG document string (headless, no permissions).
+ *
+ * @example
+ * ```ts
+ * import { vegaLiteToSvg } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const svg = await vegaLiteToSvg({
+ *   data: { values: [{ a: "x", b: 1 }, { a: "y", b: 2 }] },
+ *   mark: "bar",
+ *   encoding: { x: { field: "a", type: "nominal" }, y: { field: "b", type: "quantitative" } },
+ * });
+ * assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+ * ```
+ */
+export async function vegaLiteToSvg(spec: TopLevelSpec): Promise<string> {
+  const compiled = compile(spec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** One line of a {@linkcode lineChart}. */
+export interface ChartSeries {
+  /** Legend name. */
+  name: string;
+  /** x values. */
+  x: ArrayLike<number>;
+  /** y values (same length as `x`); non-finite values are skipped. */
+  y: ArrayLike<number>;
+}
+
+/** Common chart options. */
+export interface ChartOptions {
+  /** Title above the chart. */
+  title?: string;
+  /** Second title line (e.g. what was skipped). */
+  subtitle?: string;
+  /** x-axis title. */
+  xTitle?: string;
+  /** y-axis title. */
+  yTitle?: string;
+  /** Logarithmic x axis (non-positive x are skipped). */
+  logX?: boolean;
+  /** Logarithmic y axis (non-positive y are skipped). */
+  logY?: boolean;
+  /** Plot width in pixels (default 520). */
+  width?: number;
+  /** Plot height in pixels (default 280). */
+  height?: number;
+  /** Legend title (default "Series"). */
+  legendTitle?: string;
+}
+
+const FONT = "DejaVu Sans, Helvetica, Arial, sans-serif";
+const CONFIG: TopLevelSpec["config"] = {
+  font: FONT,
+  title: { fontSize: 15, fontWeight: 600, anchor: "start", subtitleColor: "#666" },
+  axis: { labelFontSize: 11, titleFontSize: 12, titleFontWeight: 500, grid: true },
+  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 320 },
+  view: { stroke: "#ccc" },
+  background: "white",
+};
+
+function titleOf(o: ChartOptions): TopLevelSpec["title"] {
+  if (!o.title && !o.subtitle) return undefined;
+  return o.subtitle ? { text: o.title ?? "", subtitle: o.subtitle } : o.title;
+}
+
+/**
+ * A line chart, one line per series, with a legend, axis titles and optional log axes.
+ * Points that a log axis cannot show (≤ 0) and non-finite values are skipped.
+ *
+ * @example
+ * ```ts
+ * import { lineChart } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const svg = await lineChart([
+ *   { name: "Train loss", x: [10, 20, 30], y: [2, 1, 0.5] },
+ *   { name: "Grad norm", x: [10, 20, 30], y: [5, 3, 1] },
+ * ], { xTitle: "Step", yTitle: "Value", logY: true });
+ * assert.ok(svg.includes("Train loss") && svg.includes("Grad norm"));
+ * ```
+ */
+export async function lineChart(
+  series: readonly ChartSeries[],
+  opts: ChartOptions = {},
+): Promise<string> {
+  const values: { x: number; y: number; series: string }[] = [];
+  for (const s of series) {
+    if (s.x.length !== s.y.length) {
+      throw new RangeError(
+        `Expected series "${s.name}" to have as many x as y values but found ${s.x.length} and ${s.y.length}`,
+      );
+    }
+    for (let i = 0; i < s.x.length; i++) {
+      const x = s.x[i]!, y = s.y[i]!;
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      if ((opts.logX && x <= 0) || (opts.logY && y <= 0)) continue;
+      values.push({ x, y, series: s.name });
+    }
+  }
+  const single = series.length === 1;
+  return await vegaLiteToSvg({
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title: titleOf(opts),
+    width: opts.width ?? 520,
+    height: opts.height ?? 280,
+    config: CONFIG,
+    data: { values },
+    mark: { type: "line", strokeWidth: 1.8, point: values.length <= 40 },
+    encoding: {
+      x: {
+        field: "x",
+        type: "quantitative",
+        title: opts.xTitle ?? "x",
+        scale: opts.logX ? { type: "log" } : { zero: false },
+      },
+      y: {
+        field: "y",
+        type: "quantitative",
+        title: opts.yTitle ?? "y",
+        scale: opts.logY ? { type: "log" } : { zero: false },
+      },
+      color: {
+        field: "series",
+        type: "nominal",
+        title: opts.legendTitle ?? "Series",
+        sort: series.map((s) => s.name),
+        legend: single && !opts.legendTitle ? null : { orient: "right" },
+      },
+    },
+  });
+}
+
+/** One group of 2-D points for {@linkcode scatterChart}. */
+export interface PointGroup {
+  /** Legend name. */
+  name: string;
+  /** Interleaved x, y pairs. */
+  points: ArrayLike<number>;
+}
+
+/**
+ * A scatter chart of 2-D point groups (e.g. data vs model samples), equal axis scales.
+ *
+ * @example
+ * ```ts
+ * import { scatterChart } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const svg = await scatterChart([
+ *   { name: "Data", points: [0, 0, 1, 1] },
+ *   { name: "Samples", points: [0.1, 0, 0.9, 1.1] },
+ * ], { title: "Step 100" });
+ * assert.ok(svg.includes("Samples"));
+ * ```
+ */
+export async function scatterChart(
+  groups: readonly PointGroup[],
+  opts: ChartOptions & { domain?: [number, number] } = {},
+): Promise<string> {
+  const values: { x: number; y: number; group: string }[] = [];
+  let lo = Infinity, hi = -Infinity;
+  for (const g of groups) {
+    if (g.points.length % 2 !== 0) {
+      throw new RangeError(
+        `Expected group "${g.name}" to hold x, y pairs but found ${g.points.length} values`,
+      );
+    }
+    for (let i = 0; i + 1 < g.points.length; i += 2) {
+      const x = g.points[i]!, y = g.points[i + 1]!;
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      values.push({ x, y, group: g.name });
+      lo = Math.min(lo, x, y);
+      hi = Math.max(hi, x, y);
+    }
+  }
+  const domain = opts.domain ?? (values.length ? [lo, hi] : [0, 1]);
+  const side = opts.width ?? 320;
+  return await vegaLiteToSvg({
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title: titleOf(opts),
+    width: side,
+    height: opts.height ?? side,
+    config: CONFIG,
+    data: { values },
+    mark: { type: "circle", size: 9, opacity: 0.55 },
+    encoding: {
+      x: { field: "x", type: "quantitative", title: opts.xTitle ?? "x₁", scale: { domain } },
+      y: { field: "y", type: "quantitative", title: opts.yTitle ?? "x₂", scale: { domain } },
+      color: {
+        field: "group",
+        type: "nominal",
+        title: opts.legendTitle ?? "Points",
+        sort: groups.map((g) => g.name),
+      },
+    },
+  });
+}
+
+/**
+ * Upscale an RGBA image by an integer factor with nearest-neighbour sampling (pixels stay
+ * sharp squares).
+ *
+ * @example
+ * ```ts
+ * import { upscaleNearest } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const big = upscaleNearest({ width: 1, height: 1, rgba: new Uint8Array([9, 8, 7, 255]) }, 3);
+ * assert.equal(big.width, 3);
+ * assert.deepEqual(Array.from(big.rgba.subarray(32, 36)), [9, 8, 7, 255]);
+ * ```
+ */
+export function upscaleNearest(img: RgbaImage, factor: number): RgbaImage {
+  const k = checkInt("upscale factor", factor, 1, 64);
+  const W = img.width * k, H = img.height * k;
+  const out = new Uint8Array(W * H * 4);
+  const src = new Uint32Array(img.rgba.buffer, img.rgba.byteOffset, img.width * img.height);
+  const dst = new Uint32Array(out.buffer);
+  for (let y = 0; y < H; y++) {
+    const row = Math.floor(y / k) * img.width;
+    for (let x = 0; x < W; x++) dst[y * W + x] = src[row + Math.floor(x / k)]!;
+  }
+  return { width: W, height: H, rgba: out };
+}
+
+const esc = (s: string) =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+function base64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+/** Options of {@linkcode labelledGridSvg}. */
+export interface LabelledGridOptions {
+  /** Images per row (the samples of one class). */
+  cols: number;
+  /** One label per row, e.g. the class names. */
+  rowLabels: readonly string[];
+  /** Nearest-neighbour upscale factor (default 3). */
+  scale?: number;
+  /** Value range of the images mapped to 0..255 (default [-1, 1]). */
+  range?: [number, number];
+  /** Pixels between tiles before upscaling (default 1). */
+  padding?: number;
+  /** Title above the grid. */
+  title?: string;
+}
+
+/**
+ * An image grid as SVG: row `r` holds images `r·cols … r·cols + cols − 1` of an NCHW batch
+ * (1 or 3 channels), upscaled by nearest neighbour and embedded as one PNG, with the row
+ * labels (class names) as text on the left. Convert with {@linkcode svgToPng} for a raster.
+ *
+ * @example
+ * ```ts
+ * import { labelledGridSvg } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
+ * const imgs = new Float32Array(2 * 2 * 1 * 4 * 4).map((_, i) => (i % 7) / 3 - 1);
+ * const svg = await labelledGridSvg(imgs, [1, 4, 4], { cols: 2, rowLabels: ["T-shirt/top", "Trouser"] });
+ * assert.ok(svg.includes("T-shirt/top") && svg.includes("data:image/png;base64,"));
+ * ```
+ */
+export async function labelledGridSvg(
+  images: ArrayLike<number>,
+  shape: readonly [number, number, number],
+  opts: LabelledGridOptions,
+): Promise<string> {
+  const [c, h, w] = shape;
+  checkInt("grid image channels", c, 1, 3);
+  const cols = checkInt("grid cols", opts.cols, 1);
+  const rows = opts.rowLabels.length;
+  const per = c * h * w;
+  if (images.length !== rows * cols * per) {
+    throw new RangeError(
+      `Expected ${rows} rows × ${cols} images of [${shape}] = ${
+        rows * cols * per
+      } values but found ${images.length}`,
+    );
+  }
+  const k = checkInt("grid scale", opts.scale ?? 3, 1, 64);
+  const pad = checkInt("grid padding", opts.padding ?? 1, 0);
+  const [lo, hi] = opts.range ?? [-1, 1];
+  const W0 = cols * w + (cols + 1) * pad, H0 = rows * h + (rows + 1) * pad;
+  const rgba = new Uint8Array(W0 * H0 * 4).fill(255);
+  for (let n = 0; n < rows * cols; n++) {
+    const gx = pad + (n % cols) * (w + pad), gy = pad + Math.floor(n / cols) * (h + pad);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const o = ((gy + y) * W0 + gx + x) * 4;
+        for (let ch = 0; ch < 3; ch++) {
+          const v = images[n * per + (c === 1 ? 0 : ch) * h * w + y * w + x]!;
+          rgba[o + ch] = Math.max(0, Math.min(255, Math.round(((v - lo) / (hi - lo)) * 255)));
+        }
+      }
+    }
+  }
+  const big = upscaleNearest({ width: W0, height: H0, rgba }, k);
+  const png = await encodePng(big.width, big.height, big.rgba);
+  const fontPx = 13;
+  const labelW = Math.ceil(12 + 7.2 * Math.max(1, ...opts.rowLabels.map((l) => l.length)));
+  const top = opts.title ? 28 : 4;
+  const W = labelW + big.width + 4, H = top + big.height + 4;
+  const rowH = (h + pad) * k;
+  const texts = opts.rowLabels.map((l, r) =>
+    `<text x="${labelW - 8}" y="${
+      top + pad * k + r * rowH + (h * k) / 2
+    }" text-anchor="end" dominant-baseline="middle">${esc(l)}</text>`
+  );
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">` +
+    `<rect width="100%" height="100%" fill="white"/>` +
+    `<g font-family="${FONT}" font-size="${fontPx}" fill="#222">` +
+    (opts.title
+      ? `<text x="4" y="18" font-size="15" font-weight="600">${esc(opts.title)}</text>`
+      : "") +
+    texts.join("") + `</g>` +
+    `<image x="${labelW}" y="${top}" width="${big.width}" height="${big.height}" ` +
+    `style="image-rendering:pixelated" href="data:image/png;base64,${base64(png)}"/></svg>`;
+}
+
+// deno-lint-ignore no-explicit-any
+let sharpModule: Promise<any> | undefined;
+
+/**
+ * Rasterise an SVG document to PNG bytes with sharp (libvips + librsvg). `density` is the
+ * SVG's DPI (default 144: twice the CSS pixel size). Loads sharp on first use; without the
+ * permissions sharp needs it throws an `Error` that lists them.
+ *
+ * @example
+ * ```ts ignore
+ * import { lineChart, svgToPng } from "./charts.ts";
+ * const png = await svgToPng(await lineChart([{ name: "a", x: [0, 1], y: [0, 1] }]));
+ * ```
+ */
+export async function svgToPng(svg: string, opts: { density?: number } = {}): Promise<Uint8Array> {
+  if (typeof svg !== "string" || !svg.trimStart().startsWith("<")) {
+    throw new TypeError("Expected an SVG document string");
+  }
+  sharpModule ??= import("sharp").then((m) => m.default).catch((e: Error) => {
+    sharpModule = undefined;
+    throw new Error(
+      `svgToPng could not load sharp (${e.message}). It needs --allow-ffi and --allow-read on ` +
+        `Deno's npm cache, --allow-env and --allow-sys=cpus,osRelease,networkInterfaces,` +
+        `homedir,uid,gid,hostname`,
+    );
+  });
+  const sharp = await sharpModule;
+  const buf: Uint8Array = await sharp(new TextEncoder().encode(svg), {
+    density: opts.density ?? 144,
+  }).png().toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
