@@ -56,6 +56,7 @@ const ENV_KEYS = ["backend", "adapter", "device", "commit", "gitCommit", "deno",
  * import { readRunDir } from "./report.ts";
  * import { strict as assert } from "node:assert";
  * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/config.json`, '{"lr":0.1}');
  * await Deno.writeTextFile(`${dir}/metrics.jsonl`, '{"step":1,"loss":2}\n{"step":2,"lo');
  * const run = await readRunDir(dir);
  * assert.equal(run.records.length, 1);

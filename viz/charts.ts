@@ -22,10 +22,14 @@
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import { encodePng, type RgbaImage } from "../lib/formats/png.ts";
+export type { RgbaImage };
 import { checkInt } from "../lib/_util.ts";
 
-/** A vega-lite specification (re-exported type). */
-export type { TopLevelSpec };
+/**
+ * A Vega-Lite specification (a plain JSON object; see the Vega-Lite documentation). Typed
+ * loosely here so this module's public types do not drag in vega-lite's internal ones.
+ */
+export type VegaLiteSpec = { [key: string]: unknown };
 
 /**
  * Render a Vega-Lite specification to an SVG document string (headless, no permissions).
@@ -42,8 +46,8 @@ export type { TopLevelSpec };
  * assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
  * ```
  */
-export async function vegaLiteToSvg(spec: TopLevelSpec): Promise<string> {
-  const compiled = compile(spec).spec;
+export async function vegaLiteToSvg(spec: VegaLiteSpec): Promise<string> {
+  const compiled = compile(spec as unknown as TopLevelSpec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: "none" });
   try {
     return await view.toSVG();
@@ -363,9 +367,11 @@ let sharpModule: Promise<any> | undefined;
  * permissions sharp needs it throws an `Error` that lists them.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { lineChart, svgToPng } from "./charts.ts";
+ * import { strict as assert } from "node:assert";
  * const png = await svgToPng(await lineChart([{ name: "a", x: [0, 1], y: [0, 1] }]));
+ * assert.deepEqual(Array.from(png.subarray(1, 4)), [80, 78, 71]); // "PNG"
  * ```
  */
 export async function svgToPng(svg: string, opts: { density?: number } = {}): Promise<Uint8Array> {
