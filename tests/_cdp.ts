@@ -136,8 +136,8 @@ export class CdpPage {
 
 /** A headless chromium process. */
 export interface Browser {
-  /** A new page on `url`, connected. */
-  open(url: string): Promise<CdpPage>;
+  /** A new page on `url`, connected; `preload` runs in every document before its scripts. */
+  open(url: string, preload?: string): Promise<CdpPage>;
   /** Kill the browser (and wait for it). */
   close(): Promise<void>;
 }
@@ -195,11 +195,12 @@ export async function launchChromium(bin: string, profileDir: string): Promise<B
   const base = `http://127.0.0.1:${port}`;
   const pages: CdpPage[] = [];
   return {
-    async open(url: string): Promise<CdpPage> {
+    async open(url: string, preload?: string): Promise<CdpPage> {
       const res = await fetch(`${base}/json/new?${encodeURI("about:blank")}`, { method: "PUT" });
       const target = await res.json() as { webSocketDebuggerUrl: string };
       const page = await CdpPage.connect(target.webSocketDebuggerUrl);
       pages.push(page);
+      if (preload) await page.send("Page.addScriptToEvaluateOnNewDocument", { source: preload });
       await page.goto(url);
       return page;
     },

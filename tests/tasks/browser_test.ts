@@ -130,6 +130,29 @@ Deno.test({
     );
 
     await t.step(
+      "without WebGPU the demo says so on the page and offers the CPU backend",
+      async () => {
+        const page = await browser.open(
+          `${srv.url}/examples/web/?autostart=1`,
+          "delete Navigator.prototype.gpu;",
+        );
+        await page.waitFor("flowgpuDemo.state === 'no-webgpu'", 15_000);
+        const box = await page.eval<{ hidden: boolean; text: string; button: boolean }>(
+          `({ hidden: document.getElementById("nogpu").hidden,
+            text: document.getElementById("nogpu").innerText,
+            button: !!document.getElementById("useCpu") })`,
+        );
+        assert.equal(box.hidden, false);
+        assert.match(box.text, /This browser has no WebGPU/);
+        assert.ok(box.button, "a button to train on the CPU backend");
+        const shot = `${OUT}/web-demo-no-webgpu.png`;
+        await Deno.writeFile(shot, await page.screenshot());
+        console.log(`screenshot: ${shot}`);
+        assert.deepEqual(errorsOf(page), [], "console errors without WebGPU");
+      },
+    );
+
+    await t.step(
       "matmul, softmax and a jvp in the browser match the Deno CPU backend",
       async () => {
         const page = await browser.open(`${srv.url}/deno.json`);
@@ -139,6 +162,8 @@ Deno.test({
         ${PARITY_SOURCE}
         const r = parity(fg);
         const out = { backend: fg.getBackend().description };
+        // A file function says what to do instead in a browser.
+        out.fileError = await fg.loadNpy("weights.npy").then(() => "no error", (e) => e.message);
         for (const [k, v] of Object.entries(r)) out[k] = Array.from(await v.data());
         return out;
       })()`);
@@ -150,7 +175,12 @@ Deno.test({
           setBackend(previous);
         }
         assert.match(String(got.backend), /^webgpu/, `browser backend ${got.backend}`);
+        assert.equal(
+          got.fileError,
+          'loadNpy("weights.npy") needs file access (Deno); in a browser pass bytes to decodeNpy instead',
+        );
         for (const [k, v] of Object.entries(want)) {
+          if (k === "fileError") continue;
           assertClose(got[k] as number[], await v.data(), { rtol: 1e-4, atol: 1e-5, msg: k });
         }
         assert.equal(cpu.name, "cpu");
