@@ -14,7 +14,16 @@
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { parseJsonl, renderReport, type ReportImage, type ReportRun } from "../viz/report.ts";
 
-/** An argument that is not a run directory (exit status 2). */
+/**
+ * An argument that is not a run directory (exit status 2).
+ *
+ * @example
+ * ```ts
+ * import { NotARunError, readRunDir } from "./report.ts";
+ * import { strict as assert } from "node:assert";
+ * await assert.rejects(() => readRunDir("./no-such-run"), NotARunError);
+ * ```
+ */
 export class NotARunError extends RangeError {
   /** Create the error. */
   constructor(message: string) {
@@ -137,7 +146,19 @@ export async function readRunDir(dir: string): Promise<ReportRun> {
   return { name, config, records, skipped, images, checkpoints, environment };
 }
 
-/** Where and with what the report is generated: commit, Deno, OS, WebGPU adapter. */
+/**
+ * Where and with what the report is generated: commit (when `git` may run), Deno, OS,
+ * WebGPU adapter, time.
+ *
+ * @example
+ * ```ts
+ * import { currentEnvironment } from "./report.ts";
+ * import { strict as assert } from "node:assert";
+ * const env = await currentEnvironment();
+ * assert.equal(env["Deno"], Deno.version.deno);
+ * assert.ok("WebGPU adapter" in env);
+ * ```
+ */
 export async function currentEnvironment(): Promise<Record<string, string>> {
   const env: Record<string, string> = {};
   try {
