@@ -19,8 +19,11 @@
  * ```
  * @module
  */
-import * as vega from "vega";
-import { compile, type TopLevelSpec } from "vega-lite";
+// Full npm: specifiers (not bare names from deno.json) so this module also imports by URL.
+// deno-lint-ignore no-import-prefix
+import * as vega from "npm:vega@6.4.0";
+// deno-lint-ignore no-import-prefix
+import { compile, type TopLevelSpec } from "npm:vega-lite@6.5.0";
 import { encodePng, type RgbaImage } from "../lib/formats/png.ts";
 export type { RgbaImage };
 import { checkInt } from "../lib/_util.ts";
@@ -378,7 +381,8 @@ export async function svgToPng(svg: string, opts: { density?: number } = {}): Pr
   if (typeof svg !== "string" || !svg.trimStart().startsWith("<")) {
     throw new TypeError("Expected an SVG document string");
   }
-  sharpModule ??= import("sharp").then((m) => m.default).catch((e: Error) => {
+  // deno-lint-ignore no-import-prefix
+  sharpModule ??= import("npm:sharp@0.35.5").then((m) => m.default).catch((e: Error) => {
     sharpModule = undefined;
     throw new Error(
       `svgToPng could not load sharp (${e.message}). It needs --allow-ffi and --allow-read on ` +

@@ -68,3 +68,33 @@ Deno.test("mod.ts imports and trains a few steps with zero permissions", async (
   assert.ok(res.last < 1e-3, `loss ${res.last}`);
   assert.ok(!/PermissionDenied|NotCapable/.test(stderr), stderr);
 });
+
+Deno.test("viz/charts imports by URL and renders an SVG chart with zero permissions", async () => {
+  const { serveFiles } = await import("../../tasks/serve.ts");
+  const srv = serveFiles(ROOT, 0);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/chart.ts`;
+    await Deno.writeTextFile(
+      file,
+      `import { lineChart } from "${srv.url}/viz/charts.ts";
+      const svg = await lineChart([{ name: "Loss", x: [1, 2], y: [1, 0.5] }], { logY: true });
+      console.log(JSON.stringify({ svg: svg.startsWith("<svg"), legend: svg.includes("Loss") }));`,
+    );
+    const out = await new Deno.Command("deno", {
+      // --allow-import only lets the script fetch modules from the local server; the run
+      // itself gets no read, write, net, env, ffi or sys access.
+      args: ["run", "--no-prompt", "--quiet", "--no-config", "--allow-import=127.0.0.1", file],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, `zero-permission chart failed: ${stderr}`);
+    const res = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+    assert.deepEqual(res, { svg: true, legend: true });
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
