@@ -16,7 +16,8 @@
  * (S1) is the posterior over the bank entries of x_t | b_j ~ N(t·b_j, (1−t)²I), so
  * Σ_j w_j b_j estimates E[x1 | x_t] and (S2) is E[x1 − x0 | x_t] with
  * E[x0 | x_t] = (x_t − t·E[x1 | x_t])/(1−t). The score version is
- * ∇ log p_t ≈ (t·Σ_j w_j b_j − x_t)/(1−t)² (S3).
+ * ∇ log p_t ≈ (t·Σ_j w_j b_j − x_t)/(1−t)² (S3), and SV's "score" network regresses
+ * −E[x0 | x_t] = (t·Σ_j w_j b_j − x_t)/(1−t) = (1−t)·∇ log p_t (S4).
  * @module
  */
 import { type Tensor, tidy } from "../tensor.ts";
@@ -343,8 +344,38 @@ export class MemoryBank {
   }
 }
 
-/** Which field a target estimates: the velocity E[x1 − x0 | x_t] or the score ∇ log p_t. */
-export type FieldKind = "velocity" | "score";
+/**
+ * Which field a target estimates: the velocity E[x1 − x0 | x_t]; the score ∇ log p_t; or
+ * `"noise"`, −E[x0 | x_t] = (1−t)·∇ log p_t — the parameterisation SV's gmm_exp.py calls
+ * "score" (it divides by τ = 1−t, not τ², so its network regresses −E[ε | x] (S4)).
+ */
+export type FieldKind = "velocity" | "score" | "noise";
+
+/** Every {@linkcode FieldKind}, for flag validation. */
+export const FIELD_KINDS: readonly FieldKind[] = ["velocity", "score", "noise"];
+
+/**
+ * The conditional (single-sample) target of a field kind: x1 − x0, −x0/(1−t) or −x0. `tc` is
+ * t broadcastable against the rows.
+ *
+ * @example
+ * ```ts
+ * import { plainTarget, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const v = plainTarget(tensor([[1, 1]]), tensor([[0.5, -0.5]]), 0.75, "score");
+ * assert.deepEqual(Array.from(await v.data()), [-2, 2]); // −x0/(1−t)
+ * ```
+ */
+export function plainTarget(
+  x1: Tensor,
+  x0: Tensor,
+  tc: Tensor | number,
+  kind: FieldKind,
+): Tensor {
+  if (kind === "velocity") return sub(x1, x0);
+  if (kind === "noise") return mul(x0, -1);
+  return mul(x0, -1).div(typeof tc === "number" ? 1 - tc : sub(1, tc));
+}
 
 function timeCol(t: Tensor | number, n: number): Tensor | number {
   return typeof t === "number" ? t : reshape(t, [n, 1]);
@@ -354,6 +385,8 @@ function timeCol(t: Tensor | number, n: number): Tensor | number {
 function toField(mean1: Tensor, xt: Tensor, t: Tensor | number, kind: FieldKind): Tensor {
   const omt = typeof t === "number" ? 1 - t : sub(1, t);
   if (kind === "velocity") return sub(mean1, xt).div(omt);
+  // (S4): −E[x0 | x_t] = (t·E[x1 | x_t] − x_t)/(1−t).
+  if (kind === "noise") return sub(mul(mean1, t), xt).div(omt);
   const omt2 = typeof omt === "number" ? omt * omt : square(omt);
   return sub(mul(mean1, t), xt).div(omt2);
 }
@@ -556,7 +589,7 @@ export function stableVmTarget(
   const n = xt.shape[0]!;
   return tidy(() => {
     const tc = reshape(t, [n, 1]);
-    const plain = kind === "velocity" ? sub(x, eps) : mul(eps, -1).div(sub(1, tc)); // (S3) with b = x
+    const plain = plainTarget(x, eps, tc, kind); // (S2)–(S4) with the one sample b = x
     let stable: Tensor;
     const shared = sameLabel(labels);
     if (opts.efficient) {
@@ -727,6 +760,6 @@ export function siLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLoss
   const eps = gen.normal(x.shape);
   const tc = reshape(t, [B, ...x.shape.slice(1).map(() => 1)]);
   const xt = add(mul(eps, sub(1, tc)), mul(x, tc));
-  const target = opts.kind === "score" ? mul(eps, -1).div(sub(1, tc)) : sub(x, eps);
+  const target = plainTarget(x, eps, tc, opts.kind ?? "velocity");
   return regress(f, { x, eps, xt, t }, labels, target);
 }

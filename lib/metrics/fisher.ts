@@ -24,7 +24,7 @@ import {
 } from "../ops/ops.ts";
 import { Generator } from "../random.ts";
 import { GaussianMixture } from "../data/gmm.ts";
-import { type FieldKind, stfTarget } from "../flow/stablevm.ts";
+import { FIELD_KINDS, type FieldKind, plainTarget, stfTarget } from "../flow/stablevm.ts";
 import { checkChoice, checkInt, checkNumber } from "../_util.ts";
 
 /** A learned field: x [n, d], t [n], labels [n] (numModes = null label) → [n, d]. */
@@ -55,6 +55,36 @@ export interface FisherPoint {
 }
 
 /**
+ * The exact field of a mixture's path in a {@linkcode FieldKind} parameterisation: its
+ * velocity, its score ∇ log p_t, or −E[x0 | x_t] = (1−t)·∇ log p_t ("noise", SV's "score");
+ * class-conditional when `labels` are given.
+ *
+ * @example
+ * ```ts
+ * import { exactField, GaussianMixture, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const gmm = GaussianMixture.ring({ numModes: 4 });
+ * const x = tensor([[0.3, -0.2]]);
+ * const s = await exactField(gmm, x, 0.6, "score").data();
+ * const e = await exactField(gmm, x, 0.6, "noise").data();
+ * assert.ok(Math.abs(e[0]! - 0.4 * s[0]!) < 1e-5);
+ * ```
+ */
+export function exactField(
+  gmm: GaussianMixture,
+  xt: Tensor,
+  t: number,
+  kind: FieldKind,
+  labels?: Tensor,
+): Tensor {
+  if (kind === "velocity") {
+    return labels ? gmm.conditionalVelocity(xt, t, labels) : gmm.velocity(xt, t);
+  }
+  const score = labels ? gmm.conditionalScore(xt, t, labels) : gmm.score(xt, t);
+  return kind === "score" ? score : tidy(() => mul(score, 1 - t));
+}
+
+/**
  * Fisher divergence E_{x ~ p_t} ‖f_θ(x, t) − f*(x, t)‖² of `field` against the exact mixture
  * field, at each requested time; x_t is drawn from the mixture path.
  *
@@ -75,7 +105,7 @@ export async function fisherDivergence(
   const times = opts.times ?? [0.5, 0.6, 0.7, 0.8];
   const n = checkInt("number of Fisher samples", opts.n ?? 10000, 1);
   const bs = checkInt("Fisher batch size", opts.batchSize ?? 2048, 1);
-  const kind = checkChoice("vector field", opts.kind ?? "velocity", ["velocity", "score"] as const);
+  const kind = checkChoice("vector field", opts.kind ?? "velocity", FIELD_KINDS);
   const out: FisherPoint[] = [];
   for (const t of times) {
     checkNumber("Fisher time", t, 0, 1);
@@ -86,11 +116,7 @@ export async function fisherDivergence(
         const { x: x1, labels } = gmm.sample(m, opts.generator);
         const x0 = opts.generator.normal([m, gmm.dim]);
         const xt = add(mul(x0, 1 - t), mul(x1, t));
-        const exact = opts.conditional
-          ? (kind === "velocity"
-            ? gmm.conditionalVelocity(xt, t, labels)
-            : gmm.conditionalScore(xt, t, labels))
-          : (kind === "velocity" ? gmm.velocity(xt, t) : gmm.score(xt, t));
+        const exact = exactField(gmm, xt, t, kind, opts.conditional ? labels : undefined);
         const y = opts.conditional ? labels : full([m], gmm.numModes);
         const pred = field(xt, full([m], t), y);
         return sum(square(sub(pred, exact)));
@@ -231,12 +257,7 @@ async function targetErrors(
   o: { bankSize: number; refSize: number; kind: FieldKind; gen: Generator },
 ): Promise<Float32Array> {
   const d = gmm.dim, gen = o.gen;
-  const exactOf = (xt: Tensor, labels?: Tensor) =>
-    labels
-      ? (o.kind === "velocity"
-        ? gmm.conditionalVelocity(xt, t, labels)
-        : gmm.conditionalScore(xt, t, labels))
-      : (o.kind === "velocity" ? gmm.velocity(xt, t) : gmm.score(xt, t));
+  const exactOf = (xt: Tensor, labels?: Tensor) => exactField(gmm, xt, t, o.kind, labels);
   const errOf = (target: Tensor, exact: Tensor) =>
     mul(sum(square(sub(target, exact)), 1), 1 / Math.sqrt(d));
   if (name === "cfm") {
@@ -244,7 +265,7 @@ async function targetErrors(
       const { x: x1 } = gmm.sample(n, gen);
       const x0 = gen.normal([n, d]);
       const xt = add(mul(x0, 1 - t), mul(x1, t));
-      const target = o.kind === "velocity" ? sub(x1, x0) : mul(x0, -1 / (1 - t));
+      const target = plainTarget(x1, x0, t, o.kind);
       return errOf(target, exactOf(xt));
     });
     const out = await e.data();
@@ -300,6 +321,8 @@ async function targetErrors(
     const mean1 = gather(reshape(matmul(w, banks), [K * G, d]), tensor(inv)); // E[x1 | x_t]
     const target = o.kind === "velocity"
       ? mul(sub(mean1, xt), 1 / (1 - t)) // (S2)
+      : o.kind === "noise"
+      ? mul(sub(mul(mean1, t), xt), 1 / (1 - t)) // (S4)
       : mul(sub(mul(mean1, t), xt), 1 / ((1 - t) * (1 - t))); // (S3)
     return errOf(target, exactOf(xt, tensor(Float32Array.from(labels))));
   });

@@ -4,10 +4,12 @@
  */
 import { strict as assert } from "node:assert";
 import {
+  exactField,
   GaussianMixture,
   Generator,
   getBackend,
   MemoryBank,
+  plainTarget,
   PROJ_WEIGHT_SCHEDULES,
   projWeight,
   projWeightScalar,
@@ -359,4 +361,37 @@ Deno.test("projWeight rejects unknown schedules and τ outside (0, 1)", () => {
     /proj tau to be a number in \(0, 1\) but found 1/,
   );
   assert.throws(() => projWeight("snr", tensor([0.5]), { tau: 0 }), /found 0/);
+});
+
+Deno.test("FieldKind 'noise' is SV's score parameterisation −E[x0 | x_t] (closed forms, one Gaussian)", async () => {
+  // One component N(μ, σ²I): p_t = N(tμ, ((1−t)² + t²σ²) I), so ∇log p_t(x) = −(x − tμ)/s²
+  // with s² = (1−t)² + t²σ², and −E[x0 | x_t] = (1−t)·∇log p_t (x0 is the N(0, I) noise).
+  const mu = [0.7, -1.2], v = 0.3, t = 0.4;
+  const gmm = new GaussianMixture({ dim: 2, means: mu, variances: [v, v], weights: [1] });
+  const x = [0.25, 0.5];
+  const s2 = (1 - t) ** 2 + t * t * v;
+  const score = x.map((xi, i) => -(xi - t * mu[i]!) / s2);
+  const xt = tensor([x]);
+  assertClose(await exactField(gmm, xt, t, "score").data(), score, { atol: 1e-5 });
+  assertClose(await exactField(gmm, xt, t, "noise").data(), score.map((s) => (1 - t) * s), {
+    atol: 1e-5,
+  });
+  // A one-entry reference set makes E[x1 | x_t] = b exactly: noise target (t·b − x_t)/(1−t),
+  // score target (t·b − x_t)/(1−t)², velocity (b − x_t)/(1−t).
+  const b = [1.5, -0.5];
+  const refs = tensor([b]);
+  const want = (k: "velocity" | "score" | "noise") =>
+    x.map((xi, i) =>
+      k === "velocity"
+        ? (b[i]! - xi) / (1 - t)
+        : (t * b[i]! - xi) / (k === "noise" ? 1 - t : (1 - t) ** 2)
+    );
+  for (const k of ["velocity", "score", "noise"] as const) {
+    assertClose(await stfTarget(xt, t, refs, k).data(), want(k), { atol: 1e-5, msg: k });
+  }
+  // The single-sample targets: x1 − x0, −x0/(1−t), −x0.
+  const x1 = tensor([[2, 3]]), x0 = tensor([[0.5, -1]]);
+  assertClose(await plainTarget(x1, x0, t, "velocity").data(), [1.5, 4]);
+  assertClose(await plainTarget(x1, x0, t, "score").data(), [-0.5 / 0.6, 1 / 0.6], { atol: 1e-6 });
+  assertClose(await plainTarget(x1, x0, t, "noise").data(), [-0.5, 1]);
 });
