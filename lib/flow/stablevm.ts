@@ -53,7 +53,11 @@ export interface MemoryBankOptions {
   numClasses: number;
   /** Entries kept per class (FIFO). Default 256. */
   capacityPerClass?: number;
-  /** Entries in the global pool used by the null label. Default 256. */
+  /**
+   * Entries in the global pool used by the null label. Default: `capacityPerClass`, as SV's
+   * `MemoryBank` (its global pool is sized like a class's, so `--bank-capacity-per-class`
+   * sizes both).
+   */
   globalCapacity?: number;
   /** Dimension of an entry (flattened). */
   dim: number;
@@ -108,7 +112,7 @@ export class MemoryBank {
   constructor(opts: MemoryBankOptions) {
     this.numClasses = checkInt("number of bank classes", opts.numClasses, 1);
     this.capacityPerClass = checkInt("bank capacity", opts.capacityPerClass ?? 256, 1);
-    this.globalCapacity = checkInt("bank global capacity", opts.globalCapacity ?? 256, 1);
+    this.globalCapacity = checkInt("bank global capacity", opts.globalCapacity ?? this.capacityPerClass, 1);
     this.dim = checkInt("bank entry dim", opts.dim, 1);
     this.#slot = Math.max(this.capacityPerClass, this.globalCapacity);
     this.#data = new Float32Array((this.numClasses + 1) * this.#slot * this.dim);

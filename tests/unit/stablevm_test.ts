@@ -395,3 +395,11 @@ Deno.test("FieldKind 'noise' is SV's score parameterisation −E[x0 | x_t] (clos
   assertClose(await plainTarget(x1, x0, t, "score").data(), [-0.5 / 0.6, 1 / 0.6], { atol: 1e-6 });
   assertClose(await plainTarget(x1, x0, t, "noise").data(), [-0.5, 1]);
 });
+
+Deno.test("MemoryBank: the null-label pool is sized like a class by default (SV MemoryBank)", () => {
+  const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 5, dim: 1 });
+  assert.equal(bank.globalCapacity, 5);
+  // Fill well past capacity: the pool keeps exactly capacityPerClass entries (FIFO).
+  for (let i = 0; i < 4; i++) bank.add(new Float32Array([1, 2, 3]), [0, 1, 0]);
+  assert.equal(bank.entries(bank.nullLabel).length, 5);
+});
