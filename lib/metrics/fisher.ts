@@ -134,10 +134,10 @@ export async function fisherDivergence(
  * @example
  * ```ts
  * import { VARIANCE_TARGETS } from "../../mod.ts";
- * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm"]
+ * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm", "cfm-stf"]
  * ```
  */
-export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm"] as const;
+export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm", "cfm-stf"] as const;
 /** A target name for `varianceCurves`. */
 export type VarianceTarget = typeof VARIANCE_TARGETS[number];
 
@@ -155,6 +155,12 @@ export interface VarianceCurveOptions {
   bankSize?: number;
   /** Reference-batch size for "stf". Default 2048 (SV gmm_exp.py). */
   refSize?: number;
+  /**
+   * Reference-set size for "cfm-stf" (SV's plotted curve: ‖CFM target − STF target‖² with the
+   * STF target over this many mixture samples, which include the evaluation points).
+   * Default 10000 (SV gmm_exp.py).
+   */
+  pairRefSize?: number;
   /** Mixture modes. Default 100. */
   numModes?: number;
   /** Seed for the mixtures and the draws. Default 0. */
@@ -167,9 +173,14 @@ export interface VarianceCurveOptions {
   tMax?: number;
 }
 
-/** Median and 15–85 % band of one target's error at each time. */
+/**
+ * Mean, median and 15–85 % band of one target's error at each time: ‖target − exact‖²/√d,
+ * or for "cfm-stf" ‖CFM target − STF target‖²/√d.
+ */
 export interface VarianceCurve {
-  /** Median of ‖target − exact‖²/√d. */
+  /** Mean (what SV plots for "cfm-stf"). */
+  mean: number[];
+  /** Median. */
   median: number[];
   /** 15 % quantile. */
   q15: number[];
@@ -198,7 +209,9 @@ function quantile(sorted: Float32Array, p: number): number {
  * StableVM target over a class bank of `bankSize` entries (against the exact
  * class-conditional field, which it estimates). As in SV, the regressed sample x1 is itself
  * one of the bank/reference entries. The StableVM target is used at every t here (no split),
- * to show where it helps.
+ * to show where it helps. "cfm-stf" is the curve SV's gmm_exp.py plots: ‖x1 − x0 − STF
+ * target‖²/√d with the STF target over `pairRefSize` mixture samples that include x1 — no
+ * exact field involved.
  *
  * @example
  * ```ts
@@ -218,6 +231,7 @@ export async function varianceCurves(
   );
   const bankSize = checkInt("bank size", opts.bankSize ?? 256, 1);
   const refSize = checkInt("reference batch size", opts.refSize ?? 2048, 1);
+  const pairRefSize = checkInt("cfm-stf reference set size", opts.pairRefSize ?? 10000, 1);
   const K = checkInt("number of mixture modes", opts.numModes ?? 100, 1);
   const kind = opts.kind ?? "velocity";
   const tMin = checkNumber("tMin", opts.tMin ?? 0.02, 0, 1);
@@ -233,12 +247,18 @@ export async function varianceCurves(
     const gmm = GaussianMixture.reference({ dim: d, numModes: K, seed });
     const gen = new Generator(seed + 1000 + d);
     const curves: Partial<Record<VarianceTarget, VarianceCurve>> = {};
-    for (const name of targets) curves[name] = { median: [], q15: [], q85: [] };
+    for (const name of targets) curves[name] = { mean: [], median: [], q15: [], q85: [] };
     for (const t of ts) {
       for (const name of targets) {
-        const errs = await targetErrors(name, gmm, t, n, { bankSize, refSize, kind, gen });
+        const errs = await targetErrors(name, gmm, t, n, {
+          bankSize,
+          refSize: name === "cfm-stf" ? pairRefSize : refSize,
+          kind,
+          gen,
+        });
         errs.sort();
         const c = curves[name]!;
+        c.mean.push(errs.reduce((a, e) => a + e, 0) / errs.length);
         c.median.push(quantile(errs, 0.5));
         c.q15.push(quantile(errs, 0.15));
         c.q85.push(quantile(errs, 0.85));
@@ -270,6 +290,25 @@ async function targetErrors(
     });
     const out = await e.data();
     e.dispose();
+    return out;
+  }
+  if (name === "cfm-stf") {
+    const { x: refs } = gmm.sample(o.refSize, gen);
+    const out = new Float32Array(n);
+    // Rows in chunks: the STF logits are [rows, refSize].
+    for (let r0 = 0; r0 < n; r0 += 1024) {
+      const m = Math.min(1024, n - r0);
+      const e = tidy(() => {
+        const pick = Float32Array.from(gen.uniformHost(m), (u) => Math.floor(u * o.refSize));
+        const x1 = gather(refs, tensor(pick));
+        const x0 = gen.normal([m, d]);
+        const xt = add(mul(x0, 1 - t), mul(x1, t));
+        return errOf(plainTarget(x1, x0, t, o.kind), stfTarget(xt, t, refs, o.kind));
+      });
+      out.set(await e.data(), r0);
+      e.dispose();
+    }
+    refs.dispose();
     return out;
   }
   if (name === "stf") {
