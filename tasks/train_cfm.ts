@@ -70,7 +70,7 @@ export interface TrainCfmConfig {
   otIters: number;
   sigmaMin: number;
   variant: "icfm" | "lipman";
-  timeSampling: "uniform" | "logit-normal";
+  timeSampling: import("../mod.ts").TimeSchedule;
   timeMean: number;
   timeStd: number;
   model: CfmModel;

@@ -8,11 +8,13 @@ import {
   GaussianMixture,
   Generator,
   getBackend,
+  interpolate,
   MemoryBank,
   plainTarget,
   PROJ_WEIGHT_SCHEDULES,
   projWeight,
   projWeightScalar,
+  sampleTimes,
   setBackend,
   siLoss,
   stableTarget,
@@ -402,4 +404,61 @@ Deno.test("MemoryBank: the null-label pool is sized like a class by default (SV 
   // Fill well past capacity: the pool keeps exactly capacityPerClass entries (FIFO).
   for (let i = 0; i < 4; i++) bank.add(new Float32Array([1, 2, 3]), [0, 1, 0]);
   assert.equal(bank.entries(bank.nullLabel).length, 5);
+});
+
+Deno.test("cosine path (SV --path-type cosine): interpolate, and the stable target against SV's formula in plain JS", async () => {
+  const t = 0.3, a = Math.sin((Math.PI * t) / 2), s = Math.cos((Math.PI * t) / 2);
+  const da = (Math.PI / 2) * s, ds = -(Math.PI / 2) * a;
+  // interpolate: x_t = α·x1 + σ·x0 and u = α̇·x1 + σ̇·x0, which is d/dt of x_t.
+  const x0 = tensor([[0.5, -1]]), x1 = tensor([[2, 0.25]]);
+  const { xt, target } = interpolate(x0, x1, tensor([t]), { path: "cosine" });
+  assertClose(await xt.data(), [a * 2 + s * 0.5, a * 0.25 - s], { atol: 1e-6 });
+  assertClose(await target.data(), [da * 2 + ds * 0.5, da * 0.25 - ds], { atol: 1e-6 });
+  // SV loss.py `_stable_target`: w ∝ exp(−‖x_t − α b_j‖²/2σ²),
+  // target = (σ̇/σ)·x_t + (α̇ − σ̇α/σ)·Σ w_j b_j (in our time and sign convention).
+  const bankVals = [[1, 0], [0, 1], [-1, 0.5], [0.3, -0.7]];
+  const bank = new MemoryBank({ numClasses: 1, capacityPerClass: 8, dim: 2 });
+  bank.add(bankVals.flat(), [0, 0, 0, 0]);
+  const xv = [0.2, 0.4], ev = [-0.3, 0.9];
+  const xtv = xv.map((v, i) => a * v + s * ev[i]!);
+  const logits = bankVals.map((b) =>
+    -((xtv[0]! - a * b[0]!) ** 2 + (xtv[1]! - a * b[1]!) ** 2) / (2 * s * s)
+  );
+  const mx = Math.max(...logits), w = logits.map((l) => Math.exp(l - mx));
+  const z = w.reduce((p, q) => p + q, 0);
+  const mean = [0, 1].map((k) => bankVals.reduce((acc, b, j) => acc + (w[j]! / z) * b[k]!, 0));
+  const want = xtv.map((xi, k) => (ds / s) * xi + (da - (ds * a) / s) * mean[k]!);
+  for (const efficient of [false, true]) {
+    const got = stableVmTarget(bank, [0], {
+      x: tensor([xv]),
+      eps: tensor([ev]),
+      xt: tensor([xtv]),
+      t: tensor([t]),
+    }, { path: "cosine", efficient, chunkSize: 3 });
+    assertClose(await got.data(), want, { atol: 1e-5, msg: `efficient ${efficient}` });
+  }
+  // Two rows with different labels take the per-row bank path.
+  const bank2 = new MemoryBank({ numClasses: 2, capacityPerClass: 8, dim: 2 });
+  bank2.add([...bankVals.flat(), 5, 5], [0, 0, 0, 0, 1]);
+  const got2 = stableVmTarget(bank2, [0, 1], {
+    x: tensor([xv, [5, 5]]),
+    eps: tensor([ev, ev]),
+    xt: tensor([xtv, [a * 5 + s * ev[0]!, a * 5 + s * ev[1]!]]),
+    t: tensor([t, t]),
+  }, { path: "cosine" });
+  assertClose((await got2.data()).slice(0, 2), want, { atol: 1e-5 });
+  // With one bank entry the posterior is exact: the target is α̇·b + σ̇·ε.
+  assertClose((await got2.data()).slice(2), [da * 5 + ds * ev[0]!, da * 5 + ds * ev[1]!], {
+    atol: 1e-4,
+  });
+});
+
+Deno.test("sampleTimes 'lognormal' is SV's weighting: logit(t) ~ N(1.2, 1.2²), clipped", async () => {
+  const t = await sampleTimes(20000, { schedule: "lognormal", generator: new Generator(3) }).data();
+  const z = Array.from(t, (v) => Math.log(v / (1 - v)));
+  const m = z.reduce((a, b) => a + b, 0) / z.length;
+  const sd = Math.sqrt(z.reduce((a, b) => a + (b - m) ** 2, 0) / z.length);
+  assert.ok(Math.abs(m - 1.2) < 0.05, `mean ${m}`);
+  assert.ok(Math.abs(sd - 1.2) < 0.05, `std ${sd}`);
+  assert.ok(t.every((v) => v >= 1e-4 - 1e-9 && v <= 1 - 1e-4 + 1e-7));
 });
