@@ -64,7 +64,7 @@ export interface KMeansOptions {
 export interface KMeansIteration {
   /** Lloyd updates done so far (0 for the assignment to the initial centers). */
   iteration: number;
-  /** Σ‖x_i − c_{a_i}‖² of the current assignment. */
+  /** Σ‖x_i − c_{a_i}‖² of the current assignment (as ‖x‖² + ‖c‖² − 2x·c, in f32). */
   inertia: number;
   /** |J_prev − J| / J_prev (Infinity at iteration 0). */
   relativeChange: number;
@@ -80,7 +80,10 @@ export interface KMeansResult {
   assignments: Int32Array;
   /** [k] rows assigned to each center. */
   counts: Int32Array;
-  /** Σ‖x_i − c_{a_i}‖² for the returned centers and assignments. */
+  /**
+   * Σ‖x_i − c_{a_i}‖² for the returned centers and assignments, summed from the differences
+   * (the per-iteration values use the faster expanded form and may differ in the last digits).
+   */
   inertia: number;
   /** Lloyd updates performed. */
   iterations: number;
@@ -196,6 +199,25 @@ function means(data: Data, a: Tensor, counts: Tensor, iotaK: Tensor): Tensor {
     });
     const k = iotaK.shape[0]!;
     return binary("div", sums!, reshape(unary("clamp", counts, 1, Infinity), [k, 1]));
+  });
+}
+
+/**
+ * Σ‖x_i − c_{a_i}‖² from the differences themselves, in chunks of at most 2^22 values: the
+ * expanded form ‖x‖² + ‖c‖² − 2x·c used while iterating loses digits to cancellation when the
+ * clusters are small next to their distance from the origin.
+ */
+function exactInertia(data: Data, centers: Tensor, a: Tensor): Tensor {
+  return tidy(() => {
+    const d = centers.shape[1]!;
+    const rows = Math.max(1, Math.floor(2 ** 22 / d));
+    let total: Tensor | null = null;
+    forChunks({ ...data, batch: Math.min(data.batch, rows) }, (x, _xx, g, r) => {
+      const diff = binary("sub", x, gather(centers, rowsOf(a, g, g + r, data.n)));
+      const s = reduce("sum", unary("square", diff));
+      total = total ? binary("add", total, s) : s;
+    });
+    return total!;
   });
 }
 
@@ -428,11 +450,14 @@ export async function kmeans(
       iterations++;
     }
     const a = await step!.a.data();
+    const exact = exactInertia(data, centers, step!.a);
+    const inertia = await exact.item();
+    exact.dispose();
     return {
       centers,
       assignments: Int32Array.from(a),
       counts: Int32Array.from(stats.subarray(0, k)),
-      inertia: stats[k]!,
+      inertia,
       iterations,
       converged,
       reseeded,
