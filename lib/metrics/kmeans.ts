@@ -74,7 +74,11 @@ export interface KMeansIteration {
 
 /** The result of {@linkcode kmeans}. */
 export interface KMeansResult {
-  /** [k, d] centers on x's backend (dispose it when done). */
+  /**
+   * [k, d] centers on x's backend (dispose it when done): those of the last assignment step,
+   * so every row's assignment is its nearest center; after a stop at `tol` they are not
+   * re-averaged once more.
+   */
   centers: Tensor;
   /** [n] index of the nearest center of each row (ties go to the lowest index). */
   assignments: Int32Array;
