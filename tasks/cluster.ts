@@ -13,13 +13,11 @@
  */
 import {
   atomicWrite,
-  type FlagSpec,
   Generator,
   getBackend,
   kmeans,
   loadFashionMnist,
   loadNpy,
-  parseFlags,
   Progress,
   sampleToy,
   saveNpy,
@@ -27,6 +25,7 @@ import {
   tensor,
   TOY_NAMES,
 } from "../mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 
 /** Datasets `--dataset` accepts: Fashion-MNIST, the 2-D toys, and `npy` (with `--data-dir`). */
 export const CLUSTER_DATASETS = ["fashion-mnist", ...TOY_NAMES, "npy"] as const;
