@@ -448,40 +448,46 @@ export async function exportTorchStateDict(
   );
 }
 
-/** What {@linkcode detectArchitecture} reads from a state dict's shapes. */
+/** What {@linkcode detectArchitecture} reads from a state dict's shapes (`key`: the key that told the kind). */
 export type DetectedArchitecture =
-  | {
-    kind: "dit";
-    hiddenSize: number;
-    inChannels: number;
-    patchSize: number;
-    depth: number;
-    mlpRatio: number;
-    /** Image side from `pos_embed` (undefined without it). */
-    inputSize: number | undefined;
-    /** Rows of the label table (0 without one): classes, plus 1 with a null class. */
-    labelRows: number;
-    frequencyEmbeddingSize: number;
-  }
-  | {
-    kind: "velocity-mlp";
-    dim: number;
-    hidden: number;
-    depth: number;
-    /** Input columns beyond x: 1 for raw t, else a sinusoid's width. */
-    timeFeatures: number;
-    labelRows: number;
-  }
-  | {
-    kind: "adaln-mlp";
-    dim: number;
-    hidden: number;
-    blocks: number;
-    timeEmbedDim: number;
-    labelRows: number;
-  };
+  & { key: string }
+  & (
+    | {
+      kind: "dit";
+      hiddenSize: number;
+      inChannels: number;
+      patchSize: number;
+      depth: number;
+      mlpRatio: number;
+      /** Image side from `pos_embed` (undefined without it). */
+      inputSize: number | undefined;
+      /** Rows of the label table (0 without one): classes, plus 1 with a null class. */
+      labelRows: number;
+      frequencyEmbeddingSize: number;
+    }
+    | {
+      kind: "velocity-mlp";
+      dim: number;
+      hidden: number;
+      depth: number;
+      /** Input columns beyond x: 1 for raw t, else a sinusoid's width. */
+      timeFeatures: number;
+      labelRows: number;
+    }
+    | {
+      kind: "adaln-mlp";
+      dim: number;
+      hidden: number;
+      blocks: number;
+      timeEmbedDim: number;
+      labelRows: number;
+    }
+  );
 
-function shapeOf(d: TorchStateDict, k: string): readonly number[] {
+/** Shapes by name: a state dict, or a module's or checkpoint's tensors. */
+type Shapes = Record<string, { readonly shape: readonly number[] }>;
+
+function shapeOf(d: Shapes, k: string): readonly number[] {
   const e = d[k];
   if (!e || !Array.isArray(e.shape)) {
     throw new RangeError(`The state dict has no "${k}" (needed to read the architecture)`);
@@ -489,7 +495,7 @@ function shapeOf(d: TorchStateDict, k: string): readonly number[] {
   return e.shape;
 }
 
-function countIndexed(d: TorchStateDict, prefix: string): number {
+function countIndexed(d: Shapes, prefix: string): number {
   const ids = new Set<number>();
   for (const k of Object.keys(d)) {
     const m = k.startsWith(prefix) ? /^(\d+)\./.exec(k.slice(prefix.length)) : null;
@@ -499,8 +505,9 @@ function countIndexed(d: TorchStateDict, prefix: string): number {
 }
 
 /**
- * Tell which of flowgpu's networks a state dict holds and read its sizes from the shapes
- * (after stripping a `module.`/`_orig_mod.` prefix). Throws a `RangeError` naming the keys it
+ * Tell which of flowgpu's networks a state dict (or any name → `{shape}` record, such as a
+ * checkpoint's tensors) holds and read its sizes from the shapes (after stripping a
+ * `module.`/`_orig_mod.` prefix). Throws a `RangeError` naming the keys it
  * looked for when it is none of them.
  *
  * @example
@@ -511,14 +518,17 @@ function countIndexed(d: TorchStateDict, prefix: string): number {
  * if (a.kind !== "velocity-mlp" || a.depth !== 2 || a.timeFeatures !== 1) throw new Error("bad");
  * ```
  */
-export function detectArchitecture(dict: TorchStateDict): DetectedArchitecture {
-  const { dict: d } = stripWrapper(dict);
+export function detectArchitecture(
+  dict: Record<string, { readonly shape: readonly number[] }>,
+): DetectedArchitecture {
+  const { dict: d } = stripWrapper(dict as TorchStateDict);
   const rows = (k: string) => (d[k] ? shapeOf(d, k)[0]! : 0);
   if (d["x_embedder.proj.weight"]) {
     const [hidden, inCh, p] = shapeOf(d, "x_embedder.proj.weight") as number[];
     const tokens = d["pos_embed"] ? shapeOf(d, "pos_embed")[1]! : undefined;
     return {
       kind: "dit",
+      key: "x_embedder.proj.weight",
       hiddenSize: hidden!,
       inChannels: inCh!,
       patchSize: p!,
@@ -539,6 +549,7 @@ export function detectArchitecture(dict: TorchStateDict): DetectedArchitecture {
     const dim = shapeOf(d, `net.${lastIdx}.weight`)[0]!;
     return {
       kind: "velocity-mlp",
+      key: "net.0.weight",
       dim,
       hidden: shapeOf(d, "net.0.weight")[0]!,
       depth: n - 1,
@@ -550,6 +561,7 @@ export function detectArchitecture(dict: TorchStateDict): DetectedArchitecture {
     const dim = shapeOf(d, "output_layer.weight")[0]!;
     return {
       kind: "adaln-mlp",
+      key: "input_layer.weight",
       dim,
       hidden: shapeOf(d, "input_layer.weight")[0]!,
       blocks: countIndexed(d, "blocks."),
