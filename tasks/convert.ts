@@ -30,7 +30,8 @@ import { buildModel, type ModelConfig } from "./_train_loop.ts";
  * @example
  * ```ts
  * import { CONVERT_FLAGS } from "./convert.ts";
- * console.log(CONVERT_FLAGS.find((f) => f.name === "time-convention")?.default); // flowgpu
+ * const tc = CONVERT_FLAGS.find((f) => f.name === "time-convention");
+ * if (tc?.default !== "flowgpu") throw new Error("the default convention is flowgpu's");
  * ```
  */
 const TIMES = ["flowgpu", "repa"] as const;
@@ -142,7 +143,7 @@ export interface ConvertResult {
  * @example
  * ```ts
  * import { main } from "./convert.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * if ((await main(["--help"])) !== null) throw new Error("--help converts nothing");
  * ```
  */
 export async function main(argv: readonly string[]): Promise<ConvertResult | null> {

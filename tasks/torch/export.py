@@ -21,6 +21,7 @@ import sys
 
 import torch
 
+sys.dont_write_bytecode = True  # keep __pycache__ out of the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from flowgpu_io import FORMAT, load_checkpoint, load_safetensors, save_safetensors  # noqa: E402
 

@@ -68,19 +68,25 @@ class MemoryBank:
     def null_label(self):
         return self.num_classes
 
-    def _push(self, slot, row):
-        h = self.heads[slot]
-        self.data[slot, h] = row
-        self.heads[slot] = (h + 1) % self.caps[slot]
-        self.counts[slot] = min(self.counts[slot] + 1, self.caps[slot])
+    def _push(self, slot, rows):
+        """Append rows [n, dim] to one ring (the oldest entries are overwritten)."""
+        cap = self.caps[slot]
+        rows = rows[-cap:]
+        n = rows.shape[0]
+        pos = (self.heads[slot] + torch.arange(n, device=self.data.device)) % cap
+        self.data[slot, pos] = rows
+        self.heads[slot] = (self.heads[slot] + n) % cap
+        self.counts[slot] = min(self.counts[slot] + n, cap)
 
     def add(self, x, labels=None):
-        """Append rows x [n, ...] with labels [n] (into their class ring and the pool)."""
+        """Append rows x [n, ...] with labels [n] to their class rings and the global pool
+        (in order, as one row at a time would)."""
         flat = x.reshape(x.shape[0], -1).to(self.data)
-        for i in range(flat.shape[0]):
-            if self.num_classes:
-                self._push(int(labels[i]), flat[i])
-            self._push(self.num_classes, flat[i])
+        if self.num_classes:
+            labels = labels.to(self.data.device)
+            for c in labels.unique().tolist():
+                self._push(c, flat[labels == c])
+        self._push(self.num_classes, flat)
 
     def ready(self, fully=False):
         want = [c if fully else 1 for c in self.caps[:-1]]

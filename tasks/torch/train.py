@@ -41,6 +41,7 @@ import time
 import torch
 import torch.distributed as dist
 
+sys.dont_write_bytecode = True  # keep __pycache__ out of the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import DataSource  # noqa: E402
 from flowgpu_io import CheckpointManager, append_metrics, atomic_write, load_checkpoint, resolve_checkpoint  # noqa: E402
@@ -100,6 +101,8 @@ def resolve_config(a):
         cfg = read_config(a.config)
     elif start is not None and start["config"] is not None:
         cfg = dict(start["config"])
+        if not a.resume:
+            cfg["expName"] = None  # a new run next to the one it starts from, unless --exp-name
     else:
         raise UsageError("pass --config (a flowgpu config.json), --init-from or --resume")
     if cfg.get("task") != "train:cfm":
