@@ -239,7 +239,7 @@ if (import.meta.main) {
   try {
     await main(Deno.args);
   } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
+    if (e instanceof RangeError || e instanceof TypeError || e instanceof SyntaxError) {
       console.error(`convert: ${e.message}`);
       Deno.exit(2);
     }
