@@ -187,6 +187,7 @@ Deno.test("convert: another architecture, dtypes not taken, a mismatched config 
   }
 });
 
+let NPROC = "--nproc_per_node";
 async function hasTorch(): Promise<string> {
   try {
     const r = await new Deno.Command(PY, {
@@ -197,14 +198,21 @@ async function hasTorch(): Promise<string> {
     if (!r.success) {
       return "python3-torch is not installed (apt-get install python3-torch libopenblas0-pthread)";
     }
-    await new Deno.Command("/usr/bin/torchrun", {
+    const help = await new Deno.Command("/usr/bin/torchrun", {
       args: ["--help"],
-      stdout: "null",
+      stdout: "piped",
       stderr: "null",
     }).output();
+    // torch >= 2 spells it --nproc-per-node (and keeps --nproc_per_node); Debian's 1.13 only
+    // knows --nproc_per_node.
+    if (new TextDecoder().decode(help.stdout).includes("--nproc-per-node")) {
+      NPROC = "--nproc-per-node";
+    }
     return "";
-  } catch {
-    return `${PY} or /usr/bin/torchrun is missing (apt-get install python3-torch libopenblas0-pthread)`;
+  } catch (e) {
+    return `${PY} or /usr/bin/torchrun cannot run (${
+      (e as Error).name
+    }; apt-get install python3-torch libopenblas0-pthread)`;
   }
 }
 const noTorch = await hasTorch();
@@ -228,7 +236,7 @@ function freePort(): number {
 
 Deno.test({
   name:
-    `torchrun --nproc_per_node 2 trains a flowgpu config; sample loads its checkpoint and the .pt converted${
+    `torchrun ${NPROC} 2 trains a flowgpu config; sample loads its checkpoint and the .pt converted${
       noTorch ? ` (SKIPPED: ${noTorch})` : ""
     }`,
   ignore: noTorch !== "",
@@ -246,10 +254,10 @@ Deno.test({
       ])!;
       await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(cfg));
       const t0 = performance.now();
-      // Debian's torchrun 1.13 spells it --nproc_per_node (torch >= 2 also --nproc-per-node)
-      // and under Python 3.11 needs --redirects/--tee set (its default "0" hits an IntFlag bug).
+      // Debian's torchrun 1.13 under Python 3.11 needs --redirects/--tee set: its default "0"
+      // hits an IntFlag bug (Std.NONE is skipped when iterating the flag).
       const log = await run("/usr/bin/torchrun", [
-        "--nproc_per_node=2",
+        `${NPROC}=2`,
         "--redirects=1",
         "--tee=1",
         "--monitor_interval=0.2",
