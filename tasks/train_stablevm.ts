@@ -27,7 +27,15 @@ import {
   tensor,
   valueAndGrad,
 } from "../mod.ts";
-import { createRun, loadCheckpoint, loadNpz, openRun, Progress, type Run } from "../mod.ts";
+import {
+  createRun,
+  FileFormatError,
+  loadArrayDataset,
+  loadCheckpoint,
+  openRun,
+  Progress,
+  type Run,
+} from "../mod.ts";
 import { scatterPanels } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
@@ -257,39 +265,13 @@ function embeddedDataset(seed: number): Dataset {
 }
 
 async function loadDataset(path: string): Promise<Dataset> {
-  let file = path;
-  try {
-    if ((await Deno.stat(path)).isDirectory) file = `${path}/data.npz`;
-  } catch {
-    throw new RangeError(`--data-dir ${path} does not exist`);
-  }
-  const arrays = await loadNpz(file);
-  if (!arrays.x) throw new RangeError(`--data-dir ${file}: expected an array named "x"`);
-  if (!arrays.labels) {
-    throw new RangeError(
-      `--data-dir ${file} has no "labels" array: the class-conditional objective needs one ` +
-        `integer label per row of x`,
-    );
-  }
-  const xs = arrays.x, ls = arrays.labels;
-  const n = xs.shape[0] ?? 0;
-  if (n < 1 || ls.shape.length !== 1 || ls.shape[0] !== n) {
-    throw new RangeError(
-      `--data-dir ${file}: expected x [n, ...] and labels [n] but found [${xs.shape.join(", ")}] ` +
-        `and [${ls.shape.join(", ")}]`,
-    );
-  }
-  const dim = xs.shape.slice(1).reduce((a, b) => a * b, 1);
-  const x = Float32Array.from(xs.data as ArrayLike<number>);
-  const labels = Int32Array.from(ls.data as ArrayLike<number>, Number);
-  let C = 0;
-  labels.forEach((l, i) => {
-    if (!Number.isInteger(l) || l < 0) {
-      throw new RangeError(`--data-dir ${file}: label ${i} is ${l}; expected integers >= 0`);
-    }
-    C = Math.max(C, l + 1);
+  // Validated in lib/data: finite values, integer labels in range (named file and index).
+  const d = await loadArrayDataset(path).catch((e: Error) => {
+    throw e instanceof FileFormatError
+      ? new FileFormatError(e.file, `--data-dir: ${e.message.slice(e.file.length + 2)}`)
+      : new RangeError(`--data-dir ${e.message}`);
   });
-  return { x, labels, n, dim, numClasses: C, gmm: null };
+  return { x: d.x, labels: d.labels, n: d.n, dim: d.dim, numClasses: d.numClasses, gmm: null };
 }
 
 /** What `main` returns (paths and the final numbers). */
