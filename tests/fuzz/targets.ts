@@ -41,11 +41,36 @@ const FIX = new URL("../testdata/", import.meta.url);
 const enc = new TextEncoder(), dec = new TextDecoder();
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
-const memo = new Map<string, Promise<Uint8Array>>();
-/** Compress once per key (bombs are costly to build and the same every time). */
-function cachedCompress(key: string, make: () => Uint8Array, format: "deflate" | "gzip") {
-  if (!memo.has(key)) memo.set(key, compress(make(), format));
-  return memo.get(key)!;
+/** Zeros a bomb inflates to: far past any declared size and past the RSS cap when inflated. */
+export const BOMB_MIB = 256;
+
+const bombs = new Map<string, Promise<Uint8Array>>();
+/**
+ * `prefix` followed by `mib` MiB of zeros, compressed, built once per key by streaming 1 MiB
+ * writes (the inflated form never exists in the fuzzer's memory).
+ */
+export function bomb(
+  key: string,
+  prefix: Uint8Array,
+  mib: number,
+  format: "deflate" | "deflate-raw" | "gzip",
+): Promise<Uint8Array> {
+  if (!bombs.has(key)) {
+    bombs.set(
+      key,
+      (async () => {
+        const cs = new CompressionStream(format);
+        const w = cs.writable.getWriter();
+        const out = new Response(cs.readable).arrayBuffer();
+        await w.write(prefix as Uint8Array<ArrayBuffer>);
+        const zeros = new Uint8Array(1 << 20);
+        for (let k = 0; k < mib; k++) await w.write(zeros);
+        await w.close();
+        return new Uint8Array(await out);
+      })(),
+    );
+  }
+  return bombs.get(key)!;
 }
 
 function fail(cond: boolean, msg: string): void {
@@ -245,29 +270,39 @@ function npyTarget(): FuzzTarget {
   };
 }
 
+/** A ZIP member: data to store or deflate, or an already deflated body with its sizes. */
+export type ZipMember =
+  | { name: string; data: Uint8Array; deflate: boolean }
+  | { name: string; deflated: Uint8Array; size: number; crc: number };
+
 /** A ZIP of the given members (stored or deflated), with correct CRCs. */
-export async function zip(
-  members: { name: string; data: Uint8Array; deflate: boolean }[],
-): Promise<Uint8Array> {
+export async function zip(members: ZipMember[]): Promise<Uint8Array> {
   const parts: Uint8Array[] = [], central: Uint8Array[] = [];
   let off = 0;
   for (const m of members) {
     const fname = enc.encode(m.name);
-    const body = m.deflate ? await compress(m.data, "deflate-raw") : m.data;
+    const deflate = "deflated" in m || m.deflate;
+    const body = "deflated" in m
+      ? m.deflated
+      : m.deflate
+      ? await compress(m.data, "deflate-raw")
+      : m.data;
+    const size = "deflated" in m ? m.size : m.data.length;
+    const crc = "deflated" in m ? m.crc : crc32(m.data);
     const lh = new Uint8Array(30 + fname.length), l = new DataView(lh.buffer);
     l.setUint32(0, 0x04034b50, true);
-    l.setUint16(8, m.deflate ? 8 : 0, true);
-    l.setUint32(14, crc32(m.data), true);
+    l.setUint16(8, deflate ? 8 : 0, true);
+    l.setUint32(14, crc, true);
     l.setUint32(18, body.length, true);
-    l.setUint32(22, m.data.length, true);
+    l.setUint32(22, size, true);
     l.setUint16(26, fname.length, true);
     lh.set(fname, 30);
     const ch = new Uint8Array(46 + fname.length), c = new DataView(ch.buffer);
     c.setUint32(0, 0x02014b50, true);
-    c.setUint16(10, m.deflate ? 8 : 0, true);
-    c.setUint32(16, crc32(m.data), true);
+    c.setUint16(10, deflate ? 8 : 0, true);
+    c.setUint32(16, crc, true);
     c.setUint32(20, body.length, true);
-    c.setUint32(24, m.data.length, true);
+    c.setUint32(24, size, true);
     c.setUint16(28, fname.length, true);
     c.setUint32(42, off, true);
     ch.set(fname, 46);
@@ -306,6 +341,7 @@ const zipFieldEdit: Mutator = (b, r) => {
 
 function npzTarget(): FuzzTarget {
   let seeds: Uint8Array[] = [], members: Uint8Array[] = [];
+  let npzBomb: Promise<Uint8Array>;
   return {
     name: "npz",
     errorNames: ["FileFormatError"],
@@ -313,6 +349,8 @@ function npzTarget(): FuzzTarget {
     async setup() {
       if (seeds.length) return;
       members = await npySeeds();
+      npzBomb = bomb("npz", members[0]!, BOMB_MIB, "deflate-raw");
+      await npzBomb;
       seeds = [
         await Deno.readFile(new URL("io/savez.npz", FIX)),
         await Deno.readFile(new URL("io/savez_compressed.npz", FIX)),
@@ -326,18 +364,19 @@ function npzTarget(): FuzzTarget {
       let bytes: Uint8Array;
       if (r.chance(0.4)) {
         // Valid ZIP structure around mutated members (CRCs fixed), some deflated, and
-        // sometimes a deflate bomb: a member far larger than a little .npy.
+        // sometimes a deflate bomb: a .npy followed by 256 MiB of zeros, declared with its
+        // true size (above the cap) or a small one (inflation must stop there).
         const n = 1 + r.int(3);
-        const ms = [];
+        const ms: ZipMember[] = [];
         for (let k = 0; k < n; k++) {
-          let data = r.chance(0.7) ? mutate(r.pick(members), r, [npyHeaderEdit]) : r.pick(members);
-          const bomb = r.chance(0.05);
-          if (bomb) data = concatBytes([data, new Uint8Array(r.pick([1 << 16, 8 << 20]))]);
-          ms.push({
-            name: r.pick(["a.npy", "x.npy", "labels.npy", "__proto__.npy", "b"]),
-            data,
-            deflate: bomb || r.chance(0.5),
-          });
+          const mname = r.pick(["a.npy", "x.npy", "labels.npy", "__proto__.npy", "b"]);
+          const data = r.chance(0.7)
+            ? mutate(r.pick(members), r, [npyHeaderEdit])
+            : r.pick(members);
+          if (r.chance(0.05)) {
+            const size = r.pick([BOMB_MIB * 2 ** 20 + members[0]!.length, members[0]!.length]);
+            ms.push({ name: mname, deflated: await npzBomb, size, crc: crc32(members[0]!) });
+          } else ms.push({ name: mname, data, deflate: r.chance(0.5) });
         }
         bytes = await zip(ms);
         if (r.chance(0.3)) bytes = mutate(bytes, r, [zipFieldEdit]);
@@ -391,6 +430,8 @@ export function png(cs: Chunk[]): Uint8Array {
 
 const IHDR_FIELDS: [number, number][] = [[0, 4], [4, 4], [8, 1], [9, 1], [10, 1], [11, 1], [12, 1]];
 
+const pngBomb = () => bomb("png", new Uint8Array(0), BOMB_MIB, "deflate");
+
 async function pngStructural(b: Uint8Array, r: Rng): Promise<Uint8Array> {
   const cs = chunks(b);
   const ihdr = cs.find((c) => c.type === "IHDR");
@@ -405,9 +446,8 @@ async function pngStructural(b: Uint8Array, r: Rng): Promise<Uint8Array> {
     ihdr.data = ihdr.data.slice(0, r.int(13)); // a short IHDR
   } else if (k === 3) {
     // Replace the image data: a deflate bomb, garbage, or a stream cut short.
-    const size = r.pick([1 << 10, 1 << 20, 16 << 20]);
-    const bomb = await cachedCompress(`png${size}`, () => new Uint8Array(size), "deflate");
-    const data = r.pick([bomb, r.bytes(r.int(64)), bomb.slice(0, r.int(bomb.length))]);
+    const zeros = await r.pick([bomb("png1", new Uint8Array(0), 1, "deflate"), pngBomb()]);
+    const data = r.pick([zeros, r.bytes(r.int(64)), zeros.slice(0, r.int(zeros.length))]);
     const rest = cs.filter((c) => c.type !== "IDAT");
     rest.splice(Math.max(1, rest.length - 1), 0, { type: "IDAT", data });
     return png(rest);
@@ -442,6 +482,7 @@ function pngTarget(): FuzzTarget {
       }
       seeds.push(await encodePng(3, 2, Uint8Array.from({ length: 24 }, (_, i) => i * 10)));
       seeds.push(await encodePng(1, 1, new Uint8Array([5]), { channels: 1 }));
+      await pngBomb();
     },
     async make(r, name) {
       const seed = r.pick(seeds);
@@ -491,13 +532,14 @@ function idxTarget(): FuzzTarget {
     name: "idx",
     errorNames: ["FileFormatError", "FileTypeError"],
     needsFile: true,
-    setup() {
+    async setup() {
+      if (raws.length) return;
       raws = [
         { bytes: idxRaw([5, 4, 4], (i) => (i * 37) & 0xff), dims: 3 },
         { bytes: idxRaw([7], (i) => i % 10), dims: 1 },
         { bytes: idxRaw([3, 28, 28], (i) => (i * 13) & 0xff), dims: 3 },
       ];
-      return Promise.resolve();
+      await Promise.all(raws.map((s, i) => bomb(`idx${i}-${BOMB_MIB}`, s.bytes, BOMB_MIB, "gzip")));
     },
     async make(r, name) {
       const seed = r.pick(raws);
@@ -506,11 +548,13 @@ function idxTarget(): FuzzTarget {
       if (k === 0) bytes = await compress(mutate(seed.bytes, r, [idxHeaderEdit]), "gzip");
       else if (k === 1) bytes = mutate(await compress(seed.bytes, "gzip"), r);
       else if (k === 2) {
-        // More data than declared (up to a 16 MiB gzip bomb), or a raw IDX file.
-        const size = r.pick([1, 4096, 16 << 20]);
-        bytes = await cachedCompress(
-          `idx${raws.indexOf(seed)}-${size}`,
-          () => concatBytes([seed.bytes, new Uint8Array(size)]),
+        // More data than declared: one byte, or a 256 MiB gzip bomb.
+        const mib = r.pick([0, BOMB_MIB]);
+        const extra = mib ? new Uint8Array(0) : new Uint8Array(1);
+        bytes = await bomb(
+          `idx${raws.indexOf(seed)}-${mib}`,
+          concatBytes([seed.bytes, extra]),
+          mib,
           "gzip",
         );
       } else bytes = mutate(seed.bytes, r, [idxHeaderEdit]);
