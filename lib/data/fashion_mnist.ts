@@ -6,6 +6,7 @@
 import { checkChoice, checkInt } from "../_util.ts";
 import {
   checkDeclared,
+  concatBytes,
   FileFormatError,
   FileTypeError,
   Inflater,
@@ -141,7 +142,26 @@ export async function decodeIdx(
         ),
     );
   } else {
-    const all = isBytes ? input : new Uint8Array(await new Response(input).arrayBuffer());
+    let all: Uint8Array;
+    if (isBytes) all = input;
+    else {
+      // An uncompressed stream: read it whole, but no more than the cap allows.
+      const parts: Uint8Array[] = [];
+      let got = 0;
+      const reader = input.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          got += value.length;
+          checkDeclared(name, "IDX file", got, maxBytes + 4 + 4 * 255);
+          parts.push(value);
+        }
+      } finally {
+        await reader.cancel().catch(() => {});
+      }
+      all = concatBytes(parts);
+    }
     let off = 0;
     src = {
       read: (n) => {

@@ -466,7 +466,7 @@ export async function decodeNpz(
     }
     const key = fname.endsWith(".npy") ? fname.slice(0, -4) : fname;
     const arr = decodeNpy(data, `${name}[${fname}]`, { maxBytes: budget });
-    budget -= arr.data.byteLength;
+    budget = Math.max(0, budget - arr.data.byteLength);
     setOwn(out, key, arr);
   }
   return out;

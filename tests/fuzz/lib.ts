@@ -221,6 +221,8 @@ export interface FuzzTarget {
   errorNames: readonly string[];
   /** Whether an error must carry the case's file name in `file` (false for flags). */
   needsFile: boolean;
+  /** Further condition on a typed error (e.g. its message names a flag). */
+  accepts?: (e: Error) => boolean;
   /** Build seed inputs once (may read fixtures). */
   setup(): Promise<void>;
   /** Make case `i` from its generator. */
@@ -315,7 +317,8 @@ export async function runTarget(t: FuzzTarget, opts: RunOptions = {}): Promise<F
         rep.failures.push({ index: i, kind: "oracle", message: e.message });
       } else if (
         e instanceof Error && t.errorNames.includes(err.name) &&
-        (!t.needsFile || (typeof err.file === "string" && err.file.startsWith(c.name)))
+        (!t.needsFile || (typeof err.file === "string" && err.file.startsWith(c.name))) &&
+        (t.accepts?.(e) ?? true)
       ) {
         rep.errors[err.name] = (rep.errors[err.name] ?? 0) + 1;
       } else {

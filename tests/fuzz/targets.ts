@@ -695,6 +695,8 @@ function flagsTarget(): FuzzTarget {
     name: "flags",
     errorNames: ["RangeError"],
     needsFile: false,
+    // A flag error names the flag or argument (not, say, "Maximum call stack size exceeded").
+    accepts: (e) => /--|flag|argument/i.test(e.message),
     setup: () => Promise.resolve(),
     make(r, name) {
       const argv: string[] = [];
