@@ -409,7 +409,7 @@ export async function fit<M extends Module>(
     let windowStart = step;
     let lastMetrics: Record<string, number> | null = null;
     const fail = (bad: NonFinite): never => {
-      progress?.done();
+      progress?.done({ stopped: `non-finite ${bad.name}` });
       throw new NonFiniteError(bad, lastCkpt, windowStart);
     };
 
@@ -488,6 +488,8 @@ export async function fit<M extends Module>(
       dev["training/grad_norm"] = norm;
       const hostBad = window.add(s, dev, host);
       if (hostBad) fail(hostBad);
+      // Host-only bookkeeping: it/s and ETA stay current between log lines.
+      progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
 
       const logNow = s % logEvery === 0;
       const final = s === maxSteps;
