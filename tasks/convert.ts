@@ -15,14 +15,15 @@
  */
 import {
   atomicWrite,
+  buildCfmModel,
+  type CfmModelConfig,
   decodeCheckpoint,
   decodeSafetensorsWithMetadata,
   encodeSafetensors,
   nn,
   saveCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
-import { buildModel, type ModelConfig } from "./_train_loop.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -50,9 +51,9 @@ export const CONVERT_FLAGS = [
   { name: "dataset", type: "string", help: "dataset name of a config read from the shapes" },
 ] as const satisfies readonly FlagSpec[];
 
-type Config = ModelConfig & Record<string, unknown>;
+type Config = CfmModelConfig & Record<string, unknown>;
 
-/** A config for messages: what buildModel makes of it. */
+/** A config for messages: what buildCfmModel makes of it. */
 function describe(c: Config): string {
   const s = `${c.model}, hidden ${c.hidden}, depth ${c.depth}, dataShape [${c.dataShape}]`;
   if (c.model !== "dit-tiny") return `${s}, ${c.numClasses} classes`;
@@ -115,7 +116,7 @@ function build(c: Config, a: nn.DetectedArchitecture, file: string, fill: (m: nn
       `${file}: the weights are a ${a.kind} ("${a.key}") but the config describes ${describe(c)}`,
     );
   }
-  const m = buildModel(c);
+  const m = buildCfmModel(c);
   try {
     fill(m);
   } catch (e) {
@@ -235,14 +236,4 @@ export async function main(argv: readonly string[]): Promise<ConvertResult | nul
   return { to: "flowgpu", out, config, tensors: n };
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError || e instanceof SyntaxError) {
-      console.error(`convert: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("convert", main);

@@ -36,3 +36,9 @@ export {
   guidanceIntervalFromReference,
   type GuidanceOptions,
 } from "./guidance.ts";
+export {
+  disposeRecorded,
+  type Generated,
+  type GenerateOptions,
+  generateSamples,
+} from "./generate.ts";

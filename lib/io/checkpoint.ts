@@ -10,9 +10,12 @@
  * `data_crc32`/`data_bytes` (of the data section alone) are kept as in version 1. Version 1
  * files, whose checksum covers only the data, are still read; step and RNG state are
  * validated in both.
+ *
+ * Trainer state (`state.*` tensors, e.g. a StableVM memory bank) sits beside the model, EMA and
+ * optimizer sections.
  * @module
  */
-import type { Tensor } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
 import { checkInt } from "../_util.ts";
 import {
@@ -27,6 +30,7 @@ import { atomicWrite, joinPath } from "../formats/fs.ts";
 import {
   assembleSafetensors,
   decodeSafetensorsWithMetadata,
+  type HostArray,
   layoutSafetensors,
   tensorsToHost,
 } from "./safetensors.ts";
@@ -91,6 +95,11 @@ export interface Checkpoint {
   ema?: Record<string, Tensor>;
   /** Optimizer state tensors (flattened names, e.g. `m.layer.weight`). */
   optimizer?: Record<string, Tensor>;
+  /**
+   * Trainer state beyond model/EMA/optimizer (a StableVM memory bank, …): tensors, or host
+   * `{shape, data: Float32Array}` arrays when the state lives on the host. Read back as tensors.
+   */
+  state?: Record<string, Tensor | HostArray>;
   /** The training step this state belongs to. */
   step: number;
   /** Generator state (`Generator.state()`) to resume the random stream. */
@@ -122,7 +131,12 @@ export class CheckpointError extends FileFormatError {
   }
 }
 
-const SECTIONS = [["model", "model"], ["ema", "ema"], ["optimizer", "optim"]] as const;
+const SECTIONS = [
+  ["model", "model"],
+  ["ema", "ema"],
+  ["optimizer", "optim"],
+  ["state", "state"],
+] as const;
 
 /**
  * Serialise a checkpoint to safetensors bytes (see {@linkcode saveCheckpoint}).
@@ -144,10 +158,15 @@ export async function encodeCheckpoint(ckpt: Checkpoint): Promise<Uint8Array> {
     const bad = rngProblem(ckpt.rng);
     if (bad) throw new RangeError(`Expected checkpoint rng to be a generator state: ${bad}`);
   }
-  const host = {};
+  const host: Record<string, HostArray> = {};
   for (const [field, prefix] of SECTIONS) {
     const rec = ckpt[field];
-    if (rec) Object.assign(host, await tensorsToHost(rec, `${prefix}.`));
+    if (!rec) continue;
+    for (const [k, v] of Object.entries(rec)) {
+      if (v && !(v instanceof Tensor) && v.data instanceof Float32Array && Array.isArray(v.shape)) {
+        host[`${prefix}.${k}`] = { shape: [...v.shape], data: v.data };
+      } else Object.assign(host, await tensorsToHost({ [k]: v as Tensor }, `${prefix}.`));
+    }
   }
   const { entries, data } = layoutSafetensors(host);
   const meta: Record<string, string> = {
@@ -283,7 +302,7 @@ export function decodeCheckpoint(
     const prefix = key.slice(0, dot), rest = key.slice(dot + 1);
     const sec = SECTIONS.find(([, p]) => p === prefix)?.[0];
     if (dot < 0 || !sec) {
-      throw new CheckpointError(name, `tensor "${key}" has no model./ema./optim. prefix`);
+      throw new CheckpointError(name, `tensor "${key}" has no model./ema./optim./state. prefix`);
     }
     setOwn(out[sec] ??= {}, rest, tensor(arr.data, arr.shape));
   }

@@ -7,9 +7,10 @@ Plain Python + numpy + torch (Debian's python3-torch has no `safetensors` packag
   We read F32, F16, BF16, F64 and the integer dtypes; we write F32 (or the tensor's own
   F16/BF16/F32 dtype with ``keep_dtype``).
 * flowgpu checkpoints (lib/io/checkpoint.ts): one safetensors file whose tensors are named
-  ``model.<name>``, ``ema.<name>`` and ``optim.<slot>.<i>`` (Adam's ``exp_avg.<i>`` and
-  ``exp_avg_sq.<i>``, i = index in parameter order), with metadata ``format`` =
-  ``flowgpu-checkpoint``, ``format_version`` = ``1``, ``step``, ``data_crc32`` (CRC-32 of
+  ``model.<name>``, ``ema.<name>``, ``optim.<slot>.<i>`` (Adam's ``exp_avg.<i>`` and
+  ``exp_avg_sq.<i>``, i = index in parameter order) and ``state.<name>`` (trainer state such
+  as a StableVM memory bank, lib/train), with metadata ``format`` = ``flowgpu-checkpoint``,
+  ``file_crc32`` (first: CRC-32 of the whole file with these digits as zeros), ``format_version`` = ``2``, ``step``, ``data_crc32`` (CRC-32 of
   the data section, 8 lowercase hex digits), ``data_bytes``, and JSON strings ``config``,
   ``rng`` ({"seed", "counter"} of flowgpu's Philox generator) and ``extra``
   ({"optimizerStep", "emaUpdates", ...}).
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 FORMAT = "flowgpu-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _NP = {
     "F32": np.float32, "F64": np.float64, "F16": np.float16,
@@ -110,14 +111,18 @@ def load_safetensors(path):
         return decode_safetensors(f.read(), path)
 
 
-def encode_checkpoint(model, step, ema=None, optim=None, config=None, rng=None, extra=None):
+def encode_checkpoint(model, step, ema=None, optim=None, config=None, rng=None, extra=None,
+                      state=None):
     """Bytes of a flowgpu checkpoint (see the module docstring for the layout)."""
     tensors = {}
-    for prefix, sec in (("model", model), ("ema", ema), ("optim", optim)):
+    for prefix, sec in (("model", model), ("ema", ema), ("optim", optim), ("state", state)):
         for k, v in (sec or {}).items():
             tensors[f"{prefix}.{k}"] = v
     body = b"".join(_tensor_bytes(t, False)[1] for t in tensors.values())
     meta = {
+        # Version 2 (lib/io/checkpoint.ts): the header starts with a CRC-32 of the whole file,
+        # computed with these 8 digits as "00000000" and patched in below.
+        "file_crc32": "00000000",
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "step": str(int(step)),
@@ -130,7 +135,12 @@ def encode_checkpoint(model, step, ema=None, optim=None, config=None, rng=None, 
         meta["config"] = json.dumps(config, separators=(",", ":"))
     if extra is not None:
         meta["extra"] = json.dumps(extra, separators=(",", ":"))
-    return encode_safetensors(tensors, meta)
+    out = bytearray(encode_safetensors(tensors, meta))
+    prefix = b'{"__metadata__":{"file_crc32":"'
+    at = 8 + len(prefix)
+    assert bytes(out[8:at]) == prefix, "checkpoint header must start with file_crc32"
+    out[at:at + 8] = f"{zlib.crc32(bytes(out)) & 0xFFFFFFFF:08x}".encode("ascii")
+    return bytes(out)
 
 
 def load_checkpoint(path):
@@ -141,15 +151,17 @@ def load_checkpoint(path):
     tensors, meta = decode_safetensors(data, path)
     if meta.get("format") != FORMAT:
         raise ValueError(f'{path}: not a flowgpu checkpoint (metadata format "{meta.get("format")}")')
+    if int(meta.get("format_version", "1")) > FORMAT_VERSION:
+        raise ValueError(f'{path}: checkpoint format version {meta["format_version"]} is newer than this reader')
     (n,) = struct.unpack("<Q", data[:8])
     body = data[8 + n:]
     if str(len(body)) != meta.get("data_bytes") or f"{zlib.crc32(body) & 0xFFFFFFFF:08x}" != meta.get("data_crc32"):
         raise ValueError(f"{path}: checksum or length mismatch: the file is truncated or corrupted")
-    out = {"model": {}, "ema": {}, "optim": {}, "step": int(meta["step"])}
+    out = {"model": {}, "ema": {}, "optim": {}, "state": {}, "step": int(meta["step"])}
     for key, t in tensors.items():
         prefix, _, rest = key.partition(".")
-        if prefix not in out or not rest:
-            raise ValueError(f'{path}: tensor "{key}" has no model./ema./optim. prefix')
+        if prefix not in ("model", "ema", "optim", "state") or not rest:
+            raise ValueError(f'{path}: tensor "{key}" has no model./ema./optim./state. prefix')
         out[prefix][rest] = t.to(torch.float32)
     for k in ("config", "rng", "extra"):
         out[k] = json.loads(meta[k]) if k in meta else None

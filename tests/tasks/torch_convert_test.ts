@@ -8,13 +8,14 @@
  */
 import { strict as assert } from "node:assert";
 import {
+  buildCfmModel as buildModel,
+  type CfmModelConfig as ModelConfig,
   decodeSafetensorsWithMetadata,
   encodeSafetensors,
   loadCheckpoint,
   saveCheckpoint,
 } from "../../mod.ts";
 import { main as convert } from "../../tasks/convert.ts";
-import { buildModel, type ModelConfig } from "../../tasks/_train_loop.ts";
 import { parseTrainCfmFlags } from "../../tasks/train_cfm.ts";
 
 const PY = "/usr/bin/python3";
