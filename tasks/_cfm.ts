@@ -74,7 +74,14 @@ export const TRAIN_CFM_FLAGS = [
     type: "number",
     default: 0.05,
     min: 0,
-    help: "Sinkhorn entropic reg (cost divided by its max)",
+    help: "Sinkhorn entropic regularisation (of the cost as --ot-normalize leaves it)",
+  },
+  {
+    name: "ot-normalize",
+    type: "choice",
+    choices: ["none", "max", "mean"],
+    default: "none",
+    help: "divide the OT cost by its max/mean (none: seed 003's raw cost)",
   },
   {
     name: "ot-iters",
@@ -167,14 +174,8 @@ const ABOUT = "Train a flow-matching velocity model (CFM / OT-CFM) on a 2-D toy 
 
 /** Bare `--ot` (no value, or followed by another flag) means `--ot argmax`. */
 function expandBareOt(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const tok = argv[i]!;
-    const next = argv[i + 1];
-    if (tok === "--ot" && (next === undefined || next.startsWith("--"))) out.push("--ot=argmax");
-    else out.push(tok);
-  }
-  return out;
+  const bare = (next?: string) => next === undefined || next.startsWith("--");
+  return argv.map((tok, i) => (tok === "--ot" && bare(argv[i + 1]) ? "--ot=argmax" : tok));
 }
 
 /**

@@ -31,6 +31,28 @@ export const GMM_FLAGS = [
     default: "velocity",
     help: "field to learn",
   },
+  {
+    name: "score-target",
+    type: "choice",
+    choices: ["sv", "exact"],
+    default: "sv",
+    help: "score as SV's −E[x0|x_t] = (1−t)∇log p (sv) or ∇log p (exact)",
+  },
+  {
+    name: "reference",
+    type: "choice",
+    choices: ["fresh", "bank"],
+    default: "fresh",
+    help: "StableVM references: fresh batch per step (SV toy) or FIFO bank",
+  },
+  {
+    name: "split-t",
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 1,
+    help: "StableVM target for t <= split-t, x1 - x0 above (1: every t, SV toy)",
+  },
   { name: "only-plot", type: "bool", help: "only plot the variance curves (no training)" },
   {
     name: "plot-variance",

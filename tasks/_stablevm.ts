@@ -3,7 +3,12 @@
  * file stays a thin flags → config → trainer → fit → report script).
  * @module
  */
-import { PROJ_WEIGHT_SCHEDULES, type StableVmTrainerConfig } from "../mod.ts";
+import {
+  PATH_TYPES,
+  type PathType,
+  PROJ_WEIGHT_SCHEDULES,
+  type StableVmTrainerConfig,
+} from "../mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
 
@@ -15,9 +20,9 @@ export const MODELS = ["adaln-mlp"] as const;
 /** The resolved configuration of a run (written to config.json). */
 export interface TrainStableVmConfig extends StableVmTrainerConfig {
   lossType: typeof LOSS_TYPES[number];
-  pathType: "linear";
+  pathType: PathType;
   prediction: "v";
-  weighting: "uniform";
+  weighting: "uniform" | "lognormal";
   maxTrainSteps: number;
   maxGradNorm: number;
   outputDir: string;
@@ -71,10 +76,15 @@ export const TRAIN_STABLEVM_FLAGS = [
     name: "path-type",
     type: "string",
     default: "linear",
-    help: "interpolation path (only linear)",
+    help: "interpolation path: linear | cosine (SV/REPA --path-type)",
   },
   { name: "prediction", type: "string", default: "v", help: "model prediction (only v)" },
-  { name: "weighting", type: "string", default: "uniform", help: "time weighting (only uniform)" },
+  {
+    name: "weighting",
+    type: "string",
+    default: "uniform",
+    help: "time distribution: uniform | lognormal (SV --weighting)",
+  },
   { name: "max-train-steps", type: "int", default: 1500, min: 1, help: "optimizer steps" },
   { name: "batch-size", type: "int", default: 256, min: 1, help: "batch size" },
   {
@@ -186,9 +196,9 @@ export function parseTrainFlags(
     bankCapacityPerClass: f.bankCapacityPerClass,
     prefillBankFully: f.prefillBankFully,
     efficient: f.efficient,
-    pathType: checkChoice("--path-type", f.pathType, ["linear"] as const),
+    pathType: checkChoice("--path-type", f.pathType, PATH_TYPES),
     prediction: checkChoice("--prediction", f.prediction, ["v"] as const),
-    weighting: checkChoice("--weighting", f.weighting, ["uniform"] as const),
+    weighting: checkChoice("--weighting", f.weighting, ["uniform", "lognormal"] as const),
     maxTrainSteps: f.maxTrainSteps,
     batchSize: f.batchSize,
     learningRate: f.learningRate,

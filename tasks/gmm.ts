@@ -11,17 +11,19 @@
  * SV's run is `--max-train-steps 20000 --lr 1e-4 --eval-every 500 --fisher-samples 10000
  * --variance-num-t 50 --variance-samples 10000`.
  *
- * Differences from gmm_exp.py, on purpose: `--exp stf` does not read the unassigned
- * `x_batch`, `stable_vm_efficient` runs (and equals stable_vm within 1e-5), small weights
- * are not zeroed without renormalising, and every objective gets the same gradient clipping.
- * In this unconditional toy, StableVM's bank is one FIFO of `--ref-batch-size` entries
- * refilled by each data batch (the regressed samples are drawn from it); its stable target
- * is used for t ≤ 0.5 and x1 − x0 above. STF uses a fresh reference batch (the minibatch
- * plus new samples) at every t.
+ * As gmm_exp.py: StableVM draws a fresh `--ref-batch-size` reference batch each step,
+ * regresses rows of it, and uses the stable target at every t (`--reference bank` and
+ * `--split-t` give SV's image recipe instead); `--vector-field score` regresses SV's
+ * −E[x0 | x_t] (`--score-target exact` for ∇log p). Differences, on purpose: `--exp stf`
+ * does not read the unassigned `x_batch`, `stable_vm_efficient` runs (and equals stable_vm
+ * within 1e-5), small weights are not zeroed without renormalising, every objective gets the
+ * same gradient clipping (SV clips CFM only), the Fisher divergence is against the exact
+ * mixture field (SV: an STF estimate over 100k samples).
  *
  * Metrics: `training/loss_flow`, `training/grad_norm`, `training/lr` every 50 steps (the
  * loop is `lib/train`'s `fit`), and `eval/fisher_divergence` (mean over t) with
- * `eval/fisher_t<t>` every `--eval-every` steps.
+ * `eval/fisher_t<t>` every `--eval-every` steps (score runs also `eval/fisher_noise` and
+ * `eval/fisher_score`: both parameterisations).
  *
  *   deno task gmm --exp stable_vm --vector-field velocity
  *   deno task gmm --only-plot
@@ -30,12 +32,15 @@
  */
 import {
   createRun,
+  type FieldKind,
   fisherDivergence,
   fit,
   GaussianMixture,
   Generator,
+  gmmFieldKind,
   gmmToyTrainer,
   type Run,
+  sub,
   type Tensor,
   varianceCurves,
   type VarianceCurvesForDim,
@@ -103,7 +108,7 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
     }
     return v;
   });
-  const kind = f.vectorField;
+  const kind = gmmFieldKind(f);
   const run = await createRun("gmm", {
     outputDir: f.outputDir,
     expName: f.expName,
@@ -113,7 +118,11 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
   const result: GmmResult = { runDir: run.dir, fisher: [], variance: [], files };
 
   if (f.plotVariance || f.onlyPlot) {
-    const targets: VarianceTarget[] = f.exp === "stf" ? ["cfm", "stf"] : ["cfm", "stablevm"];
+    // Ours (median of ‖target − exact field‖²) and SV's plotted curve ("cfm-stf": mean of
+    // ‖CFM target − STF target‖² over a 10k reference set that includes the points).
+    const targets: VarianceTarget[] = f.exp === "stf"
+      ? ["cfm", "stf", "cfm-stf"]
+      : ["cfm", "stablevm", "cfm-stf"];
     console.error(`gmm: variance curves (dims ${vdims.join(", ")}, ${f.varianceNumT} t values)…`);
     result.variance = await varianceCurves({
       dims: vdims,
@@ -126,7 +135,7 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
       seed: f.seed,
       kind,
     });
-    files.push(...await writeVarianceFigures(run, result.variance, targets, kind));
+    files.push(...await writeVarianceFigures(run, result.variance, targets, f.vectorField));
   }
   if (f.onlyPlot) return finish(run, result);
 
@@ -143,17 +152,30 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
   const model = trainer.model;
   const field = (x: Tensor, t: Tensor) => model.forward(x, t);
   // Evaluation with the EMA weights (fit swaps them in) every --eval-every steps and at the end.
+  // A score model is scored in both parameterisations: eval/fisher_noise (SV's number,
+  // ‖f − (−E[x0|x_t])‖²) and eval/fisher_score (against ∇log p); (1−t) converts between them.
+  const kinds: FieldKind[] = kind === "velocity" ? ["velocity"] : ["noise", "score"];
+  const as = (k: FieldKind) => (x: Tensor, t: Tensor) => {
+    const omt = sub(1, t).reshape([-1, 1]);
+    return k === kind ? field(x, t) : k === "score" ? field(x, t).div(omt) : field(x, t).mul(omt);
+  };
   trainer.sample = async (ctx) => {
-    const values = await fisherDivergence(field, gmm, {
-      generator: new Generator(f.seed + 777),
-      n: f.fisherSamples,
-      kind,
-    });
-    result.fisher.push({ step: ctx.step, values });
-    await ctx.log({
-      "eval/fisher_divergence": values.reduce((a, p) => a + p.value, 0) / values.length,
-      ...Object.fromEntries(values.map((p) => [`eval/fisher_t${p.t}`, p.value])),
-    });
+    const rec: Record<string, number> = {};
+    for (const k of kinds) {
+      const values = await fisherDivergence(as(k), gmm, {
+        generator: new Generator(f.seed + 777),
+        n: f.fisherSamples,
+        kind: k,
+      });
+      const avg = values.reduce((a, p) => a + p.value, 0) / values.length;
+      if (k === kind) {
+        result.fisher.push({ step: ctx.step, values });
+        rec["eval/fisher_divergence"] = avg;
+        for (const p of values) rec[`eval/fisher_t${p.t}`] = p.value;
+      }
+      if (k !== "velocity") rec[`eval/fisher_${k}`] = avg;
+    }
+    await ctx.log(rec);
   };
   try {
     await fit(trainer, {
@@ -164,14 +186,16 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
       sampleEvery: f.evalEvery,
       gradClip: f.maxGradNorm,
       generator: new Generator(f.seed + 1),
-      label: `gmm ${f.exp}_${kind}`,
+      label: `gmm ${f.exp}_${f.vectorField}`,
     });
-    files.push(...await writeFisherFigures(run, result.fisher, { exp: f.exp, vectorField: kind }));
+    files.push(
+      ...await writeFisherFigures(run, result.fisher, { exp: f.exp, vectorField: f.vectorField }),
+    );
     if (viz) {
       model.eval();
       trainer.ema!.swapInto(model);
       const gif = await fieldGif(field, gmm, kind);
-      files.push(await run.writeFile(`plots/field_${f.exp}_${kind}.gif`, gif));
+      files.push(await run.writeFile(`plots/field_${f.exp}_${f.vectorField}.gif`, gif));
     }
   } finally {
     model.dispose();

@@ -85,8 +85,10 @@ export async function cfmData(dataset: CfmDataset, seed: number): Promise<CfmDat
 export interface CfmTrainerConfig extends CfmModelConfig {
   /** Minibatch coupling: "none" (independent pairs) or an `otCouple` method. */
   ot: "none" | CouplingMethod;
-  /** Sinkhorn entropic regularisation (cost divided by its max). */
+  /** Sinkhorn entropic regularisation (of the cost as `otNormalize` leaves it). */
   otReg: number;
+  /** Divide the OT cost by its "max" or "mean", or use it raw ("none", seed 003; default). */
+  otNormalize?: "none" | "max" | "mean";
   /** Sinkhorn iterations. */
   otIters: number;
   /** Path width σ_min. */
@@ -172,6 +174,7 @@ export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Genera
       const cp = await otCouple(x0, x1, {
         method: c.ot,
         reg: c.otReg,
+        normalize: c.otNormalize ?? "none",
         maxIters: c.otIters,
         checkEvery: c.otIters,
         labels: y,

@@ -58,7 +58,13 @@ export {
   stableVmTrainer,
   type StableVmTrainerConfig,
 } from "./stablevm.ts";
-export { GMM_EXPERIMENTS, type GmmToyConfig, type GmmToyTrainer, gmmToyTrainer } from "./gmm.ts";
+export {
+  GMM_EXPERIMENTS,
+  gmmFieldKind,
+  type GmmToyConfig,
+  type GmmToyTrainer,
+  gmmToyTrainer,
+} from "./gmm.ts";
 export {
   EVAL_METRICS,
   type EvalMetric,

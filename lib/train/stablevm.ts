@@ -15,6 +15,8 @@ import { FileFormatError, type HostArray } from "../io/mod.ts";
 import { loadArrayDataset } from "../data/arrays.ts";
 import { GaussianMixture } from "../data/gmm.ts";
 import { MemoryBank, siLoss, stableVmLoss } from "../flow/stablevm.ts";
+import type { PathType } from "../flow/paths.ts";
+import { tensor } from "../ops/mod.ts";
 import type { StepContext, Trainer, TrainerState } from "./fit.ts";
 
 /** A class-labelled dataset on the host. */
@@ -154,6 +156,10 @@ export interface StableVmTrainerConfig {
   emaDecay: number;
   /** Seed; the model is initialised from `seed + 1`. */
   seed: number;
+  /** Interpolation path (SV `--path-type`; default "linear"). */
+  pathType?: PathType;
+  /** Time distribution (SV `--weighting`; default "uniform"). */
+  weighting?: "uniform" | "lognormal";
 }
 
 /** A StableVM trainer and its bank. */
@@ -200,6 +206,7 @@ export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): St
   model.yEmbedder?.eval();
   const bank = new MemoryBank({ numClasses: C, capacityPerClass: c.bankCapacityPerClass, dim: d });
   const field = (x: Tensor, t: Tensor, y: Tensor) => model.forward(x, t, y);
+  let batch: { x: Float32Array; labels: Int32Array } | undefined;
   return {
     model,
     optimizer: new Adam({ lr: c.learningRate }),
@@ -224,10 +231,22 @@ export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): St
         bl[i] = data.labels[j]!;
       });
       bank.add(bx, bl);
+      batch = { x: bx, labels: bl };
     },
     loss(ctx: StepContext<nn.AdaLNMLP>) {
-      const o = { bank, batchSize: c.batchSize, generator: ctx.generator, efficient: c.efficient };
-      return { loss: (c.lossType === "stablevm" ? stableVmLoss(field, o) : siLoss(field, o)).loss };
+      const o = {
+        bank,
+        batchSize: c.batchSize,
+        generator: ctx.generator,
+        efficient: c.efficient,
+        path: c.pathType,
+        weighting: c.weighting,
+      };
+      if (c.lossType === "stablevm") return { loss: stableVmLoss(field, o).loss };
+      // SV's SILoss regresses the dataloader batch itself (labels with CFG dropout), not
+      // draws from the bank.
+      const x = ctx.track(tensor(batch!.x, [batch!.labels.length, d]));
+      return { loss: siLoss(field, { ...o, x, labels: batch!.labels }).loss };
     },
   };
 }

@@ -260,6 +260,7 @@ Deno.test("gmm trainer: fit resumes bit-identically with the StableVM bank as tr
       const cfg = {
         exp: "stable_vm_efficient" as const,
         vectorField: "score" as const,
+        reference: "bank" as const, // the FIFO bank is the trainer state under test
         batchSize: 16,
         refBatchSize: 32,
         learningRate: 1e-3,

@@ -188,7 +188,7 @@ Deno.test("a failed CheckpointManager.save leaves the previous checkpoint loadab
   });
 });
 
-Deno.test("checkpoints carry trainer state as state.* tensors (format version 2 only when present)", async () => {
+Deno.test("checkpoints carry trainer state as state.* tensors (format version 2)", async () => {
   const withState = await encodeCheckpoint({
     model: { w: tensor([1]) },
     state: { "bank.data": { shape: [3], data: new Float32Array([1, 2, 3]) }, flag: tensor([7]) },
@@ -203,8 +203,8 @@ Deno.test("checkpoints carry trainer state as state.* tensors (format version 2 
     2,
     3,
   ]);
-  // Without state the file stays version 1, readable by older readers.
+  // Without state: still version 2 (the whole-file checksum), and no state section.
   const plain = await encodeCheckpoint({ model: { w: tensor([1]) }, step: 2 });
-  assert.equal(decodeSafetensorsWithMetadata(plain).metadata.format_version, "1");
+  assert.equal(decodeSafetensorsWithMetadata(plain).metadata.format_version, "2");
   assert.equal(decodeCheckpoint(plain).state, undefined);
 });
