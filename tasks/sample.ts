@@ -13,24 +13,27 @@
  */
 import {
   atomicWrite,
+  cfmModelFromCheckpoint,
   encodePng,
   Generator,
+  readCfmCheckpoint,
+  sampleCfmModel,
   SAMPLER_METHODS,
   type SamplerMethod,
   saveNpz,
   toUint8Nhwc,
 } from "../mod.ts";
 import { imageGrid, scatterPlot } from "../viz/mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
-import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { SAMPLE_FLAGS } from "./sample.ts";
- * console.log(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default); // euler
+ * assert.equal(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default, "euler");
  * ```
  */
 export const SAMPLE_FLAGS = [
@@ -91,8 +94,9 @@ export interface SampleResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./sample.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {
@@ -116,7 +120,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       `Expected --guidance-high (${f.guidanceHigh}) >= --guidance-low (${f.guidanceLow})`,
     );
   }
-  const ck = await resolveCheckpoint(f.checkpoint);
+  const ck = await readCfmCheckpoint(f.checkpoint);
   const shape = ck.config.dataShape;
   const C = ck.config.numClasses ?? 0;
   const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== 1;
@@ -140,10 +144,10 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     const u = new Generator(f.seed + 1).uniformHost(n);
     labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
   }
-  const model = modelFromCheckpoint(ck, f.useEma);
+  const model = cfmModelFromCheckpoint(ck, f.useEma);
   let g;
   try {
-    g = await generateSamples(model, shape, {
+    g = await sampleCfmModel(model, shape, {
       n,
       sampler: f.sampler as SamplerMethod,
       steps: f.numSteps,
@@ -200,14 +204,4 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path };
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`sample: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("sample", main);

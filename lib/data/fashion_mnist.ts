@@ -4,6 +4,14 @@
  * @module
  */
 import { checkChoice, checkInt, denoApi, isNotFound } from "../_util.ts";
+import {
+  checkDeclared,
+  concatBytes,
+  FileFormatError,
+  FileTypeError,
+  Inflater,
+  maxBytesOf,
+} from "../formats/_bytes.ts";
 
 /**
  * Fashion-MNIST's class names, by label.
@@ -35,6 +43,8 @@ export interface FashionMnistOptions {
   split?: "train" | "test";
   /** Read only the first `limit` examples (stops decompressing early). */
   limit?: number;
+  /** Largest decoded size in bytes a file may declare (default 2 GiB). */
+  maxBytes?: number;
 }
 
 /** An image dataset in memory. */
@@ -59,75 +69,195 @@ export interface FashionMnist extends ImageDataset {
   total: number;
 }
 
-/** Read up to `need` bytes of a gzip file's decompressed stream (all of it when undefined). */
-async function gunzip(path: string, need?: number): Promise<Uint8Array> {
-  let file: Deno.FsFile;
-  try {
-    file = await denoApi("loadFashionMnist", "fetch the IDX files and decode them yourself")
-      .open(path, { read: true });
-  } catch (e) {
-    if (isNotFound(e)) {
-      throw new TypeError(
-        `Fashion-MNIST file ${path} not found; install it with 'apt-get install dataset-fashion-mnist' or pass dir`,
-      );
-    }
-    throw e;
-  }
-  const chunks: Uint8Array[] = [];
-  let got = 0;
-  const reader = file.readable.pipeThrough(new DecompressionStream("gzip")).getReader();
-  try {
-    while (need === undefined || got < need) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      got += value.length;
-    }
-  } catch (e) {
-    throw new TypeError(
-      `Expected ${path} to be a valid gzip file but decompression failed (truncated or corrupted?): ${
-        (e as Error).message
-      }`,
-    );
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-  const out = new Uint8Array(got);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+/** Options of {@linkcode decodeIdx}. */
+export interface IdxOptions {
+  /** Expected number of dimensions (the magic number's last byte); others raise a `FileTypeError`. */
+  dims?: number;
+  /** Read only the first `limit` items (stops decompressing early). */
+  limit?: number;
+  /** Gzip-compressed input (default: detected from the bytes; `true` for a stream). */
+  gzip?: boolean;
+  /** Size of the compressed input when `input` is a stream (bounds the declared size). */
+  compressedBytes?: number;
+  /** Largest decoded size in bytes the header may declare (default 2 GiB). */
+  maxBytes?: number;
+}
+
+/** A decoded IDX file: extents (items first), the raw unsigned bytes, and the item count. */
+export interface IdxArray {
+  /** Extents as read: `[n, ...item]` with `n` the items loaded (≤ `total`). */
+  shape: number[];
+  /** Row-major unsigned bytes of the items loaded. */
+  data: Uint8Array;
+  /** Items the header declares. */
+  total: number;
 }
 
 function u32(b: Uint8Array, off: number): number {
   return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
 }
 
-/** Parse an IDX header: magic 0x0000080D with D dims (unsigned bytes), then D big-endian sizes. */
-function idxHeader(path: string, b: Uint8Array, dims: number): number[] {
-  const headerLen = 4 + 4 * dims;
-  if (b.length < headerLen) {
-    throw new RangeError(
-      `Expected ${path} to hold an IDX header of ${headerLen} bytes but found ${b.length}`,
+/**
+ * Decode an IDX file of unsigned bytes (the MNIST format: magic `0x0000080D` with D
+ * dimensions, D big-endian u32 extents, then the data), gzip-compressed or not, from bytes
+ * or a stream. Decompression stops at the size the header declares: a header declaring no
+ * items, an empty extent, more than `maxBytes`, more than the compressed input can hold, or
+ * more (or less) data than present raises a {@linkcode FileFormatError}; a wrong magic number
+ * or an undecompressable stream a {@linkcode FileTypeError}; both name `name`.
+ *
+ * @example
+ * ```ts
+ * import { decodeIdx } from "../../mod.ts";
+ * const raw = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]); // 1-D, 3 items
+ * const a = await decodeIdx(raw, "labels.idx", { dims: 1 });
+ * if (a.total !== 3 || a.data[2] !== 9) throw new Error("bad");
+ * let failed = false;
+ * try { await decodeIdx(raw.slice(0, 9), "cut.idx"); } catch { failed = true; }
+ * if (!failed) throw new Error("truncation not detected");
+ * ```
+ */
+export async function decodeIdx(
+  input: Uint8Array | ReadableStream<Uint8Array>,
+  name = "<bytes>",
+  opts: IdxOptions = {},
+): Promise<IdxArray> {
+  const maxBytes = maxBytesOf(opts);
+  const limit = opts.limit === undefined ? undefined : checkInt("IDX limit", opts.limit, 1);
+  const isBytes = input instanceof Uint8Array;
+  const gzip = opts.gzip ?? (isBytes ? input[0] === 0x1f && input[1] === 0x8b : true);
+  const compressed = isBytes ? input.length : opts.compressedBytes;
+  let src: {
+    read(n: number): Promise<Uint8Array>;
+    atEnd(): Promise<boolean>;
+    close(): Promise<void>;
+  };
+  if (gzip) {
+    src = new Inflater(
+      input,
+      "gzip",
+      (m) =>
+        new FileTypeError(
+          name,
+          `Expected ${name} to be a valid gzip file but decompression failed (truncated or corrupted?): ${m}`,
+        ),
     );
+  } else {
+    let all: Uint8Array;
+    if (isBytes) all = input;
+    else {
+      // An uncompressed stream: read it whole, but no more than the cap allows.
+      const parts: Uint8Array[] = [];
+      let got = 0;
+      const reader = input.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          got += value.length;
+          checkDeclared(name, "IDX file", got, maxBytes + 4 + 4 * 255);
+          parts.push(value);
+        }
+      } finally {
+        await reader.cancel().catch(() => {});
+      }
+      all = concatBytes(parts);
+    }
+    let off = 0;
+    src = {
+      read: (n) => {
+        const out = all.subarray(off, off + n);
+        off += out.length;
+        return Promise.resolve(out);
+      },
+      atEnd: () => Promise.resolve(off >= all.length),
+      close: () => Promise.resolve(),
+    };
   }
-  const magic = u32(b, 0);
-  const want = 0x800 + dims;
-  if (magic !== want) {
-    throw new TypeError(
-      `Expected ${path} to start with IDX magic 0x${want.toString(16).padStart(8, "0")} ` +
-        `(unsigned bytes, ${dims}-D) but found 0x${magic.toString(16).padStart(8, "0")}`,
-    );
+  try {
+    const head = await src.read(4);
+    const magic = head.length === 4 ? u32(head, 0) : -1;
+    const dims = head[3] ?? 0;
+    if (head.length < 4 || head[0] !== 0 || head[1] !== 0 || dims < 1) {
+      throw new FileTypeError(
+        name,
+        `Expected ${name} to start with an IDX magic number 0x000008dd but found ${
+          head.length < 4 ? `${head.length} bytes` : `0x${magic.toString(16).padStart(8, "0")}`
+        }`,
+      );
+    }
+    if (opts.dims !== undefined && (head[2] !== 8 || dims !== opts.dims)) {
+      const want = 0x800 + opts.dims;
+      throw new FileTypeError(
+        name,
+        `Expected ${name} to start with IDX magic 0x${want.toString(16).padStart(8, "0")} ` +
+          `(unsigned bytes, ${opts.dims}-D) but found 0x${magic.toString(16).padStart(8, "0")}`,
+      );
+    }
+    if (head[2] !== 8) {
+      throw new FileFormatError(
+        name,
+        `IDX element type 0x${head[2]!.toString(16)} is not supported (only 0x08, unsigned bytes)`,
+      );
+    }
+    const hdr = await src.read(4 * dims);
+    const headerLen = 4 + 4 * dims;
+    if (hdr.length < 4 * dims) {
+      throw new FileFormatError(
+        name,
+        `Expected ${name} to hold an IDX header of ${headerLen} bytes but found ${4 + hdr.length}`,
+      );
+    }
+    const extents = Array.from({ length: dims }, (_, i) => u32(hdr, 4 * i));
+    if (extents.includes(0)) {
+      throw new FileFormatError(
+        name,
+        `IDX header declares extents ${extents.join("×")}: no data (an extent is 0)`,
+      );
+    }
+    const total = extents[0]!;
+    const itemBytes = extents.slice(1).reduce((a, b) => a * b, 1);
+    const n = limit === undefined ? total : Math.min(limit, total);
+    const declared = total * itemBytes;
+    const what = `IDX ${extents.join("×")}`;
+    checkDeclared(name, what, n * itemBytes, maxBytes);
+    // What the items to read need must fit in the input (deflate expands at most 1032:1).
+    if (compressed !== undefined) {
+      if (gzip) checkDeclared(name, what, n * itemBytes, Infinity, compressed);
+      else if (n * itemBytes > compressed - headerLen) {
+        throw new FileFormatError(
+          name,
+          `Expected ${
+            headerLen + n * itemBytes
+          } bytes in ${name} (${what}) but found ${compressed}`,
+        );
+      }
+    }
+    const data = await src.read(n * itemBytes);
+    if (data.length < n * itemBytes) {
+      throw new FileFormatError(
+        name,
+        `Expected ${headerLen + n * itemBytes} bytes in ${name} (${n} items of ${
+          extents.slice(1).join("×") || "1 byte"
+        }) but found ${headerLen + data.length}`,
+      );
+    }
+    if (n === total && !(await src.atEnd())) {
+      throw new FileFormatError(
+        name,
+        `Expected ${headerLen + declared} bytes in ${name} (${what}) but it holds more data`,
+      );
+    }
+    return { shape: [n, ...extents.slice(1)], data, total };
+  } finally {
+    await src.close();
   }
-  return Array.from({ length: dims }, (_, i) => u32(b, 4 + 4 * i));
 }
 
 /**
- * Load Fashion-MNIST from the gzip IDX files, validating magic numbers, dimensions and lengths
- * (a `TypeError`/`RangeError` naming the file on truncated or corrupted input). Needs
- * `--allow-read` on `dir`.
+ * Load Fashion-MNIST from the gzip IDX files (read with {@linkcode decodeIdx}), validating
+ * magic numbers, dimensions and lengths: a `FileTypeError` (a `TypeError`) on a wrong magic
+ * number or a broken gzip stream, a `FileFormatError` (a `RangeError`) on sizes or labels,
+ * both naming the file. Needs `--allow-read` on `dir`.
  *
  * @example
  * ```ts
@@ -147,39 +277,59 @@ export async function loadFashionMnist(opts: FashionMnistOptions = {}): Promise<
   const prefix = split === "train" ? "train" : "t10k";
   const imgPath = `${dir}/${prefix}-images-idx3-ubyte.gz`;
   const lblPath = `${dir}/${prefix}-labels-idx1-ubyte.gz`;
-  const img = await gunzip(imgPath, limit === undefined ? undefined : 16 + limit * 784);
-  const lbl = await gunzip(lblPath, limit === undefined ? undefined : 8 + limit);
-  const [count, rows, cols] = idxHeader(imgPath, img, 3) as [number, number, number];
-  const [lcount] = idxHeader(lblPath, lbl, 1) as [number];
+  const read = async (path: string, dims: number) => {
+    let file: Deno.FsFile;
+    try {
+      file = await denoApi(
+        "loadFashionMnist",
+        "fetch the IDX files and pass their bytes to decodeIdx",
+      )
+        .open(path, { read: true });
+    } catch (e) {
+      if (isNotFound(e)) {
+        throw new TypeError(
+          `Fashion-MNIST file ${path} not found; install it with 'apt-get install dataset-fashion-mnist' or pass dir`,
+        );
+      }
+      throw e;
+    }
+    const size = (await file.stat()).size;
+    return await decodeIdx(file.readable, path, {
+      dims,
+      limit,
+      gzip: true,
+      compressedBytes: size,
+      maxBytes: opts.maxBytes,
+    });
+  };
+  const img = await read(imgPath, 3);
+  const lbl = await read(lblPath, 1);
+  const [, rows, cols] = img.shape as [number, number, number];
+  const count = img.total;
   if (rows !== 28 || cols !== 28) {
-    throw new RangeError(`Expected 28×28 images in ${imgPath} but the header says ${rows}×${cols}`);
-  }
-  if (lcount !== count) {
-    throw new RangeError(
-      `Expected as many labels as images but ${lblPath} declares ${lcount} and ${imgPath} ${count}`,
+    throw new FileFormatError(
+      imgPath,
+      `Expected 28×28 images in ${imgPath} but the header says ${rows}×${cols}`,
     );
   }
-  const n = limit === undefined ? count : Math.min(limit, count);
+  if (lbl.total !== count) {
+    throw new FileFormatError(
+      lblPath,
+      `Expected as many labels as images but ${lblPath} declares ${lbl.total} and ${imgPath} ${count}`,
+    );
+  }
+  const n = img.shape[0]!;
   const px = rows * cols;
-  if (img.length < 16 + n * px || (limit === undefined && img.length !== 16 + n * px)) {
-    throw new RangeError(
-      `Expected ${
-        16 + n * px
-      } bytes in ${imgPath} (${n} images of ${rows}×${cols}) but found ${img.length}`,
-    );
-  }
-  if (lbl.length < 8 + n || (limit === undefined && lbl.length !== 8 + n)) {
-    throw new RangeError(
-      `Expected ${8 + n} bytes in ${lblPath} (${n} labels) but found ${lbl.length}`,
-    );
-  }
   const images = new Float32Array(n * px);
-  for (let i = 0; i < n * px; i++) images[i] = img[16 + i]! / 127.5 - 1;
+  for (let i = 0; i < n * px; i++) images[i] = img.data[i]! / 127.5 - 1;
   const labels = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const l = lbl[8 + i]!;
+    const l = lbl.data[i]!;
     if (l > 9) {
-      throw new RangeError(`Expected labels in 0..9 in ${lblPath} but found ${l} at index ${i}`);
+      throw new FileFormatError(
+        lblPath,
+        `Expected labels in 0..9 in ${lblPath} but found ${l} at index ${i}`,
+      );
     }
     labels[i] = l;
   }

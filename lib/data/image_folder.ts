@@ -15,6 +15,8 @@ export interface ImageFolderOptions {
   channels?: 1 | 3;
   /** Read at most this many images per class (in sorted file order). */
   limitPerClass?: number;
+  /** Largest decoded size in bytes one PNG may declare (default 2 GiB). */
+  maxBytes?: number;
 }
 
 /** Pixel (x, y) channel c of an image in [0, 255], converted to `channels` (1 or 3). */
@@ -55,7 +57,8 @@ function writeImage(
 
 /**
  * Load `dir/<class>/*.png` into memory as N×C×H×W floats in [−1, 1] with labels by sorted class
- * name. Needs `--allow-read` on `dir`. Corrupted PNGs raise errors naming the file.
+ * name. Needs `--allow-read` on `dir`. Corrupted PNGs (or ones declaring more pixels than
+ * their data holds, or than `maxBytes`) raise a `FileFormatError` naming the file.
  *
  * @example
  * ```ts
@@ -109,7 +112,7 @@ export async function loadImageFolder(
   const labels = new Float32Array(files.length);
   for (let k = 0; k < files.length; k++) {
     const { path, label } = files[k]!;
-    const img = await decodePng(await fs.readFile(path), path);
+    const img = await decodePng(await fs.readFile(path), path, { maxBytes: opts.maxBytes });
     if (k === 0) {
       if (size === undefined) [h, w] = [img.height, img.width];
       images = new Float32Array(files.length * channels * h * w);

@@ -12,7 +12,11 @@ export {
   interpolate,
   interpolateLipman,
   type InterpolateOptions,
+  PATH_TYPES,
+  type PathCoefficients,
+  pathCoefficients,
   type PathSample,
+  type PathType,
   sampleTimes,
   type SampleTimesOptions,
   TIME_SCHEDULES,
@@ -32,3 +36,9 @@ export {
   guidanceIntervalFromReference,
   type GuidanceOptions,
 } from "./guidance.ts";
+export {
+  disposeRecorded,
+  type Generated,
+  type GenerateOptions,
+  generateSamples,
+} from "./generate.ts";

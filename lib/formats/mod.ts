@@ -4,7 +4,15 @@
  * environment or network at import time.
  * @module
  */
-export { FileFormatError } from "./_bytes.ts";
+export {
+  type DecodeOptions,
+  DEFAULT_FETCH_TIMEOUT_MS,
+  DEFAULT_MAX_BYTES,
+  FetchError,
+  FileFormatError,
+  FileTypeError,
+  type LoadOptions,
+} from "./_bytes.ts";
 export { atomicWrite, ensureDir } from "./fs.ts";
 export {
   decodeNpy,

@@ -4,7 +4,19 @@
  * Values are exposed as f32 (integers are exact up to 2^24).
  * @module
  */
-import { concatBytes, crc32, decompress, FileFormatError, readBytes, viewOf } from "./_bytes.ts";
+import {
+  checkDeclared,
+  concatBytes,
+  crc32,
+  type DecodeOptions,
+  FileFormatError,
+  inflateLimited,
+  type LoadOptions,
+  maxBytesOf,
+  readBytes,
+  setOwn,
+  viewOf,
+} from "./_bytes.ts";
 import { atomicWrite } from "./fs.ts";
 
 /** The dtypes we write: f32 by default, uint8 for images (ADM `arr_0`), and a few more. */
@@ -96,7 +108,9 @@ function readValues(
 
 /**
  * Decode a `.npy` file (C order; `<f4 <f8 <f2 <i1..8 <u1..8 |b1`, either byte order).
- * Fortran-ordered, structured, string or object arrays raise a {@linkcode FileFormatError}.
+ * Fortran-ordered, structured, string or object arrays, shapes that need more bytes than
+ * the file holds, and arrays whose f32 values would exceed `opts.maxBytes` (default 2 GiB)
+ * raise a {@linkcode FileFormatError} naming `name`.
  *
  * @example
  * ```ts
@@ -105,7 +119,12 @@ function readValues(
  * if (a.dtype !== "<f4" || a.data[3] !== 4) throw new Error("bad");
  * ```
  */
-export function decodeNpy(bytes: Uint8Array, name = "<bytes>"): NpyArray {
+export function decodeNpy(
+  bytes: Uint8Array,
+  name = "<bytes>",
+  opts: DecodeOptions = {},
+): NpyArray {
+  const maxBytes = maxBytesOf(opts);
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`Expected npy bytes to be a Uint8Array but found ${typeof bytes}`);
   }
@@ -140,11 +159,15 @@ export function decodeNpy(bytes: Uint8Array, name = "<bytes>"): NpyArray {
       `.npy header is malformed or uses an unsupported (structured) dtype: ${header.trim()}`,
     );
   }
-  const shape = shapeText.split(",").map((s) => s.trim()).filter((s) => s !== "").map((s) =>
-    Number(s.replace(/L$/, ""))
-  );
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
+  const dims = shapeText.split(",").map((t) => t.trim());
+  if (dims.length > 1 && dims[dims.length - 1] === "") dims.pop(); // "(3,)"
+  if (dims.length === 1 && dims[0] === "") dims.pop(); // "()"
+  if (dims.some((t) => !/^\d{1,16}L?$/.test(t))) {
     throw new FileFormatError(name, `.npy shape (${shapeText}) is not a tuple of integers`);
+  }
+  const shape = dims.map((t) => Number(t.replace(/L$/, "")));
+  if (shape.some((d) => !Number.isSafeInteger(d))) {
+    throw new FileFormatError(name, `.npy shape (${shapeText}) has an extent above 2^53`);
   }
   const info = dtypeInfo(descr);
   if (!info) {
@@ -159,7 +182,16 @@ export function decodeNpy(bytes: Uint8Array, name = "<bytes>"): NpyArray {
       `Fortran-ordered arrays are not supported (shape (${shapeText})); save with np.ascontiguousarray`,
     );
   }
-  const n = shape.reduce((a, b) => a * b, 1);
+  // The element count, refusing overflow: a product past 2^53 (or Infinity·0 = NaN) must
+  // not turn into a silently empty array.
+  let n = shape.includes(0) ? 0 : 1;
+  for (const d of shape) {
+    if (n === 0) break;
+    n *= d;
+    if (n > Number.MAX_SAFE_INTEGER) {
+      throw new FileFormatError(name, `.npy shape (${shapeText}) has more than 2^53 elements`);
+    }
+  }
   const body = bytes.subarray(hstart + hlen);
   if (body.length < n * info.size) {
     throw new FileFormatError(
@@ -169,6 +201,7 @@ export function decodeNpy(bytes: Uint8Array, name = "<bytes>"): NpyArray {
       } bytes but found ${body.length}`,
     );
   }
+  checkDeclared(name, `.npy shape (${shapeText}) as f32`, n * 4, maxBytes);
   return { dtype: descr, shape, data: readValues(body, info, n) };
 }
 
@@ -317,7 +350,9 @@ export function encodeNpz(arrays: Record<string, NpyInput>): Uint8Array {
 /**
  * Decode an `.npz` (stored entries from `np.savez`, deflated ones from
  * `np.savez_compressed`, Zip64 records) into arrays keyed by name without `.npy`.
- * CRCs are checked.
+ * CRCs are checked; every structural problem (records or extra fields past the end,
+ * sizes the data cannot hold, deflate data inflating past its declared size, arrays above
+ * `opts.maxBytes` in total) raises a {@linkcode FileFormatError} naming `name`.
  *
  * @example
  * ```ts
@@ -330,10 +365,12 @@ export function encodeNpz(arrays: Record<string, NpyInput>): Uint8Array {
 export async function decodeNpz(
   bytes: Uint8Array,
   name = "<bytes>",
+  opts: DecodeOptions = {},
 ): Promise<Record<string, NpyArray>> {
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`Expected npz bytes to be a Uint8Array but found ${typeof bytes}`);
   }
+  const maxBytes = maxBytesOf(opts);
   const dv = viewOf(bytes);
   let eocd = -1;
   for (let i = bytes.length - 22; i >= Math.max(0, bytes.length - 22 - 0xffff); i--) {
@@ -362,7 +399,7 @@ export async function decodeNpz(
     cdOff = Number(dv.getBigUint64(z + 48, true));
   }
   const out: Record<string, NpyArray> = {};
-  let p = cdOff;
+  let p = cdOff, budget = maxBytes;
   for (let k = 0; k < count; k++) {
     if (p + 46 > bytes.length || dv.getUint32(p, true) !== SIG_CENTRAL) {
       throw new FileFormatError(name, `corrupt ZIP central directory at entry ${k}`);
@@ -374,19 +411,39 @@ export async function decodeNpz(
     const nlen = dv.getUint16(p + 28, true), xlen = dv.getUint16(p + 30, true);
     const clen = dv.getUint16(p + 32, true);
     let lho = dv.getUint32(p + 42, true);
+    const end = p + 46 + nlen + xlen + clen;
+    if (end > bytes.length) {
+      throw new FileFormatError(
+        name,
+        `ZIP central directory entry ${k} runs past the end of the file (truncated?)`,
+      );
+    }
     const fname = new TextDecoder().decode(bytes.subarray(p + 46, p + 46 + nlen));
-    // Zip64 extra field: the 8-byte values appear only for fields saturated at 0xFFFFFFFF.
-    for (let x = p + 46 + nlen; x + 4 <= p + 46 + nlen + xlen;) {
+    // Zip64 extra field: the 8-byte values appear only for fields saturated at 0xFFFFFFFF,
+    // in this order, and must fit inside the field.
+    const xend = p + 46 + nlen + xlen;
+    for (let x = p + 46 + nlen; x + 4 <= xend;) {
       const id = dv.getUint16(x, true), sz = dv.getUint16(x + 2, true);
+      if (x + 4 + sz > xend) {
+        throw new FileFormatError(name, `entry "${fname}": extra field runs past its record`);
+      }
       if (id === 1) {
         let q = x + 4;
-        if (usize === 0xffffffff) usize = Number(dv.getBigUint64(q, true)), q += 8;
-        if (csize === 0xffffffff) csize = Number(dv.getBigUint64(q, true)), q += 8;
-        if (lho === 0xffffffff) lho = Number(dv.getBigUint64(q, true)), q += 8;
+        const next = (): number => {
+          if (q + 8 > x + 4 + sz) {
+            throw new FileFormatError(name, `entry "${fname}": Zip64 extra field too short`);
+          }
+          const v = Number(dv.getBigUint64(q, true));
+          q += 8;
+          return v;
+        };
+        if (usize === 0xffffffff) usize = next();
+        if (csize === 0xffffffff) csize = next();
+        if (lho === 0xffffffff) lho = next();
       }
       x += 4 + sz;
     }
-    p += 46 + nlen + xlen + clen;
+    p = end;
     if (lho + 30 > bytes.length || dv.getUint32(lho, true) !== SIG_LOCAL) {
       throw new FileFormatError(name, `entry "${fname}": bad local header offset`);
     }
@@ -396,14 +453,8 @@ export async function decodeNpz(
     }
     let data = bytes.subarray(start, start + csize);
     if (method === 8) {
-      try {
-        data = await decompress(data, "deflate-raw");
-      } catch (e) {
-        throw new FileFormatError(
-          name,
-          `entry "${fname}": bad deflate data (${(e as Error).message})`,
-        );
-      }
+      checkDeclared(name, `entry "${fname}"`, usize, budget, csize);
+      data = await inflateLimited(data, "deflate-raw", usize, name, `entry "${fname}"`);
     } else if (method !== 0) {
       throw new FileFormatError(
         name,
@@ -414,7 +465,9 @@ export async function decodeNpz(
       throw new FileFormatError(name, `entry "${fname}": CRC or size mismatch (file corrupted)`);
     }
     const key = fname.endsWith(".npy") ? fname.slice(0, -4) : fname;
-    out[key] = decodeNpy(data, `${name}[${fname}]`);
+    const arr = decodeNpy(data, `${name}[${fname}]`, { maxBytes: budget });
+    budget = Math.max(0, budget - arr.data.byteLength);
+    setOwn(out, key, arr);
   }
   return out;
 }
@@ -436,7 +489,7 @@ export async function saveNpy(path: string, arr: NpyInput): Promise<void> {
 }
 
 /**
- * Read a `.npy` file (path or URL).
+ * Read a `.npy` file (path or URL; a URL fetch times out after `opts.timeoutMs`).
  *
  * @example
  * ```ts
@@ -448,8 +501,8 @@ export async function saveNpy(path: string, arr: NpyInput): Promise<void> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function loadNpy(path: string | URL): Promise<NpyArray> {
-  return decodeNpy(await readBytes(path, "loadNpy", "decodeNpy"), String(path));
+export async function loadNpy(path: string | URL, opts: LoadOptions = {}): Promise<NpyArray> {
+  return decodeNpy(await readBytes(path, opts, "loadNpy", "decodeNpy"), String(path), opts);
 }
 
 /**
@@ -470,7 +523,8 @@ export async function saveNpz(path: string, arrays: Record<string, NpyInput>): P
 }
 
 /**
- * Read an `.npz` file (path or URL), stored or deflated.
+ * Read an `.npz` file (path or URL), stored or deflated; `opts` caps the decoded size and
+ * the time a URL fetch may take.
  *
  * @example
  * ```ts
@@ -481,6 +535,13 @@ export async function saveNpz(path: string, arrays: Record<string, NpyInput>): P
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function loadNpz(path: string | URL): Promise<Record<string, NpyArray>> {
-  return await decodeNpz(await readBytes(path, "loadNpz", "decodeNpz"), String(path));
+export async function loadNpz(
+  path: string | URL,
+  opts: LoadOptions = {},
+): Promise<Record<string, NpyArray>> {
+  return await decodeNpz(
+    await readBytes(path, opts, "loadNpz", "decodeNpz"),
+    String(path),
+    opts,
+  );
 }

@@ -5,7 +5,17 @@
  * @module
  */
 import { checkInt } from "../_util.ts";
-import { compress, concatBytes, crc32, decompress, FileFormatError, viewOf } from "./_bytes.ts";
+import {
+  checkDeclared,
+  compress,
+  concatBytes,
+  crc32,
+  type DecodeOptions,
+  FileFormatError,
+  inflateLimited,
+  maxBytesOf,
+  viewOf,
+} from "./_bytes.ts";
 
 /** An 8-bit image: `channels` interleaved values per pixel, rows top to bottom. */
 export interface RawImage {
@@ -103,7 +113,10 @@ function paeth(a: number, b: number, c: number): number {
 
 /**
  * Decode an 8-bit, non-interlaced PNG (gray, gray+alpha, RGB, RGBA or palette; palette
- * images come back as RGB, or RGBA when they carry transparency). Chunk CRCs are checked.
+ * images come back as RGB, or RGBA when they carry transparency). Chunk CRCs are checked;
+ * the image data is inflated only up to the size the header declares, and a header that
+ * declares more than the compressed data can hold or than `opts.maxBytes` (default 2 GiB)
+ * is refused. Every problem raises a {@linkcode FileFormatError} naming `name`.
  *
  * @example
  * ```ts
@@ -112,10 +125,15 @@ function paeth(a: number, b: number, c: number): number {
  * if (img.channels !== 1 || img.data[0] !== 7) throw new Error("bad");
  * ```
  */
-export async function decodePng(bytes: Uint8Array, name = "<bytes>"): Promise<RawImage> {
+export async function decodePng(
+  bytes: Uint8Array,
+  name = "<bytes>",
+  opts: DecodeOptions = {},
+): Promise<RawImage> {
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`Expected PNG bytes to be a Uint8Array but found ${typeof bytes}`);
   }
+  const maxBytes = maxBytesOf(opts);
   if (bytes.length < 8 || SIGNATURE.some((b, i) => bytes[i] !== b)) {
     throw new FileFormatError(name, "not a PNG file (bad signature)");
   }
@@ -134,15 +152,40 @@ export async function decodePng(bytes: Uint8Array, name = "<bytes>"): Promise<Ra
     if (crc32(bytes.subarray(p + 4, p + 8 + len)) !== dv.getUint32(p + 8 + len)) {
       throw new FileFormatError(name, `PNG chunk ${type} has a bad CRC (file corrupted)`);
     }
+    if ((p === 8) !== (type === "IHDR")) {
+      throw new FileFormatError(
+        name,
+        p === 8 ? `PNG starts with chunk ${type}, not IHDR` : "PNG has a second IHDR chunk",
+      );
+    }
     if (type === "IHDR") {
+      if (len !== 13) {
+        throw new FileFormatError(name, `PNG IHDR chunk is ${len} bytes long, not 13`);
+      }
       const h = viewOf(body);
       width = h.getUint32(0);
       height = h.getUint32(4);
       depth = body[8]!;
       ctype = body[9]!;
+      if (body[10] !== 0 || body[11] !== 0) {
+        throw new FileFormatError(
+          name,
+          `PNG compression/filter method ${body[10]}/${body[11]} is not 0/0`,
+        );
+      }
       interlace = body[12]!;
-    } else if (type === "PLTE") palette = body;
-    else if (type === "tRNS") trns = body;
+      if (width < 1 || height < 1 || width > 0x7fffffff || height > 0x7fffffff) {
+        throw new FileFormatError(
+          name,
+          `PNG size ${width}×${height} is invalid (width and height must be in [1, 2^31 − 1])`,
+        );
+      }
+    } else if (type === "PLTE") {
+      if (len % 3 !== 0 || len > 768) {
+        throw new FileFormatError(name, `PNG PLTE chunk of ${len} bytes is not 3·k ≤ 768`);
+      }
+      palette = body;
+    } else if (type === "tRNS") trns = body;
     else if (type === "IDAT") idat.push(body);
     else if (type === "IEND") {
       sawEnd = true;
@@ -158,12 +201,18 @@ export async function decodePng(bytes: Uint8Array, name = "<bytes>"): Promise<Ra
   if (interlace !== 0) throw new FileFormatError(name, "interlaced PNGs are not supported");
   const srcCh = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
   if (srcCh === undefined) throw new FileFormatError(name, `unknown PNG color type ${ctype}`);
-  let raw: Uint8Array;
-  try {
-    raw = await decompress(concatBytes(idat), "deflate");
-  } catch (e) {
-    throw new FileFormatError(name, `PNG image data is corrupt (${(e as Error).message})`);
-  }
+  const outCh = ctype === 3 ? (trns ? 4 : 3) : srcCh;
+  const compressed = concatBytes(idat);
+  // The filtered scanlines (one filter byte per row) and the decoded pixels.
+  const rawBytes = height * (width * srcCh + 1);
+  checkDeclared(
+    name,
+    `PNG ${width}×${height}×${outCh}`,
+    rawBytes + width * height * outCh,
+    maxBytes,
+  );
+  checkDeclared(name, `PNG ${width}×${height} image data`, rawBytes, Infinity, compressed.length);
+  const raw = await inflateLimited(compressed, "deflate", rawBytes, name, "PNG image data");
   const stride = width * srcCh;
   if (raw.length < height * (stride + 1)) {
     throw new FileFormatError(name, "PNG image data is shorter than the image (truncated?)");

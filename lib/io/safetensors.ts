@@ -7,7 +7,16 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
-import { FileFormatError, readBytes, viewOf } from "../formats/_bytes.ts";
+import {
+  checkDeclared,
+  type DecodeOptions,
+  FileFormatError,
+  type LoadOptions,
+  maxBytesOf,
+  readBytes,
+  setOwn,
+  viewOf,
+} from "../formats/_bytes.ts";
 import { atomicWrite } from "../formats/fs.ts";
 
 /** A host-side array: a shape and its row-major f32 values. */
@@ -211,8 +220,8 @@ export function encodeSafetensors(
 /**
  * Decode a safetensors file into f32 arrays plus its `__metadata__` map. Every structural
  * problem (header length, JSON, missing fields, offsets out of range or overlapping,
- * unknown dtype, shape vs. byte size) raises a {@linkcode FileFormatError} naming `name`
- * and the tensor.
+ * unknown dtype, shape vs. byte size, f32 values above `opts.maxBytes` in total) raises a
+ * {@linkcode FileFormatError} naming `name` and the tensor.
  *
  * @example
  * ```ts
@@ -225,7 +234,9 @@ export function encodeSafetensors(
 export function decodeSafetensorsWithMetadata(
   bytes: Uint8Array,
   name = "<bytes>",
+  opts: DecodeOptions = {},
 ): { tensors: Record<string, DecodedArray>; metadata: Record<string, string> } {
+  const maxBytes = maxBytesOf(opts);
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`Expected safetensors bytes to be a Uint8Array but found ${typeof bytes}`);
   }
@@ -258,6 +269,15 @@ export function decodeSafetensorsWithMetadata(
   const metadata: Record<string, string> = {};
   const tensors: Record<string, DecodedArray> = {};
   const spans: [number, number, string][] = [];
+  const entries: {
+    key: string;
+    dtype: string;
+    shape: number[];
+    begin: number;
+    end: number;
+    size: number;
+  }[] = [];
+  let total = 0;
   for (const [key, raw] of Object.entries(header as Record<string, unknown>)) {
     if (key === "__metadata__") {
       if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
@@ -267,7 +287,7 @@ export function decodeSafetensorsWithMetadata(
         if (typeof mv !== "string") {
           throw new FileFormatError(name, `__metadata__ entry "${mk}" must be a string`);
         }
-        metadata[mk] = mv;
+        setOwn(metadata, mk, mv);
       }
       continue;
     }
@@ -275,12 +295,12 @@ export function decodeSafetensorsWithMetadata(
     if (typeof raw !== "object" || raw === null) throw bad("header entry must be an object");
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e.dtype !== "string") throw bad("missing dtype");
-    if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
       throw bad("missing or invalid shape (expected a list of non-negative integers)");
     }
     if (
       !Array.isArray(e.data_offsets) || e.data_offsets.length !== 2 ||
-      e.data_offsets.some((d) => !Number.isInteger(d) || d < 0)
+      e.data_offsets.some((d) => !Number.isSafeInteger(d) || d < 0)
     ) {
       throw bad("missing or invalid data_offsets (expected [begin, end])");
     }
@@ -306,12 +326,11 @@ export function decodeSafetensorsWithMetadata(
       );
     }
     spans.push([begin, end, key]);
-    tensors[key] = {
-      dtype: e.dtype,
-      shape: [...e.shape as number[]],
-      data: convert(body.subarray(begin, end), e.dtype, size),
-    };
+    entries.push({ key, dtype: e.dtype, shape: [...e.shape as number[]], begin, end, size });
+    total += 4 * size;
   }
+  // Check the layout before converting anything: overlapping spans would let a small file
+  // make us convert the same bytes many times over.
   spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let prevEnd = 0, prevKey = "";
   for (const [b, e, k] of spans) {
@@ -324,6 +343,14 @@ export function decodeSafetensorsWithMetadata(
     }
     prevEnd = e;
     prevKey = k;
+  }
+  checkDeclared(name, "safetensors tensors as f32", total, maxBytes);
+  for (const t of entries) {
+    setOwn(tensors, t.key, {
+      dtype: t.dtype,
+      shape: t.shape,
+      data: convert(body.subarray(t.begin, t.end), t.dtype, t.size),
+    });
   }
   return { tensors, metadata };
 }
@@ -342,8 +369,9 @@ export function decodeSafetensorsWithMetadata(
 export function decodeSafetensors(
   bytes: Uint8Array,
   name = "<bytes>",
+  opts: DecodeOptions = {},
 ): Record<string, DecodedArray> {
-  return decodeSafetensorsWithMetadata(bytes, name).tensors;
+  return decodeSafetensorsWithMetadata(bytes, name, opts).tensors;
 }
 
 /** @internal Download tensors to host arrays. */
@@ -396,17 +424,19 @@ export async function saveSafetensors(
 export function loadSafetensorsFromBytes(
   bytes: Uint8Array,
   name = "<bytes>",
+  opts: DecodeOptions = {},
 ): Record<string, Tensor> {
   const out: Record<string, Tensor> = {};
-  for (const [k, a] of Object.entries(decodeSafetensors(bytes, name))) {
-    out[k] = tensor(a.data, a.shape);
+  for (const [k, a] of Object.entries(decodeSafetensors(bytes, name, opts))) {
+    setOwn(out, k, tensor(a.data, a.shape));
   }
   return out;
 }
 
 /**
- * Read a safetensors file from a path, a `file:` URL or an `http(s)://` URL (fetched)
- * into tensors.
+ * Read a safetensors file from a path, a `file:` URL or an `http(s)://` URL (fetched,
+ * with a timeout of `opts.timeoutMs`, default 60 s, after which a {@linkcode FetchError}
+ * names the URL) into tensors.
  *
  * @example
  * ```ts
@@ -418,9 +448,13 @@ export function loadSafetensorsFromBytes(
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function loadSafetensors(path: string | URL): Promise<Record<string, Tensor>> {
+export async function loadSafetensors(
+  path: string | URL,
+  opts: LoadOptions = {},
+): Promise<Record<string, Tensor>> {
   return loadSafetensorsFromBytes(
-    await readBytes(path, "loadSafetensors", "loadSafetensorsFromBytes"),
+    await readBytes(path, opts, "loadSafetensors", "loadSafetensorsFromBytes"),
     String(path),
+    opts,
   );
 }

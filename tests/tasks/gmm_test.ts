@@ -276,7 +276,7 @@ Deno.test("gmm task main(): variance curves, Fisher log, GIF and JSON under plot
     const json = JSON.parse(
       await Deno.readTextFile(`${out}/plot/plots/data/variance_velocity.json`),
     );
-    assert.deepEqual(Object.keys(json.curves[0].curves).sort(), ["cfm", "stf"]);
+    assert.deepEqual(Object.keys(json.curves[0].curves).sort(), ["cfm", "cfm-stf", "stf"]);
     assert.equal(json.curves[1].curves.cfm.median.length, 2);
     for (const d of [3, 5]) await Deno.stat(`${out}/plot/plots/variance_velocity_d${d}.png`);
 

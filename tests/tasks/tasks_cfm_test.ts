@@ -6,6 +6,7 @@
  */
 import { strict as assert } from "node:assert";
 import {
+  buildCfmModel as buildModel,
   decodePng,
   Generator,
   getBackend,
@@ -22,7 +23,6 @@ import {
 import { main as trainMain } from "../../tasks/train_cfm.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
-import { buildModel } from "../../tasks/_train_loop.ts";
 
 const TINY = ["--batch-size", "32", "--hidden", "16", "--depth", "2", "--sample-steps", "2"];
 
@@ -479,6 +479,47 @@ Deno.test("train:cfm, sample and eval reject unknown and malformed flags before 
     let n = 0;
     for await (const _ of Deno.readDir(out)) n++;
     assert.equal(n, 0);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("train:cfm diverging to NaN exits with status 3, one line naming the step, and keeps the last finite checkpoint", async () => {
+  const out = await tmp();
+  try {
+    const task = new URL("../../tasks/train_cfm.ts", import.meta.url).pathname;
+    const { code, stderr } = await new Deno.Command("deno", {
+      args: [
+        "run",
+        "--allow-read=.,/tmp",
+        "--allow-write=/tmp",
+        "--allow-env=FLOWGPU_BACKEND",
+        task,
+        "--dataset=moons",
+        "--lr=1e30", // Adam moves every weight by ~1e30 in the first step: the loss overflows
+        "--max-train-steps=20",
+        "--log-every=5",
+        "--checkpoint-every=1",
+        `--output-dir=${out}`,
+        "--exp-name=nan",
+        ...TINY,
+      ],
+      env: { FLOWGPU_BACKEND: "cpu", XDG_RUNTIME_DIR: "/tmp" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 3, err);
+    assert.match(
+      err,
+      /^train:cfm: training\/loss_flow became (NaN|Infinity) at step 2; .*step-000001\.safetensors\)$/m,
+    );
+    assert.ok(!/^\s+at /m.test(err), "no stack trace");
+    const names = (await Array.fromAsync(Deno.readDir(`${out}/nan/checkpoints`))).map((e) =>
+      e.name
+    );
+    assert.deepEqual(names.sort(), ["last.safetensors", "step-000001.safetensors"]);
+    assert.equal((await loadCheckpoint(`${out}/nan/checkpoints/last.safetensors`)).step, 1);
   } finally {
     await Deno.remove(out, { recursive: true });
   }

@@ -150,8 +150,8 @@ Deno.test("train:stablevm flags: seed spellings parse, bad values give the promi
     /"hard", "hard_high", "sigmoid", "cosine", "snr"/,
   );
   assert.throws(
-    () => parseTrainFlags(["--path-type", "cosine"]),
-    /--path-type "cosine": expected one of "linear"/,
+    () => parseTrainFlags(["--path-type", "spiral"]),
+    /--path-type "spiral": expected one of "linear", "cosine"/,
   );
   assert.throws(() => parseTrainFlags(["--model", "SiT-XL/2"]), /image models .* arrive later/);
   assert.throws(

@@ -1,0 +1,75 @@
+/**
+ * @file lib/train: the one training loop (`fit`) every trainer uses, the run setup around it
+ * (`openTrainingRun`: fresh run or resume with the run's own schedule), the run-directory
+ * lock, and the metric window that detects NaN/Inf without per-step readbacks.
+ *
+ * A trainer supplies `model`, `optimizer`, optional `ema`, a differentiable
+ * `loss(ctx) → { loss, metrics? }`, and optionally `prepare(ctx)` (async host work before
+ * the loss), `state` (extra tensors to checkpoint), `emaModel` (a model holding the EMA
+ * weights for bootstrap targets) and `sample(ctx)` (figures with the EMA weights).
+ * @module
+ */
+export {
+  fit,
+  type FitContext,
+  type FitOptions,
+  type FitResult,
+  type LossOutput,
+  NonFiniteError,
+  type SampleContext,
+  type StepContext,
+  type StepMetrics,
+  type Trainer,
+  type TrainerState,
+} from "./fit.ts";
+export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lock.ts";
+export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
+export { streamsOf } from "./state.ts";
+export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
+export {
+  buildCfmModel,
+  CFM_DATASETS,
+  CFM_MODELS,
+  type CfmDataset,
+  type CfmModel,
+  type CfmModelConfig,
+  cfmModelFromCheckpoint,
+  type CfmNet,
+  type LoadedCfmCheckpoint,
+  readCfmCheckpoint,
+  sampleCfmModel,
+  velocityOf,
+} from "./cfm_model.ts";
+export {
+  type CfmBatch,
+  type CfmData,
+  cfmData,
+  type CfmTrainer,
+  cfmTrainer,
+  type CfmTrainerConfig,
+} from "./cfm.ts";
+export {
+  bankState,
+  embeddedRing,
+  type HostTrainerState,
+  type LabelledSet,
+  loadLabelledNpz,
+  type StableVmTrainer,
+  stableVmTrainer,
+  type StableVmTrainerConfig,
+} from "./stablevm.ts";
+export {
+  GMM_EXPERIMENTS,
+  gmmFieldKind,
+  type GmmToyConfig,
+  type GmmToyTrainer,
+  gmmToyTrainer,
+} from "./gmm.ts";
+export {
+  EVAL_METRICS,
+  type EvalMetric,
+  type EvalRecord,
+  evaluateCfm,
+  type EvaluateOptions,
+  referenceData,
+} from "./evaluate.ts";
