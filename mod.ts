@@ -19,7 +19,8 @@ export {
   hasBackend,
   setBackend,
 } from "./lib/backend/select.ts";
-export type { Backend, BinaryOp, ReduceOp, UnaryOp } from "./lib/backend/backend.ts";
+export type { Backend } from "./lib/backend/backend.ts";
+export type { BinaryOp, ReduceOp, UnaryOp } from "./lib/ir.ts";
 export {
   Generator,
   type GeneratorState,
