@@ -17,6 +17,8 @@ export {
   type BackendName,
   getBackend,
   hasBackend,
+  init,
+  type InitOptions,
   setBackend,
 } from "./lib/backend/select.ts";
 export type { Backend } from "./lib/backend/backend.ts";

@@ -19,6 +19,7 @@ import {
   sampleToy,
   w2,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 import { CFM_DATASETS, type CfmDataset, resolveCheckpoint } from "./_train_loop.ts";
 import { main as trainMain, OT_METHODS } from "./train_cfm.ts";
 import { type EvalRecord, evaluate } from "./eval.ts";
@@ -323,6 +324,7 @@ export function renderMarkdown(
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TableRow[] | null> {
+  await init();
   let help = false;
   const f = parseFlags(argv, CFM_TABLE_FLAGS, {
     task: "cfm:table",

@@ -21,6 +21,7 @@ import {
   straightness,
   w2,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 import {
   CFM_DATASETS,
   type CfmDataset,
@@ -277,6 +278,7 @@ export async function evaluate(ck: LoadedCheckpoint, o: EvaluateOptions): Promis
  * ```
  */
 export async function main(argv: readonly string[]): Promise<EvalRecord | null> {
+  await init();
   let help = false;
   const f = parseFlags(argv, EVAL_FLAGS, {
     task: "eval",

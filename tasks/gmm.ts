@@ -57,6 +57,7 @@ import {
   type VarianceCurvesForDim,
   type VarianceTarget,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 
 /** `--exp` values. */
 export const GMM_EXPERIMENTS = ["cfm", "stf", "stable_vm", "stable_vm_efficient"] as const;
@@ -196,6 +197,7 @@ export interface GmmResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<GmmResult | null> {
+  await init();
   let help = false;
   const f = parseFlags(argv, GMM_FLAGS, {
     task: "gmm",

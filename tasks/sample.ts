@@ -24,6 +24,7 @@ import {
   scatterPlot,
   toUint8Nhwc,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
 
 /**
@@ -98,6 +99,7 @@ export interface SampleResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {
+  await init();
   let help = false;
   const f = parseFlags(argv, SAMPLE_FLAGS, {
     task: "sample",

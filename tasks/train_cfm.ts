@@ -41,6 +41,7 @@ import {
   TIME_SCHEDULES,
   valueAndGrad,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 import {
   buildModel,
   CFM_DATASETS,
@@ -368,6 +369,7 @@ async function dataSource(cfg: TrainCfmConfig): Promise<DataSource> {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainCfmResult | null> {
+  await init();
   let cfg = parseTrainCfmFlags(argv);
   if (!cfg) return null;
   let run: Run;

@@ -27,6 +27,7 @@ import {
   tensor,
   valueAndGrad,
 } from "../mod.ts";
+import { init } from "../mod.ts";
 import {
   createRun,
   type FlagSpec,
@@ -338,6 +339,7 @@ function unb64(s: string): Uint8Array {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainStableVmResult | null> {
+  await init();
   let cfg = parseTrainFlags(argv);
   if (!cfg) return null;
   if (cfg.useProjLoss) {

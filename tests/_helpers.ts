@@ -3,8 +3,19 @@
  * @module
  */
 import { AssertionError } from "node:assert";
-import { type Backend, backendByName, type BinaryOp, hasBackend, type UnaryOp } from "../mod.ts";
+import {
+  type Backend,
+  backendByName,
+  type BinaryOp,
+  hasBackend,
+  init,
+  type UnaryOp,
+} from "../mod.ts";
 import type { Storage } from "../lib/backend/backend.ts";
+
+// Select the default backend as an application would (WebGPU when an adapter exists, or
+// FLOWGPU_BACKEND): test files that import these helpers run on it unless they switch.
+await init();
 
 /** Whether the WebGPU backend initialised (tests that need it use `ignore: !HAS_WEBGPU`). */
 export const HAS_WEBGPU: boolean = hasBackend("webgpu");

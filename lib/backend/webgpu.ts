@@ -44,8 +44,9 @@ import { stridesOf } from "../shape.ts";
  *
  * @example
  * ```ts
- * import { backendByName } from "../../mod.ts";
+ * import { backendByName, init } from "../../mod.ts";
  * import { GpuStorage } from "./webgpu.ts";
+ * await init();
  * const be = backendByName("webgpu"); // undefined without an adapter
  * if (be && !(be.alloc(4) instanceof GpuStorage)) throw new Error("bad");
  * ```
@@ -81,12 +82,13 @@ const GROUP_OWN_DISPATCH = 8192;
 const KAHAN_MIN = 4096;
 
 /**
- * The WebGPU backend. Create it with `createWebGPUBackend()`; `lib/backend/select.ts` does so
- * at import and falls back to the CPU backend when it rejects.
+ * The WebGPU backend. Create it with `createWebGPUBackend()`; `init()` (lib/backend/select.ts)
+ * does so and falls back to the CPU backend when it rejects.
  *
  * @example
  * ```ts
- * import { backendByName } from "../../mod.ts";
+ * import { backendByName, init } from "../../mod.ts";
+ * await init();
  * const be = backendByName("webgpu"); // undefined without an adapter
  * if (be) {
  *   const s = be.upload(new Float32Array([1, 2, 3]));
