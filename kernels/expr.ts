@@ -16,11 +16,14 @@ export interface EmittedExpr {
   outs: string[];
   /** The scalars (constants, unary p0/p1) in parameter-word order; empty when inlined. */
   scalars: number[];
-  /**
-   * Whether a node calls a helper function of `WGSL_HELPERS` (erf_, tanh_, …): callers that
-   * would inline the body many times (matmul stores) loop instead, to keep compile times low.
-   */
+  /** Whether a node calls a function of `WGSL_HELPERS` (the kernel must include them). */
   callsHelpers: boolean;
+  /**
+   * Whether a node calls a long helper (erf_, tanh_, pow_, …; not the bit test isnan_): callers
+   * that would inline the body many times (matmul stores) loop instead, to keep compile
+   * times low.
+   */
+  heavy: boolean;
 }
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
@@ -50,7 +53,7 @@ export function emitExpr(
   const names = new Map<Expr, string>();
   const lines: string[] = [];
   const scalars: number[] = [];
-  let next = 0, callsHelpers = false;
+  let next = 0, callsHelpers = false, heavy = false;
   const scalar = (v: number) => {
     if (opts.inline) {
       f32[0] = v;
@@ -61,6 +64,8 @@ export function emitExpr(
   };
   const op = (wgsl: string) => {
     if (/\w_\(/.test(wgsl)) callsHelpers = true;
+    // isnan_ is a bit test, as cheap as an inline expression; the others are long.
+    if (/\b(?!isnan_\()\w+_\(/.test(wgsl)) heavy = true;
     return wgsl;
   };
   const visit = (e: Expr): string => {
@@ -105,5 +110,5 @@ export function emitExpr(
     return name;
   };
   const outs = outputs.map(visit);
-  return { body: lines.join("\n"), outs, scalars, callsHelpers };
+  return { body: lines.join("\n"), outs, scalars, callsHelpers, heavy };
 }

@@ -194,7 +194,7 @@ ${x.body}
     rows: e.rows,
     decl: `${binds.join("\n")}\n${x.callsHelpers ? WGSL_HELPERS : ""}\n${fn}`,
     key: `/epi${e.rows}:${x.body.replaceAll("\n", " ")}=>${x.outs[0]}`,
-    inline: !x.callsHelpers,
+    inline: !x.heavy,
   };
 }
 

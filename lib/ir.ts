@@ -180,15 +180,46 @@ fn sigmoid_(x: f32) -> f32 {
   let e = exp(-abs(x));
   return select(1.0 / (1.0 + e), e / (1.0 + e), x < 0.0);
 }
+fn isnan_(x: f32) -> bool {
+  // On the bits: WGSL lets compilers assume floats are finite and fold x != x to false.
+  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn clamp_(x: f32, lo: f32, hi: f32) -> f32 {
+  // min(max(x, lo), hi) with NaN kept (WGSL min/max may map NaN to a bound; lavapipe does).
+  let t = select(x, lo, x < lo);
+  return select(select(t, hi, t > hi), x, isnan_(x));
+}
 fn pow_(x: f32, y: f32) -> f32 {
-  // WGSL pow is undefined for x < 0; follow IEEE pow for integer exponents.
-  if (y == 0.0) { return 1.0; }
-  // pow(0, y) is undefined in WGSL (lavapipe returns 0 for y < 0); the CPU gives +inf or 0.
-  if (x == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0); }
-  let r = pow(abs(x), y);
-  if (x >= 0.0) { return r; }
-  if (floor(y) != y) { return bitcast<f32>(0x7fc00000u); }
-  let odd = (abs(y) % 2.0) == 1.0;
+  // C99 pow (Annex F.9.4.4), as torch.pow and the CPU backend. WGSL's pow is undefined for
+  // x < 0 and at zeros, infinities and NaN (lavapipe turns a NaN into a number), so every
+  // special case is decided here, on the bits where a NaN could hide.
+  let xb = bitcast<u32>(x);
+  let yb = bitcast<u32>(y) & 0x7fffffffu;
+  if (yb == 0u || xb == 0x3f800000u) { return 1.0; }
+  if (isnan_(x) || isnan_(y)) { return bitcast<f32>(0x7fc00000u); }
+  let inf = bitcast<f32>(0x7f800000u);
+  let ax = abs(x);
+  let ay = abs(y);
+  let neg = (xb >> 31u) == 1u;
+  let yInf = yb == 0x7f800000u;
+  let yInt = !yInf && floor(y) == y;
+  let odd = yInt && ay < 16777216.0 && (ay % 2.0) == 1.0;
+  if (yInf) {
+    if (ax == 1.0) { return 1.0; }
+    return select(0.0, inf, (ax < 1.0) == (y < 0.0));
+  }
+  if ((xb & 0x7fffffffu) == 0u) {
+    if (y < 0.0) { return select(inf, select(inf, -inf, neg), odd); }
+    return select(0.0, x, odd);
+  }
+  if ((xb & 0x7fffffffu) == 0x7f800000u) {
+    if (!neg) { return select(inf, 0.0, y < 0.0); }
+    if (y < 0.0) { return select(0.0, bitcast<f32>(0x80000000u), odd); }
+    return select(inf, -inf, odd);
+  }
+  let r = pow(ax, y);
+  if (!neg) { return r; }
+  if (!yInt) { return bitcast<f32>(0x7fc00000u); }
   return select(r, -r, odd);
 }
 `;
@@ -202,12 +233,30 @@ function tanhCpu(x: number): number {
   const y = (1 - e) / (1 + e);
   return x < 0 ? -y : y;
 }
+// C99 pow (Annex F.9.4.4), as torch.pow; `pow_` in WGSL_HELPERS follows it branch for branch.
 function powCpu(x: number, y: number): number {
-  if (y === 0) return 1;
-  const r = Math.pow(Math.abs(x), y);
-  if (x >= 0) return r;
-  if (Math.floor(y) !== y) return NaN;
-  return Math.abs(y) % 2 === 1 ? -r : r;
+  if (y === 0 || x === 1) return 1;
+  if (Number.isNaN(x) || Number.isNaN(y)) return NaN;
+  const ax = Math.abs(x), ay = Math.abs(y);
+  const neg = x < 0 || Object.is(x, -0);
+  const yInf = ay === Infinity;
+  const yInt = !yInf && Math.floor(y) === y;
+  const odd = yInt && ay < 16777216 && ay % 2 === 1;
+  if (yInf) return ax === 1 ? 1 : (ax < 1) === (y < 0) ? Infinity : 0;
+  if (x === 0) return y < 0 ? (odd && neg ? -Infinity : Infinity) : odd ? x : 0;
+  if (ax === Infinity) {
+    if (!neg) return y < 0 ? 0 : Infinity;
+    return y < 0 ? (odd ? -0 : 0) : odd ? -Infinity : Infinity;
+  }
+  const r = Math.pow(ax, y);
+  if (!neg) return r;
+  if (!yInt) return NaN;
+  return odd ? -r : r;
+}
+function clampCpu(x: number, lo: number, hi: number): number {
+  if (Number.isNaN(x)) return x;
+  const t = x < lo ? lo : x;
+  return t > hi ? hi : t;
 }
 
 // ------------------------------------------------------------------- the op table
@@ -310,9 +359,20 @@ export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
   },
   // From the output (relu(x) > 0 exactly when x > 0), so a fused linear layer's backward
   // needs no pre-activation.
-  relu: { cpu: (x) => (x > 0 ? x : 0), wgsl: "max(x, 0.0)", d: ({ y }) => y.un("gtScalar", 0) },
+  // NaN propagates, as in torch.relu.
+  relu: {
+    cpu: (x) => (x > 0 || Number.isNaN(x) ? x : 0),
+    wgsl: "select(0.0, x, x > 0.0 || isnan_(x))",
+    d: ({ y }) => y.un("gtScalar", 0),
+  },
   abs: { cpu: Math.abs, wgsl: "abs(x)", d: ({ x }) => x.un("sign") },
-  sign: { cpu: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), wgsl: "sign(x)", d: null },
+  // sign(NaN) = 0 and sign(±0) = +0, as torch.sign. WGSL's sign leaves both open, and selects
+  // of float constants came out as −0 for 0 on lavapipe, so the sign is an integer converted.
+  sign: {
+    cpu: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0),
+    wgsl: "f32(select(select(0i, 1i, x > 0.0) - select(0i, 1i, x < 0.0), 0i, isnan_(x)))",
+    d: null,
+  },
   square: { cpu: (x) => x * x, wgsl: "x * x", d: ({ x }) => x.affine(2, 0) },
   reciprocal: { cpu: (x) => 1 / x, wgsl: "1.0 / x", d: ({ y }) => y.square().un("neg") },
   floor: { cpu: Math.floor, wgsl: "floor(x)", d: null },
@@ -327,9 +387,10 @@ export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
     wgsl: "pow_(x, p0)",
     d: ({ x, p0 }) => (p0 === 0 ? null : x.un("powScalar", p0 - 1).affine(p0, 0)),
   },
+  // min(max(x, lo), hi) with NaN kept, as torch.clamp.
   clamp: {
-    cpu: (x, lo, hi) => Math.min(Math.max(x, lo), hi),
-    wgsl: "min(max(x, p0), p1)",
+    cpu: clampCpu,
+    wgsl: "clamp_(x, p0, p1)",
     d: ({ x, p0, p1 }) => x.un("geScalar", p0).mul(x.un("leScalar", p1)),
   },
   gtScalar: { cpu: (x, p) => (x > p ? 1 : 0), wgsl: "select(0.0, 1.0, x > p0)", d: null },
@@ -340,7 +401,7 @@ export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
   // NaN is tested on the bits: WGSL lets compilers fold `x != x` to false (lavapipe does).
   isNan: {
     cpu: (x) => (Number.isNaN(x) ? 1 : 0),
-    wgsl: "select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u)",
+    wgsl: "select(0.0, 1.0, isnan_(x))",
     d: null,
   },
   copy: { cpu: (x) => x, wgsl: "x", d: () => 1 },
@@ -399,15 +460,16 @@ export const BINARY: { readonly [K in BinaryOp]: BinaryRow } = {
     wgsl: "pow_(a, b)",
     d: ({ a, b, y }) => [b.mul(a.bin("pow", b.affine(1, -1))), y.mul(a.un("log"))],
   },
-  // select() with the CPU's comparison, not WGSL max/min (undefined for NaN; lavapipe drops it).
+  // NaN on either side propagates, as torch.maximum/minimum; ties keep a (as std::max). WGSL
+  // max/min are undefined for NaN, so select() with NaN tested on the bits.
   maximum: {
-    cpu: (a, b) => (a >= b ? a : b),
-    wgsl: "select(b, a, a >= b)",
+    cpu: (a, b) => (Number.isNaN(a) ? a : Number.isNaN(b) ? b : a >= b ? a : b),
+    wgsl: "select(select(select(b, a, a >= b), b, isnan_(b)), a, isnan_(a))",
     d: ({ a, b }) => [a.bin("ge", b), a.bin("lt", b)],
   },
   minimum: {
-    cpu: (a, b) => (a <= b ? a : b),
-    wgsl: "select(b, a, a <= b)",
+    cpu: (a, b) => (Number.isNaN(a) ? a : Number.isNaN(b) ? b : a <= b ? a : b),
+    wgsl: "select(select(select(b, a, a <= b), b, isnan_(b)), a, isnan_(a))",
     d: ({ a, b }) => [a.bin("le", b), a.bin("gt", b)],
   },
   eq: { cpu: (a, b) => (a === b ? 1 : 0), wgsl: "select(0.0, 1.0, a == b)", d: null },
