@@ -17,9 +17,12 @@ export {
   type BackendName,
   getBackend,
   hasBackend,
+  init,
+  type InitOptions,
   setBackend,
 } from "./lib/backend/select.ts";
-export type { Backend, BinaryOp, ReduceOp, UnaryOp } from "./lib/backend/backend.ts";
+export type { Backend } from "./lib/backend/backend.ts";
+export type { BinaryOp, ReduceOp, UnaryOp } from "./lib/ir.ts";
 export {
   Generator,
   type GeneratorState,

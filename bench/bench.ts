@@ -14,6 +14,7 @@ import { torchMatmulMs } from "./peers/torch.ts";
 import { toyCfmCase } from "./cases/toy_cfm.ts";
 import { sinkhornCase } from "./cases/sinkhorn.ts";
 import { sampleCase } from "./cases/sample.ts";
+import { init } from "../mod.ts";
 
 /** State shared by the cases of one run. */
 interface BenchContext {
@@ -226,6 +227,8 @@ export const CASES: BenchCase[] = [
 ];
 
 async function main(): Promise<void> {
+  // The library's cases run on the default backend (WebGPU when an adapter exists).
+  await init();
   const { values } = parseArgs({
     args: Deno.args,
     options: {

@@ -4,7 +4,7 @@
  * library's backend on purpose, so kernels can be measured and checked on their own.
  * @module
  */
-import type { MatmulGeom } from "../lib/backend/backend.ts";
+import type { MatmulGeom } from "../lib/ir.ts";
 import { buildMatmul, type MatmulBuildOptions, type MatmulKernel } from "../kernels/matmul.ts";
 
 /** An open device plus the adapter facts that kernel builders take. */

@@ -4,6 +4,7 @@
  * stack trace. Engine initialisation that must precede any task belongs here, once.
  * @module
  */
+import { init } from "../mod.ts";
 
 /** Options of {@linkcode runTask} (for tests; a task passes none). */
 export interface RunTaskOptions {
@@ -60,6 +61,9 @@ export async function runTask(
   opts: RunTaskOptions = {},
 ): Promise<void> {
   try {
+    // The engine picks its backend here (WebGPU when an adapter exists, else the CPU with a
+    // warning): importing the library never requests an adapter.
+    await init();
     await main([...(opts.argv ?? Deno.args)]);
   } catch (e) {
     const code = exitCodeOf(e);

@@ -12,6 +12,7 @@ import {
   Generator,
   getBackend,
   histogramKL,
+  init,
   integrate,
   nn,
   optim,
@@ -22,6 +23,7 @@ import {
   w2,
 } from "../mod.ts";
 
+await init();
 const steps = Number(Deno.args[0] ?? 1500);
 const gen = new Generator(0);
 const model = new nn.VelocityMLP({ dim: 2, hidden: 128, depth: 3, seed: 1 });

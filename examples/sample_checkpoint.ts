@@ -7,9 +7,10 @@
  *
  * For a URL checkpoint, grant that host instead: `--allow-net=example.com`.
  */
-import { integrate, loadCheckpoint, nn, randn, tidy } from "../mod.ts";
+import { init, integrate, loadCheckpoint, nn, randn, tidy } from "../mod.ts";
 import { scatterPlot } from "../viz/mod.ts";
 
+await init();
 const [path, out = "samples.png", stepsArg = "50"] = Deno.args;
 if (!path) {
   console.error("usage: sample_checkpoint.ts <checkpoint.safetensors | URL> [out.png] [steps]");

@@ -1,42 +1,11 @@
 /**
- * @file Elementwise kernels: unary maps, strided n-ary maps (binary, where and fused
- * expressions, with broadcasting through per-input strides), fill, iota and strided copy.
- * Expression text comes from the op tables in lib/backend/backend.ts, passed in by the
- * backend, so both backends evaluate the same formulas.
+ * @file Elementwise kernels: strided n-input, m-output maps (every elementwise op and fused
+ * expression, with broadcasting through per-input strides), fill, iota and strided copy.
+ * The body of a map is generated from the op table of lib/ir.ts (see `emitExpr`), so both
+ * backends evaluate the same formulas.
  * @module
  */
 import { main1d, paramsDecl, pf, pw, stridedOffsets } from "./common.ts";
-
-/**
- * A unary map `O[i] = expr(x = X[i], p0, p1)`. Bindings: X (read), O, params
- * `[n, bits(p0), bits(p1)]`. With `vec4`, each invocation handles four elements (2–3x
- * faster on lavapipe); storages are multiples of 16 bytes, so the tail may be overrun.
- *
- * @example
- * ```ts
- * import { unaryKernel } from "./elementwise.ts";
- * if (!unaryKernel("exp(x)", "").includes("exp(x)")) throw new Error("bad");
- * ```
- */
-export function unaryKernel(expr: string, helpers: string, vec4 = false): string {
-  const ty = vec4 ? "vec4<f32>" : "f32";
-  const body = vec4
-    ? `let xv = X[i];
-  var r: vec4<f32>;
-  ${[..."xyzw"].map((c) => `{ let x = xv.${c}; r.${c} = ${expr}; }`).join("\n  ")}
-  O[i] = r;`
-    : `let x = X[i];
-  O[i] = ${expr};`;
-  return `${helpers}
-@group(0) @binding(0) var<storage, read> X: array<${ty}>;
-@group(0) @binding(1) var<storage, read_write> O: array<${ty}>;
-${paramsDecl(3, 2)}
-${main1d(vec4 ? `(${pw(0)} + 3u) / 4u` : pw(0))}
-  let p0 = ${pf(1)};
-  let p1 = ${pf(2)};
-  ${body}
-}`;
-}
 
 /**
  * How a map kernel reads one input: at `i`, at 0 (a broadcast scalar), at `i % C` (a row
@@ -59,7 +28,10 @@ export interface MapSpec {
   outs: readonly string[];
   /** Extra parameter words after the layout of `mapParamWords` (scalars the body reads). */
   extraWords?: number;
-  /** Four elements per invocation (no input may be strided; see `unaryKernel`). */
+  /**
+   * Four elements per invocation (2–3x faster on lavapipe; no input may be strided). Storages
+   * are multiples of 16 bytes, so the tail may be overrun.
+   */
   vec4?: boolean;
   /**
    * The row length C of "row"/"row4" inputs is a power of two: index with a mask instead of

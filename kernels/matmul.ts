@@ -16,8 +16,9 @@
  * shape and the workgroup shape enter the key.
  * @module
  */
-import type { MatmulGeom } from "../lib/backend/backend.ts";
+import { type Expr, type MatmulGeom, WGSL_HELPERS } from "../lib/ir.ts";
 import { checkChoice, checkInt } from "../lib/_util.ts";
+import { emitExpr } from "./expr.ts";
 
 /** A generated matmul pipeline: WGSL source, dispatch size and cache key. */
 export interface MatmulKernel {
@@ -51,18 +52,17 @@ export interface MatmulBuildOptions {
 }
 
 /**
- * A store-time epilogue: `C[.., j] = act(acc + bias[j])`. Fusing it saves the bias-add and
- * activation dispatches of a linear layer, and two full passes over the output.
+ * A store-time epilogue: each output element `C[.., j]` becomes `expr` evaluated with input 0
+ * the accumulated product and input `i ≥ 1` element `j` of the row vector bound at
+ * `@binding(2 + i)` (a bias; the uniform moves after them). Fusing e.g. `act(acc + bias)`
+ * saves the bias-add and activation dispatches of a linear layer, and two full passes over
+ * the output.
  */
 export interface MatmulEpilogue {
-  /** Whether a bias row vector `[n]` is bound at `@binding(3)` (the uniform moves to 4). */
-  bias: boolean;
-  /** Activation name (enters the cache key), or null for none. */
-  act: string | null;
-  /** WGSL expression over `x` for the activation (from the backend's `UNARY` table). */
-  actWgsl?: string;
-  /** WGSL helper functions `actWgsl` calls (the backend's `WGSL_HELPERS`). */
-  helpers?: string;
+  /** The expression over the accumulator (input 0) and the row vectors (inputs 1..). */
+  expr: Expr;
+  /** Number of row vectors. */
+  rows: number;
 }
 
 interface DirectShape {
@@ -114,8 +114,9 @@ function checkGeom(g: MatmulGeom): void {
  * (`[batch, k, m]` if `transA`), B is `[batch, k, n]` (`[batch, n, k]` if `transB`); a batch
  * stride of 0 broadcasts that operand. Buffers must be bound at offset 0 (or any multiple of
  * 16 bytes), because aligned layouts read them as `array<vec4<f32>>`. With `opts.epilogue`,
- * each stored element becomes `act(acc + bias[col])`; a bias takes `@binding(3)` and the
- * uniform moves to `@binding(4)`.
+ * each stored element becomes the epilogue expression of the accumulator and its row vectors
+ * (e.g. `act(acc + bias[col])`); the `r` row vectors take `@binding(3..2+r)` and the uniform
+ * moves to `@binding(3+r)`.
  *
  * @example
  * ```ts
@@ -140,10 +141,7 @@ export function buildMatmul(
     opts.variant ?? (isCpuAdapter(adapter) ? "direct" : "tiled"),
     ["direct", "tiled"] as const,
   );
-  const epi = opts.epilogue;
-  if (epi && epi.act !== null && !epi.actWgsl) {
-    throw new TypeError(`Expected matmul epilogue actWgsl for activation "${epi.act}"`);
-  }
+  const epi = opts.epilogue ? epilogueCode(opts.epilogue) : undefined;
   if (variant === "tiled") return buildTiled(g, epi);
   const auto = directDefaults(g, simdLanes(adapter));
   const shape: DirectShape = {
@@ -167,28 +165,50 @@ const PARAMS = `struct Params {
   transA: u32, transB: u32, aBatchStride: u32, bBatchStride: u32,
 }`;
 
-function bindings(aVec: boolean, bVec: boolean, cVec: boolean, epi?: MatmulEpilogue): string {
+/** A generated epilogue: the row-vector bindings, `fn epi_(acc, col)`, and its cache key. */
+interface EpilogueCode {
+  rows: number;
+  decl: string;
+  key: string;
+  /** Cheap enough to inline into every unrolled store (calls no helper function). */
+  inline: boolean;
+}
+
+// `epi_(acc, col)`: the epilogue expression, applied as each output element is stored. Its
+// scalars are inlined as literals (the matmul uniform has no spare words); they enter the
+// key through the body text.
+function epilogueCode(e: MatmulEpilogue): EpilogueCode {
+  const x = emitExpr([e.expr], { inline: true });
+  const ins = Array.from({ length: e.rows }, (_, i) => `  let in${i + 1} = E${i}[col];`);
+  const fn = `fn epi_(z: f32, col: u32) -> f32 {
+  let in0 = z;
+${ins.join("\n")}
+${x.body}
+  return ${x.outs[0]};
+}`;
+  const binds = Array.from(
+    { length: e.rows },
+    (_, i) => `@group(0) @binding(${3 + i}) var<storage, read> E${i}: array<f32>;`,
+  );
+  return {
+    rows: e.rows,
+    decl: `${binds.join("\n")}\n${x.callsHelpers ? WGSL_HELPERS : ""}\n${fn}`,
+    key: `/epi${e.rows}:${x.body.replaceAll("\n", " ")}=>${x.outs[0]}`,
+    inline: !x.heavy,
+  };
+}
+
+function bindings(aVec: boolean, bVec: boolean, cVec: boolean, epi?: EpilogueCode): string {
   const t = (v: boolean) => (v ? "array<vec4<f32>>" : "array<f32>");
-  const bias = epi?.bias ?? false;
   return `${PARAMS}
 @group(0) @binding(0) var<storage, read> A: ${t(aVec)};
 @group(0) @binding(1) var<storage, read> B: ${t(bVec)};
 @group(0) @binding(2) var<storage, read_write> C: ${t(cVec)};
-${bias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;\n" : ""}\
-@group(0) @binding(${bias ? 4 : 3}) var<uniform> P: Params;${epi ? epilogueFn(epi) : ""}`;
+@group(0) @binding(${3 + (epi?.rows ?? 0)}) var<uniform> P: Params;
+${epi ? epi.decl : ""}`;
 }
 
-// `epi_(acc, col)`: bias add then activation, applied as each output element is stored.
-function epilogueFn(e: MatmulEpilogue): string {
-  return `
-${e.act !== null ? e.helpers ?? "" : ""}
-fn epi_(z: f32, col: u32) -> f32 {
-  let x = ${e.bias ? "z + Bias[col]" : "z"};
-  return ${e.act !== null ? e.actWgsl : "x"};
-}`;
-}
-
-const epiKey = (e?: MatmulEpilogue) => (e ? `/epi:${e.bias ? "b" : "-"}:${e.act ?? "-"}` : "");
+const epiKey = (e?: EpilogueCode) => e?.key ?? "";
 
 const ceilDiv = (a: number, b: number) => Math.floor((a + b - 1) / b);
 const cap = (x: number) => Math.max(1, Math.min(MAX_WG, x));
@@ -229,7 +249,7 @@ function directDefaults(
   return { rows, vecs: cols / 4, lanes: along };
 }
 
-function buildDirect(g: MatmulGeom, o: DirectShape, epi?: MatmulEpilogue): MatmulKernel {
+function buildDirect(g: MatmulGeom, o: DirectShape, epi?: EpilogueCode): MatmulKernel {
   const { rows: R, vecs: V, unroll: KU, lanes } = o;
   const { transA, transB } = g;
   // vec4 reads need every row start (and batch offset) on a 16-byte boundary.
@@ -336,10 +356,10 @@ function buildDirect(g: MatmulGeom, o: DirectShape, epi?: MatmulEpilogue): Matmu
     for (const v of vv) tail.push(`acc${r}_${v} = fma(at${r}, bt${v}, acc${r}_${v});`);
   }
 
-  // A bias add or relu is applied in each unrolled store (cheap to inline). Other
-  // activations re-read the block just stored in a loop instead: inlined 256 times, gelu's
-  // erf made a 16 × 16 pipeline take ~3 s to compile on llvmpipe.
-  const inline = !!epi && (epi.act === null || epi.act === "relu");
+  // A cheap epilogue (a bias add, relu) is applied in each unrolled store. One that calls a
+  // helper re-reads the block just stored in a loop instead: inlined 256 times, gelu's erf
+  // made a 16 × 16 pipeline take ~3 s to compile on llvmpipe.
+  const inline = !!epi && epi.inline;
   const store: string[] = [];
   for (const r of rr) {
     const row = `row0 + ${r}u`;
@@ -437,7 +457,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 
 const TM = 64, TN = 64, TK = 16;
 
-function buildTiled(g: MatmulGeom, epi?: MatmulEpilogue): MatmulKernel {
+function buildTiled(g: MatmulGeom, epi?: EpilogueCode): MatmulKernel {
   const { transA, transB } = g;
   // Global→shared loads map consecutive invocations to consecutive addresses in whichever
   // layout the operand has, so each load wave is coalesced.

@@ -1,11 +1,11 @@
 /**
  * @file Philox 4x32-10 streams, one invocation per counter block, exactly as
- * `randomElement` / `CpuBackend.random` in lib/backend define them: uniform and bits use
+ * `randomElement` / `randomStream` in lib/philox.ts define them: uniform and bits use
  * word `i % 4` of block `i / 4`; normal uses Box–Muller on words (0,1) or (2,3) of block
- * `i / 2`. The Philox WGSL itself (`WGSL_PHILOX`) is passed in by the backend.
+ * `i / 2`.
  * @module
  */
-import type { RandomKind } from "../lib/backend/backend.ts";
+import { type RandomKind, WGSL_PHILOX } from "../lib/philox.ts";
 import { main1d, paramsDecl, pw } from "./common.ts";
 
 /**
@@ -15,10 +15,10 @@ import { main1d, paramsDecl, pw } from "./common.ts";
  * @example
  * ```ts
  * import { randomKernel } from "./random.ts";
- * if (!randomKernel("normal", "").includes("log(u1)")) throw new Error("bad");
+ * if (!randomKernel("normal").includes("log(u1)")) throw new Error("bad");
  * ```
  */
-export function randomKernel(kind: RandomKind, philox: string): string {
+export function randomKernel(kind: RandomKind): string {
   const ty = kind === "bits" ? "u32" : "f32";
   let body: string;
   if (kind === "normal") {
@@ -38,7 +38,7 @@ export function randomKernel(kind: RandomKind, philox: string): string {
       return `if (4u * i + ${h}u < size) { O[4u * i + ${h}u] = ${v}; }`;
     }).join("\n  ");
   }
-  return `${philox}
+  return `${WGSL_PHILOX}
 @group(0) @binding(0) var<storage, read_write> O: array<${ty}>;
 ${paramsDecl(6, 1)}
 ${main1d(pw(1))}

@@ -9,7 +9,7 @@
  * bits, because WGSL lets compilers assume `x != x` is false.
  * @module
  */
-import type { ReduceOp } from "../lib/backend/backend.ts";
+import type { ReduceOp } from "../lib/ir.ts";
 import { paramsDecl, pw, stridedOffsets, WG } from "./common.ts";
 
 /**

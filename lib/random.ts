@@ -5,12 +5,11 @@
  * CPU and WebGPU backends.
  * @module
  */
-import { Tensor } from "./tensor.ts";
+import { Tensor, unary } from "./tensor.ts";
 import { getBackend } from "./backend/select.ts";
-import { philox4x32, randomBlocks, type RandomKind } from "./backend/backend.ts";
+import { philox4x32, randomBlocks, type RandomKind } from "./philox.ts";
 import { checkShape, sizeOf } from "./shape.ts";
 import { checkInt } from "./_util.ts";
-import { unary } from "./ops/prims.ts";
 
 /** Serializable generator state. */
 export interface GeneratorState {

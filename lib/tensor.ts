@@ -1,14 +1,41 @@
 /**
- * @file The Tensor class, lifetimes (dispose, `using`, scopes), and `applyPrim`, the single
- * door every primitive op goes through: it allocates the output and records what reverse
- * mode (tapes) and forward mode (tangents) need, so autodiff rules attach per primitive.
+ * @file The Tensor class, lifetimes (dispose, `using`, scopes), autodiff plumbing, and the
+ * primitive ops. Every primitive computes through the backend and attaches its vjp and jvp
+ * rule (`attachRules` records what reverse mode's tapes and forward mode's tangents need);
+ * every other op is composed from these, so it is differentiable in both modes.
  *
- * Tensor methods delegate to an op table that `lib/ops` registers at import time; this keeps
- * value imports flowing one way (ops -> tensor) while `x.add(y)` still reads naturally.
+ * The primitives live beside the class so that Tensor methods (`x.add(y)`, `x.sum()`) call
+ * them directly: value imports flow one way (lib/ops → lib/tensor → lib/backend → lib/ir),
+ * with no cycle and no registration step. Elementwise primitives take their derivatives from
+ * the op table (lib/ir.ts): `g · f'(x)` runs as one fused kernel, or op by op when an input
+ * is itself being differentiated, so higher-order derivatives stay exact.
  * @module
  */
-import type { Backend, Storage } from "./backend/backend.ts";
+import type { Backend, Storage, View } from "./backend/backend.ts";
 import { getBackend } from "./backend/select.ts";
+import {
+  binaryDerivatives,
+  type BinaryOp,
+  binaryRow,
+  chain,
+  type Expr,
+  exprInputs,
+  Fx,
+  type ReduceOp,
+  renumberInputs,
+  unaryDerivative,
+  type UnaryOp,
+  unaryRow,
+} from "./ir.ts";
+import {
+  broadcastShapes,
+  broadcastStrides,
+  normAxes,
+  normAxis,
+  shapesEqual,
+  sizeOf,
+  stridesOf,
+} from "./shape.ts";
 import { fmtShape } from "./_util.ts";
 
 class Buf {
@@ -193,9 +220,6 @@ export class Tensor {
   /** Synchronous copy to the host (CPU backend only). */
   dataSync(): Float32Array {
     const b = this._buf();
-    if (!b.backend.readSync) {
-      throw new Error("dataSync() is only available on the CPU backend; use await t.data()");
-    }
     return b.backend.readSync(b.storage);
   }
 
@@ -204,143 +228,103 @@ export class Tensor {
     return `Tensor(${fmtShape(this.shape)}, ${this.isDisposed ? "disposed" : this.backend.name})`;
   }
 
-  // ---- methods delegating to lib/ops ----
+  // ---- methods: the primitives and scalar arithmetic defined below ----
   /** Elementwise a + b (broadcasting). */
   add(b: Tensor | number): Tensor {
-    return ops().add(this, b);
+    return add(this, b);
   }
   /** Elementwise a − b. */
   sub(b: Tensor | number): Tensor {
-    return ops().sub(this, b);
+    return sub(this, b);
   }
   /** Elementwise a · b. */
   mul(b: Tensor | number): Tensor {
-    return ops().mul(this, b);
+    return mul(this, b);
   }
   /** Elementwise a / b. */
   div(b: Tensor | number): Tensor {
-    return ops().div(this, b);
+    return div(this, b);
   }
   /** Elementwise a ** b. */
   pow(b: Tensor | number): Tensor {
-    return ops().pow(this, b);
+    return pow(this, b);
   }
   /** Elementwise maximum. */
   maximum(b: Tensor | number): Tensor {
-    return ops().maximum(this, b);
+    return maximum(this, b);
   }
   /** Elementwise minimum. */
   minimum(b: Tensor | number): Tensor {
-    return ops().minimum(this, b);
+    return minimum(this, b);
   }
   /** −x. */
   neg(): Tensor {
-    return ops().neg(this);
+    return unary("neg", this);
   }
   /** eˣ. */
   exp(): Tensor {
-    return ops().exp(this);
+    return unary("exp", this);
   }
   /** ln x. */
   log(): Tensor {
-    return ops().log(this);
+    return unary("log", this);
   }
   /** √x. */
   sqrt(): Tensor {
-    return ops().sqrt(this);
+    return unary("sqrt", this);
   }
   /** x². */
   square(): Tensor {
-    return ops().square(this);
+    return unary("square", this);
   }
   /** |x|. */
   abs(): Tensor {
-    return ops().abs(this);
+    return unary("abs", this);
   }
   /** tanh x. */
   tanh(): Tensor {
-    return ops().tanh(this);
+    return unary("tanh", this);
   }
   /** 1 / (1 + e⁻ˣ). */
   sigmoid(): Tensor {
-    return ops().sigmoid(this);
+    return unary("sigmoid", this);
   }
   /** max(x, 0). */
   relu(): Tensor {
-    return ops().relu(this);
+    return unary("relu", this);
   }
   /** Sum over axes (all by default). */
   sum(axes?: number | readonly number[], keepdims = false): Tensor {
-    return ops().sum(this, axes, keepdims);
+    return reduce("sum", this, axes, keepdims);
   }
   /** Mean over axes (all by default). */
   mean(axes?: number | readonly number[], keepdims = false): Tensor {
-    return ops().mean(this, axes, keepdims);
+    return mean(this, axes, keepdims);
   }
   /** Maximum over axes. */
   max(axes?: number | readonly number[], keepdims = false): Tensor {
-    return ops().max(this, axes, keepdims);
+    return reduce("max", this, axes, keepdims);
   }
   /** Minimum over axes. */
   min(axes?: number | readonly number[], keepdims = false): Tensor {
-    return ops().min(this, axes, keepdims);
+    return reduce("min", this, axes, keepdims);
   }
   /** Matrix product (batched, broadcasting batch axes). */
   matmul(b: Tensor): Tensor {
-    return ops().matmul(this, b);
+    return matmul(this, b);
   }
   /** Same elements, new shape (one axis may be −1). */
   reshape(shape: readonly number[]): Tensor {
-    return ops().reshape(this, shape);
+    return reshape(this, shape);
   }
   /** Permute axes (reverses them by default). */
   transpose(perm?: readonly number[]): Tensor {
-    return ops().transpose(this, perm);
+    return transpose(this, perm);
   }
   /** A copy that is cut off from gradients. */
   detach(): Tensor {
-    return ops().stopGradient(this);
+    return stopGradient(this);
   }
-}
-
-/** The functions `lib/ops` registers for Tensor methods. */
-export interface TensorMethodOps {
-  add(a: Tensor, b: Tensor | number): Tensor;
-  sub(a: Tensor, b: Tensor | number): Tensor;
-  mul(a: Tensor, b: Tensor | number): Tensor;
-  div(a: Tensor, b: Tensor | number): Tensor;
-  pow(a: Tensor, b: Tensor | number): Tensor;
-  maximum(a: Tensor, b: Tensor | number): Tensor;
-  minimum(a: Tensor, b: Tensor | number): Tensor;
-  neg(a: Tensor): Tensor;
-  exp(a: Tensor): Tensor;
-  log(a: Tensor): Tensor;
-  sqrt(a: Tensor): Tensor;
-  square(a: Tensor): Tensor;
-  abs(a: Tensor): Tensor;
-  tanh(a: Tensor): Tensor;
-  sigmoid(a: Tensor): Tensor;
-  relu(a: Tensor): Tensor;
-  sum(a: Tensor, axes?: number | readonly number[], keepdims?: boolean): Tensor;
-  mean(a: Tensor, axes?: number | readonly number[], keepdims?: boolean): Tensor;
-  max(a: Tensor, axes?: number | readonly number[], keepdims?: boolean): Tensor;
-  min(a: Tensor, axes?: number | readonly number[], keepdims?: boolean): Tensor;
-  matmul(a: Tensor, b: Tensor): Tensor;
-  reshape(a: Tensor, shape: readonly number[]): Tensor;
-  transpose(a: Tensor, perm?: readonly number[]): Tensor;
-  stopGradient(a: Tensor): Tensor;
-}
-
-let registered: TensorMethodOps | undefined;
-
-/** @internal Called once by lib/ops. */
-export function registerTensorOps(o: TensorMethodOps): void {
-  registered = o;
-}
-
-function ops(): TensorMethodOps {
-  if (!registered) throw new Error("flowgpu ops are not loaded: import mod.ts");
-  return registered;
 }
 
 /** Autodiff rules of one primitive application. */
@@ -544,4 +528,957 @@ export function _popScope(scope: Set<Tensor>, keepSet: Set<Tensor>, disposeRest:
     if (!keepSet.has(t) && disposeRest) t.dispose();
     if (!t.isDisposed) parent?.add(t);
   }
+}
+
+// ================================================================ primitives
+
+function checkTensor(x: unknown, name: string): Tensor {
+  if (!(x instanceof Tensor)) {
+    throw new TypeError(`Expected ${name} to be a Tensor but found ${typeof x}`);
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------- elementwise
+
+// Leaf expressions: input i of an elementwise evaluation (immutable, so shared).
+const IN: readonly Expr[] = [0, 1, 2, 3, 4].map((index) => ({ kind: "input", index }));
+
+/**
+ * Whether any of `xs` is being differentiated: tracked by an active tape or carrying a tangent
+ * of an active jvp level. Fused evaluation must then go op by op, so gradients stay exact.
+ * @internal
+ */
+export function differentiating(xs: readonly Tensor[]): boolean {
+  if (activeTapes.length === 0 && activeJvpLevels.length === 0) return false;
+  return xs.some((x) =>
+    (x._tapes && activeTapes.some((t) => x._tapes!.has(t.id))) ||
+    (x._tangents && activeJvpLevels.some((l) => x._tangents!.has(l)))
+  );
+}
+
+function evalEager(
+  e: Expr,
+  xs: readonly Tensor[],
+  be: Backend,
+  memo: Map<Expr, Tensor>,
+): Tensor {
+  const have = memo.get(e);
+  if (have) return have;
+  let r: Tensor;
+  switch (e.kind) {
+    case "input":
+      r = xs[e.index]!;
+      break;
+    case "const":
+      r = Tensor._fromStorage(be.fill(1, e.value), [], be);
+      break;
+    case "unary":
+      r = unary(e.op, evalEager(e.x, xs, be, memo), e.p0, e.p1);
+      break;
+    case "binary":
+      r = binary(e.op, evalEager(e.a, xs, be, memo), evalEager(e.b, xs, be, memo));
+      break;
+    case "where":
+      r = where(
+        evalEager(e.c, xs, be, memo),
+        evalEager(e.a, xs, be, memo),
+        evalEager(e.b, xs, be, memo),
+      );
+      break;
+  }
+  memo.set(e, r);
+  return r;
+}
+
+/**
+ * Evaluate elementwise expressions over `inputs` (broadcast to `shape`) in one backend call,
+ * or op by op with the primitives when an input is being differentiated (an active tape or
+ * jvp tangent), so that gradients through the result stay exact. With `fresh`, every result
+ * is a new tensor; without (autodiff rules), an output that is a bare input of `shape` is
+ * that input itself, as a hand-written rule would return it.
+ * @internal
+ */
+export function evalExprs(
+  inputs: readonly Tensor[],
+  outs: readonly Expr[],
+  shape: readonly number[],
+  fresh: boolean,
+): Tensor[] {
+  const be = backendOf(inputs);
+  if (differentiating(inputs)) {
+    const memo = new Map<Expr, Tensor>(), seen = new Set<Tensor>();
+    return outs.map((o) => {
+      let t = evalEager(o, inputs, be, memo);
+      if (!shapesEqual(t.shape, shape)) t = broadcastTo(t, shape);
+      else if (fresh && (inputs.includes(t) || seen.has(t))) t = unary("copy", t);
+      seen.add(t);
+      return t;
+    });
+  }
+  const res = outs.map((o) =>
+    !fresh && o.kind === "input" && shapesEqual(inputs[o.index]!.shape, shape)
+      ? inputs[o.index]!
+      : undefined
+  );
+  const todo = outs.filter((_, i) => res[i] === undefined);
+  if (todo.length > 0) {
+    // Bind only the inputs the expressions read (a rule passes every leaf it might use).
+    const used = exprInputs(todo);
+    const exprs = used.every((j, k) => j === k)
+      ? todo
+      : renumberInputs(todo, new Map(used.map((j, k) => [j, k])));
+    const ins = used.map((j) => inputs[j]!);
+    const ss = be.elementwise(
+      exprs,
+      ins.map((x) => x.storage),
+      ins.map((x) => broadcastStrides(x.shape, shape)),
+      shape,
+    );
+    let k = 0;
+    for (let i = 0; i < res.length; i++) {
+      res[i] ??= Tensor._fromStorage(ss[k++]!, shape, be);
+    }
+  }
+  return res as Tensor[];
+}
+
+/**
+ * Apply an elementwise unary op (a row of `UNARY` in lib/ir.ts). Its derivative comes from
+ * the same row: `g · f'(x)` is one fused kernel (the backward of silu is one dispatch).
+ *
+ * @example
+ * ```ts
+ * import { tensor, unary } from "../mod.ts";
+ * const y = unary("affine", tensor([1, 2]), 3, 1); // 3x + 1
+ * console.log(await y.data()); // [4, 7]
+ * ```
+ */
+export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
+  checkTensor(x, "x");
+  unaryRow(op);
+  const be = x.backend;
+  const [s] = be.elementwise(
+    [{ kind: "unary", op, x: IN[0]!, p0, p1 }],
+    [x.storage],
+    [stridesOf(x.shape)],
+    x.shape,
+  );
+  // Create the output before attaching rules: forward mode runs the jvp rule inside
+  // attachRules, and rules that use the output (exp, tanh, …) must see it initialised.
+  const out = Tensor._fromStorage(s!, x.shape, be);
+  // g · f'(x) with f' from the op's row over leaves x (input 1) and y (input 2).
+  const through = (g: Tensor): Tensor | null => {
+    const d = unaryDerivative(op, IN[1]!, IN[2]!, p0, p1);
+    return d ? evalExprs([g, x, out], [chain(IN[0]!, d)], x.shape, false)[0]! : null;
+  };
+  attachRules(out, [x], {
+    vjp: (g) => [through(g)],
+    jvp: ([t]) => through(t!),
+  });
+  return out;
+}
+
+/**
+ * Apply an elementwise binary op (a row of `BINARY` in lib/ir.ts) with NumPy broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { binary, tensor } from "../mod.ts";
+ * const y = binary("mul", tensor([1, 2, 3], [3, 1]), tensor([10, 20], [2]));
+ * console.log(y.shape); // [3, 2]
+ * ```
+ */
+export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
+  checkTensor(a, "a");
+  checkTensor(b, "b");
+  binaryRow(op);
+  const be = backendOf([a, b]);
+  const shape = broadcastShapes(a.shape, b.shape, op);
+  const [s] = be.elementwise(
+    [{ kind: "binary", op, a: IN[0]!, b: IN[1]! }],
+    [a.storage, b.storage],
+    [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)],
+    shape,
+  );
+  // Output first, then rules (the div/pow rules read `out`; see `unary`).
+  const out = Tensor._fromStorage(s!, shape, be);
+  // ∂out/∂a and ∂out/∂b from the op's row, over leaves a, b, out (inputs 2, 3, 4); inputs 0
+  // and 1 are the (co)tangents.
+  const [da, db] = binaryDerivatives(op, IN[2]!, IN[3]!, IN[4]!);
+  if (!da && !db) {
+    attachRules(out, [a, b], { vjp: () => [null, null], jvp: () => null });
+    return out;
+  }
+  attachRules(out, [a, b], {
+    vjp: (g, need) => {
+      // Both partial cotangents in one kernel, before each is summed down to its input.
+      const wantA = need[0] !== false && da !== null, wantB = need[1] !== false && db !== null;
+      const outs = [
+        ...(wantA ? [chain(IN[0]!, da!)] : []),
+        ...(wantB ? [chain(IN[0]!, db!)] : []),
+      ];
+      const r = outs.length ? evalExprs([g, g, a, b, out], outs, shape, false) : [];
+      return [
+        wantA ? sumTo(r[0]!, a.shape) : null,
+        wantB ? sumTo(r[wantA ? 1 : 0]!, b.shape) : null,
+      ];
+    },
+    jvp: ([ta, tb]) => {
+      const pa = ta && da ? chain(IN[0]!, da) : null, pb = tb && db ? chain(IN[1]!, db) : null;
+      if (!pa && !pb) return null;
+      const e: Expr = pa && pb ? { kind: "binary", op: "add", a: pa, b: pb } : (pa ?? pb)!;
+      return evalExprs([ta ?? a, tb ?? b, a, b, out], [e], shape, false)[0]!;
+    },
+  });
+  return out;
+}
+
+/**
+ * `cond ? a : b` elementwise with broadcasting (cond is nonzero = true; NaN counts as true).
+ *
+ * @example
+ * ```ts
+ * import { tensor, where } from "../mod.ts";
+ * const y = where(tensor([1, 0]), tensor([5, 5]), tensor([7, 7]));
+ * console.log(await y.data()); // [5, 7]
+ * ```
+ */
+export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
+  const be = backendOf([cond, a, b]);
+  const shape = broadcastShapes(broadcastShapes(cond.shape, a.shape, "where"), b.shape, "where");
+  const [s] = be.elementwise(
+    [{ kind: "where", c: IN[0]!, a: IN[1]!, b: IN[2]! }],
+    [cond.storage, a.storage, b.storage],
+    [
+      broadcastStrides(cond.shape, shape),
+      broadcastStrides(a.shape, shape),
+      broadcastStrides(b.shape, shape),
+    ],
+    shape,
+  );
+  const zero: Expr = { kind: "const", value: 0 };
+  const pick = (x: Expr, y: Expr): Expr => ({ kind: "where", c: IN[0]!, a: x, b: y });
+  return applyPrim([cond, a, b], s!, shape, be, {
+    vjp: (g, need) => {
+      const wantA = need[1] !== false, wantB = need[2] !== false;
+      const outs = [...(wantA ? [pick(IN[1]!, zero)] : []), ...(wantB ? [pick(zero, IN[1]!)] : [])];
+      const r = outs.length ? evalExprs([cond, g], outs, shape, false) : [];
+      return [
+        null,
+        wantA ? sumTo(r[0]!, a.shape) : null,
+        wantB ? sumTo(r[wantA ? 1 : 0]!, b.shape) : null,
+      ];
+    },
+    // A missing tangent is zero; cond is piecewise constant (its tangent alone gives zero).
+    jvp: ([, ta, tb]) =>
+      ta || tb
+        ? evalExprs(
+          [cond, ta ?? a, tb ?? b],
+          [pick(ta ? IN[1]! : zero, tb ? IN[2]! : zero)],
+          shape,
+          false,
+        )[0]!
+        : null,
+  });
+}
+
+/**
+ * Evaluate elementwise expressions of broadcast inputs in one fused kernel (one dispatch on
+ * WebGPU instead of one per op: optimizer updates, sampler steps and EMA use this). Returns
+ * one fresh tensor per expression, all of the broadcast shape. When any input is being
+ * differentiated (an active tape or jvp tangent), the same expression runs op by op instead,
+ * so gradients stay exact.
+ *
+ * @example
+ * ```ts
+ * import { fused, tensor } from "../mod.ts";
+ * const p = tensor([1, 2]), g = tensor([0.5, 0.5]);
+ * // p − 0.1·g and g² in one kernel
+ * const [p2, g2] = fused([p, g], (p, g) => [p.sub(g.mul(0.1)), g.square()]);
+ * console.log(await p2!.data(), await g2!.data());
+ * ```
+ */
+export function fused(
+  inputs: readonly Tensor[],
+  build: (...xs: Fx[]) => Fx | Fx[],
+): Tensor[] {
+  inputs.forEach((x, i) => checkTensor(x, `inputs[${i}]`));
+  const res = build(...inputs.map((_, i) => Fx.input(i)));
+  const outs = (Array.isArray(res) ? res : [res]).map((f) => f.node);
+  const shape = inputs.reduce<readonly number[]>((s, x) => broadcastShapes(s, x.shape), []);
+  return evalExprs(inputs, outs, shape, true);
+}
+
+// ---------------------------------------------------------------- broadcasting helpers
+
+/**
+ * Sum a broadcast gradient back down to `shape`.
+ *
+ * @example
+ * ```ts
+ * import { ones, sumTo } from "../mod.ts";
+ * const g = sumTo(ones([3, 4]), [1, 4]);
+ * console.log(await g.data()); // [3, 3, 3, 3]
+ * ```
+ */
+export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
+  if (shapesEqual(g.shape, shape)) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  }
+  // tidy: the reduced tensor is an intermediate that the reshaped view would otherwise pin.
+  return tidy(() => reshape(axes.length ? reduce("sum", g, axes) : g, shape));
+}
+
+// ---------------------------------------------------------------- creation helpers
+
+/** @internal zeros on a given backend. */
+export function zerosOn(be: Backend, shape: readonly number[]): Tensor {
+  return Tensor._fromStorage(be.fill(sizeOf(shape), 0), shape, be);
+}
+
+// ---------------------------------------------------------------- reshape, permute, expand
+
+/**
+ * Same elements, new shape; one axis may be −1. Shares storage (no copy).
+ *
+ * @example
+ * ```ts
+ * import { arange, reshape } from "../mod.ts";
+ * console.log(reshape(arange(6), [2, -1]).shape); // [2, 3]
+ * ```
+ */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  const s = [...shape];
+  const neg = s.indexOf(-1);
+  if (neg >= 0) {
+    const rest = s.reduce((a, d, i) => (i === neg ? a : a * d), 1);
+    s[neg] = rest === 0 ? 0 : x.size / rest;
+  }
+  if (s.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(s) !== x.size) {
+    throw new RangeError(
+      `Cannot reshape a tensor of shape ${fmtShape(x.shape)} to ${fmtShape(shape)}`,
+    );
+  }
+  if (shapesEqual(s, x.shape)) return x;
+  const out = x._share(s);
+  const from = x.shape;
+  attachRules(out, [x], {
+    vjp: (g) => [reshape(g, from)],
+    jvp: ([t]) => reshape(t!, s),
+  });
+  return out;
+}
+
+function stridedCopy(x: Tensor, view: View): Tensor {
+  const be = x.backend;
+  const size = sizeOf(view.shape);
+  const dst = be.alloc(size);
+  be.copyInto(
+    dst,
+    { shape: view.shape, strides: stridesOf(view.shape), offset: 0 },
+    x.storage,
+    view,
+  );
+  return Tensor._fromStorage(dst, view.shape, be);
+}
+
+/**
+ * Permute axes (reverse them when `perm` is omitted). Materialises a contiguous copy.
+ *
+ * @example
+ * ```ts
+ * import { arange, transpose } from "../mod.ts";
+ * console.log(transpose(arange(6).reshape([2, 3])).shape); // [3, 2]
+ * ```
+ */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  const p = perm ?? [...Array(x.rank).keys()].reverse();
+  const sorted = [...p].map((a) => normAxis(a, x.rank, x.shape)).sort((a, b) => a - b);
+  if (p.length !== x.rank || sorted.some((a, i) => a !== i)) {
+    throw new RangeError(
+      `Expected perm to be a permutation of the ${x.rank} axes of shape ${
+        fmtShape(x.shape)
+      } but found [${p.join(", ")}]`,
+    );
+  }
+  const pp = p.map((a) => normAxis(a, x.rank));
+  if (pp.every((a, i) => a === i)) return x;
+  const st = stridesOf(x.shape);
+  const shape = pp.map((a) => x.shape[a]!);
+  const out = stridedCopy(x, { shape, strides: pp.map((a) => st[a]!), offset: 0 });
+  const inv = new Array<number>(pp.length);
+  pp.forEach((a, i) => (inv[a] = i));
+  attachRules(out, [x], {
+    vjp: (g) => [transpose(g, inv)],
+    jvp: ([t]) => transpose(t!, pp),
+  });
+  return out;
+}
+
+/**
+ * Broadcast to a larger shape (materialised).
+ *
+ * @example
+ * ```ts
+ * import { broadcastTo, tensor } from "../mod.ts";
+ * console.log(broadcastTo(tensor([1, 2]), [3, 2]).shape); // [3, 2]
+ * ```
+ */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  const target = broadcastShapes(x.shape, shape, "broadcast");
+  if (!shapesEqual(target, shape)) {
+    throw new RangeError(
+      `Cannot broadcast a tensor of shape ${fmtShape(x.shape)} to ${fmtShape(shape)}`,
+    );
+  }
+  if (shapesEqual(x.shape, shape)) return x;
+  const out = stridedCopy(x, { shape, strides: broadcastStrides(x.shape, shape), offset: 0 });
+  const from = x.shape;
+  attachRules(out, [x], {
+    vjp: (g) => [sumTo(g, from)],
+    jvp: ([t]) => broadcastTo(t!, shape),
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- slicing, concat
+
+/**
+ * Take `x[begin[i] : begin[i] + size[i]]` on every axis (size −1 = to the end).
+ *
+ * @example
+ * ```ts
+ * import { arange, slice } from "../mod.ts";
+ * const y = slice(arange(10).reshape([2, 5]), [0, 1], [2, 3]);
+ * console.log(await y.data()); // [1, 2, 3, 6, 7, 8]
+ * ```
+ */
+export function slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  if (begin.length !== x.rank || size.length !== x.rank) {
+    throw new RangeError(
+      `slice() needs begin and size with one entry per axis of shape ${fmtShape(x.shape)}`,
+    );
+  }
+  const sz = size.map((s, i) => (s === -1 ? x.shape[i]! - begin[i]! : s));
+  for (let i = 0; i < x.rank; i++) {
+    if (
+      !Number.isInteger(begin[i]) || !Number.isInteger(sz[i]) || begin[i]! < 0 || sz[i]! < 0 ||
+      begin[i]! + sz[i]! > x.shape[i]!
+    ) {
+      throw new RangeError(
+        `Slice [${begin.join(", ")}] + [${sz.join(", ")}] is out of range for shape ${
+          fmtShape(x.shape)
+        }`,
+      );
+    }
+  }
+  if (shapesEqual(sz, x.shape)) return x;
+  const st = stridesOf(x.shape);
+  const offset = begin.reduce((a, b, i) => a + b * st[i]!, 0);
+  const out = stridedCopy(x, { shape: sz, strides: st, offset });
+  const from = x.shape;
+  attachRules(out, [x], {
+    vjp: (g) => [padSlice(g, from, begin)],
+    jvp: ([t]) => slice(t!, begin, sz),
+  });
+  return out;
+}
+
+/**
+ * Zeros of `shape` with `x` written at offset `begin` (the adjoint of `slice`).
+ *
+ * @example
+ * ```ts
+ * import { padSlice, tensor } from "../mod.ts";
+ * console.log(await padSlice(tensor([1, 2]), [4], [1]).data()); // [0, 1, 2, 0]
+ * ```
+ */
+export function padSlice(x: Tensor, shape: readonly number[], begin: readonly number[]): Tensor {
+  checkTensor(x, "x");
+  // Without this check the strided copy silently drops (or misplaces) out-of-range elements.
+  if (
+    shape.length !== x.rank || begin.length !== x.rank ||
+    x.shape.some((d, i) =>
+      !Number.isInteger(begin[i]) || !Number.isInteger(shape[i]) || begin[i]! < 0 ||
+      begin[i]! + d > shape[i]!
+    )
+  ) {
+    throw new RangeError(
+      `Cannot place a tensor of shape ${fmtShape(x.shape)} at offset [${begin.join(", ")}] ` +
+        `in a tensor of shape ${fmtShape(shape)}`,
+    );
+  }
+  const be = x.backend;
+  const dst = be.fill(sizeOf(shape), 0);
+  const st = stridesOf(shape);
+  be.copyInto(
+    dst,
+    { shape: x.shape, strides: st, offset: begin.reduce((a, b, i) => a + b * st[i]!, 0) },
+    x.storage,
+    { shape: x.shape, strides: stridesOf(x.shape), offset: 0 },
+  );
+  const out = Tensor._fromStorage(dst, shape, be);
+  const sz = x.shape;
+  attachRules(out, [x], {
+    vjp: (g) => [slice(g, begin, sz)],
+    jvp: ([t]) => padSlice(t!, shape, begin),
+  });
+  return out;
+}
+
+/**
+ * Join tensors along an existing axis.
+ *
+ * @example
+ * ```ts
+ * import { concat, tensor } from "../mod.ts";
+ * console.log(concat([tensor([1]), tensor([2, 3])], 0).shape); // [3]
+ * ```
+ */
+export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new RangeError("concat() needs at least one tensor");
+  xs.forEach((x, i) => checkTensor(x, `tensors[${i}]`));
+  const be = backendOf(xs);
+  const ax = normAxis(axis, xs[0]!.rank, xs[0]!.shape);
+  const base = xs[0]!.shape;
+  for (const x of xs) {
+    if (x.rank !== base.length || x.shape.some((d, i) => i !== ax && d !== base[i])) {
+      throw new RangeError(
+        `Cannot concat tensors of shapes ${xs.map((t) => fmtShape(t.shape)).join(", ")} ` +
+          `along axis ${axis}`,
+      );
+    }
+  }
+  if (xs.length === 1) return xs[0]!;
+  const shape = [...base];
+  shape[ax] = xs.reduce((a, x) => a + x.shape[ax]!, 0);
+  const dst = be.alloc(sizeOf(shape));
+  const st = stridesOf(shape);
+  let off = 0;
+  const offsets: number[] = [];
+  for (const x of xs) {
+    offsets.push(off);
+    if (x.size > 0) {
+      be.copyInto(dst, { shape: x.shape, strides: st, offset: off * st[ax]! }, x.storage, {
+        shape: x.shape,
+        strides: stridesOf(x.shape),
+        offset: 0,
+      });
+    }
+    off += x.shape[ax]!;
+  }
+  const out = Tensor._fromStorage(dst, shape, be);
+  attachRules(out, xs, {
+    vjp: (g, need) =>
+      xs.map((x, i) => {
+        if (need[i] === false) return null;
+        const b = new Array<number>(shape.length).fill(0);
+        b[ax] = offsets[i]!;
+        return slice(g, b, x.shape);
+      }),
+    jvp: (ts) => concat(ts.map((t, i) => t ?? zerosOn(be, xs[i]!.shape)), ax),
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- gather / scatter
+
+/**
+ * Select entries along `axis` by integer indices (a 1-D tensor of f32 integers).
+ *
+ * @example
+ * ```ts
+ * import { gather, tensor } from "../mod.ts";
+ * const y = gather(tensor([10, 20, 30]), tensor([2, 0]), 0);
+ * console.log(await y.data()); // [30, 10]
+ * ```
+ */
+export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  checkTensor(x, "x");
+  checkTensor(indices, "indices");
+  const be = backendOf([x, indices]);
+  const ax = normAxis(axis, x.rank, x.shape);
+  if (indices.rank !== 1) {
+    throw new RangeError(`Expected indices to be 1-D but found shape ${fmtShape(indices.shape)}`);
+  }
+  const shape = [...x.shape];
+  shape[ax] = indices.size;
+  const s = be.gather(x.storage, x.shape, ax, indices.storage);
+  const dim = x.shape[ax]!;
+  return applyPrim([x, indices], s, shape, be, {
+    vjp: (g) => [scatterAdd(g, indices, ax, dim), null],
+    jvp: ([t]) => (t ? gather(t, indices, ax) : null),
+  });
+}
+
+/**
+ * Sum slices of `src` into a zero tensor whose `axis` has `dimSize` entries, at `indices`.
+ *
+ * @example
+ * ```ts
+ * import { scatterAdd, tensor } from "../mod.ts";
+ * const y = scatterAdd(tensor([1, 2, 3]), tensor([0, 0, 2]), 0, 3);
+ * console.log(await y.data()); // [3, 0, 3]
+ * ```
+ */
+export function scatterAdd(src: Tensor, indices: Tensor, axis: number, dimSize: number): Tensor {
+  checkTensor(src, "src");
+  const be = backendOf([src, indices]);
+  const ax = normAxis(axis, src.rank, src.shape);
+  if (indices.rank !== 1 || indices.size !== src.shape[ax]) {
+    throw new RangeError(
+      `Expected indices of shape [${src.shape[ax]}] for src of shape ${
+        fmtShape(src.shape)
+      } along axis ${ax} but found ${fmtShape(indices.shape)}`,
+    );
+  }
+  const shape = [...src.shape];
+  shape[ax] = dimSize;
+  const s = be.scatterAdd(src.storage, src.shape, ax, indices.storage, dimSize);
+  return applyPrim([src, indices], s, shape, be, {
+    vjp: (g) => [gather(g, indices, ax), null],
+    jvp: ([t]) => (t ? scatterAdd(t, indices, ax, dimSize) : null),
+  });
+}
+
+// ---------------------------------------------------------------- reductions
+
+/**
+ * Reduce over axes (all by default), keeping them as size-1 axes when `keepdims`.
+ * `argmax`/`argmin` need exactly one axis (or a 1-D input) and are not differentiable.
+ *
+ * @example
+ * ```ts
+ * import { reduce, tensor } from "../mod.ts";
+ * const y = reduce("max", tensor([1, 5, 2, 4], [2, 2]), [1]);
+ * console.log(await y.data()); // [5, 4]
+ * ```
+ */
+export function reduce(
+  op: ReduceOp,
+  x: Tensor,
+  axes?: number | readonly number[],
+  keepdims = false,
+): Tensor {
+  checkTensor(x, "x");
+  const ax = normAxes(axes, x.shape);
+  const be = x.backend;
+  const keptShape = x.shape.map((d, i) => (ax.includes(i) ? 1 : d));
+  const outShape = keepdims ? keptShape : x.shape.filter((_, i) => !ax.includes(i));
+  if ((op === "max" || op === "min") && ax.some((a) => x.shape[a] === 0)) {
+    throw new RangeError(`Cannot take the ${op} over an empty axis of shape ${fmtShape(x.shape)}`);
+  }
+  const s = be.reduce(op, x.storage, x.shape, ax);
+  if (op === "argmax" || op === "argmin") {
+    return applyPrim([x], s, outShape, be, { vjp: () => [null], jvp: () => null });
+  }
+  if (op === "sum") {
+    return applyPrim([x], s, outShape, be, {
+      vjp: (g) => [broadcastTo(reshape(g, keptShape), x.shape)],
+      jvp: ([t]) => reduce("sum", t!, ax, keepdims),
+    });
+  }
+  // max/min: the gradient is shared evenly among ties (like torch.amax).
+  // Output and tieWeights exist before attachRules, which runs the jvp rule right away.
+  const out = Tensor._fromStorage(s, outShape, be);
+  const tieWeights = () => {
+    const mask = binary("eq", x, reshape(out, keptShape));
+    return binary("div", mask, reduce("sum", mask, ax, true));
+  };
+  attachRules(out, [x], {
+    vjp: (g) => {
+      const w = tieWeights();
+      return [binary("mul", w, reshape(g, keptShape))];
+    },
+    jvp: ([t]) => reduce("sum", binary("mul", t!, tieWeights()), ax, keepdims),
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- matmul
+
+/**
+ * Matrix product with NumPy semantics: 1-D operands are promoted, batch axes broadcast.
+ * `transA`/`transB` multiply by the transpose of the last two axes without a copy.
+ *
+ * @example
+ * ```ts
+ * import { matmul, tensor } from "../mod.ts";
+ * const c = matmul(tensor([1, 2, 3, 4], [2, 2]), tensor([1, 0, 0, 1], [2, 2]));
+ * console.log(await c.data()); // [1, 2, 3, 4]
+ * ```
+ */
+export function matmul(
+  a: Tensor,
+  b: Tensor,
+  opts: { transA?: boolean; transB?: boolean } = {},
+): Tensor {
+  checkTensor(a, "a");
+  checkTensor(b, "b");
+  const transA = opts.transA ?? false, transB = opts.transB ?? false;
+  if (a.rank === 0 || b.rank === 0) {
+    throw new RangeError(
+      `Cannot matmul tensors: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} need rank >= 1`,
+    );
+  }
+  // Check alignment on the caller's shapes, before 1-D operands are promoted to matrices.
+  const kA = a.rank === 1 ? a.shape[0]! : a.shape[a.rank - (transA ? 2 : 1)]!;
+  const kB = b.rank === 1 ? b.shape[0]! : b.shape[b.rank - (transB ? 1 : 2)]!;
+  if (kA !== kB) {
+    throw new RangeError(
+      `Cannot matmul tensors: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not align` +
+        (transA || transB ? ` (transA=${transA}, transB=${transB})` : ""),
+    );
+  }
+  // tidy: the promoted views would otherwise pin the operands' storage after they are freed.
+  if (a.rank === 1) {
+    return tidy(() => {
+      const r = matmul(reshape(a, [1, a.size]), b, { transB });
+      // The promoted row axis is second to last, or last when b is 1-D too (a dot product).
+      const row = b.rank === 1 ? r.rank - 1 : r.rank - 2;
+      return reshape(r, r.shape.filter((_, i) => i !== row));
+    });
+  }
+  if (b.rank === 1) {
+    return tidy(() => {
+      const r = matmul(a, reshape(b, [b.size, 1]), { transA });
+      return reshape(r, r.shape.slice(0, -1));
+    });
+  }
+  const be = backendOf([a, b]);
+  const m = transA ? a.shape[a.rank - 1]! : a.shape[a.rank - 2]!;
+  const ka = transA ? a.shape[a.rank - 2]! : a.shape[a.rank - 1]!;
+  const kb = transB ? b.shape[b.rank - 1]! : b.shape[b.rank - 2]!;
+  const n = transB ? b.shape[b.rank - 2]! : b.shape[b.rank - 1]!;
+  if (ka !== kb) {
+    throw new RangeError(
+      `Cannot matmul tensors: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not align` +
+        (transA || transB ? ` (transA=${transA}, transB=${transB})` : ""),
+    );
+  }
+  const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
+  const batchShape = broadcastShapes(aBatch, bBatch, "matmul");
+  const batch = sizeOf(batchShape);
+  // Operands whose batch axes are not the full broadcast shape nor all ones are expanded.
+  const prep = (x: Tensor, xb: readonly number[]): [Tensor, number] => {
+    const inner = x.shape.slice(-2);
+    if (sizeOf(xb) === 1) return [x, 0];
+    if (shapesEqual(broadcastShapes(xb, [], ""), batchShape) || sizeOf(xb) === batch) {
+      return [x, inner[0]! * inner[1]!];
+    }
+    return [broadcastTo(x, [...batchShape, ...inner]), inner[0]! * inner[1]!];
+  };
+  const [a2, aStride] = prep(a, aBatch);
+  const [b2, bStride] = prep(b, bBatch);
+  const s = be.matmul(a2.storage, b2.storage, {
+    batch,
+    m,
+    n,
+    k: ka,
+    transA,
+    transB,
+    aBatchStride: aStride,
+    bBatchStride: bStride,
+  });
+  const shape = [...batchShape, m, n];
+  return applyPrim([a, b], s, shape, be, {
+    vjp: (g, need) => {
+      // C = op(A) op(B): dA = g op(B)^T (transposed back if transA), dB likewise.
+      const ga = need[0] === false
+        ? null
+        : transA
+        ? matmul(b, g, { transA: transB, transB: true })
+        : matmul(g, b, { transB: !transB });
+      const gb = need[1] === false
+        ? null
+        : transB
+        ? matmul(g, a, { transA: true, transB: transA })
+        : matmul(a, g, { transA: !transA });
+      return [ga && sumTo(ga, a.shape), gb && sumTo(gb, b.shape)];
+    },
+    jvp: ([ta, tb]) => {
+      const p = ta ? matmul(ta, b, { transA, transB }) : null;
+      const q = tb ? matmul(a, tb, { transA, transB }) : null;
+      return p && q ? binary("add", p, q) : (p ?? q);
+    },
+  });
+}
+
+// ---------------------------------------------------------------- gradient plumbing
+
+/**
+ * A copy of `x` that gradients do not flow through (shares storage).
+ *
+ * @example
+ * ```ts
+ * import { stopGradient, tensor } from "../mod.ts";
+ * const y = stopGradient(tensor([1, 2]));
+ * ```
+ */
+export function stopGradient(x: Tensor): Tensor {
+  checkTensor(x, "x");
+  return x._share(x.shape);
+}
+
+/** @internal Identity with rules (used to attach jvp tangents to primals). */
+export function identity(x: Tensor): Tensor {
+  const out = x._share(x.shape);
+  attachRules(out, [x], { vjp: (g) => [g], jvp: ([t]) => t });
+  return out;
+}
+
+// ---------------------------------------------------------------- arithmetic with scalars
+// (here rather than in lib/ops so that Tensor methods can call them)
+
+function scalarOn(be: Backend, v: number): Tensor {
+  return Tensor._fromStorage(be.fill(1, v), [], be);
+}
+
+/**
+ * a + b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { add, tensor } from "../mod.ts";
+ * const y = add(tensor([1, 2]), 1);
+ * ```
+ */
+export function add(a: Tensor | number, b: Tensor | number): Tensor {
+  if (typeof a === "number") [a, b] = [b as Tensor, a];
+  if (typeof b === "number") return unary("affine", a as Tensor, 1, b);
+  return binary("add", a as Tensor, b);
+}
+
+/**
+ * a − b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { sub, tensor } from "../mod.ts";
+ * const y = sub(1, tensor([1, 2]));
+ * ```
+ */
+export function sub(a: Tensor | number, b: Tensor | number): Tensor {
+  if (typeof a === "number") {
+    if (typeof b === "number") throw new TypeError("sub() needs at least one Tensor");
+    return unary("affine", b, -1, a);
+  }
+  if (typeof b === "number") return unary("affine", a, 1, -b);
+  return binary("sub", a, b);
+}
+
+/**
+ * a · b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { mul, tensor } from "../mod.ts";
+ * const y = mul(tensor([1, 2]), 3);
+ * ```
+ */
+export function mul(a: Tensor | number, b: Tensor | number): Tensor {
+  if (typeof a === "number") [a, b] = [b as Tensor, a];
+  if (typeof b === "number") return unary("affine", a as Tensor, b, 0);
+  return binary("mul", a as Tensor, b);
+}
+
+/**
+ * a / b with broadcasting; either may be a number.
+ *
+ * @example
+ * ```ts
+ * import { div, tensor } from "../mod.ts";
+ * const y = div(tensor([1, 2]), 2);
+ * ```
+ */
+export function div(a: Tensor | number, b: Tensor | number): Tensor {
+  return tidy(() => {
+    if (typeof a === "number") {
+      if (typeof b === "number") throw new TypeError("div() needs at least one Tensor");
+      return unary("affine", unary("reciprocal", b), a, 0);
+    }
+    if (typeof b === "number") return binary("div", a, scalarOn(a.backend, b));
+    return binary("div", a, b);
+  });
+}
+
+/**
+ * a ** b with broadcasting (integer powers of negative bases are defined).
+ *
+ * @example
+ * ```ts
+ * import { pow, tensor } from "../mod.ts";
+ * const y = pow(tensor([-2, 3]), 2); // [4, 9]
+ * ```
+ */
+export function pow(a: Tensor | number, b: Tensor | number): Tensor {
+  return tidy(() => {
+    if (typeof a === "number") {
+      if (typeof b === "number") throw new TypeError("pow() needs at least one Tensor");
+      return binary("pow", scalarOn(b.backend, a), b);
+    }
+    if (typeof b === "number") {
+      if (b === 1) return unary("copy", a);
+      if (b === 2) return unary("square", a);
+      return unary("powScalar", a, b);
+    }
+    return binary("pow", a, b);
+  });
+}
+
+/**
+ * Elementwise maximum.
+ *
+ * @example
+ * ```ts
+ * import { maximum, tensor } from "../mod.ts";
+ * const y = maximum(tensor([1, 5]), 3); // [3, 5]
+ * ```
+ */
+export function maximum(a: Tensor, b: Tensor | number): Tensor {
+  return tidy(() => {
+    if (typeof b === "number") return binary("maximum", a, scalarOn(a.backend, b));
+    return binary("maximum", a, b);
+  });
+}
+
+/**
+ * Elementwise minimum.
+ *
+ * @example
+ * ```ts
+ * import { minimum, tensor } from "../mod.ts";
+ * const y = minimum(tensor([1, 5]), 3); // [1, 3]
+ * ```
+ */
+export function minimum(a: Tensor, b: Tensor | number): Tensor {
+  return tidy(() => {
+    if (typeof b === "number") return binary("minimum", a, scalarOn(a.backend, b));
+    return binary("minimum", a, b);
+  });
+}
+
+/**
+ * Mean over axes (all by default).
+ *
+ * @example
+ * ```ts
+ * import { mean, tensor } from "../mod.ts";
+ * console.log(await mean(tensor([1, 2, 3])).item()); // 2
+ * ```
+ */
+export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  return tidy(() => {
+    const ax = normAxes(axes, x.shape);
+    const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
+    return unary("affine", reduce("sum", x, ax, keepdims), 1 / n, 0);
+  });
 }

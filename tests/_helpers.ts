@@ -3,7 +3,19 @@
  * @module
  */
 import { AssertionError } from "node:assert";
-import { backendByName, hasBackend } from "../mod.ts";
+import {
+  type Backend,
+  backendByName,
+  type BinaryOp,
+  hasBackend,
+  init,
+  type UnaryOp,
+} from "../mod.ts";
+import type { Storage } from "../lib/backend/backend.ts";
+
+// Select the default backend as an application would (WebGPU when an adapter exists, or
+// FLOWGPU_BACKEND): test files that import these helpers run on it unless they switch.
+await init();
 
 /** Whether the WebGPU backend initialised (tests that need it use `ignore: !HAS_WEBGPU`). */
 export const HAS_WEBGPU: boolean = hasBackend("webgpu");
@@ -45,4 +57,52 @@ export function assertClose(
       } (rtol ${rtol}, atol ${atol})`,
     });
   }
+}
+
+const X0 = { kind: "input", index: 0 } as const;
+const X1 = { kind: "input", index: 1 } as const;
+const X2 = { kind: "input", index: 2 } as const;
+
+/** One unary op of the table on a contiguous storage, through `Backend.elementwise`. */
+export function unaryOn(be: Backend, op: UnaryOp, x: Storage, p0 = 0, p1 = 0): Storage {
+  return be.elementwise([{ kind: "unary", op, x: X0, p0, p1 }], [x], [[1]], [x.size])[0]!;
+}
+
+/** One binary op of the table over strided operands, through `Backend.elementwise`. */
+export function binaryOn(
+  be: Backend,
+  op: BinaryOp,
+  a: Storage,
+  aStrides: readonly number[],
+  b: Storage,
+  bStrides: readonly number[],
+  shape: readonly number[],
+): Storage {
+  return be.elementwise(
+    [{ kind: "binary", op, a: X0, b: X1 }],
+    [a, b],
+    [aStrides, bStrides],
+    shape,
+  )[
+    0
+  ]!;
+}
+
+/** `c ? a : b` over strided operands, through `Backend.elementwise`. */
+export function whereOn(
+  be: Backend,
+  c: Storage,
+  cStrides: readonly number[],
+  a: Storage,
+  aStrides: readonly number[],
+  b: Storage,
+  bStrides: readonly number[],
+  shape: readonly number[],
+): Storage {
+  return be.elementwise(
+    [{ kind: "where", c: X0, a: X1, b: X2 }],
+    [c, a, b],
+    [cStrides, aStrides, bStrides],
+    shape,
+  )[0]!;
 }

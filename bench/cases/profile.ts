@@ -16,6 +16,7 @@ import {
   full,
   Generator,
   getBackend,
+  init,
   logSumExp,
   matmul,
   max,
@@ -196,6 +197,7 @@ if (import.meta.main) {
       );
     }
   };
+  await init();
   console.log(`backend: ${getBackend().description}`);
   for (const b of (values.batch ?? ["1024", "256"]).map(Number)) {
     console.log(`\ntoy-cfm step, batch ${b}`);

@@ -1,6 +1,6 @@
 /**
  * @file Reverse mode (`grad`, `valueAndGrad`, `vjp`) over tapes, and forward mode (`jvp`)
- * over tangents. Both are driven by the per-primitive rules `lib/ops/prims.ts` attaches, and
+ * over tangents. Both are driven by the per-primitive rules lib/tensor.ts attaches, and
  * the rules are made of differentiable ops, so a jvp inside a loss can be differentiated.
  * @module
  */
@@ -8,13 +8,15 @@ import {
   _autodiffState,
   _popScope,
   _pushScope,
+  binary,
+  identity,
   Tape,
   Tensor,
   type TensorTree,
   treeLeaves,
   treeMap,
+  zerosOn,
 } from "../tensor.ts";
-import { binary, identity, zerosOn } from "../ops/prims.ts";
 import { fmtShape } from "../_util.ts";
 
 const { activeTapes, activeJvpLevels } = _autodiffState;

@@ -3,22 +3,9 @@
  * WebGPU kernel is tested against, and the fallback when no adapter exists.
  * @module
  */
-import {
-  type Backend,
-  BINARY,
-  type BinaryOp,
-  type FusedExpr,
-  type MatmulGeom,
-  philox4x32,
-  type RandomKind,
-  type RandomState,
-  type ReduceOp,
-  type Storage,
-  u32ToUniform,
-  UNARY,
-  type UnaryOp,
-  type View,
-} from "./backend.ts";
+import type { Backend, ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
+import { type RandomKind, type RandomState, randomStream } from "../philox.ts";
 import { stridesOf } from "../shape.ts";
 
 /** CPU storage: a Float32Array. */
@@ -70,8 +57,13 @@ function forStrided(
  * import { CpuBackend } from "./cpu.ts";
  * const be = new CpuBackend();
  * const s = be.upload(new Float32Array([1, 2]));
- * const y = be.unary("exp", s, 0, 0);
- * if (Math.abs((await be.read(y))[0]! - Math.E) > 1e-6) throw new Error("bad");
+ * const [y] = be.elementwise(
+ *   [{ kind: "unary", op: "exp", x: { kind: "input", index: 0 }, p0: 0, p1: 0 }],
+ *   [s],
+ *   [[1]],
+ *   [2],
+ * );
+ * if (Math.abs((await be.read(y!))[0]! - Math.E) > 1e-6) throw new Error("bad");
  * ```
  */
 export class CpuBackend implements Backend {
@@ -127,46 +119,6 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < size; i++) o[i] = start + i * step;
     return this.#wrap(o);
   }
-  unary(op: UnaryOp, x: Storage, p0: number, p1: number): Storage {
-    const f = UNARY[op].cpu;
-    const xs = d(x);
-    const p0f = Math.fround(p0), p1f = Math.fround(p1);
-    const o = new Float32Array(xs.length);
-    for (let i = 0; i < xs.length; i++) o[i] = f(xs[i]!, p0f, p1f);
-    return this.#wrap(o);
-  }
-  binary(
-    op: BinaryOp,
-    a: Storage,
-    aStrides: readonly number[],
-    b: Storage,
-    bStrides: readonly number[],
-    outShape: readonly number[],
-  ): Storage {
-    const f = BINARY[op].cpu;
-    const as = d(a), bs = d(b);
-    const o = new Float32Array(outShape.reduce((x, y) => x * y, 1));
-    forStrided(outShape, [aStrides, bStrides], (i, offs) => {
-      o[i] = f(as[offs[0]!]!, bs[offs[1]!]!);
-    });
-    return this.#wrap(o);
-  }
-  where(
-    c: Storage,
-    cStrides: readonly number[],
-    a: Storage,
-    aStrides: readonly number[],
-    b: Storage,
-    bStrides: readonly number[],
-    outShape: readonly number[],
-  ): Storage {
-    const cs = d(c), as = d(a), bs = d(b);
-    const o = new Float32Array(outShape.reduce((x, y) => x * y, 1));
-    forStrided(outShape, [cStrides, aStrides, bStrides], (i, offs) => {
-      o[i] = cs[offs[0]!] !== 0 ? as[offs[1]!]! : bs[offs[2]!]!;
-    });
-    return this.#wrap(o);
-  }
   reduce(op: ReduceOp, x: Storage, shape: readonly number[], axes: readonly number[]): Storage {
     const xs = d(x);
     const st = stridesOf(shape);
@@ -203,7 +155,7 @@ export class CpuBackend implements Backend {
     });
     return this.#wrap(o);
   }
-  matmul(a: Storage, b: Storage, g: MatmulGeom): Storage {
+  matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const as = d(a), bs = d(b);
     const { batch, m, n, k } = g;
     const o = new Float32Array(batch * m * n);
@@ -224,23 +176,19 @@ export class CpuBackend implements Backend {
         o.set(row, bi * m * n + i * n);
       }
     }
-    return this.#wrap(o);
-  }
-  matmulEpilogue(
-    a: Storage,
-    b: Storage,
-    g: MatmulGeom,
-    bias: Storage | null,
-    act: UnaryOp | null,
-  ): Storage {
-    const out = this.matmul(a, b, g);
-    const o = d(out), bs = bias ? d(bias) : null, f = act ? UNARY[act].cpu : null;
-    const n = g.n;
-    for (let i = 0; i < o.length; i++) {
-      const z = bs ? Math.fround(o[i]! + bs[i % n]!) : o[i]!;
-      o[i] = f ? f(z, 0, 0) : z;
-    }
-    return out;
+    const acc = this.#wrap(o);
+    if (!epilogue) return acc;
+    // The epilogue as an elementwise pass over [batch·m, n]: the same f32 steps (round the
+    // product, then each node) as the kernel's store-time evaluation.
+    const rows = batch * m;
+    const [out] = this.elementwise(
+      [epilogue.expr],
+      [acc, ...epilogue.rows],
+      [[n, 1], ...epilogue.rows.map(() => [0, 1])],
+      [rows, n],
+    );
+    this.free(acc);
+    return out!;
   }
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
     const ds = d(dst), ss = d(src);
@@ -291,15 +239,15 @@ export class CpuBackend implements Backend {
     }
     return this.#wrap(o);
   }
-  fusedGroups(
-    outputs: readonly FusedExpr[],
-    groups: readonly { readonly inputs: readonly Storage[]; readonly size: number }[],
+  elementwiseGroups(
+    outputs: readonly Expr[],
+    groups: readonly ElementwiseGroup[],
     scalars: readonly Storage[],
     inPlace?: readonly number[],
   ): Storage[][] {
     // Plain loops: the node-by-node evaluator per group, scalars broadcast by stride 0.
     return groups.map((g) => {
-      const outs = this.fused(
+      const outs = this.elementwise(
         outputs,
         [...g.inputs, ...scalars],
         [...g.inputs.map(() => [1]), ...scalars.map(() => [0])],
@@ -315,8 +263,8 @@ export class CpuBackend implements Backend {
       });
     });
   }
-  fused(
-    outputs: readonly FusedExpr[],
+  elementwise(
+    outputs: readonly Expr[],
     inputs: readonly Storage[],
     inputStrides: readonly (readonly number[])[],
     outShape: readonly number[],
@@ -324,28 +272,32 @@ export class CpuBackend implements Backend {
     // Evaluate node by node over whole arrays (each node's array is f32, like a kernel's
     // registers): far faster in JS than a per-element closure walk.
     const n = outShape.reduce((a, b) => a * b, 1);
+    const dense = stridesOf(outShape);
     const ins = inputs.map((s, j) => {
       const src = d(s);
       const full = inputStrides[j]!;
-      if (src.length === n && full.every((st, ax) => st === stridesOf(outShape)[ax])) return src;
+      // A contiguous input is read in place (size-1 axes may carry any stride).
+      if (src.length === n && full.every((st, ax) => st === dense[ax] || outShape[ax] === 1)) {
+        return src;
+      }
       const o = new Float32Array(n);
       forStrided(outShape, [full], (i, offs) => (o[i] = src[offs[0]!]!));
       return o;
     });
-    const memo = new Map<FusedExpr, Float32Array>();
-    const ev = (e: FusedExpr): Float32Array => {
+    const memo = new Map<Expr, Float32Array>();
+    const ev = (e: Expr): Float32Array => {
       const have = memo.get(e);
       if (have) return have;
       let r: Float32Array;
       if (e.kind === "input") r = ins[e.index]!;
       else if (e.kind === "const") r = new Float32Array(n).fill(e.value);
       else if (e.kind === "unary") {
-        const x = ev(e.x), f = UNARY[e.op].cpu;
+        const x = ev(e.x), f = unaryRow(e.op).cpu;
         const p0 = Math.fround(e.p0), p1 = Math.fround(e.p1);
         r = new Float32Array(n);
         for (let i = 0; i < n; i++) r[i] = f(x[i]!, p0, p1);
       } else if (e.kind === "binary") {
-        const a = ev(e.a), b = ev(e.b), f = BINARY[e.op].cpu;
+        const a = ev(e.a), b = ev(e.b), f = binaryRow(e.op).cpu;
         r = new Float32Array(n);
         for (let i = 0; i < n; i++) r[i] = f(a[i]!, b[i]!);
       } else {
@@ -405,28 +357,6 @@ export class CpuBackend implements Backend {
     return this.#wrap(o);
   }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
-    const o = new Float32Array(size);
-    const u = new Uint32Array(o.buffer);
-    const blocks = kind === "normal" ? Math.ceil(size / 2) : Math.ceil(size / 4);
-    for (let b = 0; b < blocks; b++) {
-      const lo0 = st.counter[0] + b;
-      const w = philox4x32(
-        [lo0 >>> 0, (st.counter[1] + (lo0 > 0xffffffff ? 1 : 0)) >>> 0, 0, 0],
-        st.key,
-      );
-      if (kind === "normal") {
-        for (let h = 0; h < 2 && 2 * b + h < size; h++) {
-          const u1 = ((w[2 * h]! >>> 8) + 1) * (1 / 16777216);
-          const u2 = u32ToUniform(w[2 * h + 1]!);
-          o[2 * b + h] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
-        }
-      } else {
-        for (let h = 0; h < 4 && 4 * b + h < size; h++) {
-          if (kind === "bits") u[4 * b + h] = w[h]!;
-          else o[4 * b + h] = u32ToUniform(w[h]!);
-        }
-      }
-    }
-    return this.#wrap(o);
+    return this.#wrap(randomStream(kind, size, st));
   }
 }

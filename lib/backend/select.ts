@@ -1,63 +1,124 @@
 /**
- * @file Backend selection. The default backend is chosen once, when the library is first
- * imported: `FLOWGPU_BACKEND=cpu|webgpu` if set (and readable), else WebGPU when an adapter
- * exists, else the CPU backend with a one-line warning naming the fix.
+ * @file Backend selection. Nothing happens at import (no top-level await, no adapter
+ * request), so the library imports with zero permissions and no GPU. Until `init()` runs,
+ * tensors live on the CPU backend, created on first use. `await init()` picks the default
+ * backend once: `FLOWGPU_BACKEND=cpu|webgpu` if set (and readable), else WebGPU when an
+ * adapter exists, else the CPU backend with a one-line warning naming the fix. Selection
+ * errors (an unknown name, WebGPU requested but missing) are raised by `init()` and
+ * `setBackend()`.
  * @module
  */
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
-import { createWebGPUBackend } from "./webgpu.ts";
+import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
 import { envGet } from "../_util.ts";
 
 /** Names of the backends. */
 export type BackendName = "cpu" | "webgpu";
 
-const backends: Partial<Record<BackendName, Backend>> = { cpu: new CpuBackend() };
-let webgpuError: string | undefined;
-let current: Backend = backends.cpu!;
-
-async function initDefault(): Promise<void> {
-  const want = envGet("FLOWGPU_BACKEND");
-  if (want !== undefined && want !== "" && want !== "cpu" && want !== "webgpu") {
-    throw new RangeError(
-      `Unknown FLOWGPU_BACKEND "${want}": expected one of "cpu", "webgpu"`,
-    );
-  }
-  if (want === "cpu") return;
-  try {
-    backends.webgpu = await createWebGPUBackend();
-    current = backends.webgpu;
-  } catch (e) {
-    webgpuError = (e as Error).message;
-    if (want === "webgpu") {
-      throw new Error(
-        `FLOWGPU_BACKEND=webgpu was requested but no WebGPU device is available: ${webgpuError}`,
-      );
-    }
-    console.warn(
-      `flowgpu: no WebGPU adapter (${webgpuError}); using the CPU backend. ` +
-        `Fix: install a GPU driver, or 'apt-get install mesa-vulkan-drivers' for a CPU WebGPU adapter.`,
-    );
-  }
+/** Options for {@link init}. */
+export interface InitOptions {
+  /**
+   * The backend to select; wins over `FLOWGPU_BACKEND`. Default: the variable if set, else
+   * WebGPU when an adapter exists, else the CPU backend.
+   */
+  backend?: BackendName;
 }
-await initDefault();
+
+const NAMES: readonly BackendName[] = ["cpu", "webgpu"];
+const FIX = "install a GPU driver, or 'apt-get install mesa-vulkan-drivers' for a CPU WebGPU " +
+  "adapter";
+
+let cpu: CpuBackend | undefined;
+let webgpu: WebGPUBackend | undefined;
+let webgpuError: string | undefined;
+// The one attempt at creating the WebGPU backend (an adapter request is not repeated).
+let webgpuAttempt: Promise<void> | undefined;
+let current: Backend | undefined;
+let initialised = false;
+
+function cpuBackend(): CpuBackend {
+  return (cpu ??= new CpuBackend());
+}
+
+function tryWebGPU(): Promise<void> {
+  return webgpuAttempt ??= createWebGPUBackend().then(
+    (be) => void (webgpu = be),
+    (e) => void (webgpuError = (e as Error).message),
+  );
+}
+
+function checkName(name: unknown, what: string): BackendName {
+  if (!NAMES.includes(name as BackendName)) {
+    throw new RangeError(
+      `Unknown ${what} "${name}": expected one of ${NAMES.map((n) => `"${n}"`).join(", ")}`,
+    );
+  }
+  return name as BackendName;
+}
 
 /**
- * The backend new tensors are created on.
+ * Initialise the engine and select the default backend: `opts.backend` if given, else
+ * `FLOWGPU_BACKEND=cpu|webgpu` if set (and readable), else WebGPU when an adapter exists,
+ * else the CPU backend with a one-line warning naming the fix. Later calls without
+ * `opts.backend` return the backend in use (so a `setBackend` choice stands). Throws a
+ * RangeError for an unknown name and an Error when WebGPU is requested but unavailable.
+ * Before `init()`, tensors are created on the CPU backend.
  *
  * @example
  * ```ts
- * import { getBackend } from "./select.ts";
- * console.log(getBackend().name);
+ * import { init, tensor } from "../../mod.ts";
+ * const be = await init(); // WebGPU when an adapter exists, else the CPU backend
+ * const x = tensor([1, 2, 3]); // on `be`
+ * console.log(be.name, x.backend === be);
  * ```
  */
-export function getBackend(): Backend {
+export async function init(opts: InitOptions = {}): Promise<Backend> {
+  if (opts.backend === undefined && initialised) return getBackend();
+  let want: BackendName | undefined;
+  let source: string;
+  if (opts.backend !== undefined) {
+    want = checkName(opts.backend, "backend");
+    source = `init({ backend: "webgpu" })`;
+  } else {
+    const env = envGet("FLOWGPU_BACKEND");
+    if (env !== undefined && env !== "") want = checkName(env, "FLOWGPU_BACKEND");
+    source = "FLOWGPU_BACKEND=webgpu";
+  }
+  if (want !== "cpu") await tryWebGPU();
+  if (want === "webgpu" && !webgpu) {
+    throw new Error(
+      `${source} was requested but no WebGPU device is available: ${webgpuError}. Fix: ${FIX}`,
+    );
+  }
+  if (want === undefined && !webgpu && !initialised) {
+    console.warn(
+      `flowgpu: no WebGPU adapter (${webgpuError}); using the CPU backend. Fix: ${FIX}.`,
+    );
+  }
+  current = want === "cpu" || !webgpu ? cpuBackend() : webgpu;
+  initialised = true;
   return current;
 }
 
 /**
- * Select the backend for tensors created from now on. Throws when WebGPU is requested and
- * no device is available.
+ * The backend new tensors are created on: the one `init()` or `setBackend()` selected, else
+ * (before `init()`) the CPU backend.
+ *
+ * @example
+ * ```ts
+ * import { getBackend } from "./select.ts";
+ * console.log(getBackend().name); // "cpu" until init() selects another
+ * ```
+ */
+export function getBackend(): Backend {
+  return (current ??= cpuBackend());
+}
+
+/**
+ * Select the backend for tensors created from now on. Throws a RangeError for an unknown
+ * name, and an Error when WebGPU is requested but `init()` has not created it (not called
+ * yet, `FLOWGPU_BACKEND=cpu`, or no adapter).
  *
  * @example
  * ```ts
@@ -66,14 +127,15 @@ export function getBackend(): Backend {
  * ```
  */
 export function setBackend(name: BackendName): Backend {
-  if (name !== "cpu" && name !== "webgpu") {
-    throw new RangeError(`Unknown backend "${name}": expected one of "cpu", "webgpu"`);
-  }
-  const be = backends[name];
+  checkName(name, "backend");
+  const be = backendByName(name);
   if (!be) {
     throw new Error(
-      `The WebGPU backend is not available: ${webgpuError ?? "it was not initialised"}. ` +
-        `Install a GPU driver, or 'apt-get install mesa-vulkan-drivers' for a CPU WebGPU adapter`,
+      webgpuAttempt === undefined
+        ? "The WebGPU backend is not initialised: call `await init()` first"
+        : `The WebGPU backend is not available: ${
+          webgpuError ?? "it was not initialised (FLOWGPU_BACKEND=cpu?)"
+        }. Fix: ${FIX}`,
     );
   }
   current = be;
@@ -81,7 +143,8 @@ export function setBackend(name: BackendName): Backend {
 }
 
 /**
- * Whether a backend is available on this machine.
+ * Whether a backend is available: always for "cpu"; for "webgpu" once `init()` has created
+ * it.
  *
  * @example
  * ```ts
@@ -90,11 +153,12 @@ export function setBackend(name: BackendName): Backend {
  * ```
  */
 export function hasBackend(name: BackendName): boolean {
-  return backends[name] !== undefined;
+  return backendByName(name) !== undefined;
 }
 
 /**
- * Get a backend by name without switching to it (undefined when unavailable).
+ * Get a backend by name without switching to it (undefined when unavailable: WebGPU before
+ * `init()` or without an adapter).
  *
  * @example
  * ```ts
@@ -103,5 +167,5 @@ export function hasBackend(name: BackendName): boolean {
  * ```
  */
 export function backendByName(name: BackendName): Backend | undefined {
-  return backends[name];
+  return name === "cpu" ? cpuBackend() : name === "webgpu" ? webgpu : undefined;
 }

@@ -5,23 +5,9 @@
  * an out-of-range or non-integer index and `scatterAdd` ignores it (the CPU throws).
  * @module
  */
-import {
-  type Backend,
-  BINARY,
-  type BinaryOp,
-  type FusedExpr,
-  type MatmulGeom,
-  randomBlocks,
-  type RandomKind,
-  type RandomState,
-  type ReduceOp,
-  type Storage,
-  UNARY,
-  type UnaryOp,
-  type View,
-  WGSL_HELPERS,
-  WGSL_PHILOX,
-} from "./backend.ts";
+import type { Backend, ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import { type Expr, type MatmulGeom, type ReduceOp, WGSL_HELPERS } from "../ir.ts";
+import { randomBlocks, type RandomKind, type RandomState } from "../philox.ts";
 import {
   f32Bits,
   GpuRuntime,
@@ -29,7 +15,7 @@ import {
   type RuntimeOptions,
   type RuntimeStats,
 } from "../device/runtime.ts";
-import { collapseAxes, pf, WG } from "../../kernels/common.ts";
+import { collapseAxes, WG } from "../../kernels/common.ts";
 import {
   copyKernel,
   fillKernel,
@@ -37,8 +23,8 @@ import {
   iotaKernel,
   mapKernel,
   mapParamWords,
-  unaryKernel,
 } from "../../kernels/elementwise.ts";
+import { emitExpr } from "../../kernels/expr.ts";
 import { reduceColsKernel, reduceGroupKernel, reduceThreadKernel } from "../../kernels/reduce.ts";
 import { gatherKernel, scatterAddKernel } from "../../kernels/gather.ts";
 import {
@@ -58,9 +44,10 @@ import { stridesOf } from "../shape.ts";
  *
  * @example
  * ```ts
- * import { backendByName } from "../../mod.ts";
+ * import { backendByName, init } from "../../mod.ts";
  * import { GpuStorage } from "./webgpu.ts";
- * const be = backendByName("webgpu");
+ * await init();
+ * const be = backendByName("webgpu"); // undefined without an adapter
  * if (be && !(be.alloc(4) instanceof GpuStorage)) throw new Error("bad");
  * ```
  */
@@ -88,85 +75,28 @@ function threadPerOutput(outN: number, redN: number, cpuAdapter: boolean): boole
 }
 // Distinct matmul geometries whose kernel key and grid are memoised (then the memo restarts).
 const MATMUL_MEMO_MAX = 512;
-// On CPU adapters, fusedGroups gives groups of at least this many elements their own dispatch.
+// On CPU adapters, elementwiseGroups gives groups of at least this many elements their own
+// dispatch.
 const GROUP_OWN_DISPATCH = 8192;
 // Loops longer than this use Kahan summation.
 const KAHAN_MIN = 4096;
 
 /**
- * WGSL for a fused DAG with every scalar (constants, unary p0/p1) read from parameter words
- * `base, base+1, …` instead of inlined into the source: the source, and so the
- * pipeline, then depends only on the DAG's structure, so an optimizer whose step size or
- * bias correction changes every step reuses one pipeline instead of compiling one per step.
- */
-function emitFusedParams(
-  outputs: readonly FusedExpr[],
-  base: number,
-): { body: string; outs: string[]; scalars: number[] } {
-  const names = new Map<FusedExpr, string>();
-  const lines: string[] = [];
-  const scalars: number[] = [];
-  let next = 0;
-  const scalar = (v: number) => {
-    scalars.push(v);
-    return pf(base + scalars.length - 1);
-  };
-  const visit = (e: FusedExpr): string => {
-    const have = names.get(e);
-    if (have) return have;
-    let line: string;
-    let name: string;
-    switch (e.kind) {
-      case "input":
-        return `in${e.index}`;
-      case "const":
-        name = `v${next++}`;
-        line = `let ${name}: f32 = ${scalar(e.value)};`;
-        break;
-      case "unary": {
-        const x = visit(e.x);
-        name = `v${next++}`;
-        line = `var ${name}: f32; { let x = ${x}; let p0 = ${scalar(e.p0)}; let p1 = ${
-          scalar(e.p1)
-        }; ${name} = ${UNARY[e.op].wgsl}; }`;
-        break;
-      }
-      case "binary": {
-        const a = visit(e.a), b = visit(e.b);
-        name = `v${next++}`;
-        line = `var ${name}: f32; { let a = ${a}; let b = ${b}; ${name} = ${BINARY[e.op].wgsl}; }`;
-        break;
-      }
-      case "where": {
-        const c = visit(e.c), a = visit(e.a), b = visit(e.b);
-        name = `v${next++}`;
-        // Nonzero on the bits: a NaN condition picks `a`, as on the CPU.
-        line = `let ${name}: f32 = select(${b}, ${a}, (bitcast<u32>(${c}) & 0x7fffffffu) != 0u);`;
-        break;
-      }
-    }
-    names.set(e, name);
-    lines.push(line);
-    return name;
-  };
-  const outs = outputs.map(visit);
-  return { body: lines.join("\n"), outs, scalars };
-}
-
-/**
- * The WebGPU backend. Create it with `createWebGPUBackend()`; `lib/backend/select.ts` does so
- * at import and falls back to the CPU backend when it rejects.
+ * The WebGPU backend. Create it with `createWebGPUBackend()`; `init()` (lib/backend/select.ts)
+ * does so and falls back to the CPU backend when it rejects.
  *
  * @example
  * ```ts
- * import { backendByName } from "../../mod.ts";
+ * import { backendByName, init } from "../../mod.ts";
+ * await init();
  * const be = backendByName("webgpu"); // undefined without an adapter
  * if (be) {
  *   const s = be.upload(new Float32Array([1, 2, 3]));
- *   const y = be.unary("square", s, 0, 0);
- *   console.log(await be.read(y)); // Float32Array [1, 4, 9]
+ *   const x = { kind: "input", index: 0 } as const;
+ *   const [y] = be.elementwise([{ kind: "unary", op: "square", x, p0: 0, p1: 0 }], [s], [[1]], [3]);
+ *   console.log(await be.read(y!)); // Float32Array [1, 4, 9]
  *   be.free(s);
- *   be.free(y);
+ *   be.free(y!);
  * }
  * ```
  */
@@ -181,17 +111,22 @@ export class WebGPUBackend implements Backend {
   #adapter: { isFallback: boolean; description: string };
   #matmuls = new Map<string, { key: string; workgroups: [number, number, number] }>();
   /**
-   * `fusedGroups` gives each group of ≥ 8192 elements a dispatch of its own (default: on CPU
-   * adapters, where a grouped kernel's branches all run masked; see `fusedGroups`).
+   * `elementwiseGroups` gives each group of ≥ 8192 elements a dispatch of its own (default: on
+   * CPU adapters, where a grouped kernel's branches all run masked; see `elementwiseGroups`).
    */
-  fusedGroupsSplitLarge: boolean;
+  groupsSplitLarge: boolean;
+  /**
+   * At most this many groups share one `elementwiseGroups` dispatch (default: as many as the
+   * binding limit allows; 1 gives each group a one-branch kernel of its own).
+   */
+  groupsPerDispatch = Infinity;
 
   /** @internal Use `createWebGPUBackend`. */
   constructor(rt: GpuRuntime) {
     this.runtime = rt;
     this.#adapter = { isFallback: rt.isFallback, description: rt.adapterDescription };
     this.#cpuAdapter = isCpuAdapter(this.#adapter);
-    this.fusedGroupsSplitLarge = this.#cpuAdapter;
+    this.groupsSplitLarge = this.#cpuAdapter;
     this.description = `webgpu: ${rt.adapterDescription}${rt.isFallback ? " [fallback]" : ""}`;
     // Storages dropped without free() return their buffers once collected, but still count in
     // liveBytes(): they were leaks, and a counter the collector changes at random moments would
@@ -236,6 +171,10 @@ export class WebGPUBackend implements Backend {
   upload(data: Float32Array): Storage {
     if (data.length === 0) return this.#new(0);
     return this.#wrap(data.length, this.runtime.upload(data));
+  }
+
+  readSync(_s: Storage): Float32Array {
+    throw new Error("dataSync() is only available on the CPU backend; use await t.data()");
   }
 
   async read(s: Storage): Promise<Float32Array> {
@@ -301,41 +240,20 @@ export class WebGPUBackend implements Backend {
     return out;
   }
 
-  unary(op: UnaryOp, x: Storage, p0: number, p1: number): Storage {
-    const xb = this.#buf(x, "x");
-    const spec = UNARY[op];
-    if (!spec) throw new RangeError(`Unknown unary op "${op}"`);
-    const n = x.size;
-    const out = this.#new(n);
-    if (n > 0) {
-      const k = this.runtime.kernel(
-        `unary4:${op}`,
-        () => unaryKernel(spec.wgsl, WGSL_HELPERS, true),
-      );
-      this.runtime.dispatch(
-        k,
-        [xb, out.buffer!],
-        [n, f32Bits(p0), f32Bits(p1)],
-        this.#grid(Math.ceil(n / 4)),
-      );
-    }
-    return out;
-  }
-
-  // One n-input, m-output elementwise kernel over `outShape`; inputs read through strides.
-  #map(
-    key: string,
+  elementwise(
+    outputs: readonly Expr[],
     inputs: readonly Storage[],
-    strides: readonly (readonly number[])[],
+    inputStrides: readonly (readonly number[])[],
     outShape: readonly number[],
-    body: string | ((base: number) => { body: string; outs: string[]; scalars: number[] }),
-    outs: readonly string[] = [],
-  ): GpuStorage[] {
+  ): Storage[] {
+    if (inputs.length + outputs.length > this.runtime.maxStorageBuffers) {
+      return this.#eager(outputs, inputs, inputStrides, outShape);
+    }
     const bufs = inputs.map((s, i) => this.#buf(s, `input ${i}`));
     const n = prod(outShape);
-    const res = outs.map(() => this.#new(n));
+    const res = outputs.map(() => this.#new(n));
     if (n === 0) return res;
-    const c = collapseAxes(outShape, [stridesOf(outShape), ...strides]);
+    const c = collapseAxes(outShape, [stridesOf(outShape), ...inputStrides]);
     const rank = c.shape.length;
     const cont = c.strides[0]!;
     const last = rank - 1;
@@ -357,17 +275,17 @@ export class WebGPUBackend implements Backend {
     modes.forEach((m, i) => {
       if (m === "strided") params.push(...c.strides[i + 1]!.map(u32));
     });
-    // Without strided inputs each invocation handles four elements (see unaryKernel).
+    // Without strided inputs each invocation handles four elements (2–3x faster on lavapipe).
     const vec4 = !modes.includes("strided");
     const rowLen = c.shape[last] ?? 1;
     const rowPow2 = (modes.includes("row") || modes.includes("row4")) &&
       (rowLen & (rowLen - 1)) === 0;
-    let code: () => string;
-    if (typeof body === "function") {
-      const e = body(mapParamWords(rank, modes));
-      params.push(...e.scalars.map(f32Bits));
-      key = `${key}:${e.body}:${e.outs.join(",")}`;
-      code = () =>
+    // Scalars are parameter words, so the pipeline depends on the DAG's structure only.
+    const e = emitExpr(outputs, { base: mapParamWords(rank, modes) });
+    params.push(...e.scalars.map(f32Bits));
+    const k = this.runtime.kernel(
+      `map:${e.body}:${e.outs.join(",")}:${modes.join(",")}:${rank}${rowPow2 ? ":p2" : ""}`,
+      () =>
         mapKernel({
           helpers: WGSL_HELPERS,
           modes,
@@ -377,14 +295,7 @@ export class WebGPUBackend implements Backend {
           extraWords: e.scalars.length,
           vec4,
           rowPow2,
-        });
-    } else {
-      const b = body;
-      code = () => mapKernel({ helpers: WGSL_HELPERS, modes, rank, body: b, outs, vec4, rowPow2 });
-    }
-    const k = this.runtime.kernel(
-      `map:${key}:${modes.join(",")}:${rank}${rowPow2 ? ":p2" : ""}`,
-      code,
+        }),
     );
     this.runtime.dispatch(
       k,
@@ -395,69 +306,9 @@ export class WebGPUBackend implements Backend {
     return res;
   }
 
-  binary(
-    op: BinaryOp,
-    a: Storage,
-    aStrides: readonly number[],
-    b: Storage,
-    bStrides: readonly number[],
-    outShape: readonly number[],
-  ): Storage {
-    const spec = BINARY[op];
-    if (!spec) throw new RangeError(`Unknown binary op "${op}"`);
-    return this.#map(
-      `binary:${op}`,
-      [a, b],
-      [aStrides, bStrides],
-      outShape,
-      "let a = in0; let b = in1;",
-      [spec.wgsl],
-    )[0]!;
-  }
-
-  where(
-    c: Storage,
-    cStrides: readonly number[],
-    a: Storage,
-    aStrides: readonly number[],
-    b: Storage,
-    bStrides: readonly number[],
-    outShape: readonly number[],
-  ): Storage {
-    return this.#map(
-      "where",
-      [c, a, b],
-      [cStrides, aStrides, bStrides],
-      outShape,
-      // Nonzero on the bits, so a NaN condition picks `a` as on the CPU (WGSL compilers may
-      // assume comparisons never see NaN).
-      "",
-      ["select(in2, in1, (bitcast<u32>(in0) & 0x7fffffffu) != 0u)"],
-    )[0]!;
-  }
-
-  fused(
-    outputs: readonly FusedExpr[],
-    inputs: readonly Storage[],
-    inputStrides: readonly (readonly number[])[],
-    outShape: readonly number[],
-  ): Storage[] {
-    if (inputs.length + outputs.length > this.runtime.maxStorageBuffers) {
-      return this.#fusedEager(outputs, inputs, inputStrides, outShape);
-    }
-    return this.#map(
-      "fused",
-      inputs,
-      inputStrides,
-      outShape,
-      (base) => emitFusedParams(outputs, base),
-      outputs.map(() => ""), // one output storage each; the emitter supplies the expressions
-    );
-  }
-
-  fusedGroups(
-    outputs: readonly FusedExpr[],
-    groups: readonly { readonly inputs: readonly Storage[]; readonly size: number }[],
+  elementwiseGroups(
+    outputs: readonly Expr[],
+    groups: readonly ElementwiseGroup[],
     scalars: readonly Storage[],
     inPlace?: readonly number[],
   ): Storage[][] {
@@ -473,11 +324,14 @@ export class WebGPUBackend implements Backend {
     // ns scalars once, so the groups are split into as few dispatches as fit: Adam in place
     // binds 4 per parameter, so one dispatch covers the 8 parameters of a small MLP on
     // lavapipe (32) and a handful cover a large model on a GPU offering 8–16.
-    const per = Math.floor((this.runtime.maxStorageBuffers - ns) / (k + fresh));
+    const per = Math.min(
+      this.groupsPerDispatch,
+      Math.floor((this.runtime.maxStorageBuffers - ns) / (k + fresh)),
+    );
     if (per < 1) {
       for (const i of live) {
         const g = groups[i]!;
-        const outs = this.fused(
+        const outs = this.elementwise(
           outputs,
           [...g.inputs, ...scalars],
           [...g.inputs.map(() => [1]), ...scalars.map(() => [0])],
@@ -501,14 +355,13 @@ export class WebGPUBackend implements Backend {
     // over the 8 VelocityMLP parameters (2 of 65536 elements) took 1.8 ms in one grouped
     // dispatch against 1.0 ms in 8. So on CPU adapters a large group gets a dispatch of its
     // own (a one-branch kernel) and only the small ones share one.
-    const large = (i: number) =>
-      this.fusedGroupsSplitLarge && groups[i]!.size >= GROUP_OWN_DISPATCH;
+    const large = (i: number) => this.groupsSplitLarge && groups[i]!.size >= GROUP_OWN_DISPATCH;
     const chunks: number[][] = live.filter(large).map((i) => [i]);
     const small = live.filter((i) => !large(i));
     for (let c = 0; c < small.length; c += per) chunks.push(small.slice(c, c + per));
     for (const chunk of chunks) {
       const G = chunk.length;
-      const e = emitFusedParams(outputs, fusedGroupsParamWords(G));
+      const e = emitExpr(outputs, { base: fusedGroupsParamWords(G) });
       const bufs: GPUBuffer[] = [];
       const ends: number[] = [], lens: number[] = [];
       let total = 0;
@@ -556,17 +409,21 @@ export class WebGPUBackend implements Backend {
   }
 
   // More buffers than one kernel may bind: evaluate node by node on contiguous temporaries.
-  #fusedEager(
-    outputs: readonly FusedExpr[],
+  #eager(
+    outputs: readonly Expr[],
     inputs: readonly Storage[],
     inputStrides: readonly (readonly number[])[],
     outShape: readonly number[],
   ): Storage[] {
     const n = prod(outShape);
     const dense = stridesOf(outShape);
-    const memo = new Map<FusedExpr, Storage>();
+    const memo = new Map<Expr, Storage>();
     const temps: Storage[] = [];
-    const ev = (e: FusedExpr): Storage => {
+    const x0: Expr = { kind: "input", index: 0 }, x1: Expr = { kind: "input", index: 1 };
+    const x2: Expr = { kind: "input", index: 2 };
+    const one = (e: Expr, ins: Storage[]) =>
+      this.elementwise([e], ins, ins.map(() => dense), outShape)[0]!;
+    const ev = (e: Expr): Storage => {
       const have = memo.get(e);
       if (have) return have;
       let s: Storage;
@@ -583,13 +440,13 @@ export class WebGPUBackend implements Backend {
           s = this.fill(n, e.value);
           break;
         case "unary":
-          s = this.unary(e.op, ev(e.x), e.p0, e.p1);
+          s = one({ ...e, x: x0 }, [ev(e.x)]);
           break;
         case "binary":
-          s = this.binary(e.op, ev(e.a), dense, ev(e.b), dense, outShape);
+          s = one({ ...e, a: x0, b: x1 }, [ev(e.a), ev(e.b)]);
           break;
         case "where":
-          s = this.where(ev(e.c), dense, ev(e.a), dense, ev(e.b), dense, outShape);
+          s = one({ kind: "where", c: x0, a: x1, b: x2 }, [ev(e.c), ev(e.a), ev(e.b)]);
           break;
       }
       memo.set(e, s);
@@ -597,7 +454,7 @@ export class WebGPUBackend implements Backend {
       return s;
     };
     // Each output is a fresh copy, so freeing the temporaries never frees a result.
-    const res = outputs.map((o) => this.unary("copy", ev(o), 0, 0));
+    const res = outputs.map((o) => one(x0, [ev(o)]));
     for (const t of temps) this.free(t);
     return res;
   }
@@ -659,73 +516,43 @@ export class WebGPUBackend implements Backend {
     return out;
   }
 
-  matmul(a: Storage, b: Storage, g: MatmulGeom): Storage {
+  matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const ab = this.#buf(a, "a"), bb = this.#buf(b, "b");
+    const rowBufs = (epilogue?.rows ?? []).map((r, i) => {
+      if (r.size !== g.n) {
+        throw new RangeError(
+          `Expected matmul epilogue row ${i} to have n = ${g.n} elements but found ${r.size}`,
+        );
+      }
+      return this.#buf(r, `epilogue row ${i}`);
+    });
     const size = g.batch * g.m * g.n;
-    if (size === 0 || g.k === 0) return this.fill(size, 0);
+    if (size === 0) return this.#new(0);
+    // k = 0 without an epilogue is zeros; with one, the kernel runs: its accumulators stay 0
+    // and the epilogue still applies (e.g. act(0 + bias)).
+    if (g.k === 0 && !epilogue) return this.fill(size, 0);
     const out = this.#new(size);
+    const epi = epilogue ? { expr: epilogue.expr, rows: epilogue.rows.length } : undefined;
     // buildMatmul generates the whole WGSL source (~180 µs a call for 16×16 blocks, ~2 ms of
     // host time per training step of a 4-layer MLP) before the pipeline cache is consulted,
-    // so the key and grid of each geometry are memoised and the source is made only on a miss.
+    // so the key and grid of each geometry (and epilogue) are memoised and the source is made
+    // only on a miss. The epilogue enters the memo key as its WGSL, which names every op.
     const gk = `${g.batch},${g.m},${g.n},${g.k},${+g.transA},${+g.transB},${g.aBatchStride},` +
-      g.bBatchStride;
+      `${g.bBatchStride}${
+        epi ? `/${epi.rows}:${emitExpr([epi.expr], { inline: true }).body}` : ""
+      }`;
     let mk = this.#matmuls.get(gk);
     if (!mk) {
-      const built = buildMatmul(g, this.#adapter);
-      mk = { key: built.key, workgroups: built.workgroups };
-      if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
-      this.#matmuls.set(gk, mk);
-    }
-    const k = this.runtime.kernel(`matmul:${mk.key}`, () => buildMatmul(g, this.#adapter).code);
-    this.runtime.dispatch(k, [ab, bb, out.buffer!], [
-      g.batch,
-      g.m,
-      g.n,
-      g.k,
-      g.transA ? 1 : 0,
-      g.transB ? 1 : 0,
-      g.aBatchStride,
-      g.bBatchStride,
-    ], mk.workgroups);
-    return out;
-  }
-
-  matmulEpilogue(
-    a: Storage,
-    b: Storage,
-    g: MatmulGeom,
-    bias: Storage | null,
-    act: UnaryOp | null,
-  ): Storage {
-    const ab = this.#buf(a, "a"), bb = this.#buf(b, "b");
-    const biasB = bias ? this.#buf(bias, "bias") : null;
-    const size = g.batch * g.m * g.n;
-    if (size === 0) return this.fill(0, 0);
-    if (act !== null && !UNARY[act]) throw new RangeError(`Unknown unary op "${act}"`);
-    // k = 0 needs no special case (unlike matmul's fill): the accumulators stay 0 and the
-    // epilogue still applies act(0 + bias).
-    const out = this.#new(size);
-    const epilogue = {
-      bias: biasB !== null,
-      act,
-      actWgsl: act ? UNARY[act].wgsl : undefined,
-      helpers: WGSL_HELPERS,
-    };
-    const gk = `${g.batch},${g.m},${g.n},${g.k},${+g.transA},${+g.transB},${g.aBatchStride},` +
-      `${g.bBatchStride}/epi:${+!!biasB}:${act}`;
-    let mk = this.#matmuls.get(gk);
-    if (!mk) {
-      const built = buildMatmul(g, this.#adapter, { epilogue });
+      const built = buildMatmul(g, this.#adapter, { epilogue: epi });
       mk = { key: built.key, workgroups: built.workgroups };
       if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
       this.#matmuls.set(gk, mk);
     }
     const k = this.runtime.kernel(
       `matmul:${mk.key}`,
-      () => buildMatmul(g, this.#adapter, { epilogue }).code,
+      () => buildMatmul(g, this.#adapter, { epilogue: epi }).code,
     );
-    const bufs = biasB ? [ab, bb, out.buffer!, biasB] : [ab, bb, out.buffer!];
-    this.runtime.dispatch(k, bufs, [
+    this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], [
       g.batch,
       g.m,
       g.n,
@@ -842,7 +669,7 @@ export class WebGPUBackend implements Backend {
     const out = this.#new(size);
     if (size === 0) return out;
     const blocks = randomBlocks(kind, size);
-    const k = this.runtime.kernel(`random:${kind}`, () => randomKernel(kind, WGSL_PHILOX));
+    const k = this.runtime.kernel(`random:${kind}`, () => randomKernel(kind));
     this.runtime.dispatch(k, [out.buffer!], [
       size,
       blocks,

@@ -1,12 +1,23 @@
 /**
- * @file `linear`: act(x·wᵀ + b) as one primitive. On a backend with `matmulEpilogue` (both
- * built-in ones) the bias add and activation run as the matmul stores its output, so a
+ * @file `linear`: act(x·wᵀ + b) as one primitive. The bias add and activation are the
+ * matmul's epilogue (an expression over the op table, applied as the output is stored), so a
  * hidden layer is one dispatch instead of three.
  * @module
  */
-import { _autodiffState, attachRules, backendOf, Tensor, tidy } from "../tensor.ts";
-import { binary, broadcastTo, matmul, reduce, reshape, unary } from "./prims.ts";
-import { fused } from "./fused.ts";
+import {
+  _autodiffState,
+  attachRules,
+  backendOf,
+  binary,
+  broadcastTo,
+  evalExprs,
+  matmul,
+  reduce,
+  reshape,
+  Tensor,
+  unary,
+} from "../tensor.ts";
+import { chain, type Expr, exprInputs, unaryDerivative } from "../ir.ts";
 import { checkChoice, fmtShape } from "../_util.ts";
 
 /** Activations {@link linear} can fuse into the matmul epilogue. */
@@ -19,64 +30,20 @@ export interface LinearOptions {
 }
 
 const ACTIVATIONS = ["silu", "gelu", "relu", "tanh", "sigmoid"] as const;
-const INV_SQRT_2PI = 0.3989422804014327;
+const IN: readonly Expr[] = [0, 1, 2].map((index) => ({ kind: "input", index }));
+
+// d act/dz from the op table, over leaves z (input 1) and y = act(z) (input 2).
+const actDeriv = (act: LinearActivation) => unaryDerivative(act, IN[1]!, IN[2]!, 0, 0)!;
+// Whether the derivative reads z, or only the output (relu, tanh, sigmoid: no z needed).
+const needsZ = (act: LinearActivation) => exprInputs([actDeriv(act)]).includes(1);
 
 /**
- * d act / dz times `g`, from the pre-activation `z` (or, for relu/tanh/sigmoid, the output
- * `y`, which saves recomputing z). One fused kernel when the backend has them; plain
- * differentiable primitives otherwise. Same formulas as the unary ops' own rules.
+ * d act/dz times `g`, as one fused kernel (op by op when differentiated again), from the
+ * output `y` alone when the op's derivative allows, else from the pre-activation `z()`.
  */
 function actGrad(act: LinearActivation, g: Tensor, z: () => Tensor, y: Tensor): Tensor {
-  const useFused = !!g.backend.fused;
-  switch (act) {
-    case "relu":
-      return useFused
-        ? fused([g, y], (g, y) => g.mul(y.un("gtScalar", 0)))[0]!
-        : binary("mul", g, unary("gtScalar", y, 0));
-    case "tanh":
-      return useFused
-        ? fused([g, y], (g, y) => g.mul(y.square().affine(-1, 1)))[0]!
-        : binary("mul", g, unary("affine", unary("square", y), -1, 1));
-    case "sigmoid":
-      return useFused
-        ? fused([g, y], (g, y) => g.mul(y.mul(y.affine(-1, 1))))[0]!
-        : binary("mul", g, binary("mul", y, unary("affine", y, -1, 1)));
-    case "silu": {
-      const x = z();
-      if (useFused) {
-        return fused([g, x], (g, x) => {
-          const s = x.un("sigmoid");
-          return g.mul(s.add(x.mul(s).mul(s.affine(-1, 1))));
-        })[0]!;
-      }
-      const s = unary("sigmoid", x);
-      // s + z·s·(1 − s)
-      return binary(
-        "mul",
-        g,
-        binary("add", s, binary("mul", binary("mul", x, s), unary("affine", s, -1, 1))),
-      );
-    }
-    case "gelu": {
-      const x = z();
-      if (useFused) {
-        return fused([g, x], (g, x) => {
-          const cdf = x.affine(Math.SQRT1_2, 0).un("erf").affine(0.5, 0.5);
-          const pdf = x.square().affine(-0.5, 0).un("exp").affine(INV_SQRT_2PI, 0);
-          return g.mul(cdf.add(x.mul(pdf)));
-        })[0]!;
-      }
-      // Φ(z) + z·φ(z)
-      const cdf = unary("affine", unary("erf", unary("affine", x, Math.SQRT1_2, 0)), 0.5, 0.5);
-      const pdf = unary(
-        "affine",
-        unary("exp", unary("affine", unary("square", x), -0.5, 0)),
-        INV_SQRT_2PI,
-        0,
-      );
-      return binary("mul", g, binary("add", cdf, binary("mul", x, pdf)));
-    }
-  }
+  const d = actDeriv(act);
+  return evalExprs([g, needsZ(act) ? z() : y, y], [chain(IN[0]!, d)], y.shape, false)[0]!;
 }
 
 function taped(inputs: readonly Tensor[]): boolean {
@@ -149,17 +116,25 @@ export function linear(
     const y = matmul(x, w, { transB: true });
     return bias ? binary("add", y, bias) : y;
   };
-  if (!be.matmulEpilogue) return tidy(() => (act ? unary(act, pre()) : pre()));
-  // Under a tape, silu and gelu split into epilogue(bias) then the unary op, whose vjp reads
-  // the stored z: recomputing z in the backward pass (one more matmul per layer) made a
-  // training step of a 3×256 VelocityMLP slower than the unfused three ops on lavapipe
-  // (59 vs 40 ms at batch 1024). relu, tanh and sigmoid need only the output and stay fused.
-  if ((act === "silu" || act === "gelu") && taped(inputs)) {
+  // Under a tape, an activation whose derivative needs z (silu, gelu) splits into
+  // epilogue(bias) then the unary op, whose vjp reads the stored z: recomputing z in the
+  // backward pass (one more matmul per layer) made a training step of a 3×256 VelocityMLP
+  // slower than the unfused three ops on lavapipe (59 vs 40 ms at batch 1024). relu, tanh and
+  // sigmoid need only the output and stay fused.
+  if (act && needsZ(act) && taped(inputs)) {
     return unary(act, linear(x, w, bias, {}));
   }
   const rows = x.shape.slice(0, -1).reduce((p, q) => p * q, 1);
+  // act(acc + bias) as the matmul's epilogue: one dispatch for the whole layer.
+  const z: Expr = bias ? { kind: "binary", op: "add", a: IN[0]!, b: IN[1]! } : IN[0]!;
+  const epilogue = act || bias
+    ? {
+      expr: act ? { kind: "unary" as const, op: act, x: z, p0: 0, p1: 0 } : z,
+      rows: bias ? [bias.storage] : [],
+    }
+    : undefined;
   // x is contiguous, so its leading axes flatten into the m rows of one 2-D matmul.
-  const s = be.matmulEpilogue(
+  const s = be.matmul(
     x.storage,
     w.storage,
     {
@@ -172,8 +147,7 @@ export function linear(
       aBatchStride: 0,
       bBatchStride: 0,
     },
-    bias ? bias.storage : null,
-    act,
+    epilogue,
   );
   // Output first, then rules: forward mode runs the jvp rule inside attachRules, and the
   // rules read the output.

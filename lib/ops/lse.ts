@@ -2,12 +2,19 @@
  * @file `logSumExpAdd`: log Σ exp(M + v) along one axis of a matrix, with v broadcast along
  * that axis, in one pass over M (the half-iteration of log-domain Sinkhorn). The composite
  * `logSumExp(add(M, v))` materialises M + v and then reads it four times (max, subtract, exp,
- * sum); the backend primitive streams M once with an online max/sum (one kernel on WebGPU).
+ * sum); the backend method streams M once with an online max/sum (one kernel on WebGPU).
  * @module
  */
-import { attachRules, backendOf, Tensor, tidy } from "../tensor.ts";
-import { binary, reduce, reshape, sumTo, unary } from "./prims.ts";
-import { logSumExp } from "./ops.ts";
+import {
+  attachRules,
+  backendOf,
+  binary,
+  reduce,
+  reshape,
+  sumTo,
+  Tensor,
+  unary,
+} from "../tensor.ts";
 import { normAxis } from "../shape.ts";
 import { checkNumber, fmtShape } from "../_util.ts";
 
@@ -71,10 +78,6 @@ export function logSumExpAdd(
   const be = backendOf([m, v]);
   const keptShape = ax === 1 ? [rows, 1] : [1, cols];
   const outShape = keepdims ? keptShape : [ax === 1 ? rows : cols];
-  if (!be.logSumExpAdd) {
-    if (plain) return logSumExp(binary("add", m, v), ax, keepdims);
-    return tidy(() => unary("affine", logSumExp(binary("add", m, v), ax, keepdims), scale, shift));
-  }
   // Output first, then rules: forward mode runs the jvp rule inside attachRules, and the
   // rules read the output.
   const out = Tensor._fromStorage(

@@ -1,44 +1,62 @@
 /**
  * @file The op vocabulary users call: arithmetic with scalars, reductions, activations,
  * softmax, layer norm, distances, shape helpers, and tensor creation. Everything here is
- * composed from the primitives in `prims.ts`, so it is differentiable in both modes.
+ * composed from the primitives in lib/tensor.ts, so it is differentiable in both modes.
  * @module
  */
-import { Tensor, tidy } from "../tensor.ts";
 import {
+  add,
   binary,
   broadcastTo,
   concat,
+  div,
   gather,
   matmul,
+  maximum,
+  mean,
+  minimum,
+  mul,
   padSlice,
+  pow,
   reduce,
   reshape,
   scatterAdd,
   slice,
   stopGradient,
+  sub,
   sumTo,
+  Tensor,
+  tidy,
   transpose,
   unary,
   where,
-} from "./prims.ts";
+} from "../tensor.ts";
 import { checkShape, normAxes, normAxis, sizeOf } from "../shape.ts";
 import { fmtShape } from "../_util.ts";
 import { getBackend } from "../backend/select.ts";
 import type { Backend } from "../backend/backend.ts";
 
+// The primitives and the scalar arithmetic Tensor methods use live in lib/tensor.ts.
 export {
+  add,
   binary,
   broadcastTo,
   concat,
+  div,
   gather,
   matmul,
+  maximum,
+  mean,
+  minimum,
+  mul,
   padSlice,
+  pow,
   reduce,
   reshape,
   scatterAdd,
   slice,
   stopGradient,
+  sub,
   sumTo,
   transpose,
   unary,
@@ -251,134 +269,6 @@ export async function toBackend(x: T, backend: Backend): Promise<T> {
 
 // ---------------------------------------------------------------- arithmetic
 
-function scalarOn(be: Backend, v: number): T {
-  return Tensor._fromStorage(be.fill(1, v), [], be);
-}
-
-/**
- * a + b with broadcasting; either may be a number.
- *
- * @example
- * ```ts
- * import { add, tensor } from "../../mod.ts";
- * const y = add(tensor([1, 2]), 1);
- * ```
- */
-export function add(a: T | number, b: T | number): T {
-  if (typeof a === "number") [a, b] = [b as T, a];
-  if (typeof b === "number") return unary("affine", a as T, 1, b);
-  return binary("add", a as T, b);
-}
-
-/**
- * a − b with broadcasting; either may be a number.
- *
- * @example
- * ```ts
- * import { sub, tensor } from "../../mod.ts";
- * const y = sub(1, tensor([1, 2]));
- * ```
- */
-export function sub(a: T | number, b: T | number): T {
-  if (typeof a === "number") {
-    if (typeof b === "number") throw new TypeError("sub() needs at least one Tensor");
-    return unary("affine", b, -1, a);
-  }
-  if (typeof b === "number") return unary("affine", a, 1, -b);
-  return binary("sub", a, b);
-}
-
-/**
- * a · b with broadcasting; either may be a number.
- *
- * @example
- * ```ts
- * import { mul, tensor } from "../../mod.ts";
- * const y = mul(tensor([1, 2]), 3);
- * ```
- */
-export function mul(a: T | number, b: T | number): T {
-  if (typeof a === "number") [a, b] = [b as T, a];
-  if (typeof b === "number") return unary("affine", a as T, b, 0);
-  return binary("mul", a as T, b);
-}
-
-/**
- * a / b with broadcasting; either may be a number.
- *
- * @example
- * ```ts
- * import { div, tensor } from "../../mod.ts";
- * const y = div(tensor([1, 2]), 2);
- * ```
- */
-export function div(a: T | number, b: T | number): T {
-  return tidy(() => {
-    if (typeof a === "number") {
-      if (typeof b === "number") throw new TypeError("div() needs at least one Tensor");
-      return unary("affine", unary("reciprocal", b), a, 0);
-    }
-    if (typeof b === "number") return binary("div", a, scalarOn(a.backend, b));
-    return binary("div", a, b);
-  });
-}
-
-/**
- * a ** b with broadcasting (integer powers of negative bases are defined).
- *
- * @example
- * ```ts
- * import { pow, tensor } from "../../mod.ts";
- * const y = pow(tensor([-2, 3]), 2); // [4, 9]
- * ```
- */
-export function pow(a: T | number, b: T | number): T {
-  return tidy(() => {
-    if (typeof a === "number") {
-      if (typeof b === "number") throw new TypeError("pow() needs at least one Tensor");
-      return binary("pow", scalarOn(b.backend, a), b);
-    }
-    if (typeof b === "number") {
-      if (b === 1) return unary("copy", a);
-      if (b === 2) return unary("square", a);
-      return unary("powScalar", a, b);
-    }
-    return binary("pow", a, b);
-  });
-}
-
-/**
- * Elementwise maximum.
- *
- * @example
- * ```ts
- * import { maximum, tensor } from "../../mod.ts";
- * const y = maximum(tensor([1, 5]), 3); // [3, 5]
- * ```
- */
-export function maximum(a: T, b: T | number): T {
-  return tidy(() => {
-    if (typeof b === "number") return binary("maximum", a, scalarOn(a.backend, b));
-    return binary("maximum", a, b);
-  });
-}
-
-/**
- * Elementwise minimum.
- *
- * @example
- * ```ts
- * import { minimum, tensor } from "../../mod.ts";
- * const y = minimum(tensor([1, 5]), 3); // [1, 3]
- * ```
- */
-export function minimum(a: T, b: T | number): T {
-  return tidy(() => {
-    if (typeof b === "number") return binary("minimum", a, scalarOn(a.backend, b));
-    return binary("minimum", a, b);
-  });
-}
-
 /**
  * Clamp into [lo, hi].
  *
@@ -519,23 +409,6 @@ export const notEqual = (a: T, b: T | number): T => cmp("ne", a, b);
  */
 export function sum(x: T, axes?: Axes, keepdims = false): T {
   return reduce("sum", x, axes, keepdims);
-}
-
-/**
- * Mean over axes (all by default).
- *
- * @example
- * ```ts
- * import { mean, tensor } from "../../mod.ts";
- * console.log(await mean(tensor([1, 2, 3])).item()); // 2
- * ```
- */
-export function mean(x: T, axes?: Axes, keepdims = false): T {
-  return tidy(() => {
-    const ax = normAxes(axes, x.shape);
-    const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
-    return unary("affine", reduce("sum", x, ax, keepdims), 1 / n, 0);
-  });
 }
 
 /**

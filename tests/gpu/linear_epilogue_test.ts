@@ -16,6 +16,7 @@ import {
 } from "../../mod.ts";
 import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
 import type { WebGPUBackend } from "../../lib/backend/webgpu.ts";
+import type { Expr } from "../../lib/ir.ts";
 
 const GPU = backendByName("webgpu") as Backend | undefined;
 const BACKENDS: Backend[] = [CPU, ...(HAS_WEBGPU && GPU ? [GPU] : [])];
@@ -188,21 +189,74 @@ Deno.test("linear gradient matches central finite differences of a plain-JS silu
   for (const t of [x, w, b, c, v, gw!]) t.dispose();
 });
 
-Deno.test("linear falls back to matmul + add + act when the backend lacks matmulEpilogue", async () => {
-  const x = tensor(randData(14, 31), [2, 7]), w = tensor(randData(21, 32), [3, 7]);
-  const b = tensor([0.5, -1, 2]);
-  const want = await linear(x, w, b, { activation: "tanh" }).data();
-  const cpu = CPU as { matmulEpilogue?: unknown };
-  cpu.matmulEpilogue = undefined;
-  try {
-    const y = linear(x, w, b, { activation: "tanh" });
-    assertClose(await y.data(), want, { rtol: 1e-6, atol: 1e-7 });
-    y.dispose();
-  } finally {
-    delete cpu.matmulEpilogue;
+Deno.test("Backend.matmul with an epilogue equals matmul then the same elementwise expression", async () => {
+  // Expressions over the accumulator (input 0) and row vectors (inputs 1..): a bias, every
+  // activation linear offers, act(acc + bias), and two rows with a constant and a clamp.
+  const acc: Expr = { kind: "input", index: 0 }, r1: Expr = { kind: "input", index: 1 };
+  const r2: Expr = { kind: "input", index: 2 };
+  const biasAdd: Expr = { kind: "binary", op: "add", a: acc, b: r1 };
+  const un = (op: LinearActivation, x: Expr): Expr => ({ kind: "unary", op, x, p0: 0, p1: 0 });
+  const exprs: [string, Expr, number][] = [
+    ["bias", biasAdd, 1],
+    ...ACTS.filter((a) => a !== null).map((a): [string, Expr, number] => [a!, un(a!, acc), 0]),
+    ...ACTS.filter((a) => a !== null).map((a): [string, Expr, number] => [
+      `${a}+bias`,
+      un(a!, biasAdd),
+      1,
+    ]),
+    ["clamp(acc·r1 + r2 − 0.5)", {
+      kind: "unary",
+      op: "clamp",
+      x: {
+        kind: "binary",
+        op: "sub",
+        a: { kind: "binary", op: "add", a: { kind: "binary", op: "mul", a: acc, b: r1 }, b: r2 },
+        b: { kind: "const", value: 0.5 },
+      },
+      p0: -1,
+      p1: 1.25,
+    }, 2],
+  ];
+  const geoms = [
+    { batch: 1, m: 33, n: 7, k: 5, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 },
+    {
+      batch: 3,
+      m: 4,
+      n: 16,
+      k: 9,
+      transA: false,
+      transB: false,
+      aBatchStride: 36,
+      bBatchStride: 0,
+    },
+    { batch: 1, m: 5, n: 8, k: 0, transA: false, transB: false, aBatchStride: 0, bBatchStride: 0 },
+  ];
+  let seed = 300;
+  for (const be of BACKENDS) {
+    for (const g of geoms) {
+      const a = be.upload(randData(Math.max(1, g.batch * g.m * g.k), seed++));
+      const b = be.upload(randData(Math.max(1, g.k * g.n), seed++));
+      const rows = [be.upload(randData(g.n, seed++)), be.upload(randData(g.n, seed++))];
+      for (const [name, expr, nRows] of exprs) {
+        const rs = rows.slice(0, nRows);
+        const got = be.matmul(a, b, g, { expr, rows: rs });
+        const plain = be.matmul(a, b, g);
+        const [want] = be.elementwise(
+          [expr],
+          [plain, ...rs],
+          [[g.n, 1], ...rs.map(() => [0, 1])],
+          [g.batch * g.m, g.n],
+        );
+        assertClose(await be.read(got), await be.read(want!), {
+          rtol: 1e-6,
+          atol: 1e-6,
+          msg: `${be.name} ${name} ${JSON.stringify(g)}`,
+        });
+        for (const st of [got, plain, want!]) be.free(st);
+      }
+      for (const st of [a, b, ...rows]) be.free(st);
+    }
   }
-  assert.equal(typeof CPU.matmulEpilogue, "function");
-  for (const t of [x, w, b]) t.dispose();
 });
 
 Deno.test("linear rejects bad shapes and activations with messages naming the input", () => {

@@ -7,7 +7,7 @@
  */
 import { strict as assert } from "node:assert";
 import { matmul, setBackend, tensor } from "../../mod.ts";
-import type { MatmulGeom } from "../../lib/backend/backend.ts";
+import type { MatmulGeom } from "../../lib/ir.ts";
 import { buildMatmul, type MatmulBuildOptions } from "../../kernels/matmul.ts";
 import { openGpu, runMatmul } from "../../bench/harness.ts";
 import { loadTfjs } from "../../bench/peers/tfjs.ts";

@@ -148,7 +148,7 @@ Deno.test({
     const prev = getBackend();
     setBackend("webgpu");
     const gpu = GPU as WebGPUBackend;
-    const split = gpu.fusedGroupsSplitLarge;
+    const split = gpu.groupsSplitLarge;
     try {
       const model = new nn.VelocityMLP({ dim: 2, hidden: 128, depth: 3, seed: 1 });
       const params = model.parameters();
@@ -166,15 +166,15 @@ Deno.test({
       };
       // The first step also creates the zero slots (fills): count from the second.
       opt.step(params, grads);
-      gpu.fusedGroupsSplitLarge = false;
+      gpu.groupsSplitLarge = false;
       assert.equal(count(() => opt.step(params, grads)), 1);
       // Default: a CPU adapter gives the two 128×128 weights a dispatch each (3 in all); a GPU
       // adapter keeps one.
-      gpu.fusedGroupsSplitLarge = split;
+      gpu.groupsSplitLarge = split;
       assert.equal(count(() => opt.step(params, grads)), split ? 3 : 1);
-      // The same two steps op by op (no grouped kernel) give the same parameters.
-      const saved = gpu.fusedGroups;
-      (gpu as { fusedGroups?: unknown }).fusedGroups = undefined;
+      // The same two steps group by group (a one-group kernel per parameter) give the same
+      // parameters.
+      gpu.groupsPerDispatch = 1;
       try {
         const rg = refParams.map((p) => onesLike(p));
         refOpt.step(refParams, rg);
@@ -182,9 +182,8 @@ Deno.test({
         refOpt.step(refParams, rg);
         rg.forEach((g) => g.dispose());
       } finally {
-        delete (gpu as { fusedGroups?: unknown }).fusedGroups;
+        gpu.groupsPerDispatch = Infinity;
       }
-      assert.equal(gpu.fusedGroups, saved);
       for (let i = 0; i < 8; i++) {
         assertClose(await params[i]!.data(), await refParams[i]!.data(), {
           rtol: 1e-6,
@@ -196,7 +195,7 @@ Deno.test({
       opt.dispose();
       refOpt.dispose();
     } finally {
-      gpu.fusedGroupsSplitLarge = split;
+      gpu.groupsSplitLarge = split;
       setBackend(prev.name);
     }
   },

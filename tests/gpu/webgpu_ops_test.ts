@@ -31,11 +31,13 @@ import {
   type Tensor,
   tensor,
   tidy,
+  type UnaryOp,
   valueAndGrad,
 } from "../../mod.ts";
-import { gather, scatterAdd } from "../../lib/ops/prims.ts";
-import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
-import type { FusedExpr, Storage, UnaryOp } from "../../lib/backend/backend.ts";
+import { gather, scatterAdd } from "../../mod.ts";
+import { assertClose, binaryOn, CPU, HAS_WEBGPU, unaryOn, whereOn } from "../_helpers.ts";
+import type { Storage } from "../../lib/backend/backend.ts";
+import type { Expr } from "../../lib/ir.ts";
 import { broadcastStrides, stridesOf } from "../../lib/shape.ts";
 
 const GPU = backendByName("webgpu") as Backend;
@@ -123,7 +125,7 @@ const UNARY_TOL: Record<UnaryOp, { rtol: number; atol: number }> = {
 const POSITIVE = new Set<UnaryOp>(["log", "sqrt", "rsqrt"]);
 
 Deno.test({
-  name: "WebGPUBackend.unary matches the CPU backend for every op",
+  name: "WebGPUBackend.elementwise matches the CPU backend for every unary op",
   ignore: !HAS_WEBGPU,
   fn: async () => {
     const r = rng(1);
@@ -138,13 +140,18 @@ Deno.test({
       const p0 = op === "powScalar" ? 3 : op === "clamp" ? -1 : 1;
       const p1 = op === "clamp" ? 1.5 : 0.25;
       const [g, c] = both(data);
-      await check(GPU.unary(op, g, p0, p1), CPU.unary(op, c, p0, p1), UNARY_TOL[op], op);
+      await check(unaryOn(GPU, op, g, p0, p1), unaryOn(CPU, op, c, p0, p1), UNARY_TOL[op], op);
       GPU.free(g);
       CPU.free(c);
     }
     // pow with a fractional exponent on positive inputs, and NaN for negative bases.
     const [g, c] = both(Float32Array.from([0.5, 2, 3, -2]));
-    await check(GPU.unary("powScalar", g, 1.5, 0), CPU.unary("powScalar", c, 1.5, 0), TRANS, "pow");
+    await check(
+      unaryOn(GPU, "powScalar", g, 1.5, 0),
+      unaryOn(CPU, "powScalar", c, 1.5, 0),
+      TRANS,
+      "pow",
+    );
   },
 });
 
@@ -185,7 +192,7 @@ function operand(
 }
 
 Deno.test({
-  name: "WebGPUBackend.binary and where broadcast like the CPU backend",
+  name: "WebGPUBackend.elementwise: binary ops and where broadcast like the CPU backend",
   ignore: !HAS_WEBGPU,
   fn: async () => {
     const r = rng(2);
@@ -213,8 +220,8 @@ Deno.test({
         }
         const [ga, ca] = both(a.data), [gb, cb] = both(b.data);
         await check(
-          GPU.binary(op, ga, a.strides, gb, b.strides, shape),
-          CPU.binary(op, ca, a.strides, cb, b.strides, shape),
+          binaryOn(GPU, op, ga, a.strides, gb, b.strides, shape),
+          binaryOn(CPU, op, ca, a.strides, cb, b.strides, shape),
           tol,
           `${op} [${shape}] a:${a.strides} b:${b.strides}`,
         );
@@ -227,8 +234,8 @@ Deno.test({
       c.data.forEach((v, i) => (c.data[i] = v > 0 ? 1 : 0));
       const [gc, cc] = both(c.data), [ga, ca] = both(a.data), [gb, cb] = both(b.data);
       await check(
-        GPU.where(gc, c.strides, ga, a.strides, gb, b.strides, shape),
-        CPU.where(cc, c.strides, ca, a.strides, cb, b.strides, shape),
+        whereOn(GPU, gc, c.strides, ga, a.strides, gb, b.strides, shape),
+        whereOn(CPU, cc, c.strides, ca, a.strides, cb, b.strides, shape),
         EXACT,
         `where [${shape}]`,
       );
@@ -236,8 +243,8 @@ Deno.test({
     // A rank-0 output.
     const [g1, c1] = both(Float32Array.from([2])), [g2, c2] = both(Float32Array.from([5]));
     await check(
-      GPU.binary("sub", g1, [], g2, [], []),
-      CPU.binary("sub", c1, [], c2, [], []),
+      binaryOn(GPU, "sub", g1, [], g2, [], []),
+      binaryOn(CPU, "sub", c1, [], c2, [], []),
       EXACT,
       "rank 0",
     );
@@ -245,13 +252,13 @@ Deno.test({
 });
 
 Deno.test({
-  name: "WebGPUBackend.fused evaluates expression DAGs like the CPU backend",
+  name: "WebGPUBackend.elementwise evaluates expression DAGs like the CPU backend",
   ignore: !HAS_WEBGPU,
   fn: async () => {
     const r = rng(3);
-    const x0: FusedExpr = { kind: "input", index: 0 }, x1: FusedExpr = { kind: "input", index: 1 };
-    const shared: FusedExpr = { kind: "binary", op: "mul", a: x0, b: x1 };
-    const outs: FusedExpr[] = [
+    const x0: Expr = { kind: "input", index: 0 }, x1: Expr = { kind: "input", index: 1 };
+    const shared: Expr = { kind: "binary", op: "mul", a: x0, b: x1 };
+    const outs: Expr[] = [
       { kind: "unary", op: "tanh", x: shared, p0: 0, p1: 0 },
       { kind: "binary", op: "add", a: shared, b: { kind: "const", value: 0.5 } },
       {
@@ -265,28 +272,28 @@ Deno.test({
     const shape = [33, 257];
     const a = operand(r, shape), b = operand(r, shape);
     const [ga, ca] = both(a.data), [gb, cb] = both(b.data);
-    const g = GPU.fused!(outs, [ga, gb], [a.strides, b.strides], shape);
-    const c = CPU.fused!(outs, [ca, cb], [a.strides, b.strides], shape);
+    const g = GPU.elementwise(outs, [ga, gb], [a.strides, b.strides], shape);
+    const c = CPU.elementwise(outs, [ca, cb], [a.strides, b.strides], shape);
     for (let i = 0; i < outs.length; i++) await check(g[i]!, c[i]!, TRANS, `fused out ${i}`);
     // Constants are parameters, not source: new values reuse the compiled pipeline.
     const stats = () => (GPU as unknown as { stats(): { pipelines: number } }).stats();
-    const step = (lr: number): FusedExpr => ({
+    const step = (lr: number): Expr => ({
       kind: "binary",
       op: "sub",
       a: x0,
       b: { kind: "unary", op: "affine", x: x1, p0: lr, p1: 0 },
     });
-    GPU.free(GPU.fused!([step(0.1)], [ga, gb], [a.strides, b.strides], shape)[0]!);
+    GPU.free(GPU.elementwise([step(0.1)], [ga, gb], [a.strides, b.strides], shape)[0]!);
     const before = stats().pipelines;
     for (const lr of [0.2, 0.3]) {
-      const g1 = GPU.fused!([step(lr)], [ga, gb], [a.strides, b.strides], shape);
-      const c1 = CPU.fused!([step(lr)], [ca, cb], [a.strides, b.strides], shape);
+      const g1 = GPU.elementwise([step(lr)], [ga, gb], [a.strides, b.strides], shape);
+      const c1 = CPU.elementwise([step(lr)], [ca, cb], [a.strides, b.strides], shape);
       await check(g1[0]!, c1[0]!, F32, `fused lr ${lr}`);
     }
     assert.equal(stats().pipelines, before);
     // More buffers than one kernel may bind: evaluated op by op, same values.
     const many = 40;
-    let sum: FusedExpr = { kind: "input", index: 0 };
+    let sum: Expr = { kind: "input", index: 0 };
     for (let i = 1; i < many; i++) {
       sum = { kind: "binary", op: "add", a: sum, b: { kind: "input", index: i } };
     }
@@ -294,14 +301,14 @@ Deno.test({
     const cIns = Array.from({ length: many }, (_, i) => (i % 2 ? ca : cb));
     const sts = Array.from({ length: many }, (_, i) => (i % 2 ? a.strides : b.strides));
     await check(
-      GPU.fused!([sum, x0], gIns, sts, shape)[0]!,
-      CPU.fused!([sum, x0], cIns, sts, shape)[0]!,
+      GPU.elementwise([sum, x0], gIns, sts, shape)[0]!,
+      CPU.elementwise([sum, x0], cIns, sts, shape)[0]!,
       EXACT,
       "fused with 40 inputs",
     );
     // An input no expression reads must still bind.
-    const g2 = GPU.fused!([x1], [ga, gb], [a.strides, b.strides], shape);
-    const c2 = CPU.fused!([x1], [ca, cb], [a.strides, b.strides], shape);
+    const g2 = GPU.elementwise([x1], [ga, gb], [a.strides, b.strides], shape);
+    const c2 = CPU.elementwise([x1], [ca, cb], [a.strides, b.strides], shape);
     await check(g2[0]!, c2[0]!, EXACT, "unused input");
   },
 });
@@ -532,7 +539,7 @@ Deno.test({
   fn: async () => {
     const n = 65535 * 256 + 1000;
     const x = GPU.iota(n, 0, 1);
-    const y = GPU.unary("affine", x, 1, 1);
+    const y = unaryOn(GPU, "affine", x, 1, 1);
     const out = await GPU.read(y);
     assert.equal(out.length, n);
     // Every element past the first grid row was written (f32 holds these integers exactly
@@ -570,8 +577,8 @@ Deno.test({
       ] as const
     ) {
       await check(
-        GPU.binary(op, ga, [1], gb, [1], [n]),
-        CPU.binary(op, ca, [1], cb, [1], [n]),
+        binaryOn(GPU, op, ga, [1], gb, [1], [n]),
+        binaryOn(CPU, op, ca, [1], cb, [1], [n]),
         EXACT,
         op,
       );
@@ -590,21 +597,21 @@ Deno.test({
         "eqScalar",
       ] as const
     ) {
-      await check(GPU.unary(op, ga, 0, 0), CPU.unary(op, ca, 0, 0), EXACT, op);
+      await check(unaryOn(GPU, op, ga, 0, 0), unaryOn(CPU, op, ca, 0, 0), EXACT, op);
     }
     // pow(±0, y): WGSL leaves it undefined; the CPU gives +inf for y < 0 and 0 for y > 0.
     const [gz, cz] = both(Float32Array.from([0, -0, 2]));
     for (const y of [-2, -1, 3]) {
       await check(
-        GPU.unary("powScalar", gz, y, 0),
-        CPU.unary("powScalar", cz, y, 0),
+        unaryOn(GPU, "powScalar", gz, y, 0),
+        unaryOn(CPU, "powScalar", cz, y, 0),
         EXACT,
         `pow ${y}`,
       );
     }
     await check(
-      GPU.where(ga, [1], gb, [1], ga, [1], [n]),
-      CPU.where(ca, [1], cb, [1], ca, [1], [n]),
+      whereOn(GPU, ga, [1], gb, [1], ga, [1], [n]),
+      whereOn(CPU, ca, [1], cb, [1], ca, [1], [n]),
       EXACT,
       "where",
     );

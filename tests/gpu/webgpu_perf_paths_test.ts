@@ -5,7 +5,8 @@
  *   [B, C] matrix), inside vec4 kernels and inside kernels with a strided input;
  * - leading-axis column sums (`reduceColsKernel`: bias gradients), vec4 and scalar, with and
  *   without Kahan compensation;
- * - one-kernel vjps of silu, sigmoid, tanh and gelu (`fused` in `unary`'s vjp), first and
+ * - one-kernel vjps of silu, sigmoid, tanh and gelu (the op table's derivative as one
+ *   elementwise kernel in `unary`'s vjp), first and
  *   second order, and the dispatch count they save;
  * - a seeded 30-step toy CFM training run (VelocityMLP + Adam + cfmLoss) whose loss curve on
  *   WebGPU matches the CPU's.
@@ -33,9 +34,9 @@ import {
   valueAndGrad,
   vjp,
 } from "../../mod.ts";
-import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, binaryOn, CPU, HAS_WEBGPU, whereOn } from "../_helpers.ts";
 import { broadcastStrides, stridesOf } from "../../lib/shape.ts";
-import type { UnaryOp } from "../../lib/backend/backend.ts";
+import type { UnaryOp } from "../../lib/ir.ts";
 import type { WebGPUBackend } from "../../lib/backend/webgpu.ts";
 
 const GPU = backendByName("webgpu") as Backend;
@@ -69,7 +70,7 @@ async function onGpu(
 }
 
 Deno.test({
-  name: "WebGPUBackend.binary reads a broadcast row vector (row4/row modes) exactly",
+  name: "WebGPUBackend.elementwise reads a broadcast row vector (row4/row modes) exactly",
   ignore: !HAS_WEBGPU,
   fn: async () => {
     // [rows..., C] + [C]: C % 4 == 0 (row4, vec4 loads), odd C (row, per-component loads),
@@ -88,9 +89,9 @@ Deno.test({
       const a = randData(prod(shape), seed++), b = randData(prod(rowShape), seed++);
       for (const op of ["add", "mul", "sub"] as const) {
         const aSt = stridesOf(shape), bSt = broadcastStrides(rowShape, shape);
-        const got = await onGpu([a, b], ([x, y]) => GPU.binary(op, x!, aSt, y!, bSt, shape));
+        const got = await onGpu([a, b], ([x, y]) => binaryOn(GPU, op, x!, aSt, y!, bSt, shape));
         // Reversed operand order: the row is input 0.
-        const rev = await onGpu([b, a], ([y, x]) => GPU.binary(op, y!, bSt, x!, aSt, shape));
+        const rev = await onGpu([b, a], ([y, x]) => binaryOn(GPU, op, y!, bSt, x!, aSt, shape));
         const C = rowShape[rowShape.length - 1]!;
         const want = new Float32Array(a.length), wantRev = new Float32Array(a.length);
         for (let i = 0; i < a.length; i++) {
@@ -106,7 +107,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "WebGPUBackend.fused/where mix a row vector with strided and scalar inputs",
+  name: "WebGPUBackend.elementwise mixes a row vector with strided and scalar inputs",
   ignore: !HAS_WEBGPU,
   fn: async () => {
     // A transposed input forces the scalar (non-vec4) kernel; the row is read at i % C there
@@ -128,16 +129,16 @@ Deno.test({
         b: { kind: "input" as const, index: 2 },
       };
       const ins = [x, row, s].map((d) => GPU.upload(d));
-      const [out] = GPU.fused!([expr], ins, [xT, rowSt, sSt], shape);
+      const [out] = GPU.elementwise([expr], ins, [xT, rowSt, sSt], shape);
       const got = await GPU.read(out!);
       const cIns = [x, row, s].map((d) => CPU.upload(d));
-      const [cOut] = CPU.fused!([expr], cIns, [xT, rowSt, sSt], shape);
+      const [cOut] = CPU.elementwise([expr], cIns, [xT, rowSt, sSt], shape);
       const want = await CPU.read(cOut!);
       assertClose(got, want, { rtol: 0, atol: 0, msg: `fused strided + row + scalar, C = ${C}` });
       // where(cond row, a, b) in a vec4 kernel.
       const cond = Float32Array.from({ length: C }, (_, i) => (i % 3 === 0 ? 1 : 0));
       const cb = GPU.upload(cond), ab = GPU.upload(x), bb = GPU.upload(new Float32Array([-7]));
-      const w = await GPU.read(GPU.where(cb, rowSt, ab, stridesOf(shape), bb, sSt, shape));
+      const w = await GPU.read(whereOn(GPU, cb, rowSt, ab, stridesOf(shape), bb, sSt, shape));
       for (let i = 0; i < w.length; i++) {
         assert.equal(w[i], cond[i % C] ? x[i] : -7, `where element ${i} (C = ${C})`);
       }

@@ -15,7 +15,7 @@ import {
   tidy,
   valueAndGrad,
 } from "../../mod.ts";
-import { HAS_WEBGPU } from "../_helpers.ts";
+import { HAS_WEBGPU, unaryOn } from "../_helpers.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "../../lib/backend/webgpu.ts";
 import { sizeClass } from "../../lib/device/pool.ts";
 
@@ -66,7 +66,8 @@ Deno.test({
         if (step > 10) assert.equal(be.liveBytes(), afterWarmup, `live bytes grew at step ${step}`);
       }
       assert.ok(last < first, `loss should decrease: ${first} -> ${last}`);
-      assert.ok(be.stats().dispatches - d0 > 200 * 20, "the loop ran on the WebGPU backend");
+      // About 19 dispatches a step (20 before the square's backward became one fused kernel).
+      assert.ok(be.stats().dispatches - d0 > 200 * 15, "the loop ran on the WebGPU backend");
       for (const t of [x, y, ...Object.values(params)]) t.dispose();
       await be.sync();
       assert.equal(be.liveBytes(), base);
@@ -87,7 +88,7 @@ Deno.test({
     const tmp = [];
     let cur = x;
     for (let i = 0; i < 50; i++) {
-      cur = be.unary("affine", cur, 1, 1);
+      cur = unaryOn(be, "affine", cur, 1, 1);
       tmp.push(cur);
     }
     const s1 = be.stats();
@@ -105,7 +106,7 @@ Deno.test({
     const limit = be.runtime.maxBatchDispatches;
     const y = be.fill(16, 0);
     const s3 = be.stats();
-    for (let i = 0; i < limit + 10; i++) be.free(be.unary("exp", y, 0, 0));
+    for (let i = 0; i < limit + 10; i++) be.free(unaryOn(be, "exp", y, 0, 0));
     be.flush();
     assert.equal(be.stats().submits, s3.submits + 2);
     be.free(y);
@@ -121,14 +122,14 @@ Deno.test({
     be.free(s);
     be.free(s); // idempotent
     await assert.rejects(() => be.read(s), /after it was freed/);
-    assert.throws(() => be.unary("exp", s, 0, 0), /after it was freed/);
+    assert.throws(() => unaryOn(be, "exp", s, 0, 0), /after it was freed/);
     await onWebGPU(async () => {
       const t = randn([3], { seed: 0 });
       t.dispose();
       await assert.rejects(async () => await t.data(), /used after dispose/);
     });
     const cpuStorage = backendByName("cpu")!.upload(Float32Array.from([1]));
-    assert.throws(() => be.unary("exp", cpuStorage, 0, 0), TypeError);
+    assert.throws(() => unaryOn(be, "exp", cpuStorage, 0, 0), TypeError);
   },
 });
 
@@ -178,7 +179,7 @@ Deno.test({
     const be = await createWebGPUBackend();
     const x = be.upload(new Float32Array(1 << 16).fill(2));
     let y = x;
-    for (let i = 0; i < 20; i++) y = be.unary("sqrt", y, 0, 0);
+    for (let i = 0; i < 20; i++) y = unaryOn(be, "sqrt", y, 0, 0);
     const pending = be.read(y);
     be.destroyDevice();
     // The read either completed before the loss or rejects: it must not hang.
@@ -188,7 +189,7 @@ Deno.test({
     ]);
     assert.notEqual(settled, "hung");
     if (settled !== "resolved") assert.match(settled, /lost/);
-    assert.throws(() => be.unary("exp", x, 0, 0), /device was lost/);
+    assert.throws(() => unaryOn(be, "exp", x, 0, 0), /device was lost/);
     assert.throws(() => be.alloc(4), /device was lost/);
     await assert.rejects(() => be.read(x), /device was lost/);
     await assert.rejects(() => be.sync(), /device was lost/);

@@ -38,6 +38,7 @@ Deno.test("the permission scanner itself flags broad permissions", () => {
 Deno.test("mod.ts imports and trains a few steps with zero permissions", async () => {
   const script = `
     import * as fg from ${JSON.stringify(new URL("mod.ts", ROOT).href)};
+    await fg.init();
     const w = fg.tensor([0.5, -0.5], [2, 1]);
     const x = fg.randn([64, 2], { seed: 1 });
     const y = fg.matmul(x, fg.tensor([2, -3], [2, 1]));

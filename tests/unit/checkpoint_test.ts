@@ -12,11 +12,15 @@ import {
   decodeSafetensorsWithMetadata,
   encodeCheckpoint,
   encodeSafetensors,
+  init,
   loadCheckpoint,
   saveCheckpoint,
   tensor,
 } from "../../mod.ts";
 import { crc32 } from "../../lib/formats/_bytes.ts";
+
+// Tensors live on the default backend, as in an application (WebGPU when an adapter exists).
+await init();
 
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();

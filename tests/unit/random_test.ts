@@ -6,7 +6,7 @@
  */
 import { strict as assert } from "node:assert";
 import * as fg from "../../mod.ts";
-import { philox4x32 } from "../../lib/backend/backend.ts";
+import { philox4x32 } from "../../lib/philox.ts";
 import { normalCdf } from "../_ref.ts";
 
 fg.setBackend("cpu");

@@ -1,0 +1,189 @@
+/**
+ * @file Philox 4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+ * SC'11): the counter-based generator both backends draw from, as a TypeScript function and
+ * as WGSL written word for word alike, plus the definition of each stream element. Pure (no
+ * GPU, no Tensor), so kernels and backends import it from below.
+ * @module
+ */
+
+/** Kinds of random stream. `bits` returns raw 32-bit words reinterpreted as float bits. */
+export type RandomKind = "uniform" | "normal" | "bits";
+
+/** Philox state: a 64-bit key as two words and a 64-bit block counter as two words. */
+export interface RandomState {
+  key: readonly [number, number];
+  counter: readonly [number, number];
+}
+
+const PHILOX_M0 = 0xd2511f53;
+const PHILOX_M1 = 0xcd9e8d57;
+const PHILOX_W0 = 0x9e3779b9;
+const PHILOX_W1 = 0xbb67ae85;
+
+function mulhilo(a: number, b: number): [number, number] {
+  // 32x32 -> 64-bit product from 16-bit halves, exact in doubles.
+  const aL = a & 0xffff, aH = a >>> 16, bL = b & 0xffff, bH = b >>> 16;
+  const ll = aL * bL, lh = aL * bH, hl = aH * bL, hh = aH * bH;
+  const mid = (ll >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  const hi = (hh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
+  const lo = Math.imul(a, b) >>> 0;
+  return [hi, lo];
+}
+
+/**
+ * Philox 4x32-10 of one 128-bit counter block under a 64-bit key.
+ *
+ * @example
+ * ```ts
+ * import { philox4x32 } from "./philox.ts";
+ * // Random123 known-answer test: counter 0, key 0.
+ * const r = philox4x32([0, 0, 0, 0], [0, 0]);
+ * if (r[0] !== 0x6627e8d5) throw new Error("bad");
+ * ```
+ */
+export function philox4x32(
+  ctr: readonly [number, number, number, number],
+  key: readonly [number, number],
+): [number, number, number, number] {
+  let [c0, c1, c2, c3] = ctr;
+  let [k0, k1] = key;
+  for (let r = 0; r < 10; r++) {
+    const [hi0, lo0] = mulhilo(PHILOX_M0, c0);
+    const [hi1, lo1] = mulhilo(PHILOX_M1, c2);
+    const n0 = (hi1 ^ c1 ^ k0) >>> 0;
+    const n2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 = (k0 + PHILOX_W0) >>> 0;
+    k1 = (k1 + PHILOX_W1) >>> 0;
+  }
+  return [c0, c1, c2, c3];
+}
+
+/**
+ * WGSL Philox 4x32-10, word for word the same as `philox4x32`: `philox_(ctr, key)`.
+ *
+ * @example
+ * ```ts
+ * import { WGSL_PHILOX } from "./philox.ts";
+ * if (!WGSL_PHILOX.includes("fn philox_(")) throw new Error("bad");
+ * ```
+ */
+export const WGSL_PHILOX = `
+fn mulhilo_(a: u32, b: u32) -> vec2<u32> {
+  let aL = a & 0xffffu; let aH = a >> 16u; let bL = b & 0xffffu; let bH = b >> 16u;
+  let ll = aL * bL; let lh = aL * bH; let hl = aH * bL; let hh = aH * bH;
+  let mid = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
+  let hi = hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
+  return vec2<u32>(hi, a * b);
+}
+fn philox_(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+  var c = ctr; var k = key;
+  for (var r = 0u; r < 10u; r++) {
+    let p0 = mulhilo_(0xd2511f53u, c.x);
+    let p1 = mulhilo_(0xcd9e8d57u, c.z);
+    c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
+    k = k + vec2<u32>(0x9e3779b9u, 0xbb67ae85u);
+  }
+  return c;
+}
+`;
+
+/**
+ * Map a 32-bit word to a uniform float in [0, 1): top 24 bits, exact in f32 on both backends.
+ *
+ * @example
+ * ```ts
+ * import { u32ToUniform } from "./philox.ts";
+ * if (u32ToUniform(0xffffffff) >= 1 || u32ToUniform(0) !== 0) throw new Error("bad");
+ * ```
+ */
+export function u32ToUniform(w: number): number {
+  return (w >>> 8) * (1 / 16777216);
+}
+
+/**
+ * The random value of element `i` of a stream, the CPU definition the WGSL kernel follows:
+ * uniform/bits use word `i % 4` of block `i / 4`; normal uses Box–Muller on the pair
+ * (words 0,1 for even `i`, words 2,3 for odd `i`) of block `i / 2`.
+ *
+ * @example
+ * ```ts
+ * import { randomElement } from "./philox.ts";
+ * const u = randomElement("uniform", 3, { key: [0, 0], counter: [0, 0] });
+ * if (!(u >= 0 && u < 1)) throw new Error("bad");
+ * ```
+ */
+export function randomElement(kind: RandomKind, i: number, st: RandomState): number {
+  const block = kind === "normal" ? Math.floor(i / 2) : Math.floor(i / 4);
+  const lo = (st.counter[0] + block) >>> 0;
+  const carry = st.counter[0] + block > 0xffffffff ? 1 : 0;
+  const w = philox4x32([lo, (st.counter[1] + carry) >>> 0, 0, 0], st.key);
+  if (kind === "normal") {
+    const j = (i & 1) * 2;
+    // u1 in (0, 1] so the log is finite.
+    const u1 = ((w[j]! >>> 8) + 1) * (1 / 16777216);
+    const u2 = u32ToUniform(w[j + 1]!);
+    return Math.fround(Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2));
+  }
+  const word = w[i % 4]!;
+  if (kind === "bits") {
+    const f = new Float32Array(new Uint32Array([word]).buffer);
+    return f[0]!;
+  }
+  return u32ToUniform(word);
+}
+
+/**
+ * Number of Philox blocks a stream of `size` elements of `kind` consumes.
+ *
+ * @example
+ * ```ts
+ * import { randomBlocks } from "./philox.ts";
+ * if (randomBlocks("normal", 5) !== 3 || randomBlocks("uniform", 5) !== 2) throw new Error("bad");
+ * ```
+ */
+export function randomBlocks(kind: RandomKind, size: number): number {
+  return kind === "normal" ? Math.ceil(size / 2) : Math.ceil(size / 4);
+}
+
+/**
+ * A whole stream of `size` elements of `kind` from `st`, element `i` as `randomElement`
+ * defines it (computed a block at a time): the CPU backend's `random`.
+ *
+ * @example
+ * ```ts
+ * import { randomElement, randomStream } from "./philox.ts";
+ * const st = { key: [1, 2], counter: [3, 0] } as const;
+ * const u = randomStream("uniform", 5, st);
+ * if (u[4] !== randomElement("uniform", 4, st)) throw new Error("bad");
+ * ```
+ */
+export function randomStream(kind: RandomKind, size: number, st: RandomState): Float32Array {
+  const o = new Float32Array(size);
+  const u = new Uint32Array(o.buffer);
+  const blocks = randomBlocks(kind, size);
+  for (let b = 0; b < blocks; b++) {
+    const lo0 = st.counter[0] + b;
+    const w = philox4x32(
+      [lo0 >>> 0, (st.counter[1] + (lo0 > 0xffffffff ? 1 : 0)) >>> 0, 0, 0],
+      st.key,
+    );
+    if (kind === "normal") {
+      for (let h = 0; h < 2 && 2 * b + h < size; h++) {
+        // u1 in (0, 1] so the log is finite.
+        const u1 = ((w[2 * h]! >>> 8) + 1) * (1 / 16777216);
+        const u2 = u32ToUniform(w[2 * h + 1]!);
+        o[2 * b + h] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+      }
+    } else {
+      for (let h = 0; h < 4 && 4 * b + h < size; h++) {
+        if (kind === "bits") u[4 * b + h] = w[h]!;
+        else o[4 * b + h] = u32ToUniform(w[h]!);
+      }
+    }
+  }
+  return o;
+}

@@ -1,0 +1,154 @@
+/**
+ * @file Every row of the elementwise op table (lib/ir.ts) against its own CPU function: the
+ * derivative the row declares, as used by reverse mode (one fused kernel), forward mode and
+ * second order (op by op), equals central differences of the row's `cpu` function in f64, on
+ * every available backend; broadcast operands get their cotangents summed back. A new row is
+ * covered by adding it to the table (give it a domain below if it needs one).
+ *
+ * Tolerances: first derivatives rtol 2e-3, atol 2e-4 (f32 evaluation against f64 differences
+ * with h = 1e-3·max(1, |x|)); second derivatives rtol 1e-2, atol 1e-2 (differences of f32
+ * first derivatives with h = 1e-2).
+ * @module
+ */
+import {
+  type Backend,
+  backendByName,
+  binary,
+  type BinaryOp,
+  getBackend,
+  grad,
+  jvp,
+  setBackend,
+  type Tensor,
+  tensor,
+  unary,
+  type UnaryOp,
+  valueAndGrad,
+} from "../../mod.ts";
+import { BINARY, UNARY } from "../../lib/ir.ts";
+import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
+
+const BACKENDS: Backend[] = [CPU, ...(HAS_WEBGPU ? [backendByName("webgpu")!] : [])];
+
+/** Inputs away from kinks and singularities, and scalar parameters, per unary op. */
+const UNARY_CASES: Partial<Record<UnaryOp, { xs: number[]; p0?: number; p1?: number }>> = {
+  log: { xs: [0.3, 0.9, 1.7, 4] },
+  sqrt: { xs: [0.3, 0.9, 1.7, 4] },
+  rsqrt: { xs: [0.3, 0.9, 1.7, 4] },
+  reciprocal: { xs: [-2.5, -0.6, 0.7, 3] },
+  affine: { xs: [-1.5, 0.2, 2], p0: 1.5, p1: -0.5 },
+  powScalar: { xs: [-1.5, 0.4, 2], p0: 3 },
+  clamp: { xs: [-2, -0.5, 0.3, 1.8], p0: -1, p1: 1 },
+  relu: { xs: [-1.5, -0.2, 0.3, 2] },
+  abs: { xs: [-1.5, -0.2, 0.3, 2] },
+};
+const DEFAULT_XS = [-2.2, -0.7, 0.15, 0.8, 2.1];
+
+/** Operand pairs per binary op (a, b), away from ties and singularities. */
+const BINARY_CASES: Partial<Record<BinaryOp, [number[], number[]]>> = {
+  div: [[-1.5, 0.5, 2, 3], [0.7, -1.2, 2.5, 1.1]],
+  pow: [[0.5, 1.3, 2, 0.8], [1.5, -0.7, 2.2, 3]],
+};
+const DEFAULT_AB: [number[], number[]] = [[-1.5, 0.5, 2, -0.3], [0.7, -1.2, 1.4, 1.1]];
+
+function onBackend<T>(be: Backend, f: () => T): T {
+  const prev = getBackend().name;
+  setBackend(be.name);
+  try {
+    return f();
+  } finally {
+    setBackend(prev);
+  }
+}
+
+const step = (x: number) => 1e-3 * Math.max(1, Math.abs(x));
+const f32 = Math.fround;
+
+for (const be of BACKENDS) {
+  Deno.test(`op table (${be.name}): every unary row's derivative in reverse, forward and second order`, async () => {
+    for (const op of Object.keys(UNARY) as UnaryOp[]) {
+      const row = UNARY[op];
+      const c = UNARY_CASES[op] ?? { xs: DEFAULT_XS };
+      const p0 = c.p0 ?? 0, p1 = c.p1 ?? 0;
+      const xs = c.xs;
+      const w = xs.map((_, i) => 0.5 + 0.25 * i);
+      const f = (x: number) => row.cpu(x, f32(p0), f32(p1));
+      // d f(x)/dx by central differences of the row's own CPU function, in f64.
+      const want = xs.map((x, i) => {
+        if (row.d === null) return 0;
+        const h = step(x);
+        return w[i]! * (f(x + h) - f(x - h)) / (2 * h);
+      });
+      const [gRev, gFwd] = await onBackend(be, async () => {
+        const x = tensor(xs), wt = tensor(w);
+        const g = grad((x: Tensor) => unary(op, x, p0, p1).mul(wt).sum())(x);
+        const [y, t] = jvp((x: Tensor) => unary(op, x, p0, p1), [x], [wt]);
+        const r = [await g.data(), await t.data()];
+        for (const z of [x, wt, g, y, t]) z.dispose();
+        return r;
+      });
+      const tol = { rtol: 2e-3, atol: 2e-4 };
+      assertClose(gRev!, want, { ...tol, msg: `${be.name} vjp ${op}` });
+      assertClose(gFwd!, want, { ...tol, msg: `${be.name} jvp ${op}` });
+      if (row.d === null) continue;
+      // Second order: d/dx of the first derivative (its rule runs op by op under the outer
+      // tape) against differences of the first derivative.
+      const d1 = (x: Tensor) => grad((x: Tensor) => unary(op, x, p0, p1).sum())(x);
+      const [got2, fd2] = await onBackend(be, async () => {
+        const x = tensor(xs);
+        const h = 1e-2;
+        const g2 = grad((x: Tensor) => d1(x).sum())(x);
+        const xp = tensor(xs.map((v) => v + h)), xm = tensor(xs.map((v) => v - h));
+        const [gp, gm] = [await d1(xp).data(), await d1(xm).data()];
+        const r = [await g2.data(), gp.map((v, i) => (v - gm[i]!) / (2 * h))];
+        for (const z of [x, g2, xp, xm]) z.dispose();
+        return r;
+      });
+      assertClose(got2!, fd2!, { rtol: 1e-2, atol: 1e-2, msg: `${be.name} second order ${op}` });
+    }
+  });
+
+  Deno.test(`op table (${be.name}): every binary row's partials, with broadcasting`, async () => {
+    for (const op of Object.keys(BINARY) as BinaryOp[]) {
+      const row = BINARY[op];
+      const [as, bs] = BINARY_CASES[op] ?? DEFAULT_AB;
+      // a [2, 4] and b [4] broadcast along rows: b's cotangent sums the two rows.
+      const a2 = [...as, ...as.map((v) => v * 0.9)], w = a2.map((_, i) => 0.3 + 0.1 * i);
+      const da = a2.map((a, i) => {
+        if (row.d === null) return 0;
+        const b = bs[i % 4]!, h = step(a);
+        return w[i]! * (row.cpu(a + h, b) - row.cpu(a - h, b)) / (2 * h);
+      });
+      const db = bs.map((b, j) => {
+        if (row.d === null) return 0;
+        const h = step(b);
+        let s = 0;
+        for (let r = 0; r < 2; r++) {
+          const a = a2[r * 4 + j]!;
+          s += w[r * 4 + j]! * (row.cpu(a, b + h) - row.cpu(a, b - h)) / (2 * h);
+        }
+        return s;
+      });
+      const [ga, gb, tan] = await onBackend(be, async () => {
+        const a = tensor(a2, [2, 4]), b = tensor(bs), wt = tensor(w, [2, 4]);
+        const [v, g] = valueAndGrad((p: Tensor[]) => binary(op, p[0]!, p[1]!).mul(wt).sum())([
+          a,
+          b,
+        ]);
+        // Forward mode with both tangents: Σ w·(∂a·ta + ∂b·tb) with ta = 1, tb = 1.
+        const [y, t] = jvp((a: Tensor, b: Tensor) => binary(op, a, b).mul(wt).sum(), [a, b], [
+          tensor(a2.map(() => 1), [2, 4]),
+          tensor(bs.map(() => 1)),
+        ]);
+        const r = [await g[0]!.data(), await g[1]!.data(), await t.data()];
+        for (const z of [a, b, wt, v, ...g, y, t]) z.dispose();
+        return r;
+      });
+      const tol = { rtol: 2e-3, atol: 2e-4 };
+      assertClose(ga!, da, { ...tol, msg: `${be.name} ∂a ${op}` });
+      assertClose(gb!, db, { ...tol, msg: `${be.name} ∂b ${op}` });
+      const sum = da.reduce((p, q) => p + q, 0) + db.reduce((p, q) => p + q, 0);
+      assertClose(tan!, [sum], { rtol: 2e-3, atol: 1e-3, msg: `${be.name} jvp ${op}` });
+    }
+  });
+}
