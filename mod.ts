@@ -21,8 +21,16 @@ export {
   type InitOptions,
   setBackend,
 } from "./lib/backend/select.ts";
-export type { Backend } from "./lib/backend/backend.ts";
-export type { BinaryOp, ReduceOp, UnaryOp } from "./lib/ir.ts";
+export type {
+  Backend,
+  ElementwiseGroup,
+  MatmulEpilogue,
+  Storage,
+  View,
+} from "./lib/backend/backend.ts";
+export type { RandomKind, RandomState } from "./lib/philox.ts";
+export type { Axes } from "./lib/ops/ops.ts";
+export type { BinaryOp, Expr, MatmulGeom, ReduceOp, UnaryOp } from "./lib/ir.ts";
 export {
   Generator,
   type GeneratorState,
@@ -36,8 +44,14 @@ export {
 } from "./lib/random.ts";
 export { grad, type GradOptions, jvp, valueAndGrad, vjp } from "./lib/autodiff/mod.ts";
 // ---- layers above the engine (each lib/<layer>/mod.ts owns its exports) ----
+/** Neural-network modules (PyTorch-style names): layers, DiT/SiT, toy velocity nets. */
 export * as nn from "./lib/nn/mod.ts";
+/** Optimizers (SGD, Adam, AdamW, RAdam), gradient clipping, EMA and LR schedules. */
 export * as optim from "./lib/optim/mod.ts";
+// Their types also at the top level, so that signatures elsewhere (the training loop's
+// `Trainer`, `EMA`, `Optimizer`) name public types (deno doc --lint).
+export type * from "./lib/nn/mod.ts";
+export type * from "./lib/optim/mod.ts";
 export * from "./lib/ot/mod.ts";
 export * from "./lib/io/mod.ts";
 export * from "./lib/flow/mod.ts";

@@ -32,7 +32,8 @@ export type CamelCase<S extends string> = S extends `${infer H}-${infer T}`
   ? `${H}${Capitalize<CamelCase<T>>}`
   : S;
 
-type FlagValue<F extends FlagSpec> = F["type"] extends "int" | "number" ? number
+/** The parsed value type of one flag spec (number, boolean, a choice's literal union, string). */
+export type FlagValue<F extends FlagSpec> = F["type"] extends "int" | "number" ? number
   : F["type"] extends "bool" ? boolean
   : F["type"] extends "choice" ? (F["choices"] extends readonly (infer C)[] ? C : string)
   : string;

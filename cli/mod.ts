@@ -14,6 +14,7 @@
 export {
   type CamelCase,
   type FlagSpec,
+  type FlagValue,
   formatUsage,
   type ParsedFlags,
   parseFlags,

@@ -676,12 +676,20 @@ export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin";
 /** Batched matmul geometry. A is [batch, m, k] (or [batch, k, m] when transA), B is
  * [batch, k, n] (or [batch, n, k] when transB); a batch stride of 0 broadcasts. */
 export interface MatmulGeom {
+  /** Number of matrices. */
   batch: number;
+  /** Rows of A and of the output. */
   m: number;
+  /** Columns of B and of the output. */
   n: number;
+  /** The contracted dimension. */
   k: number;
+  /** A is stored transposed ([batch, k, m]). */
   transA: boolean;
+  /** B is stored transposed ([batch, n, k]). */
   transB: boolean;
+  /** Elements between consecutive A matrices (0 broadcasts one A). */
   aBatchStride: number;
+  /** Elements between consecutive B matrices (0 broadcasts one B). */
   bBatchStride: number;
 }

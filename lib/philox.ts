@@ -11,7 +11,9 @@ export type RandomKind = "uniform" | "normal" | "bits";
 
 /** Philox state: a 64-bit key as two words and a 64-bit block counter as two words. */
 export interface RandomState {
+  /** The 64-bit key as two 32-bit words. */
   key: readonly [number, number];
+  /** The 64-bit block counter as two 32-bit words (low, high). */
   counter: readonly [number, number];
 }
 

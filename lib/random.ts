@@ -13,7 +13,9 @@ import { checkInt } from "./_util.ts";
 
 /** Serializable generator state. */
 export interface GeneratorState {
+  /** The seed (the Philox key). */
   seed: number;
+  /** Philox blocks consumed so far. */
   counter: number;
 }
 

@@ -71,6 +71,7 @@ export function valueAndGrad<P extends TensorTree, A extends unknown[]>(
   f: (params: P, ...rest: A) => Tensor,
   opts?: GradOptions & { hasAux?: false },
 ): (params: P, ...rest: A) => [Tensor, P];
+/** With `hasAux: true`, `f` returns `[loss, aux]` and the result is `[[loss, aux], grads]`. */
 export function valueAndGrad<P extends TensorTree, A extends unknown[], X>(
   f: (params: P, ...rest: A) => [Tensor, X],
   opts: GradOptions & { hasAux: true },

@@ -18,14 +18,19 @@ export interface Storage {
 
 /** A strided view: element `i` (row-major over `shape`) lives at `offset + Σ idx_d·strides_d`. */
 export interface View {
+  /** The view's shape. */
   shape: readonly number[];
+  /** Element stride of each axis (0 on a broadcast axis). */
   strides: readonly number[];
+  /** Element offset of index 0. */
   offset: number;
 }
 
 /** One group of `elementwiseGroups`: same-sized contiguous inputs (e.g. p, g, m, v). */
 export interface ElementwiseGroup {
+  /** The group's inputs, all of `size` elements. */
   readonly inputs: readonly Storage[];
+  /** Elements per input (and per output). */
   readonly size: number;
 }
 
@@ -36,7 +41,9 @@ export interface ElementwiseGroup {
  * linear layer one dispatch.
  */
 export interface MatmulEpilogue {
+  /** The expression over the accumulator (input 0) and the rows (inputs 1…). */
   readonly expr: Expr;
+  /** Row vectors of `n` elements broadcast along the output's last axis (e.g. a bias). */
   readonly rows: readonly Storage[];
 }
 
@@ -50,11 +57,15 @@ export interface Backend {
   readonly name: "cpu" | "webgpu";
   /** Human-readable description of the device in use. */
   readonly description: string;
+  /** A new storage holding a copy of `data`. */
   upload(data: Float32Array): Storage;
+  /** The elements of `s`, after all recorded work that writes it has run. */
   read(s: Storage): Promise<Float32Array>;
   /** Synchronous read: the CPU backend's elements; WebGPU throws (a GPU read is async). */
   readSync(s: Storage): Float32Array;
+  /** A new storage of `size` elements (contents unspecified). */
   alloc(size: number): Storage;
+  /** Release `s` (its buffer returns to the pool on WebGPU). */
   free(s: Storage): void;
   /** Bytes of storages allocated and not yet freed (garbage-collected leaks still count). */
   liveBytes(): number;

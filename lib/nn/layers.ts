@@ -216,6 +216,7 @@ export function applyActivation(name: ActivationName, x: Tensor): Tensor {
 export class Activation extends Module {
   /** The activation's name. */
   readonly kind: ActivationName;
+  /** Create a Activation; the options are described on the class and its options type. */
   constructor(kind: string) {
     super();
     this.kind = checkChoice("activation", kind, ACTIVATIONS);
@@ -251,6 +252,7 @@ export class SiLU extends Activation {
  * ```
  */
 export class GELU extends Activation {
+  /** Create a GELU; the options are described on the class and its options type. */
   constructor(approximate: "none" | "tanh" = "none") {
     super(approximate === "tanh" ? "gelu_tanh" : "gelu");
   }
@@ -298,6 +300,7 @@ export class Linear extends Module {
   readonly bias: Tensor | undefined;
   /** Activation applied to the output, or null. */
   readonly activation: LinearActivation | null;
+  /** Create a Linear; the options are described on the class and its options type. */
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
     this.activation = opts.activation == null ? null : checkChoice(
@@ -382,6 +385,7 @@ export function forwardFusingActivations(
  * ```
  */
 export class MLP extends Sequential {
+  /** Create a MLP; the options are described on the class and its options type. */
   constructor(sizes: readonly number[], activation: string = "silu", opts: RandomOptions = {}) {
     if (!Array.isArray(sizes) || sizes.length < 2) {
       throw new RangeError(`Expected MLP sizes to list at least 2 widths but found [${sizes}]`);
@@ -420,6 +424,7 @@ export class FeedForward extends Module {
   readonly act: Activation;
   /** Second projection. */
   readonly fc2: Linear;
+  /** Create a FeedForward; the options are described on the class and its options type. */
   constructor(dim: number, hidden: number, activation: string = "gelu", opts: RandomOptions = {}) {
     super();
     const g = generatorOf(opts);
@@ -462,6 +467,7 @@ export class LayerNorm extends Module {
   readonly weight: Tensor | undefined;
   /** Shift (zeros), when affine. */
   readonly bias: Tensor | undefined;
+  /** Create a LayerNorm; the options are described on the class and its options type. */
   constructor(dim: number, opts: LayerNormOptions = {}) {
     super();
     this.dim = checkInt("dim", dim, 1);
@@ -506,6 +512,7 @@ export class Dropout extends Module {
   readonly p: number;
   /** The mask generator (undefined = global). */
   generator: Generator | undefined;
+  /** Create a Dropout; the options are described on the class and its options type. */
   constructor(p: number, opts: DropoutOptions = {}) {
     super();
     this.p = checkNumber("dropout probability", p, 0, 1);
@@ -541,6 +548,7 @@ export class Embedding extends Module {
   readonly dim: number;
   /** [num, dim]. */
   readonly weight: Tensor;
+  /** Create a Embedding; the options are described on the class and its options type. */
   constructor(num: number, dim: number, opts: RandomOptions = {}) {
     super();
     this.num = checkInt("number of embeddings", num, 1);
@@ -585,6 +593,7 @@ export class LabelEmbedder extends Module {
   readonly embeddingTable: Embedding;
   /** Generator for the drop decisions (undefined = global). */
   dropGenerator: Generator | undefined;
+  /** Create a LabelEmbedder; the options are described on the class and its options type. */
   constructor(numClasses: number, dim: number, dropProb = 0.1, opts: LabelEmbedderOptions = {}) {
     super();
     this.numClasses = checkInt("numClasses", numClasses, 1);
@@ -697,6 +706,7 @@ export class TimestepEmbedder extends Module {
   readonly frequencyEmbeddingSize: number;
   /** The sinusoid's options (period, scale, order), e.g. to rewrite weights for another time convention. */
   readonly embeddingOptions: Readonly<TimestepEmbeddingOptions>;
+  /** Create a TimestepEmbedder; the options are described on the class and its options type. */
   constructor(hidden: number, opts: TimestepEmbedderOptions = {}) {
     super();
     this.frequencyEmbeddingSize = checkInt(
@@ -763,6 +773,7 @@ export class Conv2d extends Module {
   /** [out], or undefined. */
   readonly bias: Tensor | undefined;
   #cache = new Map<string, Tensor>();
+  /** Create a Conv2d; the options are described on the class and its options type. */
   constructor(
     inChannels: number,
     outChannels: number,

@@ -222,6 +222,7 @@ export class Module {
 export class Sequential extends Module {
   /** The members in order. */
   readonly layers: readonly Module[];
+  /** Create a Sequential; the options are described on the class and its options type. */
   constructor(layers: readonly Module[]) {
     super();
     this.layers = [...layers];

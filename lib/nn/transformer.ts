@@ -56,6 +56,7 @@ export class MultiheadSelfAttention extends Module {
   readonly qkv: Linear;
   /** Output projection. */
   readonly proj: Linear;
+  /** Create a MultiheadSelfAttention; the options are described on the class and its options type. */
   constructor(dim: number, numHeads: number, opts: AttentionOptions = {}) {
     super();
     this.dim = checkInt("dim", dim, 1);
@@ -141,6 +142,7 @@ export class AdaLNZeroBlock extends Module {
   readonly mlp: FeedForward;
   /** SiLU, Linear(hidden, 6·hidden). */
   readonly adaLNModulation: Sequential;
+  /** Create a AdaLNZeroBlock; the options are described on the class and its options type. */
   constructor(hidden: number, numHeads: number, opts: AdaLNZeroBlockOptions = {}) {
     super();
     const r = ro(opts);
@@ -198,6 +200,7 @@ export class FinalLayer extends Module {
   readonly linear: Linear;
   /** SiLU, Linear(hidden, 2·hidden). */
   readonly adaLNModulation: Sequential;
+  /** Create a FinalLayer; the options are described on the class and its options type. */
   constructor(hidden: number, patchSize: number, outChannels: number, opts: RandomOptions = {}) {
     super();
     const r = ro(opts);
@@ -320,6 +323,7 @@ export function get2dSinCosPosEmbed(embedDim: number, gridSize: number): Tensor 
 export class PatchEmbed extends Module {
   /** Conv2d(in, hidden, p, stride p). */
   readonly proj: Conv2d;
+  /** Create a PatchEmbed; the options are described on the class and its options type. */
   constructor(patchSize: number, inChannels: number, hidden: number, opts: RandomOptions = {}) {
     super();
     this.proj = this.module(
@@ -385,6 +389,7 @@ export class DiT extends Module {
   readonly blocks: Sequential;
   /** Final layer. */
   readonly finalLayer: FinalLayer;
+  /** Create a DiT; the options are described on the class and its options type. */
   constructor(opts: DiTOptions) {
     super();
     const c = {

@@ -77,6 +77,7 @@ export class VelocityMLP extends Module {
   readonly yEmbedder: LabelEmbedder | undefined;
   /** Sinusoidal time width, or 0 for raw t. */
   readonly timeEmbedDim: number;
+  /** Create a VelocityMLP; the options are described on the class and its options type. */
   constructor(opts: VelocityMLPOptions) {
     super();
     this.dim = checkInt("dim", opts.dim, 1);
@@ -133,6 +134,7 @@ export class AdaLNZero extends Module {
   readonly norm: LayerNorm;
   /** cond → [scale, shift] (`fc`, zero init). */
   readonly fc: Linear;
+  /** Create a AdaLNZero; the options are described on the class and its options type. */
   constructor(hidden: number, condDim: number, opts: RandomOptions = {}) {
     super();
     this.norm = this.module("norm", new LayerNorm(hidden));
@@ -196,6 +198,7 @@ export class AdaLNMLP extends Module {
   readonly outputLayer: Linear;
   /** Label embedder (when class-conditional). */
   readonly yEmbedder: LabelEmbedder | undefined;
+  /** Create a AdaLNMLP; the options are described on the class and its options type. */
   constructor(opts: AdaLNMLPOptions) {
     super();
     this.dim = checkInt("dim", opts.dim, 1);

@@ -24,7 +24,7 @@ import { checkChoice, fmtShape } from "../_util.ts";
 export type LinearActivation = "silu" | "gelu" | "relu" | "tanh" | "sigmoid";
 
 /** Options for {@link linear}. */
-export interface LinearOptions {
+export interface LinearOpOptions {
   /** Applied after the bias add (default none). */
   activation?: LinearActivation | null;
 }
@@ -74,7 +74,7 @@ export function linear(
   x: Tensor,
   w: Tensor,
   b?: Tensor | null,
-  opts: LinearOptions = {},
+  opts: LinearOpOptions = {},
 ): Tensor {
   if (!(x instanceof Tensor) || x.rank < 1) {
     throw new TypeError(

@@ -8,4 +8,4 @@ export { fused } from "../tensor.ts";
 export { Fx, fx } from "../ir.ts";
 export { fusedGroups } from "./fused.ts";
 export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
-export { linear, type LinearActivation, type LinearOptions } from "./linear.ts";
+export { linear, type LinearActivation, type LinearOpOptions } from "./linear.ts";

@@ -63,12 +63,12 @@ export {
   where,
 };
 
-type T = Tensor;
 // Composites run inside tidy so that only their result outlives the call: a caller who
 // disposes what it holds (outside any tidy) must not leak the intermediates, or internal
 // reshapes that pin an input's storage. Inside valueAndGrad/jvp, tidy keeps what the tape
 // and the tangents still need (see tensor.ts).
-type Axes = number | readonly number[] | undefined;
+/** Axes to reduce over: one axis, several, or all (undefined). Negative axes count from the end. */
+export type Axes = number | readonly number[] | undefined;
 
 // ---------------------------------------------------------------- creation
 
@@ -109,7 +109,7 @@ export function tensor(
   data: NestedArray | Float32Array | ArrayLike<number>,
   shape?: readonly number[],
   backend: Backend = getBackend(),
-): T {
+): Tensor {
   let flat: Float32Array;
   let inferred: number[];
   if (data instanceof Float32Array || ArrayBuffer.isView(data)) {
@@ -145,7 +145,11 @@ export function tensor(
  * const x = full([2, 3], 7);
  * ```
  */
-export function full(shape: readonly number[], value: number, backend: Backend = getBackend()): T {
+export function full(
+  shape: readonly number[],
+  value: number,
+  backend: Backend = getBackend(),
+): Tensor {
   const s = checkShape(shape);
   return Tensor._fromStorage(backend.fill(sizeOf(s), value), s, backend);
 }
@@ -159,7 +163,7 @@ export function full(shape: readonly number[], value: number, backend: Backend =
  * const x = zeros([2, 3]);
  * ```
  */
-export function zeros(shape: readonly number[], backend?: Backend): T {
+export function zeros(shape: readonly number[], backend?: Backend): Tensor {
   return full(shape, 0, backend);
 }
 
@@ -172,7 +176,7 @@ export function zeros(shape: readonly number[], backend?: Backend): T {
  * const x = ones([4]);
  * ```
  */
-export function ones(shape: readonly number[], backend?: Backend): T {
+export function ones(shape: readonly number[], backend?: Backend): Tensor {
   return full(shape, 1, backend);
 }
 
@@ -185,7 +189,7 @@ export function ones(shape: readonly number[], backend?: Backend): T {
  * const z = zerosLike(ones([2]));
  * ```
  */
-export function zerosLike(x: T): T {
+export function zerosLike(x: Tensor): Tensor {
   return full(x.shape, 0, x.backend);
 }
 
@@ -198,7 +202,7 @@ export function zerosLike(x: T): T {
  * const o = onesLike(zeros([2]));
  * ```
  */
-export function onesLike(x: T): T {
+export function onesLike(x: Tensor): Tensor {
   return full(x.shape, 1, x.backend);
 }
 
@@ -211,7 +215,7 @@ export function onesLike(x: T): T {
  * console.log(await arange(2, 8, 2).data()); // [2, 4, 6]
  * ```
  */
-export function arange(start: number, stop?: number, step = 1): T {
+export function arange(start: number, stop?: number, step = 1): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
   if (step === 0) throw new RangeError("Expected step to be nonzero but found 0");
   const n = Math.max(0, Math.ceil((stop - start) / step));
@@ -228,7 +232,7 @@ export function arange(start: number, stop?: number, step = 1): T {
  * console.log(await linspace(0, 1, 5).data()); // [0, 0.25, 0.5, 0.75, 1]
  * ```
  */
-export function linspace(start: number, stop: number, num: number): T {
+export function linspace(start: number, stop: number, num: number): Tensor {
   if (!Number.isInteger(num) || num < 1) {
     throw new RangeError(`Expected num to be an integer >= 1 but found ${num}`);
   }
@@ -248,7 +252,7 @@ export function linspace(start: number, stop: number, num: number): T {
  * const i3 = eye(3);
  * ```
  */
-export function eye(n: number): T {
+export function eye(n: number): Tensor {
   const v = new Float32Array(n * n);
   for (let i = 0; i < n; i++) v[i * n + i] = 1;
   return tensor(v, [n, n]);
@@ -263,7 +267,7 @@ export function eye(n: number): T {
  * const c = await toBackend(tensor([1, 2]), backendByName("cpu")!);
  * ```
  */
-export async function toBackend(x: T, backend: Backend): Promise<T> {
+export async function toBackend(x: Tensor, backend: Backend): Promise<Tensor> {
   return tensor(await x.data(), x.shape, backend);
 }
 
@@ -278,84 +282,84 @@ export async function toBackend(x: T, backend: Backend): Promise<T> {
  * const y = clamp(tensor([-5, 0, 5]), -1, 1);
  * ```
  */
-export function clamp(x: T, lo = -Infinity, hi = Infinity): T {
+export function clamp(x: Tensor, lo = -Infinity, hi = Infinity): Tensor {
   return unary("clamp", x, lo, hi);
 }
 
 /** −x. @example ```ts
  * import { neg, tensor } from "../../mod.ts"; neg(tensor([1]));
  * ``` */
-export const neg = (x: T): T => unary("neg", x);
+export const neg = (x: Tensor): Tensor => unary("neg", x);
 /** eˣ. @example ```ts
  * import { exp, tensor } from "../../mod.ts"; exp(tensor([1]));
  * ``` */
-export const exp = (x: T): T => unary("exp", x);
+export const exp = (x: Tensor): Tensor => unary("exp", x);
 /** ln x. @example ```ts
  * import { log, tensor } from "../../mod.ts"; log(tensor([1]));
  * ``` */
-export const log = (x: T): T => unary("log", x);
+export const log = (x: Tensor): Tensor => unary("log", x);
 /** √x. @example ```ts
  * import { sqrt, tensor } from "../../mod.ts"; sqrt(tensor([4]));
  * ``` */
-export const sqrt = (x: T): T => unary("sqrt", x);
+export const sqrt = (x: Tensor): Tensor => unary("sqrt", x);
 /** 1/√x. @example ```ts
  * import { rsqrt, tensor } from "../../mod.ts"; rsqrt(tensor([4]));
  * ``` */
-export const rsqrt = (x: T): T => unary("rsqrt", x);
+export const rsqrt = (x: Tensor): Tensor => unary("rsqrt", x);
 /** sin x. @example ```ts
  * import { sin, tensor } from "../../mod.ts"; sin(tensor([1]));
  * ``` */
-export const sin = (x: T): T => unary("sin", x);
+export const sin = (x: Tensor): Tensor => unary("sin", x);
 /** cos x. @example ```ts
  * import { cos, tensor } from "../../mod.ts"; cos(tensor([1]));
  * ``` */
-export const cos = (x: T): T => unary("cos", x);
+export const cos = (x: Tensor): Tensor => unary("cos", x);
 /** tanh x. @example ```ts
  * import { tanh, tensor } from "../../mod.ts"; tanh(tensor([1]));
  * ``` */
-export const tanh = (x: T): T => unary("tanh", x);
+export const tanh = (x: Tensor): Tensor => unary("tanh", x);
 /** Logistic sigmoid. @example ```ts
  * import { sigmoid, tensor } from "../../mod.ts"; sigmoid(tensor([1]));
  * ``` */
-export const sigmoid = (x: T): T => unary("sigmoid", x);
+export const sigmoid = (x: Tensor): Tensor => unary("sigmoid", x);
 /** x·sigmoid(x). @example ```ts
  * import { silu, tensor } from "../../mod.ts"; silu(tensor([1]));
  * ``` */
-export const silu = (x: T): T => unary("silu", x);
+export const silu = (x: Tensor): Tensor => unary("silu", x);
 /** Exact (erf) GELU, as torch.nn.GELU(). @example ```ts
  * import { gelu, tensor } from "../../mod.ts"; gelu(tensor([1]));
  * ``` */
-export const gelu = (x: T): T => unary("gelu", x);
+export const gelu = (x: Tensor): Tensor => unary("gelu", x);
 /** max(x, 0). @example ```ts
  * import { relu, tensor } from "../../mod.ts"; relu(tensor([-1, 1]));
  * ``` */
-export const relu = (x: T): T => unary("relu", x);
+export const relu = (x: Tensor): Tensor => unary("relu", x);
 /** |x|. @example ```ts
  * import { abs, tensor } from "../../mod.ts"; abs(tensor([-1]));
  * ``` */
-export const abs = (x: T): T => unary("abs", x);
+export const abs = (x: Tensor): Tensor => unary("abs", x);
 /** sign(x). @example ```ts
  * import { sign, tensor } from "../../mod.ts"; sign(tensor([-3]));
  * ``` */
-export const sign = (x: T): T => unary("sign", x);
+export const sign = (x: Tensor): Tensor => unary("sign", x);
 /** x². @example ```ts
  * import { square, tensor } from "../../mod.ts"; square(tensor([3]));
  * ``` */
-export const square = (x: T): T => unary("square", x);
+export const square = (x: Tensor): Tensor => unary("square", x);
 /** 1/x. @example ```ts
  * import { reciprocal, tensor } from "../../mod.ts"; reciprocal(tensor([2]));
  * ``` */
-export const reciprocal = (x: T): T => unary("reciprocal", x);
+export const reciprocal = (x: Tensor): Tensor => unary("reciprocal", x);
 /** floor(x). @example ```ts
  * import { floor, tensor } from "../../mod.ts"; floor(tensor([1.5]));
  * ``` */
-export const floor = (x: T): T => unary("floor", x);
+export const floor = (x: Tensor): Tensor => unary("floor", x);
 /** erf(x) (A&S 7.1.26, |error| < 1.5e-7). @example ```ts
  * import { erf, tensor } from "../../mod.ts"; erf(tensor([0.5]));
  * ``` */
-export const erf = (x: T): T => unary("erf", x);
+export const erf = (x: Tensor): Tensor => unary("erf", x);
 
-function cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", a: T, b: T | number): T {
+function cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", a: Tensor, b: Tensor | number): Tensor {
   return tidy(() => {
     if (typeof b === "number") {
       const m: Record<string, "gtScalar" | "geScalar" | "ltScalar" | "leScalar" | "eqScalar"> = {
@@ -374,27 +378,27 @@ function cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", a: T, b: T | number): 
 /** 1 where a > b else 0. @example ```ts
  * import { greater, tensor } from "../../mod.ts"; greater(tensor([1, 3]), 2);
  * ``` */
-export const greater = (a: T, b: T | number): T => cmp("gt", a, b);
+export const greater = (a: Tensor, b: Tensor | number): Tensor => cmp("gt", a, b);
 /** 1 where a ≥ b else 0. @example ```ts
  * import { greaterEqual, tensor } from "../../mod.ts"; greaterEqual(tensor([1, 3]), 2);
  * ``` */
-export const greaterEqual = (a: T, b: T | number): T => cmp("ge", a, b);
+export const greaterEqual = (a: Tensor, b: Tensor | number): Tensor => cmp("ge", a, b);
 /** 1 where a < b else 0. @example ```ts
  * import { less, tensor } from "../../mod.ts"; less(tensor([1, 3]), 2);
  * ``` */
-export const less = (a: T, b: T | number): T => cmp("lt", a, b);
+export const less = (a: Tensor, b: Tensor | number): Tensor => cmp("lt", a, b);
 /** 1 where a ≤ b else 0. @example ```ts
  * import { lessEqual, tensor } from "../../mod.ts"; lessEqual(tensor([1, 3]), 2);
  * ``` */
-export const lessEqual = (a: T, b: T | number): T => cmp("le", a, b);
+export const lessEqual = (a: Tensor, b: Tensor | number): Tensor => cmp("le", a, b);
 /** 1 where a = b else 0. @example ```ts
  * import { equal, tensor } from "../../mod.ts"; equal(tensor([1, 3]), 3);
  * ``` */
-export const equal = (a: T, b: T | number): T => cmp("eq", a, b);
+export const equal = (a: Tensor, b: Tensor | number): Tensor => cmp("eq", a, b);
 /** 1 where a ≠ b else 0. @example ```ts
  * import { notEqual, tensor } from "../../mod.ts"; notEqual(tensor([1, 3]), 3);
  * ``` */
-export const notEqual = (a: T, b: T | number): T => cmp("ne", a, b);
+export const notEqual = (a: Tensor, b: Tensor | number): Tensor => cmp("ne", a, b);
 
 // ---------------------------------------------------------------- reductions
 
@@ -407,7 +411,7 @@ export const notEqual = (a: T, b: T | number): T => cmp("ne", a, b);
  * console.log(await sum(tensor([[1, 2], [3, 4]]), 0).data()); // [4, 6]
  * ```
  */
-export function sum(x: T, axes?: Axes, keepdims = false): T {
+export function sum(x: Tensor, axes?: Axes, keepdims = false): Tensor {
   return reduce("sum", x, axes, keepdims);
 }
 
@@ -420,7 +424,7 @@ export function sum(x: T, axes?: Axes, keepdims = false): T {
  * console.log(await max(tensor([1, 7, 3])).item()); // 7
  * ```
  */
-export function max(x: T, axes?: Axes, keepdims = false): T {
+export function max(x: Tensor, axes?: Axes, keepdims = false): Tensor {
   return reduce("max", x, axes, keepdims);
 }
 
@@ -433,7 +437,7 @@ export function max(x: T, axes?: Axes, keepdims = false): T {
  * console.log(await min(tensor([1, 7, 3])).item()); // 1
  * ```
  */
-export function min(x: T, axes?: Axes, keepdims = false): T {
+export function min(x: Tensor, axes?: Axes, keepdims = false): Tensor {
   return reduce("min", x, axes, keepdims);
 }
 
@@ -446,7 +450,7 @@ export function min(x: T, axes?: Axes, keepdims = false): T {
  * console.log(await argmax(tensor([[1, 9], [8, 2]]), 1).data()); // [1, 0]
  * ```
  */
-export function argmax(x: T, axis?: number, keepdims = false): T {
+export function argmax(x: Tensor, axis?: number, keepdims = false): Tensor {
   return tidy(() => {
     if (axis === undefined) return reduce("argmax", reshape(x, [x.size]), 0, keepdims);
     return reduce("argmax", x, normAxis(axis, x.rank, x.shape), keepdims);
@@ -462,7 +466,7 @@ export function argmax(x: T, axis?: number, keepdims = false): T {
  * console.log(await argmin(tensor([3, 1, 2])).item()); // 1
  * ```
  */
-export function argmin(x: T, axis?: number, keepdims = false): T {
+export function argmin(x: Tensor, axis?: number, keepdims = false): Tensor {
   return tidy(() => {
     if (axis === undefined) return reduce("argmin", reshape(x, [x.size]), 0, keepdims);
     return reduce("argmin", x, normAxis(axis, x.rank, x.shape), keepdims);
@@ -478,7 +482,7 @@ export function argmin(x: T, axis?: number, keepdims = false): T {
  * console.log(await logSumExp(tensor([0, 0])).item()); // ln 2
  * ```
  */
-export function logSumExp(x: T, axes?: Axes, keepdims = false): T {
+export function logSumExp(x: Tensor, axes?: Axes, keepdims = false): Tensor {
   return tidy(() => {
     const ax = normAxes(axes, x.shape);
     // The max is a constant shift: its gradient contributions cancel, so stop it.
@@ -490,7 +494,7 @@ export function logSumExp(x: T, axes?: Axes, keepdims = false): T {
   });
 }
 
-function zerosLikeShape(x: T): T {
+function zerosLikeShape(x: Tensor): Tensor {
   return full(x.shape, 0, x.backend);
 }
 
@@ -503,7 +507,7 @@ function zerosLikeShape(x: T): T {
  * console.log(await variance(tensor([1, 2, 3, 4])).item()); // 1.25
  * ```
  */
-export function variance(x: T, axes?: Axes, keepdims = false, correction = 0): T {
+export function variance(x: Tensor, axes?: Axes, keepdims = false, correction = 0): Tensor {
   return tidy(() => {
     const ax = normAxes(axes, x.shape);
     const n = ax.reduce((a, i) => a * x.shape[i]!, 1);
@@ -528,7 +532,7 @@ export function variance(x: T, axes?: Axes, keepdims = false, correction = 0): T
  * console.log(await softmax(tensor([0, 0])).data()); // [0.5, 0.5]
  * ```
  */
-export function softmax(x: T, axis = -1): T {
+export function softmax(x: Tensor, axis = -1): Tensor {
   return tidy(() => {
     return unary("exp", logSoftmax(x, axis));
   });
@@ -543,7 +547,7 @@ export function softmax(x: T, axis = -1): T {
  * const y = logSoftmax(tensor([1, 2, 3]));
  * ```
  */
-export function logSoftmax(x: T, axis = -1): T {
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
   return tidy(() => {
     const ax = normAxis(axis, x.rank, x.shape);
     return binary("sub", x, logSumExp(x, ax, true));
@@ -559,7 +563,7 @@ export function logSoftmax(x: T, axis = -1): T {
  * const y = layerNorm(tensor([[1, 2, 3]]));
  * ```
  */
-export function layerNorm(x: T, weight?: T, bias?: T, eps = 1e-5): T {
+export function layerNorm(x: Tensor, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
   return tidy(() => {
     const ax = x.rank - 1;
     const mu = mean(x, ax, true);
@@ -582,7 +586,7 @@ export function layerNorm(x: T, weight?: T, bias?: T, eps = 1e-5): T {
  * const d = pairwiseSqDist(tensor([[0, 0]]), tensor([[3, 4]])); // [[25]]
  * ```
  */
-export function pairwiseSqDist(a: T, b: T): T {
+export function pairwiseSqDist(a: Tensor, b: Tensor): Tensor {
   return tidy(() => {
     if (a.rank !== 2 || b.rank !== 2 || a.shape[1] !== b.shape[1]) {
       throw new RangeError(
@@ -614,7 +618,7 @@ export function pairwiseSqDist(a: T, b: T): T {
  * console.log(expandDims(tensor([1, 2]), 0).shape); // [1, 2]
  * ```
  */
-export function expandDims(x: T, axis: number): T {
+export function expandDims(x: Tensor, axis: number): Tensor {
   const ax = axis < 0 ? axis + x.rank + 1 : axis;
   if (ax < 0 || ax > x.rank) {
     throw new RangeError(
@@ -635,7 +639,7 @@ export function expandDims(x: T, axis: number): T {
  * console.log(squeeze(zeros([1, 3, 1])).shape); // [3]
  * ```
  */
-export function squeeze(x: T, axes?: Axes): T {
+export function squeeze(x: Tensor, axes?: Axes): Tensor {
   const ax = axes === undefined
     ? x.shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0)
     : normAxes(axes, x.shape);
@@ -656,7 +660,7 @@ export function squeeze(x: T, axes?: Axes): T {
  * console.log(stack([tensor([1, 2]), tensor([3, 4])]).shape); // [2, 2]
  * ```
  */
-export function stack(xs: readonly T[], axis = 0): T {
+export function stack(xs: readonly Tensor[], axis = 0): Tensor {
   return tidy(() => {
     return concat(xs.map((x) => expandDims(x, axis)), axis < 0 ? axis : axis);
   });
@@ -671,7 +675,7 @@ export function stack(xs: readonly T[], axis = 0): T {
  * const [a, b] = split(arange(5), [2, 3]);
  * ```
  */
-export function split(x: T, sizes: readonly number[], axis = 0): T[] {
+export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
   const ax = normAxis(axis, x.rank, x.shape);
   if (sizes.reduce((a, b) => a + b, 0) !== x.shape[ax]) {
     throw new RangeError(
@@ -698,7 +702,7 @@ export function split(x: T, sizes: readonly number[], axis = 0): T[] {
  * console.log(await sliceRows(arange(6).reshape([3, 2]), 1, 3).data()); // [2, 3, 4, 5]
  * ```
  */
-export function sliceRows(x: T, start: number, end: number): T {
+export function sliceRows(x: Tensor, start: number, end: number): Tensor {
   const b = new Array<number>(x.rank).fill(0);
   b[0] = start;
   const s = [...x.shape];
@@ -715,7 +719,7 @@ export function sliceRows(x: T, start: number, end: number): T {
  * console.log(flatten2d(zeros([2, 3, 4])).shape); // [2, 12]
  * ```
  */
-export function flatten2d(x: T): T {
+export function flatten2d(x: Tensor): Tensor {
   return reshape(x, [x.shape[0] ?? 1, -1]);
 }
 
@@ -728,7 +732,7 @@ export function flatten2d(x: T): T {
  * const y = indexSelect(tensor([[1, 2], [3, 4]]), tensor([1, 1]));
  * ```
  */
-export function indexSelect(x: T, indices: T, axis = 0): T {
+export function indexSelect(x: Tensor, indices: Tensor, axis = 0): Tensor {
   return gather(x, indices, axis);
 }
 
@@ -741,7 +745,7 @@ export function indexSelect(x: T, indices: T, axis = 0): T {
  * console.log(await oneHot(tensor([1, 0]), 2).data()); // [0, 1, 1, 0]
  * ```
  */
-export function oneHot(labels: T, numClasses: number): T {
+export function oneHot(labels: Tensor, numClasses: number): Tensor {
   return tidy(() => {
     const be = labels.backend;
     const classes = Tensor._fromStorage(be.iota(numClasses, 0, 1), [1, numClasses], be);
@@ -761,7 +765,7 @@ export { sumTo as reduceTo };
  * console.log(await mse(tensor([1, 2]), tensor([1, 4])).item()); // 2
  * ```
  */
-export function mse(a: T, b: T): T {
+export function mse(a: Tensor, b: Tensor): Tensor {
   return tidy(() => {
     return mean(unary("square", binary("sub", a, b)));
   });
@@ -776,9 +780,9 @@ export function mse(a: T, b: T): T {
  * console.log(await globalNorm([tensor([3]), tensor([4])]).item()); // 5
  * ```
  */
-export function globalNorm(xs: readonly T[]): T {
+export function globalNorm(xs: readonly Tensor[]): Tensor {
   return tidy(() => {
-    let acc: T | null = null;
+    let acc: Tensor | null = null;
     for (const x of xs) {
       const s = reduce("sum", unary("square", x));
       acc = acc ? binary("add", acc, s) : s;
@@ -797,7 +801,7 @@ export function globalNorm(xs: readonly T[]): T {
  * console.log(await pad(tensor([1, 2]), [[1, 1]]).data()); // [0, 1, 2, 0]
  * ```
  */
-export function pad(x: T, widths: readonly (readonly [number, number])[]): T {
+export function pad(x: Tensor, widths: readonly (readonly [number, number])[]): Tensor {
   if (widths.length !== x.rank) {
     throw new RangeError(`pad() needs one [before, after] pair per axis of ${fmtShape(x.shape)}`);
   }

@@ -92,6 +92,7 @@ export class EMA {
   /** Names of the shadows: the module's parameter names, or "0", "1", … for a list. */
   readonly names: string[];
 
+  /** Shadows start as copies of `params` (a module's parameters, or a list). */
   constructor(params: ParamSource, opts: EMAOptions = {}) {
     this.decay = checkNumber("EMA decay", opts.decay ?? 0.9999, 0, 1);
     this.warmup = opts.warmup ?? true;

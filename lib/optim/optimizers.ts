@@ -84,6 +84,7 @@ export abstract class Optimizer {
   /** Names of the slots this optimizer keeps. */
   protected abstract readonly slotNames: readonly string[];
 
+  /** An optimizer with learning rate `lr` (≥ 0). */
   constructor(lr: number) {
     this.lr = checkNumber("lr", lr, 0);
   }
@@ -231,7 +232,9 @@ export class SGD extends Optimizer {
   readonly weightDecay: number;
   /** Nesterov. */
   readonly nesterov: boolean;
+  /** Names of the per-parameter state slots (PyTorch's, e.g. exp_avg). */
   protected readonly slotNames: readonly string[];
+  /** Create a SGD; the options are described on the class and its options type. */
   constructor(opts: SGDOptions) {
     super(opts.lr);
     this.momentum = checkNumber("momentum", opts.momentum ?? 0, 0);
@@ -239,10 +242,12 @@ export class SGD extends Optimizer {
     this.nesterov = opts.nesterov ?? false;
     this.slotNames = this.momentum > 0 ? ["momentum_buffer"] : [];
   }
+  /** The step's scalar inputs of the fused update (host numbers). */
   protected scalars(): number[] {
     // PyTorch starts the buffer at g; our zero-initialised b gives μ·0 + g, the same value.
     return [-this.lr];
   }
+  /** The fused per-parameter update: new p and slots as expressions of p, g, slots, scalars. */
   protected update(p: Fx, g: Fx, slots: Fx[], [nlr]: Fx[]): Fx[] {
     const mu = this.momentum, wd = this.weightDecay, nest = this.nesterov;
     if (mu === 0) return [p.add(g.add(p.mul(wd)).mul(nlr!))];
@@ -298,7 +303,9 @@ export class Adam extends Optimizer {
   readonly weightDecay: number;
   /** Whether the decay is decoupled (AdamW). */
   protected readonly decoupled: boolean = false;
+  /** Names of the per-parameter state slots (PyTorch's, e.g. exp_avg). */
   protected readonly slotNames: readonly string[] = ["exp_avg", "exp_avg_sq"];
+  /** Create a Adam; the options are described on the class and its options type. */
   constructor(opts: AdamOptions = {}, defaultDecay = 0) {
     super(opts.lr ?? 1e-3);
     const h = adamHyper(opts);
@@ -307,12 +314,14 @@ export class Adam extends Optimizer {
     this.eps = h.eps;
     this.weightDecay = checkNumber("weightDecay", opts.weightDecay ?? defaultDecay, 0);
   }
+  /** The step's scalar inputs of the fused update (host numbers). */
   protected scalars(): number[] {
     const t = this.stepCount;
     const bc1 = 1 - Math.pow(this.beta1, t), bc2 = 1 - Math.pow(this.beta2, t);
     // [−step size, 1/√bc2, decoupled decay factor 1 − lr·λ]
     return [-this.lr / bc1, 1 / Math.sqrt(bc2), 1 - this.lr * this.weightDecay];
   }
+  /** The fused per-parameter update: new p and slots as expressions of p, g, slots, scalars. */
   protected update(p: Fx, g: Fx, [m, v]: Fx[], [nss, ibc2, keepF]: Fx[]): Fx[] {
     const { beta1: b1, beta2: b2, eps, weightDecay: wd } = this;
     const dec = this.decoupled;
@@ -338,7 +347,9 @@ export class Adam extends Optimizer {
  * ```
  */
 export class AdamW extends Adam {
+  /** Decoupled weight decay (AdamW) instead of L2 added to the gradient. */
   protected override readonly decoupled: boolean = true;
+  /** Create a AdamW; the options are described on the class and its options type. */
   constructor(opts: AdamOptions = {}) {
     super(opts, 0.01);
   }
@@ -366,7 +377,9 @@ export class RAdam extends Optimizer {
   readonly eps: number;
   /** L2 added to the gradient. */
   readonly weightDecay: number;
+  /** Names of the per-parameter state slots (PyTorch's, e.g. exp_avg). */
   protected readonly slotNames: readonly string[] = ["exp_avg", "exp_avg_sq"];
+  /** Create a RAdam; the options are described on the class and its options type. */
   constructor(opts: AdamOptions = {}) {
     super(opts.lr ?? 1e-3);
     const h = adamHyper(opts);
@@ -375,6 +388,7 @@ export class RAdam extends Optimizer {
     this.eps = h.eps;
     this.weightDecay = checkNumber("weightDecay", opts.weightDecay ?? 0, 0);
   }
+  /** The step's scalar inputs of the fused update (host numbers). */
   protected scalars(): number[] {
     const t = this.stepCount, b2 = this.beta2;
     const bc1 = 1 - Math.pow(this.beta1, t), bc2 = 1 - Math.pow(b2, t);
@@ -389,6 +403,7 @@ export class RAdam extends Optimizer {
     }
     return [-this.lr / bc1, 0];
   }
+  /** The fused per-parameter update: new p and slots as expressions of p, g, slots, scalars. */
   protected update(p: Fx, g: Fx, [m, v]: Fx[], [coef, adaptive]: Fx[]): Fx[] {
     const { beta1: b1, beta2: b2, eps, weightDecay: wd } = this;
     const gd = wd ? g.add(p.mul(wd)) : g;
