@@ -20,6 +20,14 @@ import type { Expr } from "../../lib/ir.ts";
 
 const GPU = backendByName("webgpu") as Backend | undefined;
 const BACKENDS: Backend[] = [CPU, ...(HAS_WEBGPU && GPU ? [GPU] : [])];
+
+// When no adapter exists the WebGPU half of every comparison below is skipped: say so here
+// (ignored, with the reason) instead of passing silently on the CPU alone.
+Deno.test({
+  name: "linear epilogue tests compare the WebGPU backend too (ignored: no WebGPU adapter)",
+  ignore: !HAS_WEBGPU,
+  fn: () => assert.ok(BACKENDS.includes(GPU!)),
+});
 const ACTS: (LinearActivation | null)[] = [null, "silu", "gelu", "relu", "tanh", "sigmoid"];
 
 function randData(n: number, seed: number): Float32Array {

@@ -23,6 +23,14 @@ const BACKENDS: [string, Backend][] = HAS_WEBGPU ? [["cpu", CPU], ["webgpu", GPU
   CPU,
 ]];
 
+// When no adapter exists the WebGPU tests below are not registered: report it as ignored.
+Deno.test({
+  name:
+    "grouped optimizer kernels are tested on the WebGPU backend too (ignored: no WebGPU adapter)",
+  ignore: !HAS_WEBGPU,
+  fn: () => assert.ok(BACKENDS.some(([n]) => n === "webgpu")),
+});
+
 /** A seeded JS PRNG (mulberry32), independent of the engine's Philox. */
 function rng(seed: number): () => number {
   let a = seed >>> 0;

@@ -45,6 +45,13 @@ function readSafetensors(path: string): Record<string, Arr> {
 
 const BACKENDS: BackendName[] = HAS_WEBGPU ? ["cpu", "webgpu"] : ["cpu"];
 
+// When no adapter exists the WebGPU half of every fixture test is skipped: report it.
+Deno.test({
+  name: "PyTorch fixtures are checked on the WebGPU backend too (ignored: no WebGPU adapter)",
+  ignore: !HAS_WEBGPU,
+  fn: () => assert.ok(BACKENDS.includes("webgpu")),
+});
+
 /** Run `fn` once per available backend (CPU always; WebGPU when an adapter exists). */
 async function onEachBackend(fn: (name: BackendName) => Promise<void>): Promise<void> {
   const prev = getBackend().name as BackendName;
