@@ -58,3 +58,4 @@ export {
   VelocityMLP,
   type VelocityMLPOptions,
 } from "./velocity.ts";
+export { FlowMapMLP, type FlowMapMLPOptions } from "./flowmap.ts";
