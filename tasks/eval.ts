@@ -29,6 +29,8 @@ import {
   modelFromCheckpoint,
   resolveCheckpoint,
 } from "./_train_loop.ts";
+import { flowMapCheckpointIn } from "./_flowmap.ts";
+import { type FlowMapEvalRecord, main as evalFlowMap } from "./eval_flowmap.ts";
 
 /**
  * Metric names `--metrics` accepts.
@@ -275,7 +277,12 @@ export async function evaluate(ck: LoadedCheckpoint, o: EvaluateOptions): Promis
  * console.log(await main(["--help"])); // prints the usage, then null
  * ```
  */
-export async function main(argv: readonly string[]): Promise<EvalRecord | null> {
+export async function main(
+  argv: readonly string[],
+): Promise<EvalRecord | FlowMapEvalRecord | null> {
+  // A train:flowmap checkpoint gets seed 004's KL table (tasks/eval_flowmap.ts).
+  const fm = await flowMapCheckpointIn(argv);
+  if (fm) return await evalFlowMap(argv, fm);
   let help = false;
   const f = parseFlags(argv, EVAL_FLAGS, {
     task: "eval",

@@ -23,6 +23,8 @@ import {
 import { imageGrid, scatterPlot } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
+import { flowMapCheckpointIn } from "./_flowmap.ts";
+import { main as sampleFlowMap } from "./sample_flowmap.ts";
 
 /**
  * The flags.
@@ -96,6 +98,9 @@ export interface SampleResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {
+  // A train:flowmap checkpoint samples by composing its map (tasks/sample_flowmap.ts).
+  const fm = await flowMapCheckpointIn(argv);
+  if (fm) return await sampleFlowMap(argv, fm);
   let help = false;
   const f = parseFlags(argv, SAMPLE_FLAGS, {
     task: "sample",

@@ -3,8 +3,7 @@
  * for several N (60 bins on [−2.5, 2.5]², 100k samples by default).
  * @module
  */
-import { Generator } from "../random.ts";
-import { type FlowMapFn, sampleFlowMap } from "../flow/flowmap.ts";
+import { type FlowMapFn, flowMapSamples } from "../flow/flowmap.ts";
 import { histogramKL } from "./distances.ts";
 import { checkInt } from "../_util.ts";
 
@@ -69,19 +68,7 @@ export async function flowMapKLTable(
   const seed = checkInt("seed", opts.seed ?? 0, 0);
   const rows: FlowMapKLRow[] = [];
   for (const N of steps) {
-    const gen = new Generator(seed);
-    const out = new Float32Array(2 * n);
-    for (let i = 0; i < n; i += batch) {
-      const b = Math.min(batch, n - i);
-      const x0 = gen.normal([b, 2]);
-      try {
-        const r = await sampleFlowMap(phi, x0, { steps: N });
-        out.set(await r.x.data(), 2 * i);
-        r.x.dispose();
-      } finally {
-        x0.dispose();
-      }
-    }
+    const out = await flowMapSamples(phi, n, { steps: N, seed, batch });
     const kl = histogramKL(target, out, {
       bins: opts.bins ?? 60,
       range: opts.range,
