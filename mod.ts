@@ -45,3 +45,4 @@ export * from "./lib/flow/repa.ts";
 export * from "./lib/flow/flowmap.ts";
 export * from "./lib/metrics/flowmap.ts";
 export * from "./lib/metrics/fisher.ts";
+export * from "./lib/train/mod.ts";
