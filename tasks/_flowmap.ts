@@ -9,12 +9,16 @@ import {
   CheckpointError,
   FileFormatError,
   type FlowMapFn,
+  flowMapKLTable,
   type FlowMapMethod,
+  Generator,
   loadCheckpoint,
   nn,
   type PsdMode,
+  sampleToy,
   type Tensor,
 } from "../mod.ts";
+import { scatterPanels } from "../viz/mod.ts";
 
 /** The `task` of a flow-map run's config. */
 export const FLOWMAP_TASK = "train:flowmap";
@@ -240,4 +244,81 @@ export function flowMapModelFromCheckpoint(ck: LoadedFlowMap, useEma = true): nn
   }
   model.eval();
   return model;
+}
+
+/** Options of {@linkcode flowMapKLReport}. */
+export interface KLReportOptions {
+  /** Target toy (fresh samples from `seed + 1000003`). */
+  dataset: string;
+  /** Model and target samples. */
+  numSamples: number;
+  /** Step counts N (default 1, 2, 4, 8, 16). */
+  steps?: readonly number[];
+  /** Bins per axis (default 60). */
+  bins?: number;
+  /** Bins cover [−r, r]² (default 2.5). */
+  range?: number;
+  /** Seed of the noise and (offset) of the target data. */
+  seed: number;
+  /** Rows per map evaluation. */
+  batch?: number;
+  /** Also render target and samples per N as a PNG (first 20k points each). */
+  plot?: string;
+}
+
+/** What {@linkcode flowMapKLReport} returns. */
+export interface KLReport {
+  /** KL(target ‖ model) by N. */
+  kl: Record<string, number>;
+  /** A markdown table of it. */
+  table: string;
+  /** The PNG, when `plot` (its title) was given. */
+  png?: Uint8Array;
+}
+
+/**
+ * Seed 004's evaluation of a flow map: histogram KL at several N against fresh target data,
+ * as numbers, a markdown table, and optionally a figure.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { buildFlowMapModel, flowMapKLReport, flowMapOf } from "./_flowmap.ts";
+ * const m = buildFlowMapModel({ task: "train:flowmap", method: "lsd", psdMode: "midpoint", dataset: "checkerboard", dataShape: [2], hidden: 8, depth: 1, activation: "silu", seed: 0 });
+ * const r = await flowMapKLReport(flowMapOf(m), { dataset: "checkerboard", numSamples: 500, steps: [1, 2], seed: 0 });
+ * assert.deepEqual(Object.keys(r.kl), ["1", "2"]);
+ * assert.match(r.table, /\| 2 \| \d\.\d{4} \|/);
+ * ```
+ */
+export async function flowMapKLReport(phi: FlowMapFn, o: KLReportOptions): Promise<KLReport> {
+  const ref = sampleToy(o.dataset, o.numSamples, new Generator(o.seed + 1000003));
+  const target = await ref.data();
+  ref.dispose();
+  const r = o.range ?? 2.5;
+  const rows = await flowMapKLTable(phi, target, {
+    steps: o.steps,
+    numSamples: o.numSamples,
+    bins: o.bins ?? 60,
+    range: [-r, r],
+    seed: o.seed,
+    batch: o.batch,
+    keepSamples: o.plot !== undefined,
+  });
+  const kl = Object.fromEntries(rows.map((x) => [String(x.steps), x.kl]));
+  const table = [
+    "| N | KL |",
+    "|---|---|",
+    ...rows.map((x) => `| ${x.steps} | ${x.kl.toFixed(4)} |`),
+  ]
+    .join("\n");
+  if (o.plot === undefined) return { kl, table };
+  const m = 2 * Math.min(o.numSamples, 20000);
+  const png = await scatterPanels([
+    { points: target.subarray(0, m), title: `data (${o.dataset})` },
+    ...rows.map((x) => ({
+      points: x.samples!.subarray(0, m),
+      title: `N=${x.steps} KL ${x.kl.toFixed(3)}`,
+    })),
+  ], { range: r, title: o.plot });
+  return { kl, table, png };
 }

@@ -10,10 +10,9 @@
  *   deno task eval --checkpoint run --metrics kl --num-steps 1,4 --num-samples 20000
  * @module
  */
-import { flowMapKLTable, Generator, sampleToy } from "../mod.ts";
-import { scatterPanels } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import {
+  flowMapKLReport,
   flowMapModelFromCheckpoint,
   flowMapOf,
   type LoadedFlowMap,
@@ -134,21 +133,18 @@ export async function main(
     throw new RangeError(`--metrics kl needs 2-D data but the samples have shape [${shape}]`);
   }
   const t0 = performance.now();
-  const ref = sampleToy(ck.config.dataset, f.numSamples, new Generator(f.seed + 1000003));
-  const target = await ref.data();
-  ref.dispose();
   const model = flowMapModelFromCheckpoint(ck, f.useEma);
-  const range: [number, number] = [-f.klRange, f.klRange];
-  let rows;
+  let report;
   try {
-    rows = await flowMapKLTable(flowMapOf(model), target, {
-      steps,
+    report = await flowMapKLReport(flowMapOf(model), {
+      dataset: ck.config.dataset,
       numSamples: f.numSamples,
+      steps,
       bins: f.klBins,
-      range,
+      range: f.klRange,
       seed: f.seed,
       batch: f.batchSize,
-      keepSamples: f.plot,
+      plot: f.plot && ck.runDir ? `${ck.config.method} step ${ck.checkpoint.step}` : undefined,
     });
   } finally {
     model.dispose();
@@ -161,15 +157,14 @@ export async function main(
     dataset: ck.config.dataset,
     numSamples: f.numSamples,
     klBins: f.klBins,
-    klRange: range,
+    klRange: [-f.klRange, f.klRange],
     seed: f.seed,
     useEma: f.useEma && ck.checkpoint.ema !== undefined,
-    kl: Object.fromEntries(rows.map((r) => [String(r.steps), r.kl])),
+    kl: report.kl,
     seconds: (performance.now() - t0) / 1000,
   };
-  console.log(`| N | KL (${rec.method}${rec.method === "psd" ? `-${rec.psdMode}` : ""}) |`);
-  console.log("|---|---|");
-  for (const r of rows) console.log(`| ${r.steps} | ${r.kl.toFixed(4)} |`);
+  const label = rec.method === "psd" ? `psd-${rec.psdMode}` : rec.method;
+  console.log(report.table.replace("| KL |", `| KL (${label}) |`));
   const line = JSON.stringify(rec);
   console.log(line);
   if (ck.runDir) {
@@ -179,19 +174,7 @@ export async function main(
         create: true,
       });
       await Deno.writeTextFile(`${ck.runDir}/eval_kl.json`, JSON.stringify(rec, null, 2) + "\n");
-      if (f.plot) {
-        const png = await scatterPanels(
-          [
-            { points: target.subarray(0, 20000), title: "target" },
-            ...rows.map((r) => ({
-              points: r.samples!.subarray(0, 20000),
-              title: `N=${r.steps} KL ${r.kl.toFixed(3)}`,
-            })),
-          ],
-          { range: f.klRange, title: `${rec.method} step ${rec.step}` },
-        );
-        await Deno.writeFile(`${ck.runDir}/eval_kl.png`, png);
-      }
+      if (report.png) await Deno.writeFile(`${ck.runDir}/eval_kl.png`, report.png);
     } catch (e) {
       // The record is already printed; a read-only run directory only loses the files.
       console.warn(`eval: could not write to ${ck.runDir}: ${(e as Error).message}`);
