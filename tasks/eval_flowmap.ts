@@ -10,14 +10,14 @@
  *   deno task eval --checkpoint run --metrics kl --num-steps 1,4 --num-samples 20000
  * @module
  */
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import {
-  flowMapKLReport,
   flowMapModelFromCheckpoint,
   flowMapOf,
-  type LoadedFlowMap,
-  loadFlowMapCheckpoint,
-} from "./_flowmap.ts";
+  type LoadedFlowMapCheckpoint,
+  readFlowMapCheckpoint,
+} from "../mod.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { flowMapKLReport } from "./_flowmap.ts";
 
 /**
  * The flags (seed 004's protocol by default).
@@ -102,7 +102,7 @@ export interface FlowMapEvalRecord {
  */
 export async function main(
   argv: readonly string[],
-  loaded?: LoadedFlowMap,
+  loaded?: LoadedFlowMapCheckpoint,
 ): Promise<FlowMapEvalRecord | null> {
   let help = false;
   const f = parseFlags(argv, EVAL_FLOWMAP_FLAGS, {
@@ -127,7 +127,7 @@ export async function main(
     );
   }
   const steps = parseStepList(f.numSteps);
-  const ck = loaded ?? await loadFlowMapCheckpoint(f.checkpoint);
+  const ck = loaded ?? await readFlowMapCheckpoint(f.checkpoint);
   const shape = ck.config.dataShape;
   if (shape.length !== 1 || shape[0] !== 2) {
     throw new RangeError(`--metrics kl needs 2-D data but the samples have shape [${shape}]`);
@@ -183,14 +183,4 @@ export async function main(
   return rec;
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`eval: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("eval", main);

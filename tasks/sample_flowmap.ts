@@ -8,15 +8,17 @@
  *   deno task sample --checkpoint run/checkpoints/last.safetensors --num-steps 1 --out x.npz
  * @module
  */
-import { atomicWrite, flowMapSamples, saveNpz } from "../mod.ts";
-import { scatterPlot } from "../viz/mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import {
+  atomicWrite,
   flowMapModelFromCheckpoint,
   flowMapOf,
-  type LoadedFlowMap,
-  loadFlowMapCheckpoint,
-} from "./_flowmap.ts";
+  flowMapSamples,
+  type LoadedFlowMapCheckpoint,
+  readFlowMapCheckpoint,
+  saveNpz,
+} from "../mod.ts";
+import { scatterPlot } from "../viz/mod.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -64,7 +66,7 @@ export interface SampleFlowMapResult {
  */
 export async function main(
   argv: readonly string[],
-  loaded?: LoadedFlowMap,
+  loaded?: LoadedFlowMapCheckpoint,
 ): Promise<SampleFlowMapResult | null> {
   let help = false;
   const f = parseFlags(argv, SAMPLE_FLOWMAP_FLAGS, {
@@ -83,7 +85,7 @@ export async function main(
   }
   const ext = /\.(png|npz)$/i.exec(f.out)?.[1]?.toLowerCase();
   if (!ext) throw new RangeError(`Expected --out to end in .png or .npz but found "${f.out}"`);
-  const ck = loaded ?? await loadFlowMapCheckpoint(f.checkpoint);
+  const ck = loaded ?? await readFlowMapCheckpoint(f.checkpoint);
   const shape = ck.config.dataShape;
   if (ext === "png" && (shape.length !== 1 || shape[0] !== 2)) {
     throw new RangeError(
@@ -114,14 +116,4 @@ export async function main(
   return { out: f.out, n: f.numSamples, shape: [...shape], nfe: f.numSteps, checkpoint: ck.path };
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`sample: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("sample", main);

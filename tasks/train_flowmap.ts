@@ -15,17 +15,14 @@
 import {
   fit,
   FLOWMAP_METHODS,
-  flowMapLoss,
-  NonFiniteError,
+  FLOWMAP_TASK,
+  flowMapTrainer,
   openTrainingRun,
-  optim,
   PSD_MODES,
-  sampleToy,
-  type Tensor,
   TOY_NAMES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, type ParseFlagsOptions } from "../cli/mod.ts";
-import { buildFlowMapModel, FLOWMAP_TASK, flowMapKLReport, flowMapOf } from "./_flowmap.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { flowMapKLReport } from "./_flowmap.ts";
 
 const ACTS = ["silu", "gelu", "relu", "tanh"] as const;
 
@@ -106,7 +103,7 @@ export async function main(argv: readonly string[]): Promise<TrainFlowMapResult 
       help = true;
     },
     given,
-  } as ParseFlagsOptions);
+  });
   if (help) return null;
   const diagonalRows = f.diagonalRows ?? Math.round(f.diagonalFraction * f.batchSize);
   if (diagonalRows > f.batchSize) {
@@ -133,48 +130,21 @@ export async function main(argv: readonly string[]): Promise<TrainFlowMapResult 
     outputDir: f.outputDir,
     expName: f.expName ?? null,
   });
-  const model = buildFlowMapModel(c);
-  const phi = flowMapOf(model);
-  const teacher = (x: Tensor, s: Tensor, t: Tensor) => model.teacher(x, s, t);
-  const ema = c.emaDecay > 0 ? new optim.EMA(model, { decay: c.emaDecay }) : undefined;
-  const opt = new optim.AdamW({ lr: c.lr, weightDecay: c.weightDecay });
-  const offName = c.method === "psd"
-    ? `training/loss_psd_${c.psdMode}`
-    : `training/loss_${c.method}`;
-  let x1: Tensor;
+  const trainer = flowMapTrainer(c);
   let kl: Record<string, number> = {};
   let t0 = 0, s0 = 0, tEnd = 0;
   try {
     const res = await fit({
-      model,
-      optimizer: opt,
-      ema,
+      ...trainer,
       setup: (ctx) => {
         t0 = performance.now();
         s0 = ctx.step;
-      },
-      prepare: (ctx) => {
-        x1 = ctx.track(sampleToy(c.dataset, c.batchSize, ctx.generator));
-      },
-      loss: (ctx) => {
-        const r = flowMapLoss(phi, x1, {
-          method: c.method,
-          psdMode: c.psdMode,
-          diagonalRows: c.diagonalRows,
-          offDiagonalWeight: c.offDiagonalWeight,
-          generator: ctx.generator,
-          teacher,
-        });
-        const metrics: Record<string, Tensor> = {};
-        if (r.diagonal) metrics["training/loss_diagonal"] = r.diagonal;
-        if (r.offDiagonal) metrics[offName] = r.offDiagonal;
-        return { loss: r.loss, metrics };
       },
       sample: async (ctx) => {
         if (ctx.final) tEnd = performance.now();
         const n = ctx.final ? c.evalSamples : Math.min(c.evalSamples, 20000);
         if (n === 0) return;
-        const r = await flowMapKLReport(phi, {
+        const r = await flowMapKLReport(trainer.phi, {
           dataset: c.dataset,
           numSamples: n,
           seed: c.seed + 4242,
@@ -214,24 +184,10 @@ export async function main(argv: readonly string[]): Promise<TrainFlowMapResult 
       stepMs,
     };
   } finally {
-    model.dispose();
-    opt.dispose();
-    ema?.dispose();
+    trainer.model.dispose();
+    trainer.optimizer.dispose();
+    trainer.ema?.dispose();
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`${FLOWMAP_TASK}: ${e.message}`);
-      Deno.exit(2);
-    }
-    if (e instanceof NonFiniteError) {
-      console.error(`${FLOWMAP_TASK}: ${e.message}`);
-      Deno.exit(e.exitCode);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask(FLOWMAP_TASK, main);

@@ -41,3 +41,9 @@ export {
   guidanceIntervalFromReference,
   type GuidanceOptions,
 } from "./guidance.ts";
+export {
+  disposeRecorded,
+  type Generated,
+  type GenerateOptions,
+  generateSamples,
+} from "./generate.ts";

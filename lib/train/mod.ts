@@ -26,3 +26,56 @@ export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lo
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
 export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
+export {
+  buildCfmModel,
+  CFM_DATASETS,
+  CFM_MODELS,
+  type CfmDataset,
+  type CfmModel,
+  type CfmModelConfig,
+  cfmModelFromCheckpoint,
+  type CfmNet,
+  type LoadedCfmCheckpoint,
+  readCfmCheckpoint,
+  sampleCfmModel,
+  velocityOf,
+} from "./cfm_model.ts";
+export {
+  type CfmBatch,
+  type CfmData,
+  cfmData,
+  type CfmTrainer,
+  cfmTrainer,
+  type CfmTrainerConfig,
+} from "./cfm.ts";
+export {
+  bankState,
+  embeddedRing,
+  type LabelledSet,
+  loadLabelledNpz,
+  type StableVmTrainer,
+  stableVmTrainer,
+  type StableVmTrainerConfig,
+} from "./stablevm.ts";
+export { GMM_EXPERIMENTS, type GmmToyConfig, type GmmToyTrainer, gmmToyTrainer } from "./gmm.ts";
+export {
+  EVAL_METRICS,
+  type EvalMetric,
+  type EvalRecord,
+  evaluateCfm,
+  type EvaluateOptions,
+  referenceData,
+} from "./evaluate.ts";
+export {
+  buildFlowMapModel,
+  FLOWMAP_TASK,
+  type FlowMapModelConfig,
+  flowMapModelFromCheckpoint,
+  flowMapOf,
+  type FlowMapTrainer,
+  flowMapTrainer,
+  type FlowMapTrainerConfig,
+  type LoadedFlowMapCheckpoint,
+  locateFlowMapCheckpoint,
+  readFlowMapCheckpoint,
+} from "./flowmap.ts";
