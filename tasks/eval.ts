@@ -96,12 +96,7 @@ export function parseMetrics(list: string): EvalMetric[] {
  * console.log(await main(["--help"])); // prints the usage, then null
  * ```
  */
-export async function main(
-  argv: readonly string[],
-): Promise<EvalRecord | FlowMapEvalRecord | null> {
-  // A train:flowmap checkpoint gets seed 004's KL table (tasks/eval_flowmap.ts).
-  const fm = await flowMapCheckpointIn(argv);
-  if (fm) return await evalFlowMap(argv, fm);
+export async function main(argv: readonly string[]): Promise<EvalRecord | null> {
   let help = false;
   const f = parseFlags(argv, EVAL_FLAGS, {
     task: "eval",
@@ -145,4 +140,22 @@ export async function main(
   return rec;
 }
 
-if (import.meta.main) await runTask("eval", main);
+/**
+ * `deno task eval`: a `train:flowmap` checkpoint gets seed 004's KL table
+ * (tasks/eval_flowmap.ts), any other checkpoint {@linkcode main}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { evalAny } from "./eval.ts";
+ * assert.equal(await evalAny(["--help"]), null);
+ * ```
+ */
+export async function evalAny(
+  argv: readonly string[],
+): Promise<EvalRecord | FlowMapEvalRecord | null> {
+  const fm = await flowMapCheckpointIn(argv);
+  return fm ? await evalFlowMap(argv, fm) : await main(argv);
+}
+
+if (import.meta.main) await runTask("eval", evalAny);

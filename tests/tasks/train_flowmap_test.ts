@@ -20,7 +20,7 @@ import {
 } from "../../mod.ts";
 import { main as trainMain } from "../../tasks/train_flowmap.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
-import { main as evalMain } from "../../tasks/eval.ts";
+import { evalAny } from "../../tasks/eval.ts";
 import { flowMapKLReport } from "../../tasks/_flowmap.ts";
 
 /** Run on the CPU backend (bit-exact), restoring the previous backend afterwards. */
@@ -161,7 +161,7 @@ Deno.test("train:flowmap LSD (seeded, 1250 small steps): the one-step KL falls c
     // eval --metrics kl: the table by N, in eval.jsonl and eval_kl.json, equal to the report.
     const rec = await onCpu(() =>
       quiet(() =>
-        evalMain([
+        evalAny([
           "--checkpoint",
           run,
           "--metrics",
