@@ -35,6 +35,7 @@ export { grad, type GradOptions, jvp, valueAndGrad, vjp } from "./lib/autodiff/m
 // ---- layers above the engine (each lib/<layer>/mod.ts owns its exports) ----
 export * as nn from "./lib/nn/mod.ts";
 export * as optim from "./lib/optim/mod.ts";
+export * from "./lib/ot/mod.ts";
 export * from "./lib/io/mod.ts";
 export * from "./lib/flow/mod.ts";
 export * from "./lib/data/mod.ts";
@@ -45,4 +46,5 @@ export * from "./lib/flow/repa.ts";
 export * from "./lib/flow/flowmap.ts";
 export * from "./lib/metrics/flowmap.ts";
 export * from "./lib/metrics/fisher.ts";
+export * from "./lib/metrics/kmeans.ts";
 export * from "./lib/train/mod.ts";

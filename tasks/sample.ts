@@ -33,8 +33,9 @@ import { main as sampleFlowMap } from "./sample_flowmap.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { SAMPLE_FLAGS } from "./sample.ts";
- * console.log(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default); // euler
+ * assert.equal(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default, "euler");
  * ```
  */
 export const SAMPLE_FLAGS = [
@@ -95,8 +96,9 @@ export interface SampleResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./sample.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {

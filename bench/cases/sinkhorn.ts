@@ -1,7 +1,7 @@
 /**
  * @file Bench case `sinkhorn`: ms per log-domain OT coupling of n × n Gaussian points (2-D and
  * 784-D): squared-Euclidean cost divided by its max, then exactly 50 Sinkhorn iterations at
- * reg 0.05 and the log plan; ours (`sinkhorn` from `lib/flow/ot.ts`) vs PyTorch CPU.
+ * reg 0.05 and the log plan; ours (`sinkhorn` from `lib/ot/mod.ts`) vs PyTorch CPU.
  * @module
  */
 import {

@@ -12,23 +12,18 @@ export {
   interpolate,
   interpolateLipman,
   type InterpolateOptions,
+  PATH_TYPES,
+  type PathCoefficients,
+  pathCoefficients,
   type PathSample,
+  type PathType,
   sampleTimes,
   type SampleTimesOptions,
   TIME_SCHEDULES,
   type TimeSchedule,
   type VelocityFn,
 } from "./paths.ts";
-export {
-  type Coupling,
-  type CouplingMethod,
-  linearSumAssignment,
-  otCouple,
-  type OtCoupleOptions,
-  sinkhorn,
-  type SinkhornOptions,
-  type SinkhornResult,
-} from "./ot.ts";
+export { type Coupling, type CouplingMethod, otCouple, type OtCoupleOptions } from "./ot.ts";
 export {
   integrate,
   type IntegrateOptions,

@@ -5,7 +5,7 @@
  */
 import { Tensor, tidy } from "../tensor.ts";
 import { div, exp, mul, pairwiseSqDist, sum, tensor } from "../ops/ops.ts";
-import { linearSumAssignment, sinkhorn } from "../flow/ot.ts";
+import { linearSumAssignment, sinkhorn } from "../ot/mod.ts";
 import { checkChoice, checkInt, checkNumber, fmtShape } from "../_util.ts";
 
 /** Samples as a tensor [n, d] or a flat host array of n·d values. */
