@@ -24,6 +24,7 @@ import {
   randn,
   sampleFlowMap,
   sampleFlowMapTimes,
+  sampleToy,
   setBackend,
   sin,
   stopGradient,
@@ -328,4 +329,28 @@ Deno.test("histogram KL against the closed form on a 2×2 histogram, and the bin
     rtol: 1e-9,
   });
   assertClose(rows[1]!.samples!, shifted, { rtol: 1e-5, atol: 1e-5 });
+});
+
+Deno.test("checkerboard matches seed 004's: 8 cells (i + j even) of a 4×4 board on [−2, 2]², uniform", async () => {
+  const n = 80000;
+  const x = await sampleToy("checkerboard", n, new Generator(2)).data();
+  const counts = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const a = x[2 * i]!, b = x[2 * i + 1]!;
+    assert.ok(a >= -2 && a < 2 && b >= -2 && b < 2, `point ${a}, ${b} outside [−2, 2)²`);
+    const ci = Math.floor(a) + 2, cj = Math.floor(b) + 2;
+    assert.equal((ci + cj) % 2, 0, `point ${a}, ${b} in an odd cell`);
+    counts.set(`${ci},${cj}`, (counts.get(`${ci},${cj}`) ?? 0) + 1);
+  }
+  assert.equal(counts.size, 8);
+  for (const [cell, c] of counts) {
+    assert.ok(Math.abs(c / n - 1 / 8) < 0.006, `cell ${cell}: ${c / n}`);
+  }
+  // Uniform within a cell: the mean offset from the cell corner is ≈ (½, ½).
+  let mx = 0, my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += x[2 * i]! - Math.floor(x[2 * i]!);
+    my += x[2 * i + 1]! - Math.floor(x[2 * i + 1]!);
+  }
+  assertClose([mx / n, my / n], [0.5, 0.5], { atol: 0.005 });
 });
