@@ -60,6 +60,8 @@ export * from "./lib/metrics/mod.ts";
 export * from "./lib/data/gmm.ts";
 export * from "./lib/flow/stablevm.ts";
 export * from "./lib/flow/repa.ts";
+export * from "./lib/flow/flowmap.ts";
+export * from "./lib/metrics/flowmap.ts";
 export * from "./lib/metrics/fisher.ts";
 export * from "./lib/metrics/kmeans.ts";
 export * from "./lib/train/mod.ts";

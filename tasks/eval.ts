@@ -18,6 +18,8 @@ import {
   SAMPLER_METHODS,
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { flowMapCheckpointIn } from "./_flowmap.ts";
+import { type FlowMapEvalRecord, main as evalFlowMap } from "./eval_flowmap.ts";
 
 export { EVAL_METRICS, type EvalMetric, type EvalRecord } from "../mod.ts";
 
@@ -141,4 +143,22 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
   return rec;
 }
 
-if (import.meta.main) await runTask("eval", main);
+/**
+ * `deno task eval`: a `train:flowmap` checkpoint gets seed 004's KL table
+ * (tasks/eval_flowmap.ts), any other checkpoint {@linkcode main}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { evalAny } from "./eval.ts";
+ * assert.equal(await evalAny(["--help"]), null);
+ * ```
+ */
+export async function evalAny(
+  argv: readonly string[],
+): Promise<EvalRecord | FlowMapEvalRecord | null> {
+  const fm = await flowMapCheckpointIn(argv);
+  return fm ? await evalFlowMap(argv, fm) : await main(argv);
+}
+
+if (import.meta.main) await runTask("eval", evalAny);

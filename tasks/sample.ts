@@ -25,6 +25,8 @@ import {
 } from "../mod.ts";
 import { imageGrid, scatterPlot } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { flowMapCheckpointIn } from "./_flowmap.ts";
+import { main as sampleFlowMap } from "./sample_flowmap.ts";
 
 /**
  * The flags.
@@ -100,6 +102,9 @@ export interface SampleResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {
+  // A train:flowmap checkpoint samples by composing its map (tasks/sample_flowmap.ts).
+  const fm = await flowMapCheckpointIn(argv);
+  if (fm) return await sampleFlowMap(argv, fm);
   let help = false;
   const f = parseFlags(argv, SAMPLE_FLAGS, {
     task: "sample",

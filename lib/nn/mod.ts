@@ -75,3 +75,4 @@ export {
   VelocityMLP,
   type VelocityMLPOptions,
 } from "./velocity.ts";
+export { FlowMapMLP, type FlowMapMLPOptions } from "./flowmap.ts";

@@ -73,3 +73,16 @@ export {
   type EvaluateOptions,
   referenceData,
 } from "./evaluate.ts";
+export {
+  buildFlowMapModel,
+  FLOWMAP_TASK,
+  type FlowMapModelConfig,
+  flowMapModelFromCheckpoint,
+  flowMapOf,
+  type FlowMapTrainer,
+  flowMapTrainer,
+  type FlowMapTrainerConfig,
+  type LoadedFlowMapCheckpoint,
+  locateFlowMapCheckpoint,
+  readFlowMapCheckpoint,
+} from "./flowmap.ts";
