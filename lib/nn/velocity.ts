@@ -13,6 +13,7 @@ import {
   Activation,
   type ActivationName,
   Dropout,
+  dtEmbedding,
   forwardFusingActivations,
   GELU,
   generatorOf,
@@ -20,6 +21,7 @@ import {
   LabelEmbedder,
   LayerNorm,
   Linear,
+  TimestepEmbedder,
   timestepEmbedding,
 } from "./layers.ts";
 
@@ -55,6 +57,15 @@ export interface VelocityMLPOptions extends RandomOptions {
   classDropoutProb?: number;
   /** Feed t through a sinusoidal embedding of this width (default: raw t, one column). */
   timeEmbedDim?: number;
+  /**
+   * Step-size conditioning for shortcut models (default false): a `dt_embedder`
+   * (sinusoidal(dtBase) → Linear–SiLU–Linear) whose output is added to the first hidden layer,
+   * as the label embedding is. `forward` then needs `dtBase` [B] (d = 2^−dtBase). Without it
+   * the network, its parameters and their initial values are unchanged.
+   */
+  dtConditioning?: boolean;
+  /** Sinusoidal width of the step-size embedding (default 32). */
+  dtEmbedDim?: number;
 }
 
 /**
@@ -77,6 +88,8 @@ export class VelocityMLP extends Module {
   readonly yEmbedder: LabelEmbedder | undefined;
   /** Sinusoidal time width, or 0 for raw t. */
   readonly timeEmbedDim: number;
+  /** Step-size embedder (`dt_embedder`, when `dtConditioning`). */
+  readonly dtEmbedder: TimestepEmbedder | undefined;
   constructor(opts: VelocityMLPOptions) {
     super();
     this.dim = checkInt("dim", opts.dim, 1);
@@ -99,18 +112,35 @@ export class VelocityMLP extends Module {
         new LabelEmbedder(opts.numClasses, hidden, opts.classDropoutProb ?? 0.1, r),
       )
       : undefined;
+    // Registered last, so the other parameters draw the same initial values with or without it.
+    this.dtEmbedder = opts.dtConditioning
+      ? this.module(
+        "dt_embedder",
+        new TimestepEmbedder(hidden, {
+          frequencyEmbeddingSize: checkInt("dtEmbedDim", opts.dtEmbedDim ?? 32, 2),
+          ...r,
+        }),
+      )
+      : undefined;
   }
-  /** v(x [B, dim], t [B], y? [B]) → [B, dim]; without y a conditional net uses the null class. */
-  forward(x: Tensor, t: Tensor, y?: Tensor): Tensor {
+  /**
+   * v(x [B, dim], t [B], y? [B], dtBase? [B]) → [B, dim]; without y a conditional net uses the
+   * null class. `dtBase` (log2 of the step count, d = 2^−dtBase) is required by a
+   * step-conditioned net and rejected by any other.
+   */
+  forward(x: Tensor, t: Tensor, y?: Tensor, dtBase?: Tensor): Tensor {
     const b = checkInputs(this.dim, x, t);
+    const dte = dtEmbedding(this.dtEmbedder, dtBase, b);
     const tf = this.timeEmbedDim ? timestepEmbedding(t, this.timeEmbedDim) : reshape(t, [b, 1]);
     const layers = this.net.layers as readonly (Module & { forward(x: Tensor): Tensor })[];
     const cond = this.yEmbedder;
-    // The label embedding is added before the first activation, so layer 0 fuses only
-    // without one.
-    if (cond) {
-      const h = layers[0]!.forward(concat([x, tf], 1));
-      return forwardFusingActivations(layers, h.add(cond.forward(y ?? cond.nullLabels(b))), 1);
+    // The label and step embeddings are added before the first activation, so layer 0 fuses
+    // only without them.
+    if (cond || dte) {
+      let h = layers[0]!.forward(concat([x, tf], 1));
+      if (cond) h = h.add(cond.forward(y ?? cond.nullLabels(b)));
+      if (dte) h = h.add(dte);
+      return forwardFusingActivations(layers, h, 1);
     }
     return forwardFusingActivations(layers, concat([x, tf], 1));
   }
