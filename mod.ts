@@ -44,3 +44,4 @@ export * from "./lib/data/gmm.ts";
 export * from "./lib/flow/stablevm.ts";
 export * from "./lib/flow/repa.ts";
 export * from "./lib/metrics/fisher.ts";
+export * from "./lib/train/mod.ts";

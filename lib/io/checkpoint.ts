@@ -1,11 +1,12 @@
 /**
  * @file Training checkpoints: one safetensors file holding the model (`model.*`), EMA
- * (`ema.*`) and optimizer (`optim.*`) tensors, with step, RNG state, config and a CRC-32
+ * (`ema.*`), optimizer (`optim.*`) and trainer-state (`state.*`, e.g. a memory bank)
+ * tensors, with step, RNG state, config and a CRC-32
  * of the data section in the metadata, written atomically; and a manager that keeps the
  * last few, maintains `last.safetensors`, and finds the newest valid one for `--resume`.
  * @module
  */
-import type { Tensor } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/ops.ts";
 import { checkInt } from "../_util.ts";
 import { crc32, FileFormatError, readBytes } from "../formats/_bytes.ts";
@@ -13,13 +14,19 @@ import { atomicWrite, joinPath } from "../formats/fs.ts";
 import {
   assembleSafetensors,
   decodeSafetensorsWithMetadata,
+  type HostArray,
   layoutSafetensors,
   tensorsToHost,
 } from "./safetensors.ts";
 
 /** Format tag and version stored in every checkpoint's metadata. */
 const FORMAT = "flowgpu-checkpoint";
-const VERSION = 1;
+/**
+ * Version 2 added the `state.*` section. A file without one is still written as version 1,
+ * so older readers keep reading it; one with trainer state says "version 2", which an older
+ * reader reports as "newer than this library" instead of "unknown tensor prefix".
+ */
+const VERSION = 2;
 
 /** What a checkpoint holds. */
 export interface Checkpoint {
@@ -29,6 +36,11 @@ export interface Checkpoint {
   ema?: Record<string, Tensor>;
   /** Optimizer state tensors (flattened names, e.g. `m.layer.weight`). */
   optimizer?: Record<string, Tensor>;
+  /**
+   * Trainer state beyond model/EMA/optimizer (a StableVM memory bank, …): tensors, or host
+   * `{shape, data: Float32Array}` arrays when the state lives on the host. Read back as tensors.
+   */
+  state?: Record<string, Tensor | HostArray>;
   /** The training step this state belongs to. */
   step: number;
   /** Generator state (`Generator.state()`) to resume the random stream. */
@@ -60,7 +72,12 @@ export class CheckpointError extends FileFormatError {
   }
 }
 
-const SECTIONS = [["model", "model"], ["ema", "ema"], ["optimizer", "optim"]] as const;
+const SECTIONS = [
+  ["model", "model"],
+  ["ema", "ema"],
+  ["optimizer", "optim"],
+  ["state", "state"],
+] as const;
 
 /**
  * Serialise a checkpoint to safetensors bytes (see {@linkcode saveCheckpoint}).
@@ -78,15 +95,21 @@ export async function encodeCheckpoint(ckpt: Checkpoint): Promise<Uint8Array> {
     throw new TypeError("Expected checkpoint to be an object with a model record");
   }
   checkInt("checkpoint step", ckpt.step, 0);
-  const host = {};
+  const host: Record<string, HostArray> = {};
   for (const [field, prefix] of SECTIONS) {
     const rec = ckpt[field];
-    if (rec) Object.assign(host, await tensorsToHost(rec, `${prefix}.`));
+    if (!rec) continue;
+    for (const [k, v] of Object.entries(rec)) {
+      if (v && !(v instanceof Tensor) && v.data instanceof Float32Array && Array.isArray(v.shape)) {
+        host[`${prefix}.${k}`] = { shape: [...v.shape], data: v.data };
+      } else Object.assign(host, await tensorsToHost({ [k]: v as Tensor }, `${prefix}.`));
+    }
   }
   const { entries, data } = layoutSafetensors(host);
+  const hasState = ckpt.state !== undefined && Object.keys(ckpt.state).length > 0;
   const meta: Record<string, string> = {
     format: FORMAT,
-    format_version: String(VERSION),
+    format_version: String(hasState ? 2 : 1),
     step: String(ckpt.step),
     data_crc32: crc32(data).toString(16).padStart(8, "0"),
     data_bytes: String(data.length),
@@ -165,9 +188,9 @@ export function decodeCheckpoint(bytes: Uint8Array, name = "<bytes>"): Checkpoin
     const prefix = key.slice(0, dot), rest = key.slice(dot + 1);
     const sec = SECTIONS.find(([, p]) => p === prefix)?.[0];
     if (dot < 0 || !sec) {
-      throw new CheckpointError(name, `tensor "${key}" has no model./ema./optim. prefix`);
+      throw new CheckpointError(name, `tensor "${key}" has no model./ema./optim./state. prefix`);
     }
-    (out[sec] ??= {})[rest] = tensor(arr.data, arr.shape);
+    ((out[sec] ??= {}) as Record<string, Tensor>)[rest] = tensor(arr.data, arr.shape);
   }
   if (m.rng !== undefined) out.rng = parse("rng") as Checkpoint["rng"];
   if (m.config !== undefined) out.config = parse("config");

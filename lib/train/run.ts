@@ -1,0 +1,110 @@
+/**
+ * @file Starting or continuing a training run before its trainer exists: a fresh run gets
+ * a new directory with `config.json`; `--resume <run dir or checkpoint>` reopens the run
+ * and its stored configuration wins, except for the schedule keys (step budget, log,
+ * checkpoint and sample cadence) the user gave explicitly now. Keys not given keep the
+ * run's values, so a resumed run keeps its schedule instead of falling back to defaults.
+ * @module
+ */
+import { createRun, openRun, type Run } from "../io/mod.ts";
+
+/** Options of {@linkcode openTrainingRun}. */
+export interface TrainingRunSpec<C extends object> {
+  /** Task name, stored as `config.task` and checked on resume (e.g. `train:cfm`). */
+  task: string;
+  /** The configuration from this invocation's flags (defaults filled in). */
+  config: C;
+  /** A run directory, or a `.safetensors` checkpoint inside one, to continue; else null. */
+  resume?: string | null;
+  /** Config keys the user gave explicitly (e.g. from `parseFlags(…, { given })`). */
+  given?: ReadonlySet<string>;
+  /** Keys a resumed run takes from `config` when given (its schedule); others are kept. */
+  schedule?: readonly (keyof C & string)[];
+  /** Parent directory of a new run (default `runs`). */
+  outputDir?: string;
+  /** Name of a new run's directory (default `<task>-<time>`). */
+  expName?: string | null;
+  /** Where the "ignoring --flag" notice goes (default console.warn). */
+  warn?: (msg: string) => void;
+}
+
+/** What {@linkcode openTrainingRun} returns. */
+export interface TrainingRun<C> {
+  /** The run directory. */
+  run: Run;
+  /** The effective configuration (stored one plus schedule overrides when resuming). */
+  config: C;
+  /** What to pass as `fit`'s `resume`: a checkpoint path, true (newest) or null (fresh). */
+  resume: string | true | null;
+}
+
+const kebab = (k: string) => k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
+
+/**
+ * Create a run (fresh) or reopen one (resume) and settle its configuration.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { openTrainingRun } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * const a = await openTrainingRun({
+ *   task: "toy", config: { lr: 0.1, maxSteps: 10, logEvery: 5 }, outputDir: dir, expName: "a",
+ * });
+ * assert.equal(a.resume, null);
+ * // Resuming with a new budget: the stored lr and log cadence are kept.
+ * const b = await openTrainingRun({
+ *   task: "toy", config: { lr: 0.5, maxSteps: 20, logEvery: 100 }, resume: a.run.dir,
+ *   given: new Set(["maxSteps"]), schedule: ["maxSteps", "logEvery"],
+ * });
+ * assert.deepEqual(b.config, { task: "toy", lr: 0.1, maxSteps: 20, logEvery: 5 });
+ * assert.equal(b.resume, true);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function openTrainingRun<C extends object>(
+  spec: TrainingRunSpec<C>,
+): Promise<TrainingRun<C>> {
+  const config = { task: spec.task, ...spec.config } as C;
+  if (!spec.resume) {
+    const run = await createRun(spec.task, {
+      outputDir: spec.outputDir,
+      expName: spec.expName ?? undefined,
+      config,
+    });
+    return { run, config, resume: null };
+  }
+  let dir = spec.resume.replace(/\/+$/, "");
+  let resume: string | true = true;
+  if (dir.endsWith(".safetensors")) {
+    resume = dir;
+    dir = dir.replace(/\/?checkpoints\/[^/]+$/, "") || ".";
+    if (dir === resume) dir = ".";
+  }
+  const run = await openRun(dir);
+  const stored = run.config as Record<string, unknown> | null;
+  if (!stored || typeof stored !== "object") {
+    throw new RangeError(`--resume ${spec.resume}: ${dir}/config.json holds no configuration`);
+  }
+  if (stored.task !== undefined && stored.task !== spec.task) {
+    throw new RangeError(
+      `--resume ${spec.resume}: ${dir} is a ${stored.task} run, not a ${spec.task} run`,
+    );
+  }
+  const given = spec.given ?? new Set<string>();
+  const schedule = new Set<string>(spec.schedule ?? []);
+  const merged: Record<string, unknown> = { ...stored, task: spec.task };
+  const ignored: string[] = [];
+  for (const k of given) {
+    if (!(k in (spec.config as object))) continue;
+    if (schedule.has(k)) merged[k] = (spec.config as Record<string, unknown>)[k];
+    else if (k !== "resume") ignored.push(`--${kebab(k)}`);
+  }
+  if ("resume" in (spec.config as object)) merged.resume = spec.resume;
+  if (ignored.length) {
+    (spec.warn ?? console.warn)(
+      `${spec.task}: --resume keeps the run's config.json; ignoring ${ignored.join(", ")}`,
+    );
+  }
+  return { run, config: merged as C, resume };
+}
