@@ -10,12 +10,14 @@ import {
   CheckpointError,
   classifierFreeGuidance,
   FileFormatError,
+  full,
   Generator,
   integrate,
   type IntegrateResult,
   loadCheckpoint,
   nn,
   type SamplerMethod,
+  shortcutDtBase,
   type Tensor,
   tensor,
   type VelocityFn,
@@ -69,6 +71,10 @@ export interface ModelConfig {
   cfgDropout: number;
   /** Seed; the model is initialised from `seed + 1`. */
   seed: number;
+  /** Step-size conditioned (train:shortcut, train:anchor, train:local checkpoints). */
+  dtConditioning?: boolean;
+  /** Their finest step 1/denoiseTimesteps (default 128). */
+  denoiseTimesteps?: number;
 }
 
 /** A velocity model of either kind. */
@@ -98,6 +104,7 @@ export function buildModel(c: ModelConfig): CfmNet {
       depth: c.depth,
       numClasses: c.numClasses || undefined,
       classDropoutProb: c.cfgDropout,
+      dtConditioning: c.dtConditioning,
       seed: c.seed + 1,
     });
   }
@@ -116,6 +123,7 @@ export function buildModel(c: ModelConfig): CfmNet {
     numHeads: c.hidden % 4 === 0 ? 4 : 1,
     numClasses: c.numClasses,
     classDropoutProb: c.cfgDropout,
+    dtConditioning: c.dtConditioning,
     seed: c.seed + 1,
   });
 }
@@ -134,6 +142,9 @@ export function buildModel(c: ModelConfig): CfmNet {
 export function velocityOf(model: CfmNet): VelocityFn {
   return (x: Tensor, t: Tensor, y?: Tensor) => model.forward(x, t, y);
 }
+
+/** Tasks whose checkpoints `sample`/`eval` read (the shortcut ones sample N = 2^k steps). */
+const SAMPLEABLE_TASKS = ["train:cfm", "train:shortcut", "train:anchor", "train:local"];
 
 /** Where a checkpoint came from and what it holds. */
 export interface LoadedCheckpoint {
@@ -219,7 +230,7 @@ export async function resolveCheckpoint(spec: string): Promise<LoadedCheckpoint>
   }
   const cfg = checkpoint.config as Record<string, unknown> | undefined;
   if (
-    !cfg || cfg.task !== "train:cfm" || !Array.isArray(cfg.dataShape) ||
+    !cfg || !SAMPLEABLE_TASKS.includes(cfg.task as string) || !Array.isArray(cfg.dataShape) ||
     typeof cfg.model !== "string"
   ) {
     throw new RangeError(
@@ -288,6 +299,8 @@ export interface GenerateOptions {
   record?: boolean;
   /** Rows per integration batch (default: all at once). */
   batch?: number;
+  /** Shortcut models: the finest step 1/denoiseTimesteps they were trained for (default 128). */
+  denoiseTimesteps?: number;
 }
 
 /** Samples on the host plus what the integration cost. */
@@ -319,6 +332,7 @@ export async function generateSamples(
 ): Promise<Generated> {
   const conditional = model.yEmbedder !== undefined;
   let v = velocityOf(model);
+  if (model.dtEmbedder) v = shortcutVelocity(model, o.sampler, o.steps, o.denoiseTimesteps);
   const scale = o.cfgScale ?? 1;
   if (conditional && scale !== 1) {
     v = classifierFreeGuidance(v, {
@@ -361,6 +375,32 @@ export async function generateSamples(
     }
   }
   return recorded ? { x: out, nfe, recorded } : { x: out, nfe };
+}
+
+/** A shortcut model's N-step Euler velocity: dtBase = log2 N (d = 1/N), N a power of two. */
+function shortcutVelocity(
+  model: CfmNet,
+  sampler: string,
+  steps: number,
+  denoiseTimesteps = 128,
+): VelocityFn {
+  if (sampler !== "euler") {
+    throw new RangeError(
+      `A shortcut model samples with --sampler euler (N steps of d = 1/N), not ${sampler}`,
+    );
+  }
+  let k: number;
+  try {
+    k = shortcutDtBase(steps, denoiseTimesteps);
+  } catch (e) {
+    throw new RangeError(`--num-steps: ${(e as Error).message}`);
+  }
+  return (x: Tensor, t: Tensor, y?: Tensor) => {
+    const d = full([x.shape[0]!], k);
+    return model instanceof nn.DiT
+      ? model.forward(x, t, y, undefined, d)
+      : model.forward(x, t, y, d);
+  };
 }
 
 /**

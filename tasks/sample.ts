@@ -155,6 +155,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       guidanceLow: f.guidanceLow,
       guidanceHigh: f.guidanceHigh,
       batch: f.batchSize,
+      denoiseTimesteps: ck.config.denoiseTimesteps,
     });
   } finally {
     model.dispose();

@@ -27,15 +27,9 @@ import {
   tensor,
   tidy,
 } from "../mod.ts";
-import {
-  COMMON_FLAGS,
-  commonConfig,
-  LABELLED_TOYS,
-  parseTaskFlags,
-  runMain,
-  type ShortcutRunResult,
-  trainShortcut,
-} from "./_shortcut.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
+import { LABELLED_TOYS } from "./_shortcut_data.ts";
 
 /** The flags: the common ones plus the anchor settings of `train_anchor.py`. */
 export const TRAIN_ANCHOR_FLAGS = [
@@ -112,7 +106,7 @@ export async function main(argv: readonly string[]): Promise<ShortcutRunResult |
     return await trainShortcut(cfg, given, {
       labels: !clusters,
       async setup(c) {
-        numClasses = c.numClasses;
+        numClasses = c.labelClasses;
         weight = c.anchorWeight as number;
         if (!c.useClusterCentroids) return;
         const cd = await check(c.clusterDir as string, c.numClusters as number);

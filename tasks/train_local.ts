@@ -11,14 +11,8 @@
  * @module
  */
 import { type FlagSpec } from "../cli/mod.ts";
-import {
-  COMMON_FLAGS,
-  commonConfig,
-  parseTaskFlags,
-  runMain,
-  type ShortcutRunResult,
-  trainShortcut,
-} from "./_shortcut.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
 /** The flags: the common ones plus the locality settings of `train_local.py`. */
 export const TRAIN_LOCAL_FLAGS = [

@@ -13,14 +13,8 @@
  * @module
  */
 import { type FlagSpec } from "../cli/mod.ts";
-import {
-  COMMON_FLAGS,
-  commonConfig,
-  parseTaskFlags,
-  runMain,
-  type ShortcutRunResult,
-  trainShortcut,
-} from "./_shortcut.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
 /** The flags (SC's `--model.*` spellings work too). */
 export const TRAIN_SHORTCUT_FLAGS = COMMON_FLAGS satisfies readonly FlagSpec[];
