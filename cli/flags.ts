@@ -56,6 +56,11 @@ export interface ParseFlagsOptions {
   positionals?: boolean;
   /** Called with the usage text on `--help` (default: print it and exit 0). */
   onHelp?: (text: string) => never | void;
+  /**
+   * Filled with the camelCase keys of the flags present on the command line (defaults
+   * excluded), e.g. to tell a resumed run which settings the user changed.
+   */
+  given?: Set<string>;
 }
 
 /** `num_steps`/`num-steps`/`numSteps` → `num-steps`. */
@@ -334,6 +339,7 @@ export function parseFlags<const S extends readonly FlagSpec[]>(
         v = false;
       }
       bools.set(f.name, v);
+      opts.given?.add(camel(f.name));
       norm.push(`--${f.name}`);
       continue;
     }
@@ -346,6 +352,7 @@ export function parseFlags<const S extends readonly FlagSpec[]>(
       value = next;
       i++;
     }
+    opts.given?.add(camel(f.name));
     norm.push(`--${f.name}=${value}`);
   }
 

@@ -19,3 +19,4 @@ export {
   parseFlags,
   type ParseFlagsOptions,
 } from "./flags.ts";
+export { exitCodeOf, runTask, type RunTaskOptions } from "./task.ts";

@@ -1,55 +1,18 @@
 /**
- * @file What `train:shortcut`, `train:anchor` and `train:local` share (seed 000): flags with
- * the seed's `--model.*` spellings and SC's defaults, data (2-D toys, Fashion-MNIST) and the
- * step-conditioned model. Data is in `_shortcut_data.ts`, the trainer and the few-step
- * evaluation in `_shortcut_fit.ts`.
+ * @file Flags and configuration shared by `train:shortcut`, `train:anchor` and `train:local`
+ * (seed 000): SC's train.py names and defaults, accepted in the seeds' `--model.*` spellings.
+ * The trainer is `shortcutTrainer` (lib/train); `_shortcut_fit.ts` runs it with `fit`.
  * @module
  */
-import {
-  type AnchorTerm,
-  encodePng,
-  fit,
-  type FitResult,
-  gatherRows,
-  Generator,
-  loadFashionMnist,
-  type LocalityTerm,
-  nn,
-  openTrainingRun,
-  optim,
-  type Run,
-  sampleToy,
-  type ShortcutBatch,
-  shortcutLoss,
-  shortcutSample,
-  shortcutTargets,
-  type ShortcutVelocityFn,
-  type StepContext,
-  type StepMetrics,
-  straightness,
-  type Tensor,
-  tensor,
-  w2,
-} from "../mod.ts";
-import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { CFM_DATASETS, type ShortcutTrainerConfig, TOY_LABEL_CLASSES } from "../mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
-import { LABELLED_TOYS } from "./_shortcut_data.ts";
-
-/** Datasets of the shortcut tasks. */
-export const SHORTCUT_DATASETS = [
-  "8gaussians",
-  "moons",
-  "checkerboard",
-  "spirals",
-  "fashion-mnist",
-] as const;
 
 /** Flags of all three tasks (SC's train.py names and defaults as aliases). */
 export const COMMON_FLAGS = [
   {
     name: "dataset",
     type: "choice",
-    choices: SHORTCUT_DATASETS,
+    choices: CFM_DATASETS,
     default: "8gaussians",
     aliases: ["dataset-name"],
     help: "data",
@@ -107,31 +70,13 @@ export const COMMON_FLAGS = [
 ] as const satisfies readonly FlagSpec[];
 
 /** The resolved configuration (config.json and checkpoints). */
-export interface ShortcutTaskConfig {
+export interface ShortcutTaskConfig extends ShortcutTrainerConfig {
   task: string;
-  dataset: typeof SHORTCUT_DATASETS[number];
-  dataShape: number[];
-  /** Classes the model is conditioned on (0: unconditional). */
-  numClasses: number;
+  dtConditioning: true;
   /** Classes of the data's labels (for label anchors; 0: unlabelled). */
   labelClasses: number;
-  model: "velocity-mlp" | "dit-tiny";
-  hidden: number;
-  depth: number;
-  dtConditioning: true;
-  batchSize: number;
-  lr: number;
-  weightDecay: number;
   maxTrainSteps: number;
-  emaDecay: number;
   gradClip: number;
-  denoiseTimesteps: number;
-  bootstrapEvery: number;
-  bootstrapCfg: boolean;
-  bootstrapEma: boolean;
-  cfgScale: number;
-  cfgDropout: number;
-  seed: number;
   outputDir: string;
   expName: string | null;
   logEvery: number;
@@ -150,25 +95,17 @@ export function parseTaskFlags<const S extends readonly FlagSpec[]>(
   usage: string,
 ): { f: ReturnType<typeof parseFlags<S>>; given: Set<string> } | null {
   let help = false;
+  const given = new Set<string>();
   const f = parseFlags(argv, spec, {
     task,
     usage,
+    given,
     onHelp: (t) => {
       console.log(t);
       help = true;
     },
   });
-  if (help) return null;
-  const bare: Record<string, unknown> = parseFlags(
-    argv,
-    spec.map((s) => ({ ...s, default: undefined })),
-    { task },
-  );
-  const given = new Set(
-    Object.entries(bare).filter(([k, v]) => k !== "_" && v !== undefined && v !== false)
-      .map(([k]) => k),
-  );
-  return { f, given };
+  return help ? null : { f, given };
 }
 
 /** Resolve the common flags into a config. */
@@ -186,7 +123,7 @@ export function commonConfig(
     dataset: f.dataset,
     dataShape: images ? [1, 28, 28] : [2],
     numClasses: images ? 10 : 0,
-    labelClasses: images ? 10 : LABELLED_TOYS[f.dataset] ?? 0,
+    labelClasses: images ? 10 : TOY_LABEL_CLASSES[f.dataset] ?? 0,
     model,
     hidden: f.hidden ?? (images ? 64 : 128),
     depth: f.depth ?? (images ? 4 : 3),
@@ -212,55 +149,4 @@ export function commonConfig(
     evalSamples: f.evalSamples,
     resume: f.resume ?? null,
   };
-}
-
-/** A step-conditioned network (initialised from `seed + 1`, as train:cfm). */
-export type ShortcutNet = nn.VelocityMLP | nn.DiT;
-
-/** Build the network a config describes. */
-export function buildShortcutModel(c: ShortcutTaskConfig): ShortcutNet {
-  const classes = c.numClasses;
-  if (c.model === "velocity-mlp") {
-    return new nn.VelocityMLP({
-      dim: c.dataShape[0]!,
-      hidden: c.hidden,
-      depth: c.depth,
-      numClasses: classes || undefined,
-      classDropoutProb: c.cfgDropout,
-      dtConditioning: true,
-      seed: c.seed + 1,
-    });
-  }
-  return new nn.DiT({
-    inputSize: c.dataShape[1]!,
-    patchSize: 4,
-    inChannels: c.dataShape[0]!,
-    hiddenSize: c.hidden,
-    depth: c.depth,
-    numHeads: c.hidden % 4 === 0 ? 4 : 1,
-    numClasses: classes,
-    classDropoutProb: c.cfgDropout,
-    dtConditioning: true,
-    seed: c.seed + 1,
-  });
-}
-
-/** The model as `(x, t, dtBase, y?) => v`. */
-export function shortcutFn(m: ShortcutNet): ShortcutVelocityFn {
-  return m instanceof nn.DiT
-    ? (x, t, d, y) => m.forward(x, t, y, undefined, d)
-    : (x, t, d, y) => m.forward(x, t, y, d);
-}
-
-/** Run a task's main: user errors (RangeError/TypeError) print one line and exit 2. */
-export async function runMain(name: string, main: (a: string[]) => Promise<unknown>) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`${name}: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
 }

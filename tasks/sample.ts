@@ -13,16 +13,18 @@
  */
 import {
   atomicWrite,
+  cfmModelFromCheckpoint,
   encodePng,
   Generator,
+  readCfmCheckpoint,
+  sampleCfmModel,
   SAMPLER_METHODS,
   type SamplerMethod,
   saveNpz,
   toUint8Nhwc,
 } from "../mod.ts";
 import { imageGrid, scatterPlot } from "../viz/mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
-import { generateSamples, modelFromCheckpoint, resolveCheckpoint } from "./_train_loop.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -116,7 +118,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       `Expected --guidance-high (${f.guidanceHigh}) >= --guidance-low (${f.guidanceLow})`,
     );
   }
-  const ck = await resolveCheckpoint(f.checkpoint);
+  const ck = await readCfmCheckpoint(f.checkpoint);
   const shape = ck.config.dataShape;
   const C = ck.config.numClasses ?? 0;
   const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== 1;
@@ -140,10 +142,10 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     const u = new Generator(f.seed + 1).uniformHost(n);
     labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
   }
-  const model = modelFromCheckpoint(ck, f.useEma);
+  const model = cfmModelFromCheckpoint(ck, f.useEma);
   let g;
   try {
-    g = await generateSamples(model, shape, {
+    g = await sampleCfmModel(model, shape, {
       n,
       sampler: f.sampler as SamplerMethod,
       steps: f.numSteps,
@@ -201,14 +203,4 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path };
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`sample: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("sample", main);

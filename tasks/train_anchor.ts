@@ -15,21 +15,10 @@
  *     --model.use_cluster_centroids=True --model.use_label_anchors=False
  * @module
  */
-import { type FlagSpec } from "../cli/mod.ts";
-import {
-  type AnchorTerm,
-  labelAnchors,
-  loadClusterDir,
-  mean,
-  nearestCentroid,
-  sliceRows,
-  type Tensor,
-  tensor,
-  tidy,
-} from "../mod.ts";
-import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type FlagSpec, runTask } from "../cli/mod.ts";
+import { loadClusterDir, type Tensor, tensor, TOY_LABEL_CLASSES } from "../mod.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
-import { LABELLED_TOYS } from "./_shortcut_data.ts";
 
 /** The flags: the common ones plus the anchor settings of `train_anchor.py`. */
 export const TRAIN_ANCHOR_FLAGS = [
@@ -80,10 +69,10 @@ export async function main(argv: readonly string[]): Promise<ShortcutRunResult |
   if (!clusters && !f.useLabelAnchors) {
     throw new RangeError("--no-use-label-anchors without --cluster-dir leaves no anchors");
   }
-  if (!clusters && base.dataset !== "fashion-mnist" && !(base.dataset in LABELLED_TOYS)) {
+  if (!clusters && base.dataset !== "fashion-mnist" && !(base.dataset in TOY_LABEL_CLASSES)) {
     throw new RangeError(
       `--use-label-anchors needs class labels but --dataset ${base.dataset} has none ` +
-        `(labelled: fashion-mnist, ${Object.keys(LABELLED_TOYS).join(", ")}); ` +
+        `(labelled: fashion-mnist, ${Object.keys(TOY_LABEL_CLASSES).join(", ")}); ` +
         `use --cluster-dir from deno task cluster --dataset ${base.dataset}`,
     );
   }
@@ -98,41 +87,21 @@ export async function main(argv: readonly string[]): Promise<ShortcutRunResult |
     anchorWeight: f.anchorWeight,
     useLabelAnchors: !clusters,
     useClusterCentroids: clusters,
-    numClusters,
+    numClusters: numClusters ?? f.numClusters,
     clusterDir: f.clusterDir ?? null,
   };
-  let centers: Tensor | undefined, numClasses = 0, weight = 1;
+  let centroids: Tensor | undefined;
   try {
-    return await trainShortcut(cfg, given, {
-      labels: !clusters,
-      async setup(c) {
-        numClasses = c.labelClasses;
-        weight = c.anchorWeight as number;
-        if (!c.useClusterCentroids) return;
-        const cd = await check(c.clusterDir as string, c.numClusters as number);
-        centers = tensor(cd.centers, [cd.numClusters, cd.dim]);
-      },
-      prepare(ctx, batch, data) {
-        const B = data.x1.shape[0]!, Bb = batch.numBootstrap;
-        const out = tidy(() => {
-          if (centers) {
-            const r = nearestCentroid(sliceRows(data.x1, Bb, B), centers);
-            const metrics = {
-              "training/cluster_distances": mean(r.distance),
-              "training/unique_clusters_used": r.used,
-            };
-            return { anchors: r.anchors, valid: r.valid, metrics };
-          }
-          const r = labelAnchors(data.x1, data.labels!, numClasses);
-          return { anchors: sliceRows(r.anchors, Bb, B), valid: sliceRows(r.valid, Bb, B) };
-        });
-        const anchor: AnchorTerm = { anchors: out.anchors, valid: out.valid, weight };
-        return Promise.resolve({ anchor, metrics: out.metrics });
-      },
+    return await trainShortcut(cfg, given, async (c) => {
+      const weight = c.anchorWeight as number;
+      if (!c.useClusterCentroids) return { anchor: { weight, labelClasses: c.labelClasses } };
+      const cd = await check(c.clusterDir as string, c.numClusters as number);
+      centroids = tensor(cd.centers, [cd.numClusters, cd.dim]);
+      return { anchor: { weight, centroids } };
     });
   } finally {
-    centers?.dispose();
+    centroids?.dispose();
   }
 }
 
-if (import.meta.main) await runMain("train:anchor", main);
+if (import.meta.main) await runTask("train:anchor", main);

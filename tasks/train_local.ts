@@ -10,8 +10,8 @@
  *   deno task train:local --dataset moons --model.locality_noise_scale=0.1 --model.locality_weight=1.0
  * @module
  */
-import { type FlagSpec } from "../cli/mod.ts";
-import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type FlagSpec, runTask } from "../cli/mod.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
 /** The flags: the common ones plus the locality settings of `train_local.py`. */
@@ -48,16 +48,12 @@ export async function main(argv: readonly string[]): Promise<ShortcutRunResult |
     localityNoiseScale: p.f.localityNoiseScale,
     localityWeight: p.f.localityWeight,
   };
-  let noiseScale = 0, weight = 0;
-  return await trainShortcut(cfg, p.given, {
-    setup(c) {
-      noiseScale = c.localityNoiseScale as number;
-      weight = c.localityWeight as number;
-      return Promise.resolve();
+  return await trainShortcut(cfg, p.given, (c) => ({
+    locality: {
+      noiseScale: c.localityNoiseScale as number,
+      weight: c.localityWeight as number,
     },
-    prepare: (ctx) =>
-      Promise.resolve({ locality: { noiseScale, weight, generator: ctx.generator } }),
-  });
+  }));
 }
 
-if (import.meta.main) await runMain("train:local", main);
+if (import.meta.main) await runTask("train:local", main);

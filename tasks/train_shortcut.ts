@@ -12,8 +12,8 @@
  *   deno task sample --checkpoint runs/train-shortcut-… --num-steps 4
  * @module
  */
-import { type FlagSpec } from "../cli/mod.ts";
-import { COMMON_FLAGS, commonConfig, parseTaskFlags, runMain } from "./_shortcut.ts";
+import { type FlagSpec, runTask } from "../cli/mod.ts";
+import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
 /** The flags (SC's `--model.*` spellings work too). */
@@ -38,4 +38,4 @@ export async function main(argv: readonly string[]): Promise<ShortcutRunResult |
   return await trainShortcut(commonConfig("train:shortcut", p.f), p.given);
 }
 
-if (import.meta.main) await runMain("train:shortcut", main);
+if (import.meta.main) await runTask("train:shortcut", main);

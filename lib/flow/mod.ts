@@ -33,6 +33,12 @@ export {
   type GuidanceOptions,
 } from "./guidance.ts";
 export {
+  disposeRecorded,
+  type Generated,
+  type GenerateOptions,
+  generateSamples,
+} from "./generate.ts";
+export {
   type AnchorTerm,
   bootstrapDtBase,
   type LocalityTerm,

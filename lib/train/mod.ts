@@ -26,3 +26,54 @@ export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lo
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
 export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
+export {
+  buildCfmModel,
+  CFM_DATASETS,
+  CFM_MODELS,
+  type CfmDataset,
+  type CfmModel,
+  type CfmModelConfig,
+  cfmModelFromCheckpoint,
+  type CfmNet,
+  type LoadedCfmCheckpoint,
+  readCfmCheckpoint,
+  sampleCfmModel,
+  velocityOf,
+} from "./cfm_model.ts";
+export {
+  type CfmBatch,
+  type CfmData,
+  cfmData,
+  type CfmTrainer,
+  cfmTrainer,
+  type CfmTrainerConfig,
+} from "./cfm.ts";
+export {
+  bankState,
+  embeddedRing,
+  type LabelledSet,
+  loadLabelledNpz,
+  type StableVmTrainer,
+  stableVmTrainer,
+  type StableVmTrainerConfig,
+} from "./stablevm.ts";
+export { GMM_EXPERIMENTS, type GmmToyConfig, type GmmToyTrainer, gmmToyTrainer } from "./gmm.ts";
+export {
+  EVAL_METRICS,
+  type EvalMetric,
+  type EvalRecord,
+  evaluateCfm,
+  type EvaluateOptions,
+  referenceData,
+} from "./evaluate.ts";
+export {
+  evaluateFewStep,
+  type FewStepEval,
+  type ShortcutTerms,
+  type ShortcutTrainer,
+  shortcutTrainer,
+  type ShortcutTrainerConfig,
+  shortcutVelocityOf,
+  TOY_LABEL_CLASSES,
+  toyLabels,
+} from "./shortcut.ts";

@@ -5,13 +5,21 @@
  * bad anchor/locality settings fail before anything is written.
  */
 import { strict as assert } from "node:assert";
-import { getBackend, loadNpz, readMetrics, saveNpy, setBackend } from "../../mod.ts";
+import {
+  buildCfmModel,
+  evaluateFewStep,
+  getBackend,
+  loadNpz,
+  readMetrics,
+  saveNpy,
+  setBackend,
+} from "../../mod.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { main as shortcutMain } from "../../tasks/train_shortcut.ts";
 import { main as anchorMain } from "../../tasks/train_anchor.ts";
 import { main as localMain } from "../../tasks/train_local.ts";
-import { buildShortcutModel, type ShortcutTaskConfig } from "../../tasks/_shortcut.ts";
-import { evalFewStep, type ShortcutRunResult } from "../../tasks/_shortcut_fit.ts";
+import type { ShortcutTaskConfig } from "../../tasks/_shortcut.ts";
+import type { ShortcutRunResult } from "../../tasks/_shortcut_fit.ts";
 
 // A small net, a large step size and a short EMA horizon, so 150 steps learn something.
 const SHORT = [
@@ -49,8 +57,8 @@ async function beatsUntrained(
     const r = await onCpu(() => main([...SHORT, ...extra, `--output-dir=${dir}`]));
     assert.ok(r && r.eval);
     const cfg = JSON.parse(await Deno.readTextFile(`${r.runDir}/config.json`));
-    const fresh = buildShortcutModel(cfg as ShortcutTaskConfig).eval();
-    const base = await onCpu(() => evalFewStep(fresh, cfg, { n: 200 }));
+    const fresh = buildCfmModel(cfg as ShortcutTaskConfig).eval();
+    const base = await onCpu(() => evaluateFewStep(fresh, cfg, { n: 200 }));
     fresh.dispose();
     for (const N of [1, 2, 4, 8]) {
       assert.ok(
@@ -65,7 +73,7 @@ async function beatsUntrained(
     }
     for (const k of metrics) assert.ok(Number.isFinite(train[k]), `${k} in ${Object.keys(train)}`);
     assert.ok(rec.some((m) => "eval/w2_1step" in m && "eval/straightness" in m));
-    await Deno.stat(`${r.runDir}/samples/step-150.png`);
+    await Deno.stat(`${r.runDir}/samples/step-000150.png`);
     await after?.(r.runDir, dir);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -6,6 +6,7 @@
  */
 import { strict as assert } from "node:assert";
 import {
+  buildCfmModel as buildModel,
   decodePng,
   Generator,
   getBackend,
@@ -22,7 +23,6 @@ import {
 import { main as trainMain } from "../../tasks/train_cfm.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
-import { buildModel } from "../../tasks/_train_loop.ts";
 
 const TINY = ["--batch-size", "32", "--hidden", "16", "--depth", "2", "--sample-steps", "2"];
 

@@ -1,0 +1,201 @@
+/**
+ * @file The conditional flow-matching trainer (I-CFM or Lipman's path, optionally with a
+ * minibatch OT coupling: OT-CFM, seed 003) and its data: the 2-D toys or Fashion-MNIST
+ * (class labels, dropped for classifier-free guidance by the model's label embedder with
+ * the run's random stream). The OT coupling reads its plan back, so it runs in `prepare`,
+ * before the differentiated loss.
+ *
+ * Convention (seeds 001/003): t = 0 noise, t = 1 data, x_t = (1 − t)·x0 + t·x1, target x1 − x0.
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import { tensor } from "../ops/mod.ts";
+import { Generator } from "../random.ts";
+import { Adam, EMA } from "../optim/mod.ts";
+import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
+import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
+import type { StepContext, Trainer } from "./fit.ts";
+import { buildCfmModel, type CfmDataset, type CfmModelConfig, type CfmNet } from "./cfm_model.ts";
+
+/** Training data of a CFM run: a batch source on the host. */
+export interface CfmData {
+  /** Shape of one sample. */
+  readonly shape: number[];
+  /** Number of classes (0: unlabelled). */
+  readonly numClasses: number;
+  /** A batch x1 [B, ...shape] (and labels [B] for labelled data), drawn from `gen`. */
+  batch(b: number, gen: Generator): { x1: Tensor; y?: Tensor };
+  /** A fixed reference batch for plots (host values and labels). */
+  reference(n: number): Promise<{ x: Float32Array; labels?: number[] }>;
+}
+
+/**
+ * The data of a `train:cfm` dataset: a 2-D toy sampled on the fly, or Fashion-MNIST's
+ * training split sampled with replacement (indices from the run's stream).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { cfmData, Generator } from "../../mod.ts";
+ * const d = await cfmData("moons", 0);
+ * const { x1, y } = d.batch(4, new Generator(0));
+ * assert.deepEqual(x1.shape, [4, 2]);
+ * assert.equal(y, undefined);
+ * assert.equal((await d.reference(3)).x.length, 6);
+ * ```
+ */
+export async function cfmData(dataset: CfmDataset, seed: number): Promise<CfmData> {
+  if (dataset !== "fashion-mnist") {
+    return {
+      shape: [2],
+      numClasses: 0,
+      batch: (b, gen) => ({ x1: sampleToy(dataset, b, gen) }),
+      reference: async (n) => {
+        const t = sampleToy(dataset, n, new Generator(seed + 7919));
+        const x = await t.data();
+        t.dispose();
+        return { x };
+      },
+    };
+  }
+  const ds = await loadFashionMnist();
+  const row = ds.shape.reduce((a, b) => a * b, 1);
+  return {
+    shape: [...ds.shape],
+    numClasses: 10,
+    batch: (b, gen) => {
+      const u = gen.uniformHost(b);
+      const idx = Array.from(u, (v) => Math.min(ds.n - 1, Math.floor(v * ds.n)));
+      return {
+        x1: tensor(gatherRows(ds.images, row, idx), [b, ...ds.shape]),
+        y: tensor(Float32Array.from(idx, (i) => ds.labels[i]!)),
+      };
+    },
+    reference: (n) => {
+      const idx = Array.from({ length: n }, (_, i) => i);
+      return Promise.resolve({
+        x: gatherRows(ds.images, row, idx),
+        labels: idx.map((i) => ds.labels[i]!),
+      });
+    },
+  };
+}
+
+/** Settings of {@linkcode cfmTrainer} (a subset of the `train:cfm` config). */
+export interface CfmTrainerConfig extends CfmModelConfig {
+  /** Minibatch coupling: "none" (independent pairs) or an `otCouple` method. */
+  ot: "none" | CouplingMethod;
+  /** Sinkhorn entropic regularisation (cost divided by its max). */
+  otReg: number;
+  /** Sinkhorn iterations. */
+  otIters: number;
+  /** Path width σ_min. */
+  sigmaMin: number;
+  /** Probability path. */
+  variant: "icfm" | "lipman";
+  /** Training-time distribution. */
+  timeSampling: TimeSchedule;
+  /** Logit-normal mean. */
+  timeMean: number;
+  /** Logit-normal std. */
+  timeStd: number;
+  /** Batch size. */
+  batchSize: number;
+  /** Adam learning rate. */
+  lr: number;
+  /** EMA decay. */
+  emaDecay: number;
+}
+
+/** One training batch (after coupling). */
+export interface CfmBatch {
+  /** Data. */
+  x1: Tensor;
+  /** Labels. */
+  y?: Tensor;
+  /** The coupled pairs, with OT. */
+  coupling?: { x0: Tensor; x1: Tensor; labels?: Tensor; sourceIndex: Int32Array };
+}
+
+/** A CFM trainer; `batch` is the current step's batch (valid during the step). */
+export interface CfmTrainer extends Trainer<CfmNet> {
+  /** The batch `prepare` made for the step being computed (null before the first). */
+  readonly batch: CfmBatch | null;
+}
+
+/**
+ * A trainer for CFM / OT-CFM with Adam and an EMA. `generator` must be the run's stream
+ * (pass the same one to `fit`): the label dropout draws from it.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { cfmData, cfmTrainer, createRun, fit, Generator } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * const cfg = { model: "velocity-mlp" as const, hidden: 16, depth: 2, dataShape: [2], numClasses: 0,
+ *   cfgDropout: 0, seed: 0, ot: "exact" as const, otReg: 0.05, otIters: 50, sigmaMin: 0,
+ *   variant: "icfm" as const, timeSampling: "uniform" as const, timeMean: 0, timeStd: 1,
+ *   batchSize: 16, lr: 1e-3, emaDecay: 0.99 };
+ * const gen = new Generator(0);
+ * const trainer = cfmTrainer(cfg, await cfmData("moons", 0), gen);
+ * const run = await createRun("train:cfm", { outputDir: dir, config: cfg });
+ * const r = await fit(trainer, { run, generator: gen, maxSteps: 4, logEvery: 2, progress: false });
+ * assert.ok(Number.isFinite(r.lastMetrics!["training/ot_marginal_error"]));
+ * trainer.model.dispose(); trainer.optimizer.dispose(); trainer.ema!.dispose();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Generator): CfmTrainer {
+  const model = buildCfmModel(c);
+  // Label dropout draws from the training stream, so a resumed run repeats it exactly.
+  if (model.yEmbedder) model.yEmbedder.dropGenerator = generator;
+  model.train(true);
+  const velocity = (x: Tensor, t: Tensor, y?: Tensor) => model.forward(x, t, y);
+  let cur: CfmBatch | null = null;
+  return {
+    model,
+    optimizer: new Adam({ lr: c.lr }),
+    ema: new EMA(model, { decay: c.emaDecay }),
+    get batch() {
+      return cur;
+    },
+    async prepare(ctx: StepContext<CfmNet>) {
+      const gen = ctx.generator;
+      const { x1, y } = data.batch(c.batchSize, gen);
+      ctx.track(x1);
+      ctx.track(y);
+      cur = { x1, y };
+      if (c.ot === "none") return;
+      const x0 = gen.normal(x1.shape);
+      // The one readback per step OT needs: Sinkhorn's error once (checkEvery = iters) and
+      // the assignment; the Hungarian `exact` coupling reads the cost matrix instead.
+      const cp = await otCouple(x0, x1, {
+        method: c.ot,
+        reg: c.otReg,
+        maxIters: c.otIters,
+        checkEvery: c.otIters,
+        labels: y,
+        generator: gen,
+      }).finally(() => x0.dispose());
+      ctx.track(cp.x0);
+      ctx.track(cp.x1);
+      ctx.track(cp.labels);
+      cur.coupling = cp;
+      return { "training/ot_marginal_error": cp.marginalError };
+    },
+    loss(ctx: StepContext<CfmNet>) {
+      const b = cur!;
+      return {
+        loss: cfmLoss(velocity, b.x1, {
+          y: b.y,
+          coupling: b.coupling,
+          generator: ctx.generator,
+          sigmaMin: c.sigmaMin,
+          variant: c.variant,
+          timeSchedule: c.timeSampling,
+          timeOptions: { mean: c.timeMean, std: c.timeStd },
+        }).loss,
+      };
+    },
+  };
+}

@@ -1,0 +1,253 @@
+/**
+ * @file The Stable Velocity Matching trainer (`--loss-type stablevm`, or plain CFM with
+ * `si`) after SV's train.py, on class-labelled vectors: each step's data batch only refills
+ * the per-class memory bank; the loss draws its samples and stable targets from the bank.
+ * The bank is trainer state: checkpointed as `state.bank.*` tensors and restored on resume.
+ * Also the datasets `train:stablevm` trains on: the embedded 8-mode ring (whose exact
+ * field gives the Fisher divergence) or a labelled `.npz`.
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import { Generator } from "../random.ts";
+import * as nn from "../nn/mod.ts";
+import { Adam, EMA } from "../optim/mod.ts";
+import { loadNpz } from "../io/mod.ts";
+import { GaussianMixture } from "../data/gmm.ts";
+import { MemoryBank, siLoss, stableVmLoss } from "../flow/stablevm.ts";
+import type { StepContext, Trainer, TrainerState } from "./fit.ts";
+
+/** A class-labelled dataset on the host. */
+export interface LabelledSet {
+  /** Rows, n × dim. */
+  x: Float32Array;
+  /** One integer label per row. */
+  labels: Int32Array;
+  /** Rows. */
+  n: number;
+  /** Values per row. */
+  dim: number;
+  /** Classes (max label + 1). */
+  numClasses: number;
+  /** The exact mixture when the data are the embedded one (for the Fisher divergence). */
+  gmm: GaussianMixture | null;
+}
+
+/**
+ * The embedded default of `train:stablevm`: 8192 samples of the 8-mode 2-D ring (radius 2,
+ * variance 0.02), the components being the classes.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { embeddedRing } from "../../mod.ts";
+ * const d = embeddedRing(0);
+ * assert.equal(d.n, 8192);
+ * assert.equal(d.numClasses, 8);
+ * ```
+ */
+export function embeddedRing(seed: number): LabelledSet {
+  const n = 8192;
+  const gmm = GaussianMixture.ring({ numModes: 8 });
+  const { x, labels } = gmm.sampleHost(n, new Generator(seed + 7919));
+  return { x, labels, n, dim: 2, numClasses: 8, gmm };
+}
+
+/**
+ * Read a labelled dataset from an `.npz` (or a directory holding `data.npz`) with arrays
+ * `x` [n, ...] and integer `labels` [n]; errors name the file and what is missing.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { encodeNpz, loadLabelledNpz } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/data.npz`, encodeNpz({
+ *   x: { data: new Float32Array(6), shape: [3, 2] },
+ *   labels: { data: new Int32Array([0, 1, 1]), shape: [3], dtype: "<i8" },
+ * }));
+ * const d = await loadLabelledNpz(dir);
+ * assert.equal(d.numClasses, 2);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
+  let file = path;
+  try {
+    if ((await Deno.stat(path)).isDirectory) file = `${path}/data.npz`;
+  } catch {
+    throw new RangeError(`--data-dir ${path} does not exist`);
+  }
+  const arrays = await loadNpz(file);
+  if (!arrays.x) throw new RangeError(`--data-dir ${file}: expected an array named "x"`);
+  if (!arrays.labels) {
+    throw new RangeError(
+      `--data-dir ${file} has no "labels" array: the class-conditional objective needs one ` +
+        `integer label per row of x`,
+    );
+  }
+  const xs = arrays.x, ls = arrays.labels;
+  const n = xs.shape[0] ?? 0;
+  if (n < 1 || ls.shape.length !== 1 || ls.shape[0] !== n) {
+    throw new RangeError(
+      `--data-dir ${file}: expected x [n, ...] and labels [n] but found [${xs.shape.join(", ")}] ` +
+        `and [${ls.shape.join(", ")}]`,
+    );
+  }
+  const dim = xs.shape.slice(1).reduce((a, b) => a * b, 1);
+  const x = Float32Array.from(xs.data as ArrayLike<number>);
+  const labels = Int32Array.from(ls.data as ArrayLike<number>, Number);
+  let C = 0;
+  labels.forEach((l, i) => {
+    if (!Number.isInteger(l) || l < 0) {
+      throw new RangeError(`--data-dir ${file}: label ${i} is ${l}; expected integers >= 0`);
+    }
+    C = Math.max(C, l + 1);
+  });
+  return { x, labels, n, dim, numClasses: C, gmm: null };
+}
+
+/**
+ * A memory bank as trainer state: its contents as `bank.data`/`bank.counts`/`bank.heads`
+ * host arrays (integers are exact in f32 up to 2^24).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { bankState, MemoryBank, tensor } from "../../mod.ts";
+ * const a = new MemoryBank({ numClasses: 2, dim: 1 });
+ * a.add([1, 2, 3], [0, 0, 1]);
+ * const b = new MemoryBank({ numClasses: 2, dim: 1 });
+ * const saved = bankState(a).save();
+ * await bankState(b).load(Object.fromEntries(
+ *   Object.entries(saved).map(([k, v]) => [k, tensor(v.data, v.shape)]),
+ * ));
+ * assert.deepEqual(b.entries(0), a.entries(0));
+ * ```
+ */
+export function bankState(bank: MemoryBank): TrainerState & {
+  save(): Record<string, { shape: number[]; data: Float32Array }>;
+} {
+  return {
+    save() {
+      const s = bank.state();
+      return {
+        "bank.data": { shape: [s.data.length], data: s.data },
+        "bank.counts": { shape: [s.counts.length], data: Float32Array.from(s.counts) },
+        "bank.heads": { shape: [s.heads.length], data: Float32Array.from(s.heads) },
+      };
+    },
+    async load(st: Record<string, Tensor>) {
+      const get = async (k: string) => {
+        if (!st[k]) throw new RangeError(`Expected trainer state "${k}" in the checkpoint`);
+        return await st[k]!.data();
+      };
+      bank.loadState({
+        data: Float32Array.from(await get("bank.data")),
+        counts: Int32Array.from(await get("bank.counts")),
+        heads: Int32Array.from(await get("bank.heads")),
+      });
+    },
+  };
+}
+
+/** Settings of {@linkcode stableVmTrainer} (a subset of the `train:stablevm` config). */
+export interface StableVmTrainerConfig {
+  /** "stablevm" or "si" (plain CFM). */
+  lossType: "si" | "stablevm";
+  /** Bank entries per class. */
+  bankCapacityPerClass: number;
+  /** Fill every class ring before training (else at least one entry each). */
+  prefillBankFully: boolean;
+  /** Chunked bank pass (stable_vm_efficient). */
+  efficient: boolean;
+  /** Batch size. */
+  batchSize: number;
+  /** Adam learning rate. */
+  learningRate: number;
+  /** MLP width. */
+  hidden: number;
+  /** MLP blocks. */
+  blocks: number;
+  /** Dropout. */
+  dropout: number;
+  /** EMA decay. */
+  emaDecay: number;
+  /** Seed; the model is initialised from `seed + 1`. */
+  seed: number;
+}
+
+/** A StableVM trainer and its bank. */
+export interface StableVmTrainer extends Trainer<nn.AdaLNMLP> {
+  /** The memory bank. */
+  readonly bank: MemoryBank;
+}
+
+/**
+ * The `train:stablevm` trainer: the AdaLN-Zero MLP, Adam, EMA, and the memory bank
+ * (prefilled on a fresh run, restored from the checkpoint on resume).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { createRun, embeddedRing, fit, Generator, stableVmTrainer } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * const cfg = { lossType: "stablevm" as const, bankCapacityPerClass: 16, prefillBankFully: false,
+ *   efficient: false, batchSize: 32, learningRate: 1e-3, hidden: 16, blocks: 1, dropout: 0,
+ *   emaDecay: 0.99, seed: 0 };
+ * const t = stableVmTrainer(cfg, embeddedRing(0));
+ * const run = await createRun("train:stablevm", { outputDir: dir, config: cfg });
+ * await fit(t, { run, generator: new Generator(0), maxSteps: 2, progress: false });
+ * assert.ok(t.bank.count(0) >= 1);
+ * t.model.dispose(); t.optimizer.dispose(); t.ema!.dispose();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): StableVmTrainer {
+  const C = data.numClasses, d = data.dim;
+  const model = new nn.AdaLNMLP({
+    dim: d,
+    hidden: c.hidden,
+    blocks: c.blocks,
+    dropout: c.dropout,
+    numClasses: C,
+    classDropoutProb: 0.1,
+    seed: c.seed + 1,
+  });
+  // The loss already replaces 10% of labels by the null label (and draws those samples from
+  // the global pool), so the embedder must not drop labels a second time: keep it in eval
+  // mode; its table still has the null row. (`fit` restores these flags after sampling.)
+  model.train(true);
+  model.yEmbedder?.eval();
+  const bank = new MemoryBank({ numClasses: C, capacityPerClass: c.bankCapacityPerClass, dim: d });
+  const field = (x: Tensor, t: Tensor, y: Tensor) => model.forward(x, t, y);
+  return {
+    model,
+    optimizer: new Adam({ lr: c.learningRate }),
+    ema: new EMA(model, { decay: c.emaDecay }),
+    bank,
+    state: bankState(bank),
+    setup(ctx: StepContext<nn.AdaLNMLP>) {
+      if (ctx.resumed) return;
+      bank.prefill({ x: data.x, labels: data.labels }, {
+        fully: c.prefillBankFully,
+        generator: ctx.generator,
+      });
+    },
+    prepare(ctx: StepContext<nn.AdaLNMLP>) {
+      // SV: the dataloader batch only refills the bank; the loss draws from the bank.
+      const B = c.batchSize;
+      const idx = ctx.generator.uniformHost(B);
+      const bx = new Float32Array(B * d), bl = new Int32Array(B);
+      idx.forEach((u, i) => {
+        const j = Math.min(data.n - 1, Math.floor(u * data.n));
+        bx.set(data.x.subarray(j * d, (j + 1) * d), i * d);
+        bl[i] = data.labels[j]!;
+      });
+      bank.add(bx, bl);
+    },
+    loss(ctx: StepContext<nn.AdaLNMLP>) {
+      const o = { bank, batchSize: c.batchSize, generator: ctx.generator, efficient: c.efficient };
+      return { loss: (c.lossType === "stablevm" ? stableVmLoss(field, o) : siLoss(field, o)).loss };
+    },
+  };
+}

@@ -1,0 +1,243 @@
+/**
+ * @file The flags and configuration of `train:cfm` (kept apart from the task so the task
+ * file stays a thin flags → config → trainer → fit → report script).
+ * @module
+ */
+import {
+  CFM_DATASETS,
+  CFM_MODELS,
+  type CfmDataset,
+  type CfmModel,
+  type CfmTrainerConfig,
+  TIME_SCHEDULES,
+} from "../mod.ts";
+import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+
+/**
+ * Valid `--ot` values (bare `--ot` means `argmax`, seed 003's hard assignment).
+ *
+ * @example
+ * ```ts
+ * import { OT_METHODS } from "./_cfm.ts";
+ * console.log(OT_METHODS.join("|")); // none|argmax|sample|exact
+ * ```
+ */
+export const OT_METHODS = ["none", "argmax", "sample", "exact"] as const;
+
+/** The resolved configuration of a run (written to config.json and every checkpoint). */
+export interface TrainCfmConfig extends CfmTrainerConfig {
+  task: "train:cfm";
+  dataset: CfmDataset;
+  ot: typeof OT_METHODS[number];
+  model: CfmModel;
+  maxTrainSteps: number;
+  gradClip: number;
+  outputDir: string;
+  expName: string | null;
+  checkpointEvery: number;
+  sampleEvery: number;
+  sampleSteps: number;
+  logEvery: number;
+  resume: string | null;
+}
+
+/** Keys a resumed run takes from the command line when given; the rest come from config.json. */
+export const CFM_SCHEDULE = [
+  "maxTrainSteps",
+  "checkpointEvery",
+  "sampleEvery",
+  "logEvery",
+] as const;
+
+/**
+ * The flags (kebab-case; snake_case spellings such as `--ot_reg` work too).
+ *
+ * @example
+ * ```ts
+ * import { TRAIN_CFM_FLAGS } from "./_cfm.ts";
+ * console.log(TRAIN_CFM_FLAGS.map((f) => f.name).includes("ot-reg")); // true
+ * ```
+ */
+export const TRAIN_CFM_FLAGS = [
+  { name: "dataset", type: "choice", choices: CFM_DATASETS, default: "8gaussians", help: "data" },
+  {
+    name: "ot",
+    type: "choice",
+    choices: OT_METHODS,
+    default: "none",
+    help: "minibatch OT coupling; bare --ot = argmax (seed 003)",
+  },
+  {
+    name: "ot-reg",
+    type: "number",
+    default: 0.05,
+    min: 0,
+    help: "Sinkhorn entropic reg (cost divided by its max)",
+  },
+  {
+    name: "ot-iters",
+    type: "int",
+    default: 50,
+    min: 1,
+    aliases: ["ot-iterations"],
+    help: "Sinkhorn iterations",
+  },
+  {
+    name: "sigma-min",
+    type: "number",
+    min: 0,
+    help: "path width (default 0 for icfm, 1e-5 for lipman)",
+  },
+  {
+    name: "variant",
+    type: "choice",
+    choices: ["icfm", "lipman"],
+    default: "icfm",
+    help: "probability path",
+  },
+  {
+    name: "time-sampling",
+    type: "choice",
+    choices: TIME_SCHEDULES,
+    default: "uniform",
+    help: "training-time distribution",
+  },
+  { name: "time-mean", type: "number", default: 0, help: "logit-normal mean" },
+  { name: "time-std", type: "number", default: 1, min: 0, help: "logit-normal std" },
+  {
+    name: "model",
+    type: "choice",
+    choices: CFM_MODELS,
+    help: "network (default velocity-mlp for 2-D, dit-tiny for images)",
+  },
+  { name: "hidden", type: "int", min: 4, help: "width (default 128 MLP, 64 DiT)" },
+  { name: "depth", type: "int", min: 1, help: "layers/blocks (default 3 MLP, 4 DiT)" },
+  {
+    name: "cfg-dropout",
+    type: "number",
+    min: 0,
+    max: 1,
+    help: "label dropout for CFG (default 0.1 on labelled data)",
+  },
+  { name: "batch-size", type: "int", default: 256, min: 1, help: "batch size" },
+  {
+    name: "lr",
+    type: "number",
+    default: 1e-3,
+    min: 0,
+    aliases: ["learning-rate"],
+    help: "Adam learning rate",
+  },
+  { name: "max-train-steps", type: "int", default: 2000, min: 1, help: "optimizer steps" },
+  { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
+  {
+    name: "grad-clip",
+    type: "number",
+    default: 1,
+    min: 0,
+    aliases: ["max-grad-norm"],
+    help: "clip the global grad norm (0: off)",
+  },
+  { name: "seed", type: "int", default: 0, min: 0, help: "random seed" },
+  { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
+  { name: "exp-name", type: "string", help: "run directory name (default train-cfm-<time>)" },
+  {
+    name: "checkpoint-every",
+    type: "int",
+    default: 1000,
+    min: 1,
+    help: "steps between checkpoints",
+  },
+  {
+    name: "sample-every",
+    type: "int",
+    default: 0,
+    min: 0,
+    help: "steps between sample images (0: at the end only)",
+  },
+  { name: "sample-steps", type: "int", default: 50, min: 1, help: "midpoint steps for samples" },
+  { name: "log-every", type: "int", default: 100, min: 1, help: "steps between metric lines" },
+  { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
+] as const satisfies readonly FlagSpec[];
+
+const ABOUT = "Train a flow-matching velocity model (CFM / OT-CFM) on a 2-D toy or " +
+  "Fashion-MNIST. Time convention: t = 0 noise, t = 1 data.";
+
+/** Bare `--ot` (no value, or followed by another flag) means `--ot argmax`. */
+function expandBareOt(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const tok = argv[i]!;
+    const next = argv[i + 1];
+    if (tok === "--ot" && (next === undefined || next.startsWith("--"))) out.push("--ot=argmax");
+    else out.push(tok);
+  }
+  return out;
+}
+
+/**
+ * Parse and validate the flags (before anything is written). Returns `null` for `--help`.
+ * `given` receives the names of the flags present on the command line.
+ *
+ * @example
+ * ```ts
+ * import { parseTrainCfmFlags } from "./_cfm.ts";
+ * const c = parseTrainCfmFlags(["--dataset", "moons", "--ot"])!;
+ * console.log(c.ot, c.model, c.hidden); // argmax velocity-mlp 128
+ * ```
+ */
+export function parseTrainCfmFlags(
+  argv: readonly string[],
+  given?: Set<string>,
+): TrainCfmConfig | null {
+  let help = false;
+  const f = parseFlags(expandBareOt(argv), TRAIN_CFM_FLAGS, {
+    task: "train:cfm",
+    given,
+    usage: ABOUT,
+    onHelp: (text) => {
+      console.log(text);
+      help = true;
+    },
+  });
+  if (help) return null;
+  const images = f.dataset === "fashion-mnist";
+  const model: CfmModel = f.model ?? (images ? "dit-tiny" : "velocity-mlp");
+  if (images && model === "velocity-mlp") {
+    throw new RangeError(
+      `--model velocity-mlp is for the 2-D toys; --dataset fashion-mnist uses --model dit-tiny`,
+    );
+  }
+  if (!images && model === "dit-tiny") {
+    throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
+  }
+  if (f.ot !== "none" && f.otReg <= 0) {
+    throw new RangeError(`Expected --ot-reg to be a number > 0 but found ${f.otReg}`);
+  }
+  if (f.variant === "lipman" && f.sigmaMin !== undefined && f.sigmaMin > 1) {
+    throw new RangeError(
+      `Expected --sigma-min in [0, 1] for --variant lipman but found ${f.sigmaMin}`,
+    );
+  }
+  const dit = model === "dit-tiny";
+  const hidden = f.hidden ?? (dit ? 64 : 128);
+  if (dit && hidden % 4 !== 0) {
+    throw new RangeError(
+      `Expected --hidden to be a multiple of 4 for dit-tiny but found ${hidden}`,
+    );
+  }
+  const { _: _pos, sigmaMin, depth, cfgDropout, expName, resume, ...rest } = f;
+  return {
+    task: "train:cfm",
+    ...rest,
+    dataShape: images ? [1, 28, 28] : [2],
+    numClasses: images ? 10 : 0,
+    sigmaMin: sigmaMin ?? (f.variant === "lipman" ? 1e-5 : 0),
+    model,
+    hidden,
+    depth: depth ?? (dit ? 4 : 3),
+    cfgDropout: cfgDropout ?? (images ? 0.1 : 0),
+    expName: expName ?? null,
+    resume: resume ?? null,
+  };
+}
