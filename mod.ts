@@ -45,3 +45,4 @@ export * from "./lib/flow/stablevm.ts";
 export * from "./lib/flow/repa.ts";
 export * from "./lib/metrics/fisher.ts";
 export * from "./lib/train/mod.ts";
+export * from "./lib/metrics/kmeans.ts";
