@@ -7,7 +7,16 @@
 import { CFM_DATASETS, type ShortcutTrainerConfig, TOY_LABEL_CLASSES } from "../mod.ts";
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 
-/** Flags of all three tasks (SC's train.py names and defaults as aliases). */
+/**
+ * Flags of all three tasks (SC's train.py names and defaults as aliases).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { COMMON_FLAGS } from "./_shortcut.ts";
+ * assert.equal(COMMON_FLAGS.find((f) => f.name === "bootstrap-every")?.default, 8);
+ * ```
+ */
 export const COMMON_FLAGS = [
   {
     name: "dataset",
@@ -87,7 +96,19 @@ export interface ShortcutTaskConfig extends ShortcutTrainerConfig {
   [k: string]: unknown;
 }
 
-/** Parse flags (null for --help) and the set of flags given on the command line. */
+/**
+ * Parse flags (null for --help) and the set of flags given on the command line.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { COMMON_FLAGS, parseTaskFlags } from "./_shortcut.ts";
+ * const p = parseTaskFlags(["--model.bootstrap_every=4", "--save_dir", "/tmp/r"], COMMON_FLAGS, "t", "");
+ * assert.equal(p!.f.bootstrapEvery, 4);
+ * assert.equal(p!.f.outputDir, "/tmp/r");
+ * assert.deepEqual([...p!.given].sort(), ["bootstrapEvery", "outputDir"]);
+ * ```
+ */
 export function parseTaskFlags<const S extends readonly FlagSpec[]>(
   argv: readonly string[],
   spec: S,
@@ -108,7 +129,19 @@ export function parseTaskFlags<const S extends readonly FlagSpec[]>(
   return help ? null : { f, given };
 }
 
-/** Resolve the common flags into a config. */
+/**
+ * Resolve the common flags into a config (model and sizes chosen by the dataset).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
+ * const c = commonConfig("train:shortcut", parseTaskFlags([], COMMON_FLAGS, "t", "")!.f);
+ * assert.equal(c.model, "velocity-mlp");
+ * assert.equal(c.labelClasses, 8); // the 8 Gaussians
+ * assert.equal(c.lr, 1e-4); // SC
+ * ```
+ */
 export function commonConfig(
   task: string,
   f: ReturnType<typeof parseFlags<typeof COMMON_FLAGS>>,

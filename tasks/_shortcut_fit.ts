@@ -72,6 +72,20 @@ export interface ShortcutRunResult {
 /**
  * Open (or resume) the run, then train `shortcutTrainer(config, data, terms(config))` with
  * `fit`. `terms` sees the effective configuration (the stored one when resuming).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
+ * import { trainShortcut } from "./_shortcut_fit.ts";
+ * const dir = await Deno.makeTempDir();
+ * const p = parseTaskFlags(["--hidden=8", "--depth=1", "--batch-size=16", "--max-train-steps=2",
+ *   "--eval-samples=8", `--output-dir=${dir}`], COMMON_FLAGS, "t", "")!;
+ * const r = await trainShortcut(commonConfig("train:shortcut", p.f), p.given);
+ * assert.equal(r.fit.step, 2);
+ * assert.ok(r.eval!.w2[1]! > 0);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
  */
 export async function trainShortcut(
   flags: ShortcutTaskConfig,

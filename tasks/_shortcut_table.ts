@@ -4,6 +4,16 @@
  */
 import { VARIANTS } from "./shortcut_table.ts";
 
+/**
+ * Step counts N of the few-step columns.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { STEPS } from "./_shortcut_table.ts";
+ * assert.deepEqual(STEPS, [1, 2, 4, 8]);
+ * ```
+ */
 export const STEPS = [1, 2, 4, 8];
 
 /** One trained-and-evaluated run. */
@@ -29,7 +39,17 @@ const fmt = (xs: number[], d = 3) => {
   return xs.length > 1 ? `${m.toFixed(d)} ± ${s.toFixed(d)}` : m.toFixed(d);
 };
 
-/** The repository's short commit, with "+" when tracked files have uncommitted changes. */
+/**
+ * The repository's short commit, with "+" when tracked files have uncommitted changes
+ * ("unknown" without git).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gitCommit } from "./_shortcut_table.ts";
+ * assert.equal(typeof (await gitCommit()), "string");
+ * ```
+ */
 export async function gitCommit(): Promise<string> {
   const cwd = new URL("..", import.meta.url).pathname;
   const git = async (args: string[]) => {
@@ -46,7 +66,19 @@ export async function gitCommit(): Promise<string> {
   }
 }
 
-/** The markdown for the rows (grouped by variant; `untrained` rows are the baseline). */
+/**
+ * The markdown for the rows (grouped by variant; `untrained` rows are the baseline).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { renderMarkdown } from "./_shortcut_table.ts";
+ * const row = { variant: "shortcut", seed: 0, w2: { 1: 1, 2: 1, 4: 1, 8: 1 }, straightness: 0.5,
+ *   trainSeconds: 10, finalLoss: 3, command: "deno task train:shortcut", commit: "abc" };
+ * const md = renderMarkdown([row, { ...row, seed: 1, w2: { 1: 3, 2: 1, 4: 1, 8: 1 } }], {});
+ * assert.match(md, /\| shortcut \| 2 \| 2\.000 ± 1\.414 \|/);
+ * ```
+ */
 export function renderMarkdown(rows: readonly Row[], meta: Record<string, string>): string {
   const L = ["# Shortcut models with locality-aware losses on a 2-D toy (measured)", ""];
   L.push(

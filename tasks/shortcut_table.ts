@@ -23,10 +23,28 @@ import { gitCommit, renderMarkdown, type Row, STEPS } from "./_shortcut_table.ts
 
 export type { Row } from "./_shortcut_table.ts";
 
-/** The variants, in table order. */
+/**
+ * The variants, in table order.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { VARIANTS } from "./shortcut_table.ts";
+ * assert.equal(VARIANTS.length, 4);
+ * ```
+ */
 export const VARIANTS = ["shortcut", "anchor-labels", "anchor-clusters", "locality"] as const;
 
-/** The flags. */
+/**
+ * The flags.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { SHORTCUT_TABLE_FLAGS } from "./shortcut_table.ts";
+ * assert.equal(SHORTCUT_TABLE_FLAGS.find((f) => f.name === "seeds")?.default, "0,1,2");
+ * ```
+ */
 export const SHORTCUT_TABLE_FLAGS = [
   {
     name: "dataset",

@@ -20,7 +20,16 @@ import { loadClusterDir, type Tensor, tensor, TOY_LABEL_CLASSES } from "../mod.t
 import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
-/** The flags: the common ones plus the anchor settings of `train_anchor.py`. */
+/**
+ * The flags: the common ones plus the anchor settings of `train_anchor.py`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TRAIN_ANCHOR_FLAGS } from "./train_anchor.ts";
+ * assert.equal(TRAIN_ANCHOR_FLAGS.find((f) => f.name === "anchor-weight")?.default, 1);
+ * ```
+ */
 export const TRAIN_ANCHOR_FLAGS = [
   ...COMMON_FLAGS,
   { name: "anchor-weight", type: "number", default: 1, min: 0, help: "λ of the anchor term" },

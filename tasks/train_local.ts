@@ -14,7 +14,16 @@ import { type FlagSpec, runTask } from "../cli/mod.ts";
 import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
-/** The flags: the common ones plus the locality settings of `train_local.py`. */
+/**
+ * The flags: the common ones plus the locality settings of `train_local.py`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TRAIN_LOCAL_FLAGS } from "./train_local.ts";
+ * assert.equal(TRAIN_LOCAL_FLAGS.find((f) => f.name === "locality-noise-scale")?.default, 0.1);
+ * ```
+ */
 export const TRAIN_LOCAL_FLAGS = [
   ...COMMON_FLAGS,
   {

@@ -16,7 +16,16 @@ import { type FlagSpec, runTask } from "../cli/mod.ts";
 import { COMMON_FLAGS, commonConfig, parseTaskFlags } from "./_shortcut.ts";
 import { type ShortcutRunResult, trainShortcut } from "./_shortcut_fit.ts";
 
-/** The flags (SC's `--model.*` spellings work too). */
+/**
+ * The flags (SC's `--model.*` spellings work too).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TRAIN_SHORTCUT_FLAGS } from "./train_shortcut.ts";
+ * assert.equal(TRAIN_SHORTCUT_FLAGS.find((f) => f.name === "bootstrap-ema")?.default, true);
+ * ```
+ */
 export const TRAIN_SHORTCUT_FLAGS = COMMON_FLAGS satisfies readonly FlagSpec[];
 
 const USAGE = `Train a shortcut model (SC train.py defaults: AdamW lr 1e-4, wd 0.1, EMA 0.999,

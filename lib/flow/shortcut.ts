@@ -45,7 +45,16 @@ import { broadcastTime } from "./paths.ts";
 import { integrate, type IntegrateResult } from "./samplers.ts";
 import { classifierFreeGuidance } from "./guidance.ts";
 
-/** SC's σ_min on the source: x_t = (1 − (1 − 1e-5)·t)·x0 + t·x1. */
+/**
+ * SC's σ_min on the source: x_t = (1 − (1 − 1e-5)·t)·x0 + t·x1, target x1 − (1 − 1e-5)·x0.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { SHORTCUT_EPS } from "../../mod.ts";
+ * assert.equal(SHORTCUT_EPS, 1e-5);
+ * ```
+ */
 export const SHORTCUT_EPS = 1e-5;
 
 /**

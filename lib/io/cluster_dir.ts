@@ -9,7 +9,16 @@ import { loadNpy } from "../formats/npy.ts";
 import { FileFormatError } from "../formats/_bytes.ts";
 import { checkInt } from "../_util.ts";
 
-/** The files a cluster directory must hold. */
+/**
+ * The files a cluster directory must hold.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CLUSTER_DIR_FILES } from "../../mod.ts";
+ * assert.ok(CLUSTER_DIR_FILES.includes("cluster_centers.npy"));
+ * ```
+ */
 export const CLUSTER_DIR_FILES = ["cluster_centers.npy", "latents.npy", "assignments.csv"] as const;
 
 /** Options of {@link loadClusterDir}. */

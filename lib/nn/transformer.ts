@@ -376,6 +376,16 @@ export interface DiTOptions extends RandomOptions {
  * const v = net.forward(randn([2, 1, 4, 4], { seed: 1 }), tensor([0.2, 0.7]), tensor([0, 2]));
  * console.log(v.shape, net.namedParameters().has("blocks.0.adaLN_modulation.1.weight")); // [2, 1, 4, 4], true
  * ```
+ *
+ * A shortcut model adds the step-size embedding (`dtConditioning`) and takes dtBase [N]:
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, tensor } from "../../mod.ts";
+ * const s = new nn.DiT({ inputSize: 4, patchSize: 2, inChannels: 1, hiddenSize: 16, depth: 1, numHeads: 2, numClasses: 0, dtConditioning: true, seed: 0 });
+ * const v = s.forward(randn([2, 1, 4, 4], { seed: 1 }), tensor([0.2, 0.7]), undefined, undefined, tensor([3, 7]));
+ * assert.deepEqual(v.shape, [2, 1, 4, 4]);
+ * assert.ok(s.namedParameters().has("dt_embedder.mlp.0.weight"));
+ * ```
  */
 export class DiT extends Module {
   /** Resolved configuration. */

@@ -78,6 +78,16 @@ export interface VelocityMLPOptions extends RandomOptions {
  * const v = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, seed: 0 });
  * console.log(v.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
  * ```
+ *
+ * A shortcut model (step-size conditioned) takes dtBase [B] as well:
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, rand, tensor } from "../../mod.ts";
+ * const s = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, dtConditioning: true, seed: 0 });
+ * const out = s.forward(randn([2, 2], { seed: 1 }), rand([2], { seed: 2 }), undefined, tensor([0, 7]));
+ * assert.deepEqual(out.shape, [2, 2]);
+ * assert.throws(() => s.forward(randn([2, 2]), rand([2])), TypeError); // dtBase is required
+ * ```
  */
 export class VelocityMLP extends Module {
   /** Data dimension. */

@@ -15,6 +15,7 @@ import {
   setBackend,
 } from "../../mod.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
+import { main as tableMain } from "../../tasks/shortcut_table.ts";
 import { main as shortcutMain } from "../../tasks/train_shortcut.ts";
 import { main as anchorMain } from "../../tasks/train_anchor.ts";
 import { main as localMain } from "../../tasks/train_local.ts";
@@ -188,4 +189,34 @@ Deno.test("train:anchor exits with status 2 and a one-line message on bad input"
   assert.equal(p.code, 2);
   const err = new TextDecoder().decode(p.stderr).trim();
   assert.match(err, /^train:anchor: --use-cluster-centroids needs --cluster-dir/m);
+});
+
+Deno.test("shortcut:table trains the variants, aggregates over seeds and re-renders", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shortcut-table-" });
+  try {
+    const args = [
+      "--seeds=0",
+      "--variants=shortcut,anchor-clusters",
+      "--max-train-steps=10",
+      "--eval-samples=50",
+      "--hidden=8",
+      "--depth=1",
+      "--batch-size=32",
+      "--cluster-samples=100",
+      "--num-clusters=4",
+      `--output-dir=${dir}`,
+      `--out=${dir}/t.md`,
+    ];
+    const rows = await onCpu(() => tableMain(args));
+    assert.deepEqual(rows!.map((r) => r.variant), ["shortcut", "anchor-clusters", "untrained"]);
+    const md = await Deno.readTextFile(`${dir}/t.md`);
+    assert.match(md, /\| anchor-clusters \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/);
+    assert.match(md, /--cluster-dir=.*clusters-seed0 --model.use_cluster_centroids=True/);
+    const again = await onCpu(() => tableMain([...args, "--render-only"]));
+    assert.equal(again!.length, 3);
+    const lines = (await Deno.readTextFile(`${dir}/results.jsonl`)).trim().split("\n");
+    assert.equal(lines.length, 3);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
