@@ -17,9 +17,9 @@ import {
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { main as tableMain } from "../../tasks/shortcut_table.ts";
 import { main as shortcutMain } from "../../tasks/train_shortcut.ts";
-import { main as anchorMain } from "../../tasks/train_anchor.ts";
-import { main as localMain } from "../../tasks/train_local.ts";
-import type { ShortcutTaskConfig } from "../../tasks/_shortcut.ts";
+import { main as anchorMain, TRAIN_ANCHOR_FLAGS } from "../../tasks/train_anchor.ts";
+import { main as localMain, TRAIN_LOCAL_FLAGS } from "../../tasks/train_local.ts";
+import { parseTaskFlags, type ShortcutTaskConfig } from "../../tasks/_shortcut.ts";
 import type { ShortcutRunResult } from "../../tasks/_shortcut_fit.ts";
 
 // A small net, a large step size and a short EMA horizon, so 150 steps learn something.
@@ -219,4 +219,39 @@ Deno.test("shortcut:table trains the variants, aggregates over seeds and re-rend
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the seed's README command lines parse with SC's defaults", () => {
+  const anchor = parseTaskFlags(
+    "--dataset_name fashion-mnist --batch_size 128 --save_dir ./checkpoints/anchor_clustered --cluster_dir ./cluster_results --model.use_cluster_centroids=True --model.use_label_anchors=False --model.anchor_weight=1.0 --model.num_clusters=100"
+      .split(" "),
+    TRAIN_ANCHOR_FLAGS,
+    "train:anchor",
+    "",
+  )!;
+  assert.equal(anchor.f.dataset, "fashion-mnist");
+  assert.equal(anchor.f.batchSize, 128);
+  assert.equal(anchor.f.outputDir, "./checkpoints/anchor_clustered");
+  assert.equal(anchor.f.clusterDir, "./cluster_results");
+  assert.equal(anchor.f.useClusterCentroids, true);
+  assert.equal(anchor.f.useLabelAnchors, false);
+  assert.equal(anchor.f.anchorWeight, 1);
+  assert.ok(anchor.given.has("numClusters"));
+  const local = parseTaskFlags(
+    "--model.locality_noise_scale=0.1 --model.locality_weight=1.0 --model.bootstrap_every=8 --model.bootstrap_cfg=0 --model.bootstrap_ema=1 --model.cfg_scale=4.0"
+      .split(" "),
+    TRAIN_LOCAL_FLAGS,
+    "train:local",
+    "",
+  )!.f;
+  assert.deepEqual(
+    [local.localityNoiseScale, local.localityWeight, local.bootstrapEvery, local.bootstrapCfg],
+    [0.1, 1, 8, false],
+  );
+  assert.equal(local.bootstrapEma, true);
+  const d = parseTaskFlags([], TRAIN_ANCHOR_FLAGS, "train:anchor", "")!.f;
+  assert.deepEqual(
+    [d.lr, d.weightDecay, d.emaDecay, d.cfgScale, d.numClusters, d.useLabelAnchors],
+    [1e-4, 0.1, 0.999, 4, 100, true],
+  );
 });
