@@ -18,8 +18,9 @@ import { type FlagSpec, parseFlags } from "../cli/mod.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { OT_METHODS } from "./_cfm.ts";
- * console.log(OT_METHODS.join("|")); // none|argmax|sample|exact
+ * assert.equal(OT_METHODS.join("|"), "none|argmax|sample|exact");
  * ```
  */
 export const OT_METHODS = ["none", "argmax", "sample", "exact"] as const;
@@ -54,8 +55,9 @@ export const CFM_SCHEDULE = [
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { TRAIN_CFM_FLAGS } from "./_cfm.ts";
- * console.log(TRAIN_CFM_FLAGS.map((f) => f.name).includes("ot-reg")); // true
+ * assert.ok(TRAIN_CFM_FLAGS.map((f) => f.name).includes("ot-reg"));
  * ```
  */
 export const TRAIN_CFM_FLAGS = [
@@ -181,9 +183,12 @@ function expandBareOt(argv: readonly string[]): string[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseTrainCfmFlags } from "./_cfm.ts";
- * const c = parseTrainCfmFlags(["--dataset", "moons", "--ot"])!;
- * console.log(c.ot, c.model, c.hidden); // argmax velocity-mlp 128
+ * const given = new Set<string>();
+ * const c = parseTrainCfmFlags(["--dataset", "moons", "--ot"], given)!;
+ * assert.deepEqual([c.ot, c.model, c.hidden], ["argmax", "velocity-mlp", 128]);
+ * assert.deepEqual([...given].sort(), ["dataset", "ot"]);
  * ```
  */
 export function parseTrainCfmFlags(

@@ -87,8 +87,9 @@ const f4 = (x: number) => (Number.isFinite(x) ? x.toFixed(x >= 100 ? 1 : x >= 10
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { renderMarkdown } from "./_cfm_table.ts";
- * console.log(renderMarkdown([], {}).startsWith("# CFM vs OT-CFM")); // true
+ * assert.ok(renderMarkdown([], {}).startsWith("# CFM vs OT-CFM"));
  * ```
  */
 export function renderMarkdown(

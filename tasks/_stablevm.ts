@@ -151,9 +151,10 @@ const ABOUT = "Train a class-conditional velocity model with Stable Velocity Mat
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseTrainFlags } from "./_stablevm.ts";
  * const cfg = parseTrainFlags(["--loss_type=si", "--bank-capacity-per-class", "64"]);
- * console.log(cfg?.lossType, cfg?.bankCapacityPerClass); // si 64
+ * assert.deepEqual([cfg?.lossType, cfg?.bankCapacityPerClass], ["si", 64]);
  * ```
  */
 export function parseTrainFlags(

@@ -28,8 +28,9 @@ export { renderMarkdown, type TableRow } from "./_cfm_table.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { CFM_TABLE_FLAGS } from "./cfm_table.ts";
- * console.log(CFM_TABLE_FLAGS.find((f) => f.name === "ot-methods")?.default); // none,exact
+ * assert.equal(CFM_TABLE_FLAGS.find((f) => f.name === "ot-methods")?.default, "none,exact");
  * ```
  */
 export const CFM_TABLE_FLAGS = [
@@ -84,8 +85,9 @@ async function adapterName(): Promise<string> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./cfm_table.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TableRow[] | null> {

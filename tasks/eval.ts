@@ -26,8 +26,9 @@ export { EVAL_METRICS, type EvalMetric, type EvalRecord } from "../mod.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { EVAL_FLAGS } from "./eval.ts";
- * console.log(EVAL_FLAGS.find((f) => f.name === "num-samples")?.default); // 2000
+ * assert.equal(EVAL_FLAGS.find((f) => f.name === "num-samples")?.default, 2000);
  * ```
  */
 export const EVAL_FLAGS = [
@@ -64,8 +65,9 @@ export const EVAL_FLAGS = [
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseMetrics } from "./eval.ts";
- * console.log(parseMetrics("w2, nfe,w2")); // ["w2", "nfe"]
+ * assert.deepEqual(parseMetrics("w2, nfe,w2"), ["w2", "nfe"]);
  * ```
  */
 export function parseMetrics(list: string): EvalMetric[] {
@@ -90,8 +92,9 @@ export function parseMetrics(list: string): EvalMetric[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./eval.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<EvalRecord | null> {

@@ -73,8 +73,9 @@ export interface GmmResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./gmm.ts";
- * await main(["--help"]); // a real run: main(["--exp", "stable_vm", "--vector-field", "velocity"])
+ * assert.equal(await main(["--help"]), null); // a run: main(["--exp", "stable_vm"])
  * ```
  */
 export async function main(argv: readonly string[]): Promise<GmmResult | null> {

@@ -31,8 +31,9 @@ import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { SAMPLE_FLAGS } from "./sample.ts";
- * console.log(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default); // euler
+ * assert.equal(SAMPLE_FLAGS.find((f) => f.name === "sampler")?.default, "euler");
  * ```
  */
 export const SAMPLE_FLAGS = [
@@ -93,8 +94,9 @@ export interface SampleResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./sample.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<SampleResult | null> {

@@ -85,8 +85,9 @@ async function writeSamples(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./train_cfm.ts";
- * console.log(await main(["--help"])); // prints the usage, then null
+ * assert.equal(await main(["--help"]), null); // after printing the usage
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainCfmResult | null> {

@@ -102,8 +102,9 @@ async function finalFigures(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { main } from "./train_stablevm.ts";
- * await main(["--help"]); // prints the flags; a real run: main(["--max-train-steps", "200"])
+ * assert.equal(await main(["--help"]), null); // a real run: main(["--max-train-steps", "200"])
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainStableVmResult | null> {

@@ -409,8 +409,30 @@ export async function fit<M extends Module>(
     let windowStart = step;
     let lastMetrics: Record<string, number> | null = null;
     const fail = (bad: NonFinite): never => {
-      progress?.done();
+      progress?.done({ stopped: `non-finite ${bad.name}` });
       throw new NonFiniteError(bad, lastCkpt, windowStart);
+    };
+
+    // The only readback points: NaN check, log line, checkpoint, samples (in that order).
+    const atReadback = async (s: number, final: boolean): Promise<void> => {
+      const logNow = s % logEvery === 0;
+      const snap = await window.read();
+      if (snap.nonFinite) fail(snap.nonFinite);
+      const record: Record<string, number> = { ...snap.means, "training/lr": opt.lr };
+      const writeLog = async () => {
+        await run.logMetrics(s, record);
+        lastMetrics = record;
+      };
+      if (logNow) {
+        await writeLog();
+        window.reset();
+        windowStart = s;
+      }
+      // Saved before the end-of-session line below, so a resumed run logs the same means
+      // at its next log step as an uninterrupted run.
+      if (s % ckptEvery === 0 || final) await save(s);
+      if (final && !logNow) await writeLog();
+      if (sampleEvery > 0 && s % sampleEvery === 0 && !final) await sample(s, false);
     };
 
     while (step < maxSteps) {
@@ -489,29 +511,13 @@ export async function fit<M extends Module>(
       const hostBad = window.add(s, dev, host);
       if (hostBad) fail(hostBad);
 
-      const logNow = s % logEvery === 0;
       const final = s === maxSteps;
-      const ckptNow = s % ckptEvery === 0 || final;
-      const sampleNow = sampleEvery > 0 && s % sampleEvery === 0 && !final;
-      if (!(logNow || ckptNow || sampleNow || final)) continue;
-      const snap = await window.read();
-      if (snap.nonFinite) fail(snap.nonFinite);
-      const record: Record<string, number> = { ...snap.means, "training/lr": opt.lr };
-      const writeLog = async () => {
-        await run.logMetrics(s, record);
-        lastMetrics = record;
-        progress?.update(s, { loss: record[lossName] });
-      };
-      if (logNow) {
-        await writeLog();
-        window.reset();
-        windowStart = s;
-      }
-      // Saved before the end-of-session line below, so a resumed run logs the same means
-      // at its next log step as an uninterrupted run.
-      if (ckptNow) await save(s);
-      if (final && !logNow) await writeLog();
-      if (sampleNow) await sample(s, false);
+      if (
+        final || s % logEvery === 0 || s % ckptEvery === 0 ||
+        (sampleEvery > 0 && s % sampleEvery === 0)
+      ) await atReadback(s, final);
+      // Host-only bookkeeping: it/s and ETA stay current between log lines.
+      progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
     }
     progress?.done();
     await sample(step, true);

@@ -19,7 +19,16 @@ import { MemoryBank, stableVmTarget, stfTarget } from "../flow/stablevm.ts";
 import type { StepContext, Trainer } from "./fit.ts";
 import { bankState } from "./stablevm.ts";
 
-/** `--exp` values of the GMM toy. */
+/**
+ * `--exp` values of the GMM toy.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { GMM_EXPERIMENTS } from "../../mod.ts";
+ * assert.ok(GMM_EXPERIMENTS.includes("stable_vm_efficient"));
+ * ```
+ */
 export const GMM_EXPERIMENTS = ["cfm", "stf", "stable_vm", "stable_vm_efficient"] as const;
 
 /** Settings of {@linkcode gmmToyTrainer}. */

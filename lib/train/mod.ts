@@ -51,6 +51,7 @@ export {
 export {
   bankState,
   embeddedRing,
+  type HostTrainerState,
   type LabelledSet,
   loadLabelledNpz,
   type StableVmTrainer,

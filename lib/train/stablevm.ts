@@ -11,7 +11,7 @@ import type { Tensor } from "../tensor.ts";
 import { Generator } from "../random.ts";
 import * as nn from "../nn/mod.ts";
 import { Adam, EMA } from "../optim/mod.ts";
-import { loadNpz } from "../io/mod.ts";
+import { type HostArray, loadNpz } from "../io/mod.ts";
 import { GaussianMixture } from "../data/gmm.ts";
 import { MemoryBank, siLoss, stableVmLoss } from "../flow/stablevm.ts";
 import type { StepContext, Trainer, TrainerState } from "./fit.ts";
@@ -106,6 +106,12 @@ export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
   return { x, labels, n, dim, numClasses: C, gmm: null };
 }
 
+/** Trainer state kept on the host: `save` returns host arrays only. */
+export interface HostTrainerState extends TrainerState {
+  /** The state as host arrays (borrowed). */
+  save(): Record<string, HostArray>;
+}
+
 /**
  * A memory bank as trainer state: its contents as `bank.data`/`bank.counts`/`bank.heads`
  * host arrays (integers are exact in f32 up to 2^24).
@@ -124,9 +130,7 @@ export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
  * assert.deepEqual(b.entries(0), a.entries(0));
  * ```
  */
-export function bankState(bank: MemoryBank): TrainerState & {
-  save(): Record<string, { shape: number[]; data: Float32Array }>;
-} {
+export function bankState(bank: MemoryBank): HostTrainerState {
   return {
     save() {
       const s = bank.state();

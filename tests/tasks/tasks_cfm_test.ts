@@ -483,3 +483,44 @@ Deno.test("train:cfm, sample and eval reject unknown and malformed flags before 
     await Deno.remove(out, { recursive: true });
   }
 });
+
+Deno.test("train:cfm diverging to NaN exits with status 3, one line naming the step, and keeps the last finite checkpoint", async () => {
+  const out = await tmp();
+  try {
+    const task = new URL("../../tasks/train_cfm.ts", import.meta.url).pathname;
+    const { code, stderr } = await new Deno.Command("deno", {
+      args: [
+        "run",
+        "--allow-read=.,/tmp",
+        "--allow-write=/tmp",
+        "--allow-env=FLOWGPU_BACKEND",
+        task,
+        "--dataset=moons",
+        "--lr=1e30", // Adam moves every weight by ~1e30 in the first step: the loss overflows
+        "--max-train-steps=20",
+        "--log-every=5",
+        "--checkpoint-every=1",
+        `--output-dir=${out}`,
+        "--exp-name=nan",
+        ...TINY,
+      ],
+      env: { FLOWGPU_BACKEND: "cpu", XDG_RUNTIME_DIR: "/tmp" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 3, err);
+    assert.match(
+      err,
+      /^train:cfm: training\/loss_flow became (NaN|Infinity) at step 2; .*step-000001\.safetensors\)$/m,
+    );
+    assert.ok(!/^\s+at /m.test(err), "no stack trace");
+    const names = (await Array.fromAsync(Deno.readDir(`${out}/nan/checkpoints`))).map((e) =>
+      e.name
+    );
+    assert.deepEqual(names.sort(), ["last.safetensors", "step-000001.safetensors"]);
+    assert.equal((await loadCheckpoint(`${out}/nan/checkpoints/last.safetensors`)).step, 1);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});

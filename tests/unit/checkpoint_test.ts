@@ -187,3 +187,24 @@ Deno.test("a failed CheckpointManager.save leaves the previous checkpoint loadab
     assert.equal((await loadCheckpoint(mgr.lastPath)).step, 1);
   });
 });
+
+Deno.test("checkpoints carry trainer state as state.* tensors (format version 2 only when present)", async () => {
+  const withState = await encodeCheckpoint({
+    model: { w: tensor([1]) },
+    state: { "bank.data": { shape: [3], data: new Float32Array([1, 2, 3]) }, flag: tensor([7]) },
+    step: 2,
+  });
+  const meta = decodeSafetensorsWithMetadata(withState).metadata;
+  assert.equal(meta.format_version, "2");
+  const ck = decodeCheckpoint(withState);
+  assert.deepEqual(Object.keys(ck.state!).sort(), ["bank.data", "flag"]);
+  assert.deepEqual([...await (ck.state!["bank.data"] as ReturnType<typeof tensor>).data()], [
+    1,
+    2,
+    3,
+  ]);
+  // Without state the file stays version 1, readable by older readers.
+  const plain = await encodeCheckpoint({ model: { w: tensor([1]) }, step: 2 });
+  assert.equal(decodeSafetensorsWithMetadata(plain).metadata.format_version, "1");
+  assert.equal(decodeCheckpoint(plain).state, undefined);
+});

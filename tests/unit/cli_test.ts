@@ -163,3 +163,16 @@ Deno.test("parseFlags validates the spec itself", () => {
   assert.deepEqual(p._, ["x", "y"]);
   assert.equal(p.a, undefined);
 });
+
+Deno.test("parseFlags reports which flags were given (defaults excluded), whatever the spelling", () => {
+  const given = new Set<string>();
+  parseFlags(
+    ["--num_steps=3", "--no-ema", "--model.cfg_scale", "2"],
+    [
+      ...SPEC,
+      { name: "ema", type: "bool", default: true },
+    ] as const,
+    { given },
+  );
+  assert.deepEqual([...given].sort(), ["cfgScale", "ema", "numSteps"]);
+});

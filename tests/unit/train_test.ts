@@ -566,3 +566,33 @@ Deno.test("fit refuses a second writer of a run directory, in this process and f
     await lock.release();
   });
 });
+
+Deno.test("fit's progress after a resume counts only this session's steps (it/s, ETA)", async () => {
+  await onCpu(() =>
+    withDir(async (dir) => {
+      await runToy(dir, "p", 3);
+      // A clock that advances 1 s per step: 4 steps after resuming at 3 take 4 s, 1.0 it/s
+      // (counting all 7 steps would say 1.8 it/s).
+      let clock = 0;
+      const lines: string[] = [];
+      const t = toy();
+      const prep = t.trainer.prepare!.bind(t.trainer);
+      t.trainer.prepare = (ctx) => {
+        if (ctx.micro === 0) clock += 1000;
+        return prep(ctx);
+      };
+      const run = (await openTrainingRun({ task: "toy", config: {}, resume: `${dir}/p` })).run;
+      await fit(t.trainer, {
+        ...TOY_FIT,
+        run,
+        maxSteps: 7,
+        resume: true,
+        label: "toy",
+        progress: { tty: false, every: 2, write: (s) => lines.push(s), now: () => clock },
+      });
+      t.dispose();
+      assert.match(lines.join(""), /toy step 4\/7 loss \S+ 1\.0 it\/s eta 3s/);
+      assert.match(lines[lines.length - 1]!, /toy done 7\/7 steps in 4\.0s \(1\.0 it\/s\)/);
+    })
+  );
+});
