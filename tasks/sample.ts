@@ -164,6 +164,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       guidanceLow: f.guidanceLow,
       guidanceHigh: f.guidanceHigh,
       batch: f.batchSize,
+      denoiseTimesteps: ck.config.denoiseTimesteps,
     });
   } finally {
     model.dispose();

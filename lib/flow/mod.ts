@@ -42,3 +42,21 @@ export {
   type GenerateOptions,
   generateSamples,
 } from "./generate.ts";
+export {
+  type AnchorTerm,
+  bootstrapDtBase,
+  type LocalityTerm,
+  SHORTCUT_EPS,
+  type ShortcutBatch,
+  type ShortcutConfig,
+  shortcutDtBase,
+  shortcutLoss,
+  type ShortcutLossOptions,
+  type ShortcutLossResult,
+  shortcutSample,
+  type ShortcutSampleOptions,
+  shortcutTargets,
+  type ShortcutTargetsOptions,
+  type ShortcutVelocityFn,
+} from "./shortcut.ts";
+export { type Anchors, labelAnchors, type NearestCentroid, nearestCentroid } from "./anchors.ts";

@@ -30,3 +30,9 @@ export {
 } from "./checkpoint.ts";
 export { createRun, type CreateRunOptions, openRun, readMetrics, Run } from "./run.ts";
 export { Progress, type ProgressOptions } from "./progress.ts";
+export {
+  CLUSTER_DIR_FILES,
+  type ClusterDir,
+  loadClusterDir,
+  type LoadClusterDirOptions,
+} from "./cluster_dir.ts";

@@ -733,6 +733,35 @@ export class TimestepEmbedder extends Module {
   }
 }
 
+/**
+ * @internal The step-size embedding of a shortcut model, or undefined for a plain one; a clear
+ * error when dtBase is missing or unexpected.
+ */
+export function dtEmbedding(
+  embedder: TimestepEmbedder | undefined,
+  dtBase: Tensor | undefined,
+  b: number,
+): Tensor | undefined {
+  if (!embedder) {
+    if (dtBase !== undefined) {
+      throw new TypeError(
+        "This model has no step-size conditioning: build it with dtConditioning: true to pass dtBase",
+      );
+    }
+    return undefined;
+  }
+  if (dtBase === undefined) {
+    throw new TypeError(
+      "This model is step-conditioned (a shortcut model): pass dtBase [B], log2 of the number " +
+        "of steps (d = 2^−dtBase)",
+    );
+  }
+  if (dtBase.size !== b) {
+    throw new RangeError(`Expected dtBase of shape [${b}] but found ${fmtShape(dtBase.shape)}`);
+  }
+  return embedder.forward(dtBase.rank === 1 ? dtBase : reshape(dtBase, [b]));
+}
+
 // ---------------------------------------------------------------- convolution
 
 /** Options of `Conv2d`. */

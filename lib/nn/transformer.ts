@@ -12,6 +12,7 @@ import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { Module, Sequential } from "./module.ts";
 import {
   Conv2d,
+  dtEmbedding,
   FeedForward,
   generatorOf,
   initConstant,
@@ -357,6 +358,12 @@ export interface DiTOptions extends RandomOptions {
   classDropoutProb?: number;
   /** Classes (default 1000); 0 for an unconditional model (no `y_embedder`). */
   numClasses?: number;
+  /**
+   * Step-size conditioning for shortcut models (default false): a `dt_embedder` (a second
+   * TimestepEmbedder fed dtBase, as SC's DiT) added to the conditioning, c = t + y + dt.
+   * `forward` then needs `dtBase` [B]. Without it the network and its initial values are unchanged.
+   */
+  dtConditioning?: boolean;
 }
 
 /**
@@ -373,6 +380,16 @@ export interface DiTOptions extends RandomOptions {
  * const v = net.forward(randn([2, 1, 4, 4], { seed: 1 }), tensor([0.2, 0.7]), tensor([0, 2]));
  * console.log(v.shape, net.namedParameters().has("blocks.0.adaLN_modulation.1.weight")); // [2, 1, 4, 4], true
  * ```
+ *
+ * A shortcut model adds the step-size embedding (`dtConditioning`) and takes dtBase [N]:
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, tensor } from "../../mod.ts";
+ * const s = new nn.DiT({ inputSize: 4, patchSize: 2, inChannels: 1, hiddenSize: 16, depth: 1, numHeads: 2, numClasses: 0, dtConditioning: true, seed: 0 });
+ * const v = s.forward(randn([2, 1, 4, 4], { seed: 1 }), tensor([0.2, 0.7]), undefined, undefined, tensor([3, 7]));
+ * assert.deepEqual(v.shape, [2, 1, 4, 4]);
+ * assert.ok(s.namedParameters().has("dt_embedder.mlp.0.weight"));
+ * ```
  */
 export class DiT extends Module {
   /** Resolved configuration. */
@@ -383,6 +400,8 @@ export class DiT extends Module {
   readonly tEmbedder: TimestepEmbedder;
   /** Label embedder (`y_embedder`), absent when unconditional. */
   readonly yEmbedder: LabelEmbedder | undefined;
+  /** Step-size embedder (`dt_embedder`, when `dtConditioning`). */
+  readonly dtEmbedder: TimestepEmbedder | undefined;
   /** [1, T, hidden] fixed positions (a buffer, as `requires_grad=False` in DiT). */
   readonly posEmbed: Tensor;
   /** The blocks. */
@@ -402,6 +421,7 @@ export class DiT extends Module {
       mlpRatio: checkNumber("mlpRatio", opts.mlpRatio ?? 4, 0),
       classDropoutProb: checkNumber("classDropoutProb", opts.classDropoutProb ?? 0.1, 0, 1),
       numClasses: checkInt("numClasses", opts.numClasses ?? 1000, 0),
+      dtConditioning: opts.dtConditioning === true,
     };
     if (c.inputSize % c.patchSize !== 0) {
       throw new RangeError(
@@ -430,6 +450,16 @@ export class DiT extends Module {
     );
     this.finalLayer = this.module("final_layer", new FinalLayer(hs, c.patchSize, c.inChannels, r));
     this.#initializeWeights(r);
+    // Created and initialised last (like t_embedder: N(0, 0.02²) weights, zero biases), so the
+    // other parameters draw the same initial values with or without it.
+    this.dtEmbedder = c.dtConditioning
+      ? this.module("dt_embedder", new TimestepEmbedder(hs, r))
+      : undefined;
+    for (const m of this.dtEmbedder?.mlp.layers ?? []) {
+      if (!(m instanceof Linear)) continue;
+      initNormal(m.weight, 0.02, r);
+      if (m.bias) initConstant(m.bias, 0);
+    }
   }
 
   #initializeWeights(r: RandomOptions): void {
@@ -451,12 +481,15 @@ export class DiT extends Module {
    * Velocity for images x [N, C, H, W] at times t [N] (t = 0 noise, t = 1 data, fed to the
    * embedder unscaled as SiT does) and labels y [N] (the null class `numClasses` for the
    * unconditional branch, also used when y is omitted). `forceDrop` [N] (1 = drop) overrides
-   * random label dropout.
+   * random label dropout. `dtBase` [N] (log2 of the step count, d = 2^−dtBase) is required by
+   * a step-conditioned (shortcut) model and rejected by any other.
    */
-  forward(x: Tensor, t: Tensor, y?: Tensor, forceDrop?: Tensor): Tensor {
+  forward(x: Tensor, t: Tensor, y?: Tensor, forceDrop?: Tensor, dtBase?: Tensor): Tensor {
     const c0 = this.config;
+    const dte = dtEmbedding(this.dtEmbedder, dtBase, x.shape[0]!);
     let h = this.xEmbedder.forward(x).add(this.posEmbed);
     let cond = this.tEmbedder.forward(t);
+    if (dte) cond = cond.add(dte);
     if (this.yEmbedder) {
       const labels = y ?? this.yEmbedder.nullLabels(x.shape[0]!);
       cond = cond.add(this.yEmbedder.forward(labels, forceDrop));

@@ -13,6 +13,7 @@ import {
   Activation,
   type ActivationName,
   Dropout,
+  dtEmbedding,
   forwardFusingActivations,
   GELU,
   generatorOf,
@@ -20,6 +21,7 @@ import {
   LabelEmbedder,
   LayerNorm,
   Linear,
+  TimestepEmbedder,
   timestepEmbedding,
 } from "./layers.ts";
 
@@ -55,6 +57,15 @@ export interface VelocityMLPOptions extends RandomOptions {
   classDropoutProb?: number;
   /** Feed t through a sinusoidal embedding of this width (default: raw t, one column). */
   timeEmbedDim?: number;
+  /**
+   * Step-size conditioning for shortcut models (default false): a `dt_embedder`
+   * (sinusoidal(dtBase) → Linear–SiLU–Linear) whose output is added to the first hidden layer,
+   * as the label embedding is. `forward` then needs `dtBase` [B] (d = 2^−dtBase). Without it
+   * the network, its parameters and their initial values are unchanged.
+   */
+  dtConditioning?: boolean;
+  /** Sinusoidal width of the step-size embedding (default 32). */
+  dtEmbedDim?: number;
 }
 
 /**
@@ -67,6 +78,16 @@ export interface VelocityMLPOptions extends RandomOptions {
  * const v = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, seed: 0 });
  * console.log(v.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
  * ```
+ *
+ * A shortcut model (step-size conditioned) takes dtBase [B] as well:
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, rand, tensor } from "../../mod.ts";
+ * const s = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, dtConditioning: true, seed: 0 });
+ * const out = s.forward(randn([2, 2], { seed: 1 }), rand([2], { seed: 2 }), undefined, tensor([0, 7]));
+ * assert.deepEqual(out.shape, [2, 2]);
+ * assert.throws(() => s.forward(randn([2, 2]), rand([2])), TypeError); // dtBase is required
+ * ```
  */
 export class VelocityMLP extends Module {
   /** Data dimension. */
@@ -77,6 +98,8 @@ export class VelocityMLP extends Module {
   readonly yEmbedder: LabelEmbedder | undefined;
   /** Sinusoidal time width, or 0 for raw t. */
   readonly timeEmbedDim: number;
+  /** Step-size embedder (`dt_embedder`, when `dtConditioning`). */
+  readonly dtEmbedder: TimestepEmbedder | undefined;
   /** Create a VelocityMLP; the options are described on the class and its options type. */
   constructor(opts: VelocityMLPOptions) {
     super();
@@ -100,18 +123,35 @@ export class VelocityMLP extends Module {
         new LabelEmbedder(opts.numClasses, hidden, opts.classDropoutProb ?? 0.1, r),
       )
       : undefined;
+    // Registered last, so the other parameters draw the same initial values with or without it.
+    this.dtEmbedder = opts.dtConditioning
+      ? this.module(
+        "dt_embedder",
+        new TimestepEmbedder(hidden, {
+          frequencyEmbeddingSize: checkInt("dtEmbedDim", opts.dtEmbedDim ?? 32, 2),
+          ...r,
+        }),
+      )
+      : undefined;
   }
-  /** v(x [B, dim], t [B], y? [B]) → [B, dim]; without y a conditional net uses the null class. */
-  forward(x: Tensor, t: Tensor, y?: Tensor): Tensor {
+  /**
+   * v(x [B, dim], t [B], y? [B], dtBase? [B]) → [B, dim]; without y a conditional net uses the
+   * null class. `dtBase` (log2 of the step count, d = 2^−dtBase) is required by a
+   * step-conditioned net and rejected by any other.
+   */
+  forward(x: Tensor, t: Tensor, y?: Tensor, dtBase?: Tensor): Tensor {
     const b = checkInputs(this.dim, x, t);
+    const dte = dtEmbedding(this.dtEmbedder, dtBase, b);
     const tf = this.timeEmbedDim ? timestepEmbedding(t, this.timeEmbedDim) : reshape(t, [b, 1]);
     const layers = this.net.layers as readonly (Module & { forward(x: Tensor): Tensor })[];
     const cond = this.yEmbedder;
-    // The label embedding is added before the first activation, so layer 0 fuses only
-    // without one.
-    if (cond) {
-      const h = layers[0]!.forward(concat([x, tf], 1));
-      return forwardFusingActivations(layers, h.add(cond.forward(y ?? cond.nullLabels(b))), 1);
+    // The label and step embeddings are added before the first activation, so layer 0 fuses
+    // only without them.
+    if (cond || dte) {
+      let h = layers[0]!.forward(concat([x, tf], 1));
+      if (cond) h = h.add(cond.forward(y ?? cond.nullLabels(b)));
+      if (dte) h = h.add(dte);
+      return forwardFusingActivations(layers, h, 1);
     }
     return forwardFusingActivations(layers, concat([x, tf], 1));
   }

@@ -9,6 +9,8 @@ import type { Tensor } from "../tensor.ts";
 import { denoApi, isNotFound } from "../_util.ts";
 import * as nn from "../nn/mod.ts";
 import type { VelocityFn } from "../flow/paths.ts";
+import { shortcutDtBase } from "../flow/shortcut.ts";
+import { full } from "../ops/mod.ts";
 import { type Generated, type GenerateOptions, generateSamples } from "../flow/generate.ts";
 import { type Checkpoint, CheckpointError, FileFormatError, loadCheckpoint } from "../io/mod.ts";
 
@@ -62,6 +64,10 @@ export interface CfmModelConfig {
   cfgDropout: number;
   /** Seed; the model is initialised from `seed + 1`. */
   seed: number;
+  /** Step-size conditioned: a shortcut model (train:shortcut, train:anchor, train:local). */
+  dtConditioning?: boolean;
+  /** A shortcut model's finest step 1/denoiseTimesteps (default 128). */
+  denoiseTimesteps?: number;
 }
 
 /** A velocity model of either kind. */
@@ -93,6 +99,7 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
       depth: c.depth,
       numClasses: c.numClasses || undefined,
       classDropoutProb: c.cfgDropout,
+      dtConditioning: c.dtConditioning,
       seed: c.seed + 1,
     });
   }
@@ -111,6 +118,7 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
     numHeads: c.hidden % 4 === 0 ? 4 : 1,
     numClasses: c.numClasses,
     classDropoutProb: c.cfgDropout,
+    dtConditioning: c.dtConditioning,
     seed: c.seed + 1,
   });
 }
@@ -132,7 +140,8 @@ export function velocityOf(model: CfmNet): VelocityFn {
 
 /**
  * Sample a model (its null label and guidance handled): {@linkcode generateSamples} with
- * the model's velocity.
+ * the model's velocity. A shortcut model (`dtEmbedder`) takes N = `steps` Euler steps of
+ * d = 1/N at dtBase = log2 N; N must be a power of two ≤ `denoiseTimesteps` (RangeError).
  *
  * @example
  * ```ts
@@ -147,13 +156,35 @@ export function velocityOf(model: CfmNet): VelocityFn {
 export function sampleCfmModel(
   model: CfmNet,
   dataShape: readonly number[],
-  o: Omit<GenerateOptions, "nullLabel">,
+  o: Omit<GenerateOptions, "nullLabel"> & { denoiseTimesteps?: number },
 ): Promise<Generated> {
-  return generateSamples(velocityOf(model), dataShape, {
+  let v = velocityOf(model);
+  if (model.dtEmbedder) {
+    if (o.sampler !== "euler") {
+      throw new RangeError(
+        `A shortcut model samples with --sampler euler (N steps of d = 1/N), not ${o.sampler}`,
+      );
+    }
+    let k = 0;
+    try {
+      k = shortcutDtBase(o.steps, o.denoiseTimesteps);
+    } catch (e) {
+      throw new RangeError(`--num-steps: ${(e as Error).message}`);
+    }
+    const dit = model instanceof nn.DiT;
+    v = (x, t, y) => {
+      const d = full([x.shape[0]!], k);
+      return dit ? model.forward(x, t, y, undefined, d) : model.forward(x, t, y, d);
+    };
+  }
+  return generateSamples(v, dataShape, {
     ...o,
     nullLabel: model.yEmbedder?.numClasses,
   });
 }
+
+/** Tasks whose checkpoints these readers take (the shortcut ones are step-conditioned). */
+const SAMPLEABLE_TASKS = ["train:cfm", "train:shortcut", "train:anchor", "train:local"];
 
 /** Where a checkpoint came from and what it holds. */
 export interface LoadedCfmCheckpoint {
@@ -243,7 +274,7 @@ export async function readCfmCheckpoint(spec: string): Promise<LoadedCfmCheckpoi
   }
   const cfg = checkpoint.config as Record<string, unknown> | undefined;
   if (
-    !cfg || cfg.task !== "train:cfm" || !Array.isArray(cfg.dataShape) ||
+    !cfg || !SAMPLEABLE_TASKS.includes(cfg.task as string) || !Array.isArray(cfg.dataShape) ||
     typeof cfg.model !== "string"
   ) {
     throw new RangeError(

@@ -86,3 +86,14 @@ export {
   locateFlowMapCheckpoint,
   readFlowMapCheckpoint,
 } from "./flowmap.ts";
+export {
+  evaluateFewStep,
+  type FewStepEval,
+  type ShortcutTerms,
+  type ShortcutTrainer,
+  shortcutTrainer,
+  type ShortcutTrainerConfig,
+  shortcutVelocityOf,
+  TOY_LABEL_CLASSES,
+  toyLabels,
+} from "./shortcut.ts";

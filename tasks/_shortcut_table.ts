@@ -1,0 +1,134 @@
+/**
+ * @file The results of `shortcut:table`: rows, mean ± std aggregation and the markdown.
+ * @module
+ */
+import { VARIANTS } from "./shortcut_table.ts";
+
+/**
+ * Step counts N of the few-step columns.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { STEPS } from "./_shortcut_table.ts";
+ * assert.deepEqual(STEPS, [1, 2, 4, 8]);
+ * ```
+ */
+export const STEPS = [1, 2, 4, 8];
+
+/** One trained-and-evaluated run. */
+export interface Row {
+  variant: string;
+  seed: number;
+  w2: Record<number, number>;
+  straightness: number;
+  trainSeconds: number;
+  finalLoss: number;
+  command: string;
+  /** Commit the run was made at (with "+" when the tree had uncommitted changes). */
+  commit: string;
+}
+
+const meanStd = (xs: number[]) => {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const v = xs.length > 1 ? xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1) : 0;
+  return [m, Math.sqrt(v)] as const;
+};
+const fmt = (xs: number[], d = 3) => {
+  const [m, s] = meanStd(xs);
+  return xs.length > 1 ? `${m.toFixed(d)} ± ${s.toFixed(d)}` : m.toFixed(d);
+};
+
+/**
+ * The repository's short commit, with "+" when tracked files have uncommitted changes
+ * ("unknown" without git).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gitCommit } from "./_shortcut_table.ts";
+ * assert.equal(typeof (await gitCommit()), "string");
+ * ```
+ */
+export async function gitCommit(): Promise<string> {
+  const cwd = new URL("..", import.meta.url).pathname;
+  const git = async (args: string[]) => {
+    const o = await new Deno.Command("git", { args, cwd, stdout: "piped", stderr: "null" })
+      .output();
+    return new TextDecoder().decode(o.stdout).trim();
+  };
+  try {
+    const head = await git(["rev-parse", "--short", "HEAD"]);
+    const dirty = await git(["status", "--porcelain", "--untracked-files=no"]);
+    return head ? head + (dirty ? "+" : "") : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * The markdown for the rows (grouped by variant; `untrained` rows are the baseline).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { renderMarkdown } from "./_shortcut_table.ts";
+ * const row = { variant: "shortcut", seed: 0, w2: { 1: 1, 2: 1, 4: 1, 8: 1 }, straightness: 0.5,
+ *   trainSeconds: 10, finalLoss: 3, command: "deno task train:shortcut", commit: "abc" };
+ * const md = renderMarkdown([row, { ...row, seed: 1, w2: { 1: 3, 2: 1, 4: 1, 8: 1 } }], {});
+ * assert.match(md, /\| shortcut \| 2 \| 2\.000 ± 1\.414 \|/);
+ * ```
+ */
+export function renderMarkdown(rows: readonly Row[], meta: Record<string, string>): string {
+  const L = ["# Shortcut models with locality-aware losses on a 2-D toy (measured)", ""];
+  L.push(
+    `Produced by \`deno task shortcut:table\` (tasks/shortcut_table.ts); rows measured at ` +
+      `commit ${[...new Set(rows.map((r) => r.commit))].map((c) => `\`${c}\``).join(", ")} ` +
+      `("+": uncommitted changes), rendered at \`${meta.commit}\`; backend ` +
+      `\`${meta.backend}\`. ${meta.settings}`,
+    "",
+    "Few-step quality: exact W2 (optimal assignment) between the EMA model's samples after N " +
+      "Euler steps of size d = 1/N (dtBase = log2 N; the same noise for every N and every row) " +
+      "and fresh data, lower is better. Straightness: S = E Σ_k Δt‖(x1 − x0) − v_k‖² of the " +
+      "128-step trajectories (dtBase = 7, the flow the model learned); 0 is a straight path. " +
+      "`untrained` is each seed's model before training (the same initial weights as every " +
+      "variant). Mean ± sample std over the seeds.",
+    "",
+    `| variant | seeds | ${STEPS.map((N) => `W2 @ ${N}`).join(" | ")} | straightness | train s |`,
+    `|---|---|${STEPS.map(() => "---|").join("")}---|---|`,
+  );
+  const order = ["untrained", ...VARIANTS];
+  const groups = order.map((v) => [v, rows.filter((r) => r.variant === v)] as const)
+    .filter(([, rs]) => rs.length > 0);
+  for (const [v, rs] of groups) {
+    const cells = STEPS.map((N) => fmt(rs.map((r) => r.w2[N]!)));
+    const secs = v === "untrained" ? "–" : fmt(rs.map((r) => r.trainSeconds), 0);
+    L.push(
+      `| ${v} | ${rs.length} | ${cells.join(" | ")} | ${
+        fmt(rs.map((r) => r.straightness))
+      } | ${secs} |`,
+    );
+  }
+  L.push(
+    "",
+    `Data floor: W2 between two independent draws of ${meta.n} points: ${meta.floor}.`,
+    "",
+  );
+  L.push(
+    "## Per run",
+    "",
+    "| variant | seed | " + STEPS.map((N) => `W2 @ ${N}`).join(" | ") +
+      " | straightness | final loss | command |",
+    `|---|---|${STEPS.map(() => "---|").join("")}---|---|---|`,
+  );
+  for (const r of rows) {
+    L.push(
+      `| ${r.variant} | ${r.seed} | ${STEPS.map((N) => r.w2[N]!.toFixed(3)).join(" | ")} | ` +
+        `${r.straightness.toFixed(3)} | ${
+          Number.isFinite(r.finalLoss) ? r.finalLoss.toFixed(3) : "–"
+        } | \`${r.command}\` |`,
+    );
+  }
+  if (meta.notes) L.push("", meta.notes);
+  return L.join("\n") + "\n";
+}
