@@ -13,6 +13,9 @@
  */
 import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 import { parseJsonl, renderReport, type ReportImage, type ReportRun } from "../viz/report.ts";
+import { currentEnvironment, isNotFound, listFiles, stepOf } from "./_report_files.ts";
+
+export { currentEnvironment } from "./_report_files.ts";
 
 /**
  * An argument that is not a run directory (exit status 2).
@@ -31,28 +34,6 @@ export class NotARunError extends RangeError {
     this.name = "NotARunError";
   }
 }
-
-const isNotFound = (e: unknown) => e instanceof Error && e.name === "NotFound";
-
-async function listFiles(dir: string, depth = 1): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if (e.isFile) out.push(e.name);
-      else if (e.isDirectory && depth > 0) {
-        for (const f of await listFiles(`${dir}/${e.name}`, depth - 1)) out.push(`${e.name}/${f}`);
-      }
-    }
-  } catch (e) {
-    if (!isNotFound(e)) throw e;
-  }
-  return out.sort();
-}
-
-const stepOf = (name: string): number | null => {
-  const all = name.replace(/\.[^.]+$/, "").match(/\d+/g);
-  return all ? Number(all[all.length - 1]) : null;
-};
 
 const ENV_KEYS = ["backend", "adapter", "device", "commit", "gitCommit", "deno", "denoVersion"];
 
@@ -144,44 +125,6 @@ export async function readRunDir(dir: string): Promise<ReportRun> {
   }
   const name = dir.split("/").filter(Boolean).pop() ?? dir;
   return { name, config, records, skipped, images, checkpoints, environment };
-}
-
-/**
- * Where and with what the report is generated: commit (when `git` may run), Deno, OS,
- * WebGPU adapter, time.
- *
- * @example
- * ```ts
- * import { currentEnvironment } from "./report.ts";
- * import { strict as assert } from "node:assert";
- * const env = await currentEnvironment();
- * assert.equal(env["Deno"], Deno.version.deno);
- * assert.ok("WebGPU adapter" in env);
- * ```
- */
-export async function currentEnvironment(): Promise<Record<string, string>> {
-  const env: Record<string, string> = {};
-  try {
-    const out = await new Deno.Command("git", {
-      args: ["rev-parse", "--short", "HEAD"],
-      cwd: new URL("..", import.meta.url).pathname,
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (out.success) env["flowgpu commit"] = new TextDecoder().decode(out.stdout).trim();
-  } catch { /* no git, or not allowed */ }
-  env["Deno"] = Deno.version.deno;
-  env["OS"] = `${Deno.build.os} ${Deno.build.arch}`;
-  try {
-    const a = await navigator.gpu?.requestAdapter();
-    env["WebGPU adapter"] = a
-      ? a.info.description || [a.info.vendor, a.info.architecture].filter(Boolean).join(" ")
-      : "none";
-  } catch {
-    env["WebGPU adapter"] = "none";
-  }
-  env["Generated"] = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-  return env;
 }
 
 const FLAGS = [

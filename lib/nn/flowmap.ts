@@ -51,6 +51,7 @@ export class FlowMapMLP extends Module {
   /** The hidden activation. */
   readonly activation: LinearActivation;
   readonly #linears: Linear[];
+  /** Create a FlowMapMLP; the options are described on the class and its options type. */
   constructor(opts: FlowMapMLPOptions) {
     super();
     this.dim = checkInt("dim", opts.dim, 1);
