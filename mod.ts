@@ -44,5 +44,5 @@ export * from "./lib/data/gmm.ts";
 export * from "./lib/flow/stablevm.ts";
 export * from "./lib/flow/repa.ts";
 export * from "./lib/metrics/fisher.ts";
-export * from "./lib/train/mod.ts";
 export * from "./lib/metrics/kmeans.ts";
+export * from "./lib/train/mod.ts";

@@ -17,8 +17,9 @@ export interface RunTaskOptions {
 
 /**
  * The exit status for an error a user can act on, or null for a bug (re-thrown with its
- * stack): 2 for a `RangeError`/`TypeError` (bad flag or input), or the error's own numeric
- * `exitCode` (3 for a training run that diverged to NaN/Inf).
+ * stack): 2 for a `RangeError`/`TypeError` (bad flag or input) or a `SyntaxError` (malformed
+ * JSON in an input file), or the error's own numeric `exitCode` (3 for a training run that
+ * diverged to NaN/Inf).
  *
  * @example
  * ```ts
@@ -32,7 +33,7 @@ export interface RunTaskOptions {
 export function exitCodeOf(e: unknown): number | null {
   const code = (e as { exitCode?: unknown })?.exitCode;
   if (typeof code === "number" && Number.isInteger(code) && code > 0) return code;
-  if (e instanceof RangeError || e instanceof TypeError) return 2;
+  if (e instanceof RangeError || e instanceof TypeError || e instanceof SyntaxError) return 2;
   return null;
 }
 

@@ -35,7 +35,7 @@ export interface FisherAtStep {
  * import { writeVarianceFigures } from "./_gmm_plots.ts";
  * const dir = await Deno.makeTempDir();
  * const run = await createRun("gmm", { outputDir: dir });
- * const curve = { median: [1, 0.5], q15: [0.8, 0.4], q85: [1.2, 0.6] };
+ * const curve = { mean: [1, 0.5], median: [1, 0.5], q15: [0.8, 0.4], q85: [1.2, 0.6] };
  * const files = await writeVarianceFigures(run, [{ dim: 3, t: [0.1, 0.5], curves: { cfm: curve } }], ["cfm"], "velocity");
  * assert.deepEqual(files.map((f) => f.slice(run.dir.length)), ["/plots/data/variance_velocity.json", "/plots/variance_velocity_d3.png"]);
  * await Deno.remove(dir, { recursive: true });

@@ -25,7 +25,7 @@ import {
   tensor,
   TOY_NAMES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 
 /** Datasets `--dataset` accepts: Fashion-MNIST, the 2-D toys, and `npy` (with `--data-dir`). */
 export const CLUSTER_DATASETS = ["fashion-mnist", ...TOY_NAMES, "npy"] as const;
@@ -235,14 +235,4 @@ export async function main(argv: readonly string[]): Promise<ClusterResult | nul
   return { ...meta, outDir };
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
-      console.error(`cluster: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) await runTask("cluster", main);

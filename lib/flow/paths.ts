@@ -5,13 +5,13 @@
  * x_t = (1 − t)·x0 + t·x1, velocity target x1 − x0.
  * @module
  */
-import type { Tensor } from "../tensor.ts";
-import { add, clamp, mse, mul, reshape, sigmoid, sub } from "../ops/ops.ts";
+import { type Tensor, tidy } from "../tensor.ts";
+import { add, clamp, cos, full, mse, mul, reshape, sigmoid, sin, sub } from "../ops/ops.ts";
 import { type Generator, rand, randn } from "../random.ts";
 import { checkChoice, checkInt, checkNumber, fmtShape } from "../_util.ts";
 
 /** How training times are drawn. */
-export type TimeSchedule = "uniform" | "logit-normal";
+export type TimeSchedule = "uniform" | "logit-normal" | "lognormal";
 
 /**
  * The time schedules, for CLIs and validation.
@@ -19,14 +19,19 @@ export type TimeSchedule = "uniform" | "logit-normal";
  * @example
  * ```ts
  * import { TIME_SCHEDULES } from "../../mod.ts";
- * console.log(TIME_SCHEDULES.join("|")); // uniform|logit-normal
+ * console.log(TIME_SCHEDULES.join("|")); // uniform|logit-normal|lognormal
  * ```
  */
-export const TIME_SCHEDULES: readonly TimeSchedule[] = ["uniform", "logit-normal"];
+export const TIME_SCHEDULES: readonly TimeSchedule[] = ["uniform", "logit-normal", "lognormal"];
 
 /** Options for {@link sampleTimes}. */
 export interface SampleTimesOptions {
-  /** `"uniform"` (default): t ~ U[0, 1); `"logit-normal"`: t = sigmoid(z), z ~ N(mean, std²). */
+  /**
+   * `"uniform"` (default): t ~ U[0, 1); `"logit-normal"`: t = sigmoid(z), z ~ N(mean, std²);
+   * `"lognormal"`: SV's and REPA's `--weighting lognormal` (EDM's σ = exp(N(−1.2, 1.2²)) as in
+   * FB's image recipe; in our convention t = sigmoid(N(1.2, 1.2²)), favouring the data end),
+   * clipped to [1e-4, 1 − 1e-4] as SV does.
+   */
   schedule?: TimeSchedule;
   /** Mean of the logit (default 0; FB's image recipe uses 1.2, which favours the data end). */
   mean?: number;
@@ -51,14 +56,17 @@ export interface SampleTimesOptions {
 export function sampleTimes(n: number, opts: SampleTimesOptions = {}): Tensor {
   checkInt("number of times", n, 1);
   const schedule = checkChoice("time schedule", opts.schedule ?? "uniform", TIME_SCHEDULES);
-  const eps = checkNumber("time eps", opts.eps ?? 0, 0, 0.5);
+  const eps = checkNumber("time eps", opts.eps ?? (schedule === "lognormal" ? 1e-4 : 0), 0, 0.5);
   const r = { generator: opts.generator };
   let t: Tensor;
   if (schedule === "uniform") {
     t = rand([n], r);
   } else {
-    const mean = checkNumber("logit-normal mean", opts.mean ?? 0);
-    const std = checkNumber("logit-normal std", opts.std ?? 1, 0);
+    const sv = schedule === "lognormal";
+    // SV: σ = exp(z), z ~ N(−1.2, 1.2²); its time τ = σ/(1+σ) (1 = noise); ours t = 1 − τ =
+    // 1/(1+σ) = sigmoid(−z), and −z ~ N(1.2, 1.2²).
+    const mean = sv ? 1.2 : checkNumber("logit-normal mean", opts.mean ?? 0);
+    const std = sv ? 1.2 : checkNumber("logit-normal std", opts.std ?? 1, 0);
     const z = randn([n], r);
     const zs = mul(z, std);
     const zm = add(zs, mean);
@@ -105,6 +113,55 @@ function checkPair(x0: Tensor, x1: Tensor): void {
   }
 }
 
+/**
+ * Interpolation paths x_t = α_t·x1 + σ_t·x0 (t = 0 noise, t = 1 data): `"linear"` (α = t,
+ * σ = 1 − t) and `"cosine"` (α = sin(πt/2), σ = cos(πt/2)) — SV's and REPA's
+ * `--path-type cosine` (their α = cos(πτ/2) on the data with τ = 1 − t the noise level).
+ */
+export type PathType = "linear" | "cosine";
+
+/** Every {@linkcode PathType}, for flag validation. */
+export const PATH_TYPES: readonly PathType[] = ["linear", "cosine"];
+
+/** α_t, σ_t and their time derivatives of a path, broadcastable against the rows. */
+export interface PathCoefficients {
+  /** α_t, the weight of the data x1. */
+  alpha: Tensor;
+  /** σ_t, the weight of the noise x0. */
+  sigma: Tensor;
+  /** dα/dt. */
+  dAlpha: Tensor;
+  /** dσ/dt. */
+  dSigma: Tensor;
+}
+
+/**
+ * The coefficients of a path at times `t` (any shape; the results have the same shape).
+ *
+ * @example
+ * ```ts
+ * import { pathCoefficients, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const c = pathCoefficients("cosine", tensor([0.5]));
+ * assert.ok(Math.abs((await c.alpha.item()) - Math.SQRT1_2) < 1e-6);
+ * ```
+ */
+export function pathCoefficients(path: PathType, t: Tensor): PathCoefficients {
+  checkChoice("path type", path, PATH_TYPES);
+  if (path === "linear") {
+    return {
+      alpha: mul(t, 1),
+      sigma: sub(1, t),
+      dAlpha: full(t.shape, 1, t.backend),
+      dSigma: full(t.shape, -1, t.backend),
+    };
+  }
+  const a = mul(t, Math.PI / 2);
+  const sn = sin(a), cs = cos(a);
+  a.dispose();
+  return { alpha: sn, sigma: cs, dAlpha: mul(cs, Math.PI / 2), dSigma: mul(sn, -Math.PI / 2) };
+}
+
 /** Options for {@link interpolate}. */
 export interface InterpolateOptions {
   /** Width of the Gaussian tube around the straight path (I-CFM's σ; default 0). */
@@ -113,6 +170,8 @@ export interface InterpolateOptions {
   noise?: Tensor;
   /** Random stream for ε. */
   generator?: Generator;
+  /** The path (default `"linear"`). */
+  path?: PathType;
 }
 
 /** A point on a conditional path and its regression target. */
@@ -124,8 +183,9 @@ export interface PathSample {
 }
 
 /**
- * I-CFM path (TC `ConditionalFlowMatcher`): x_t = (1 − t)·x0 + t·x1 + σ_min·ε, target x1 − x0.
- * `t` has shape [B] (or is a scalar tensor).
+ * I-CFM path (TC `ConditionalFlowMatcher`): x_t = (1 − t)·x0 + t·x1 + σ_min·ε, target x1 − x0;
+ * with `path: "cosine"`, x_t = α_t·x1 + σ_t·x0 (+ σ_min·ε) and target α̇_t·x1 + σ̇_t·x0 (see
+ * {@linkcode PathType}). `t` has shape [B] (or is a scalar tensor).
  *
  * @example
  * ```ts
@@ -142,12 +202,22 @@ export function interpolate(
 ): PathSample {
   checkPair(x0, x1);
   const sigma = checkNumber("sigmaMin", opts.sigmaMin ?? 0, 0);
+  const path = checkChoice("path type", opts.path ?? "linear", PATH_TYPES);
   const tb = broadcastTime(t, x0);
-  const d = sub(x1, x0);
-  // x0 + t·(x1 − x0) is (1 − t)·x0 + t·x1 with one fewer op.
-  const td = mul(tb, d);
-  let xt = add(x0, td);
-  td.dispose();
+  let xt: Tensor, d: Tensor;
+  if (path === "linear") {
+    d = sub(x1, x0);
+    // x0 + t·(x1 − x0) is (1 − t)·x0 + t·x1 with one fewer op.
+    const td = mul(tb, d);
+    xt = add(x0, td);
+    td.dispose();
+  } else {
+    // x_t = α·x1 + σ·x0, u = α̇·x1 + σ̇·x0.
+    const c = pathCoefficients(path, tb);
+    xt = tidy(() => add(mul(c.alpha, x1), mul(c.sigma, x0)));
+    d = tidy(() => add(mul(c.dAlpha, x1), mul(c.dSigma, x0)));
+    for (const u of [c.alpha, c.sigma, c.dAlpha, c.dSigma]) u.dispose();
+  }
   if (sigma > 0) {
     const eps = opts.noise ?? randn(x0.shape, { generator: opts.generator });
     const se = mul(eps, sigma);
@@ -210,6 +280,8 @@ export interface CfmLossOptions {
   sigmaMin?: number;
   /** `"icfm"` (default) or `"lipman"` (TC `TargetConditionalFlowMatcher`). */
   variant?: "icfm" | "lipman";
+  /** The `"icfm"` path: `"linear"` (default) or `"cosine"`. */
+  path?: PathType;
   /** Time schedule (default uniform) and its logit-normal parameters. */
   timeSchedule?: TimeSchedule;
   /** Logit-normal mean/std and clipping, as in {@link sampleTimes}. */
@@ -276,7 +348,7 @@ export function cfmLoss(
   const t = opts.t ??
     sampleTimes(b, { ...opts.timeOptions, schedule: opts.timeSchedule, generator: gen });
   const { xt, target } = variant === "icfm"
-    ? interpolate(src, x1, t, { sigmaMin: opts.sigmaMin ?? 0, generator: gen })
+    ? interpolate(src, x1, t, { sigmaMin: opts.sigmaMin ?? 0, generator: gen, path: opts.path })
     : interpolateLipman(src, x1, t, { sigmaMin: opts.sigmaMin ?? 1e-5 });
   const v = y === undefined ? velocity(xt, t) : velocity(xt, t, y);
   if (v.shape.length !== xt.shape.length || v.shape.some((d, i) => d !== xt.shape[i])) {

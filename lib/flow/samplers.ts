@@ -239,6 +239,43 @@ function combo(x: Tensor, ks: Tensor[], coef: number[], h: number): Tensor {
   return acc === x ? add(x, 0) : acc;
 }
 
+/**
+ * One Dormand–Prince 5(4) step of size `h` from (x, t) with k1 = f(x, t) given: the 5th-order
+ * solution `xn`, the seven stages `ks` (ks[0] is k1, ks[6] = f(xn, t + h), reused as the next
+ * step's k1) and the embedded error estimate `errVec` = h·Σ (b_i − b̂_i)·k_i. The caller owns
+ * `xn`, `errVec` and `ks[1..6]`.
+ *
+ * @example
+ * ```ts
+ * import { dopri5Step } from "./samplers.ts";
+ * import { tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * // dx/dt = x from x = 1: one step of 0.1 matches e^0.1 to 5th order.
+ * const f = (x: import("../../mod.ts").Tensor) => x.mul(1);
+ * const x = tensor([1]);
+ * const { xn } = dopri5Step(f, x, f(x), 0, 0.1);
+ * assert.ok(Math.abs((await xn.item()) - Math.exp(0.1)) < 1e-6);
+ * ```
+ */
+export function dopri5Step(
+  f: (x: Tensor, t: number) => Tensor,
+  x: Tensor,
+  k1: Tensor,
+  t: number,
+  h: number,
+): { xn: Tensor; ks: Tensor[]; errVec: Tensor } {
+  const ks: Tensor[] = [k1];
+  for (let s = 1; s < 6; s++) {
+    const xs = tidy(() => combo(x, ks, A[s]!, h));
+    ks.push(f(xs, t + C[s]! * h));
+    xs.dispose();
+  }
+  const xn = tidy(() => combo(x, ks, A[6]!, h));
+  ks.push(f(xn, t + h));
+  const errVec = tidy(() => combo(full(x.shape, 0), ks, E, h));
+  return { xn, ks, errVec };
+}
+
 async function scalar(t: Tensor): Promise<number> {
   const v = (await t.data())[0]!;
   t.dispose();
@@ -297,16 +334,8 @@ async function dopri5(
       }
       const last = Math.abs(t1 - t) <= h * (1 + 1e-12);
       const hs = last ? t1 - t : dir * h;
-      const ks: Tensor[] = [k1];
-      for (let s = 1; s < 6; s++) {
-        const xs = tidy(() => combo(x, ks, A[s]!, hs));
-        ks.push(f(xs, t + C[s]! * hs));
-        xs.dispose();
-      }
-      const xn = tidy(() => combo(x, ks, A[6]!, hs));
-      const k7 = f(xn, t + hs);
-      ks.push(k7);
-      const errVec = tidy(() => combo(full(x.shape, 0), ks, E, hs));
+      const { xn, ks, errVec } = dopri5Step(f, x, k1, t, hs);
+      const k7 = ks[6]!;
       const err = await scalar(rms(errVec, x, xn));
       errVec.dispose();
       const ok = err <= 1 && Number.isFinite(err);

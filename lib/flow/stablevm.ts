@@ -16,7 +16,8 @@
  * (S1) is the posterior over the bank entries of x_t | b_j ~ N(t·b_j, (1−t)²I), so
  * Σ_j w_j b_j estimates E[x1 | x_t] and (S2) is E[x1 − x0 | x_t] with
  * E[x0 | x_t] = (x_t − t·E[x1 | x_t])/(1−t). The score version is
- * ∇ log p_t ≈ (t·Σ_j w_j b_j − x_t)/(1−t)² (S3).
+ * ∇ log p_t ≈ (t·Σ_j w_j b_j − x_t)/(1−t)² (S3), and SV's "score" network regresses
+ * −E[x0 | x_t] = (t·Σ_j w_j b_j − x_t)/(1−t) = (1−t)·∇ log p_t (S4).
  * @module
  */
 import { type Tensor, tidy } from "../tensor.ts";
@@ -40,7 +41,14 @@ import {
   where,
 } from "../ops/ops.ts";
 import type { Generator } from "../random.ts";
-import { checkInt, checkNumber } from "../_util.ts";
+import { checkChoice, checkInt, checkNumber } from "../_util.ts";
+import {
+  PATH_TYPES,
+  type PathCoefficients,
+  pathCoefficients,
+  type PathType,
+  sampleTimes,
+} from "./paths.ts";
 
 // SV's guards: logits are clamped at −1e4, then at −50 after subtracting the max.
 const LOGIT_FLOOR = -1e4;
@@ -52,7 +60,11 @@ export interface MemoryBankOptions {
   numClasses: number;
   /** Entries kept per class (FIFO). Default 256. */
   capacityPerClass?: number;
-  /** Entries in the global pool used by the null label. Default 256. */
+  /**
+   * Entries in the global pool used by the null label. Default: `capacityPerClass`, as SV's
+   * `MemoryBank` (its global pool is sized like a class's, so `--bank-capacity-per-class`
+   * sizes both).
+   */
   globalCapacity?: number;
   /** Dimension of an entry (flattened). */
   dim: number;
@@ -107,7 +119,11 @@ export class MemoryBank {
   constructor(opts: MemoryBankOptions) {
     this.numClasses = checkInt("number of bank classes", opts.numClasses, 1);
     this.capacityPerClass = checkInt("bank capacity", opts.capacityPerClass ?? 256, 1);
-    this.globalCapacity = checkInt("bank global capacity", opts.globalCapacity ?? 256, 1);
+    this.globalCapacity = checkInt(
+      "bank global capacity",
+      opts.globalCapacity ?? this.capacityPerClass,
+      1,
+    );
     this.dim = checkInt("bank entry dim", opts.dim, 1);
     this.#slot = Math.max(this.capacityPerClass, this.globalCapacity);
     this.#data = new Float32Array((this.numClasses + 1) * this.#slot * this.dim);
@@ -343,8 +359,38 @@ export class MemoryBank {
   }
 }
 
-/** Which field a target estimates: the velocity E[x1 − x0 | x_t] or the score ∇ log p_t. */
-export type FieldKind = "velocity" | "score";
+/**
+ * Which field a target estimates: the velocity E[x1 − x0 | x_t]; the score ∇ log p_t; or
+ * `"noise"`, −E[x0 | x_t] = (1−t)·∇ log p_t — the parameterisation SV's gmm_exp.py calls
+ * "score" (it divides by τ = 1−t, not τ², so its network regresses −E[ε | x] (S4)).
+ */
+export type FieldKind = "velocity" | "score" | "noise";
+
+/** Every {@linkcode FieldKind}, for flag validation. */
+export const FIELD_KINDS: readonly FieldKind[] = ["velocity", "score", "noise"];
+
+/**
+ * The conditional (single-sample) target of a field kind: x1 − x0, −x0/(1−t) or −x0. `tc` is
+ * t broadcastable against the rows.
+ *
+ * @example
+ * ```ts
+ * import { plainTarget, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const v = plainTarget(tensor([[1, 1]]), tensor([[0.5, -0.5]]), 0.75, "score");
+ * assert.deepEqual(Array.from(await v.data()), [-2, 2]); // −x0/(1−t)
+ * ```
+ */
+export function plainTarget(
+  x1: Tensor,
+  x0: Tensor,
+  tc: Tensor | number,
+  kind: FieldKind,
+): Tensor {
+  if (kind === "velocity") return sub(x1, x0);
+  if (kind === "noise") return mul(x0, -1);
+  return mul(x0, -1).div(typeof tc === "number" ? 1 - tc : sub(1, tc));
+}
 
 function timeCol(t: Tensor | number, n: number): Tensor | number {
   return typeof t === "number" ? t : reshape(t, [n, 1]);
@@ -354,8 +400,19 @@ function timeCol(t: Tensor | number, n: number): Tensor | number {
 function toField(mean1: Tensor, xt: Tensor, t: Tensor | number, kind: FieldKind): Tensor {
   const omt = typeof t === "number" ? 1 - t : sub(1, t);
   if (kind === "velocity") return sub(mean1, xt).div(omt);
+  // (S4): −E[x0 | x_t] = (t·E[x1 | x_t] − x_t)/(1−t).
+  if (kind === "noise") return sub(mul(mean1, t), xt).div(omt);
   const omt2 = typeof omt === "number" ? omt * omt : square(omt);
   return sub(mul(mean1, t), xt).div(omt2);
+}
+
+// A field of an affine path from E[x1 | x_t] = m: E[x0 | x_t] = (x_t − α·m)/σ, so the velocity
+// is α̇·m + σ̇·E[x0 | x_t], the score (α·m − x_t)/σ², and "noise" (α·m − x_t)/σ.
+function affineField(m: Tensor, xt: Tensor, c: PathCoefficients, kind: FieldKind): Tensor {
+  const r = sub(mul(c.alpha, m), xt); // −σ·E[x0 | x_t]
+  if (kind === "noise") return r.div(c.sigma);
+  if (kind === "score") return r.div(square(c.sigma));
+  return sub(mul(c.dAlpha, m), mul(c.dSigma, r.div(c.sigma)));
 }
 
 // (S1) logits with SV's floor; masked entries sit at the floor and get weight 0 below.
@@ -389,7 +446,7 @@ export function stableTarget(
   mask?: Tensor,
   kind: FieldKind = "velocity",
 ): Tensor {
-  const [n, m, d] = refs.shape as [number, number, number];
+  const [n, , d] = refs.shape as [number, number, number];
   if (refs.rank !== 3 || xt.rank !== 2 || xt.shape[0] !== n || xt.shape[1] !== d) {
     throw new RangeError(
       `Expected xt [n, d] and refs [n, m, d] but found [${xt.shape.join(", ")}] and [${
@@ -397,15 +454,18 @@ export function stableTarget(
       }]`,
     );
   }
-  return tidy(() => {
-    const mk = mask ?? full([n, m], 1);
-    const l = bankLogits(xt, t, refs, mk);
-    const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
-    const e = mul(exp(sh), mk);
-    const w = e.div(sum(e, 1, true));
-    const mean1 = reshape(matmul(reshape(w, [n, 1, m]), refs), [n, d]);
-    return stopGradient(toField(mean1, xt, timeCol(t, n), kind));
-  });
+  return tidy(() => stopGradient(toField(bankMean(xt, t, refs, mask), xt, timeCol(t, n), kind)));
+}
+
+// Σ_j w_j b_j (S1) over per-row reference sets refs [n, m, d] (mask [n, m]).
+function bankMean(xt: Tensor, t: Tensor | number, refs: Tensor, mask?: Tensor): Tensor {
+  const [n, m, d] = refs.shape as [number, number, number];
+  const mk = mask ?? full([n, m], 1);
+  const l = bankLogits(xt, t, refs, mk);
+  const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
+  const e = mul(exp(sh), mk);
+  const w = e.div(sum(e, 1, true));
+  return reshape(matmul(reshape(w, [n, 1, m]), refs), [n, d]);
 }
 
 /**
@@ -439,12 +499,16 @@ export function stfTarget(
   }
   return tidy(() => {
     const tc = timeCol(t, n);
-    const l = sharedLogits(xt, tc, refs);
-    const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
-    const e = exp(sh);
-    const w = e.div(sum(e, 1, true));
-    return stopGradient(toField(matmul(w, refs), xt, tc, kind));
+    return stopGradient(toField(sharedMean(xt, tc, refs), xt, tc, kind));
   });
+}
+
+// Σ_j w_j r_j (S1) over refs [R, d] shared by every row.
+function sharedMean(xt: Tensor, tc: Tensor | number, refs: Tensor): Tensor {
+  const l = sharedLogits(xt, tc, refs);
+  const sh = clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity);
+  const e = exp(sh);
+  return matmul(e.div(sum(e, 1, true)), refs);
 }
 
 // (S1) logits against refs [R, d] shared by every row, with SV's floor:
@@ -471,6 +535,8 @@ export interface StableVmTargetOptions {
   chunkSize?: number;
   /** Velocity or score target. Default velocity. */
   kind?: FieldKind;
+  /** The interpolation path the batch was drawn on (default `"linear"`). */
+  path?: PathType;
 }
 
 // Online log-sum-exp over bank chunks (stable_vm_efficient): running max m, running
@@ -554,20 +620,42 @@ export function stableVmTarget(
   const chunk = checkInt("chunk size", opts.chunkSize ?? 64, 1);
   const { x, eps, xt, t } = batch;
   const n = xt.shape[0]!;
+  const path = checkChoice("path type", opts.path ?? "linear", PATH_TYPES);
   return tidy(() => {
     const tc = reshape(t, [n, 1]);
-    const plain = kind === "velocity" ? sub(x, eps) : mul(eps, -1).div(sub(1, tc)); // (S3) with b = x
-    let stable: Tensor;
+    let plain: Tensor, stable: Tensor;
     const shared = sameLabel(labels);
-    if (opts.efficient) {
-      stable = toField(bankMeanChunked(bank, labels, xt, t, chunk), xt, tc, kind);
-    } else if (shared !== null) {
-      // Every row has the same label: one shared reference set, no [n, m, d] tensor.
-      const e = bank.entries(shared);
-      stable = stfTarget(xt, t, tensor(e, [e.length / bank.dim, bank.dim]), kind);
+    if (path === "linear") {
+      plain = plainTarget(x, eps, tc, kind); // (S2)–(S4) with the one sample b = x
+      if (opts.efficient) {
+        stable = toField(bankMeanChunked(bank, labels, xt, t, chunk), xt, tc, kind);
+      } else if (shared !== null) {
+        // Every row has the same label: one shared reference set, no [n, m, d] tensor.
+        const e = bank.entries(shared);
+        stable = stfTarget(xt, t, tensor(e, [e.length / bank.dim, bank.dim]), kind);
+      } else {
+        const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
+        stable = stableTarget(xt, t, refs, mask, kind);
+      }
     } else {
-      const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
-      stable = stableTarget(xt, t, refs, mask, kind);
+      // Any affine path x_t = α·x1 + σ·x0 is the linear path at s = α/(α+σ) scaled by α+σ, so
+      // the posterior over the bank (S1) is the linear one at (x_t/(α+σ), s): its logits
+      // −‖x_t − α·b‖²/2σ² are the same numbers. The field then follows SV's general form
+      // (σ̇/σ)·x_t + (α̇ − σ̇α/σ)·E[x1 | x_t] (loss.py `_stable_target`).
+      const c = pathCoefficients(path, tc);
+      const ab = add(c.alpha, c.sigma);
+      const s = reshape(c.alpha.div(ab), [n]), xs = xt.div(ab);
+      let mean1: Tensor;
+      if (opts.efficient) mean1 = bankMeanChunked(bank, labels, xs, s, chunk);
+      else if (shared !== null) {
+        const e = bank.entries(shared);
+        mean1 = sharedMean(xs, reshape(s, [n, 1]), tensor(e, [e.length / bank.dim, bank.dim]));
+      } else {
+        const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
+        mean1 = bankMean(xs, s, refs, mask);
+      }
+      plain = affineField(x, xt, c, kind);
+      stable = affineField(mean1, xt, c, kind);
     }
     const use = unary("leScalar", tc, splitT);
     const chosen = where(use, stable, plain);
@@ -602,8 +690,15 @@ export interface StableVmLossOptions {
   efficient?: boolean;
   /** Entries per chunk for `efficient`. Default 64. */
   chunkSize?: number;
-  /** Regress the velocity (default) or the score. */
+  /** Regress the velocity (default), the score, or SV's "score" (`"noise"`). */
   kind?: FieldKind;
+  /** The interpolation path (SV `--path-type`): `"linear"` (default) or `"cosine"`. */
+  path?: PathType;
+  /**
+   * How t is drawn (SV `--weighting`): `"uniform"` (default) on [tEps, 1 − tEps], or
+   * `"lognormal"` (see `sampleTimes`), clipped to the same range.
+   */
+  weighting?: "uniform" | "lognormal";
 }
 
 /** What the losses return: the scalar loss and the batch it was computed on. */
@@ -638,6 +733,29 @@ function commonOpts(opts: StableVmLossOptions) {
   const nullProb = checkNumber("nullProb", opts.nullProb ?? 0.1, 0, 1);
   const tEps = checkNumber("tEps", opts.tEps ?? 1e-4, 0, 0.5);
   return { nullProb, tEps };
+}
+
+// t and x_t = α·x + σ·ε for the losses (the linear path keeps its own two-op form, so its
+// numbers are unchanged).
+function drawPath(x: Tensor, opts: StableVmLossOptions, tEps: number) {
+  const gen = opts.generator, B = x.shape[0]!;
+  const weighting = checkChoice(
+    "weighting",
+    opts.weighting ?? "uniform",
+    [
+      "uniform",
+      "lognormal",
+    ] as const,
+  );
+  const path = checkChoice("path type", opts.path ?? "linear", PATH_TYPES);
+  const t = weighting === "uniform"
+    ? gen.uniform([B], tEps, 1 - tEps)
+    : sampleTimes(B, { schedule: "lognormal", eps: Math.max(tEps, 1e-4), generator: gen });
+  const eps = gen.normal(x.shape);
+  const tc = reshape(t, [B, ...x.shape.slice(1).map(() => 1)]);
+  if (path === "linear") return { t, eps, tc, xt: add(mul(eps, sub(1, tc)), mul(x, tc)) };
+  const c = pathCoefficients(path, tc);
+  return { t, eps, tc, c, xt: add(mul(c.alpha, x), mul(c.sigma, eps)) };
 }
 
 function regress(
@@ -679,10 +797,7 @@ export function stableVmLoss(f: ConditionalField, opts: StableVmLossOptions): Fl
   const gen = opts.generator;
   const labels = drawLabels(B, C, nullProb, gen).map((l) => (l === C ? bank.nullLabel : l));
   const x = bank.sample(labels, gen);
-  const t = gen.uniform([B], tEps, 1 - tEps);
-  const eps = gen.normal([B, bank.dim]);
-  const tc = reshape(t, [B, 1]);
-  const xt = add(mul(eps, sub(1, tc)), mul(x, tc));
+  const { t, eps, xt } = drawPath(x, opts, tEps);
   const target = stableVmTarget(bank, labels, { x, eps, xt, t }, opts);
   return regress(f, { x, eps, xt, t }, labels, target);
 }
@@ -722,11 +837,8 @@ export function siLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLoss
     labels = drawLabels(B, C, nullProb, gen).map((l) => (l === C ? bank.nullLabel : l));
     x = bank.sample(labels, gen);
   }
-  const B = x.shape[0]!;
-  const t = gen.uniform([B], tEps, 1 - tEps);
-  const eps = gen.normal(x.shape);
-  const tc = reshape(t, [B, ...x.shape.slice(1).map(() => 1)]);
-  const xt = add(mul(eps, sub(1, tc)), mul(x, tc));
-  const target = opts.kind === "score" ? mul(eps, -1).div(sub(1, tc)) : sub(x, eps);
+  const { t, eps, tc, c, xt } = drawPath(x, opts, tEps);
+  const kind = opts.kind ?? "velocity";
+  const target = c ? affineField(x, xt, c, kind) : plainTarget(x, eps, tc, kind);
   return regress(f, { x, eps, xt, t }, labels, target);
 }

@@ -24,7 +24,7 @@ import {
 } from "../ops/ops.ts";
 import { Generator } from "../random.ts";
 import { GaussianMixture } from "../data/gmm.ts";
-import { type FieldKind, stfTarget } from "../flow/stablevm.ts";
+import { FIELD_KINDS, type FieldKind, plainTarget, stfTarget } from "../flow/stablevm.ts";
 import { checkChoice, checkInt, checkNumber } from "../_util.ts";
 
 /** A learned field: x [n, d], t [n], labels [n] (numModes = null label) → [n, d]. */
@@ -55,6 +55,36 @@ export interface FisherPoint {
 }
 
 /**
+ * The exact field of a mixture's path in a {@linkcode FieldKind} parameterisation: its
+ * velocity, its score ∇ log p_t, or −E[x0 | x_t] = (1−t)·∇ log p_t ("noise", SV's "score");
+ * class-conditional when `labels` are given.
+ *
+ * @example
+ * ```ts
+ * import { exactField, GaussianMixture, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * const gmm = GaussianMixture.ring({ numModes: 4 });
+ * const x = tensor([[0.3, -0.2]]);
+ * const s = await exactField(gmm, x, 0.6, "score").data();
+ * const e = await exactField(gmm, x, 0.6, "noise").data();
+ * assert.ok(Math.abs(e[0]! - 0.4 * s[0]!) < 1e-5);
+ * ```
+ */
+export function exactField(
+  gmm: GaussianMixture,
+  xt: Tensor,
+  t: number,
+  kind: FieldKind,
+  labels?: Tensor,
+): Tensor {
+  if (kind === "velocity") {
+    return labels ? gmm.conditionalVelocity(xt, t, labels) : gmm.velocity(xt, t);
+  }
+  const score = labels ? gmm.conditionalScore(xt, t, labels) : gmm.score(xt, t);
+  return kind === "score" ? score : tidy(() => mul(score, 1 - t));
+}
+
+/**
  * Fisher divergence E_{x ~ p_t} ‖f_θ(x, t) − f*(x, t)‖² of `field` against the exact mixture
  * field, at each requested time; x_t is drawn from the mixture path.
  *
@@ -75,7 +105,7 @@ export async function fisherDivergence(
   const times = opts.times ?? [0.5, 0.6, 0.7, 0.8];
   const n = checkInt("number of Fisher samples", opts.n ?? 10000, 1);
   const bs = checkInt("Fisher batch size", opts.batchSize ?? 2048, 1);
-  const kind = checkChoice("vector field", opts.kind ?? "velocity", ["velocity", "score"] as const);
+  const kind = checkChoice("vector field", opts.kind ?? "velocity", FIELD_KINDS);
   const out: FisherPoint[] = [];
   for (const t of times) {
     checkNumber("Fisher time", t, 0, 1);
@@ -86,11 +116,7 @@ export async function fisherDivergence(
         const { x: x1, labels } = gmm.sample(m, opts.generator);
         const x0 = opts.generator.normal([m, gmm.dim]);
         const xt = add(mul(x0, 1 - t), mul(x1, t));
-        const exact = opts.conditional
-          ? (kind === "velocity"
-            ? gmm.conditionalVelocity(xt, t, labels)
-            : gmm.conditionalScore(xt, t, labels))
-          : (kind === "velocity" ? gmm.velocity(xt, t) : gmm.score(xt, t));
+        const exact = exactField(gmm, xt, t, kind, opts.conditional ? labels : undefined);
         const y = opts.conditional ? labels : full([m], gmm.numModes);
         const pred = field(xt, full([m], t), y);
         return sum(square(sub(pred, exact)));
@@ -108,10 +134,10 @@ export async function fisherDivergence(
  * @example
  * ```ts
  * import { VARIANCE_TARGETS } from "../../mod.ts";
- * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm"]
+ * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm", "cfm-stf"]
  * ```
  */
-export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm"] as const;
+export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm", "cfm-stf"] as const;
 /** A target name for `varianceCurves`. */
 export type VarianceTarget = typeof VARIANCE_TARGETS[number];
 
@@ -129,6 +155,12 @@ export interface VarianceCurveOptions {
   bankSize?: number;
   /** Reference-batch size for "stf". Default 2048 (SV gmm_exp.py). */
   refSize?: number;
+  /**
+   * Reference-set size for "cfm-stf" (SV's plotted curve: ‖CFM target − STF target‖² with the
+   * STF target over this many mixture samples, which include the evaluation points).
+   * Default 10000 (SV gmm_exp.py).
+   */
+  pairRefSize?: number;
   /** Mixture modes. Default 100. */
   numModes?: number;
   /** Seed for the mixtures and the draws. Default 0. */
@@ -141,9 +173,14 @@ export interface VarianceCurveOptions {
   tMax?: number;
 }
 
-/** Median and 15–85 % band of one target's error at each time. */
+/**
+ * Mean, median and 15–85 % band of one target's error at each time: ‖target − exact‖²/√d,
+ * or for "cfm-stf" ‖CFM target − STF target‖²/√d.
+ */
 export interface VarianceCurve {
-  /** Median of ‖target − exact‖²/√d. */
+  /** Mean (what SV plots for "cfm-stf"). */
+  mean: number[];
+  /** Median. */
   median: number[];
   /** 15 % quantile. */
   q15: number[];
@@ -172,7 +209,9 @@ function quantile(sorted: Float32Array, p: number): number {
  * StableVM target over a class bank of `bankSize` entries (against the exact
  * class-conditional field, which it estimates). As in SV, the regressed sample x1 is itself
  * one of the bank/reference entries. The StableVM target is used at every t here (no split),
- * to show where it helps.
+ * to show where it helps. "cfm-stf" is the curve SV's gmm_exp.py plots: ‖x1 − x0 − STF
+ * target‖²/√d with the STF target over `pairRefSize` mixture samples that include x1 — no
+ * exact field involved.
  *
  * @example
  * ```ts
@@ -192,6 +231,7 @@ export async function varianceCurves(
   );
   const bankSize = checkInt("bank size", opts.bankSize ?? 256, 1);
   const refSize = checkInt("reference batch size", opts.refSize ?? 2048, 1);
+  const pairRefSize = checkInt("cfm-stf reference set size", opts.pairRefSize ?? 10000, 1);
   const K = checkInt("number of mixture modes", opts.numModes ?? 100, 1);
   const kind = opts.kind ?? "velocity";
   const tMin = checkNumber("tMin", opts.tMin ?? 0.02, 0, 1);
@@ -207,12 +247,18 @@ export async function varianceCurves(
     const gmm = GaussianMixture.reference({ dim: d, numModes: K, seed });
     const gen = new Generator(seed + 1000 + d);
     const curves: Partial<Record<VarianceTarget, VarianceCurve>> = {};
-    for (const name of targets) curves[name] = { median: [], q15: [], q85: [] };
+    for (const name of targets) curves[name] = { mean: [], median: [], q15: [], q85: [] };
     for (const t of ts) {
       for (const name of targets) {
-        const errs = await targetErrors(name, gmm, t, n, { bankSize, refSize, kind, gen });
+        const errs = await targetErrors(name, gmm, t, n, {
+          bankSize,
+          refSize: name === "cfm-stf" ? pairRefSize : refSize,
+          kind,
+          gen,
+        });
         errs.sort();
         const c = curves[name]!;
+        c.mean.push(errs.reduce((a, e) => a + e, 0) / errs.length);
         c.median.push(quantile(errs, 0.5));
         c.q15.push(quantile(errs, 0.15));
         c.q85.push(quantile(errs, 0.85));
@@ -231,12 +277,7 @@ async function targetErrors(
   o: { bankSize: number; refSize: number; kind: FieldKind; gen: Generator },
 ): Promise<Float32Array> {
   const d = gmm.dim, gen = o.gen;
-  const exactOf = (xt: Tensor, labels?: Tensor) =>
-    labels
-      ? (o.kind === "velocity"
-        ? gmm.conditionalVelocity(xt, t, labels)
-        : gmm.conditionalScore(xt, t, labels))
-      : (o.kind === "velocity" ? gmm.velocity(xt, t) : gmm.score(xt, t));
+  const exactOf = (xt: Tensor, labels?: Tensor) => exactField(gmm, xt, t, o.kind, labels);
   const errOf = (target: Tensor, exact: Tensor) =>
     mul(sum(square(sub(target, exact)), 1), 1 / Math.sqrt(d));
   if (name === "cfm") {
@@ -244,11 +285,30 @@ async function targetErrors(
       const { x: x1 } = gmm.sample(n, gen);
       const x0 = gen.normal([n, d]);
       const xt = add(mul(x0, 1 - t), mul(x1, t));
-      const target = o.kind === "velocity" ? sub(x1, x0) : mul(x0, -1 / (1 - t));
+      const target = plainTarget(x1, x0, t, o.kind);
       return errOf(target, exactOf(xt));
     });
     const out = await e.data();
     e.dispose();
+    return out;
+  }
+  if (name === "cfm-stf") {
+    const { x: refs } = gmm.sample(o.refSize, gen);
+    const out = new Float32Array(n);
+    // Rows in chunks: the STF logits are [rows, refSize].
+    for (let r0 = 0; r0 < n; r0 += 1024) {
+      const m = Math.min(1024, n - r0);
+      const e = tidy(() => {
+        const pick = Float32Array.from(gen.uniformHost(m), (u) => Math.floor(u * o.refSize));
+        const x1 = gather(refs, tensor(pick));
+        const x0 = gen.normal([m, d]);
+        const xt = add(mul(x0, 1 - t), mul(x1, t));
+        return errOf(plainTarget(x1, x0, t, o.kind), stfTarget(xt, t, refs, o.kind));
+      });
+      out.set(await e.data(), r0);
+      e.dispose();
+    }
+    refs.dispose();
     return out;
   }
   if (name === "stf") {
@@ -300,6 +360,8 @@ async function targetErrors(
     const mean1 = gather(reshape(matmul(w, banks), [K * G, d]), tensor(inv)); // E[x1 | x_t]
     const target = o.kind === "velocity"
       ? mul(sub(mean1, xt), 1 / (1 - t)) // (S2)
+      : o.kind === "noise"
+      ? mul(sub(mul(mean1, t), xt), 1 / (1 - t)) // (S4)
       : mul(sub(mul(mean1, t), xt), 1 / ((1 - t) * (1 - t))); // (S3)
     return errOf(target, exactOf(xt, tensor(Float32Array.from(labels))));
   });

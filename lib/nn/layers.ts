@@ -695,7 +695,8 @@ export class TimestepEmbedder extends Module {
   readonly mlp: Sequential;
   /** Sinusoidal feature width. */
   readonly frequencyEmbeddingSize: number;
-  readonly #embOpts: TimestepEmbeddingOptions;
+  /** The sinusoid's options (period, scale, order), e.g. to rewrite weights for another time convention. */
+  readonly embeddingOptions: Readonly<TimestepEmbeddingOptions>;
   constructor(hidden: number, opts: TimestepEmbedderOptions = {}) {
     super();
     this.frequencyEmbeddingSize = checkInt(
@@ -703,7 +704,7 @@ export class TimestepEmbedder extends Module {
       opts.frequencyEmbeddingSize ?? 256,
       2,
     );
-    this.#embOpts = { maxPeriod: opts.maxPeriod, scale: opts.scale, order: opts.order };
+    this.embeddingOptions = { maxPeriod: opts.maxPeriod, scale: opts.scale, order: opts.order };
     const g = generatorOf(opts);
     this.mlp = this.module(
       "mlp",
@@ -716,7 +717,9 @@ export class TimestepEmbedder extends Module {
   }
   /** Embed times [B] → [B, hidden]. */
   forward(t: Tensor): Tensor {
-    return this.mlp.forward(timestepEmbedding(t, this.frequencyEmbeddingSize, this.#embOpts));
+    return this.mlp.forward(
+      timestepEmbedding(t, this.frequencyEmbeddingSize, this.embeddingOptions),
+    );
   }
 }
 

@@ -52,6 +52,23 @@ export {
   unpatchify,
 } from "./transformer.ts";
 export {
+  compareStateDict,
+  detectArchitecture,
+  type DetectedArchitecture,
+  exportTorchStateDict,
+  flipTimeConvention,
+  formatStateDictReport,
+  type ImportOptions,
+  importTorchStateDict,
+  loadTorchStateDict,
+  StateDictError,
+  type StateDictReport,
+  type TimeConvention,
+  TORCH_DTYPES,
+  type TorchEntry,
+  type TorchStateDict,
+} from "./convert.ts";
+export {
   AdaLNMLP,
   type AdaLNMLPOptions,
   AdaLNZero,

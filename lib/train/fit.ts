@@ -104,7 +104,10 @@ export interface Trainer<M extends Module = Module> {
   params?: Tensor[];
   /** EMA of `params`, updated after each optimizer step and checkpointed as `ema.*`. */
   ema?: EMA;
-  /** Build a same-architecture model for `ctx.emaModel()` (needs `ema`). */
+  /**
+   * Build a same-architecture model for `ctx.emaModel()` (needs `ema`); called once. Put it
+   * in the mode the targets need (usually `.eval()`): `fit` only copies the EMA weights in.
+   */
   emaModel?: () => M;
   /** Name under which the loss is logged (default `training/loss_flow`). */
   lossMetric?: string;

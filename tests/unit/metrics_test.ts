@@ -9,6 +9,7 @@ import {
   straightness,
   type Tensor,
   tensor,
+  varianceCurves,
   w2,
 } from "../../mod.ts";
 import { assertClose } from "../_helpers.ts";
@@ -134,4 +135,25 @@ Deno.test("straightness: 0 for straight paths, the quarter-circle closed form fo
   assertClose([q.straightness], [q.energy - q.displacementSq], { rtol: 1e-6 });
   await assert.rejects(() => straightness([x0]), /at least 2 states/);
   await assert.rejects(() => straightness([x0, x0], [0, 0.5, 1]), /times/);
+});
+
+Deno.test("varianceCurves 'cfm-stf' (SV's plotted curve): high near noise, ~0 near data since x1 is a reference", async () => {
+  // ‖x1 − x0 − STF‖² = ‖E_STF[x1 | x_t] − x1‖²/(1−t)²: near noise the posterior mean is the
+  // data mean (error ≈ the data's spread), near data it collapses onto x1 itself because x1 is
+  // one of the references (were it not, the error would blow up as 1/(1−t)²).
+  const [r] = await varianceCurves({
+    dims: [10],
+    numT: 2,
+    tMin: 0.1,
+    tMax: 0.98,
+    n: 256,
+    pairRefSize: 1024,
+    targets: ["cfm-stf"],
+    numModes: 20,
+  });
+  const c = r!.curves["cfm-stf"]!;
+  assert.equal(c.mean.length, 2);
+  assert.ok(c.mean[0]! > 0.3, `near noise ${c.mean[0]}`);
+  assert.ok(c.mean[1]! < c.mean[0]! / 100, `near data ${c.mean[1]} vs ${c.mean[0]}`);
+  assert.ok(c.q15[0]! <= c.median[0]! && c.median[0]! <= c.q85[0]!);
 });

@@ -1,18 +1,24 @@
 import { strict as assert } from "node:assert";
 import {
+  concat,
   cos,
   full,
   Generator,
   getBackend,
   integrate,
   mean,
+  mul,
   otCouple,
   type SamplerMethod,
   setBackend,
+  split,
+  sub,
   type Tensor,
   tensor,
+  tidy,
   variance,
 } from "../../mod.ts";
+import { dopri5Step } from "../../lib/flow/samplers.ts";
 import { assertClose } from "../_helpers.ts";
 
 const X0 = [1, -0.5, 2];
@@ -202,4 +208,44 @@ Deno.test("integrate, sinkhorn and otCouple free every intermediate (live bytes 
   } finally {
     setBackend(prev);
   }
+});
+
+Deno.test("dopri5Step: one step's solution and error estimate equal an f64 evaluation of the Dormand–Prince tableau", async () => {
+  // The tableau typed from Dormand & Prince (1980) / Hairer–Nørsett–Wanner Table 5.2,
+  // independently of lib/flow/samplers.ts: c, a, the 5th-order b and the 4th-order b̂.
+  const c = [0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1];
+  const a = [
+    [],
+    [1 / 5],
+    [3 / 40, 9 / 40],
+    [44 / 45, -56 / 15, 32 / 9],
+    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+    [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+  ];
+  const b = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0];
+  const bh = [5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40];
+  // A nonlinear, time-dependent field, so every stage and weight matters.
+  const fHost = (
+    x: number[],
+    t: number,
+  ) => [-x[1]! + 2 * t * x[0]! * x[0]!, x[0]! * Math.cos(5 * t)];
+  const x0 = [0.8, -0.4], t0 = 0.1, h = 0.8;
+  const k: number[][] = [];
+  for (let s = 0; s < 7; s++) {
+    const xs = x0.map((v, i) => v + h * a[s]!.reduce((acc, aj, j) => acc + aj * k[j]![i]!, 0));
+    k.push(fHost(xs, t0 + c[s]! * h));
+  }
+  const x5 = x0.map((v, i) => v + h * b.reduce((acc, bj, j) => acc + bj * k[j]![i]!, 0));
+  const err = x0.map((_, i) => h * b.reduce((acc, bj, j) => acc + (bj - bh[j]!) * k[j]![i]!, 0));
+  assert.ok(Math.max(...err.map(Math.abs)) > 1e-3, "the step is large enough to test the error");
+  const f = (x: Tensor, t: number) =>
+    tidy(() => {
+      const [p, q] = split(x, [1, 1], 1);
+      return concat([sub(mul(mul(p!, p!), 2 * t), q!), mul(p!, Math.cos(5 * t))], 1);
+    });
+  const x = tensor([x0]);
+  const { xn, errVec } = dopri5Step(f, x, f(x, t0), t0, h);
+  assertClose(await xn.data(), x5, { rtol: 1e-5, atol: 1e-6 });
+  assertClose(await errVec.data(), err, { rtol: 2e-3, atol: 1e-7 });
 });

@@ -97,6 +97,7 @@ Deno.test("otCouple: recovers the hidden permutation on well-separated batches; 
       method,
       labels,
       reg: 0.01,
+      normalize: "max",
       maxIters: 300,
       generator: new Generator(1),
     });
@@ -141,7 +142,13 @@ Deno.test("otCouple: random batches give valid pairs, and OT shortens the pairin
   const exactCost = pairCost(exact.sourceIndex, exact.targetIndex);
   assert.ok(exactCost < 0.7 * indep, `exact ${exactCost} vs independent ${indep}`);
   for (const method of ["argmax", "sample"] as const) {
-    const c = await otCouple(x0, x1, { method, maxIters: 200, reg: 0.01, generator: g });
+    const c = await otCouple(x0, x1, {
+      method,
+      maxIters: 200,
+      reg: 0.01,
+      normalize: "max",
+      generator: g,
+    });
     assert.equal(c.sourceIndex.length, n);
     assert.ok(
       [...c.sourceIndex, ...c.targetIndex].every((i) => Number.isInteger(i) && i >= 0 && i < n),
@@ -176,4 +183,42 @@ Deno.test("otCouple and sinkhorn: bad inputs raise typed errors", async () => {
     () => otCouple(tensor([[1]]), tensor([[1]]), { labels: tensor([1, 2]) }),
     /labels/,
   );
+});
+
+Deno.test("otCouple: the default is seed 003's raw cost (an f64 Sinkhorn on the unscaled cost agrees)", async () => {
+  // Points spread over ~[-6, 6]: the maximum cost is far from 1, so a normalised cost would
+  // give a different plan, and the f64 reference below would not match it.
+  const g = new Generator(21);
+  const n = 7, reg = 0.5;
+  const x0 = g.normal([n, 2]).mul(3), x1 = g.normal([n, 2]).mul(3).add(1);
+  const a = await x0.data(), b = await x1.data();
+  const C = Array.from({ length: n * n }, (_, k) => {
+    const i = Math.floor(k / n), j = k % n;
+    return (a[2 * i]! - b[2 * j]!) ** 2 + (a[2 * i + 1]! - b[2 * j + 1]!) ** 2;
+  });
+  // Plain-loop Sinkhorn in f64 with uniform marginals: π = diag(u) K diag(v), K = exp(−C/reg).
+  const K = C.map((c) => Math.exp(-c / reg));
+  let u = new Array(n).fill(1), v = new Array(n).fill(1);
+  for (let it = 0; it < 5000; it++) {
+    u = u.map((_, i) => 1 / n / v.reduce((s, vj, j) => s + K[i * n + j]! * vj, 0));
+    v = v.map((_, j) => 1 / n / u.reduce((s, ui, i) => s + K[i * n + j]! * ui, 0));
+  }
+  const plan = K.map((k, idx) => u[Math.floor(idx / n)]! * k * v[idx % n]!);
+  const refArgmax = Array.from({ length: n }, (_, j) => {
+    let best = 0;
+    for (let i = 1; i < n; i++) if (plan[i * n + j]! > plan[best * n + j]!) best = i;
+    return best;
+  });
+  const c = await otCouple(x0, x1, { method: "argmax", reg, maxIters: 2000 });
+  assert.deepEqual([...c.sourceIndex], refArgmax);
+  const sk = await sinkhorn(tensor(C, [n, n]), { reg, maxIters: 2000 });
+  assertClose(await exp(sk.logPlan).data(), plan, { atol: 2e-4 });
+  // And max-normalisation really is a different plan here (so the test can tell them apart).
+  const scaled = await otCouple(x0, x1, {
+    method: "argmax",
+    reg,
+    normalize: "max",
+    maxIters: 2000,
+  });
+  assert.notDeepEqual([...scaled.sourceIndex], refArgmax);
 });

@@ -4,13 +4,17 @@
  */
 import { strict as assert } from "node:assert";
 import {
+  exactField,
   GaussianMixture,
   Generator,
   getBackend,
+  interpolate,
   MemoryBank,
+  plainTarget,
   PROJ_WEIGHT_SCHEDULES,
   projWeight,
   projWeightScalar,
+  sampleTimes,
   setBackend,
   siLoss,
   stableTarget,
@@ -359,4 +363,102 @@ Deno.test("projWeight rejects unknown schedules and τ outside (0, 1)", () => {
     /proj tau to be a number in \(0, 1\) but found 1/,
   );
   assert.throws(() => projWeight("snr", tensor([0.5]), { tau: 0 }), /found 0/);
+});
+
+Deno.test("FieldKind 'noise' is SV's score parameterisation −E[x0 | x_t] (closed forms, one Gaussian)", async () => {
+  // One component N(μ, σ²I): p_t = N(tμ, ((1−t)² + t²σ²) I), so ∇log p_t(x) = −(x − tμ)/s²
+  // with s² = (1−t)² + t²σ², and −E[x0 | x_t] = (1−t)·∇log p_t (x0 is the N(0, I) noise).
+  const mu = [0.7, -1.2], v = 0.3, t = 0.4;
+  const gmm = new GaussianMixture({ dim: 2, means: mu, variances: [v, v], weights: [1] });
+  const x = [0.25, 0.5];
+  const s2 = (1 - t) ** 2 + t * t * v;
+  const score = x.map((xi, i) => -(xi - t * mu[i]!) / s2);
+  const xt = tensor([x]);
+  assertClose(await exactField(gmm, xt, t, "score").data(), score, { atol: 1e-5 });
+  assertClose(await exactField(gmm, xt, t, "noise").data(), score.map((s) => (1 - t) * s), {
+    atol: 1e-5,
+  });
+  // A one-entry reference set makes E[x1 | x_t] = b exactly: noise target (t·b − x_t)/(1−t),
+  // score target (t·b − x_t)/(1−t)², velocity (b − x_t)/(1−t).
+  const b = [1.5, -0.5];
+  const refs = tensor([b]);
+  const want = (k: "velocity" | "score" | "noise") =>
+    x.map((xi, i) =>
+      k === "velocity"
+        ? (b[i]! - xi) / (1 - t)
+        : (t * b[i]! - xi) / (k === "noise" ? 1 - t : (1 - t) ** 2)
+    );
+  for (const k of ["velocity", "score", "noise"] as const) {
+    assertClose(await stfTarget(xt, t, refs, k).data(), want(k), { atol: 1e-5, msg: k });
+  }
+  // The single-sample targets: x1 − x0, −x0/(1−t), −x0.
+  const x1 = tensor([[2, 3]]), x0 = tensor([[0.5, -1]]);
+  assertClose(await plainTarget(x1, x0, t, "velocity").data(), [1.5, 4]);
+  assertClose(await plainTarget(x1, x0, t, "score").data(), [-0.5 / 0.6, 1 / 0.6], { atol: 1e-6 });
+  assertClose(await plainTarget(x1, x0, t, "noise").data(), [-0.5, 1]);
+});
+
+Deno.test("MemoryBank: the null-label pool is sized like a class by default (SV MemoryBank)", () => {
+  const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 5, dim: 1 });
+  assert.equal(bank.globalCapacity, 5);
+  // Fill well past capacity: the pool keeps exactly capacityPerClass entries (FIFO).
+  for (let i = 0; i < 4; i++) bank.add(new Float32Array([1, 2, 3]), [0, 1, 0]);
+  assert.equal(bank.entries(bank.nullLabel).length, 5);
+});
+
+Deno.test("cosine path (SV --path-type cosine): interpolate, and the stable target against SV's formula in plain JS", async () => {
+  const t = 0.3, a = Math.sin((Math.PI * t) / 2), s = Math.cos((Math.PI * t) / 2);
+  const da = (Math.PI / 2) * s, ds = -(Math.PI / 2) * a;
+  // interpolate: x_t = α·x1 + σ·x0 and u = α̇·x1 + σ̇·x0, which is d/dt of x_t.
+  const x0 = tensor([[0.5, -1]]), x1 = tensor([[2, 0.25]]);
+  const { xt, target } = interpolate(x0, x1, tensor([t]), { path: "cosine" });
+  assertClose(await xt.data(), [a * 2 + s * 0.5, a * 0.25 - s], { atol: 1e-6 });
+  assertClose(await target.data(), [da * 2 + ds * 0.5, da * 0.25 - ds], { atol: 1e-6 });
+  // SV loss.py `_stable_target`: w ∝ exp(−‖x_t − α b_j‖²/2σ²),
+  // target = (σ̇/σ)·x_t + (α̇ − σ̇α/σ)·Σ w_j b_j (in our time and sign convention).
+  const bankVals = [[1, 0], [0, 1], [-1, 0.5], [0.3, -0.7]];
+  const bank = new MemoryBank({ numClasses: 1, capacityPerClass: 8, dim: 2 });
+  bank.add(bankVals.flat(), [0, 0, 0, 0]);
+  const xv = [0.2, 0.4], ev = [-0.3, 0.9];
+  const xtv = xv.map((v, i) => a * v + s * ev[i]!);
+  const logits = bankVals.map((b) =>
+    -((xtv[0]! - a * b[0]!) ** 2 + (xtv[1]! - a * b[1]!) ** 2) / (2 * s * s)
+  );
+  const mx = Math.max(...logits), w = logits.map((l) => Math.exp(l - mx));
+  const z = w.reduce((p, q) => p + q, 0);
+  const mean = [0, 1].map((k) => bankVals.reduce((acc, b, j) => acc + (w[j]! / z) * b[k]!, 0));
+  const want = xtv.map((xi, k) => (ds / s) * xi + (da - (ds * a) / s) * mean[k]!);
+  for (const efficient of [false, true]) {
+    const got = stableVmTarget(bank, [0], {
+      x: tensor([xv]),
+      eps: tensor([ev]),
+      xt: tensor([xtv]),
+      t: tensor([t]),
+    }, { path: "cosine", efficient, chunkSize: 3 });
+    assertClose(await got.data(), want, { atol: 1e-5, msg: `efficient ${efficient}` });
+  }
+  // Two rows with different labels take the per-row bank path.
+  const bank2 = new MemoryBank({ numClasses: 2, capacityPerClass: 8, dim: 2 });
+  bank2.add([...bankVals.flat(), 5, 5], [0, 0, 0, 0, 1]);
+  const got2 = stableVmTarget(bank2, [0, 1], {
+    x: tensor([xv, [5, 5]]),
+    eps: tensor([ev, ev]),
+    xt: tensor([xtv, [a * 5 + s * ev[0]!, a * 5 + s * ev[1]!]]),
+    t: tensor([t, t]),
+  }, { path: "cosine" });
+  assertClose((await got2.data()).slice(0, 2), want, { atol: 1e-5 });
+  // With one bank entry the posterior is exact: the target is α̇·b + σ̇·ε.
+  assertClose((await got2.data()).slice(2), [da * 5 + ds * ev[0]!, da * 5 + ds * ev[1]!], {
+    atol: 1e-4,
+  });
+});
+
+Deno.test("sampleTimes 'lognormal' is SV's weighting: logit(t) ~ N(1.2, 1.2²), clipped", async () => {
+  const t = await sampleTimes(20000, { schedule: "lognormal", generator: new Generator(3) }).data();
+  const z = Array.from(t, (v) => Math.log(v / (1 - v)));
+  const m = z.reduce((a, b) => a + b, 0) / z.length;
+  const sd = Math.sqrt(z.reduce((a, b) => a + (b - m) ** 2, 0) / z.length);
+  assert.ok(Math.abs(m - 1.2) < 0.05, `mean ${m}`);
+  assert.ok(Math.abs(sd - 1.2) < 0.05, `std ${sd}`);
+  assert.ok(t.every((v) => v >= 1e-4 - 1e-9 && v <= 1 - 1e-4 + 1e-7));
 });
