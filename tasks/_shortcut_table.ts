@@ -2,7 +2,17 @@
  * @file The results of `shortcut:table`: rows, mean ± std aggregation and the markdown.
  * @module
  */
-import { VARIANTS } from "./shortcut_table.ts";
+/**
+ * The variants, in table order.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { VARIANTS } from "./_shortcut_table.ts";
+ * assert.equal(VARIANTS.length, 4);
+ * ```
+ */
+export const VARIANTS = ["shortcut", "anchor-labels", "anchor-clusters", "locality"] as const;
 
 /**
  * Step counts N of the few-step columns.

@@ -20,21 +20,11 @@ import { main as anchorMain } from "./train_anchor.ts";
 import { main as localMain } from "./train_local.ts";
 import type { ShortcutRunResult } from "./_shortcut_fit.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
-import { gitCommit, renderMarkdown, type Row, STEPS } from "./_shortcut_table.ts";
+import { gitCommit, renderMarkdown, type Row, STEPS, VARIANTS } from "./_shortcut_table.ts";
+
+export { VARIANTS } from "./_shortcut_table.ts";
 
 export type { Row } from "./_shortcut_table.ts";
-
-/**
- * The variants, in table order.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { VARIANTS } from "./shortcut_table.ts";
- * assert.equal(VARIANTS.length, 4);
- * ```
- */
-export const VARIANTS = ["shortcut", "anchor-labels", "anchor-clusters", "locality"] as const;
 
 /**
  * The flags.
