@@ -5,7 +5,8 @@
  * loss. Each row is a real `train:shortcut`/`train:anchor`/`train:local` run; its few-step
  * quality (exact W2 at N = 1, 2, 4, 8 Euler steps of d = 1/N, EMA weights) and the
  * straightness of its 128-step flow are aggregated over seeds as mean ± std and written to
- * `docs/shortcut_results.md` (and `<output-dir>/results.jsonl`, which later invocations extend).
+ * `docs/shortcut_results.md` and `.json` (rows also in `<output-dir>/results.jsonl`, which
+ * later invocations extend).
  *
  *   deno task shortcut:table
  *   deno task shortcut:table --seeds 0 --max-train-steps 500 --out /tmp/t.md --output-dir /tmp/t
@@ -203,6 +204,9 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   });
   await Deno.mkdir(f.out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
   await Deno.writeTextFile(f.out, md);
+  const json = f.out.replace(/\.md$/, "") + ".json";
+  const meta = { commit, backend: getBackend().name, settings, dataFloorW2: floor, flags: f };
+  await Deno.writeTextFile(json, JSON.stringify({ ...meta, rows }, null, 2) + "\n");
   console.log(md);
   return rows;
 }
