@@ -7,7 +7,9 @@
  */
 import { loadNpy } from "../formats/npy.ts";
 import { FileFormatError } from "../formats/_bytes.ts";
-import { checkInt } from "../_util.ts";
+import { checkInt, denoApi, isNotFound } from "../_util.ts";
+
+const fs = () => denoApi("loadClusterDir", "load the three arrays with decodeNpy");
 
 /**
  * The files a cluster directory must hold.
@@ -47,9 +49,9 @@ export interface ClusterDir {
 
 async function isFile(p: string): Promise<boolean> {
   try {
-    return (await Deno.stat(p)).isFile;
+    return (await fs().stat(p)).isFile;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (isNotFound(e)) return false;
     throw e;
   }
 }
@@ -84,9 +86,9 @@ export async function loadClusterDir(
   }
   let st: Deno.FileInfo | undefined;
   try {
-    st = await Deno.stat(dir);
+    st = await fs().stat(dir);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!isNotFound(e)) throw e;
   }
   if (!st?.isDirectory) {
     throw new RangeError(
@@ -150,7 +152,7 @@ export async function loadClusterDir(
     );
   }
   const file = path("assignments.csv");
-  const lines = (await Deno.readTextFile(file)).split(/\r?\n/).filter((l) => l.trim() !== "");
+  const lines = (await fs().readTextFile(file)).split(/\r?\n/).filter((l) => l.trim() !== "");
   const header = (lines[0] ?? "").split(",").map((s) => s.trim());
   const col = header.indexOf("cluster");
   if (col < 0) {

@@ -6,6 +6,7 @@
  * `train:flowmap` task and the flow-map paths of `sample` and `eval`.
  * @module
  */
+import { denoApi, isNotFound } from "../_util.ts";
 import type { Tensor } from "../tensor.ts";
 import * as nn from "../nn/mod.ts";
 import { AdamW, EMA } from "../optim/mod.ts";
@@ -94,9 +95,9 @@ export interface LoadedFlowMapCheckpoint {
 
 async function stat(p: string): Promise<Deno.FileInfo | null> {
   try {
-    return await Deno.stat(p);
+    return await denoApi("Reading a flow-map checkpoint", "pass its bytes").stat(p);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
+    if (isNotFound(e)) return null;
     throw e;
   }
 }
