@@ -94,6 +94,7 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
     },
   });
   if (help) return null;
+  if (f.useWandb) console.warn("gmm: --use-wandb has no effect (metrics go to metrics.jsonl)");
   if (f.imagenetDataPath) {
     throw new RangeError(
       "--imagenet-data-path: variance curves on image latents need the image stack; only the GMM curves are available",

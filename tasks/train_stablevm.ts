@@ -112,10 +112,25 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   const flags = parseTrainFlags(argv, given);
   if (!flags) return null;
   if (flags.useProjLoss) {
-    console.warn(
-      "train:stablevm: --use-proj-loss needs an image encoder (DINOv2 features) and image " +
-        "models; it is accepted for compatibility and ignored by the toy MLP.",
+    throw new RangeError(
+      "--use-proj-loss needs an image encoder (DINOv2 features) and an image model, which this " +
+        "toy-MLP task does not have; drop it (and --proj-*) to train StableVM without REPA",
     );
+  }
+  // Flags with no meaning here: one line each, never silently (issue 11).
+  const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const notes: Record<string, string> = {
+    reportTo: "metrics go to metrics.jsonl",
+    allowTf32: "flowgpu computes in f32",
+    mixedPrecision: "flowgpu computes in f32",
+  };
+  for (const [k, why] of Object.entries(notes)) {
+    if (given.has(k)) console.warn(`train:stablevm: --${kebab(k)} has no effect here (${why})`);
+  }
+  for (const k of ["projWeightSchedule", "projTau", "projK", "projCoeff"]) {
+    if (given.has(k)) {
+      console.warn(`train:stablevm: --${kebab(k)} has no effect without --use-proj-loss`);
+    }
   }
   const load = (c: TrainStableVmConfig) =>
     c.dataDir ? loadLabelledNpz(c.dataDir) : Promise.resolve(embeddedRing(c.seed));

@@ -163,3 +163,17 @@ Deno.test("train:stablevm flags: seed spellings parse, bad values give the promi
     /Unknown flag --bank-capcity/,
   );
 });
+
+Deno.test("train:stablevm: --use-proj-loss is refused with the reason (no image encoder), before any run", async () => {
+  const { main } = await import("../../tasks/train_stablevm.ts");
+  const out = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      () => main(["--use-proj-loss", "--output-dir", out]),
+      (e: Error) => e instanceof RangeError && /image encoder/.test(e.message),
+    );
+    assert.deepEqual([...Deno.readDirSync(out)], [], "nothing written");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
