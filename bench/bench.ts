@@ -227,15 +227,25 @@ export const CASES: BenchCase[] = [
 ];
 
 async function main(): Promise<void> {
-  // The library's cases run on the default backend (WebGPU when an adapter exists).
-  await init();
   const { values } = parseArgs({
     args: Deno.args,
     options: {
       smoke: { type: "boolean", default: false },
       case: { type: "string", multiple: true },
+      help: { type: "boolean", default: false },
     },
   });
+  if (values.help) {
+    console.log(
+      `Usage: deno task bench [--smoke] [--case NAME]…\n` +
+        `Benchmarks as JSON lines, every peer measured in the same run.\n` +
+        `  --smoke       a quick run of every case (correctness, not speed)\n` +
+        `  --case NAME   only these cases: ${CASES.map((k) => k.name).join(", ")}`,
+    );
+    return;
+  }
+  // The library's cases run on the default backend (WebGPU when an adapter exists).
+  await init();
   const only = values.case;
   if (only) {
     for (const c of only) {

@@ -46,6 +46,18 @@ export async function compileSampler(output = "dist/flowgpu-sample"): Promise<st
 }
 
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h") || Deno.args.length > 1) {
+    console.log(
+      "Usage: deno task compile:sampler [OUTPUT]\n" +
+        "Compile tasks/sample.ts into a standalone binary (default dist/flowgpu-sample).\n" +
+        "deno compile downloads its denort runtime; set DENORT_BIN where it cannot.",
+    );
+    Deno.exit(Deno.args.length > 1 && !Deno.args.includes("--help") ? 2 : 0);
+  }
+  if (Deno.args[0]?.startsWith("-")) {
+    console.error(`compile:sampler: unknown flag ${Deno.args[0]} (see --help)`);
+    Deno.exit(2);
+  }
   try {
     const out = await compileSampler(Deno.args[0]);
     console.log(
