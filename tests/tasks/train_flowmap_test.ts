@@ -226,3 +226,55 @@ Deno.test("flow-map tasks: bad input exits with status 2 and names the value", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("train:flowmap --resume continues bit-exactly on the CPU backend (PSD uniform, EMA)", async () => {
+  const out = await Deno.makeTempDir({ prefix: "flowmap-resume-" });
+  const tiny = [
+    "--method",
+    "psd",
+    "--psd-mode",
+    "uniform",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8",
+    "--depth",
+    "2",
+    "--ema-decay",
+    "0.9",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--eval-samples",
+    "0",
+    "--output-dir",
+    out,
+  ];
+  try {
+    await onCpu(() =>
+      quiet(async () => {
+        await trainMain([...tiny, "--max-train-steps", "4", "--exp-name", "straight"]);
+        await trainMain([...tiny, "--max-train-steps", "2", "--exp-name", "split"]);
+        await trainMain(["--resume", `${out}/split`, "--max-train-steps", "4"]);
+      })
+    );
+    const a = await readFlowMapCheckpoint(`${out}/straight`);
+    const b = await readFlowMapCheckpoint(`${out}/split`);
+    assert.equal(b.checkpoint.step, 4);
+    for (const sec of ["model", "ema"] as const) {
+      for (const [k, v] of Object.entries(a.checkpoint[sec]!)) {
+        assert.deepEqual(
+          [...await v.data()],
+          [...await b.checkpoint[sec]![k]!.data()],
+          `${sec} ${k}`,
+        );
+      }
+    }
+    const ma = await readMetrics(`${out}/straight/metrics.jsonl`);
+    const mb = await readMetrics(`${out}/split/metrics.jsonl`);
+    assert.deepEqual(mb, ma);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
