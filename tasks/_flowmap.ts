@@ -58,7 +58,7 @@ export interface KLReportOptions {
   seed: number;
   /** Rows per map evaluation. */
   batch?: number;
-  /** Also render target and samples per N as a PNG (first 20k points each). */
+  /** Also render target and samples per N as a PNG titled this (first 5000 points each). */
   plot?: string;
 }
 
@@ -109,7 +109,7 @@ export async function flowMapKLReport(phi: FlowMapFn, o: KLReportOptions): Promi
   ]
     .join("\n");
   if (o.plot === undefined) return { kl, table };
-  const m = 2 * Math.min(o.numSamples, 20000);
+  const m = 2 * Math.min(o.numSamples, 5000);
   const png = await scatterPanels([
     { points: target.subarray(0, m), title: `data (${o.dataset})` },
     ...rows.map((x) => ({
