@@ -19,6 +19,7 @@ import {
   type FlowMapMethod,
   Generator,
   getBackend,
+  init,
   nn,
   optim,
   rand,
@@ -196,6 +197,7 @@ print(json.dumps(out))
 `;
 
 if (import.meta.main) {
+  await init(); // FLOWGPU_BACKEND, else WebGPU when an adapter exists
   const { values: v } = parseArgs({
     args: Deno.args,
     options: {
