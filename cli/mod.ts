@@ -21,3 +21,11 @@ export {
   type ParseFlagsOptions,
 } from "./flags.ts";
 export { exitCodeOf, runTask, type RunTaskOptions } from "./task.ts";
+export {
+  fmtMeanStd,
+  gitCommit,
+  type MeanStd,
+  meanStd,
+  replaceBlock,
+  separated,
+} from "./results.ts";

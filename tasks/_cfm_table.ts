@@ -23,6 +23,8 @@ export interface TableRow {
   evalCommands: string[];
   backend: string;
   adapter: string;
+  /** The commit the row ran on ("+" = uncommitted changes). */
+  commit?: string;
 }
 
 /** Mean share of distinct source rows the coupling uses per training batch (5 batches). */

@@ -17,7 +17,7 @@ import {
   getBackend,
   readCfmCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, gitCommit, parseFlags, runTask } from "../cli/mod.ts";
 import { main as trainMain, OT_METHODS } from "./train_cfm.ts";
 import { fillPairing, floor, renderMarkdown, type TableRow } from "./_cfm_table.ts";
 
@@ -46,7 +46,7 @@ export const CFM_TABLE_FLAGS = [
   { name: "hidden", type: "int", default: 128, min: 4, help: "MLP width" },
   { name: "depth", type: "int", default: 3, min: 1, help: "MLP hidden layers" },
   { name: "lr", type: "number", default: 1e-3, min: 0, help: "Adam learning rate" },
-  { name: "seed", type: "int", default: 0, min: 0, help: "training and evaluation seed" },
+  { name: "seeds", type: "string", default: "0,1,2", help: "training and evaluation seeds" },
   { name: "num-samples", type: "int", default: 2000, min: 2, help: "samples per evaluation" },
   { name: "euler-steps", type: "string", default: "1,2,4,10,100", help: "Euler step counts" },
   { name: "output-dir", type: "string", default: "runs/cfm-table", help: "where runs go" },
@@ -122,7 +122,13 @@ export async function main(argv: readonly string[]): Promise<TableRow[] | null> 
     }
     return k;
   });
+  const seeds = list("--seeds", f.seeds).map((s) => {
+    const k = Number(s);
+    if (!Number.isInteger(k) || k < 0) throw new RangeError(`Bad seed "${s}" in --seeds`);
+    return k;
+  });
   const adapter = await adapterName();
+  const commit = await gitCommit();
   const backend = getBackend().name;
   await Deno.mkdir(f.outputDir, { recursive: true });
   const resultsPath = `${f.outputDir}/results.jsonl`;
@@ -142,7 +148,7 @@ export async function main(argv: readonly string[]): Promise<TableRow[] | null> 
   if (f.renderOnly) {
     const rows = await readRows();
     for (const d of new Set(rows.map((r) => r.dataset))) {
-      floors[d] ??= await floor(d, rows[0]!.numSamples, rows[0]!.seed);
+      floors[d] ??= await floor(d, rows[0]!.numSamples, 0);
     }
     await fillPairing(rows, pairing);
     await Deno.writeTextFile(f.out, renderMarkdown(rows, floors, pairing));
@@ -150,89 +156,92 @@ export async function main(argv: readonly string[]): Promise<TableRow[] | null> 
     return [];
   }
   const t00 = performance.now();
-  for (const ds of datasets) {
-    for (const ot of ots) {
-      const exp = `${ds}-${ot}-s${f.seed}`;
-      const trainArgs = Object.entries({
-        "dataset": ds,
-        "ot": ot,
-        "max-train-steps": f.maxTrainSteps,
-        "batch-size": f.batchSize,
-        "hidden": f.hidden,
-        "depth": f.depth,
-        "lr": f.lr,
-        "seed": f.seed,
-        "log-every": 250,
-        "checkpoint-every": f.maxTrainSteps,
-        "output-dir": f.outputDir,
-        "exp-name": exp,
-      }).flatMap(([k, v]) => [`--${k}`, String(v)]);
-      await Deno.remove(`${f.outputDir}/${exp}`, { recursive: true }).catch(() => {});
-      const t0 = performance.now();
-      const tr = await trainMain(trainArgs);
-      const trainSeconds = (performance.now() - t0) / 1000;
-      const t1 = performance.now();
-      const ck = await readCfmCheckpoint(tr!.runDir);
-      const common = { numSamples: f.numSamples, seed: f.seed, useEma: true };
-      const evalCmd = (extra: string) =>
-        `deno task eval --checkpoint ${f.outputDir}/${exp} --num-samples ${f.numSamples} --seed ${f.seed} ${extra}`;
-      const euler: TableRow["euler"] = [];
-      const evalCommands: string[] = [];
-      let st: EvalRecord | null = null;
-      for (const k of eulerSteps) {
-        const last = k === Math.max(...eulerSteps);
-        const metrics = last ? ["w2", "kl", "straightness"] as const : ["w2", "kl"] as const;
-        const r = await evaluate(ck, { ...common, metrics, sampler: "euler", numSteps: k });
-        if (last) st = r;
-        euler.push({ steps: k, w2: r.w2!, kl: r.kl! });
-        evalCommands.push(
-          evalCmd(`--sampler euler --num-steps ${k} --metrics ${metrics.join(",")}`),
+  for (const seed of seeds) {
+    for (const ds of datasets) {
+      for (const ot of ots) {
+        const exp = `${ds}-${ot}-s${seed}`;
+        const trainArgs = Object.entries({
+          "dataset": ds,
+          "ot": ot,
+          "max-train-steps": f.maxTrainSteps,
+          "batch-size": f.batchSize,
+          "hidden": f.hidden,
+          "depth": f.depth,
+          "lr": f.lr,
+          "seed": seed,
+          "log-every": 250,
+          "checkpoint-every": f.maxTrainSteps,
+          "output-dir": f.outputDir,
+          "exp-name": exp,
+        }).flatMap(([k, v]) => [`--${k}`, String(v)]);
+        await Deno.remove(`${f.outputDir}/${exp}`, { recursive: true }).catch(() => {});
+        const t0 = performance.now();
+        const tr = await trainMain(trainArgs);
+        const trainSeconds = (performance.now() - t0) / 1000;
+        const t1 = performance.now();
+        const ck = await readCfmCheckpoint(tr!.runDir);
+        const common = { numSamples: f.numSamples, seed, useEma: true };
+        const evalCmd = (extra: string) =>
+          `deno task eval --checkpoint ${f.outputDir}/${exp} --num-samples ${f.numSamples} --seed ${seed} ${extra}`;
+        const euler: TableRow["euler"] = [];
+        const evalCommands: string[] = [];
+        let st: EvalRecord | null = null;
+        for (const k of eulerSteps) {
+          const last = k === Math.max(...eulerSteps);
+          const metrics = last ? ["w2", "kl", "straightness"] as const : ["w2", "kl"] as const;
+          const r = await evaluate(ck, { ...common, metrics, sampler: "euler", numSteps: k });
+          if (last) st = r;
+          euler.push({ steps: k, w2: r.w2!, kl: r.kl! });
+          evalCommands.push(
+            evalCmd(`--sampler euler --num-steps ${k} --metrics ${metrics.join(",")}`),
+          );
+        }
+        const dp = await evaluate(ck, {
+          ...common,
+          metrics: ["w2", "kl", "nfe"],
+          sampler: "dopri5",
+          numSteps: 1,
+          atol: 1e-5,
+          rtol: 1e-5,
+        });
+        evalCommands.push(evalCmd("--sampler dopri5 --atol 1e-5 --rtol 1e-5 --metrics w2,kl,nfe"));
+        const row: TableRow = {
+          dataset: ds,
+          ot,
+          steps: f.maxTrainSteps,
+          seed,
+          numSamples: f.numSamples,
+          trainSeconds,
+          evalSeconds: (performance.now() - t1) / 1000,
+          finalLoss: tr!.finalLoss,
+          euler,
+          dopri5: { nfe: dp.nfe!, w2: dp.w2!, kl: dp.kl! },
+          straightness: st?.straightness ?? NaN,
+          lengthRatio: st?.lengthRatio ?? NaN,
+          trainCommand: `deno task train:cfm ${trainArgs.join(" ")}`,
+          evalCommands,
+          backend,
+          adapter,
+          commit,
+        };
+        fresh.push(row);
+        // Replace an older row of the same (dataset, coupling, seed, steps), keep the rest.
+        const rows = (await readRows()).filter((r) =>
+          !(r.dataset === ds && r.ot === ot && r.seed === seed && r.steps === f.maxTrainSteps)
+        );
+        rows.push(row);
+        await Deno.writeTextFile(resultsPath, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+        for (const d of new Set(rows.map((r) => r.dataset))) {
+          floors[d] ??= await floor(d, f.numSamples, 0);
+        }
+        await fillPairing(rows, pairing);
+        await Deno.writeTextFile(f.out, renderMarkdown(rows, floors, pairing));
+        console.error(
+          `cfm_table: ${ds}/${ot}: train ${trainSeconds.toFixed(0)} s, W2 euler-${
+            euler.map((e) => `${e.steps}:${e.w2.toFixed(3)}`).join(" ")
+          }, dopri5 NFE ${dp.nfe}, S ${row.straightness.toFixed(4)}`,
         );
       }
-      const dp = await evaluate(ck, {
-        ...common,
-        metrics: ["w2", "kl", "nfe"],
-        sampler: "dopri5",
-        numSteps: 1,
-        atol: 1e-5,
-        rtol: 1e-5,
-      });
-      evalCommands.push(evalCmd("--sampler dopri5 --atol 1e-5 --rtol 1e-5 --metrics w2,kl,nfe"));
-      const row: TableRow = {
-        dataset: ds,
-        ot,
-        steps: f.maxTrainSteps,
-        seed: f.seed,
-        numSamples: f.numSamples,
-        trainSeconds,
-        evalSeconds: (performance.now() - t1) / 1000,
-        finalLoss: tr!.finalLoss,
-        euler,
-        dopri5: { nfe: dp.nfe!, w2: dp.w2!, kl: dp.kl! },
-        straightness: st?.straightness ?? NaN,
-        lengthRatio: st?.lengthRatio ?? NaN,
-        trainCommand: `deno task train:cfm ${trainArgs.join(" ")}`,
-        evalCommands,
-        backend,
-        adapter,
-      };
-      fresh.push(row);
-      // Replace an older row of the same (dataset, coupling, seed, steps), keep the rest.
-      const rows = (await readRows()).filter((r) =>
-        !(r.dataset === ds && r.ot === ot && r.seed === f.seed && r.steps === f.maxTrainSteps)
-      );
-      rows.push(row);
-      await Deno.writeTextFile(resultsPath, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-      for (const d of new Set(rows.map((r) => r.dataset))) {
-        floors[d] ??= await floor(d, f.numSamples, f.seed);
-      }
-      await fillPairing(rows, pairing);
-      await Deno.writeTextFile(f.out, renderMarkdown(rows, floors, pairing));
-      console.error(
-        `cfm_table: ${ds}/${ot}: train ${trainSeconds.toFixed(0)} s, W2 euler-${
-          euler.map((e) => `${e.steps}:${e.w2.toFixed(3)}`).join(" ")
-        }, dopri5 NFE ${dp.nfe}, S ${row.straightness.toFixed(4)}`,
-      );
     }
   }
   console.log(`table: ${f.out} (${((performance.now() - t00) / 1000).toFixed(0)} s)`);

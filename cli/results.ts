@@ -1,0 +1,128 @@
+/**
+ * @file What every results table shares: mean ± sample standard deviation over seeds, the rule
+ * for calling a difference real, the commit a table ran on, and the marked blocks of the README
+ * that `deno task results` rewrites. Tables are written by tasks (`cfm:table`, `gmm:table`,
+ * `shortcut:table`, `flowmap:table`); these helpers keep their statistics and wording identical.
+ * @module
+ */
+
+/** Mean, sample standard deviation (n − 1; 0 for one value) and count of a list of numbers. */
+export interface MeanStd {
+  /** Arithmetic mean (NaN for an empty list). */
+  mean: number;
+  /** Sample standard deviation with Bessel's correction (0 for a single value). */
+  std: number;
+  /** How many values. */
+  n: number;
+}
+
+/**
+ * Mean and sample standard deviation (n − 1 in the denominator, as NumPy's `std(ddof=1)`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { meanStd } from "./results.ts";
+ * const r = meanStd([1, 2, 3, 4]);
+ * assert.equal(r.mean, 2.5);
+ * assert.ok(Math.abs(r.std - Math.sqrt(5 / 3)) < 1e-15); // Σ(x − 2.5)² = 5, over n − 1 = 3
+ * assert.deepEqual(meanStd([7]), { mean: 7, std: 0, n: 1 });
+ * ```
+ */
+export function meanStd(xs: readonly number[]): MeanStd {
+  const n = xs.length;
+  if (!n) return { mean: NaN, std: NaN, n: 0 };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  const v = n > 1 ? xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1) : 0;
+  return { mean, std: Math.sqrt(v), n };
+}
+
+/**
+ * `"mean ± std"` with `digits` decimals (just the value for one seed; "n/a" for none or a
+ * non-finite mean).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { fmtMeanStd } from "./results.ts";
+ * assert.equal(fmtMeanStd([1, 3]), "2.000 ± 1.414");
+ * assert.equal(fmtMeanStd([0.5], 2), "0.50");
+ * assert.equal(fmtMeanStd([]), "n/a");
+ * ```
+ */
+export function fmtMeanStd(xs: readonly number[], digits = 3): string {
+  const { mean, std, n } = meanStd(xs);
+  if (!n || !Number.isFinite(mean)) return "n/a";
+  return n > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
+}
+
+/**
+ * Whether two sets of per-seed values differ beyond their spread: the means are further apart
+ * than the sum of the two standard deviations (a deliberately conservative rule — about a
+ * 2σ-of-the-difference test for equal spreads — used for every "beats"/"lower" in the tables).
+ * Needs at least 2 values on each side; fewer never separates.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { separated } from "./results.ts";
+ * assert.equal(separated([1, 1.1, 0.9], [2, 2.1, 1.9]), true); // gap 1 > 0.1 + 0.1
+ * assert.equal(separated([1, 1.5, 0.5], [1.4, 1.9, 0.9]), false); // gap 0.4 < 0.5 + 0.5
+ * assert.equal(separated([1], [5]), false); // one seed cannot separate
+ * ```
+ */
+export function separated(a: readonly number[], b: readonly number[]): boolean {
+  const x = meanStd(a), y = meanStd(b);
+  if (x.n < 2 || y.n < 2) return false;
+  return Math.abs(x.mean - y.mean) > x.std + y.std;
+}
+
+/**
+ * The repository's short commit, with "+" when tracked files have uncommitted changes
+ * ("unknown" without git or without `--allow-run=git`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gitCommit } from "./results.ts";
+ * assert.match(await gitCommit(), /^([0-9a-f]{7,}\+?|unknown)$/);
+ * ```
+ */
+export async function gitCommit(): Promise<string> {
+  const cwd = new URL("..", import.meta.url).pathname;
+  const git = async (args: string[]) => {
+    const o = await new Deno.Command("git", { args, cwd, stdout: "piped", stderr: "null" })
+      .output();
+    return new TextDecoder().decode(o.stdout).trim();
+  };
+  try {
+    const head = await git(["rev-parse", "--short", "HEAD"]);
+    const dirty = await git(["status", "--porcelain", "--untracked-files=no"]);
+    return head ? head + (dirty ? "+" : "") : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * Replace the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->` (markers kept)
+ * with `content`. Throws a RangeError naming the block when either marker is missing or they
+ * are out of order, so a README edit cannot silently stop a table from updating.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { replaceBlock } from "./results.ts";
+ * const md = "a\n<!-- results:t -->\nold\n<!-- /results:t -->\nb\n";
+ * assert.equal(replaceBlock(md, "t", "new"), "a\n<!-- results:t -->\nnew\n<!-- /results:t -->\nb\n");
+ * assert.throws(() => replaceBlock(md, "u", "x"), /results:u/);
+ * ```
+ */
+export function replaceBlock(text: string, name: string, content: string): string {
+  const open = `<!-- results:${name} -->`, close = `<!-- /results:${name} -->`;
+  const i = text.indexOf(open), j = text.indexOf(close);
+  if (i < 0 || j < 0 || j < i) {
+    throw new RangeError(`Expected the markers "${open}" … "${close}" in the file`);
+  }
+  return text.slice(0, i + open.length) + "\n" + content.trim() + "\n" + text.slice(j);
+}
