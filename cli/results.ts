@@ -114,7 +114,10 @@ export async function gitCommit(): Promise<string> {
  * import { strict as assert } from "node:assert";
  * import { replaceBlock } from "./results.ts";
  * const md = "a\n<!-- results:t -->\nold\n<!-- /results:t -->\nb\n";
- * assert.equal(replaceBlock(md, "t", "new"), "a\n<!-- results:t -->\nnew\n<!-- /results:t -->\nb\n");
+ * assert.equal(
+ *   replaceBlock(md, "t", "new"),
+ *   "a\n<!-- results:t -->\n\nnew\n\n<!-- /results:t -->\nb\n",
+ * );
  * assert.throws(() => replaceBlock(md, "u", "x"), /results:u/);
  * ```
  */
@@ -124,5 +127,6 @@ export function replaceBlock(text: string, name: string, content: string): strin
   if (i < 0 || j < 0 || j < i) {
     throw new RangeError(`Expected the markers "${open}" … "${close}" in the file`);
   }
-  return text.slice(0, i + open.length) + "\n" + content.trim() + "\n" + text.slice(j);
+  // Blank lines around the content, as `deno fmt` writes them (so a rewrite is a fixed point).
+  return text.slice(0, i + open.length) + "\n\n" + content.trim() + "\n\n" + text.slice(j);
 }

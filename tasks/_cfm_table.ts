@@ -4,6 +4,7 @@
  * @module
  */
 import { type CfmDataset, Generator, histogramKL, otCouple, sampleToy, w2 } from "../mod.ts";
+import { fmtMeanStd, meanStd, separated } from "../cli/mod.ts";
 
 /** One measured row. */
 export interface TableRow {
@@ -84,8 +85,113 @@ export async function floor(
 
 const f4 = (x: number) => (Number.isFinite(x) ? x.toFixed(x >= 100 ? 1 : x >= 10 ? 2 : 3) : "n/a");
 
+/** Rows grouped by (dataset, coupling), in first-seen order. */
+function groups(rows: readonly TableRow[]): Map<string, TableRow[]> {
+  const g = new Map<string, TableRow[]>();
+  for (const r of rows) {
+    const k = `${r.dataset}/${r.ot}`;
+    g.set(k, [...(g.get(k) ?? []), r]);
+  }
+  for (const rs of g.values()) rs.sort((a, b) => a.seed - b.seed);
+  return g;
+}
+
+const eulerAt = (r: TableRow, k: number, m: "w2" | "kl") =>
+  r.euler.find((q) => q.steps === k)?.[m] ?? NaN;
+
+/** Digits for a metric's mean ± std: three decimals, one for NFE-sized numbers. */
+const ms = (xs: number[]) => {
+  const { mean } = meanStd(xs);
+  return fmtMeanStd(xs, Math.abs(mean) >= 10 ? 1 : 3);
+};
+
 /**
- * Render the markdown for all rows measured so far.
+ * The compact table (dataset × coupling, mean ± std over seeds) of the README: W2 after 1 and
+ * the most Euler steps, dopri5 NFE, straightness, and the share of noise rows the coupling uses.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { cfmTable } from "./_cfm_table.ts";
+ * const row = (seed: number, w: number) => ({ dataset: "moons" as const, ot: "none", steps: 10,
+ *   seed, numSamples: 10, trainSeconds: 1, evalSeconds: 1, finalLoss: 1,
+ *   euler: [{ steps: 1, w2: w, kl: 0 }, { steps: 100, w2: w / 2, kl: 0 }],
+ *   dopri5: { nfe: 20, w2: 0, kl: 0 }, straightness: 1, lengthRatio: 1, trainCommand: "",
+ *   evalCommands: [], backend: "cpu", adapter: "" });
+ * assert.match(cfmTable([row(0, 1), row(1, 3)], {}), /\| moons \| none \| 2 \| 2\.000 ± 1\.414 \| 1\.000 ± 0\.707 \|/);
+ * ```
+ */
+export function cfmTable(rows: readonly TableRow[], pairing: Record<string, number>): string {
+  const steps = rows[0] ? rows[0].euler.map((e) => e.steps) : [1];
+  const few = Math.min(...steps), many = Math.max(...steps);
+  const L = [
+    `| dataset | coupling | seeds | W2, Euler ${few} | W2, Euler ${many} | dopri5 NFE | ` +
+    "straightness S | noise rows used |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const [k, rs] of groups(rows)) {
+    const p = pairing[k];
+    L.push(
+      `| ${rs[0]!.dataset} | ${rs[0]!.ot} | ${rs.length} | ${
+        ms(rs.map((r) => eulerAt(r, few, "w2")))
+      } | ${ms(rs.map((r) => eulerAt(r, many, "w2")))} | ${ms(rs.map((r) => r.dopri5.nfe))} | ${
+        ms(rs.map((r) => r.straightness))
+      } | ${p === undefined ? "n/a" : `${(100 * p).toFixed(0)}%`} |`,
+    );
+  }
+  return L.join("\n");
+}
+
+/**
+ * Generated reading of the table: each coupling against `none` on the same dataset, with a
+ * difference called only where the seeds separate it (`separated` in ./cli: the means differ
+ * by more than the two standard deviations together).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { cfmSummary } from "./_cfm_table.ts";
+ * assert.deepEqual(cfmSummary([]), []);
+ * ```
+ */
+export function cfmSummary(rows: readonly TableRow[]): string[] {
+  const g = groups(rows);
+  const steps = rows[0] ? rows[0].euler.map((e) => e.steps) : [1];
+  const few = Math.min(...steps), many = Math.max(...steps);
+  const out: string[] = [];
+  const cmp = (name: string, a: number[], b: number[]) => {
+    const x = meanStd(a).mean, y = meanStd(b).mean;
+    const verdict = separated(a, b) ? (x < y ? "lower" : "higher") : "not separated";
+    return `${name} ${f4(x)} vs ${f4(y)} (${verdict})`;
+  };
+  for (const [k, rs] of g) {
+    const [ds, ot] = k.split("/");
+    if (ot === "none") continue;
+    const base = g.get(`${ds}/none`);
+    if (!base) continue;
+    const col = (xs: TableRow[], f: (r: TableRow) => number) => xs.map(f);
+    out.push(
+      `- ${ds}, ${ot} vs none (${rs.length} vs ${base.length} seeds): ` + [
+        cmp(
+          `W2 at Euler ${few}`,
+          col(rs, (r) => eulerAt(r, few, "w2")),
+          col(base, (r) => eulerAt(r, few, "w2")),
+        ),
+        cmp(
+          `W2 at Euler ${many}`,
+          col(rs, (r) => eulerAt(r, many, "w2")),
+          col(base, (r) => eulerAt(r, many, "w2")),
+        ),
+        cmp("dopri5 NFE", col(rs, (r) => r.dopri5.nfe), col(base, (r) => r.dopri5.nfe)),
+        cmp("straightness", col(rs, (r) => r.straightness), col(base, (r) => r.straightness)),
+      ].join("; ") + ".",
+    );
+  }
+  return out;
+}
+
+/**
+ * Render the markdown for all rows measured so far (aggregated over seeds, then every run).
  *
  * @example
  * ```ts
@@ -102,11 +208,15 @@ export function renderMarkdown(
   const L: string[] = [];
   const r0 = rows[0];
   const eulerSteps = r0 ? r0.euler.map((e) => e.steps) : [];
+  const g = groups(rows);
   L.push("# CFM vs OT-CFM on 2-D toys (measured)", "");
+  const commits = [...new Set(rows.map((r) => r.commit ?? "unrecorded"))].join(", ");
   L.push(
-    "Produced by `tasks/cfm_table.ts`. Source N(0, I); convention t = 0 noise, t = 1 data. " +
-      "Same model (VelocityMLP, SiLU), same seed, same steps for both couplings; samples and " +
-      "reference data use the same seeds for every row, so the rows differ only by the coupling.",
+    "Produced by `deno task cfm:table` (tasks/cfm_table.ts)" +
+      (rows.length ? `; rows from commit(s) ${commits}` : "") + ". Source N(0, I); convention " +
+      "t = 0 noise, t = 1 data. Same model (VelocityMLP, SiLU), same seeds, same steps for every " +
+      "coupling; at each seed the samples and reference data use the same seeds for every row, " +
+      "so rows differ only by the coupling. Mean ± sample std over the seeds.",
     "",
   );
   if (r0) {
@@ -116,10 +226,13 @@ export function renderMarkdown(
         `model ${r0.trainCommand.match(/--depth (\d+)/)?.[1]}×${
           r0.trainCommand.match(/--hidden (\d+)/)?.[1]
         }, Adam lr ${r0.trainCommand.match(/--lr ([\d.e-]+)/)?.[1]}, grad clip 1, EMA 0.999 ` +
-        `(evaluated with EMA weights), seed ${r0.seed}.`,
+        "with warm-up (`lib/optim` EMA: min(0.999, (1 + n)/(10 + n)); torchcfm's examples use " +
+        `a fixed decay), evaluated with EMA weights; seeds ${
+          [...new Set(rows.map((r) => r.seed))].sort((a, b) => a - b).join(", ")
+        }.`,
       "- `none` = independent pairs (I-CFM, σ = 0); `exact` = OT-CFM with the exact minibatch " +
         "assignment (Hungarian; torchcfm's default `pot.emd`); `argmax` = seed 003's Sinkhorn " +
-        "(reg 0.05 on the max-normalised cost, 50 iterations) + argmax.",
+        "(reg 0.05 on the raw squared-distance cost, 50 iterations) + argmax.",
       `- W2: exact (optimal assignment) between ${r0.numSamples} model samples and ` +
         `${r0.numSamples} fresh data samples. KL: histogram KL(data ‖ model), 25×25 bins over ` +
         "the data's range, 1e-4 added to each model bin.",
@@ -128,73 +241,54 @@ export function renderMarkdown(
       "",
     );
   }
-  const byDs = new Map<string, TableRow[]>();
-  for (const r of rows) byDs.set(r.dataset, [...(byDs.get(r.dataset) ?? []), r]);
-  const summary: string[] = [];
-  for (const [ds, rs] of byDs) {
-    const base = rs.find((r) => r.ot === "none");
-    if (!base) continue;
-    for (const r of rs) {
-      if (r === base) continue;
-      const e = (x: TableRow, k: number) => x.euler.find((q) => q.steps === k);
-      const few = Math.min(...eulerSteps), many = Math.max(...eulerSteps);
-      const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}×` : "n/a");
-      summary.push(
-        `- ${ds}, ${r.ot} vs none: W2 at Euler ${few} ${f4(e(r, few)?.w2 ?? NaN)} vs ${
-          f4(e(base, few)?.w2 ?? NaN)
-        } (${ratio(e(r, few)?.w2 ?? NaN, e(base, few)?.w2 ?? NaN)}), at Euler ${many} ${
-          f4(e(r, many)?.w2 ?? NaN)
-        } vs ${f4(e(base, many)?.w2 ?? NaN)}; dopri5 NFE ${r.dopri5.nfe} vs ${base.dopri5.nfe}; ` +
-          `straightness ${f4(r.straightness)} vs ${f4(base.straightness)}; ` +
-          `training ${r.trainSeconds.toFixed(0)} s vs ${base.trainSeconds.toFixed(0)} s.`,
-      );
-    }
-  }
+  const summary = cfmSummary(rows);
   if (summary.length) {
     L.push(
       "## Summary (generated from the rows below)",
       "",
       ...summary,
       "",
-      "Seed 003 claims OT gives straighter paths and better few-step samples: compare the " +
-        "Euler 1–4 columns, dopri5 NFE and S. One training seed and one evaluation seed per " +
-        "row, no error bars; the data floor shows each metric's own sampling noise at this " +
-        "sample size.",
+      "A difference is called lower/higher only where the seeds separate it (the means differ " +
+        "by more than the two standard deviations together); the data floor shows each " +
+        "metric's own sampling noise at this sample size.",
       "",
     );
   }
+  L.push("## Over seeds", "", cfmTable(rows, pairing), "");
   for (const [title, k] of [["W2", "w2"], ["Histogram KL", "kl"]] as const) {
-    L.push(`## ${title} (lower is better)`, "");
+    L.push(`## ${title} (lower is better, mean ± std over seeds)`, "");
     L.push(
       `| dataset | coupling | ${
         eulerSteps.map((s) => `Euler ${s}`).join(" | ")
       } | dopri5 | data floor |`,
       `|---|---|${eulerSteps.map(() => "---:").join("|")}|---:|---:|`,
     );
-    for (const [ds, rs] of byDs) {
-      for (const r of rs) {
-        const fl = floors[ds] ? f4(floors[ds][k]) : "n/a";
-        const cells = r.euler.map((e) => f4(e[k])).join(" | ");
-        L.push(`| ${ds} | ${r.ot} | ${cells} | ${f4(r.dopri5[k])} | ${fl} |`);
-      }
+    for (const rs of g.values()) {
+      const ds = rs[0]!.dataset;
+      const fl = floors[ds] ? f4(floors[ds][k]) : "n/a";
+      const cells = eulerSteps.map((s) => ms(rs.map((r) => eulerAt(r, s, k)))).join(" | ");
+      L.push(
+        `| ${ds} | ${rs[0]!.ot} | ${cells} | ${ms(rs.map((r) => r.dopri5[k]))} | ${fl} |`,
+      );
     }
     L.push("");
   }
-  L.push("## Paths and cost", "");
+  L.push("## Every run", "");
   L.push(
-    "| dataset | coupling | dopri5 NFE (atol = rtol = 1e-5) | straightness S (Euler 100) | length ratio | distinct noise rows per batch | final loss | train s | eval s |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| dataset | coupling | seed | W2 Euler " + eulerSteps.join(" / ") +
+      " | dopri5 NFE | straightness S | length ratio | final loss | train s | eval s | commit |",
+    "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
   );
-  for (const [ds, rs] of byDs) {
+  for (const rs of g.values()) {
     for (const r of rs) {
       L.push(
-        `| ${ds} | ${r.ot} | ${r.dopri5.nfe} | ${f4(r.straightness)} | ${
-          r.lengthRatio.toFixed(4)
-        } | ${
-          pairing[`${ds}/${r.ot}`] === undefined
-            ? "n/a"
-            : `${(100 * pairing[`${ds}/${r.ot}`]!).toFixed(0)}%`
-        } | ${f4(r.finalLoss)} | ${r.trainSeconds.toFixed(0)} | ${r.evalSeconds.toFixed(0)} |`,
+        `| ${r.dataset} | ${r.ot} | ${r.seed} | ${
+          r.euler.map((e) => f4(e.w2)).join(" / ")
+        } | ${r.dopri5.nfe} | ${f4(r.straightness)} | ${r.lengthRatio.toFixed(4)} | ${
+          f4(r.finalLoss)
+        } | ${r.trainSeconds.toFixed(0)} | ${r.evalSeconds.toFixed(0)} | ${
+          r.commit ?? "unrecorded"
+        } |`,
       );
     }
   }
@@ -202,24 +296,22 @@ export function renderMarkdown(
     "",
     "S = E ∫ ‖(x1 − x0) − v_t‖² dt over the sampled Euler-100 polyline (0 for straight, " +
       "constant-speed paths; Liu et al. 2022 eq. 5); length ratio = path length / displacement. " +
-      "Distinct noise rows per batch: the share of the batch's N(0, I) draws that the coupling " +
-      "actually pairs with data (mean over 5 batches). `none` and `exact` are permutations " +
-      "(100%); `argmax` may pick one noise row for many data points, which changes the source " +
-      "distribution the model is trained to transport from.",
+      "Noise rows used: the share of the batch's N(0, I) draws that the coupling actually pairs " +
+      "with data (mean over 5 batches). `none` and `exact` are permutations (100%); `argmax` " +
+      "may pick one noise row for many data points, which changes the source distribution the " +
+      "model is trained to transport from.",
     "",
     "## Commands",
     "",
-    "Each row is reproduced by its training command followed by its evaluation commands " +
-      "(prefix every command with `FLOWGPU_BACKEND=webgpu` to use the WebGPU adapter). The " +
-      "whole table: `FLOWGPU_BACKEND=webgpu deno task cfm:table` (none and exact on three toys) " +
-      "followed by `FLOWGPU_BACKEND=webgpu deno task cfm:table --datasets 8gaussians,moons " +
-      "--ot-methods argmax` (rows accumulate in `runs/cfm-table/results.jsonl`; " +
-      "`--render-only` rewrites this file from it).",
+    "The whole table: `FLOWGPU_BACKEND=webgpu deno task cfm:table --ot-methods none,exact,argmax` " +
+      "(seeds 0, 1, 2; rows accumulate in `runs/cfm-table/results.jsonl`, `--render-only` " +
+      "rewrites this file from them; `deno task results` runs it with the other tables). Each " +
+      "row alone: its training command, then its evaluation commands.",
     "",
     "```sh",
   );
   for (const r of rows) {
-    L.push(`# ${r.dataset} / ${r.ot}`, r.trainCommand, ...r.evalCommands, "");
+    L.push(`# ${r.dataset} / ${r.ot} / seed ${r.seed}`, r.trainCommand, ...r.evalCommands, "");
   }
   L.push("```", "");
   const total = rows.reduce((a, r) => a + r.trainSeconds + r.evalSeconds, 0);

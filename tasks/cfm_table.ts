@@ -80,6 +80,21 @@ async function adapterName(): Promise<string> {
   }
 }
 
+/** The markdown and, beside it, the JSON (rows with their commits, floors, pairing shares). */
+async function writeTable(
+  out: string,
+  rows: TableRow[],
+  floors: Record<string, { w2: number; kl: number }>,
+  pairing: Record<string, number>,
+): Promise<void> {
+  await Deno.writeTextFile(out, renderMarkdown(rows, floors, pairing));
+  const json = out.replace(/\.md$/, "") + ".json";
+  await Deno.writeTextFile(
+    json,
+    JSON.stringify({ table: "cfm", rows, floors, pairing }, null, 1) + "\n",
+  );
+}
+
 /**
  * Run the table; returns the rows measured in this invocation (or `null` for `--help`).
  *
@@ -151,7 +166,7 @@ export async function main(argv: readonly string[]): Promise<TableRow[] | null> 
       floors[d] ??= await floor(d, rows[0]!.numSamples, 0);
     }
     await fillPairing(rows, pairing);
-    await Deno.writeTextFile(f.out, renderMarkdown(rows, floors, pairing));
+    await writeTable(f.out, rows, floors, pairing);
     console.log(`table: ${f.out} (${rows.length} rows re-rendered)`);
     return [];
   }
@@ -235,7 +250,7 @@ export async function main(argv: readonly string[]): Promise<TableRow[] | null> 
           floors[d] ??= await floor(d, f.numSamples, 0);
         }
         await fillPairing(rows, pairing);
-        await Deno.writeTextFile(f.out, renderMarkdown(rows, floors, pairing));
+        await writeTable(f.out, rows, floors, pairing);
         console.error(
           `cfm_table: ${ds}/${ot}: train ${trainSeconds.toFixed(0)} s, W2 euler-${
             euler.map((e) => `${e.steps}:${e.w2.toFixed(3)}`).join(" ")

@@ -21,6 +21,7 @@ import {
   decodeSafetensorsWithMetadata,
   encodeSafetensors,
   nn,
+  parseConfigFile,
   saveCheckpoint,
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
@@ -73,7 +74,7 @@ async function readConfig(spec: string): Promise<Config> {
   const isDir = await Deno.stat(spec).then((s) => s.isDirectory, () => false);
   const path = isDir ? `${spec.replace(/\/+$/, "")}/config.json` : spec;
   try {
-    return JSON.parse(new TextDecoder().decode(await read(path, "--config "))) as Config;
+    return parseConfigFile(new TextDecoder().decode(await read(path, "--config "))) as Config;
   } catch (e) {
     throw new RangeError(
       `--config ${path}: ${(e as Error).message.replace(`--config ${path}: `, "")}`,

@@ -16,6 +16,7 @@ import {
   evaluateCfm,
   readCfmCheckpoint,
   SAMPLER_METHODS,
+  snakeKeys,
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 import { flowMapCheckpointIn } from "./_flowmap.ts";
@@ -129,7 +130,8 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
     useEma: f.useEma,
     seed: f.seed,
   });
-  const line = JSON.stringify(rec);
+  // The seeds' key spelling (snake_case) in the printed line and eval.jsonl.
+  const line = JSON.stringify(snakeKeys(rec as unknown as Record<string, unknown>));
   console.log(line);
   if (ck.runDir) {
     const path = `${ck.runDir}/eval.jsonl`;

@@ -15,6 +15,7 @@ import {
   flowMapOf,
   type LoadedFlowMapCheckpoint,
   readFlowMapCheckpoint,
+  snakeKeys,
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 import { flowMapKLReport } from "./_flowmap.ts";
@@ -165,7 +166,8 @@ export async function main(
   };
   const label = rec.method === "psd" ? `psd-${rec.psdMode}` : rec.method;
   console.log(report.table.replace("| KL |", `| KL (${label}) |`));
-  const line = JSON.stringify(rec);
+  // The seeds' key spelling (snake_case) in the printed line and eval.jsonl.
+  const line = JSON.stringify(snakeKeys(rec as unknown as Record<string, unknown>));
   console.log(line);
   if (ck.runDir) {
     try {

@@ -12,7 +12,15 @@
  *   deno task shortcut:table --seeds 0 --max-train-steps 500 --out /tmp/t.md --output-dir /tmp/t
  * @module
  */
-import { buildCfmModel, evaluateFewStep, Generator, getBackend, sampleToy, w2 } from "../mod.ts";
+import {
+  buildCfmModel,
+  evaluateFewStep,
+  Generator,
+  getBackend,
+  parseConfigFile,
+  sampleToy,
+  w2,
+} from "../mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 import { main as clusterMain } from "./cluster.ts";
 import { main as shortcutMain } from "./train_shortcut.ts";
@@ -148,7 +156,9 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
       const t0 = performance.now();
       const r: ShortcutRunResult | null = await main(args);
       const secs = (performance.now() - t0) / 1000;
-      cfg = JSON.parse(await Deno.readTextFile(`${r!.runDir}/config.json`));
+      cfg = parseConfigFile(
+        await Deno.readTextFile(`${r!.runDir}/config.json`),
+      ) as ShortcutTaskConfig;
       const task = v === "shortcut"
         ? "train:shortcut"
         : v === "locality"

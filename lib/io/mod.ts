@@ -28,7 +28,17 @@ export {
   loadCheckpoint,
   saveCheckpoint,
 } from "./checkpoint.ts";
-export { createRun, type CreateRunOptions, openRun, readMetrics, Run } from "./run.ts";
+export {
+  camelKeys,
+  configFileText,
+  createRun,
+  type CreateRunOptions,
+  openRun,
+  parseConfigFile,
+  readMetrics,
+  Run,
+  snakeKeys,
+} from "./run.ts";
 export { Progress, type ProgressOptions } from "./progress.ts";
 export {
   CLUSTER_DIR_FILES,

@@ -108,6 +108,80 @@ function timestamp(d = new Date()): string {
 }
 
 /**
+ * A record with its top-level keys in snake_case (`maxTrainSteps` → `max_train_steps`), the
+ * spelling of the seeds' configs, used for `config.json` and `eval.jsonl`. Values are kept as
+ * they are; a key without capitals is unchanged.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { snakeKeys } from "../../mod.ts";
+ * assert.deepEqual(snakeKeys({ maxTrainSteps: 5, dataShape: [2], w2: 1 }),
+ *   { max_train_steps: 5, data_shape: [2], w2: 1 });
+ * ```
+ */
+export function snakeKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase()), v]),
+  );
+}
+
+/**
+ * The inverse of {@linkcode snakeKeys} (`max_train_steps` → `maxTrainSteps`): how the code
+ * reads `config.json`. camelCase keys pass through unchanged, so configs written before the
+ * switch still load.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { camelKeys, snakeKeys } from "../../mod.ts";
+ * const c = { maxTrainSteps: 5, useEMA: true, x0Std: 1 };
+ * assert.deepEqual(camelKeys(snakeKeys(c)), c); // round trip
+ * assert.deepEqual(camelKeys({ batchSize: 8 }), { batchSize: 8 });
+ * ```
+ */
+export function camelKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(o).map(([k, v]) => [k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase()), v]),
+  );
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+
+/**
+ * The text of a `config.json`: the config with snake_case keys (see {@linkcode snakeKeys}),
+ * pretty-printed, ending in a newline. Throws a TypeError for a config JSON cannot hold.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { configFileText } from "../../mod.ts";
+ * assert.equal(configFileText({ batchSize: 8 }), '{\n  "batch_size": 8\n}\n');
+ * ```
+ */
+export function configFileText(config: unknown): string {
+  const json = JSON.stringify(isRecord(config) ? snakeKeys(config) : config, null, 2);
+  if (json === undefined) throw new TypeError("Expected run config to be JSON-serialisable");
+  return json + "\n";
+}
+
+/**
+ * Parse the text of a `config.json` into the in-memory (camelCase) config.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { parseConfigFile } from "../../mod.ts";
+ * assert.deepEqual(parseConfigFile('{"max_train_steps": 3}'), { maxTrainSteps: 3 });
+ * ```
+ */
+export function parseConfigFile(text: string): unknown {
+  const c = JSON.parse(text);
+  return isRecord(c) ? camelKeys(c) : c;
+}
+
+/**
  * Create a new run directory and write its `config.json` atomically. Refuses to reuse a
  * directory that already holds a run (use {@linkcode openRun} to resume one).
  *
@@ -144,12 +218,11 @@ export async function createRun(task: string, opts: CreateRunOptions = {}): Prom
     );
   }
   const config = opts.config ?? {};
-  const json = JSON.stringify(config, null, 2);
-  if (json === undefined) throw new TypeError("Expected run config to be JSON-serialisable");
+  const json = configFileText(config);
   const fs = denoApi("createRun", IN_MEMORY);
   await fs.mkdir(joinPath(dir, "samples"), { recursive: true });
   await fs.mkdir(joinPath(dir, "plots"), { recursive: true });
-  await atomicWrite(joinPath(dir, "config.json"), json + "\n");
+  await atomicWrite(joinPath(dir, "config.json"), json);
   return new Run(dir, config, opts.keepCheckpoints ?? 3);
 }
 
@@ -181,7 +254,7 @@ export async function openRun(dir: string, opts: { keepCheckpoints?: number } = 
   }
   let config: unknown;
   try {
-    config = JSON.parse(text);
+    config = parseConfigFile(text);
   } catch (e) {
     throw new RangeError(`${p}: config.json is not valid JSON (${(e as Error).message})`);
   }

@@ -19,7 +19,7 @@ import { Generator } from "../random.ts";
 import type { Module } from "../nn/mod.ts";
 import { clipGradNorm, type EMA, type LrSchedule, type Optimizer } from "../optim/mod.ts";
 import type { HostArray, ProgressOptions, Run } from "../io/mod.ts";
-import { Progress } from "../io/mod.ts";
+import { configFileText, Progress } from "../io/mod.ts";
 import { checkInt, checkNumber } from "../_util.ts";
 import { lockRunDir, removeStaleTemps } from "./lock.ts";
 import { MetricWindow, type NonFinite } from "./window.ts";
@@ -330,7 +330,7 @@ export async function fit<M extends Module>(
         await run.writeFile("metrics.jsonl", kept.map((m) => JSON.stringify(m) + "\n").join(""));
       }
       if (o.config !== undefined) {
-        await run.writeFile("config.json", JSON.stringify(o.config, null, 2) + "\n");
+        await run.writeFile("config.json", configFileText(o.config));
       }
       say(`${label || "fit"}: resumed ${r.path} at step ${step}`);
     }

@@ -10,6 +10,7 @@ import {
   evaluateFewStep,
   getBackend,
   loadNpz,
+  parseConfigFile,
   readMetrics,
   saveNpy,
   setBackend,
@@ -57,7 +58,9 @@ async function beatsUntrained(
   try {
     const r = await onCpu(() => main([...SHORT, ...extra, `--output-dir=${dir}`]));
     assert.ok(r && r.eval);
-    const cfg = JSON.parse(await Deno.readTextFile(`${r.runDir}/config.json`));
+    const cfg = parseConfigFile(
+      await Deno.readTextFile(`${r.runDir}/config.json`),
+    ) as ShortcutTaskConfig;
     const fresh = buildCfmModel(cfg as ShortcutTaskConfig).eval();
     const base = await onCpu(() => evaluateFewStep(fresh, cfg, { n: 200 }));
     fresh.dispose();

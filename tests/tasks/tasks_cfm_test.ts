@@ -17,6 +17,7 @@ import {
   sampleToy,
   saveCheckpoint,
   setBackend,
+  snakeKeys,
   tensor,
   zeros,
 } from "../../mod.ts";
@@ -155,8 +156,8 @@ Deno.test("train:cfm --ot (bare = argmax) logs the Sinkhorn marginal error", asy
     assert.ok(r);
     const cfg = JSON.parse(await Deno.readTextFile(`${r.runDir}/config.json`));
     assert.equal(cfg.ot, "argmax");
-    assert.equal(cfg.otReg, 0.05);
-    assert.equal(cfg.otIters, 50);
+    assert.equal(cfg.ot_reg, 0.05); // config.json uses the seeds' snake_case keys
+    assert.equal(cfg.ot_iters, 50);
     const m = await readMetrics(r.metrics);
     assert.equal(m.length, 2);
     for (const x of m) {
@@ -424,7 +425,9 @@ Deno.test("eval prints one JSON record with the requested metrics and appends it
     assert.ok(rec.w2 > 0 && rec.kl >= 0 && rec.straightness >= 0);
     assert.ok(rec.lengthRatio >= 1 - 1e-6);
     const saved = (await Deno.readTextFile(`${r!.runDir}/eval.jsonl`)).trim().split("\n");
-    assert.deepEqual(JSON.parse(saved[saved.length - 1]!), rec);
+    // eval.jsonl (and the printed line) use the seeds' snake_case keys.
+    assert.deepEqual(JSON.parse(saved[saved.length - 1]!), snakeKeys({ ...rec }));
+    assert.equal(JSON.parse(saved[saved.length - 1]!).num_samples, rec.numSamples);
 
     const only = await evalMain([
       "--checkpoint",

@@ -106,7 +106,7 @@ Deno.test("train:flowmap LSD (seeded, 1250 small steps): the one-step KL falls c
     const run = `${out}/lsd`;
     const cfg = JSON.parse(await Deno.readTextFile(`${run}/config.json`));
     assert.equal(cfg.task, "train:flowmap");
-    assert.equal(cfg.diagonalRows, 64);
+    assert.equal(cfg.diagonal_rows, 64); // the seeds' snake_case spelling
     const m = await readMetrics(`${run}/metrics.jsonl`);
     assert.deepEqual(m.map((x) => x.step), [250, 500, 750, 1000, 1250]);
     for (const k of ["training/loss_flow", "training/loss_diagonal", "training/loss_lsd"]) {

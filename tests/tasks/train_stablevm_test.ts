@@ -31,9 +31,9 @@ Deno.test("train:stablevm main() writes config, metrics, checkpoint and sample p
     assert.equal(r.runDir, `${out}/quick`);
     assert.equal(r.steps, 12);
     const cfg = JSON.parse(await Deno.readTextFile(`${out}/quick/config.json`));
-    assert.equal(cfg.lossType, "stablevm");
-    assert.equal(cfg.bankCapacityPerClass, 256);
-    assert.equal(cfg.maxTrainSteps, 12);
+    assert.equal(cfg.loss_type, "stablevm"); // the seeds' snake_case keys
+    assert.equal(cfg.bank_capacity_per_class, 256);
+    assert.equal(cfg.max_train_steps, 12);
     const m = await readMetrics(r.metrics);
     const train = m.filter((x) => "training/loss_flow" in x);
     assert.deepEqual(train.map((x) => x.step), [5, 10, 12]);
@@ -104,8 +104,8 @@ Deno.test("train:stablevm --loss-type si trains on a labelled .npz from --data-d
     assert.equal(r.fisher, null);
     assert.ok(Number.isFinite(r.finalLoss));
     const cfg = JSON.parse(await Deno.readTextFile(`${r.runDir}/config.json`));
-    assert.equal(cfg.lossType, "si");
-    assert.equal(cfg.numClasses, 3);
+    assert.equal(cfg.loss_type, "si");
+    assert.equal(cfg.num_classes, 3);
     // A dataset without labels is refused before training.
     await Deno.writeFile(`${out}/nolabels.npz`, encodeNpz({ x: { data: x, shape: [n, 3] } }));
     await assert.rejects(

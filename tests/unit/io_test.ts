@@ -677,13 +677,16 @@ Deno.test("createRun makes runs/<task>-<timestamp>/ with config.json, samples/ a
   try {
     const run = await createRun("train:stablevm", {
       outputDir: tmp,
-      config: { seed: 3, lr: 1e-4 },
+      config: { seed: 3, lr: 1e-4, maxTrainSteps: 7 },
     });
     assert.match(run.dir, new RegExp(`^${tmp}/train-stablevm-\\d{8}-\\d{6}$`));
+    // On disk in the seeds' snake_case spelling; in memory (and after openRun) camelCase.
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${run.dir}/config.json`)), {
       seed: 3,
       lr: 1e-4,
+      max_train_steps: 7,
     });
+    assert.deepEqual((await openRun(run.dir)).config, { seed: 3, lr: 1e-4, maxTrainSteps: 7 });
     assert.ok(Deno.statSync(run.samplesDir).isDirectory);
     assert.ok(Deno.statSync(run.plotsDir).isDirectory);
     assert.equal(run.checkpoints.dir, `${run.dir}/checkpoints`);

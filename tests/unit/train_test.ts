@@ -290,7 +290,7 @@ Deno.test("openTrainingRun + fit: a resumed run keeps the run's schedule unless 
       "step-000009.safetensors",
     ]);
     // config.json now records the schedule the run continued with.
-    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/s/config.json`)).maxSteps, 9);
+    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/s/config.json`)).max_steps, 9);
   });
 });
 
