@@ -13,6 +13,7 @@ import {
   getBackend,
   loadNpz,
   nn,
+  parseConfigFile,
   readFlowMapCheckpoint,
   readMetrics,
   saveCheckpoint,
@@ -119,7 +120,9 @@ Deno.test("train:flowmap LSD (seeded, 1250 small steps): the one-step KL falls c
 
     // KL at initialisation (the same seed builds the same network) and after training.
     const [init, trained] = await onCpu(async () => {
-      const fresh = buildFlowMapModel(cfg);
+      const fresh = buildFlowMapModel(
+        parseConfigFile(JSON.stringify(cfg)) as Parameters<typeof buildFlowMapModel>[0],
+      );
       const a = await flowMapKLReport(flowMapOf(fresh), KL);
       fresh.dispose();
       const ck = await readFlowMapCheckpoint(run);
