@@ -27,7 +27,7 @@ import {
   sampleCfmModel,
   type SampleContext,
 } from "../mod.ts";
-import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import { runTask } from "../cli/mod.ts";
 import { CFM_SCHEDULE, parseTrainCfmFlags, type TrainCfmConfig } from "./_cfm.ts";
 
@@ -68,6 +68,16 @@ async function writeSamples(
     });
     const [channels, height, width] = c.dataShape as [number, number, number];
     const grid = imageGrid(g.x, { n: labels.length, channels, height, width, nrow: per });
+    // The figure to read: upscaled, one class per row, named; the PNG is the raw grid.
+    const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
+    await ctx.run.writeFile(
+      rel.replace(/\.png$/, ".svg"),
+      await labelledGridSvg(g.x, [channels, height, width], {
+        cols: per,
+        rowLabels: names.slice(0, C),
+        title: `Samples at step ${ctx.step} (EMA, ${c.sampleSteps} midpoint steps)`,
+      }),
+    );
     return await ctx.run.writeFile(rel, await encodePng(grid.width, grid.height, grid.rgba));
   }
   const n = 1000;
