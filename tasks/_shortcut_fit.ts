@@ -7,7 +7,6 @@
  */
 import {
   type CfmData,
-  cfmData,
   type CfmNet,
   encodePng,
   evaluateFewStep,
@@ -21,6 +20,7 @@ import {
   type ShortcutTerms,
   shortcutTrainer,
 } from "../mod.ts";
+import { loadData } from "./_data.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
 
@@ -109,7 +109,7 @@ export async function trainShortcut(
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
   // A fresh run reads its data before creating the run directory.
-  const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
+  const fresh = flags.resume ? null : await loadData(flags.task, flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,
     config: flags,
@@ -119,7 +119,7 @@ export async function trainShortcut(
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await cfmData(c.dataset, c.seed);
+  const data = fresh ?? await loadData(c.task, c.dataset, c.seed);
   const trainer = shortcutTrainer(c, data, await terms(c));
   let evalOut: FewStepEval | null = null;
   trainer.sample = async (ctx) => {

@@ -14,6 +14,7 @@ import {
   type EvalMetric,
   type EvalRecord,
   evaluateCfm,
+  Progress,
   readCfmCheckpoint,
   SAMPLER_METHODS,
 } from "../mod.ts";
@@ -117,6 +118,7 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
   const ck = await readCfmCheckpoint(f.checkpoint);
   const metrics = given ??
     (ck.config.dataShape.length === 1 ? [...EVAL_METRICS] : ["w2", "mmd", "nfe"] as EvalMetric[]);
+  let progress: Progress | undefined;
   const rec = await evaluateCfm(ck, {
     metrics,
     numSamples: f.numSamples,
@@ -128,6 +130,14 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
     klBins: f.klBins,
     useEma: f.useEma,
     seed: f.seed,
+    // One progress line per stage (sampling, reference data, each metric), the first at once.
+    onStage: (stage, done, count) => {
+      if (done === 0) {
+        progress = new Progress(count, { label: "eval", unit: "stage", every: 1 });
+        progress.start(stage!);
+      } else if (stage === null) progress!.done();
+      else progress!.update(done, { next: stage });
+    },
   });
   const line = JSON.stringify(rec);
   console.log(line);

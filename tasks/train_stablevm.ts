@@ -32,6 +32,7 @@ import {
   type SampleContext,
   stableVmTrainer,
   tensor,
+  withPhase,
 } from "../mod.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import { runTask } from "../cli/mod.ts";
@@ -171,10 +172,12 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     }
   }
   const load = (c: TrainStableVmConfig) =>
-    c.dataDir === "fashion-mnist"
-      ? fashionRows(10_000)
-      : c.dataDir
-      ? loadLabelledNpz(c.dataDir)
+    c.dataDir
+      ? withPhase(
+        "train:stablevm",
+        `loading ${c.dataDir}`,
+        () => c.dataDir === "fashion-mnist" ? fashionRows(10_000) : loadLabelledNpz(c.dataDir!),
+      )
       : Promise.resolve(embeddedRing(c.seed));
   // A fresh run reads its data before creating the run directory (nothing is left behind
   // when the data are bad); the class count is part of its config.

@@ -29,7 +29,14 @@ export {
   saveCheckpoint,
 } from "./checkpoint.ts";
 export { createRun, type CreateRunOptions, openRun, readMetrics, Run } from "./run.ts";
-export { Progress, type ProgressOptions } from "./progress.ts";
+export {
+  type Phase,
+  type PhaseOptions,
+  Progress,
+  type ProgressOptions,
+  startPhase,
+  withPhase,
+} from "./progress.ts";
 export {
   CLUSTER_DIR_FILES,
   type ClusterDir,
