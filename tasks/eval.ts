@@ -135,8 +135,10 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
       if (done === 0) {
         progress = new Progress(count, { label: "eval", unit: "stage", every: 1 });
         progress.start(stage!);
-      } else if (stage === null) progress!.done();
-      else progress!.update(done, { next: stage });
+      } else if (stage === null) {
+        progress!.update(done);
+        progress!.done();
+      } else progress!.update(done, { next: stage });
     },
   });
   const line = JSON.stringify(rec);
