@@ -9,6 +9,8 @@ import {
   flowMapKLTable,
   Generator,
   type LoadedFlowMapCheckpoint,
+  Progress,
+  type ProgressOptions,
   readFlowMapCheckpoint,
   sampleToy,
 } from "../mod.ts";
@@ -60,6 +62,8 @@ export interface KLReportOptions {
   batch?: number;
   /** Also render target and samples per N as a PNG titled this (first 5000 points each). */
   plot?: string;
+  /** Progress options (to stderr by default), or false for none. */
+  progress?: ProgressOptions | false;
 }
 
 /** What {@linkcode flowMapKLReport} returns. */
@@ -82,7 +86,13 @@ export interface KLReport {
  * import { buildFlowMapModel, flowMapOf } from "../mod.ts";
  * import { flowMapKLReport } from "./_flowmap.ts";
  * const m = buildFlowMapModel({ task: "train:flowmap", method: "lsd", psdMode: "midpoint", dataset: "checkerboard", dataShape: [2], hidden: 8, depth: 1, activation: "silu", seed: 0 });
- * const r = await flowMapKLReport(flowMapOf(m), { dataset: "checkerboard", numSamples: 500, steps: [1, 2], seed: 0 });
+ * const lines: string[] = [];
+ * const r = await flowMapKLReport(flowMapOf(m), {
+ *   dataset: "checkerboard", numSamples: 500, steps: [1, 2], seed: 0,
+ *   progress: { tty: false, write: (s) => lines.push(s) },
+ * });
+ * assert.match(lines[0]!, /^eval kl start 0\/3: N = 1, 2 on 500 samples/);
+ * assert.match(lines[2]!, /^eval kl map-eval 3\/3 kl@N=2 \S+ [\d.]+ it\/s eta 0s/);
  * assert.deepEqual(Object.keys(r.kl), ["1", "2"]);
  * assert.match(r.table, /\| 2 \| \d+\.\d{4} \|/);
  * ```
@@ -92,14 +102,37 @@ export async function flowMapKLReport(phi: FlowMapFn, o: KLReportOptions): Promi
   const target = await ref.data();
   ref.dispose();
   const r = o.range ?? 2.5;
+  const steps = o.steps ?? [1, 2, 4, 8, 16];
+  const total = steps.reduce((a, b) => a + b, 0);
+  let progress: Progress | undefined;
   const rows = await flowMapKLTable(phi, target, {
-    steps: o.steps,
+    steps,
     numSamples: o.numSamples,
     bins: o.bins ?? 60,
     range: [-r, r],
     seed: o.seed,
     batch: o.batch,
     keepSamples: o.plot !== undefined,
+    // Progress in map evaluations per sample (N for each row), so the ETA weighs large N.
+    onRow: (done, next) => {
+      if (o.progress === false) return;
+      const evals = done.reduce((a, x) => a + x.steps, 0), last = done[done.length - 1];
+      if (done.length === 0) {
+        progress = new Progress(total, {
+          label: "eval kl",
+          unit: "map-eval",
+          every: 1,
+          ...o.progress,
+        });
+        progress.start(`N = ${steps.join(", ")} on ${o.numSamples} samples; N = ${next} first`);
+      } else {
+        progress!.update(evals, {
+          [`kl@N=${last!.steps}`]: last!.kl,
+          ...(next ? { next: `N=${next}` } : {}),
+        });
+      }
+      if (next === null) progress!.done();
+    },
   });
   const kl = Object.fromEntries(rows.map((x) => [String(x.steps), x.kl]));
   const table = [

@@ -7,7 +7,6 @@
  */
 import {
   type CfmData,
-  cfmData,
   type CfmNet,
   encodePng,
   evaluateFewStep,
@@ -21,7 +20,8 @@ import {
   type ShortcutTerms,
   shortcutTrainer,
 } from "../mod.ts";
-import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { loadData } from "./_data.ts";
+import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
 
 const STEPS = [1, 2, 4, 8];
@@ -49,6 +49,22 @@ async function writeSamples(ctx: SampleContext<CfmNet>, c: ShortcutTaskConfig, d
     const all = new Float32Array(outs.reduce((a, x) => a + x.length, 0));
     outs.forEach((x, i) => all.set(x, i * x.length));
     const grid = imageGrid(all, { n: 4 * n, channels: 1, height: 28, width: 28, nrow: n });
+    // The figure to read: one class per row (named), one column per step count, upscaled.
+    const byClass = new Float32Array(all.length), px = 28 * 28;
+    for (let k = 0; k < n; k++) {
+      STEPS.forEach((_, j) =>
+        byClass.set(outs[j]!.subarray(k * px, (k + 1) * px), (k * STEPS.length + j) * px)
+      );
+    }
+    await ctx.run.writeFile(
+      rel.replace(/\.png$/, ".svg"),
+      await labelledGridSvg(byClass, [1, 28, 28], {
+        cols: STEPS.length,
+        rowLabels: data.classNames ?? Array.from({ length: n }, (_, k) => `class ${k}`),
+        colLabels: STEPS.map((N) => `${N} step${N > 1 ? "s" : ""}`),
+        title: `${c.task}, step ${ctx.step} (EMA)`,
+      }),
+    );
     return await ctx.run.writeFile(rel, await encodePng(grid.width, grid.height, grid.rgba));
   }
   const ref = await data.reference(n);
@@ -93,7 +109,7 @@ export async function trainShortcut(
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
   // A fresh run reads its data before creating the run directory.
-  const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
+  const fresh = flags.resume ? null : await loadData(flags.task, flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,
     config: flags,
@@ -103,7 +119,7 @@ export async function trainShortcut(
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await cfmData(c.dataset, c.seed);
+  const data = fresh ?? await loadData(c.task, c.dataset, c.seed);
   const trainer = shortcutTrainer(c, data, await terms(c));
   let evalOut: FewStepEval | null = null;
   trainer.sample = async (ctx) => {

@@ -4,6 +4,8 @@
  * @module
  */
 import {
+  type LabelledSet,
+  loadFashionMnist,
   PATH_TYPES,
   type PathType,
   PROJ_WEIGHT_SCHEDULES,
@@ -102,7 +104,7 @@ export const TRAIN_STABLEVM_FLAGS = [
   {
     name: "data-dir",
     type: "string",
-    help: ".npz (or a directory with data.npz) holding x and labels",
+    help: '.npz (or a directory with data.npz) holding x and labels, or "fashion-mnist"',
   },
   {
     name: "model",
@@ -222,5 +224,26 @@ export function parseTrainFlags(
     resume: f.resume ?? null,
     sampleSteps: f.sampleSteps,
     fisherSamples: f.fisherSamples,
+  };
+}
+
+/** [C, H, W] of image rows (1 or 3 channels, values in [−1, 1]), or null. */
+export function imageShape(data: LabelledSet): [number, number, number] | null {
+  const s = data.shape?.length === 2 ? [1, ...data.shape] : data.shape;
+  return s?.length === 3 && (s[0] === 1 || s[0] === 3) ? [s[0]!, s[1]!, s[2]!] : null;
+}
+
+/** Fashion-MNIST's first `limit` training images as labelled rows. */
+export async function fashionRows(limit: number): Promise<LabelledSet> {
+  const ds = await loadFashionMnist({ limit });
+  return {
+    x: ds.images,
+    labels: Int32Array.from(ds.labels),
+    n: ds.n,
+    dim: ds.images.length / ds.n,
+    numClasses: ds.numClasses,
+    gmm: null,
+    shape: [...ds.shape],
+    classNames: ds.classNames,
   };
 }

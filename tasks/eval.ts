@@ -14,6 +14,7 @@ import {
   type EvalMetric,
   type EvalRecord,
   evaluateCfm,
+  Progress,
   readCfmCheckpoint,
   SAMPLER_METHODS,
   snakeKeys,
@@ -118,6 +119,7 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
   const ck = await readCfmCheckpoint(f.checkpoint);
   const metrics = given ??
     (ck.config.dataShape.length === 1 ? [...EVAL_METRICS] : ["w2", "mmd", "nfe"] as EvalMetric[]);
+  let progress: Progress | undefined;
   const rec = await evaluateCfm(ck, {
     metrics,
     numSamples: f.numSamples,
@@ -129,6 +131,16 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
     klBins: f.klBins,
     useEma: f.useEma,
     seed: f.seed,
+    // One progress line per stage (sampling, reference data, each metric), the first at once.
+    onStage: (stage, done, count) => {
+      if (done === 0) {
+        progress = new Progress(count, { label: "eval", unit: "stage", every: 1 });
+        progress.start(stage!);
+      } else if (stage === null) {
+        progress!.update(done);
+        progress!.done();
+      } else progress!.update(done, { next: stage });
+    },
   });
   // The seeds' key spelling (snake_case) in the printed line and eval.jsonl.
   const line = JSON.stringify(snakeKeys(rec as unknown as Record<string, unknown>));

@@ -16,6 +16,7 @@ import {
   cfmModelFromCheckpoint,
   encodePng,
   Generator,
+  Progress,
   readCfmCheckpoint,
   sampleCfmModel,
   SAMPLER_METHODS,
@@ -150,6 +151,11 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
   }
   const model = cfmModelFromCheckpoint(ck, f.useEma);
+  const progress = new Progress(n, { label: "sample", unit: "sample", every: 1 });
+  const nb = Math.ceil(n / f.batchSize);
+  progress.start(
+    `${f.sampler}, ${nb} batch${nb > 1 ? "es" : ""}; the first compiles the pipelines`,
+  );
   let g;
   try {
     g = await sampleCfmModel(model, shape, {
@@ -165,7 +171,9 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       guidanceHigh: f.guidanceHigh,
       batch: f.batchSize,
       denoiseTimesteps: ck.config.denoiseTimesteps,
+      onBatch: (done) => progress.update(done),
     });
+    progress.done({ nfe: g.nfe });
   } finally {
     model.dispose();
   }

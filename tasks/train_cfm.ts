@@ -17,7 +17,6 @@
  */
 import {
   type CfmData,
-  cfmData,
   type CfmNet,
   cfmTrainer,
   encodePng,
@@ -27,7 +26,8 @@ import {
   sampleCfmModel,
   type SampleContext,
 } from "../mod.ts";
-import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { loadData } from "./_data.ts";
+import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import { runTask } from "../cli/mod.ts";
 import { CFM_SCHEDULE, parseTrainCfmFlags, type TrainCfmConfig } from "./_cfm.ts";
 
@@ -68,6 +68,16 @@ async function writeSamples(
     });
     const [channels, height, width] = c.dataShape as [number, number, number];
     const grid = imageGrid(g.x, { n: labels.length, channels, height, width, nrow: per });
+    // The figure to read: upscaled, one class per row, named; the PNG is the raw grid.
+    const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
+    await ctx.run.writeFile(
+      rel.replace(/\.png$/, ".svg"),
+      await labelledGridSvg(g.x, [channels, height, width], {
+        cols: per,
+        rowLabels: names.slice(0, C),
+        title: `Samples at step ${ctx.step} (EMA, ${c.sampleSteps} midpoint steps)`,
+      }),
+    );
     return await ctx.run.writeFile(rel, await encodePng(grid.width, grid.height, grid.rgba));
   }
   const n = 1000;
@@ -96,7 +106,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   if (!flags) return null;
   // A fresh run reads its data before creating the run directory, so a missing dataset
   // leaves nothing behind.
-  const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
+  const fresh = flags.resume ? null : await loadData("train:cfm", flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",
     config: flags,
@@ -106,7 +116,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await cfmData(c.dataset, c.seed);
+  const data = fresh ?? await loadData("train:cfm", c.dataset, c.seed);
   const generator = new Generator(c.seed);
   const trainer = cfmTrainer(c, data, generator);
   let samplePlot = "";

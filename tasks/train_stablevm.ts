@@ -10,11 +10,17 @@
  *   deno task train:stablevm
  *   deno task train:stablevm --loss-type si --max-train-steps 5000
  *   deno task train:stablevm --data-dir my.npz --bank-capacity-per-class 64
+ *   deno task train:stablevm --data-dir fashion-mnist --max-train-steps 2000
+ *
+ * Image data (`--data-dir fashion-mnist`, or an `.npz` whose `x` is [N, H, W] or [N, C, H, W])
+ * get a sample grid per class instead of the scatter: `samples/samples-step-N.png` (raw) and
+ * `.svg` (upscaled, class names on the rows).
  *   deno task train:stablevm --resume runs/train-stablevm-20260101-120000
  * @module
  */
 import {
   embeddedRing,
+  encodePng,
   fisherDivergence,
   fit,
   Generator,
@@ -26,10 +32,17 @@ import {
   type SampleContext,
   stableVmTrainer,
   tensor,
+  withPhase,
 } from "../mod.ts";
-import { scatterPanels } from "../viz/mod.ts";
+import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import { runTask } from "../cli/mod.ts";
-import { parseTrainFlags, STABLEVM_SCHEDULE, type TrainStableVmConfig } from "./_stablevm.ts";
+import {
+  fashionRows,
+  imageShape,
+  parseTrainFlags,
+  STABLEVM_SCHEDULE,
+  type TrainStableVmConfig,
+} from "./_stablevm.ts";
 
 export {
   LOSS_TYPES,
@@ -57,8 +70,11 @@ async function finalFigures(
   c: TrainStableVmConfig,
   data: LabelledSet,
 ): Promise<{ plot: string; fisher: number | null }> {
-  const C = data.numClasses, d = data.dim, nS = 1024, model = ctx.model;
-  const labels = Float32Array.from({ length: nS }, (_, i) => i % C);
+  const C = data.numClasses, d = data.dim, model = ctx.model;
+  const img = imageShape(data);
+  // Images: 8 samples of each of (up to) 10 classes, one class per row; else a scatter.
+  const rows = Math.min(C, 10), per = 8, nS = img ? rows * per : 1024;
+  const labels = Float32Array.from({ length: nS }, (_, i) => img ? Math.floor(i / per) : i % C);
   const y = tensor(labels);
   const x0 = new Generator(c.seed + 4242).normal([nS, d]);
   const res = await integrate((x, t, cond) => model.forward(x, t, cond), x0, {
@@ -68,6 +84,30 @@ async function finalFigures(
   });
   const xs = await res.x.data();
   [res.x, x0, y].forEach((t) => t.dispose());
+  const step6 = String(ctx.step).padStart(6, "0");
+  if (img) {
+    const grid = imageGrid(xs, {
+      n: nS,
+      channels: img[0],
+      height: img[1],
+      width: img[2],
+      nrow: per,
+    });
+    const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
+    await ctx.run.writeFile(
+      `samples/samples-step-${step6}.svg`,
+      await labelledGridSvg(xs, img, {
+        cols: per,
+        rowLabels: names.slice(0, rows),
+        title: `Samples at step ${ctx.step} (${c.lossType}, EMA)`,
+      }),
+    );
+    const png = await encodePng(grid.width, grid.height, grid.rgba);
+    return {
+      plot: await ctx.run.writeFile(`samples/samples-step-${step6}.png`, png),
+      fisher: null,
+    };
+  }
   const two = (a: Float32Array) =>
     d === 2
       ? a
@@ -80,7 +120,6 @@ async function finalFigures(
     { points: two(dataPts), labels: dataIdx.map((j) => data.labels[j]!), title: "data" },
     { points: two(xs), labels, title: `samples (${c.lossType}, step ${ctx.step})` },
   ]);
-  const step6 = String(ctx.step).padStart(6, "0");
   const plot = await ctx.run.writeFile(`samples/samples-step-${step6}.png`, png);
   if (!data.gmm) return { plot, fisher: null };
   const fd = await fisherDivergence((x, t, yy) => model.forward(x, t, yy), data.gmm, {
@@ -133,7 +172,13 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     }
   }
   const load = (c: TrainStableVmConfig) =>
-    c.dataDir ? loadLabelledNpz(c.dataDir) : Promise.resolve(embeddedRing(c.seed));
+    c.dataDir
+      ? withPhase(
+        "train:stablevm",
+        `loading ${c.dataDir}`,
+        () => c.dataDir === "fashion-mnist" ? fashionRows(10_000) : loadLabelledNpz(c.dataDir!),
+      )
+      : Promise.resolve(embeddedRing(c.seed));
   // A fresh run reads its data before creating the run directory (nothing is left behind
   // when the data are bad); the class count is part of its config.
   const fresh = flags.resume ? null : await load(flags);

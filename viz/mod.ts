@@ -34,4 +34,10 @@ export {
   type ScatterPanelsOptions,
   scatterPlot,
 } from "./plot.ts";
-export { imageGrid, type ImageGridOptions } from "./grid.ts";
+export {
+  imageGrid,
+  type ImageGridOptions,
+  type LabelledGridOptions,
+  labelledGridSvg,
+  upscaleNearest,
+} from "./grid.ts";

@@ -376,7 +376,13 @@ export async function renderReport(
   for (const [id, label, pick] of groups) {
     const blocks: string[] = [];
     for (const run of runs) {
-      const imgs = run.images.filter(pick).sort((a, b) =>
+      // A labelled figure (`step-N.svg`: upscaled, class names) stands in for its raw grid
+      // (`step-N.png`) of the same name.
+      const svgs = new Set(
+        run.images.filter((i) => i.path.endsWith(".svg")).map((i) => i.path.slice(0, -4)),
+      );
+      const raw = (i: ReportImage) => i.path.endsWith(".png") && svgs.has(i.path.slice(0, -4));
+      const imgs = run.images.filter((i) => pick(i) && !raw(i)).sort((a, b) =>
         (a.step ?? Infinity) - (b.step ?? Infinity) || a.path.localeCompare(b.path)
       );
       if (imgs.length === 0) continue;

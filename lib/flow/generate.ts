@@ -43,6 +43,8 @@ export interface GenerateOptions {
   record?: boolean;
   /** Rows per integration batch (default: all at once). */
   batch?: number;
+  /** Called after each batch with the rows done so far and `n` (for progress reports). */
+  onBatch?: (done: number, total: number) => void;
 }
 
 /** Samples on the host plus what the integration cost. */
@@ -67,6 +69,12 @@ export interface Generated {
  * const g = await generateSamples((x) => x.mul(-1), [2], { n: 3, sampler: "euler", steps: 1, seed: 0 });
  * assert.deepEqual([...g.x], [0, 0, 0, 0, 0, 0]);
  * assert.equal(g.nfe, 1);
+ * // Progress per batch: rows done so far.
+ * const seen: number[] = [];
+ * await generateSamples((x) => x, [2], {
+ *   n: 5, sampler: "euler", steps: 1, seed: 0, batch: 2, onBatch: (d) => seen.push(d),
+ * });
+ * assert.deepEqual(seen, [2, 4, 5]);
  * ```
  */
 export async function generateSamples(
@@ -116,6 +124,7 @@ export async function generateSamples(
       x0.dispose();
       cond?.dispose();
     }
+    o.onBatch?.(s + b, o.n);
   }
   return recorded ? { x: out, nfe, recorded } : { x: out, nfe };
 }

@@ -39,7 +39,14 @@ export {
   Run,
   snakeKeys,
 } from "./run.ts";
-export { Progress, type ProgressOptions } from "./progress.ts";
+export {
+  type Phase,
+  type PhaseOptions,
+  Progress,
+  type ProgressOptions,
+  startPhase,
+  withPhase,
+} from "./progress.ts";
 export {
   CLUSTER_DIR_FILES,
   type ClusterDir,

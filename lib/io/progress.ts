@@ -1,8 +1,12 @@
 /**
  * @file Progress reporting for long loops: one updating bar on a TTY
  * (`label 1234/5000 [=====>   ] loss 0.1234  85.2 it/s  ETA 00:44`), plain periodic
- * lines otherwise (`label step 1000/5000 loss 0.1234 85.2 it/s eta 44s`). Writes to
- * stderr, which needs no permission.
+ * lines otherwise (`label step 1000/5000 loss 0.1234 85.2 it/s eta 44s`): every 10% of the
+ * work and at least every `intervalMs` (10 s), so a slow run still reports. `start()` prints
+ * the first line at once (before a first step that compiles pipelines), and a resumed run
+ * counts rates and ETA from the step it resumed at. {@linkcode startPhase} reports one-shot
+ * work (loading a dataset) by a start and an end line. Writes to stderr, which needs no
+ * permission.
  * @module
  */
 import { checkInt } from "../_util.ts";
@@ -23,6 +27,11 @@ export interface ProgressOptions {
   redrawMs?: number;
   /** Step the work starts from (a resumed run): rates count from here (default 0). */
   startStep?: number;
+  /** In plain mode, also print when this many milliseconds passed since the last line
+   * (default 10000). */
+  intervalMs?: number;
+  /** What one step is called in plain lines (default "step"; e.g. "sample", "batch"). */
+  unit?: string;
 }
 
 function stderrIsTty(): boolean {
@@ -77,12 +86,27 @@ function fmtSeconds(sec: number): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Progress } from "../../mod.ts";
  * const lines: string[] = [];
  * const p = new Progress(100, { label: "train", tty: false, write: (s) => lines.push(s) });
  * for (let step = 1; step <= 100; step++) p.update(step, { loss: 1 / step });
  * p.done();
  * if (lines.length !== 11) throw new Error(`expected 10 progress lines + done, got ${lines.length}`);
+ *
+ * // A resumed run: the count starts at 60 and the rate counts only this session's steps.
+ * let t = 0;
+ * const out: string[] = [];
+ * const r = new Progress(100, { tty: false, startStep: 60, write: (s) => out.push(s), now: () => t });
+ * r.start();
+ * for (let step = 61; step <= 100; step++) {
+ *   t += 100; // 10 it/s
+ *   r.update(step);
+ * }
+ * r.done();
+ * assert.equal(out[0], "start 60/100 (resumed; 40 to go)\n");
+ * assert.equal(out[1], "step 70/100 10.0 it/s eta 3s\n");
+ * assert.equal(out.at(-1), "done 100/100 steps (40 this session) in 4.0s (10.0 it/s)\n");
  * ```
  */
 export class Progress {
@@ -100,6 +124,9 @@ export class Progress {
   #s0 = 0;
   #lastDraw = -Infinity;
   #lastPrinted = 0;
+  #lastPrintAt = -Infinity;
+  #interval: number;
+  #unit: string;
   #step = 0;
   #metrics: Record<string, unknown> = {};
   #finished = false;
@@ -121,6 +148,27 @@ export class Progress {
     // and a rate measured from the first update would count one step over no time.
     this.#t0 = this.#now();
     this.#s0 = checkInt("progress startStep", opts.startStep ?? 0, 0);
+    this.#step = this.#s0;
+    this.#lastPrinted = this.#s0;
+    this.#interval = opts.intervalMs ?? 10_000;
+    this.#lastPrintAt = this.#t0;
+    this.#unit = opts.unit ?? "step";
+  }
+
+  /**
+   * Print the first line now, before any step is done (a first step may spend seconds
+   * compiling GPU pipelines): `label start 0/500: note`, or for a resumed run
+   * `label start 300/500 (resumed; 200 to go): note`.
+   */
+  start(note = ""): void {
+    const pre = this.label ? `${this.label} ` : "";
+    const resumed = this.#s0 > 0 ? ` (resumed; ${this.total - this.#s0} to go)` : "";
+    const line = `${pre}start ${this.#s0}/${this.total}${resumed}${note ? `: ${note}` : ""}`;
+    this.#lastPrintAt = this.#now();
+    if (this.tty) {
+      this.#lastDraw = this.#lastPrintAt;
+      this.#write(`\r\x1b[2K${line}`);
+    } else this.#write(`${line}\n`);
   }
 
   /** Iterations per second since the first update. */
@@ -159,11 +207,16 @@ export class Progress {
       return;
     }
     const crossed = Math.floor(step / this.#every) > Math.floor(this.#lastPrinted / this.#every);
-    if ((crossed || step === this.total) && step !== this.#lastPrinted) {
+    const now = this.#now();
+    const quiet = now - this.#lastPrintAt >= this.#interval;
+    if ((crossed || quiet || step === this.total) && step !== this.#lastPrinted) {
       this.#lastPrinted = step;
+      this.#lastPrintAt = now;
       const r = Number.isFinite(rate) ? `${rate.toFixed(1)} it/s` : "-- it/s";
       this.#write(
-        `${pre}step ${step}/${this.total}${m ? ` ${m}` : ""} ${r} eta ${fmtSeconds(eta)}\n`,
+        `${pre}${this.#unit} ${step}/${this.total}${m ? ` ${m}` : ""} ${r} eta ${
+          fmtSeconds(eta)
+        }\n`,
       );
     }
   }
@@ -177,10 +230,99 @@ export class Progress {
     const rate = this.rate;
     const extra = Object.entries(summary).map(([k, v]) => ` ${k} ${fmtMetric(v)}`).join("");
     const r = Number.isFinite(rate) ? ` (${rate.toFixed(1)} it/s)` : "";
+    // A resumed run says how much of the count this session did, so "in 4.0s" is not read
+    // as the time of all the steps.
+    const session = this.#s0 > 0 ? ` (${this.#step - this.#s0} this session)` : "";
     this.#write(
-      `${this.tty ? "\r\x1b[2K" : ""}${pre}done ${this.#step}/${this.total} steps in ${
+      `${
+        this.tty ? "\r\x1b[2K" : ""
+      }${pre}done ${this.#step}/${this.total} ${this.#unit}s${session} in ${
         secs.toFixed(1)
       }s${r}${extra}\n`,
     );
+  }
+}
+
+/** Options of {@linkcode startPhase}. */
+export interface PhaseOptions {
+  /** Output sink (default: stderr). */
+  write?: (s: string) => void;
+  /** Clock in milliseconds (default `performance.now`). */
+  now?: () => number;
+}
+
+/** A running phase of {@linkcode startPhase}. */
+export interface Phase {
+  /** Print `label: what done in 1.2s (detail)`; later calls do nothing. */
+  done(detail?: string): void;
+}
+
+/**
+ * Report one-shot work that has no steps to count (loading a dataset, building a table's
+ * inputs): a line now (`label: what…`), and one with the time taken when it ends.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { startPhase } from "../../mod.ts";
+ * const lines: string[] = [];
+ * let t = 0;
+ * const p = startPhase("train:cfm", "loading fashion-mnist", { write: (s) => lines.push(s), now: () => t });
+ * t = 1500;
+ * p.done("60000 images");
+ * assert.deepEqual(lines, [
+ *   "train:cfm: loading fashion-mnist…\n",
+ *   "train:cfm: loading fashion-mnist done in 1.5s (60000 images)\n",
+ * ]);
+ * ```
+ */
+export function startPhase(label: string, what: string, opts: PhaseOptions = {}): Phase {
+  const write = opts.write ?? writeStderr;
+  const now = opts.now ?? (() => performance.now());
+  const t0 = now();
+  const pre = label ? `${label}: ` : "";
+  write(`${pre}${what}…\n`);
+  let ended = false;
+  return {
+    done(detail?: string) {
+      if (ended) return;
+      ended = true;
+      const secs = ((now() - t0) / 1000).toFixed(1);
+      write(`${pre}${what} done in ${secs}s${detail ? ` (${detail})` : ""}\n`);
+    },
+  };
+}
+
+/**
+ * Run `work` as a {@linkcode startPhase}: a line before, one with its time after (also when
+ * it fails, saying so). Returns what `work` returns.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { withPhase } from "../../mod.ts";
+ * const lines: string[] = [];
+ * const n = await withPhase("eval", "loading data", () => Promise.resolve(42), {
+ *   write: (s) => lines.push(s),
+ * });
+ * assert.equal(n, 42);
+ * assert.equal(lines[0], "eval: loading data…\n");
+ * assert.match(lines[1]!, /^eval: loading data done in \d+\.\ds\n$/);
+ * ```
+ */
+export async function withPhase<T>(
+  label: string,
+  what: string,
+  work: () => Promise<T>,
+  opts: PhaseOptions = {},
+): Promise<T> {
+  const p = startPhase(label, what, opts);
+  try {
+    const out = await work();
+    p.done();
+    return out;
+  } catch (e) {
+    p.done("failed");
+    throw e;
   }
 }

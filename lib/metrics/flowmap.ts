@@ -25,6 +25,8 @@ export interface FlowMapKLOptions {
   batch?: number;
   /** Keep each N's samples in the result (for plots; default false). */
   keepSamples?: boolean;
+  /** Called before each N is sampled and after the last, with the rows done so far (progress). */
+  onRow?: (done: readonly FlowMapKLRow[], next: number | null) => void;
 }
 
 /** One row of {@link flowMapKLTable}. */
@@ -68,6 +70,7 @@ export async function flowMapKLTable(
   const seed = checkInt("seed", opts.seed ?? 0, 0);
   const rows: FlowMapKLRow[] = [];
   for (const N of steps) {
+    opts.onRow?.(rows, N);
     const out = await flowMapSamples(phi, n, { steps: N, seed, batch });
     const kl = histogramKL(target, out, {
       bins: opts.bins ?? 60,
@@ -76,5 +79,6 @@ export async function flowMapKLTable(
     });
     rows.push(opts.keepSamples ? { steps: N, kl, samples: out } : { steps: N, kl });
   }
+  opts.onRow?.(rows, null);
   return rows;
 }

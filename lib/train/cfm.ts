@@ -23,6 +23,8 @@ export interface CfmData {
   readonly shape: number[];
   /** Number of classes (0: unlabelled). */
   readonly numClasses: number;
+  /** Class names by label, for figures (labelled data only). */
+  readonly classNames?: readonly string[];
   /** A batch x1 [B, ...shape] (and labels [B] for labelled data), drawn from `gen`. */
   batch(b: number, gen: Generator): { x1: Tensor; y?: Tensor };
   /** A fixed reference batch for plots (host values and labels). */
@@ -63,6 +65,7 @@ export async function cfmData(dataset: CfmDataset, seed: number): Promise<CfmDat
   return {
     shape: [...ds.shape],
     numClasses: 10,
+    classNames: ds.classNames,
     batch: (b, gen) => {
       const u = gen.uniformHost(b);
       const idx = Array.from(u, (v) => Math.min(ds.n - 1, Math.floor(v * ds.n)));

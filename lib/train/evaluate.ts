@@ -50,6 +50,9 @@ export interface EvaluateOptions {
   useEma?: boolean;
   /** Seed of the noise; the reference data use `seed + 1000003`. */
   seed: number;
+  /** Called as each stage starts ("sample", "reference data", then each metric) and with
+   * `null` when all are done: stages done so far, and their count (for progress). */
+  onStage?: (stage: string | null, done: number, count: number) => void;
 }
 
 /** One evaluation record. */
@@ -165,8 +168,13 @@ export async function evaluateCfm(
   const useEma = o.useEma ?? true;
   const model = cfmModelFromCheckpoint(ck, useEma);
   const record = o.metrics.includes("straightness");
+  const needRef = o.metrics.some((m) => m === "w2" || m === "kl" || m === "mmd");
+  const count = 1 + (needRef ? 1 : 0) + o.metrics.length;
+  let done = 0;
+  const stage = (name: string | null) => o.onStage?.(name, done++, count);
   let gen;
   try {
+    stage(`sample ${o.numSamples} with ${o.sampler} (compiles the GPU pipelines)`);
     gen = await sampleCfmModel(model, ck.config.dataShape, {
       n: o.numSamples,
       sampler: o.sampler,
@@ -191,9 +199,10 @@ export async function evaluateCfm(
   };
   try {
     const dim = gen.x.length / o.numSamples;
-    const needRef = o.metrics.some((m) => m === "w2" || m === "kl" || m === "mmd");
+    if (needRef) stage(`reference data (${dataset})`);
     const ref = needRef ? await referenceData(dataset, o.numSamples, o.seed) : null;
     for (const m of o.metrics) {
+      stage(m);
       if (m === "w2") out.w2 = await w2(ref!, gen.x, { dim });
       else if (m === "kl") {
         out.kl = histogramKL(ref!, gen.x, {
@@ -209,6 +218,7 @@ export async function evaluateCfm(
         out.lengthRatio = s.lengthRatio;
       } else if (m === "nfe") out.nfe = gen.nfe;
     }
+    stage(null);
   } finally {
     disposeRecorded(gen.recorded);
   }

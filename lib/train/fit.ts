@@ -409,6 +409,10 @@ export async function fit<M extends Module>(
       label,
       startStep: step,
     });
+    // The first line comes now: the first step may spend seconds compiling GPU pipelines.
+    progress?.start(
+      step < maxSteps ? "the first step compiles the GPU pipelines" : "nothing left to do",
+    );
     let windowStart = step;
     let lastMetrics: Record<string, number> | null = null;
     const fail = (bad: NonFinite): never => {

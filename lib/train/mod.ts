@@ -26,6 +26,7 @@ export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lo
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
 export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
+export { type RunEnvironment, runEnvironment } from "./env.ts";
 export {
   buildCfmModel,
   CFM_DATASETS,

@@ -4,9 +4,13 @@
  * and its stored configuration wins, except for the schedule keys (step budget, log,
  * checkpoint and sample cadence) the user gave explicitly now. Keys not given keep the
  * run's values, so a resumed run keeps its schedule instead of falling back to defaults.
+ * Either way the session's environment (backend, adapter, Deno, OS, commit) goes to the run's
+ * `env.json`: a fresh run's at its top level, each resumed session's appended to `resumes`.
  * @module
  */
 import { createRun, openRun, type Run } from "../io/mod.ts";
+import { denoApi } from "../_util.ts";
+import { runEnvironment } from "./env.ts";
 
 /** Options of {@linkcode openTrainingRun}. */
 export interface TrainingRunSpec<C extends object> {
@@ -52,6 +56,9 @@ const kebab = (k: string) => k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
  *   task: "toy", config: { lr: 0.1, maxSteps: 10, logEvery: 5 }, outputDir: dir, expName: "a",
  * });
  * assert.equal(a.resume, null);
+ * // The run records where it ran.
+ * const env = JSON.parse(await Deno.readTextFile(`${a.run.dir}/env.json`));
+ * assert.equal(env.deno, Deno.version.deno);
  * // Resuming with a new budget: the stored lr and log cadence are kept.
  * const b = await openTrainingRun({
  *   task: "toy", config: { lr: 0.5, maxSteps: 20, logEvery: 100 }, resume: a.run.dir,
@@ -72,6 +79,7 @@ export async function openTrainingRun<C extends object>(
       expName: spec.expName ?? undefined,
       config,
     });
+    await run.writeFile("env.json", JSON.stringify(runEnvironment(), null, 2) + "\n");
     return { run, config, resume: null };
   }
   let dir = spec.resume.replace(/\/+$/, "");
@@ -106,5 +114,24 @@ export async function openTrainingRun<C extends object>(
       `${spec.task}: --resume keeps the run's config.json; ignoring ${ignored.join(", ")}`,
     );
   }
+  await recordResume(run);
   return { run, config: merged as C, resume };
+}
+
+/** Append this session's environment to `env.json`'s `resumes` (or start the file). */
+async function recordResume(run: Run): Promise<void> {
+  const now = runEnvironment();
+  let env: Record<string, unknown> | null = null;
+  try {
+    const v = JSON.parse(
+      await denoApi("openTrainingRun", "record the environment yourself").readTextFile(
+        run.path("env.json"),
+      ),
+    );
+    if (v && typeof v === "object" && !Array.isArray(v)) env = v;
+  } catch { /* missing or unreadable: this session's environment starts the file */ }
+  const out = env
+    ? { ...env, resumes: [...(Array.isArray(env.resumes) ? env.resumes : []), now] }
+    : { ...now, resumedRun: true };
+  await run.writeFile("env.json", JSON.stringify(out, null, 2) + "\n");
 }

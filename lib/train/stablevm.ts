@@ -33,6 +33,10 @@ export interface LabelledSet {
   numClasses: number;
   /** The exact mixture when the data are the embedded one (for the Fisher divergence). */
   gmm: GaussianMixture | null;
+  /** Extents of one row when the rows are images (e.g. [1, 28, 28]), for sample figures. */
+  shape?: number[];
+  /** Class names by label, for figures. */
+  classNames?: readonly string[];
 }
 
 /**
@@ -81,7 +85,15 @@ export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
       ? new FileFormatError(e.file, `--data-dir: ${e.message.slice(e.file.length + 2)}`)
       : new RangeError(`--data-dir ${e.message}`);
   });
-  return { x: d.x, labels: d.labels, n: d.n, dim: d.dim, numClasses: d.numClasses, gmm: null };
+  return {
+    x: d.x,
+    labels: d.labels,
+    n: d.n,
+    dim: d.dim,
+    numClasses: d.numClasses,
+    gmm: null,
+    shape: d.shape,
+  };
 }
 
 /** Trainer state kept on the host: `save` returns host arrays only. */

@@ -2,11 +2,14 @@
  * @file `deno task report` / `compare` on bad and partial input: a directory that is not a run
  * exits 2 with a message naming it; a truncated metrics.jsonl is reported up to the torn line
  * and the report says what was skipped; compare overlays runs in one chart per metric and
- * marks the configuration keys that differ. (The browser test opens a real run's report.)
+ * marks the configuration keys that differ. A resumed run's progress counts from the resumed
+ * step at this session's rate; env.json records the environment and the report shows it; the
+ * Fashion-MNIST trainer's labelled, upscaled sample grid is what the report shows. (The browser
+ * test opens a real run's report.)
  */
 import { strict as assert } from "node:assert";
 import { main, readRunDir } from "../../tasks/report.ts";
-import { findAll, parseXml } from "../_xml.ts";
+import { findAll, parseXml, textOf } from "../_xml.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -103,6 +106,105 @@ Deno.test("compare: one chart per metric with a line per run; differing config k
     );
     assert.match(html, /<tr class="differs"><td>lr<\/td><td>0\.001<\/td><td>0\.1<\/td><\/tr>/);
     assert.doesNotMatch(html, /<tr class="differs"><td>task</);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const run = (...args: string[]) =>
+  new Deno.Command("deno", {
+    args: ["task", "--quiet", ...args],
+    cwd: ROOT.pathname,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+
+Deno.test("a resumed train:cfm run: progress counts from the resumed step at this session's rate; env.json and the report record the environment", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const common = ["--batch-size", "32", "--hidden", "16", "--log-every", "5"];
+    const first = await run(
+      "train:cfm",
+      ...common,
+      ...["--max-train-steps", "20", "--checkpoint-every", "20", "--sample-every", "0"],
+      ...["--output-dir", dir, "--exp-name", "r"],
+    );
+    assert.ok(first.success, new TextDecoder().decode(first.stderr));
+    const env0 = JSON.parse(await Deno.readTextFile(`${dir}/r/env.json`));
+    assert.equal(env0.deno, Deno.version.deno);
+    assert.equal(env0.os, `${Deno.build.os} ${Deno.build.arch}`);
+    assert.ok(["webgpu", "cpu"].includes(env0.backend), env0.backend);
+    assert.ok(env0.adapter.startsWith(env0.backend), env0.adapter);
+    assert.ok(env0.commit === null || /^[0-9a-f]{40}$/.test(env0.commit), env0.commit);
+
+    const second = await run("train:cfm", "--resume", `${dir}/r`, "--max-train-steps", "40");
+    const err = new TextDecoder().decode(second.stderr);
+    assert.ok(second.success, err);
+    const lines = err.split("\n").filter((l) => l.startsWith("train:cfm "));
+    // The first line comes before any step and names the resumed step.
+    assert.match(lines[0]!, /^train:cfm start 20\/40 \(resumed; 20 to go\)/, err);
+    const counts = lines.map((l) => /^train:cfm step (\d+)\/40/.exec(l)?.[1]).filter(Boolean)
+      .map(Number);
+    assert.ok(counts.length > 0 && counts.every((s) => s > 20 && s <= 40), `counts ${counts}`);
+    const done = /^train:cfm done 40\/40 steps \(20 this session\) in ([\d.]+)s \(([\d.]+) it\/s\)/
+      .exec(lines[lines.length - 1]!);
+    assert.ok(done, err);
+    // The rate is this session's 20 steps over its time, not 40 over it (which would double).
+    const [secs, rate] = [Number(done[1]), Number(done[2])];
+    assert.ok(Math.abs(rate - 20 / secs) <= 0.06 * rate + 0.1, `${rate} it/s vs 20 / ${secs}s`);
+
+    const env = JSON.parse(await Deno.readTextFile(`${dir}/r/env.json`));
+    assert.equal(env.resumes.length, 1);
+    assert.equal(env.resumes[0].deno, Deno.version.deno);
+    assert.equal(await main([`${dir}/r`], false), 0);
+    const html = await Deno.readTextFile(`${dir}/r/report.html`);
+    const envTable = html.slice(html.indexOf('id="environment"'), html.indexOf('id="config"'));
+    for (const v of [env0.adapter, env0.deno, env0.os]) {
+      assert.ok(envTable.includes(v), `environment table shows ${v}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
+if (!hasFashion) {
+  console.log(
+    `labelled-grid test ignored: ${FASHION} missing (apt-get install dataset-fashion-mnist)`,
+  );
+}
+
+Deno.test({
+  name:
+    "train:stablevm on Fashion-MNIST writes an upscaled sample grid with class names on the rows, which the report shows",
+  ignore: !hasFashion,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await run(
+      "train:stablevm",
+      ...["--data-dir", "fashion-mnist", "--max-train-steps", "4", "--log-every", "2"],
+      ...["--batch-size", "16", "--bank-capacity-per-class", "4", "--output-dir", dir],
+      ...["--exp-name", "f"],
+    );
+    const err = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, err);
+    assert.match(err, /^train:stablevm: loading fashion-mnist…$/m);
+    assert.match(err, /^train:stablevm: loading fashion-mnist done in [\d.]+s$/m);
+    const svg = parseXml(await Deno.readTextFile(`${dir}/f/samples/samples-step-000004.svg`));
+    const { FASHION_MNIST_CLASSES } = await import("../../mod.ts");
+    const texts = findAll(svg, (e) => e.name === "text").map((e) => textOf(e));
+    assert.deepEqual(texts.slice(1), [...FASHION_MNIST_CLASSES]);
+    const [image] = findAll(svg, (e) => e.name === "image");
+    // 8 columns of 28 pixels with 1-pixel padding, upscaled 3×: (8·28 + 9)·3 = 699.
+    assert.equal(Number(image!.attrs.width), 699);
+    assert.equal(Number(image!.attrs.height), (10 * 28 + 11) * 3);
+    assert.equal(await main([`${dir}/f`], false), 0);
+    const html = await Deno.readTextFile(`${dir}/f/report.html`);
+    assert.ok(html.includes("samples/samples-step-000004.svg"), "the labelled grid is shown");
+    assert.ok(!html.includes('alt="f: samples/samples-step-000004.png"'), "not its raw twin");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -592,7 +592,17 @@ Deno.test("fit's progress after a resume counts only this session's steps (it/s,
       });
       t.dispose();
       assert.match(lines.join(""), /toy step 4\/7 loss \S+ 1\.0 it\/s eta 3s/);
-      assert.match(lines[lines.length - 1]!, /toy done 7\/7 steps in 4\.0s \(1\.0 it\/s\)/);
+      // The count starts at the resumed step: the first line says so, and no line counts
+      // from 0 (a step-1 line would mean the bar restarted).
+      assert.match(lines[0]!, /^toy start 3\/7 \(resumed; 4 to go\)/);
+      assert.deepEqual(
+        lines.slice(1, -1).map((l) => Number(/toy step (\d+)\//.exec(l)?.[1])),
+        [4, 6, 7],
+      );
+      assert.match(
+        lines[lines.length - 1]!,
+        /toy done 7\/7 steps \(4 this session\) in 4\.0s \(1\.0 it\/s\)/,
+      );
     })
   );
 });
