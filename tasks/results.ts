@@ -1,7 +1,8 @@
 /**
  * @file `deno task results [--quick]` — rerun every results table of the README and docs/ and
  * rewrite them: seed 003's CFM vs OT-CFM (`cfm:table`), seed 002's Fisher table (`gmm:table`),
- * seed 000's shortcut/locality table (`shortcut:table`). Every table runs ≥ 3 seeds and reports
+ * seed 000's shortcut/locality table (`shortcut:table`), seed 004's flow-map KL table
+ * (`flowmap:table`). Every table runs ≥ 3 seeds and reports
  * mean ± std; its JSON (rows with the commit each ran on) is written beside its markdown in
  * docs/, and the README's tables between `<!-- results:NAME -->` markers are regenerated from
  * that JSON, so the README cannot drift from what the command produced. `docs/results.json`
@@ -11,7 +12,8 @@
  * `--out-dir` and leaves docs/ and the README alone (the README blocks it would write go to
  * `<out-dir>/README.blocks.md`): a check that the pipeline works, not results.
  *
- *   deno task results                  # everything, ~2–3 h on the 2-core CPU adapter
+ *   deno task results                  # everything: hours on the 2-core CPU adapter (the
+ *                                      # flow-map runs are 20k steps each; they resume)
  *   deno task results --only gmm       # one table
  *   deno task results --render-only    # README blocks from the committed docs/*.json
  *   deno task results --quick          # minutes; writes under /tmp/flowgpu-results-quick
@@ -24,9 +26,11 @@ import { main as gmmTableMain } from "./gmm_table.ts";
 import { main as shortcutTableMain } from "./shortcut_table.ts";
 import { cfmTable, type TableRow } from "./_cfm_table.ts";
 import { type GmmRow, gmmTable, gmmVerdict } from "./_gmm_table.ts";
+import { main as flowmapTableMain } from "./flowmap_table.ts";
+import { type FlowMapRow, flowMapTable } from "./_flowmap_table.ts";
 
 /** The tables `results` knows, in the order it runs them. */
-export const TABLES = ["gmm", "cfm", "shortcut"] as const;
+export const TABLES = ["gmm", "cfm", "shortcut", "flowmap"] as const;
 
 /** A table's name. */
 export type TableName = typeof TABLES[number];
@@ -38,7 +42,7 @@ export type TableName = typeof TABLES[number];
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { RESULTS_FLAGS } from "./results.ts";
- * assert.equal(RESULTS_FLAGS.find((f) => f.name === "only")?.default, "gmm,cfm,shortcut");
+ * assert.equal(RESULTS_FLAGS.find((f) => f.name === "only")?.default, "gmm,cfm,shortcut,flowmap");
  * ```
  */
 export const RESULTS_FLAGS = [
@@ -56,7 +60,12 @@ export const RESULTS_FLAGS = [
 
 /** Where each table's markdown goes (its JSON beside it). */
 function outPath(t: TableName, quick: boolean, dir: string): string {
-  const base = { gmm: "gmm_results", cfm: "cfm_results", shortcut: "shortcut_results" }[t];
+  const base = {
+    gmm: "gmm_results",
+    cfm: "cfm_results",
+    shortcut: "shortcut_results",
+    flowmap: "flowmap_table",
+  }[t];
   return quick ? `${dir}/${base}.md` : `docs/${base}.md`;
 }
 
@@ -82,6 +91,13 @@ function tableArgs(t: TableName, quick: boolean, dir: string): string[] {
       ...(quick
         ? ["--datasets", "8gaussians", "--max-train-steps", "30", "--num-samples", "200"]
         : []),
+    ];
+  }
+  if (t === "flowmap") {
+    return [
+      ...out,
+      ...runs("flowmap-table"),
+      ...(quick ? ["--max-train-steps", "20", "--eval-samples", "2000"] : []),
     ];
   }
   return [
@@ -153,6 +169,7 @@ export async function readmeBlock(t: TableName, mdPath: string): Promise<string>
     return `${gmmTable(rows)}\n\n${gmmVerdict(rows)}\n\n${src}`;
   }
   if (t === "cfm") return `${cfmTable(d.rows as TableRow[], d.pairing ?? {})}\n\n${src}`;
+  if (t === "flowmap") return `${flowMapTable(d.rows as FlowMapRow[])}\n\n${src}`;
   // deno-lint-ignore no-explicit-any
   return `${shortcutBlock(d.rows as any)}\n\n${src}`;
 }
@@ -187,7 +204,12 @@ export async function main(argv: readonly string[]): Promise<Record<string, unkn
   if (f.quick) await Deno.mkdir(f.outDir, { recursive: true });
   const started = new Date().toISOString(), commit = await gitCommit();
   const index: Record<string, unknown> = { started, commit, quick: f.quick, tables: {} };
-  const mains = { gmm: gmmTableMain, cfm: cfmTableMain, shortcut: shortcutTableMain };
+  const mains = {
+    gmm: gmmTableMain,
+    cfm: cfmTableMain,
+    shortcut: shortcutTableMain,
+    flowmap: flowmapTableMain,
+  };
   for (const t of only) {
     const args = tableArgs(t, f.quick, f.outDir);
     const md = outPath(t, f.quick, f.outDir);
