@@ -24,7 +24,7 @@ import { fmtMeanStd } from "../cli/mod.ts";
 import { main as cfmTableMain } from "./cfm_table.ts";
 import { main as gmmTableMain } from "./gmm_table.ts";
 import { main as shortcutTableMain } from "./shortcut_table.ts";
-import { cfmTable, type TableRow } from "./_cfm_table.ts";
+import { cfmSummary, cfmTable, type TableRow } from "./_cfm_table.ts";
 import { type GmmRow, gmmTable, gmmVerdict } from "./_gmm_table.ts";
 import { main as flowmapTableMain } from "./flowmap_table.ts";
 import { type FlowMapRow, flowMapTable } from "./_flowmap_table.ts";
@@ -168,7 +168,10 @@ export async function readmeBlock(t: TableName, mdPath: string): Promise<string>
     const rows = d.rows as GmmRow[];
     return `${gmmTable(rows)}\n\n${gmmVerdict(rows)}\n\n${src}`;
   }
-  if (t === "cfm") return `${cfmTable(d.rows as TableRow[], d.pairing ?? {})}\n\n${src}`;
+  if (t === "cfm") {
+    const rows = d.rows as TableRow[];
+    return `${cfmTable(rows, d.pairing ?? {})}\n\n${cfmSummary(rows).join("\n")}\n\n${src}`;
+  }
   if (t === "flowmap") return `${flowMapTable(d.rows as FlowMapRow[])}\n\n${src}`;
   // deno-lint-ignore no-explicit-any
   return `${shortcutBlock(d.rows as any)}\n\n${src}`;
