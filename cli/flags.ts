@@ -386,3 +386,33 @@ export function parseFlags<const S extends readonly FlagSpec[]>(
   }
   return out as ParsedFlags<S>;
 }
+
+/**
+ * {@linkcode parseFlags} for a task's `main(argv)`: on `--help` the usage is printed and
+ * `null` returned (so `main` returns without running and tests can call it), otherwise the
+ * parsed flags. Replaces the `let help = false; … onHelp …; if (help) return null` preamble.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { parseTaskFlags } from "./flags.ts";
+ * const spec = [{ name: "steps", type: "int", default: 3 }] as const;
+ * assert.equal(parseTaskFlags(["--steps", "5"], spec, { task: "demo" })?.steps, 5);
+ * assert.equal(parseTaskFlags(["--help"], spec, { task: "demo" }), null); // prints the usage
+ * ```
+ */
+export function parseTaskFlags<const S extends readonly FlagSpec[]>(
+  argv: readonly string[],
+  spec: S,
+  opts: Omit<ParseFlagsOptions, "onHelp"> = {},
+): ParsedFlags<S> | null {
+  let help = false;
+  const f = parseFlags(argv, spec, {
+    ...opts,
+    onHelp: (text) => {
+      console.log(text);
+      help = true;
+    },
+  });
+  return help ? null : f;
+}

@@ -19,6 +19,7 @@ export {
   type ParsedFlags,
   parseFlags,
   type ParseFlagsOptions,
+  parseTaskFlags,
 } from "./flags.ts";
 export { exitCodeOf, runTask, type RunTaskOptions } from "./task.ts";
 export {
@@ -26,6 +27,9 @@ export {
   gitCommit,
   type MeanStd,
   meanStd,
+  parseList,
+  parseSeeds,
+  readJsonl,
   replaceBlock,
   separated,
 } from "./results.ts";

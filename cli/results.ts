@@ -130,3 +130,71 @@ export function replaceBlock(text: string, name: string, content: string): strin
   // Blank lines around the content, as `deno fmt` writes them (so a rewrite is a fixed point).
   return text.slice(0, i + open.length) + "\n\n" + content.trim() + "\n\n" + text.slice(j);
 }
+
+/**
+ * A non-empty comma-separated list (`--datasets a,b`), trimmed; a RangeError naming `flag`
+ * otherwise. With `allowed`, every item must be one of them.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { parseList } from "./results.ts";
+ * assert.deepEqual(parseList("--exps", " cfm, stf "), ["cfm", "stf"]);
+ * assert.throws(() => parseList("--exps", ","), /--exps/);
+ * assert.throws(() => parseList("--exps", "cfm,x", ["cfm"]), /Unknown value "x" in --exps/);
+ * ```
+ */
+export function parseList(flag: string, s: string, allowed?: readonly string[]): string[] {
+  const xs = s.split(",").map((x) => x.trim()).filter((x) => x);
+  if (!xs.length) throw new RangeError(`Expected ${flag} to be a non-empty comma-separated list`);
+  for (const x of xs) {
+    if (allowed && !allowed.includes(x)) {
+      throw new RangeError(`Unknown value "${x}" in ${flag}: expected ${allowed.join(", ")}`);
+    }
+  }
+  return xs;
+}
+
+/**
+ * A comma-separated list of non-negative integer seeds (`--seeds 0,1,2`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { parseSeeds } from "./results.ts";
+ * assert.deepEqual(parseSeeds("--seeds", "0,1,2"), [0, 1, 2]);
+ * assert.throws(() => parseSeeds("--seeds", "0,-1"), /Bad seed "-1" in --seeds/);
+ * ```
+ */
+export function parseSeeds(flag: string, s: string): number[] {
+  return parseList(flag, s).map((x) => {
+    const k = Number(x);
+    if (!Number.isInteger(k) || k < 0) throw new RangeError(`Bad seed "${x}" in ${flag}`);
+    return k;
+  });
+}
+
+/**
+ * The records of a JSON-lines file (a table's `results.jsonl`); `[]` when it does not exist.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { readJsonl } from "./results.ts";
+ * const p = await Deno.makeTempFile();
+ * await Deno.writeTextFile(p, '{"a":1}\n\n{"a":2}\n');
+ * assert.deepEqual(await readJsonl(p), [{ a: 1 }, { a: 2 }]);
+ * assert.deepEqual(await readJsonl(p + ".missing"), []);
+ * await Deno.remove(p);
+ * ```
+ */
+export async function readJsonl<T = unknown>(path: string): Promise<T[]> {
+  try {
+    return (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) =>
+      JSON.parse(l) as T
+    );
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}

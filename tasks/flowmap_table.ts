@@ -13,7 +13,15 @@
  *     --output-dir /tmp/fm                                     # a quick look
  * @module
  */
-import { type FlagSpec, gitCommit, parseFlags, runTask } from "../cli/mod.ts";
+import {
+  type FlagSpec,
+  gitCommit,
+  parseList,
+  parseSeeds,
+  parseTaskFlags,
+  readJsonl,
+  runTask,
+} from "../cli/mod.ts";
 import { main as trainMain } from "./train_flowmap.ts";
 import { type FlowMapRow, renderFlowMapMarkdown } from "./_flowmap_table.ts";
 
@@ -39,23 +47,6 @@ export const FLOWMAP_TABLE_FLAGS = [
 
 const METHODS = ["lsd", "psd", "esd"];
 
-function list(flag: string, s: string): string[] {
-  const xs = s.split(",").map((x) => x.trim()).filter((x) => x);
-  if (!xs.length) throw new RangeError(`Expected ${flag} to be a non-empty comma-separated list`);
-  return xs;
-}
-
-async function readRows(path: string): Promise<FlowMapRow[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) =>
-      JSON.parse(l)
-    );
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
 /**
@@ -69,27 +60,13 @@ const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
  * ```
  */
 export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null> {
-  let help = false;
-  const f = parseFlags(argv, FLOWMAP_TABLE_FLAGS, {
+  const f = parseTaskFlags(argv, FLOWMAP_TABLE_FLAGS, {
     task: "flowmap:table",
     usage: "Seed 004's checkerboard KL table (LSD, PSD) over seeds, beside the seed's numbers.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
-  const methods = list("--methods", f.methods).map((m) => {
-    if (!METHODS.includes(m)) {
-      throw new RangeError(`Unknown method "${m}" in --methods: expected ${METHODS.join(", ")}`);
-    }
-    return m;
-  });
-  const seeds = list("--seeds", f.seeds).map((s) => {
-    const k = Number(s);
-    if (!Number.isInteger(k) || k < 0) throw new RangeError(`Bad seed "${s}" in --seeds`);
-    return k;
-  });
+  if (!f) return null;
+  const methods = parseList("--methods", f.methods, METHODS);
+  const seeds = parseSeeds("--seeds", f.seeds);
   await Deno.mkdir(f.outputDir, { recursive: true });
   const rowsPath = `${f.outputDir}/results.jsonl`;
   const write = async (rows: FlowMapRow[]) => {
@@ -99,14 +76,14 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
     console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
   };
   if (f.renderOnly) {
-    const rows = await readRows(rowsPath);
+    const rows = await readJsonl<FlowMapRow>(rowsPath);
     await write(rows);
     return rows;
   }
   const commit = await gitCommit();
   for (const seed of seeds) {
     for (const method of methods) {
-      const have = (await readRows(rowsPath)).some((r) =>
+      const have = (await readJsonl<FlowMapRow>(rowsPath)).some((r) =>
         r.method === method && r.seed === seed && r.steps === f.maxTrainSteps &&
         r.evalSamples === f.evalSamples
       );
@@ -144,7 +121,7 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
         command: `deno task train:flowmap ${args.join(" ")}`,
         commit,
       };
-      const rows = (await readRows(rowsPath)).filter((x) =>
+      const rows = (await readJsonl<FlowMapRow>(rowsPath)).filter((x) =>
         !(x.method === method && x.seed === seed && x.steps === row.steps &&
           x.evalSamples === f.evalSamples)
       );
@@ -153,7 +130,7 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
       await write(rows);
     }
   }
-  return await readRows(rowsPath);
+  return await readJsonl<FlowMapRow>(rowsPath);
 }
 
 if (import.meta.main) await runTask("flowmap_table", main);

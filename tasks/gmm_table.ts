@@ -12,7 +12,15 @@
  *   deno task gmm:table --max-train-steps 200 --seeds 0,1,2 --out /tmp/gmm.md   # a quick look
  * @module
  */
-import { type FlagSpec, gitCommit, parseFlags, runTask } from "../cli/mod.ts";
+import {
+  type FlagSpec,
+  gitCommit,
+  parseList,
+  parseSeeds,
+  parseTaskFlags,
+  readJsonl,
+  runTask,
+} from "../cli/mod.ts";
 import { main as gmmMain } from "./gmm.ts";
 import { type GmmRow, renderGmmMarkdown } from "./_gmm_table.ts";
 
@@ -40,23 +48,6 @@ export const GMM_TABLE_FLAGS = [
 
 const EXPS = ["cfm", "stf", "stable_vm", "stable_vm_efficient"];
 
-function list(flag: string, s: string): string[] {
-  const xs = s.split(",").map((x) => x.trim()).filter((x) => x);
-  if (!xs.length) throw new RangeError(`Expected ${flag} to be a non-empty comma-separated list`);
-  return xs;
-}
-
-async function readRows(path: string): Promise<GmmRow[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) =>
-      JSON.parse(l)
-    );
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
 /**
  * Run the table; returns every row now in the table (or `null` for `--help`).
  *
@@ -68,27 +59,13 @@ async function readRows(path: string): Promise<GmmRow[]> {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
-  let help = false;
-  const f = parseFlags(argv, GMM_TABLE_FLAGS, {
+  const f = parseTaskFlags(argv, GMM_TABLE_FLAGS, {
     task: "gmm:table",
     usage: "Seed 002's targets (CFM, STF, StableVM) on SV's toy mixture, over several seeds.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
-  const exps = list("--exps", f.exps).map((e) => {
-    if (!EXPS.includes(e)) {
-      throw new RangeError(`Unknown objective "${e}" in --exps: expected ${EXPS.join(", ")}`);
-    }
-    return e;
-  });
-  const seeds = list("--seeds", f.seeds).map((s) => {
-    const k = Number(s);
-    if (!Number.isInteger(k) || k < 0) throw new RangeError(`Bad seed "${s}" in --seeds`);
-    return k;
-  });
+  if (!f) return null;
+  const exps = parseList("--exps", f.exps, EXPS);
+  const seeds = parseSeeds("--seeds", f.seeds);
   await Deno.mkdir(f.outputDir, { recursive: true });
   const rowsPath = `${f.outputDir}/results.jsonl`;
   const write = async (rows: GmmRow[]) => {
@@ -98,7 +75,7 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
     console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
   };
   if (f.renderOnly) {
-    const rows = await readRows(rowsPath);
+    const rows = await readJsonl<GmmRow>(rowsPath);
     await write(rows);
     return rows;
   }
@@ -143,7 +120,7 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
         command: `deno task gmm ${args.join(" ")}`,
         commit,
       };
-      const rows = (await readRows(rowsPath)).filter((x) =>
+      const rows = (await readJsonl<GmmRow>(rowsPath)).filter((x) =>
         !(x.exp === exp && x.seed === seed && x.steps === f.maxTrainSteps)
       );
       rows.push(row);
@@ -151,7 +128,7 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
       await write(rows);
     }
   }
-  return await readRows(rowsPath);
+  return await readJsonl<GmmRow>(rowsPath);
 }
 
 if (import.meta.main) await runTask("gmm_table", main);

@@ -19,8 +19,15 @@
  *   deno task results --quick          # minutes; writes under /tmp/flowgpu-results-quick
  * @module
  */
-import { type FlagSpec, gitCommit, parseFlags, replaceBlock, runTask } from "../cli/mod.ts";
-import { fmtMeanStd } from "../cli/mod.ts";
+import {
+  type FlagSpec,
+  fmtMeanStd,
+  gitCommit,
+  parseList,
+  parseTaskFlags,
+  replaceBlock,
+  runTask,
+} from "../cli/mod.ts";
 import { main as cfmTableMain } from "./cfm_table.ts";
 import { main as gmmTableMain } from "./gmm_table.ts";
 import { main as shortcutTableMain } from "./shortcut_table.ts";
@@ -188,22 +195,12 @@ export async function readmeBlock(t: TableName, mdPath: string): Promise<string>
  * ```
  */
 export async function main(argv: readonly string[]): Promise<Record<string, unknown> | null> {
-  let help = false;
-  const f = parseFlags(argv, RESULTS_FLAGS, {
+  const f = parseTaskFlags(argv, RESULTS_FLAGS, {
     task: "results",
     usage: "Rerun every results table (≥ 3 seeds, mean ± std) and regenerate the README's.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
-  const only = f.only.split(",").map((s) => s.trim()).filter((s) => s).map((s) => {
-    if (!(TABLES as readonly string[]).includes(s)) {
-      throw new RangeError(`Unknown table "${s}" in --only: expected ${TABLES.join(", ")}`);
-    }
-    return s as TableName;
-  });
+  if (!f) return null;
+  const only = parseList("--only", f.only, TABLES) as TableName[];
   if (f.quick) await Deno.mkdir(f.outDir, { recursive: true });
   const started = new Date().toISOString(), commit = await gitCommit();
   const index: Record<string, unknown> = { started, commit, quick: f.quick, tables: {} };
