@@ -3,10 +3,14 @@
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randn, valueAndGrad } from "./mod.ts";
  * const x = randn([4, 2], { seed: 0 });
+ * // loss = mean(w²) over 8 entries, so d loss / dw = 2w/8.
  * const [loss, g] = valueAndGrad((w: typeof x) => w.mul(w).mean())(x);
- * console.log(await loss.item(), g.shape);
+ * const xs = await x.data(), gs = await g.data();
+ * assert.ok(Math.abs(await loss.item() - xs.reduce((s, v) => s + v * v, 0) / 8) < 1e-6);
+ * xs.forEach((v, i) => assert.ok(Math.abs(gs[i]! - v / 4) < 1e-6));
  * ```
  * @module
  */

@@ -194,11 +194,13 @@ function checkSpec(spec: readonly FlagSpec[]): void {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { formatUsage } from "./mod.ts";
  * const text = formatUsage([{ name: "num-steps", type: "int", default: 50, help: "ODE steps" }], {
  *   task: "sample",
  * });
- * if (!text.includes("--num-steps <int>")) throw new Error("bad");
+ * assert.ok(text.includes("--num-steps <int>"));
+ * assert.ok(text.includes("ODE steps"));
  * ```
  */
 export function formatUsage(spec: readonly FlagSpec[], opts: ParseFlagsOptions = {}): string {
@@ -240,6 +242,7 @@ export function formatUsage(spec: readonly FlagSpec[], opts: ParseFlagsOptions =
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseFlags } from "./mod.ts";
  * const flags = parseFlags(
  *   ["--num_steps", "20", "--model.anchor_weight=0.5", "--loss-type=stablevm", "--no-ema"],
@@ -251,7 +254,10 @@ export function formatUsage(spec: readonly FlagSpec[], opts: ParseFlagsOptions =
  *   ],
  *   { task: "demo" },
  * );
- * if (flags.numSteps !== 20 || flags.anchorWeight !== 0.5 || flags.ema) throw new Error("bad");
+ * assert.equal(flags.numSteps, 20);
+ * assert.equal(flags.anchorWeight, 0.5);
+ * assert.equal(flags.lossType, "stablevm");
+ * assert.equal(flags.ema, false);
  * ```
  */
 export function parseFlags<const S extends readonly FlagSpec[]>(

@@ -9,8 +9,10 @@
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { prod } from "./_util.ts";
- * if (prod([2, 3, 4]) !== 24) throw new Error("bad");
+ * assert.equal(prod([2, 3, 4]), 24);
+ * assert.equal(prod([]), 1); // the empty product (a scalar's size)
  * ```
  */
 export function prod(xs: readonly number[]): number {
@@ -24,8 +26,9 @@ export function prod(xs: readonly number[]): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { fmtShape } from "./_util.ts";
- * if (fmtShape([2, 3]) !== "[2, 3]") throw new Error("bad");
+ * assert.equal(fmtShape([2, 3]), "[2, 3]");
  * ```
  */
 export function fmtShape(shape: readonly number[]): string {
@@ -37,8 +40,11 @@ export function fmtShape(shape: readonly number[]): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { checkInt } from "./_util.ts";
- * checkInt("steps", 10, 1);
+ * assert.equal(checkInt("steps", 10, 1), 10);
+ * assert.throws(() => checkInt("steps", 0, 1), /Expected steps to be an integer >= 1 but found 0/);
+ * assert.throws(() => checkInt("steps", 2.5), RangeError);
  * ```
  */
 export function checkInt(name: string, n: number, lo = -Infinity, hi = Infinity): number {
@@ -54,8 +60,11 @@ export function checkInt(name: string, n: number, lo = -Infinity, hi = Infinity)
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { checkNumber } from "./_util.ts";
- * checkNumber("lr", 1e-3, 0);
+ * assert.equal(checkNumber("lr", 1e-3, 0), 1e-3);
+ * assert.throws(() => checkNumber("lr", NaN), RangeError);
+ * assert.throws(() => checkNumber("lr", -1, 0), /lr/);
  * ```
  */
 export function checkNumber(name: string, x: number, lo = -Infinity, hi = Infinity): number {
@@ -70,8 +79,11 @@ export function checkNumber(name: string, x: number, lo = -Infinity, hi = Infini
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { checkChoice } from "./_util.ts";
  * const s: "a" | "b" = checkChoice("mode", "a", ["a", "b"] as const);
+ * assert.equal(s, "a");
+ * assert.throws(() => checkChoice("mode", "c", ["a", "b"]), /expected one of "a", "b"/);
  * ```
  */
 export function checkChoice<T extends string>(
@@ -94,8 +106,11 @@ export function checkChoice<T extends string>(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { envGet } from "./_util.ts";
- * envGet("FLOWGPU_BACKEND");
+ * // Only FLOWGPU_BACKEND may be read here: any other variable reads as unset, without throwing.
+ * assert.equal(envGet("FLOWGPU_BACKEND"), Deno.env.get("FLOWGPU_BACKEND"));
+ * assert.equal(envGet("HOME"), undefined);
  * ```
  */
 export function envGet(name: string): string | undefined {

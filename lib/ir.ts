@@ -37,10 +37,11 @@ export type Expr =
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Fx } from "./ir.ts";
  * const x = Fx.input(0);
  * const e = x.mul(2).add(1).un("tanh"); // tanh(2x + 1)
- * if (e.node.kind !== "unary") throw new Error("bad");
+ * assert.equal(e.node.kind, "unary");
  * ```
  */
 export class Fx {
@@ -109,10 +110,11 @@ function lift(x: Fx | number): Fx {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Fx, fx } from "./ir.ts";
  * const x = Fx.input(0);
  * const r = fx.where(x.bin("gt", 0), x, fx.const(0)); // relu written by hand
- * if (r.node.kind !== "where") throw new Error("bad");
+ * assert.equal(r.node.kind, "where");
  * ```
  */
 export const fx = {
@@ -137,8 +139,11 @@ const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { erfApprox } from "./ir.ts";
- * if (Math.abs(erfApprox(1) - 0.8427007929) > 2e-7) throw new Error("bad");
+ * // erf(1) = 0.8427007929497149 (Abramowitz & Stegun, table 7.1); erf is odd.
+ * assert.ok(Math.abs(erfApprox(1) - 0.8427007929497149) < 2e-7);
+ * assert.ok(Math.abs(erfApprox(-1) + 0.8427007929497149) < 2e-7);
  * ```
  */
 export function erfApprox(x: number): number {
@@ -157,8 +162,9 @@ export function erfApprox(x: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { WGSL_HELPERS } from "./ir.ts";
- * if (!WGSL_HELPERS.includes("fn erf_(")) throw new Error("bad");
+ * assert.ok(WGSL_HELPERS.includes("fn erf_("));
  * ```
  */
 export const WGSL_HELPERS = `
@@ -320,8 +326,11 @@ export type UnaryOp =
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { UNARY } from "./ir.ts";
- * if (UNARY.tanh.cpu(0, 0, 0) !== 0 || !UNARY.tanh.wgsl.includes("tanh_")) throw new Error("bad");
+ * assert.equal(UNARY.tanh.cpu(0, 0, 0), 0);
+ * assert.ok(Math.abs(UNARY.tanh.cpu(1, 0, 0) - (Math.E ** 2 - 1) / (Math.E ** 2 + 1)) < 1e-12);
+ * assert.ok(UNARY.tanh.wgsl.includes("tanh_"));
  * ```
  */
 export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
@@ -442,8 +451,10 @@ export type BinaryOp =
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { BINARY } from "./ir.ts";
- * if (BINARY.sub.cpu(5, 3) !== 2 || BINARY.sub.wgsl !== "a - b") throw new Error("bad");
+ * assert.equal(BINARY.sub.cpu(5, 3), 2);
+ * assert.equal(BINARY.sub.wgsl, "a - b");
  * ```
  */
 export const BINARY: { readonly [K in BinaryOp]: BinaryRow } = {
@@ -486,8 +497,9 @@ export const BINARY: { readonly [K in BinaryOp]: BinaryRow } = {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { unaryRow } from "./ir.ts";
- * unaryRow("exp");
+ * assert.ok(Math.abs(unaryRow("exp").cpu(1, 0, 0) - Math.E) < 1e-12);
  * ```
  */
 export function unaryRow(op: UnaryOp): UnaryRow {
@@ -505,8 +517,9 @@ export function unaryRow(op: UnaryOp): UnaryRow {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { binaryRow } from "./ir.ts";
- * binaryRow("mul");
+ * assert.equal(binaryRow("mul").cpu(3, 4), 12);
  * ```
  */
 export function binaryRow(op: BinaryOp): BinaryRow {
@@ -531,9 +544,12 @@ function node(d: Deriv): Expr | null {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Fx, unaryDerivative } from "./ir.ts";
+ * // d exp(x) = exp(x): with input 1 holding the forward value, the derivative is input 1.
  * const d = unaryDerivative("exp", Fx.input(0).node, Fx.input(1).node, 0, 0);
- * if (d?.kind !== "input" || d.index !== 1) throw new Error("d exp = exp");
+ * assert.equal(d?.kind, "input");
+ * assert.equal(d?.kind === "input" && d.index, 1);
  * ```
  */
 export function unaryDerivative(
@@ -552,9 +568,11 @@ export function unaryDerivative(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { binaryDerivatives, Fx } from "./ir.ts";
  * const [da] = binaryDerivatives("mul", Fx.input(0).node, Fx.input(1).node, Fx.input(2).node);
- * if (da?.kind !== "input" || da.index !== 1) throw new Error("∂(ab)/∂a = b");
+ * // ∂(ab)/∂a = b (input 1)
+ * assert.equal(da?.kind === "input" && da.index, 1);
  * ```
  */
 export function binaryDerivatives(
@@ -576,9 +594,10 @@ export function binaryDerivatives(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { chain, Fx } from "./ir.ts";
  * const g = Fx.input(0).node;
- * if (chain(g, { kind: "const", value: 1 }) !== g) throw new Error("g · 1 = g");
+ * assert.equal(chain(g, { kind: "const", value: 1 }), g); // g · 1 = g
  * ```
  */
 export function chain(g: Expr, d: Expr): Expr {
@@ -598,9 +617,10 @@ export function chain(g: Expr, d: Expr): Expr {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { exprInputs, Fx } from "./ir.ts";
  * const e = Fx.input(2).mul(Fx.input(0)).node;
- * if (exprInputs([e]).join() !== "0,2") throw new Error("bad");
+ * assert.deepEqual(exprInputs([e]), [0, 2]);
  * ```
  */
 export function exprInputs(outputs: readonly Expr[]): number[] {
@@ -634,9 +654,10 @@ export function exprInputs(outputs: readonly Expr[]): number[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Fx, renumberInputs } from "./ir.ts";
  * const [e] = renumberInputs([Fx.input(3).node], new Map([[3, 0]]));
- * if (e?.kind !== "input" || e.index !== 0) throw new Error("bad");
+ * assert.equal(e?.kind === "input" && e.index, 0);
  * ```
  */
 export function renumberInputs(outputs: readonly Expr[], map: ReadonlyMap<number, number>): Expr[] {

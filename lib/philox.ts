@@ -37,10 +37,12 @@ function mulhilo(a: number, b: number): [number, number] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { philox4x32 } from "./philox.ts";
- * // Random123 known-answer test: counter 0, key 0.
- * const r = philox4x32([0, 0, 0, 0], [0, 0]);
- * if (r[0] !== 0x6627e8d5) throw new Error("bad");
+ * // Random123 known-answer test (kat_vectors, philox4x32_10): counter 0, key 0.
+ * assert.deepEqual([...philox4x32([0, 0, 0, 0], [0, 0])], [
+ *   0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8,
+ * ]);
  * ```
  */
 export function philox4x32(
@@ -69,8 +71,9 @@ export function philox4x32(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { WGSL_PHILOX } from "./philox.ts";
- * if (!WGSL_PHILOX.includes("fn philox_(")) throw new Error("bad");
+ * assert.ok(WGSL_PHILOX.includes("fn philox_("));
  * ```
  */
 export const WGSL_PHILOX = `
@@ -98,8 +101,11 @@ fn philox_(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { u32ToUniform } from "./philox.ts";
- * if (u32ToUniform(0xffffffff) >= 1 || u32ToUniform(0) !== 0) throw new Error("bad");
+ * assert.equal(u32ToUniform(0), 0);
+ * assert.equal(u32ToUniform(0x80000000), 0.5); // the top 24 bits, scaled by 2^-24
+ * assert.equal(u32ToUniform(0xffffffff), 1 - 2 ** -24);
  * ```
  */
 export function u32ToUniform(w: number): number {
@@ -113,9 +119,12 @@ export function u32ToUniform(w: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randomElement } from "./philox.ts";
+ * // Element 3 of the uniform stream is word 3 of block 0: 0x9b00dbd8 (Random123's known
+ * // answer for counter 0, key 0), top 24 bits over 2^24.
  * const u = randomElement("uniform", 3, { key: [0, 0], counter: [0, 0] });
- * if (!(u >= 0 && u < 1)) throw new Error("bad");
+ * assert.equal(u, (0x9b00dbd8 >>> 8) / 2 ** 24);
  * ```
  */
 export function randomElement(kind: RandomKind, i: number, st: RandomState): number {
@@ -143,8 +152,11 @@ export function randomElement(kind: RandomKind, i: number, st: RandomState): num
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randomBlocks } from "./philox.ts";
- * if (randomBlocks("normal", 5) !== 3 || randomBlocks("uniform", 5) !== 2) throw new Error("bad");
+ * // A block gives four uniforms or two normals (Box–Muller on a pair of words).
+ * assert.equal(randomBlocks("normal", 5), 3);
+ * assert.equal(randomBlocks("uniform", 5), 2);
  * ```
  */
 export function randomBlocks(kind: RandomKind, size: number): number {
@@ -157,10 +169,12 @@ export function randomBlocks(kind: RandomKind, size: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randomElement, randomStream } from "./philox.ts";
  * const st = { key: [1, 2], counter: [3, 0] } as const;
  * const u = randomStream("uniform", 5, st);
- * if (u[4] !== randomElement("uniform", 4, st)) throw new Error("bad");
+ * assert.equal(u.length, 5);
+ * for (let i = 0; i < 5; i++) assert.equal(u[i], randomElement("uniform", i, st));
  * ```
  */
 export function randomStream(kind: RandomKind, size: number, st: RandomState): Float32Array {

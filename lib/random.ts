@@ -24,10 +24,17 @@ export interface GeneratorState {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator } from "../mod.ts";
+ * import { randomStream } from "./philox.ts";
  * const g = new Generator(0);
  * const x = g.normal([4, 2]);
  * const y = g.uniform([3]);
+ * // Counter-based: the draws are Philox blocks 0–3 (8 normals, two per block) and then
+ * // block 4 (uniforms) under key (seed, 0), on any backend.
+ * assert.deepEqual([...await x.data()], [...randomStream("normal", 8, { key: [0, 0], counter: [0, 0] })]);
+ * assert.deepEqual([...await y.data()], [...randomStream("uniform", 3, { key: [0, 0], counter: [4, 0] })]);
+ * assert.equal(g.counter, 5);
  * ```
  */
 export class Generator {
@@ -159,8 +166,12 @@ let globalGen = new Generator(0);
  *
  * @example
  * ```ts
- * import { manualSeed } from "../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { manualSeed, randn } from "../mod.ts";
  * manualSeed(42);
+ * const a = await randn([3]).data();
+ * manualSeed(42);
+ * assert.deepEqual([...await randn([3]).data()], [...a]); // same seed, same draws
  * ```
  */
 export function manualSeed(seed: number): void {
@@ -186,8 +197,15 @@ function gen(o: RandomOptions): Generator {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randn } from "../mod.ts";
- * const x = randn([1000, 2], { seed: 0 });
+ * const x = await randn([1000, 2], { seed: 0 }).data();
+ * // 2000 standard normals: the sample mean is within 4 standard errors (4/√2000) of 0 and
+ * // the sample variance within 4·√(2/2000) of 1.
+ * const m = x.reduce((s, v) => s + v, 0) / x.length;
+ * const v = x.reduce((s, u) => s + (u - m) ** 2, 0) / x.length;
+ * assert.ok(Math.abs(m) < 4 / Math.sqrt(2000), `mean ${m}`);
+ * assert.ok(Math.abs(v - 1) < 4 * Math.sqrt(2 / 2000), `variance ${v}`);
  * ```
  */
 export function randn(shape: readonly number[], opts: RandomOptions = {}): Tensor {
@@ -199,8 +217,11 @@ export function randn(shape: readonly number[], opts: RandomOptions = {}): Tenso
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { rand } from "../mod.ts";
- * const u = rand([10], { seed: 1 });
+ * const u = await rand([10], { seed: 1 }).data();
+ * assert.ok(u.every((v) => v >= 0 && v < 1));
+ * assert.deepEqual([...await rand([10], { seed: 1 }).data()], [...u]); // reproducible
  * ```
  */
 export function rand(shape: readonly number[], opts: RandomOptions = {}): Tensor {
@@ -212,8 +233,10 @@ export function rand(shape: readonly number[], opts: RandomOptions = {}): Tensor
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { randint } from "../mod.ts";
- * const k = randint(0, 10, [5], { seed: 2 });
+ * const k = await randint(0, 10, [5], { seed: 2 }).data();
+ * assert.ok(k.every((v) => Number.isInteger(v) && v >= 0 && v < 10));
  * ```
  */
 export function randint(
@@ -230,8 +253,10 @@ export function randint(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { permutation } from "../mod.ts";
- * const p = permutation(5, { seed: 3 });
+ * const p = await permutation(5, { seed: 3 }).data();
+ * assert.deepEqual([...p].sort(), [0, 1, 2, 3, 4]); // each index exactly once
  * ```
  */
 export function permutation(n: number, opts: RandomOptions = {}): Tensor {
@@ -243,8 +268,11 @@ export function permutation(n: number, opts: RandomOptions = {}): Tensor {
  *
  * @example
  * ```ts
- * import { randnLike, zeros } from "../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { randn, randnLike, zeros } from "../mod.ts";
  * const e = randnLike(zeros([3, 2]), { seed: 0 });
+ * assert.deepEqual([...e.shape], [3, 2]);
+ * assert.deepEqual([...await e.data()], [...await randn([3, 2], { seed: 0 }).data()]);
  * ```
  */
 export function randnLike(x: Tensor, opts: RandomOptions = {}): Tensor {

@@ -12,9 +12,9 @@ export type Shape = readonly number[];
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { stridesOf } from "./shape.ts";
- * const s = stridesOf([2, 3, 4]); // [12, 4, 1]
- * if (s[0] !== 12) throw new Error("bad");
+ * assert.deepEqual(stridesOf([2, 3, 4]), [12, 4, 1]);
  * ```
  */
 export function stridesOf(shape: Shape): number[] {
@@ -32,9 +32,10 @@ export function stridesOf(shape: Shape): number[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { broadcastShapes } from "./shape.ts";
- * const s = broadcastShapes([3, 1], [4]); // [3, 4]
- * if (s[1] !== 4) throw new Error("bad");
+ * assert.deepEqual(broadcastShapes([3, 1], [4]), [3, 4]);
+ * assert.throws(() => broadcastShapes([3], [4]), RangeError);
  * ```
  */
 export function broadcastShapes(a: Shape, b: Shape, what = "broadcast"): number[] {
@@ -59,9 +60,10 @@ export function broadcastShapes(a: Shape, b: Shape, what = "broadcast"): number[
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { broadcastStrides } from "./shape.ts";
- * const s = broadcastStrides([3, 1], [2, 3, 4]); // [0, 1, 0]
- * if (s[1] !== 1) throw new Error("bad");
+ * // [3, 1] seen as [1, 3, 1] inside [2, 3, 4]: only the middle axis moves through memory.
+ * assert.deepEqual(broadcastStrides([3, 1], [2, 3, 4]), [0, 1, 0]);
  * ```
  */
 export function broadcastStrides(inShape: Shape, outShape: Shape): number[] {
@@ -80,8 +82,10 @@ export function broadcastStrides(inShape: Shape, outShape: Shape): number[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { normAxis } from "./shape.ts";
- * if (normAxis(-1, 3) !== 2) throw new Error("bad");
+ * assert.equal(normAxis(-1, 3), 2);
+ * assert.throws(() => normAxis(3, 3), RangeError);
  * ```
  */
 export function normAxis(axis: number, rank: number, shape?: Shape): number {
@@ -97,8 +101,10 @@ export function normAxis(axis: number, rank: number, shape?: Shape): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { normAxes } from "./shape.ts";
- * if (normAxes([-1, 0], [2, 3, 4]).join() !== "0,2") throw new Error("bad");
+ * assert.deepEqual(normAxes([-1, 0], [2, 3, 4]), [0, 2]);
+ * assert.deepEqual(normAxes(undefined, [2, 3]), [0, 1]);
  * ```
  */
 export function normAxes(axes: number | readonly number[] | undefined, shape: Shape): number[] {
@@ -114,8 +120,10 @@ export function normAxes(axes: number | readonly number[] | undefined, shape: Sh
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { checkShape } from "./shape.ts";
- * checkShape([2, 3]);
+ * assert.deepEqual(checkShape([2, 3]), [2, 3]);
+ * assert.throws(() => checkShape([2, -1]), TypeError); // a negative dimension
  * ```
  */
 export function checkShape(shape: Shape, name = "shape"): number[] {
@@ -132,8 +140,10 @@ export function checkShape(shape: Shape, name = "shape"): number[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { sizeOf } from "./shape.ts";
- * if (sizeOf([2, 3]) !== 6) throw new Error("bad");
+ * assert.equal(sizeOf([2, 3]), 6);
+ * assert.equal(sizeOf([]), 1);
  * ```
  */
 export function sizeOf(shape: Shape): number {
@@ -145,8 +155,10 @@ export function sizeOf(shape: Shape): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { shapesEqual } from "./shape.ts";
- * if (!shapesEqual([1, 2], [1, 2])) throw new Error("bad");
+ * assert.equal(shapesEqual([1, 2], [1, 2]), true);
+ * assert.equal(shapesEqual([1, 2], [2, 1]), false);
  * ```
  */
 export function shapesEqual(a: Shape, b: Shape): boolean {

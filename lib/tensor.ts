@@ -78,12 +78,14 @@ const scopes: Set<Tensor>[] = [];
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor } from "../mod.ts";
  * const x = tensor([1, 2, 3, 4], [2, 2]);
- * const y = x.add(1).mul(x);
- * console.log(await y.data()); // Float32Array [2, 6, 12, 20]
+ * const y = x.add(1).mul(x); // (x + 1)·x
+ * assert.deepEqual([...await y.data()], [2, 6, 12, 20]);
  * y.dispose();
  * x.dispose();
+ * assert.ok(x.isDisposed);
  * ```
  */
 export class Tensor {
@@ -418,9 +420,12 @@ export type TensorTree = Tensor | readonly TensorTree[] | { readonly [k: string]
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, treeLeaves } from "../mod.ts";
- * const leaves = treeLeaves({ a: tensor([1]), b: [tensor([2])] });
- * if (leaves.length !== 2) throw new Error("bad");
+ * const a = tensor([1]), b = tensor([2]);
+ * const leaves = treeLeaves({ a, b: [b], note: "not a tensor" });
+ * assert.equal(leaves.length, 2);
+ * assert.ok(leaves.includes(a) && leaves.includes(b));
  * ```
  */
 export function treeLeaves(tree: unknown): Tensor[] {
@@ -441,8 +446,11 @@ export function treeLeaves(tree: unknown): Tensor[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, treeMap } from "../mod.ts";
- * const t = treeMap({ a: tensor([1]) }, (x) => x.mul(2));
+ * const t = treeMap({ a: tensor([1]), b: [tensor([3])] }, (x) => x.mul(2));
+ * assert.deepEqual([...await t.a.data()], [2]);
+ * assert.deepEqual([...await t.b[0]!.data()], [6]);
  * ```
  */
 export function treeMap<T>(tree: T, f: (t: Tensor) => Tensor): T {
@@ -465,10 +473,17 @@ export function treeMap<T>(tree: T, f: (t: Tensor) => Tensor): T {
  *
  * @example
  * ```ts
- * import { tensor, tidy } from "../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { type Tensor, tensor, tidy } from "../mod.ts";
  * const x = tensor([1, 2]);
- * const y = tidy(() => x.mul(2).add(1)); // the intermediate x*2 is freed
- * console.log(await y.data());
+ * let mid: Tensor | undefined;
+ * const y = tidy(() => {
+ *   mid = x.mul(2);
+ *   return mid.add(1);
+ * });
+ * assert.ok(mid!.isDisposed); // the intermediate x*2 was freed
+ * assert.ok(!x.isDisposed); // made outside: kept
+ * assert.deepEqual([...await y.data()], [3, 5]);
  * ```
  */
 export function tidy<T>(fn: () => T): T {
@@ -503,9 +518,16 @@ export function tidy<T>(fn: () => T): T {
  *
  * @example
  * ```ts
- * import { keep, tensor, tidy } from "../mod.ts";
- * let k;
- * tidy(() => { k = keep(tensor([1])); });
+ * import { strict as assert } from "node:assert";
+ * import { keep, type Tensor, tensor, tidy } from "../mod.ts";
+ * let k: Tensor | undefined, d: Tensor | undefined;
+ * tidy(() => {
+ *   d = tensor([2]);
+ *   k = keep(tensor([1]));
+ * });
+ * assert.ok(d!.isDisposed);
+ * assert.ok(!k!.isDisposed);
+ * assert.deepEqual([...await k!.data()], [1]);
  * ```
  */
 export function keep<T extends Tensor>(t: T): T {
@@ -649,9 +671,10 @@ export function evalExprs(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, unary } from "../mod.ts";
  * const y = unary("affine", tensor([1, 2]), 3, 1); // 3x + 1
- * console.log(await y.data()); // [4, 7]
+ * assert.deepEqual([...await y.data()], [4, 7]);
  * ```
  */
 export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
@@ -684,9 +707,11 @@ export function unary(op: UnaryOp, x: Tensor, p0 = 0, p1 = 0): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { binary, tensor } from "../mod.ts";
+ * // [3, 1] × [2] broadcasts to [3, 2]: an outer product.
  * const y = binary("mul", tensor([1, 2, 3], [3, 1]), tensor([10, 20], [2]));
- * console.log(y.shape); // [3, 2]
+ * assert.deepEqual(await y.array(), [[10, 20], [20, 40], [30, 60]]);
  * ```
  */
 export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
@@ -739,9 +764,10 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, where } from "../mod.ts";
  * const y = where(tensor([1, 0]), tensor([5, 5]), tensor([7, 7]));
- * console.log(await y.data()); // [5, 7]
+ * assert.deepEqual([...await y.data()], [5, 7]);
  * ```
  */
 export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
@@ -792,11 +818,14 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { fused, tensor } from "../mod.ts";
  * const p = tensor([1, 2]), g = tensor([0.5, 0.5]);
  * // p − 0.1·g and g² in one kernel
  * const [p2, g2] = fused([p, g], (p, g) => [p.sub(g.mul(0.1)), g.square()]);
- * console.log(await p2!.data(), await g2!.data());
+ * const a = await p2!.data();
+ * assert.ok(Math.abs(a[0]! - 0.95) < 1e-6 && Math.abs(a[1]! - 1.95) < 1e-6);
+ * assert.deepEqual([...await g2!.data()], [0.25, 0.25]);
  * ```
  */
 export function fused(
@@ -817,9 +846,11 @@ export function fused(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ones, sumTo } from "../mod.ts";
- * const g = sumTo(ones([3, 4]), [1, 4]);
- * console.log(await g.data()); // [3, 3, 3, 3]
+ * const g = sumTo(ones([3, 4]), [1, 4]); // the gradient of a [1, 4] → [3, 4] broadcast
+ * assert.deepEqual([...g.shape], [1, 4]);
+ * assert.deepEqual([...await g.data()], [3, 3, 3, 3]);
  * ```
  */
 export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
@@ -847,8 +878,10 @@ export function zerosOn(be: Backend, shape: readonly number[]): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange, reshape } from "../mod.ts";
- * console.log(reshape(arange(6), [2, -1]).shape); // [2, 3]
+ * const y = reshape(arange(6), [2, -1]); // −1: inferred (6 / 2)
+ * assert.deepEqual(await y.array(), [[0, 1, 2], [3, 4, 5]]);
  * ```
  */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -892,8 +925,10 @@ function stridedCopy(x: Tensor, view: View): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange, transpose } from "../mod.ts";
- * console.log(transpose(arange(6).reshape([2, 3])).shape); // [3, 2]
+ * const y = transpose(arange(6).reshape([2, 3]));
+ * assert.deepEqual(await y.array(), [[0, 3], [1, 4], [2, 5]]);
  * ```
  */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
@@ -926,8 +961,9 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { broadcastTo, tensor } from "../mod.ts";
- * console.log(broadcastTo(tensor([1, 2]), [3, 2]).shape); // [3, 2]
+ * assert.deepEqual(await broadcastTo(tensor([1, 2]), [3, 2]).array(), [[1, 2], [1, 2], [1, 2]]);
  * ```
  */
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
@@ -955,9 +991,11 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange, slice } from "../mod.ts";
+ * // rows 0..1, columns 1..3 of [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
  * const y = slice(arange(10).reshape([2, 5]), [0, 1], [2, 3]);
- * console.log(await y.data()); // [1, 2, 3, 6, 7, 8]
+ * assert.deepEqual(await y.array(), [[1, 2, 3], [6, 7, 8]]);
  * ```
  */
 export function slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
@@ -997,8 +1035,9 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { padSlice, tensor } from "../mod.ts";
- * console.log(await padSlice(tensor([1, 2]), [4], [1]).data()); // [0, 1, 2, 0]
+ * assert.deepEqual([...await padSlice(tensor([1, 2]), [4], [1]).data()], [0, 1, 2, 0]);
  * ```
  */
 export function padSlice(x: Tensor, shape: readonly number[], begin: readonly number[]): Tensor {
@@ -1039,8 +1078,10 @@ export function padSlice(x: Tensor, shape: readonly number[], begin: readonly nu
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { concat, tensor } from "../mod.ts";
- * console.log(concat([tensor([1]), tensor([2, 3])], 0).shape); // [3]
+ * assert.deepEqual([...await concat([tensor([1]), tensor([2, 3])], 0).data()], [1, 2, 3]);
+ * assert.deepEqual(await concat([tensor([[1]]), tensor([[2, 3]])], 1).array(), [[1, 2, 3]]);
  * ```
  */
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
@@ -1096,9 +1137,10 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { gather, tensor } from "../mod.ts";
  * const y = gather(tensor([10, 20, 30]), tensor([2, 0]), 0);
- * console.log(await y.data()); // [30, 10]
+ * assert.deepEqual([...await y.data()], [30, 10]);
  * ```
  */
 export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
@@ -1124,9 +1166,11 @@ export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { scatterAdd, tensor } from "../mod.ts";
+ * // out[idx[i]] += src[i]: out[0] = 1 + 2, out[2] = 3
  * const y = scatterAdd(tensor([1, 2, 3]), tensor([0, 0, 2]), 0, 3);
- * console.log(await y.data()); // [3, 0, 3]
+ * assert.deepEqual([...await y.data()], [3, 0, 3]);
  * ```
  */
 export function scatterAdd(src: Tensor, indices: Tensor, axis: number, dimSize: number): Tensor {
@@ -1157,9 +1201,10 @@ export function scatterAdd(src: Tensor, indices: Tensor, axis: number, dimSize: 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { reduce, tensor } from "../mod.ts";
  * const y = reduce("max", tensor([1, 5, 2, 4], [2, 2]), [1]);
- * console.log(await y.data()); // [5, 4]
+ * assert.deepEqual([...await y.data()], [5, 4]);
  * ```
  */
 export function reduce(
@@ -1211,9 +1256,12 @@ export function reduce(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { matmul, tensor } from "../mod.ts";
- * const c = matmul(tensor([1, 2, 3, 4], [2, 2]), tensor([1, 0, 0, 1], [2, 2]));
- * console.log(await c.data()); // [1, 2, 3, 4]
+ * const a = tensor([1, 2, 3, 4], [2, 2]);
+ * assert.deepEqual([...await matmul(a, tensor([1, 0, 0, 1], [2, 2])).data()], [1, 2, 3, 4]);
+ * // [[1, 2], [3, 4]]·[[5], [6]] = [[1·5 + 2·6], [3·5 + 4·6]]
+ * assert.deepEqual([...await matmul(a, tensor([5, 6], [2, 1])).data()], [17, 39]);
  * ```
  */
 export function matmul(
@@ -1319,8 +1367,11 @@ export function matmul(
  *
  * @example
  * ```ts
- * import { stopGradient, tensor } from "../mod.ts";
- * const y = stopGradient(tensor([1, 2]));
+ * import { strict as assert } from "node:assert";
+ * import { grad, stopGradient, type Tensor, tensor } from "../mod.ts";
+ * // d/dx Σ sg(x)·x = sg(x) = x (without the stop it would be 2x).
+ * const g = grad((x: Tensor) => stopGradient(x).mul(x).sum())(tensor([1, 2]));
+ * assert.deepEqual([...await g.data()], [1, 2]);
  * ```
  */
 export function stopGradient(x: Tensor): Tensor {
@@ -1347,8 +1398,9 @@ function scalarOn(be: Backend, v: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { add, tensor } from "../mod.ts";
- * const y = add(tensor([1, 2]), 1);
+ * assert.deepEqual([...await add(tensor([1, 2]), 1).data()], [2, 3]);
  * ```
  */
 export function add(a: Tensor | number, b: Tensor | number): Tensor {
@@ -1362,8 +1414,9 @@ export function add(a: Tensor | number, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { sub, tensor } from "../mod.ts";
- * const y = sub(1, tensor([1, 2]));
+ * assert.deepEqual([...await sub(1, tensor([1, 2])).data()], [0, -1]);
  * ```
  */
 export function sub(a: Tensor | number, b: Tensor | number): Tensor {
@@ -1380,8 +1433,9 @@ export function sub(a: Tensor | number, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { mul, tensor } from "../mod.ts";
- * const y = mul(tensor([1, 2]), 3);
+ * assert.deepEqual([...await mul(tensor([1, 2]), 3).data()], [3, 6]);
  * ```
  */
 export function mul(a: Tensor | number, b: Tensor | number): Tensor {
@@ -1395,8 +1449,9 @@ export function mul(a: Tensor | number, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { div, tensor } from "../mod.ts";
- * const y = div(tensor([1, 2]), 2);
+ * assert.deepEqual([...await div(tensor([1, 2]), 2).data()], [0.5, 1]);
  * ```
  */
 export function div(a: Tensor | number, b: Tensor | number): Tensor {
@@ -1415,8 +1470,9 @@ export function div(a: Tensor | number, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { pow, tensor } from "../mod.ts";
- * const y = pow(tensor([-2, 3]), 2); // [4, 9]
+ * assert.deepEqual([...await pow(tensor([-2, 3]), 2).data()], [4, 9]);
  * ```
  */
 export function pow(a: Tensor | number, b: Tensor | number): Tensor {
@@ -1439,8 +1495,10 @@ export function pow(a: Tensor | number, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { maximum, tensor } from "../mod.ts";
- * const y = maximum(tensor([1, 5]), 3); // [3, 5]
+ * assert.deepEqual([...await maximum(tensor([1, 5]), 3).data()], [3, 5]);
+ * assert.ok(Number.isNaN((await maximum(tensor([NaN]), 3).data())[0])); // NaN propagates
  * ```
  */
 export function maximum(a: Tensor, b: Tensor | number): Tensor {
@@ -1455,8 +1513,9 @@ export function maximum(a: Tensor, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { minimum, tensor } from "../mod.ts";
- * const y = minimum(tensor([1, 5]), 3); // [1, 3]
+ * assert.deepEqual([...await minimum(tensor([1, 5]), 3).data()], [1, 3]);
  * ```
  */
 export function minimum(a: Tensor, b: Tensor | number): Tensor {
@@ -1471,8 +1530,10 @@ export function minimum(a: Tensor, b: Tensor | number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { mean, tensor } from "../mod.ts";
- * console.log(await mean(tensor([1, 2, 3])).item()); // 2
+ * assert.equal(await mean(tensor([1, 2, 3])).item(), 2);
+ * assert.deepEqual([...await mean(tensor([[1, 2], [3, 6]]), 1).data()], [1.5, 4.5]);
  * ```
  */
 export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {

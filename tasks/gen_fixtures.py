@@ -3,7 +3,7 @@
 
 Run by hand (Debian's python3-torch; use /usr/bin/python3 if a pyenv python shadows it):
 
-    /usr/bin/python3 tasks/gen_fixtures.py
+    /usr/bin/python3 tasks/gen_fixtures.py [mlp|attn|dit|optim|train ...]
 
 Weights and inputs are drawn in float32 (so the TypeScript side sees exactly the same
 values), then every reference output and gradient is computed in float64 and stored as F32.
@@ -20,11 +20,19 @@ Files:
                           3 classes) with every weight random (no zero init), forward and grads.
   torch_optim.safetensors 8 steps of SGD (momentum, nesterov, weight decay), Adam (L2),
                           AdamW and RAdam on one parameter with fixed gradients.
+  torch_train.safetensors The training loop's helpers: EMA (torch.optim.swa_utils.AveragedModel
+                          with the FB/SV warm-up decay min(d, (1 + n)/(10 + n)) and with a fixed
+                          decay) over 8 updates; torch.nn.utils.clip_grad_norm_ on a clipped
+                          and an unclipped gradient set; the learning rate of every schedule
+                          lib/optim offers (constant, linear warm-up, cosine with and without
+                          warm-up and floor, inverse square root) from torch.optim.lr_scheduler
+                          at steps 0..N.
 """
 import json
 import math
 import os
 import struct
+import sys
 
 import torch
 import torch.nn as nn
@@ -277,10 +285,86 @@ def gen_optim():
     }))
 
 
+# ---------------------------------------------------------------- training-loop helpers
+
+def gen_train():
+    gen = torch.Generator().manual_seed(6)
+    rnd = lambda *s: f32_then_f64(torch.randn(*s, generator=gen, dtype=torch.float64))  # noqa: E731
+    t = {}
+    # EMA over a two-tensor module; snapshots p_1..p_8 after the initial p_0.
+    net = nn.Linear(4, 3)
+    with torch.no_grad():
+        net.weight.copy_(rnd(3, 4))
+        net.bias.copy_(rnd(3))
+    t["ema.p0.weight"], t["ema.p0.bias"] = net.weight.detach().clone(), net.bias.detach().clone()
+    snaps = [(rnd(3, 4), rnd(3)) for _ in range(8)]
+    for i, (w, b) in enumerate(snaps):
+        t[f"ema.p{i + 1}.weight"], t[f"ema.p{i + 1}.bias"] = w, b
+    for name, decay, warm in [("warm", 0.4, True), ("fixed", 0.9, False)]:
+        # avg_fn gets n = updates so far including this one (the first call only copies p_0).
+        fn = (lambda d, w_: lambda avg, p, n: (min(d, (1 + n.item()) / (10 + n.item())) if w_ else d)
+              * avg + (1 - (min(d, (1 + n.item()) / (10 + n.item())) if w_ else d)) * p)(decay, warm)
+        with torch.no_grad():
+            net.weight.copy_(t["ema.p0.weight"])
+            net.bias.copy_(t["ema.p0.bias"])
+        avg = torch.optim.swa_utils.AveragedModel(net, avg_fn=fn)
+        avg.update_parameters(net)  # n_averaged 0: copies p_0 (flowgpu's EMA constructor)
+        for i, (w, b) in enumerate(snaps):
+            with torch.no_grad():
+                net.weight.copy_(w)
+                net.bias.copy_(b)
+            avg.update_parameters(net)
+            t[f"ema.{name}.{i + 1}.weight"] = avg.module.weight.detach().clone()
+            t[f"ema.{name}.{i + 1}.bias"] = avg.module.bias.detach().clone()
+    # Gradient clipping: a set whose global norm exceeds max_norm, and one below it.
+    for name, scale, max_norm in [("clipped", 3.0, 1.0), ("unclipped", 0.1, 5.0)]:
+        ps = [nn.Parameter(torch.zeros(5, 2)), nn.Parameter(torch.zeros(7))]
+        for i, p in enumerate(ps):
+            p.grad = rnd(*p.shape) * scale
+            t[f"clip.{name}.g{i}"] = p.grad.clone()
+        norm = torch.nn.utils.clip_grad_norm_(ps, max_norm)
+        t[f"clip.{name}.norm"] = norm.reshape(1)
+        t[f"clip.{name}.max_norm"] = torch.tensor([max_norm])
+        for i, p in enumerate(ps):
+            t[f"clip.{name}.out{i}"] = p.grad.clone()
+    # Learning-rate schedules: torch's schedulers driving SGD, lr read before each step.
+    base, steps, warm, total, floor = 0.1, 40, 5, 30, 0.01
+    S = torch.optim.lr_scheduler
+    scheds = {
+        "constant": lambda o: S.LambdaLR(o, lambda s: 1.0),
+        "warmup": lambda o: S.LinearLR(o, start_factor=1 / warm, end_factor=1.0, total_iters=warm - 1),
+        "cosine": lambda o: S.CosineAnnealingLR(o, T_max=total),
+        "cosine_floor": lambda o: S.CosineAnnealingLR(o, T_max=total, eta_min=floor),
+        "cosine_warmup": lambda o: S.SequentialLR(o, [
+            S.LinearLR(o, start_factor=1 / warm, end_factor=1.0, total_iters=warm - 1),
+            S.CosineAnnealingLR(o, T_max=total - warm, eta_min=floor)], milestones=[warm]),
+        # Boffi's flow-map "sqrt" schedule (py/common/state_utils.py), decay start 8.
+        "inverse_sqrt": lambda o: S.LambdaLR(o, lambda s: 1 / math.sqrt(max(s / 8, 1))),
+    }
+    for name, make in scheds.items():
+        p = nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=base)
+        sch = make(opt)
+        # CosineAnnealingLR is periodic past T_max; flowgpu clamps: compare up to `total` there.
+        n = total + 1 if name.startswith("cosine") else steps
+        lrs = []
+        for _ in range(n):
+            lrs.append(opt.param_groups[0]["lr"])
+            p.grad = torch.zeros(1)
+            opt.step()
+            sch.step()
+        t[f"lr.{name}"] = torch.tensor(lrs)
+    write_safetensors(os.path.join(OUT, "torch_train.safetensors"), t, meta({
+        "ema": "warm: decay 0.4 with warm-up min(d, (1+n)/(10+n)); fixed: decay 0.9",
+        "clip": "clip_grad_norm_(max_norm) with norm_type 2",
+        "lr": f"base {base}; warmup {warm}; cosine total {total}, eta_min {floor}; inverse_sqrt start 8",
+    }))
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float64)
-    gen_mlp()
-    gen_attn()
-    gen_dit()
-    gen_optim()
+    # Names on the command line pick generators (e.g. `gen_fixtures.py train`); default all.
+    gens = {"mlp": gen_mlp, "attn": gen_attn, "dit": gen_dit, "optim": gen_optim, "train": gen_train}
+    for name in sys.argv[1:] or list(gens):
+        gens[name]()

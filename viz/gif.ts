@@ -118,10 +118,13 @@ function lzw(indices: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodeGif } from "./mod.ts";
  * const frame = (v: number) => ({ width: 2, height: 2, rgba: new Uint8Array(16).fill(v) });
  * const gif = encodeGif([frame(0), frame(255)], { delayMs: 200 });
- * if (new TextDecoder().decode(gif.subarray(0, 6)) !== "GIF89a") throw new Error("bad");
+ * assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
+ * assert.deepEqual([...gif.subarray(6, 10)], [2, 0, 2, 0]); // logical screen 2×2, little-endian
+ * assert.equal(gif[gif.length - 1], 0x3b); // trailer
  * ```
  */
 export function encodeGif(frames: readonly RgbaImage[], opts: GifOptions = {}): Uint8Array {

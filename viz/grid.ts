@@ -36,12 +36,19 @@ export interface ImageGridOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodePng } from "../mod.ts";
  * import { imageGrid } from "./mod.ts";
  * const imgs = new Float32Array(4 * 1 * 3 * 3).fill(1);
  * const grid = imageGrid(imgs, { n: 4, channels: 1, height: 3, width: 3, nrow: 2 });
+ * // 2 tiles of 3 px and 3 paddings of 2 px each way.
+ * assert.equal(grid.width, 2 * 3 + 3 * 2);
+ * assert.equal(grid.height, 2 * 3 + 3 * 2);
+ * // The first tile's top-left pixel (at (2, 2)) is value 1 → white.
+ * const i = 4 * (2 * grid.width + 2);
+ * assert.deepEqual([...grid.rgba.subarray(i, i + 4)], [255, 255, 255, 255]);
  * const png = await encodePng(grid.width, grid.height, grid.rgba);
- * if (grid.width !== 2 * 3 + 3 * 2) throw new Error("bad");
+ * assert.equal(png[1], 0x50);
  * ```
  */
 export function imageGrid(

@@ -17,8 +17,10 @@ export type Rgb = readonly [number, number, number];
  * The matplotlib "tab10" colours, used for labels and series in order.
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { PALETTE } from "./mod.ts";
- * console.log(PALETTE.length > 0);
+ * assert.ok(PALETTE.length >= 8);
+ * for (const c of PALETTE) assert.ok(c.length === 3 && c.every((v) => v >= 0 && v <= 255));
  * ```
  */
 export const PALETTE: readonly Rgb[] = [
@@ -41,12 +43,18 @@ const WHITE: Rgb = [255, 255, 255], BLACK: Rgb = [0, 0, 0], GRAY: Rgb = [110, 11
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Canvas } from "./mod.ts";
- * import { encodePng } from "../mod.ts";
+ * import { decodePng, encodePng } from "../mod.ts";
  * const c = new Canvas(40, 20);
+ * assert.deepEqual([...c.rgba.subarray(0, 4)], [255, 255, 255, 255]); // white background
  * c.line(0, 0, 39, 19, [255, 0, 0]);
+ * assert.deepEqual([...c.rgba.subarray(0, 4)], [255, 0, 0, 255]); // the line's first pixel
  * c.text(2, 2, "HI", [0, 0, 0]);
  * const png = await encodePng(c.width, c.height, c.rgba);
+ * const img = await decodePng(png);
+ * assert.equal(img.width, 40);
+ * assert.equal(img.height, 20);
  * ```
  */
 export class Canvas implements RgbaImage {
@@ -355,9 +363,11 @@ export interface ScatterOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { renderScatter } from "./mod.ts";
  * const img = renderScatter(new Float32Array([0, 0, 1, 1]), { size: 64, range: 2 });
- * if (img.width !== 64) throw new Error("bad");
+ * assert.equal(img.width, 64);
+ * assert.equal(img.height, 64);
  * ```
  */
 export function renderScatter(points: ArrayLike<number>, opts: ScatterOptions = {}): Canvas {
@@ -400,11 +410,13 @@ export function renderScatter(points: ArrayLike<number>, opts: ScatterOptions = 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { decodePng } from "../mod.ts";
  * import { scatterPlot } from "./mod.ts";
  * const png = await scatterPlot(new Float32Array([0, 0, 1, 1, -1, 0.5]), {
  *   labels: [0, 1, 2], title: "GMM", size: 96,
  * });
- * if (png[1] !== 0x50) throw new Error("not a PNG");
+ * assert.equal((await decodePng(png)).width, 96);
  * ```
  */
 export async function scatterPlot(
@@ -440,10 +452,11 @@ export interface ScatterPanelsOptions extends Omit<ScatterOptions, "labels" | "t
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { renderScatterPanels } from "./mod.ts";
  * const p = { points: new Float32Array([0, 0]) };
  * const img = renderScatterPanels([p, p, p], { size: 64, range: 1, cols: 2 });
- * if (img.width !== 128) throw new Error("bad");
+ * assert.equal(img.width, 2 * 64); // two columns
  * ```
  */
 export function renderScatterPanels(
@@ -487,11 +500,14 @@ export function renderScatterPanels(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { decodePng } from "../mod.ts";
  * import { scatterPanels } from "./mod.ts";
  * const pts = new Float32Array([0, 0, 0.5, 0.5]);
  * const png = await scatterPanels([{ points: pts, title: "N=1" }, { points: pts, title: "N=2" }], {
  *   size: 80, title: "LSD",
  * });
+ * assert.equal((await decodePng(png)).width, 2 * 80); // one row of two panels
  * ```
  */
 export async function scatterPanels(
@@ -541,9 +557,11 @@ export interface LinePlotOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { renderLinePlot } from "./mod.ts";
  * const img = renderLinePlot([{ name: "loss", x: [0, 1, 2], y: [3, 2, 1] }], { width: 120, height: 90 });
- * if (img.height !== 90) throw new Error("bad");
+ * assert.equal(img.width, 120);
+ * assert.equal(img.height, 90);
  * ```
  */
 export function renderLinePlot(series: readonly LineSeries[], opts: LinePlotOptions = {}): Canvas {
@@ -649,10 +667,14 @@ export function renderLinePlot(series: readonly LineSeries[], opts: LinePlotOpti
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { decodePng } from "../mod.ts";
  * import { linePlot } from "./mod.ts";
  * const png = await linePlot([
  *   { name: "CFM", x: [1, 2, 3], y: [1, 0.5, 0.2], lo: [0.8, 0.4, 0.1], hi: [1.2, 0.6, 0.3] },
  * ], { title: "variance", xlabel: "t", logY: true, width: 160, height: 120 });
+ * const img = await decodePng(png);
+ * assert.deepEqual([img.width, img.height], [160, 120]);
  * ```
  */
 export async function linePlot(
@@ -695,11 +717,14 @@ export interface QuiverOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodeGif, quiverFrame } from "./mod.ts";
  * const pts = new Float32Array([-0.5, 0, 0.5, 0]);
  * const vec = new Float32Array([0, 1, 0, -1]);
  * const f = quiverFrame([{ points: pts, vectors: vec, name: "true" }], { size: 64, range: 1 });
+ * assert.deepEqual([f.width, f.height], [64, 64]);
  * const gif = encodeGif([f, f]);
+ * assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
  * ```
  */
 export function quiverFrame(fields: readonly QuiverField[], opts: QuiverOptions = {}): Canvas {
@@ -778,8 +803,11 @@ export function quiverFrame(fields: readonly QuiverField[], opts: QuiverOptions 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { decodePng } from "../mod.ts";
  * import { quiverPlot } from "./mod.ts";
  * const png = await quiverPlot([{ points: [0, 0], vectors: [1, 0] }], { size: 64, range: 1 });
+ * assert.equal((await decodePng(png)).width, 64);
  * ```
  */
 export async function quiverPlot(

@@ -61,10 +61,12 @@ export interface GradOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, valueAndGrad } from "../../mod.ts";
  * const f = (p: { w: ReturnType<typeof tensor> }) => p.w.mul(p.w).sum();
  * const [v, g] = valueAndGrad(f)({ w: tensor([1, 2, 3]) });
- * console.log(await v.item(), await g.w.data()); // 14, [2, 4, 6]
+ * assert.equal(await v.item(), 14); // 1 + 4 + 9
+ * assert.deepEqual([...await g.w.data()], [2, 4, 6]); // 2w
  * ```
  */
 export function valueAndGrad<P extends TensorTree, A extends unknown[]>(
@@ -149,9 +151,10 @@ function onesScalar(v: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { grad, tensor } from "../../mod.ts";
- * const g = grad((x: ReturnType<typeof tensor>) => x.exp().sum())(tensor([0, 1]));
- * console.log(await g.data()); // [1, e]
+ * const g = await grad((x: ReturnType<typeof tensor>) => x.exp().sum())(tensor([0, 1])).data();
+ * assert.ok(Math.abs(g[0]! - 1) < 1e-6 && Math.abs(g[1]! - Math.E) < 1e-6); // d eˣ = eˣ
  * ```
  */
 export function grad<P extends TensorTree, A extends unknown[]>(
@@ -170,9 +173,11 @@ export function grad<P extends TensorTree, A extends unknown[]>(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ones, tensor, vjp } from "../../mod.ts";
  * const [y, back] = vjp((x) => x.mul(x), tensor([1, 2]));
- * console.log(await back(ones([2])).data()); // [2, 4]
+ * assert.deepEqual([...await y.data()], [1, 4]);
+ * assert.deepEqual([...await back(ones([2])).data()], [2, 4]); // 1ᵀ·diag(2x)
  * ```
  */
 export function vjp(
@@ -207,9 +212,12 @@ export function vjp(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { jvp, tensor } from "../../mod.ts";
+ * // f(x) = Σx², ∇f = 2x = [2, 4]; along the tangent [1, 0] the derivative is 2.
  * const [y, dy] = jvp((x) => x.mul(x).sum(), [tensor([1, 2])], [tensor([1, 0])]);
- * console.log(await dy.item()); // 2
+ * assert.equal(await y.item(), 5);
+ * assert.equal(await dy.item(), 2);
  * ```
  */
 export function jvp<R extends TensorTree>(

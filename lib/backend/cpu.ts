@@ -54,6 +54,7 @@ function forStrided(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { CpuBackend } from "./cpu.ts";
  * const be = new CpuBackend();
  * const s = be.upload(new Float32Array([1, 2]));
@@ -63,7 +64,9 @@ function forStrided(
  *   [[1]],
  *   [2],
  * );
- * if (Math.abs((await be.read(y!))[0]! - Math.E) > 1e-6) throw new Error("bad");
+ * const out = await be.read(y!);
+ * assert.equal(out[0], Math.fround(Math.E));
+ * assert.equal(out[1], Math.fround(Math.E * Math.E));
  * ```
  */
 export class CpuBackend implements Backend {

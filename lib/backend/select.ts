@@ -67,10 +67,12 @@ function checkName(name: unknown, what: string): BackendName {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { init, tensor } from "../../mod.ts";
  * const be = await init(); // WebGPU when an adapter exists, else the CPU backend
  * const x = tensor([1, 2, 3]); // on `be`
- * console.log(be.name, x.backend === be);
+ * assert.ok(be.name === "webgpu" || be.name === "cpu");
+ * assert.equal(x.backend, be);
  * ```
  */
 export async function init(opts: InitOptions = {}): Promise<Backend> {
@@ -107,8 +109,9 @@ export async function init(opts: InitOptions = {}): Promise<Backend> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { getBackend } from "./select.ts";
- * console.log(getBackend().name); // "cpu" until init() selects another
+ * assert.equal(getBackend().name, "cpu"); // "cpu" until init() selects another
  * ```
  */
 export function getBackend(): Backend {
@@ -122,8 +125,10 @@ export function getBackend(): Backend {
  *
  * @example
  * ```ts
- * import { setBackend } from "./select.ts";
- * setBackend("cpu");
+ * import { strict as assert } from "node:assert";
+ * import { getBackend, setBackend } from "./select.ts";
+ * assert.equal(setBackend("cpu").name, "cpu");
+ * assert.equal(getBackend().name, "cpu");
  * ```
  */
 export function setBackend(name: BackendName): Backend {
@@ -148,8 +153,9 @@ export function setBackend(name: BackendName): Backend {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { hasBackend } from "./select.ts";
- * if (!hasBackend("cpu")) throw new Error("bad");
+ * assert.equal(hasBackend("cpu"), true); // the CPU backend always exists
  * ```
  */
 export function hasBackend(name: BackendName): boolean {
@@ -162,8 +168,9 @@ export function hasBackend(name: BackendName): boolean {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { backendByName } from "./select.ts";
- * backendByName("cpu");
+ * assert.equal(backendByName("cpu")?.name, "cpu");
  * ```
  */
 export function backendByName(name: BackendName): Backend | undefined {

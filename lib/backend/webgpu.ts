@@ -44,11 +44,12 @@ import { stridesOf } from "../shape.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { backendByName, init } from "../../mod.ts";
  * import { GpuStorage } from "./webgpu.ts";
  * await init();
  * const be = backendByName("webgpu"); // undefined without an adapter
- * if (be && !(be.alloc(4) instanceof GpuStorage)) throw new Error("bad");
+ * if (be) assert.ok(be.alloc(4) instanceof GpuStorage);
  * ```
  */
 export class GpuStorage implements Storage {
@@ -87,6 +88,7 @@ const KAHAN_MIN = 4096;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { backendByName, init } from "../../mod.ts";
  * await init();
  * const be = backendByName("webgpu"); // undefined without an adapter
@@ -94,7 +96,7 @@ const KAHAN_MIN = 4096;
  *   const s = be.upload(new Float32Array([1, 2, 3]));
  *   const x = { kind: "input", index: 0 } as const;
  *   const [y] = be.elementwise([{ kind: "unary", op: "square", x, p0: 0, p1: 0 }], [s], [[1]], [3]);
- *   console.log(await be.read(y!)); // Float32Array [1, 4, 9]
+ *   assert.deepEqual([...await be.read(y!)], [1, 4, 9]);
  *   be.free(s);
  *   be.free(y!);
  * }
@@ -688,9 +690,11 @@ export class WebGPUBackend implements Backend {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { createWebGPUBackend } from "./webgpu.ts";
- * const be = await createWebGPUBackend().catch((e) => (console.log(e.message), null));
- * if (be) console.log(be.description); // e.g. "webgpu: llvmpipe (LLVM 15.0.6, 256 bits) [fallback]"
+ * const be = await createWebGPUBackend().catch(() => null); // null when there is no adapter
+ * // e.g. "webgpu: llvmpipe (LLVM 15.0.6, 256 bits) [fallback]"
+ * if (be) assert.ok(be.name === "webgpu" && be.description.startsWith("webgpu: "));
  * ```
  */
 export async function createWebGPUBackend(opts: RuntimeOptions = {}): Promise<WebGPUBackend> {

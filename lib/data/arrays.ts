@@ -44,20 +44,21 @@ export interface ArrayDataset {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { validateArrayDataset } from "../../mod.ts";
  * const ds = validateArrayDataset({
  *   x: { dtype: "<f4", shape: [2, 2], data: new Float32Array([0, 1, 2, 3]) },
  *   labels: { dtype: "<i8", shape: [2], data: new Float32Array([1, 0]) },
  * }, "d.npz");
- * if (ds.n !== 2 || ds.numClasses !== 2 || ds.labels[0] !== 1) throw new Error("bad");
- * let msg = "";
- * try {
+ * assert.equal(ds.n, 2);
+ * assert.equal(ds.numClasses, 2);
+ * assert.equal(ds.labels[0], 1);
+ * // A fractional label is refused, naming the file and the index.
+ * assert.throws(() =>
  *   validateArrayDataset({
  *     x: { dtype: "<f4", shape: [2, 1], data: new Float32Array([0, 1]) },
  *     labels: { dtype: "<f4", shape: [2], data: new Float32Array([0, 0.5]) },
- *   }, "frac.npz");
- * } catch (e) { msg = (e as Error).message; }
- * if (!msg.includes("frac.npz") || !msg.includes("index 1")) throw new Error(msg);
+ *   }, "frac.npz"), (e) => (e as Error).message.includes("frac.npz") && (e as Error).message.includes("index 1"));
  * ```
  */
 export function validateArrayDataset(
@@ -124,6 +125,7 @@ export function validateArrayDataset(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadArrayDataset, saveNpz } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveNpz(`${dir}/data.npz`, {
@@ -131,7 +133,8 @@ export function validateArrayDataset(
  *   labels: { shape: [3], data: new Float32Array([0, 2, 1]), dtype: "<i8" },
  * });
  * const ds = await loadArrayDataset(dir);
- * if (ds.n !== 3 || ds.dim !== 2 || ds.numClasses !== 3) throw new Error("bad");
+ * assert.deepEqual([ds.n, ds.dim, ds.numClasses], [3, 2, 3]);
+ * assert.deepEqual([...ds.labels], [0, 2, 1]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

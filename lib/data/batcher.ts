@@ -12,8 +12,13 @@ import { checkInt } from "../_util.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, shuffledBatches } from "../../mod.ts";
- * for (const idx of shuffledBatches(10, 4, new Generator(0))) console.log(idx.length); // 4, 4
+ * const batches = [...shuffledBatches(10, 4, new Generator(0))];
+ * assert.deepEqual(batches.map((b) => b.length), [4, 4]); // the partial batch of 2 is dropped
+ * const seen = new Set(batches.flatMap((b) => [...b]));
+ * assert.equal(seen.size, 8); // no index twice within the epoch
+ * assert.ok([...seen].every((i) => i >= 0 && i < 10));
  * ```
  */
 export function* shuffledBatches(
@@ -44,10 +49,13 @@ export function* shuffledBatches(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Batcher, Generator } from "../../mod.ts";
  * const b = new Batcher(10, 4, new Generator(0));
- * b.next(); b.next(); b.next(); // the third batch starts epoch 1
- * console.log(b.epoch); // 1
+ * b.next(); b.next();
+ * assert.equal(b.epoch, 0);
+ * b.next(); // 10 rows give two batches of 4: the third starts epoch 1
+ * assert.equal(b.epoch, 1);
  * ```
  */
 export class Batcher {
@@ -92,8 +100,10 @@ export class Batcher {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { gatherRows } from "../../mod.ts";
- * console.log(gatherRows(new Float32Array([1, 2, 3, 4, 5, 6]), 2, Int32Array.of(2, 0))); // [5, 6, 1, 2]
+ * // rows 2 and 0 of [[1, 2], [3, 4], [5, 6]]
+ * assert.deepEqual([...gatherRows(new Float32Array([1, 2, 3, 4, 5, 6]), 2, Int32Array.of(2, 0))], [5, 6, 1, 2]);
  * ```
  */
 export function gatherRows(

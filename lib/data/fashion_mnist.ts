@@ -18,8 +18,11 @@ import {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FASHION_MNIST_CLASSES } from "../../mod.ts";
- * console.log(FASHION_MNIST_CLASSES[9]); // Ankle boot
+ * assert.equal(FASHION_MNIST_CLASSES.length, 10);
+ * assert.equal(FASHION_MNIST_CLASSES[0], "T-shirt/top");
+ * assert.equal(FASHION_MNIST_CLASSES[9], "Ankle boot");
  * ```
  */
 export const FASHION_MNIST_CLASSES: readonly string[] = [
@@ -107,13 +110,14 @@ function u32(b: Uint8Array, off: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeIdx } from "../../mod.ts";
- * const raw = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]); // 1-D, 3 items
+ * // magic 0x00000801 (unsigned bytes, one dimension), 3 items: 7, 8, 9
+ * const raw = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]);
  * const a = await decodeIdx(raw, "labels.idx", { dims: 1 });
- * if (a.total !== 3 || a.data[2] !== 9) throw new Error("bad");
- * let failed = false;
- * try { await decodeIdx(raw.slice(0, 9), "cut.idx"); } catch { failed = true; }
- * if (!failed) throw new Error("truncation not detected");
+ * assert.equal(a.total, 3);
+ * assert.deepEqual([...a.data], [7, 8, 9]);
+ * await assert.rejects(decodeIdx(raw.slice(0, 9), "cut.idx"), /cut\.idx/); // truncated
  * ```
  */
 export async function decodeIdx(
@@ -261,9 +265,13 @@ export async function decodeIdx(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadFashionMnist } from "../../mod.ts";
  * const ds = await loadFashionMnist({ split: "test", limit: 100 });
- * console.log(ds.n, ds.total, ds.labels[0], ds.classNames[ds.labels[0]!]); // 100 10000 9 "Ankle boot"
+ * assert.equal(ds.n, 100);
+ * assert.equal(ds.total, 10000); // the t10k files
+ * assert.equal(ds.labels[0], 9); // the first test image is an ankle boot
+ * assert.equal(ds.classNames[ds.labels[0]!], "Ankle boot");
  * ```
  */
 export async function loadFashionMnist(opts: FashionMnistOptions = {}): Promise<FashionMnist> {

@@ -72,11 +72,13 @@ export interface MixtureSampleHost {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { GaussianMixture, Generator } from "../../mod.ts";
  * const gmm = GaussianMixture.reference({ dim: 2, numModes: 4, seed: 0 });
  * const { x, labels } = gmm.sample(8, new Generator(1));
  * const v = gmm.velocity(x, 0.5); // exact E[x1 − x0 | x_t = x] at t = 0.5
- * console.log(x.shape, labels.shape, v.shape);
+ * assert.deepEqual([[...x.shape], [...labels.shape], [...v.shape]], [[8, 2], [8], [8, 2]]);
+ * assert.ok((await labels.data()).every((l) => Number.isInteger(l) && l >= 0 && l < 4));
  * ```
  */
 export class GaussianMixture {
@@ -125,9 +127,13 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture } from "../../mod.ts";
    * const gmm = GaussianMixture.reference({ seed: 0 });
-   * console.log(gmm.numModes, gmm.dim); // 100 10
+   * assert.deepEqual([gmm.numModes, gmm.dim], [100, 10]);
+   * // SV's reference: means in [−1, 1], variances in [0.01, 0.1].
+   * assert.ok(gmm.means.every((m) => m >= -1 && m <= 1));
+   * assert.ok(gmm.variances.every((v) => v >= 0.01 - 1e-7 && v <= 0.1 + 1e-7));
    * ```
    */
   static reference(opts: { dim?: number; numModes?: number; seed?: number } = {}): GaussianMixture {
@@ -149,9 +155,12 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture } from "../../mod.ts";
    * const ring = GaussianMixture.ring({ numModes: 8 });
-   * console.log(ring.dim); // 2
+   * assert.equal(ring.dim, 2);
+   * // mode 2 of 8 at radius 2: 2·(cos π/2, sin π/2)
+   * assert.ok(Math.abs(ring.means[4]!) < 1e-6 && Math.abs(ring.means[5]! - 2) < 1e-6);
    * ```
    */
   static ring(
@@ -213,9 +222,16 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, Generator } from "../../mod.ts";
-   * const { x, labels } = GaussianMixture.ring().sampleHost(4, new Generator(0));
-   * console.log(x.length, labels.length); // 8 4
+   * const ring = GaussianMixture.ring();
+   * const { x, labels } = ring.sampleHost(4, new Generator(0));
+   * assert.deepEqual([x.length, labels.length], [8, 4]);
+   * // Each point lies within 6 standard deviations (√0.02 per axis) of its mode.
+   * labels.forEach((k, i) => {
+   *   const dx = x[2 * i]! - ring.means[2 * k]!, dy = x[2 * i + 1]! - ring.means[2 * k + 1]!;
+   *   assert.ok(Math.hypot(dx, dy) < 6 * Math.sqrt(0.02));
+   * });
    * ```
    */
   sampleHost(n: number, gen: Generator): MixtureSampleHost {
@@ -352,9 +368,16 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const v = GaussianMixture.ring().velocity(tensor([[0, 0]]), 1);
-   * console.log(await v.data());
+   * // At t = 1 each mode's conditional velocity at x is μ_k + (x − μ_k) = x, so at the centre
+   * // of the symmetric ring the velocity is 0; at t = 0 (x_t = x0 ~ N(0, I)) it is
+   * // E[x1] − x = −x for a mixture of mean 0.
+   * const ring = GaussianMixture.ring();
+   * const v1 = await ring.velocity(tensor([[0, 0]]), 1).data();
+   * assert.ok(Math.abs(v1[0]!) < 1e-5 && Math.abs(v1[1]!) < 1e-5);
+   * const v0 = await ring.velocity(tensor([[0.5, -1]]), 0).data();
+   * assert.ok(Math.abs(v0[0]! + 0.5) < 1e-5 && Math.abs(v0[1]! - 1) < 1e-5);
    * ```
    */
   velocity(x: Tensor, t: number | Tensor): Tensor {
@@ -366,8 +389,20 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const s = GaussianMixture.ring().score(tensor([[0.5, 0]]), 0.3);
+   * const ring = GaussianMixture.ring(); // 8 modes at radius 2, variance 0.02
+   * const s = await ring.score(tensor([[0.5, 0]]), 0.3).data();
+   * // By hand: p_t = Σ_k N(t·μ_k, s²I)/8 with s² = t²·0.02 + (1 − t)²; the score is the
+   * // posterior-weighted −(x − t·μ_k)/s².
+   * const t = 0.3, s2 = t * t * 0.02 + (1 - t) ** 2;
+   * let w = 0, gx = 0, gy = 0;
+   * for (let k = 0; k < 8; k++) {
+   *   const mx = t * 2 * Math.cos(Math.PI * k / 4), my = t * 2 * Math.sin(Math.PI * k / 4);
+   *   const e = Math.exp(-((0.5 - mx) ** 2 + my ** 2) / (2 * s2));
+   *   w += e, gx += e * -(0.5 - mx) / s2, gy += e * my / s2;
+   * }
+   * assert.ok(Math.abs(s[0]! - gx / w) < 1e-5 && Math.abs(s[1]! - gy / w) < 1e-5);
    * ```
    */
   score(x: Tensor, t: number | Tensor): Tensor {
@@ -379,8 +414,10 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const lp = GaussianMixture.ring().logProb(tensor([[0, 0]]), 0); // log N(0; 0, I)
+   * const lp = await GaussianMixture.ring().logProb(tensor([[0, 0]]), 0).item(); // log N(0; 0, I)
+   * assert.ok(Math.abs(lp - -Math.log(2 * Math.PI)) < 1e-5); // −(d/2)·log 2π with d = 2
    * ```
    */
   logProb(x: Tensor, t: number | Tensor): Tensor {
@@ -392,8 +429,14 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const w = GaussianMixture.ring().posterior(tensor([[2, 0]]), 1);
+   * const w = await GaussianMixture.ring().posterior(tensor([[2, 0]]), 1).data();
+   * // At t = 1 the weights are ∝ exp(−‖x − μ_k‖²/(2·0.02)); x sits on mode 0.
+   * const e = Array.from({ length: 8 }, (_, k) =>
+   *   Math.exp(-((2 - 2 * Math.cos(Math.PI * k / 4)) ** 2 + (2 * Math.sin(Math.PI * k / 4)) ** 2) / 0.04));
+   * const z = e.reduce((a, b) => a + b, 0);
+   * e.forEach((v, k) => assert.ok(Math.abs(w[k]! - v / z) < 1e-6));
    * ```
    */
   posterior(x: Tensor, t: number | Tensor): Tensor {
@@ -428,8 +471,14 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const v = GaussianMixture.ring().conditionalVelocity(tensor([[0, 0]]), 0.5, tensor([3]));
+   * const v = await GaussianMixture.ring().conditionalVelocity(tensor([[0, 0]]), 0.5, tensor([3])).data();
+   * // Mode 3: μ = 2·(cos 3π/4, sin 3π/4). Given the mode, (x1 − x0, x_t) is Gaussian:
+   * // E[x1 − x0 | x_t] = μ + (t·v − (1 − t))/s²·(x_t − t·μ), s² = t²·v + (1 − t)², v = 0.02.
+   * const t = 0.5, vv = 0.02, s2 = t * t * vv + (1 - t) ** 2, c = (t * vv - (1 - t)) / s2;
+   * const mu = [2 * Math.cos(3 * Math.PI / 4), 2 * Math.sin(3 * Math.PI / 4)];
+   * mu.forEach((m, i) => assert.ok(Math.abs(v[i]! - (m + c * (0 - t * m))) < 1e-5));
    * ```
    */
   conditionalVelocity(x: Tensor, t: number | Tensor, labels: Tensor): Tensor {
@@ -441,8 +490,12 @@ export class GaussianMixture {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { GaussianMixture, tensor } from "../../mod.ts";
-   * const s = GaussianMixture.ring().conditionalScore(tensor([[0, 0]]), 0.5, tensor([0]));
+   * const s = await GaussianMixture.ring().conditionalScore(tensor([[0, 0]]), 0.5, tensor([0])).data();
+   * // Mode 0 at (2, 0): x_t ~ N(t·μ, s²I), s² = 0.25·0.02 + 0.25; score −(x − t·μ)/s².
+   * const s2 = 0.25 * 0.02 + 0.25;
+   * assert.ok(Math.abs(s[0]! - 1 / s2) < 1e-5 && Math.abs(s[1]!) < 1e-6);
    * ```
    */
   conditionalScore(x: Tensor, t: number | Tensor, labels: Tensor): Tensor {

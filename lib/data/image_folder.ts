@@ -62,13 +62,17 @@ function writeImage(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadImageFolder } from "../../mod.ts";
  * import { encodePng } from "../formats/png.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.mkdir(`${dir}/cat`);
  * await Deno.writeFile(`${dir}/cat/a.png`, await encodePng(2, 2, new Uint8Array(16).fill(255)));
  * const ds = await loadImageFolder(dir, { channels: 1 });
- * console.log(ds.n, ds.shape, ds.classNames); // 1 [1, 2, 2] ["cat"]
+ * assert.equal(ds.n, 1);
+ * assert.deepEqual([...ds.shape], [1, 2, 2]);
+ * assert.deepEqual([...ds.classNames], ["cat"]);
+ * assert.equal(ds.labels[0], 0);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

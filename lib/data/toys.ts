@@ -37,9 +37,14 @@ export interface ToyOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { eightGaussians, Generator } from "../../mod.ts";
- * const x = eightGaussians(16, { generator: new Generator(0) });
- * console.log(x.shape); // [16, 2]
+ * const x = await eightGaussians(16, { generator: new Generator(0) }).data();
+ * // Centres at radius 5 (scale) on 8 directions, std 0.1^(1/4) ≈ 0.56: every point is
+ * // within 6 std of radius 5.
+ * for (let i = 0; i < 16; i++) {
+ *   assert.ok(Math.abs(Math.hypot(x[2 * i]!, x[2 * i + 1]!) - 5) < 6 * 0.1 ** 0.25);
+ * }
  * ```
  */
 export function eightGaussians(
@@ -69,8 +74,16 @@ export function eightGaussians(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, moons } from "../../mod.ts";
- * const x = moons(16, { noise: 0.1, generator: new Generator(0) });
+ * const x = await moons(16, { noise: 0, generator: new Generator(0) }).data();
+ * // Without noise each point is 3·p − 1 with p on the unit upper arc around (0, 0) or the
+ * // lower arc around (1, 0.5).
+ * for (let i = 0; i < 16; i++) {
+ *   const px = (x[2 * i]! + 1) / 3, py = (x[2 * i + 1]! + 1) / 3;
+ *   const outer = Math.hypot(px, py), inner = Math.hypot(px - 1, py - 0.5);
+ *   assert.ok(Math.abs(outer - 1) < 1e-5 || Math.abs(inner - 1) < 1e-5);
+ * }
  * ```
  */
 export function moons(n: number, opts: ToyOptions & { noise?: number } = {}): Tensor {
@@ -96,8 +109,15 @@ export function moons(n: number, opts: ToyOptions & { noise?: number } = {}): Te
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { checkerboard, Generator } from "../../mod.ts";
- * const x = checkerboard(16, { generator: new Generator(0) });
+ * const x = await checkerboard(16, { generator: new Generator(0) }).data();
+ * // Points fill the dark squares of a 4×4 board on [−2, 2]²: ⌊x⌋ + ⌊y⌋ is even.
+ * for (let i = 0; i < 16; i++) {
+ *   const a = x[2 * i]!, b = x[2 * i + 1]!;
+ *   assert.ok(Math.abs(a) <= 2 && Math.abs(b) <= 2);
+ *   assert.equal((Math.floor(a) + Math.floor(b)) % 2 === 0, true);
+ * }
  * ```
  */
 export function checkerboard(n: number, opts: ToyOptions = {}): Tensor {
@@ -121,8 +141,12 @@ export function checkerboard(n: number, opts: ToyOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, spirals } from "../../mod.ts";
  * const x = spirals(16, { generator: new Generator(0) });
+ * assert.deepEqual([...x.shape], [16, 2]);
+ * // The arm radius is at most 3π (540°), over 3, plus the 0.5 jitter and noise.
+ * assert.ok((await x.data()).every((v) => Math.abs(v) < (3 * Math.PI + 0.5) / 3 + 1));
  * ```
  */
 export function spirals(n: number, opts: ToyOptions & { noise?: number } = {}): Tensor {
@@ -153,8 +177,9 @@ function gaussian(n: number, opts: ToyOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { TOY_NAMES } from "../../mod.ts";
- * console.log(TOY_NAMES.join(", ")); // 8gaussians, moons, checkerboard, spirals, gaussian
+ * assert.deepEqual([...TOY_NAMES], ["8gaussians", "moons", "checkerboard", "spirals", "gaussian"]);
  * ```
  */
 export const TOY_NAMES = ["8gaussians", "moons", "checkerboard", "spirals", "gaussian"] as const;
@@ -167,8 +192,12 @@ export type ToyName = (typeof TOY_NAMES)[number];
  *
  * @example
  * ```ts
- * import { Generator, sampleToy } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { checkerboard, Generator, sampleToy } from "../../mod.ts";
  * const x = sampleToy("checkerboard", 32, new Generator(1));
+ * // the same draws as calling the generator directly
+ * assert.deepEqual([...await x.data()], [...await checkerboard(32, { generator: new Generator(1) }).data()]);
+ * assert.throws(() => sampleToy("circles", 4), /toy/);
  * ```
  */
 export function sampleToy(name: string, n: number, generator?: Generator): Tensor {

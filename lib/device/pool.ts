@@ -16,9 +16,10 @@ export const STORAGE_USAGE: number = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ |
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { sizeClass } from "./pool.ts";
- * if (sizeClass(100) !== 128) throw new Error("bad");
- * if (sizeClass(70000) !== 81920) throw new Error("bad");
+ * assert.equal(sizeClass(100), 128);
+ * assert.equal(sizeClass(70000), 81920);
  * ```
  */
 export function sizeClass(bytes: number, limit = Infinity): number {
@@ -50,6 +51,7 @@ export interface PoolStats {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { BufferPool } from "./pool.ts";
  * const made: number[] = [];
  * const pool = new BufferPool<{ size: number }>(
@@ -60,7 +62,8 @@ export interface PoolStats {
  * const a = pool.acquire(100);
  * pool.release(a);
  * const b = pool.acquire(120); // same class (128 bytes): reused
- * if (a !== b || made.length !== 1) throw new Error("bad");
+ * assert.equal(b, a);
+ * assert.deepEqual(made, [128]);
  * ```
  */
 export class BufferPool<B extends { size: number }> {

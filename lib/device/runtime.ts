@@ -60,8 +60,11 @@ const u32s = new Uint32Array(f32s.buffer);
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { f32Bits } from "./runtime.ts";
- * if (f32Bits(1) !== 0x3f800000) throw new Error("bad");
+ * // IEEE 754 binary32: 1 = sign 0, exponent 127, mantissa 0; −2 = sign 1, exponent 128.
+ * assert.equal(f32Bits(1), 127 << 23);
+ * assert.equal(f32Bits(-2), (0x80000000 | (128 << 23)) >>> 0);
  * ```
  */
 export function f32Bits(x: number): number {
@@ -76,9 +79,11 @@ export function f32Bits(x: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { grid1d } from "./runtime.ts";
- * const [x, y] = grid1d(100000, 65535);
- * if (x * y < 100000 || x > 65535) throw new Error("bad");
+ * const [x, y, z] = grid1d(100000, 65535);
+ * assert.ok(x * y >= 100000 && x <= 65535 && z === 1);
+ * assert.deepEqual(grid1d(10, 65535), [10, 1, 1]);
  * ```
  */
 export function grid1d(n: number, maxPerDim: number): [number, number, number] {
@@ -120,6 +125,7 @@ export function portableWgsl(code: string): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { GpuRuntime } from "./runtime.ts";
  * const rt = await GpuRuntime.create().catch(() => null); // null when there is no adapter
  * if (rt) {
@@ -131,7 +137,7 @@ export function portableWgsl(code: string): string {
  *   const buf = rt.acquire(4);
  *   rt.dispatch(k, [buf], [0x40490fdb], [1, 1, 1]);
  *   const out = new Float32Array(await rt.read(buf, 4));
- *   if (Math.abs(out[0]! - Math.PI) > 1e-6) throw new Error("bad");
+ *   assert.equal(out[0], Math.fround(Math.PI)); // 0x40490fdb is π rounded to f32
  *   rt.release(buf);
  *   rt.destroy();
  * }

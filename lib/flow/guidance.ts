@@ -37,12 +37,14 @@ export interface GuidanceOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { classifierFreeGuidance, tensor } from "../../mod.ts";
  * // A toy field whose output is its label.
  * const v = (x: ReturnType<typeof tensor>, _t: unknown, y?: ReturnType<typeof tensor>) =>
  *   x.mul(0).add(y!.reshape([-1, 1]));
  * const g = classifierFreeGuidance(v, { scale: 2, nullLabel: 0 });
- * console.log(await g(tensor([[0]]), tensor([0.5]), tensor([3])).data()); // [6]
+ * // v_u + s·(v_c − v_u) = 0 + 2·(3 − 0)
+ * assert.deepEqual([...await g(tensor([[0]]), tensor([0.5]), tensor([3])).data()], [6]);
  * ```
  */
 export function classifierFreeGuidance(velocity: VelocityFn, opts: GuidanceOptions): VelocityFn {
@@ -85,8 +87,12 @@ export function classifierFreeGuidance(velocity: VelocityFn, opts: GuidanceOptio
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { guidanceIntervalFromReference } from "../../mod.ts";
- * console.log(guidanceIntervalFromReference({ low: 0, high: 0.7 })); // { low: 0.3…, high: 1 }
+ * const { low, high } = guidanceIntervalFromReference({ low: 0, high: 0.7 });
+ * // The reference's t (1 = noise) interval [0, 0.7] is ours [1 − 0.7, 1 − 0].
+ * assert.ok(Math.abs(low - 0.3) < 1e-12);
+ * assert.equal(high, 1);
  * ```
  */
 export function guidanceIntervalFromReference(ref: { low?: number; high?: number }): {

@@ -18,8 +18,9 @@ export type TimeSchedule = "uniform" | "logit-normal" | "lognormal";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { TIME_SCHEDULES } from "../../mod.ts";
- * console.log(TIME_SCHEDULES.join("|")); // uniform|logit-normal|lognormal
+ * assert.deepEqual([...TIME_SCHEDULES], ["uniform", "logit-normal", "lognormal"]);
  * ```
  */
 export const TIME_SCHEDULES: readonly TimeSchedule[] = ["uniform", "logit-normal", "lognormal"];
@@ -48,9 +49,12 @@ export interface SampleTimesOptions {
  *
  * @example
  * ```ts
- * import { Generator, sampleTimes } from "../../mod.ts";
- * const t = sampleTimes(4, { schedule: "logit-normal", mean: 1.2, std: 1.2, generator: new Generator(0) });
- * console.log(t.shape); // [4]
+ * import { strict as assert } from "node:assert";
+ * import { Generator, randn, sampleTimes } from "../../mod.ts";
+ * const t = await sampleTimes(4, { schedule: "logit-normal", mean: 1.2, std: 1.2, generator: new Generator(0) }).data();
+ * // t = sigmoid(1.2 + 1.2·z) with z the generator's normals.
+ * const z = await randn([4], { generator: new Generator(0) }).data();
+ * z.forEach((v, i) => assert.ok(Math.abs(t[i]! - 1 / (1 + Math.exp(-(1.2 + 1.2 * v)))) < 1e-6));
  * ```
  */
 export function sampleTimes(n: number, opts: SampleTimesOptions = {}): Tensor {
@@ -86,8 +90,11 @@ export function sampleTimes(n: number, opts: SampleTimesOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { broadcastTime, tensor, zeros } from "../../mod.ts";
- * console.log(broadcastTime(tensor([0.1, 0.9]), zeros([2, 3, 4])).shape); // [2, 1, 1]
+ * const t = broadcastTime(tensor([0.1, 0.9]), zeros([2, 3, 4]));
+ * assert.deepEqual([...t.shape], [2, 1, 1]);
+ * assert.deepEqual([...await t.data()], [Math.fround(0.1), Math.fround(0.9)]);
  * ```
  */
 export function broadcastTime(t: Tensor, x: Tensor): Tensor {
@@ -189,9 +196,12 @@ export interface PathSample {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { interpolate, tensor } from "../../mod.ts";
  * const { xt, target } = interpolate(tensor([[0, 0]]), tensor([[2, 4]]), tensor([0.25]));
- * console.log(await xt.data(), await target.data()); // [0.5, 1], [2, 4]
+ * // x_t = (1 − t)·x0 + t·x1, target x1 − x0
+ * assert.deepEqual([...await xt.data()], [0.5, 1]);
+ * assert.deepEqual([...await target.data()], [2, 4]);
  * ```
  */
 export function interpolate(
@@ -242,9 +252,12 @@ export function interpolate(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { interpolateLipman, tensor } from "../../mod.ts";
  * const { xt, target } = interpolateLipman(tensor([[1]]), tensor([[3]]), tensor([0.5]), { sigmaMin: 0 });
- * console.log(await xt.data(), await target.data()); // [2], [2]
+ * // σ_min = 0: x_t = (1 − t)·x0 + t·x1 = 2, target x1 − x0 = 2
+ * assert.deepEqual([...await xt.data()], [2]);
+ * assert.deepEqual([...await target.data()], [2]);
  * ```
  */
 export function interpolateLipman(
@@ -314,14 +327,29 @@ export type VelocityFn = (x: Tensor, t: Tensor, cond?: Tensor) => Tensor;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { cfmLoss, Generator, randn, valueAndGrad } from "../../mod.ts";
  * const gen = new Generator(0);
  * const w = randn([2, 2], { seed: 1 });
  * const x1 = randn([8, 2], { seed: 2 });
- * const [loss, g] = valueAndGrad((p: typeof w) =>
- *   cfmLoss((x) => x.matmul(p), x1, { generator: gen }).loss
- * )(w);
- * console.log(await loss.item(), g.shape);
+ * const [[loss, { xt, target }], g] = valueAndGrad((p: typeof w) => {
+ *   const r = cfmLoss((x) => x.matmul(p), x1, { generator: gen });
+ *   return [r.loss, { xt: r.xt, target: r.target }] as [typeof w, { xt: typeof w; target: typeof w }];
+ * }, { hasAux: true })(w);
+ * // By hand: L = mean((x_t·W − u)²) over 16 entries; ∂L/∂W = (2/16)·x_tᵀ(x_t·W − u).
+ * const X = await xt.data(), U = await target.data(), W = await w.data(), G = await g.data();
+ * const r = Array.from({ length: 16 }, (_, k) => {
+ *   const i = k >> 1, j = k & 1;
+ *   return X[2 * i]! * W[j]! + X[2 * i + 1]! * W[2 + j]! - U[k]!;
+ * });
+ * assert.ok(Math.abs(await loss.item() - r.reduce((s, v) => s + v * v, 0) / 16) < 1e-5);
+ * for (let a = 0; a < 2; a++) {
+ *   for (let j = 0; j < 2; j++) {
+ *     let s = 0;
+ *     for (let i = 0; i < 8; i++) s += X[2 * i + a]! * r[2 * i + j]!;
+ *     assert.ok(Math.abs(G[2 * a + j]! - s / 8) < 1e-5);
+ *   }
+ * }
  * ```
  */
 export function cfmLoss(

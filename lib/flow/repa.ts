@@ -22,8 +22,9 @@ import { checkChoice, checkNumber } from "../_util.ts";
  * The schedule names, as SV's `--proj-weight-schedule` spells them.
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { PROJ_WEIGHT_SCHEDULES } from "../../mod.ts";
- * console.log(PROJ_WEIGHT_SCHEDULES.includes("sigmoid")); // true
+ * assert.deepEqual([...PROJ_WEIGHT_SCHEDULES], ["hard", "hard_high", "sigmoid", "cosine", "snr"]);
  * ```
  */
 export const PROJ_WEIGHT_SCHEDULES = ["hard", "hard_high", "sigmoid", "cosine", "snr"] as const;
@@ -53,8 +54,11 @@ function params(name: string, o: ProjWeightOptions) {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { projWeightScalar } from "../../mod.ts";
- * console.log(projWeightScalar("sigmoid", 0.3)); // t_ref = 0.7 = τ → 0.5
+ * assert.equal(projWeightScalar("sigmoid", 0.3), 0.5); // t_ref = 0.7 = τ: sigmoid(0)
+ * assert.equal(projWeightScalar("hard", 0.5), 1); // t_ref 0.5 < τ
+ * assert.equal(projWeightScalar("hard", 0.2), 0); // t_ref 0.8 ≥ τ
  * ```
  */
 export function projWeightScalar(name: string, t: number, opts: ProjWeightOptions = {}): number {
@@ -82,9 +86,11 @@ export function projWeightScalar(name: string, t: number, opts: ProjWeightOption
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { projWeight, tensor } from "../../mod.ts";
- * const w = projWeight("cosine", tensor([1, 0.65, 0.2]), { tau: 0.7 });
- * console.log(await w.data()); // [1, 0.5, 0]
+ * const w = await projWeight("cosine", tensor([1, 0.65, 0.2]), { tau: 0.7 }).data();
+ * // t_ref = 1 − t = [0, 0.35, 0.8]: ½(1 + cos(π·t_ref/τ)) below τ, else 0 → [1, 0.5, 0]
+ * [1, 0.5, 0].forEach((v, i) => assert.ok(Math.abs(w[i]! - v) < 1e-6));
  * ```
  */
 export function projWeight(name: string, t: Tensor, opts: ProjWeightOptions = {}): Tensor {

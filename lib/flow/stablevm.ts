@@ -94,11 +94,16 @@ export interface MemoryBankState {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, MemoryBank } from "../../mod.ts";
  * const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 3, dim: 2 });
  * bank.add([0, 0, 1, 1, 2, 2], [0, 1, 0]);
- * const x = bank.sample([0, 1, 2], new Generator(0)); // label 2 = null → global pool
- * console.log(bank.count(0), bank.count(2), x.shape); // 2 3 [3, 2]
+ * const x = await bank.sample([0, 1, 2], new Generator(0)).data(); // label 2 = null → global pool
+ * assert.deepEqual([bank.count(0), bank.count(1), bank.count(2)], [2, 1, 3]);
+ * // Row 0 is an entry of class 0, row 1 the only entry of class 1, row 2 any entry.
+ * assert.ok([0, 2].includes(x[0]!) && x[0] === x[1]);
+ * assert.deepEqual([x[2], x[3]], [1, 1]);
+ * assert.ok([0, 1, 2].includes(x[4]!) && x[4] === x[5]);
  * ```
  */
 export class MemoryBank {
@@ -186,9 +191,12 @@ export class MemoryBank {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { MemoryBank, tensor } from "../../mod.ts";
    * const bank = new MemoryBank({ numClasses: 2, dim: 1 });
    * await bank.addTensors(tensor([[1], [2]]), tensor([0, 1]));
+   * assert.deepEqual([...bank.entries(0)], [1]);
+   * assert.deepEqual([...bank.entries(1)], [2]);
    * ```
    */
   async addTensors(x: Tensor, labels: Tensor): Promise<void> {
@@ -202,10 +210,15 @@ export class MemoryBank {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { MemoryBank } from "../../mod.ts";
    * const bank = new MemoryBank({ numClasses: 2, capacityPerClass: 2, dim: 1 });
-   * bank.prefill({ x: [1, 2, 3, 4, 5], labels: [0, 0, 0, 1, 1] }, { fully: true });
-   * console.log(bank.count(0), bank.count(1)); // 2 2
+   * const used = bank.prefill({ x: [1, 2, 3, 4, 5], labels: [0, 0, 0, 1, 1] }, { fully: true });
+   * // In order until both rings are full: class 0 keeps its newest two (2, 3).
+   * assert.equal(used, 5);
+   * assert.deepEqual([bank.count(0), bank.count(1)], [2, 2]);
+   * assert.deepEqual([...bank.entries(0)], [2, 3]);
+   * assert.deepEqual([...bank.entries(1)], [4, 5]);
    * ```
    */
   prefill(source: LabelledData, opts: { fully?: boolean; generator?: Generator } = {}): number {
@@ -250,10 +263,11 @@ export class MemoryBank {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { MemoryBank } from "../../mod.ts";
    * const bank = new MemoryBank({ numClasses: 1, capacityPerClass: 2, dim: 1 });
    * bank.add([1, 2, 3], [0, 0, 0]);
-   * console.log(bank.entries(0)); // [2, 3]
+   * assert.deepEqual([...bank.entries(0)], [2, 3]); // a ring of 2: the oldest (1) was dropped
    * ```
    */
   entries(label: number): Float32Array {
@@ -312,11 +326,16 @@ export class MemoryBank {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { MemoryBank } from "../../mod.ts";
    * const bank = new MemoryBank({ numClasses: 2, dim: 1 });
    * bank.add([1, 2, 3], [0, 0, 1]);
    * const { refs, mask } = bank.refs([0, 1], 0, 2);
-   * console.log(await mask.data()); // [1, 1, 1, 0]
+   * // Row 0 (class 0) holds entries 1, 2; row 1 (class 1) holds 3 and one empty slot.
+   * assert.deepEqual([...refs.shape], [2, 2, 1]);
+   * assert.deepEqual([...await mask.data()], [1, 1, 1, 0]);
+   * const r = await refs.data();
+   * assert.deepEqual([r[0], r[1], r[2]], [1, 2, 3]);
    * ```
    */
   refs(labels: ArrayLike<number>, start: number, end: number): { refs: Tensor; mask: Tensor } {
@@ -433,10 +452,18 @@ function bankLogits(xt: Tensor, t: Tensor | number, refs: Tensor, mask: Tensor):
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { stableTarget, tensor } from "../../mod.ts";
  * const refs = tensor([[[1, 0], [0, 1]]]); // one sample, two bank entries
- * const v = stableTarget(tensor([[0.2, 0.1]]), tensor([0.3]), refs);
- * console.log(await v.data());
+ * const v = await stableTarget(tensor([[0.2, 0.1]]), tensor([0.3]), refs).data();
+ * // By hand (S1, S2): w_j ∝ exp(−‖x_t − t·b_j‖²/(2(1 − t)²)), v = (Σ w_j b_j − x_t)/(1 − t).
+ * const t = 0.3, xt = [0.2, 0.1], b = [[1, 0], [0, 1]];
+ * const l = b.map((bj) => -((xt[0]! - t * bj[0]!) ** 2 + (xt[1]! - t * bj[1]!) ** 2) / (2 * (1 - t) ** 2));
+ * const e = l.map(Math.exp), z = e[0]! + e[1]!;
+ * [0, 1].forEach((i) => {
+ *   const m = (e[0]! * b[0]![i]! + e[1]! * b[1]![i]!) / z;
+ *   assert.ok(Math.abs(v[i]! - (m - xt[i]!) / (1 - t)) < 1e-5);
+ * });
  * ```
  */
 export function stableTarget(
@@ -477,10 +504,21 @@ function bankMean(xt: Tensor, t: Tensor | number, refs: Tensor, mask?: Tensor): 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { stfTarget, tensor } from "../../mod.ts";
- * const refs = tensor([[1, 0], [0, 1], [-1, 0]]);
- * const v = stfTarget(tensor([[0.1, 0.1], [0.5, 0]]), 0.4, refs);
- * console.log(v.shape); // [2, 2]
+ * const refs = [[1, 0], [0, 1], [-1, 0]];
+ * const xt = [[0.1, 0.1], [0.5, 0]];
+ * const v = await stfTarget(tensor(xt), 0.4, tensor(refs)).data();
+ * // By hand, per row: the same weights (S1) over the shared refs, velocity (S2).
+ * const t = 0.4;
+ * xt.forEach((x, r) => {
+ *   const e = refs.map((b) => Math.exp(-((x[0]! - t * b[0]!) ** 2 + (x[1]! - t * b[1]!) ** 2) / (2 * (1 - t) ** 2)));
+ *   const z = e.reduce((a, c) => a + c, 0);
+ *   [0, 1].forEach((i) => {
+ *     const m = e.reduce((a, w, j) => a + w * refs[j]![i]!, 0) / z;
+ *     assert.ok(Math.abs(v[2 * r + i]! - (m - x[i]!) / (1 - t)) < 1e-5);
+ *   });
+ * });
  * ```
  */
 export function stfTarget(
@@ -601,12 +639,21 @@ function sameLabel(labels: ArrayLike<number>): number | null {
  *
  * @example
  * ```ts
- * import { Generator, MemoryBank, stableVmTarget, tensor } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { MemoryBank, stableVmTarget, tensor } from "../../mod.ts";
  * const bank = new MemoryBank({ numClasses: 1, dim: 1 });
  * bank.add([1, 2, 3], [0, 0, 0]);
  * const x = tensor([[2]]), eps = tensor([[0.5]]), t = tensor([0.3]);
  * const xt = x.mul(0.3).add(eps.mul(0.7));
- * const target = stableVmTarget(bank, [0], { x, eps, xt, t });
+ * const target = await stableVmTarget(bank, [0], { x, eps, xt, t }).item();
+ * // t = 0.3 ≤ splitT 0.5: the stable target over the class's entries 1, 2, 3, by hand.
+ * const xv = 0.3 * 2 + 0.7 * 0.5;
+ * const w = [1, 2, 3].map((b) => Math.exp(-((xv - 0.3 * b) ** 2) / (2 * 0.7 ** 2)));
+ * const m = (w[0]! + 2 * w[1]! + 3 * w[2]!) / (w[0]! + w[1]! + w[2]!);
+ * assert.ok(Math.abs(target - (m - xv) / 0.7) < 1e-5);
+ * // Above splitT the plain target x − ε.
+ * const late = await stableVmTarget(bank, [0], { x, eps, xt: x.mul(0.9).add(eps.mul(0.1)), t: tensor([0.9]) }).item();
+ * assert.equal(late, 1.5);
  * ```
  */
 export function stableVmTarget(
@@ -779,13 +826,16 @@ function regress(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, MemoryBank, stableVmLoss } from "../../mod.ts";
  * const bank = new MemoryBank({ numClasses: 2, dim: 2 });
  * bank.add([1, 1, -1, -1, 1, 0], [0, 1, 0]);
- * const { loss } = stableVmLoss((x) => x.mul(0), {
- *   bank, batchSize: 4, generator: new Generator(0),
- * });
- * console.log(await loss.item());
+ * const r = stableVmLoss((x) => x.mul(0), { bank, batchSize: 4, generator: new Generator(0) });
+ * // With a zero field the loss is the mean squared target; x_t = t·x + (1 − t)·ε.
+ * const tg = await r.target.data(), x = await r.x.data(), e = await r.eps.data();
+ * const xt = await r.xt.data(), t = await r.t.data();
+ * assert.ok(Math.abs(await r.loss.item() - tg.reduce((s, v) => s + v * v, 0) / tg.length) < 1e-5);
+ * xt.forEach((v, k) => assert.ok(Math.abs(v - (t[k >> 1]! * x[k]! + (1 - t[k >> 1]!) * e[k]!)) < 1e-5));
  * ```
  */
 export function stableVmLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLossResult {
@@ -809,11 +859,16 @@ export function stableVmLoss(f: ConditionalField, opts: StableVmLossOptions): Fl
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generator, randn, siLoss } from "../../mod.ts";
- * const { loss } = siLoss((x) => x.mul(0), {
+ * const r = siLoss((x) => x.mul(0), {
  *   x: randn([4, 2], { seed: 0 }), labels: [0, 1, 0, 1], numClasses: 2,
  *   generator: new Generator(0),
  * });
+ * // The SiT target is x − ε (our t = 1 is data); a zero field's loss is its mean square.
+ * const tg = await r.target.data(), x = await r.x.data(), e = await r.eps.data();
+ * tg.forEach((v, k) => assert.ok(Math.abs(v - (x[k]! - e[k]!)) < 1e-6));
+ * assert.ok(Math.abs(await r.loss.item() - tg.reduce((s, v) => s + v * v, 0) / 8) < 1e-5);
  * ```
  */
 export function siLoss(f: ConditionalField, opts: StableVmLossOptions): FlowLossResult {

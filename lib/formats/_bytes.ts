@@ -26,9 +26,11 @@ function table(): Uint32Array {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { crc32 } from "./_bytes.ts";
- * const c = crc32(new TextEncoder().encode("123456789"));
- * if (c !== 0xcbf43926) throw new Error("bad crc");
+ * // The CRC-32 check value of "123456789" (ISO-HDLC, as zlib and PNG use it).
+ * assert.equal(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
+ * assert.equal(crc32(new Uint8Array(0)), 0);
  * ```
  */
 export function crc32(bytes: Uint8Array, crc = 0): number {
@@ -44,9 +46,11 @@ export function crc32(bytes: Uint8Array, crc = 0): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FileFormatError } from "../../mod.ts";
  * const e = new FileFormatError("a.npy", "not a NumPy file");
- * if (!(e instanceof RangeError) || !e.message.includes("a.npy")) throw new Error("bad");
+ * assert.ok(e instanceof RangeError);
+ * assert.ok(e.message.includes("a.npy") && e.message.includes("not a NumPy file"));
  * ```
  */
 export class FileFormatError extends RangeError {
@@ -66,11 +70,12 @@ export class FileFormatError extends RangeError {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FileTypeError } from "../../mod.ts";
  * const e = new FileTypeError("a.gz", "not gzip data");
- * if (!(e instanceof TypeError) || e.file !== "a.gz" || e.name !== "FileTypeError") {
- *   throw new Error("bad");
- * }
+ * assert.ok(e instanceof TypeError);
+ * assert.equal(e.file, "a.gz");
+ * assert.equal(e.name, "FileTypeError");
  * ```
  */
 export class FileTypeError extends TypeError {
@@ -90,11 +95,11 @@ export class FileTypeError extends TypeError {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FetchError } from "../../mod.ts";
  * const e = new FetchError("https://example.com/w.safetensors", "no response within 10 ms");
- * if (!(e instanceof TypeError) || !e.message.startsWith("https://example.com")) {
- *   throw new Error("bad");
- * }
+ * assert.ok(e instanceof TypeError);
+ * assert.ok(e.message.startsWith("https://example.com/w.safetensors"));
  * ```
  */
 export class FetchError extends TypeError {
@@ -113,8 +118,9 @@ export class FetchError extends TypeError {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { DEFAULT_MAX_BYTES } from "../../mod.ts";
- * if (DEFAULT_MAX_BYTES !== 2 ** 31) throw new Error("bad");
+ * assert.equal(DEFAULT_MAX_BYTES, 2 ** 31); // 2 GiB
  * ```
  */
 export const DEFAULT_MAX_BYTES: number = 2 ** 31;
@@ -124,8 +130,9 @@ export const DEFAULT_MAX_BYTES: number = 2 ** 31;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { DEFAULT_FETCH_TIMEOUT_MS } from "../../mod.ts";
- * if (DEFAULT_FETCH_TIMEOUT_MS !== 60_000) throw new Error("bad");
+ * assert.equal(DEFAULT_FETCH_TIMEOUT_MS, 60 * 1000); // one minute
  * ```
  */
 export const DEFAULT_FETCH_TIMEOUT_MS = 60_000;

@@ -31,9 +31,13 @@ function randomSuffix(): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { atomicWrite } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await atomicWrite(`${dir}/sub/hello.txt`, "hello");
+ * assert.equal(await Deno.readTextFile(`${dir}/sub/hello.txt`), "hello");
+ * // Only the file itself: the temporary file was renamed into place.
+ * assert.deepEqual([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["hello.txt"]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -83,9 +87,12 @@ export async function atomicWrite(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ensureDir } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await ensureDir(`${dir}/a/b`);
+ * await ensureDir(`${dir}/a/b`); // already there: no error
+ * assert.ok((await Deno.stat(`${dir}/a/b`)).isDirectory);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -114,9 +114,12 @@ function readValues(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeNpy, encodeNpy } from "../../mod.ts";
  * const a = decodeNpy(encodeNpy({ shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }));
- * if (a.dtype !== "<f4" || a.data[3] !== 4) throw new Error("bad");
+ * assert.equal(a.dtype, "<f4");
+ * assert.deepEqual(a.shape, [2, 2]);
+ * assert.deepEqual([...a.data], [1, 2, 3, 4]);
  * ```
  */
 export function decodeNpy(
@@ -212,9 +215,14 @@ export function decodeNpy(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodeNpy } from "../../mod.ts";
  * const img = encodeNpy({ shape: [1, 2, 2, 3], data: new Uint8Array(12).fill(255) });
- * if (img[0] !== 0x93) throw new Error("bad");
+ * // NPY magic "\x93NUMPY", version 1.0; the header is padded so the data starts at a
+ * // multiple of 64 bytes, then the 12 data bytes.
+ * assert.deepEqual([...img.subarray(0, 8)], [0x93, 78, 85, 77, 80, 89, 1, 0]);
+ * assert.equal((img.length - 12) % 64, 0);
+ * assert.deepEqual([...img.subarray(img.length - 12)], new Array(12).fill(255));
  * ```
  */
 export function encodeNpy(arr: NpyInput, name = "array"): Uint8Array {
@@ -292,10 +300,12 @@ const SIG_Z64_EOCD = 0x06064b50, SIG_Z64_LOC = 0x07064b50;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeNpz, encodeNpz } from "../../mod.ts";
  * const z = encodeNpz({ arr_0: { shape: [3], data: new Float32Array([1, 2, 3]) } });
+ * assert.deepEqual([...z.subarray(0, 4)], [0x50, 0x4b, 3, 4]); // a ZIP local file header
  * const back = await decodeNpz(z);
- * if (back.arr_0.data[2] !== 3) throw new Error("bad");
+ * assert.deepEqual([...back.arr_0!.data], [1, 2, 3]);
  * ```
  */
 export function encodeNpz(arrays: Record<string, NpyInput>): Uint8Array {
@@ -356,10 +366,12 @@ export function encodeNpz(arrays: Record<string, NpyInput>): Uint8Array {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeNpz, encodeNpz } from "../../mod.ts";
  * const z = encodeNpz({ labels: { shape: [2], data: new Float32Array([3, 7]), dtype: "<i8" } });
  * const { labels } = await decodeNpz(z);
- * if (labels.dtype !== "<i8" || labels.data[1] !== 7) throw new Error("bad");
+ * assert.equal(labels!.dtype, "<i8");
+ * assert.deepEqual([...labels!.data], [3, 7]);
  * ```
  */
 export async function decodeNpz(
@@ -477,10 +489,11 @@ export async function decodeNpz(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadNpy, saveNpy } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveNpy(`${dir}/c.npy`, { shape: [2], data: new Float32Array([1, 2]) });
- * if ((await loadNpy(`${dir}/c.npy`)).data[0] !== 1) throw new Error("bad");
+ * assert.deepEqual([...(await loadNpy(`${dir}/c.npy`)).data], [1, 2]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -493,11 +506,13 @@ export async function saveNpy(path: string, arr: NpyInput): Promise<void> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadNpy, saveNpy } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveNpy(`${dir}/u.npy`, { shape: [3], data: new Uint8Array([0, 128, 255]) });
  * const a = await loadNpy(`${dir}/u.npy`);
- * if (a.dtype !== "|u1" || a.data[2] !== 255) throw new Error("bad");
+ * assert.equal(a.dtype, "|u1");
+ * assert.deepEqual([...a.data], [0, 128, 255]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -510,11 +525,14 @@ export async function loadNpy(path: string | URL, opts: LoadOptions = {}): Promi
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadNpz, saveNpz } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveNpz(`${dir}/s.npz`, { arr_0: { shape: [1, 1, 1, 3], data: new Uint8Array([1, 2, 3]) } });
  * const { arr_0 } = await loadNpz(`${dir}/s.npz`);
- * if (arr_0.dtype !== "|u1") throw new Error("bad");
+ * assert.equal(arr_0!.dtype, "|u1");
+ * assert.deepEqual(arr_0!.shape, [1, 1, 1, 3]);
+ * assert.deepEqual([...arr_0!.data], [1, 2, 3]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -528,10 +546,11 @@ export async function saveNpz(path: string, arrays: Record<string, NpyInput>): P
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadNpz, saveNpz } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveNpz(`${dir}/a.npz`, { a: { shape: [2], data: new Float32Array([4, 5]) } });
- * if ((await loadNpz(`${dir}/a.npz`)).a.data[1] !== 5) throw new Error("bad");
+ * assert.deepEqual([...(await loadNpz(`${dir}/a.npz`)).a!.data], [4, 5]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

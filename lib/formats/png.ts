@@ -57,10 +57,15 @@ function chunk(type: string, data: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodePng, encodePng } from "../../mod.ts";
- * const png = await encodePng(2, 1, new Uint8Array([255, 0, 0, 255, 0, 0, 255, 255]));
+ * const px = [255, 0, 0, 255, 0, 0, 255, 255]; // a red and a blue pixel
+ * const png = await encodePng(2, 1, new Uint8Array(px));
+ * assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
  * const img = await decodePng(png);
- * if (img.width !== 2 || img.data[2] !== 0) throw new Error("bad");
+ * assert.equal(img.width, 2);
+ * assert.equal(img.height, 1);
+ * assert.deepEqual([...img.data], px);
  * ```
  */
 export async function encodePng(
@@ -120,9 +125,11 @@ function paeth(a: number, b: number, c: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodePng, encodePng } from "../../mod.ts";
  * const img = await decodePng(await encodePng(1, 1, new Uint8Array([7]), { channels: 1 }));
- * if (img.channels !== 1 || img.data[0] !== 7) throw new Error("bad");
+ * assert.equal(img.channels, 1);
+ * assert.deepEqual([...img.data], [7]);
  * ```
  */
 export async function decodePng(
@@ -270,9 +277,10 @@ export async function decodePng(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { toRgba } from "../../mod.ts";
  * const img = toRgba({ width: 1, height: 1, channels: 1, data: new Uint8Array([9]) });
- * if (img.rgba.join() !== "9,9,9,255") throw new Error("bad");
+ * assert.deepEqual([...img.rgba], [9, 9, 9, 255]); // gray to RGB, opaque
  * ```
  */
 export function toRgba(img: RawImage): RgbaImage {
@@ -295,10 +303,13 @@ export function toRgba(img: RawImage): RgbaImage {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodeNpz, toUint8Nhwc } from "../../mod.ts";
  * const u8 = toUint8Nhwc(new Float32Array([-1, 0, 1, 1]), { n: 1, channels: 1, height: 2, width: 2, rgb: true });
- * if (u8.length !== 12 || u8[0] !== 0 || u8[3] !== 128) throw new Error("bad");
+ * // [-1, 1] → [0, 255] rounded ((0 + 1)/2·255 = 127.5 → 128), gray replicated to RGB.
+ * assert.deepEqual([...u8], [0, 0, 0, 128, 128, 128, 255, 255, 255, 255, 255, 255]);
  * const npz = encodeNpz({ arr_0: { shape: [1, 2, 2, 3], data: u8 } });
+ * assert.ok(npz.length > u8.length);
  * ```
  */
 export function toUint8Nhwc(

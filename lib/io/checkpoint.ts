@@ -114,13 +114,14 @@ export interface Checkpoint {
  * A checkpoint could not be read: truncated, corrupted, or not a flowgpu checkpoint.
  * @example
  * ```ts
- * import { CheckpointError, decodeCheckpoint } from "../../mod.ts";
- * try {
- *   decodeCheckpoint(new Uint8Array(3), "bad.safetensors");
- * } catch (e) {
- *   console.log(e instanceof RangeError, (e as Error).message);
- * }
- * console.log(typeof CheckpointError);
+ * import { strict as assert } from "node:assert";
+ * import { CheckpointError, decodeCheckpoint, FileFormatError } from "../../mod.ts";
+ * // Three bytes cannot hold the 8-byte header length: refused, naming the file.
+ * assert.throws(
+ *   () => decodeCheckpoint(new Uint8Array(3), "bad.safetensors"),
+ *   (e) => e instanceof RangeError && (e as Error).message.includes("bad.safetensors"),
+ * );
+ * assert.ok(new CheckpointError("c.safetensors", "no step") instanceof FileFormatError);
  * ```
  */
 export class CheckpointError extends FileFormatError {
@@ -143,10 +144,12 @@ const SECTIONS = [
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeCheckpoint, encodeCheckpoint, tensor } from "../../mod.ts";
  * const bytes = await encodeCheckpoint({ model: { w: tensor([1, 2]) }, step: 3 });
  * const ck = decodeCheckpoint(bytes);
- * if (ck.step !== 3 || ck.model.w.size !== 2) throw new Error("bad");
+ * assert.equal(ck.step, 3);
+ * assert.deepEqual([...await ck.model.w!.data()], [1, 2]);
  * ```
  */
 export async function encodeCheckpoint(ckpt: Checkpoint): Promise<Uint8Array> {
@@ -197,16 +200,14 @@ export async function encodeCheckpoint(ckpt: Checkpoint): Promise<Uint8Array> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeCheckpoint, encodeCheckpoint, tensor } from "../../mod.ts";
  * const bytes = await encodeCheckpoint({ model: { w: tensor([1]) }, step: 1500 });
- * let failed = false;
- * try { decodeCheckpoint(bytes.subarray(0, bytes.length - 1)); } catch { failed = true; }
- * if (!failed) throw new Error("truncation not detected");
+ * assert.throws(() => decodeCheckpoint(bytes.subarray(0, bytes.length - 1))); // truncated
  * // A damaged header (here the step 1500 → 1501) is refused too.
  * const text = new TextDecoder().decode(bytes).replace('"step":"1500"', '"step":"1501"');
- * failed = false;
- * try { decodeCheckpoint(new TextEncoder().encode(text)); } catch { failed = true; }
- * if (!failed) throw new Error("header damage not detected");
+ * assert.notEqual(text, new TextDecoder().decode(bytes));
+ * assert.throws(() => decodeCheckpoint(new TextEncoder().encode(text)));
  * ```
  */
 export function decodeCheckpoint(
@@ -329,6 +330,7 @@ export function decodeCheckpoint(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadCheckpoint, saveCheckpoint, tensor } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveCheckpoint(`${dir}/c.safetensors`, {
@@ -336,7 +338,9 @@ export function decodeCheckpoint(
  *   config: { lr: 1e-3 },
  * });
  * const ck = await loadCheckpoint(`${dir}/c.safetensors`);
- * if (ck.step !== 10 || ck.rng?.counter !== 5) throw new Error("bad");
+ * assert.equal(ck.step, 10);
+ * assert.deepEqual(ck.rng, { seed: 0, counter: 5 });
+ * assert.deepEqual([...await ck.model["fc.weight"]!.data()], [1, 2]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -351,11 +355,13 @@ export async function saveCheckpoint(path: string, ckpt: Checkpoint): Promise<vo
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadCheckpoint, saveCheckpoint, tensor } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
- * await saveCheckpoint(`${dir}/c.safetensors`, { model: { b: tensor([0]) }, step: 0 });
- * const { model } = await loadCheckpoint(`${dir}/c.safetensors`);
- * if (!model.b) throw new Error("bad");
+ * await saveCheckpoint(`${dir}/c.safetensors`, { model: { b: tensor([0.25]) }, step: 0 });
+ * const { model, step } = await loadCheckpoint(`${dir}/c.safetensors`);
+ * assert.equal(step, 0);
+ * assert.deepEqual([...await model.b!.data()], [0.25]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -391,12 +397,15 @@ export interface CheckpointManagerOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { CheckpointManager, tensor } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * const mgr = new CheckpointManager(`${dir}/checkpoints`, { keep: 2 });
  * for (const step of [1, 2, 3]) await mgr.save(step, { model: { w: tensor([step]) } });
  * const found = await mgr.latest();
- * if (found?.checkpoint.step !== 3 || (await mgr.steps()).length !== 2) throw new Error("bad");
+ * assert.equal(found?.checkpoint.step, 3);
+ * assert.deepEqual([...await found!.checkpoint.model.w!.data()], [3]);
+ * assert.deepEqual(await mgr.steps(), [2, 3]); // keep: 2 dropped step 1
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

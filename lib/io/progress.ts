@@ -92,7 +92,8 @@ function fmtSeconds(sec: number): string {
  * const p = new Progress(100, { label: "train", tty: false, write: (s) => lines.push(s) });
  * for (let step = 1; step <= 100; step++) p.update(step, { loss: 1 / step });
  * p.done();
- * if (lines.length !== 11) throw new Error(`expected 10 progress lines + done, got ${lines.length}`);
+ * assert.equal(lines.length, 11); // 10 periodic lines (every 10%) + the final one
+ * assert.ok(lines[0]!.includes("train"));
  *
  * // A resumed run: the count starts at 60 and the rate counts only this session's steps.
  * let t = 0;

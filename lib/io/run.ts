@@ -28,12 +28,15 @@ export interface CreateRunOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { createRun, openRun } from "../../mod.ts";
  * const tmp = await Deno.makeTempDir();
  * const run = await createRun("toy", { outputDir: tmp, config: { lr: 0.01 } });
  * await run.logMetrics(1, { "training/loss_flow": 0.5 });
  * const again = await openRun(run.dir);
- * if ((await again.readMetrics()).length !== 1) throw new Error("bad");
+ * const rows = await again.readMetrics();
+ * assert.equal(rows.length, 1);
+ * assert.equal(rows[0]!["training/loss_flow"], 0.5);
  * await Deno.remove(tmp, { recursive: true });
  * ```
  */
@@ -187,10 +190,13 @@ export function parseConfigFile(text: string): unknown {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { createRun } from "../../mod.ts";
  * const tmp = await Deno.makeTempDir();
  * const run = await createRun("train:stablevm", { outputDir: tmp, expName: "demo", config: { seed: 0 } });
  * await run.writeFile("samples/note.txt", "hi");
+ * assert.equal(await Deno.readTextFile(`${run.dir}/samples/note.txt`), "hi");
+ * assert.equal(JSON.parse(await Deno.readTextFile(`${run.dir}/config.json`)).seed, 0);
  * await Deno.remove(tmp, { recursive: true });
  * ```
  */
@@ -232,11 +238,13 @@ export async function createRun(task: string, opts: CreateRunOptions = {}): Prom
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { createRun, openRun } from "../../mod.ts";
  * const tmp = await Deno.makeTempDir();
  * const a = await createRun("toy", { outputDir: tmp, config: { steps: 5 } });
  * const b = await openRun(a.dir);
- * if ((b.config as { steps: number }).steps !== 5) throw new Error("bad");
+ * assert.equal(b.dir, a.dir);
+ * assert.equal((b.config as { steps: number }).steps, 5);
  * await Deno.remove(tmp, { recursive: true });
  * ```
  */
@@ -269,10 +277,12 @@ export async function openRun(dir: string, opts: { keepCheckpoints?: number } = 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { readMetrics } from "../../mod.ts";
  * const tmp = await Deno.makeTempFile();
+ * // A run killed mid-write leaves a partial last line: it is skipped.
  * await Deno.writeTextFile(tmp, '{"step":1,"loss":0.5}\n{"step":2,"lo');
- * if ((await readMetrics(tmp)).length !== 1) throw new Error("bad");
+ * assert.deepEqual(await readMetrics(tmp), [{ step: 1, loss: 0.5 }]);
  * await Deno.remove(tmp);
  * ```
  */

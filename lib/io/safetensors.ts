@@ -57,8 +57,13 @@ const MAX_HEADER = 100_000_000;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { f16ToF32 } from "../../mod.ts";
- * if (f16ToF32(0x3c00) !== 1 || f16ToF32(0xc000) !== -2) throw new Error("bad");
+ * // IEEE binary16: 0x3c00 = 1, 0xc000 = −2, 0x3555 ≈ 1/3 (0.333251953125), 0x0001 = 2^-24.
+ * assert.equal(f16ToF32(0x3c00), 1);
+ * assert.equal(f16ToF32(0xc000), -2);
+ * assert.equal(f16ToF32(0x3555), 0.333251953125);
+ * assert.equal(f16ToF32(0x0001), 2 ** -24);
  * ```
  */
 export function f16ToF32(h: number): number {
@@ -75,8 +80,11 @@ export function f16ToF32(h: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { bf16ToF32 } from "../../mod.ts";
- * if (bf16ToF32(0x3f80) !== 1) throw new Error("bad");
+ * // bfloat16 is the top half of a float32: 0x3f80 = 1, 0xc040 = −3.
+ * assert.equal(bf16ToF32(0x3f80), 1);
+ * assert.equal(bf16ToF32(0xc040), -3);
  * ```
  */
 export function bf16ToF32(b: number): number {
@@ -203,10 +211,14 @@ export function assembleSafetensors(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeSafetensors, encodeSafetensors } from "../../mod.ts";
  * const bytes = encodeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } });
+ * // 8-byte little-endian header length, JSON header, then the 8 data bytes.
+ * const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+ * assert.equal(bytes.length, 8 + n + 8);
  * const back = decodeSafetensors(bytes);
- * if (back.w.data[1] !== 2) throw new Error("bad");
+ * assert.deepEqual([...back.w!.data], [1, 2]);
  * ```
  */
 export function encodeSafetensors(
@@ -225,10 +237,12 @@ export function encodeSafetensors(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeSafetensorsWithMetadata, encodeSafetensors } from "../../mod.ts";
  * const bytes = encodeSafetensors({ b: { shape: [], data: new Float32Array([3]) } }, { step: "7" });
  * const { tensors, metadata } = decodeSafetensorsWithMetadata(bytes);
- * if (metadata.step !== "7" || tensors.b.data[0] !== 3) throw new Error("bad");
+ * assert.equal(metadata.step, "7");
+ * assert.deepEqual([...tensors.b!.data], [3]);
  * ```
  */
 export function decodeSafetensorsWithMetadata(
@@ -361,9 +375,12 @@ export function decodeSafetensorsWithMetadata(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { decodeSafetensors, encodeSafetensors } from "../../mod.ts";
  * const t = decodeSafetensors(encodeSafetensors({ x: { shape: [1, 1], data: new Float32Array([5]) } }));
- * if (t.x.dtype !== "F32" || t.x.shape[0] !== 1) throw new Error("bad");
+ * assert.equal(t.x!.dtype, "F32");
+ * assert.deepEqual([...t.x!.shape], [1, 1]);
+ * assert.deepEqual([...t.x!.data], [5]);
  * ```
  */
 export function decodeSafetensors(
@@ -394,11 +411,12 @@ export async function tensorsToHost(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadSafetensors, saveSafetensors, tensor } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveSafetensors(`${dir}/w.safetensors`, { w: tensor([1, 2, 3]) }, { note: "hi" });
  * const back = await loadSafetensors(`${dir}/w.safetensors`);
- * if (back.w.shape[0] !== 3) throw new Error("bad");
+ * assert.deepEqual([...await back.w!.data()], [1, 2, 3]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -415,10 +433,11 @@ export async function saveSafetensors(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { encodeSafetensors, loadSafetensorsFromBytes } from "../../mod.ts";
  * const bytes = encodeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } });
  * const { w } = loadSafetensorsFromBytes(bytes);
- * if (w.size !== 2) throw new Error("bad");
+ * assert.deepEqual([...await w!.data()], [1, 2]);
  * ```
  */
 export function loadSafetensorsFromBytes(
@@ -440,11 +459,13 @@ export function loadSafetensorsFromBytes(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadSafetensors, saveSafetensors, zeros } from "../../mod.ts";
  * const dir = await Deno.makeTempDir();
  * await saveSafetensors(`${dir}/z.safetensors`, { z: zeros([2, 2]) });
  * const { z } = await loadSafetensors(`${dir}/z.safetensors`);
- * if (z.shape[1] !== 2) throw new Error("bad");
+ * assert.deepEqual([...z!.shape], [2, 2]);
+ * assert.deepEqual([...await z!.data()], [0, 0, 0, 0]);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

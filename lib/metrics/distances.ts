@@ -72,9 +72,15 @@ function hist2d(x: Float32Array, bins: number, lo: number, hi: number): Float64A
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { histogramKL } from "../../mod.ts";
- * const p = new Float32Array([0, 0, 1, 1]);
- * console.log(histogramKL(p, p)); // ≈ 0 (eps smoothing only)
+ * // A 2×2 grid on [−1, 1]²: the target puts mass ½ in two cells, the model all in one.
+ * const p = new Float32Array([-0.5, -0.5, 0.5, 0.5]);
+ * const q = new Float32Array([-0.5, -0.5, -0.5, -0.5]);
+ * const eps = 1e-3, z = 1 + 4 * eps, opts = { bins: 2, range: [-1, 1] as [number, number], eps };
+ * const want = 0.5 * Math.log(0.5 / ((1 + eps) / z)) + 0.5 * Math.log(0.5 / (eps / z));
+ * assert.ok(Math.abs(histogramKL(p, q, opts) - want) < 1e-9);
+ * assert.ok(Math.abs(histogramKL(p, p, opts) - Math.log(0.5 * z / (0.5 + eps))) < 1e-9); // ≈ 0
  * ```
  */
 export function histogramKL(
@@ -122,8 +128,12 @@ export interface W2Options {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor, w2 } from "../../mod.ts";
- * console.log(await w2(tensor([[0, 0], [1, 0]]), tensor([[0, 3], [1, 3]]))); // 3
+ * // A translation by (0, 3) moves every point by 3.
+ * assert.ok(Math.abs(await w2(tensor([[0, 0], [1, 0]]), tensor([[0, 3], [1, 3]])) - 3) < 1e-6);
+ * // Order does not matter: the optimal assignment matches (0,0)↔(0,0), (1,0)↔(1,0).
+ * assert.equal(await w2(tensor([[0, 0], [1, 0]]), tensor([[1, 0], [0, 0]])), 0);
  * ```
  */
 export async function w2(a: Samples, b: Samples, opts: W2Options = {}): Promise<number> {
@@ -185,9 +195,13 @@ export interface MmdOptions {
  *
  * @example
  * ```ts
- * import { mmdRbf, randn } from "../../mod.ts";
- * const a = randn([64, 2], { seed: 0 }), b = randn([64, 2], { seed: 1 }).add(3);
- * console.log(await mmdRbf(a, b)); // clearly > 0
+ * import { strict as assert } from "node:assert";
+ * import { mmdRbf, tensor } from "../../mod.ts";
+ * // Two copies of (0, 0) against two of (1, 0), one bandwidth h = 1:
+ * // MMD² = k(a, a) + k(b, b) − 2·k(a, b) = 2 − 2·exp(−1/2).
+ * const a = tensor([[0, 0], [0, 0]]), b = tensor([[1, 0], [1, 0]]);
+ * assert.ok(Math.abs(await mmdRbf(a, b, { bandwidths: [1] }) - (2 - 2 * Math.exp(-0.5))) < 1e-5);
+ * assert.ok(Math.abs(await mmdRbf(a, a, { bandwidths: [1] })) < 1e-6);
  * ```
  */
 export async function mmdRbf(a: Samples, b: Samples, opts: MmdOptions = {}): Promise<number> {

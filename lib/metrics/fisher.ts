@@ -90,11 +90,18 @@ export function exactField(
  *
  * @example
  * ```ts
- * import { fisherDivergence, GaussianMixture, Generator } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { fisherDivergence, GaussianMixture, Generator, type Tensor, tensor } from "../../mod.ts";
  * const gmm = GaussianMixture.ring({ numModes: 4 });
- * const zero = (x: import("../../mod.ts").Tensor) => x.mul(0);
- * const fd = await fisherDivergence(zero, gmm, { generator: new Generator(0), n: 64 });
- * console.log(fd.map((p) => p.value));
+ * // The exact field scores 0; the exact field shifted by (1, 0) scores exactly ‖(1, 0)‖² = 1.
+ * const exact = (x: Tensor, t: Tensor) => gmm.velocity(x, t);
+ * const shifted = (x: Tensor, t: Tensor) => gmm.velocity(x, t).add(tensor([1, 0]));
+ * for (const p of await fisherDivergence(exact, gmm, { generator: new Generator(0), n: 64 })) {
+ *   assert.ok(p.value < 1e-10);
+ * }
+ * const fd = await fisherDivergence(shifted, gmm, { generator: new Generator(0), n: 64 });
+ * assert.deepEqual(fd.map((p) => p.t), [0.5, 0.6, 0.7, 0.8]);
+ * for (const p of fd) assert.ok(Math.abs(p.value - 1) < 1e-5);
  * ```
  */
 export async function fisherDivergence(
@@ -133,8 +140,9 @@ export async function fisherDivergence(
  * The targets whose variance `varianceCurves` measures.
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { VARIANCE_TARGETS } from "../../mod.ts";
- * console.log(VARIANCE_TARGETS); // ["cfm", "stf", "stablevm", "cfm-stf"]
+ * assert.deepEqual([...VARIANCE_TARGETS], ["cfm", "stf", "stablevm", "cfm-stf"]);
  * ```
  */
 export const VARIANCE_TARGETS = ["cfm", "stf", "stablevm", "cfm-stf"] as const;
@@ -215,9 +223,15 @@ function quantile(sorted: Float32Array, p: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { varianceCurves } from "../../mod.ts";
  * const r = await varianceCurves({ dims: [2], numT: 3, n: 64, bankSize: 16, numModes: 4 });
- * console.log(r[0]!.curves.cfm!.median);
+ * assert.equal(r.length, 1);
+ * assert.equal(r[0]!.dim, 2);
+ * [0.02, 0.5, 0.98].forEach((t, i) => assert.ok(Math.abs(r[0]!.t[i]! - t) < 1e-12));
+ * for (const c of [r[0]!.curves.cfm!, r[0]!.curves.stablevm!]) {
+ *   c.median.forEach((m, i) => assert.ok(c.q15[i]! <= m && m <= c.q85[i]!));
+ * }
  * ```
  */
 export async function varianceCurves(

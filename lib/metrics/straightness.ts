@@ -30,9 +30,16 @@ export interface StraightnessResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { straightness, tensor } from "../../mod.ts";
  * const tr = [tensor([[0, 0]]), tensor([[1, 1]]), tensor([[2, 0]])];
- * console.log((await straightness(tr)).straightness); // 4 (= energy 8 − displacement² 4)
+ * const s = await straightness(tr);
+ * // Secant velocities (2, 2) and (2, −2) over Δt = ½: energy ½·8 + ½·8 = 8; the straight
+ * // path from (0, 0) to (2, 0) has energy 4; the polyline is 2√2 long for a displacement of 2.
+ * assert.equal(s.energy, 8);
+ * assert.equal(s.displacementSq, 4);
+ * assert.equal(s.straightness, 4);
+ * assert.ok(Math.abs(s.lengthRatio - Math.SQRT2) < 1e-6);
  * ```
  */
 export async function straightness(

@@ -37,8 +37,9 @@ import { AdaLNMLP, VelocityMLP } from "./velocity.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
- * if (nn.TORCH_DTYPES.join() !== "F32,F16,BF16") throw new Error("changed");
+ * assert.deepEqual([...nn.TORCH_DTYPES], ["F32", "F16", "BF16"]);
  * ```
  */
 export const TORCH_DTYPES = ["F32", "F16", "BF16"] as const;
@@ -99,12 +100,13 @@ function list(names: readonly string[]): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const msg = nn.formatStateDictReport({
  *   missing: ["w"], missingBuffers: [], unexpected: ["v"], shapeMismatches: [],
  *   badDtypes: [], ignored: [], stripped: "",
  * });
- * if (msg !== 'missing keys "w"; unexpected keys "v"') throw new Error(msg);
+ * assert.equal(msg, 'missing keys "w"; unexpected keys "v"');
  * ```
  */
 export function formatStateDictReport(r: StateDictReport): string {
@@ -135,9 +137,11 @@ export function formatStateDictReport(r: StateDictReport): string {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const e = new nn.StateDictError("bad", { missing: ["w"], missingBuffers: [], unexpected: [], shapeMismatches: [], badDtypes: [], ignored: [], stripped: "" });
- * if (!(e instanceof RangeError) || e.report.missing[0] !== "w") throw new Error("bad");
+ * assert.ok(e instanceof RangeError);
+ * assert.deepEqual(e.report.missing, ["w"]);
  * ```
  */
 export class StateDictError extends RangeError {
@@ -186,14 +190,18 @@ function prepare(dict: TorchStateDict, opts: ImportOptions) {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const lin = new nn.Linear(3, 2, { seed: 0 });
  * const r = nn.compareStateDict(lin, {
  *   "module.weight": { shape: [2, 4], data: new Float32Array(8) },
  *   "module.extra": { shape: [1], data: new Float32Array(1), dtype: "F64" },
  * });
- * if (r.missing[0] !== "bias" || r.unexpected[0] !== "extra" || r.shapeMismatches[0].key !== "weight") throw new Error("bad");
- * if (r.badDtypes[0].dtype !== "F64" || r.stripped !== "module.") throw new Error("bad");
+ * assert.deepEqual(r.missing, ["bias"]);
+ * assert.deepEqual(r.unexpected, ["extra"]);
+ * assert.equal(r.shapeMismatches[0]!.key, "weight"); // [2, 4] where [2, 3] is expected
+ * assert.equal(r.badDtypes[0]!.dtype, "F64");
+ * assert.equal(r.stripped, "module."); // DDP's prefix
  * ```
  */
 export function compareStateDict(
@@ -283,6 +291,7 @@ function need(dict: TorchStateDict, k: string): TorchEntry {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn, tensor } from "../../mod.ts";
  * const net = new nn.VelocityMLP({ dim: 2, hidden: 8, depth: 1, seed: 0 });
  * const sd: nn.TorchStateDict = {};
@@ -292,7 +301,7 @@ function need(dict: TorchStateDict, k: string): TorchEntry {
  * const x = randn([3, 2], { seed: 1 });
  * const a = await net.forward(x, tensor([0.2, 0.5, 0.9])).data();
  * const b = await repa.forward(x, tensor([0.8, 0.5, 0.1])).data();
- * if (a.some((v, i) => Math.abs(v + b[i]) > 1e-5)) throw new Error("flip");
+ * a.forEach((v, i) => assert.ok(Math.abs(v + b[i]!) <= 1e-5));
  * ```
  */
 export function flipTimeConvention(module: Module, dict: TorchStateDict): TorchStateDict {
@@ -360,13 +369,13 @@ export function flipTimeConvention(module: Module, dict: TorchStateDict): TorchS
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const lin = new nn.Linear(2, 1, { seed: 0 });
  * const sd = { weight: { shape: [1, 2], data: new Float32Array([1, 2]), dtype: "BF16" }, bias: { shape: [1], data: new Float32Array([3]) } };
  * lin.loadStateDict(nn.importTorchStateDict(lin, sd));
- * let err = "";
- * try { nn.importTorchStateDict(lin, { weight: sd.weight }); } catch (e) { err = (e as Error).message; }
- * if (!err.includes('missing keys "bias"')) throw new Error(err);
+ * assert.deepEqual([...await lin.weight.data()], [1, 2]);
+ * assert.throws(() => nn.importTorchStateDict(lin, { weight: sd.weight }), /missing keys "bias"/);
  * ```
  */
 export function importTorchStateDict(
@@ -398,13 +407,15 @@ export function importTorchStateDict(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const lin = new nn.Linear(1, 1);
  * const r = nn.loadTorchStateDict(lin, {
  *   "module.weight": { shape: [1, 1], data: new Float32Array([2]) },
  *   "module.bias": { shape: [1], data: new Float32Array([0]) },
  * });
- * if (r.stripped !== "module." || (await lin.weight.data())[0] !== 2) throw new Error("bad");
+ * assert.equal(r.stripped, "module.");
+ * assert.deepEqual([...await lin.weight.data()], [2]);
  * ```
  */
 export function loadTorchStateDict(
@@ -423,10 +434,12 @@ export function loadTorchStateDict(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const net = new nn.DiT({ inputSize: 4, inChannels: 1, hiddenSize: 8, depth: 1, numHeads: 2, numClasses: 2, seed: 0 });
  * const sd = await nn.exportTorchStateDict(net);
- * if (!sd["blocks.0.attn.qkv.weight"] || sd["pos_embed"].shape[1] !== 4) throw new Error("bad");
+ * assert.deepEqual([...sd["blocks.0.attn.qkv.weight"]!.shape], [24, 8]); // 3·hidden × hidden
+ * assert.deepEqual([...sd["pos_embed"]!.shape], [1, 4, 8]); // (4/2)² patches (default patch 2)
  * ```
  */
 export async function exportTorchStateDict(
@@ -512,10 +525,13 @@ function countIndexed(d: Shapes, prefix: string): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const net = new nn.VelocityMLP({ dim: 2, hidden: 8, depth: 2, seed: 0 });
  * const a = nn.detectArchitecture(await nn.exportTorchStateDict(net));
- * if (a.kind !== "velocity-mlp" || a.depth !== 2 || a.timeFeatures !== 1) throw new Error("bad");
+ * assert.equal(a.kind, "velocity-mlp");
+ * assert.equal(a.kind === "velocity-mlp" && a.depth, 2);
+ * assert.equal(a.kind === "velocity-mlp" && a.timeFeatures, 1);
  * ```
  */
 export function detectArchitecture(

@@ -39,8 +39,11 @@ import { Module, Sequential } from "./module.ts";
  *
  * @example
  * ```ts
- * import { nn } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { Generator, nn } from "../../mod.ts";
  * const g = nn.generatorOf({ seed: 3 });
+ * assert.deepEqual([...g!.uniformHost(2)], [...new Generator(3).uniformHost(2)]);
+ * assert.equal(nn.generatorOf({}), undefined); // no seed: the global generator is used
  * ```
  */
 export function generatorOf(opts: RandomOptions = {}): Generator | undefined {
@@ -58,9 +61,13 @@ function ro(g: Generator | undefined): RandomOptions {
  *
  * @example
  * ```ts
- * import { nn, zeros } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { nn, rand, zeros } from "../../mod.ts";
  * const w = zeros([3, 2]);
  * nn.initUniform(w, 0.5, { seed: 0 });
+ * // U(−0.5, 0.5): 2·0.5·u − 0.5 for the seed's uniforms u
+ * const u = await rand([3, 2], { seed: 0 }).data();
+ * (await w.data()).forEach((v, i) => assert.ok(Math.abs(v - (u[i]! - 0.5)) < 1e-6));
  * ```
  */
 export function initUniform(t: Tensor, bound: number, opts: RandomOptions = {}): Tensor {
@@ -75,8 +82,12 @@ export function initUniform(t: Tensor, bound: number, opts: RandomOptions = {}):
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, zeros } from "../../mod.ts";
- * nn.initNormal(zeros([4]), 0.02, { seed: 0 });
+ * const w = await nn.initNormal(zeros([2000]), 0.02, { seed: 0 }).data();
+ * // The sample std of 2000 draws is within 4·√(1/4000) relative of 0.02.
+ * const sd = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+ * assert.ok(Math.abs(sd / 0.02 - 1) < 4 * Math.sqrt(1 / 4000), `std ${sd}`);
  * ```
  */
 export function initNormal(t: Tensor, std: number, opts: RandomOptions = {}): Tensor {
@@ -92,8 +103,13 @@ export function initNormal(t: Tensor, std: number, opts: RandomOptions = {}): Te
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, zeros } from "../../mod.ts";
- * nn.initXavierUniform(zeros([8, 4]), { seed: 0 });
+ * const w = await nn.initXavierUniform(zeros([8, 4]), { seed: 0 }).data();
+ * // U(−a, a) with a = √(6/(fan_in + fan_out)) = √(6/12)
+ * const a = Math.sqrt(6 / 12);
+ * assert.ok(w.every((v) => Math.abs(v) <= a));
+ * assert.ok(Math.max(...w.map(Math.abs)) > a / 2); // 32 draws all below a/2: p = 2^-32
  * ```
  */
 export function initXavierUniform(t: Tensor, opts: RandomOptions = {}): Tensor {
@@ -110,8 +126,9 @@ export function initXavierUniform(t: Tensor, opts: RandomOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, ones } from "../../mod.ts";
- * nn.initConstant(ones([3]), 0);
+ * assert.deepEqual([...await nn.initConstant(ones([3]), 0).data()], [0, 0, 0]);
  * ```
  */
 export function initConstant(t: Tensor, value: number): Tensor {
@@ -126,8 +143,10 @@ export function initConstant(t: Tensor, value: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
- * console.log(nn.ACTIVATIONS.includes("silu")); // true
+ * assert.ok(nn.ACTIVATIONS.includes("silu"));
+ * assert.ok(nn.ACTIVATIONS.includes("gelu_tanh"));
  * ```
  */
 export const ACTIVATIONS = [
@@ -148,8 +167,12 @@ export type ActivationName = typeof ACTIVATIONS[number];
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * console.log(await nn.geluTanh(tensor([0, 1])).data());
+ * const y = await nn.geluTanh(tensor([0, 1])).data();
+ * // ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
+ * const g = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+ * [0, 1].forEach((x, i) => assert.ok(Math.abs(y[i]! - g(x)) < 1e-6));
  * ```
  */
 export function geluTanh(x: Tensor): Tensor {
@@ -166,8 +189,13 @@ const SELU_SCALE = 1.0507009873554805;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * console.log(await nn.selu(tensor([-1, 1])).data());
+ * const y = await nn.selu(tensor([-1, 1])).data();
+ * // λ·x for x > 0, λα(eˣ − 1) otherwise (Klambauer et al. 2017 constants)
+ * const lam = 1.0507009873554805, alpha = 1.6732632423543772;
+ * assert.ok(Math.abs(y[0]! - lam * alpha * (Math.exp(-1) - 1)) < 1e-6);
+ * assert.ok(Math.abs(y[1]! - lam) < 1e-6);
  * ```
  */
 export function selu(x: Tensor): Tensor {
@@ -180,8 +208,11 @@ export function selu(x: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * const y = nn.applyActivation("silu", tensor([1, -1]));
+ * const y = await nn.applyActivation("silu", tensor([1, -1])).data();
+ * // x·σ(x)
+ * [1, -1].forEach((x, i) => assert.ok(Math.abs(y[i]! - x / (1 + Math.exp(-x))) < 1e-6));
  * ```
  */
 export function applyActivation(name: ActivationName, x: Tensor): Tensor {
@@ -208,9 +239,12 @@ export function applyActivation(name: ActivationName, x: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
  * const act = new nn.Activation("gelu");
- * const y = act.forward(tensor([0.5]));
+ * const y = await act.forward(tensor([0.5])).item();
+ * // exact GELU x·Φ(x); Φ(0.5) = 0.6914624612740131
+ * assert.ok(Math.abs(y - 0.5 * 0.6914624612740131) < 2e-6);
  * ```
  */
 export class Activation extends Module {
@@ -232,8 +266,10 @@ export class Activation extends Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * new nn.SiLU().forward(tensor([1]));
+ * const y = await new nn.SiLU().forward(tensor([1])).item();
+ * assert.ok(Math.abs(y - 1 / (1 + Math.exp(-1))) < 1e-6);
  * ```
  */
 export class SiLU extends Activation {
@@ -247,8 +283,10 @@ export class SiLU extends Activation {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * new nn.GELU("tanh").forward(tensor([1]));
+ * const y = await new nn.GELU("tanh").forward(tensor([1])).item();
+ * assert.ok(Math.abs(y - 0.5 * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * 1.044715))) < 1e-6);
  * ```
  */
 export class GELU extends Activation {
@@ -284,9 +322,20 @@ const FUSABLE: Partial<Record<ActivationName, LinearActivation>> = {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const lin = new nn.Linear(3, 2, { seed: 0 });
- * console.log(lin.forward(randn([5, 3], { seed: 1 })).shape); // [5, 2]
+ * const x = randn([5, 3], { seed: 1 });
+ * const y = await lin.forward(x).data();
+ * assert.equal(y.length, 5 * 2);
+ * // y = x·Wᵀ + b with W [out, in] as in PyTorch
+ * const [X, W, B] = [await x.data(), await lin.weight.data(), await lin.bias!.data()];
+ * for (let i = 0; i < 5; i++) {
+ *   for (let o = 0; o < 2; o++) {
+ *     const want = B[o]! + X[3 * i]! * W[3 * o]! + X[3 * i + 1]! * W[3 * o + 1]! + X[3 * i + 2]! * W[3 * o + 2]!;
+ *     assert.ok(Math.abs(y[2 * i + o]! - want) < 1e-5);
+ *   }
+ * }
  * ```
  */
 export class Linear extends Module {
@@ -343,13 +392,16 @@ export class Linear extends Module {
  *
  * @example
  * ```ts
- * import { forwardFusingActivations, Activation, Linear } from "./layers.ts";
+ * import { strict as assert } from "node:assert";
+ * import { Activation, forwardFusingActivations, Linear } from "./layers.ts";
  * import { randn } from "../../mod.ts";
- * const y = forwardFusingActivations(
- *   [new Linear(2, 4, { seed: 0 }), new Activation("silu"), new Linear(4, 1, { seed: 1 })],
- *   randn([3, 2], { seed: 2 }),
- * );
- * console.log(y.shape); // [3, 1]
+ * const layers = [new Linear(2, 4, { seed: 0 }), new Activation("silu"), new Linear(4, 1, { seed: 1 })];
+ * const x = randn([3, 2], { seed: 2 });
+ * const y = forwardFusingActivations(layers, x);
+ * assert.deepEqual([...y.shape], [3, 1]);
+ * // the same as running the layers one by one
+ * const ref = await layers[2]!.forward(layers[1]!.forward(layers[0]!.forward(x))).data();
+ * (await y.data()).forEach((v, i) => assert.ok(Math.abs(v - ref[i]!) < 1e-6));
  * ```
  */
 export function forwardFusingActivations(
@@ -379,9 +431,11 @@ export function forwardFusingActivations(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const mlp = new nn.MLP([2, 16, 16, 1], "silu", { seed: 0 });
- * console.log(mlp.forward(randn([4, 2], { seed: 1 })).shape, mlp.numParameters()); // [4, 1], 337
+ * assert.deepEqual([...mlp.forward(randn([4, 2], { seed: 1 })).shape], [4, 1]);
+ * assert.equal(mlp.numParameters(), (2 * 16 + 16) + (16 * 16 + 16) + (16 * 1 + 1)); // 337
  * ```
  */
 export class MLP extends Sequential {
@@ -412,9 +466,11 @@ export class MLP extends Sequential {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const ff = new nn.FeedForward(8, 32, "gelu_tanh", { seed: 0 });
- * console.log(ff.forward(randn([2, 3, 8], { seed: 1 })).shape); // [2, 3, 8]
+ * assert.deepEqual([...ff.forward(randn([2, 3, 8], { seed: 1 })).shape], [2, 3, 8]);
+ * assert.equal(ff.numParameters(), 8 * 32 + 32 + 32 * 8 + 8);
  * ```
  */
 export class FeedForward extends Module {
@@ -453,9 +509,16 @@ export interface LayerNormOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const ln = new nn.LayerNorm(4, { elementwiseAffine: false, eps: 1e-6 });
- * const y = ln.forward(randn([2, 4], { seed: 0 }));
+ * const y = await ln.forward(randn([2, 4], { seed: 0 })).data();
+ * // Each row: mean 0, (biased) variance v/(v + eps) ≈ 1.
+ * for (const r of [y.subarray(0, 4), y.subarray(4)]) {
+ *   const m = r.reduce((s, v) => s + v, 0) / 4;
+ *   assert.ok(Math.abs(m) < 1e-5);
+ *   assert.ok(Math.abs(r.reduce((s, v) => s + (v - m) ** 2, 0) / 4 - 1) < 1e-3);
+ * }
  * ```
  */
 export class LayerNorm extends Module {
@@ -501,10 +564,13 @@ export interface DropoutOptions {
  *
  * @example
  * ```ts
- * import { nn, ones, Generator } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { Generator, nn, ones } from "../../mod.ts";
  * const d = new nn.Dropout(0.5, { generator: new Generator(0) });
- * const y = d.forward(ones([8])); // entries 0 or 2
+ * const y = await d.forward(ones([8])).data(); // entries 0 or 1/(1 − p) = 2
+ * assert.ok(y.every((v) => v === 0 || v === 2));
  * d.eval();
+ * assert.deepEqual([...await d.forward(ones([8])).data()], new Array(8).fill(1)); // identity
  * ```
  */
 export class Dropout extends Module {
@@ -536,9 +602,12 @@ export class Dropout extends Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
  * const emb = new nn.Embedding(10, 4, { seed: 0 });
- * console.log(emb.forward(tensor([1, 7])).shape); // [2, 4]
+ * const e = await emb.forward(tensor([1, 7])).data();
+ * const w = await emb.weight.data();
+ * assert.deepEqual([...e], [...w.subarray(4, 8), ...w.subarray(28, 32)]); // rows 1 and 7
  * ```
  */
 export class Embedding extends Module {
@@ -578,10 +647,15 @@ export interface LabelEmbedderOptions extends RandomOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
  * const ye = new nn.LabelEmbedder(10, 8, 0.1, { seed: 0 });
- * const e = ye.forward(tensor([3, 10])); // 10 is the null class
- * console.log(e.shape, [...ye.namedParameters().keys()]); // [2, 8], ["embedding_table.weight"]
+ * const e = await ye.forward(tensor([3, 10])).data(); // 10 is the null class
+ * assert.deepEqual([...ye.namedParameters().keys()], ["embedding_table.weight"]);
+ * const table = ye.namedParameters().get("embedding_table.weight")!;
+ * assert.deepEqual([...table.shape], [11, 8]); // 10 classes + the null row
+ * const w = await table.data();
+ * assert.deepEqual([...e], [...w.subarray(24, 32), ...w.subarray(80, 88)]);
  * ```
  */
 export class LabelEmbedder extends Module {
@@ -658,9 +732,13 @@ export interface TimestepEmbeddingOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
- * const e = nn.timestepEmbedding(tensor([0, 0.5]), 8);
- * console.log(e.shape); // [2, 8]
+ * const e = await nn.timestepEmbedding(tensor([0, 0.5]), 8).data();
+ * // DiT: frequencies 10000^(−i/4), i = 0..3; [cos(t·f), sin(t·f)]
+ * const f = [0, 1, 2, 3].map((i) => Math.pow(10000, -i / 4));
+ * const want = [0, 0.5].flatMap((t) => [...f.map((w) => Math.cos(t * w)), ...f.map((w) => Math.sin(t * w))]);
+ * want.forEach((v, i) => assert.ok(Math.abs(e[i]! - v) < 1e-6));
  * ```
  */
 export function timestepEmbedding(
@@ -694,9 +772,12 @@ export interface TimestepEmbedderOptions extends RandomOptions, TimestepEmbeddin
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
  * const te = new nn.TimestepEmbedder(16, { frequencyEmbeddingSize: 8, seed: 0 });
- * console.log(te.forward(tensor([0.1, 0.9])).shape); // [2, 16]
+ * assert.deepEqual([...te.forward(tensor([0.1, 0.9])).shape], [2, 16]);
+ * // the MLP over 8 sinusoidal features: Linear(8, 16), SiLU, Linear(16, 16)
+ * assert.equal(te.numParameters(), 8 * 16 + 16 + 16 * 16 + 16);
  * ```
  */
 export class TimestepEmbedder extends Module {
@@ -781,9 +862,22 @@ export interface Conv2dOptions extends RandomOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const conv = new nn.Conv2d(1, 4, 3, { padding: 1, seed: 0 });
- * console.log(conv.forward(randn([2, 1, 6, 6], { seed: 1 })).shape); // [2, 4, 6, 6]
+ * const x = randn([2, 1, 6, 6], { seed: 1 });
+ * const y = await conv.forward(x).data();
+ * assert.equal(y.length, 2 * 4 * 6 * 6); // padding 1 keeps 6×6
+ * // Output channel 0 at (0, 0) by hand: the 3×3 window centred there, zero-padded.
+ * const [X, W, B] = [await x.data(), await conv.weight.data(), await conv.bias!.data()];
+ * let s = B[0]!;
+ * for (let i = 0; i < 3; i++) {
+ *   for (let j = 0; j < 3; j++) {
+ *     const r = i - 1, c = j - 1;
+ *     if (r >= 0 && c >= 0) s += W[3 * i + j]! * X[6 * r + c]!;
+ *   }
+ * }
+ * assert.ok(Math.abs(y[0]! - s) < 1e-5);
  * ```
  */
 export class Conv2d extends Module {

@@ -25,13 +25,16 @@ export interface LoadStateDictOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, tensor } from "../../mod.ts";
  * class Scale extends nn.Module {
  *   w = this.param("w", tensor([2]));
  *   forward(x: ReturnType<typeof tensor>) { return x.mul(this.w); }
  * }
  * const m = new Scale();
- * console.log([...m.namedParameters().keys()], m.numParameters()); // ["w"], 1
+ * assert.deepEqual([...m.namedParameters().keys()], ["w"]);
+ * assert.equal(m.numParameters(), 1);
+ * assert.deepEqual([...await m.forward(tensor([3])).data()], [6]);
  * ```
  */
 export class Module {
@@ -213,10 +216,13 @@ export class Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const net = new nn.Sequential([new nn.Linear(2, 4, { seed: 0 }), new nn.SiLU(), new nn.Linear(4, 1, { seed: 1 })]);
  * const y = net.forward(randn([3, 2], { seed: 2 }));
- * console.log(y.shape, [...net.namedParameters().keys()]); // [3, 1], ["0.weight", "0.bias", "2.weight", "2.bias"]
+ * assert.deepEqual([...y.shape], [3, 1]);
+ * // PyTorch's nn.Sequential names: the index of the layer, then the parameter
+ * assert.deepEqual([...net.namedParameters().keys()], ["0.weight", "0.bias", "2.weight", "2.bias"]);
  * ```
  */
 export class Sequential extends Module {

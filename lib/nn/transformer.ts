@@ -43,9 +43,16 @@ export interface AttentionOptions extends RandomOptions {
  *
  * @example
  * ```ts
- * import { nn, randn } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { indexSelect, nn, randn, tensor } from "../../mod.ts";
  * const attn = new nn.MultiheadSelfAttention(8, 2, { seed: 0 });
- * console.log(attn.forward(randn([2, 5, 8], { seed: 1 })).shape); // [2, 5, 8]
+ * const x = randn([2, 5, 8], { seed: 1 });
+ * const y = attn.forward(x);
+ * assert.deepEqual([...y.shape], [2, 5, 8]);
+ * // No positions inside: reversing the tokens reverses the outputs (permutation equivariance).
+ * const rev = tensor([4, 3, 2, 1, 0]);
+ * const a = await indexSelect(y, rev, 1).data(), b = await attn.forward(indexSelect(x, rev, 1)).data();
+ * a.forEach((v, i) => assert.ok(Math.abs(v - b[i]!) < 1e-5));
  * ```
  */
 export class MultiheadSelfAttention extends Module {
@@ -97,8 +104,13 @@ export class MultiheadSelfAttention extends Module {
  *
  * @example
  * ```ts
- * import { nn, ones, zeros } from "../../mod.ts";
- * const y = nn.modulate(ones([2, 3, 4]), zeros([2, 4]), ones([2, 4])); // all 2
+ * import { strict as assert } from "node:assert";
+ * import { nn, ones, tensor } from "../../mod.ts";
+ * // x·(1 + scale) + shift, per sample: 1·(1 + 1) + 0.5 and 1·(1 + 3) − 1
+ * const y = nn.modulate(ones([2, 3, 4]), tensor([[0.5], [-1]]).mul(ones([2, 4])), tensor([[1], [3]]).mul(ones([2, 4])));
+ * const d = await y.data();
+ * assert.ok(d.subarray(0, 12).every((v) => v === 2.5));
+ * assert.ok(d.subarray(12).every((v) => v === 3));
  * ```
  */
 export function modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
@@ -126,10 +138,14 @@ export interface AdaLNZeroBlockOptions extends RandomOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const blk = new nn.AdaLNZeroBlock(8, 2, { seed: 0 });
- * const y = blk.forward(randn([2, 4, 8], { seed: 1 }), randn([2, 8], { seed: 2 }));
- * console.log([...blk.namedParameters().keys()].slice(0, 2)); // ["attn.qkv.weight", "attn.qkv.bias"]
+ * const x = randn([2, 4, 8], { seed: 1 });
+ * const y = await blk.forward(x, randn([2, 8], { seed: 2 })).data();
+ * // adaLN-Zero: the modulation starts at zero, so both gated residual branches vanish.
+ * assert.deepEqual([...y], [...await x.data()]);
+ * assert.deepEqual([...blk.namedParameters().keys()].slice(0, 2), ["attn.qkv.weight", "attn.qkv.bias"]);
  * ```
  */
 export class AdaLNZeroBlock extends Module {
@@ -189,9 +205,12 @@ export class AdaLNZeroBlock extends Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const fl = new nn.FinalLayer(8, 2, 3, { seed: 0 });
- * console.log(fl.forward(randn([2, 4, 8], { seed: 1 }), randn([2, 8], { seed: 2 })).shape); // [2, 4, 12]
+ * const y = fl.forward(randn([2, 4, 8], { seed: 1 }), randn([2, 8], { seed: 2 }));
+ * assert.deepEqual([...y.shape], [2, 4, 2 * 2 * 3]); // p·p·channels per token
+ * assert.ok((await y.data()).every((v) => v === 0)); // zero-initialised output layer
  * ```
  */
 export class FinalLayer extends Module {
@@ -230,9 +249,13 @@ export class FinalLayer extends Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, arange } from "../../mod.ts";
  * const x = arange(32).reshape([2, 1, 4, 4]);
- * console.log(nn.patchify(x, 2).shape); // [2, 4, 4]
+ * const p = nn.patchify(x, 2);
+ * assert.deepEqual([...p.shape], [2, 4, 4]); // 2×2 patches of 2·2·1 values
+ * // the first patch of image 0: pixels (0, 0), (0, 1), (1, 0), (1, 1) of the 4×4 grid
+ * assert.deepEqual([...(await p.data()).subarray(0, 4)], [0, 1, 4, 5]);
  * ```
  */
 export function patchify(x: Tensor, p: number): Tensor {
@@ -254,9 +277,11 @@ export function patchify(x: Tensor, p: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const x = randn([2, 3, 4, 4], { seed: 0 });
- * const back = nn.unpatchify(nn.patchify(x, 2), 2, 3); // equals x
+ * const back = nn.unpatchify(nn.patchify(x, 2), 2, 3);
+ * assert.deepEqual([...await back.data()], [...await x.data()]);
  * ```
  */
 export function unpatchify(x: Tensor, p: number, channels: number, gridHeight?: number): Tensor {
@@ -283,9 +308,12 @@ export function unpatchify(x: Tensor, p: number, channels: number, gridHeight?: 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const pe = nn.get2dSinCosPosEmbed(8, 4);
- * console.log(pe.shape); // [16, 8]
+ * assert.deepEqual([...pe.shape], [16, 8]);
+ * // position (0, 0): sin 0 = 0 and cos 0 = 1 in each half (MAE's [sin, cos] layout)
+ * assert.deepEqual([...(await pe.data()).subarray(0, 8)], [0, 0, 1, 1, 0, 0, 1, 1]);
  * ```
  */
 export function get2dSinCosPosEmbed(embedDim: number, gridSize: number): Tensor {
@@ -316,9 +344,11 @@ export function get2dSinCosPosEmbed(embedDim: number, gridSize: number): Tensor 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn } from "../../mod.ts";
  * const pe = new nn.PatchEmbed(2, 1, 8, { seed: 0 });
- * console.log(pe.forward(randn([2, 1, 4, 4], { seed: 1 })).shape); // [2, 4, 8]
+ * assert.deepEqual([...pe.forward(randn([2, 1, 4, 4], { seed: 1 })).shape], [2, 4, 8]);
+ * assert.equal(pe.numParameters(), 8 * 1 * 2 * 2 + 8); // a 2×2 stride-2 conv, 1 → 8 channels
  * ```
  */
 export class PatchEmbed extends Module {
@@ -375,10 +405,13 @@ export interface DiTOptions extends RandomOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, randn, tensor } from "../../mod.ts";
  * const net = new nn.DiT({ inputSize: 4, patchSize: 2, inChannels: 1, hiddenSize: 16, depth: 1, numHeads: 2, numClasses: 3, seed: 0 });
  * const v = net.forward(randn([2, 1, 4, 4], { seed: 1 }), tensor([0.2, 0.7]), tensor([0, 2]));
- * console.log(v.shape, net.namedParameters().has("blocks.0.adaLN_modulation.1.weight")); // [2, 1, 4, 4], true
+ * assert.deepEqual([...v.shape], [2, 1, 4, 4]);
+ * assert.ok(net.namedParameters().has("blocks.0.adaLN_modulation.1.weight"));
+ * assert.ok((await v.data()).every((x) => x === 0)); // DiT's zero-initialised final layer
  * ```
  *
  * A shortcut model adds the step-size embedding (`dtConditioning`) and takes dtBase [N]:
@@ -505,8 +538,11 @@ export class DiT extends Module {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn } from "../../mod.ts";
  * const net = new nn.SiT({ inputSize: 4, inChannels: 1, hiddenSize: 8, depth: 1, numHeads: 2, numClasses: 2, seed: 0 });
+ * assert.equal(nn.SiT, nn.DiT); // the same network; SiT differs in its objective only
+ * assert.ok(net instanceof nn.DiT);
  * ```
  */
 export const SiT: typeof DiT = DiT;

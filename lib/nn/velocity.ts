@@ -74,9 +74,13 @@ export interface VelocityMLPOptions extends RandomOptions {
  *
  * @example
  * ```ts
- * import { nn, randn, rand } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { nn, rand, randn } from "../../mod.ts";
  * const v = new nn.VelocityMLP({ dim: 2, hidden: 32, depth: 2, seed: 0 });
- * console.log(v.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
+ * const y = v.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 }));
+ * assert.deepEqual([...y.shape], [4, 2]);
+ * // (2 + 1 time feature) → 32 → 32 → 2
+ * assert.equal(v.numParameters(), 3 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2);
  * ```
  *
  * A shortcut model (step-size conditioned) takes dtBase [B] as well:
@@ -164,9 +168,16 @@ export class VelocityMLP extends Module {
  *
  * @example
  * ```ts
- * import { nn, randn } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { layerNorm, nn, randn, tensor } from "../../mod.ts";
  * const a = new nn.AdaLNZero(8, 4, { seed: 0 });
- * const y = a.forward(randn([3, 8], { seed: 1 }), randn([3, 4], { seed: 2 }));
+ * const x = randn([3, 8], { seed: 1 }), c = randn([3, 4], { seed: 2 });
+ * const ln = await layerNorm(x).data();
+ * // Zero-initialised: the plain norm.
+ * (await a.forward(x, c).data()).forEach((v, i) => assert.ok(Math.abs(v - ln[i]!) < 1e-5));
+ * // fc's output is [scale, shift]: bias scale 1 and shift 0.5 give 2·norm(x) + 0.5.
+ * a.loadStateDict({ "fc.bias": tensor([...new Array(8).fill(1), ...new Array(8).fill(0.5)]) }, { strict: false });
+ * (await a.forward(x, c).data()).forEach((v, i) => assert.ok(Math.abs(v - (2 * ln[i]! + 0.5)) < 1e-5));
  * ```
  */
 export class AdaLNZero extends Module {
@@ -220,9 +231,14 @@ export interface AdaLNMLPOptions extends RandomOptions {
  *
  * @example
  * ```ts
- * import { nn, randn, rand } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { nn, rand, randn } from "../../mod.ts";
  * const net = new nn.AdaLNMLP({ dim: 2, seed: 0 });
- * console.log(net.forward(randn([4, 2], { seed: 1 }), rand([4], { seed: 2 })).shape); // [4, 2]
+ * net.eval();
+ * const x = randn([4, 2], { seed: 1 }), t = rand([4], { seed: 2 });
+ * const y = await net.forward(x, t).data();
+ * assert.equal(y.length, 4 * 2);
+ * assert.deepEqual([...await net.forward(x, t).data()], [...y]); // eval mode: deterministic
  * ```
  */
 export class AdaLNMLP extends Module {

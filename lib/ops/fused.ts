@@ -23,6 +23,7 @@ import { Fx } from "../ir.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { fusedGroups, tensor } from "../../mod.ts";
  * const lr = tensor(0.1);
  * const [[a], [b]] = fusedGroups(
@@ -30,7 +31,10 @@ import { Fx } from "../ir.ts";
  *   [lr],
  *   (p, g, lr) => p.sub(g.mul(lr)),
  * );
- * console.log(await a!.data(), await b!.data()); // ≈ [0.9, 1.9], [2.8]
+ * const [da, db] = [await a!.data(), await b!.data()];
+ * // p − 0.1·g: [1 − 0.1, 2 − 0.1] and [3 − 0.2]
+ * assert.ok(Math.abs(da[0]! - 0.9) < 1e-6 && Math.abs(da[1]! - 1.9) < 1e-6);
+ * assert.ok(Math.abs(db[0]! - 2.8) < 1e-6);
  * ```
  */
 export function fusedGroups(

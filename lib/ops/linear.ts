@@ -64,10 +64,12 @@ function taped(inputs: readonly Tensor[]): boolean {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { linear, tensor } from "../../mod.ts";
  * const x = tensor([[1, 2]]), w = tensor([[1, 0], [0, -1], [1, 1]]);
  * const y = linear(x, w, tensor([0, 1, -4]), { activation: "relu" });
- * console.log(await y.data()); // relu([1, -1, -1]) = [1, 0, 0]
+ * // x·wᵀ + b = [1, −2, 3] + [0, 1, −4] = [1, −1, −1]; relu → [1, 0, 0]
+ * assert.deepEqual([...await y.data()], [1, 0, 0]);
  * ```
  */
 export function linear(

@@ -38,10 +38,17 @@ export interface LogSumExpAddOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { logSumExpAdd, tensor } from "../../mod.ts";
  * const m = tensor([[0, 0], [1, 2]]);
- * console.log(await logSumExpAdd(m, tensor([[0, 1]]), 1).data()); // [ln(1 + e), ln(e + e³)]
- * console.log(await logSumExpAdd(m, tensor([[0], [1]]), 0, true).data()); // [ln(1 + e²), ln(1 + e³)]
+ * const close = (a: Float32Array, b: number[]) =>
+ *   b.forEach((v, i) => assert.ok(Math.abs(a[i]! - v) < 1e-5, `${a[i]} vs ${v}`));
+ * const e = Math.E;
+ * close(await logSumExpAdd(m, tensor([[0, 1]]), 1).data(), [Math.log(1 + e), Math.log(e + e ** 3)]);
+ * close(await logSumExpAdd(m, tensor([[0], [1]]), 0, true).data(), [
+ *   Math.log(1 + e ** 2),
+ *   Math.log(1 + e ** 3),
+ * ]);
  * ```
  */
 export function logSumExpAdd(

@@ -100,9 +100,14 @@ function flatten(data: NestedArray, shape: number[], out: number[], depth: numbe
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { tensor } from "../../mod.ts";
  * const a = tensor([[1, 2], [3, 4]]); // shape [2, 2]
  * const b = tensor(new Float32Array([1, 2, 3, 4]), [4, 1]);
+ * assert.deepEqual([...a.shape], [2, 2]);
+ * assert.deepEqual([...b.shape], [4, 1]);
+ * assert.deepEqual([...await a.data()], [1, 2, 3, 4]); // row-major
+ * assert.deepEqual(await a.array(), [[1, 2], [3, 4]]);
  * ```
  */
 export function tensor(
@@ -141,8 +146,11 @@ export function tensor(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { full } from "../../mod.ts";
  * const x = full([2, 3], 7);
+ * assert.deepEqual([...x.shape], [2, 3]);
+ * assert.deepEqual([...await x.data()], [7, 7, 7, 7, 7, 7]);
  * ```
  */
 export function full(
@@ -159,8 +167,10 @@ export function full(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { zeros } from "../../mod.ts";
  * const x = zeros([2, 3]);
+ * assert.deepEqual([...await x.data()], [0, 0, 0, 0, 0, 0]);
  * ```
  */
 export function zeros(shape: readonly number[], backend?: Backend): Tensor {
@@ -172,8 +182,10 @@ export function zeros(shape: readonly number[], backend?: Backend): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ones } from "../../mod.ts";
  * const x = ones([4]);
+ * assert.deepEqual([...await x.data()], [1, 1, 1, 1]);
  * ```
  */
 export function ones(shape: readonly number[], backend?: Backend): Tensor {
@@ -185,8 +197,10 @@ export function ones(shape: readonly number[], backend?: Backend): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ones, zerosLike } from "../../mod.ts";
  * const z = zerosLike(ones([2]));
+ * assert.deepEqual([...await z.data()], [0, 0]);
  * ```
  */
 export function zerosLike(x: Tensor): Tensor {
@@ -198,8 +212,10 @@ export function zerosLike(x: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { onesLike, zeros } from "../../mod.ts";
  * const o = onesLike(zeros([2]));
+ * assert.deepEqual([...await o.data()], [1, 1]);
  * ```
  */
 export function onesLike(x: Tensor): Tensor {
@@ -211,8 +227,10 @@ export function onesLike(x: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange } from "../../mod.ts";
- * console.log(await arange(2, 8, 2).data()); // [2, 4, 6]
+ * assert.deepEqual([...await arange(2, 8, 2).data()], [2, 4, 6]); // stop excluded
+ * assert.deepEqual([...await arange(3).data()], [0, 1, 2]);
  * ```
  */
 export function arange(start: number, stop?: number, step = 1): Tensor {
@@ -228,8 +246,9 @@ export function arange(start: number, stop?: number, step = 1): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { linspace } from "../../mod.ts";
- * console.log(await linspace(0, 1, 5).data()); // [0, 0.25, 0.5, 0.75, 1]
+ * assert.deepEqual([...await linspace(0, 1, 5).data()], [0, 0.25, 0.5, 0.75, 1]); // both ends
  * ```
  */
 export function linspace(start: number, stop: number, num: number): Tensor {
@@ -248,8 +267,10 @@ export function linspace(start: number, stop: number, num: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { eye } from "../../mod.ts";
  * const i3 = eye(3);
+ * assert.deepEqual(await i3.array(), [[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
  * ```
  */
 export function eye(n: number): Tensor {
@@ -263,8 +284,11 @@ export function eye(n: number): Tensor {
  *
  * @example
  * ```ts
- * import { tensor, toBackend, backendByName } from "../../mod.ts";
+ * import { strict as assert } from "node:assert";
+ * import { backendByName, tensor, toBackend } from "../../mod.ts";
  * const c = await toBackend(tensor([1, 2]), backendByName("cpu")!);
+ * assert.equal(c.backend.name, "cpu");
+ * assert.deepEqual([...c.dataSync()], [1, 2]);
  * ```
  */
 export async function toBackend(x: Tensor, backend: Backend): Promise<Tensor> {
@@ -278,8 +302,10 @@ export async function toBackend(x: Tensor, backend: Backend): Promise<Tensor> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { clamp, tensor } from "../../mod.ts";
  * const y = clamp(tensor([-5, 0, 5]), -1, 1);
+ * assert.deepEqual([...await y.data()], [-1, 0, 1]);
  * ```
  */
 export function clamp(x: Tensor, lo = -Infinity, hi = Infinity): Tensor {
@@ -407,8 +433,10 @@ export const notEqual = (a: Tensor, b: Tensor | number): Tensor => cmp("ne", a, 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { sum, tensor } from "../../mod.ts";
- * console.log(await sum(tensor([[1, 2], [3, 4]]), 0).data()); // [4, 6]
+ * assert.deepEqual([...await sum(tensor([[1, 2], [3, 4]]), 0).data()], [4, 6]); // column sums
+ * assert.equal(await sum(tensor([[1, 2], [3, 4]])).item(), 10);
  * ```
  */
 export function sum(x: Tensor, axes?: Axes, keepdims = false): Tensor {
@@ -420,8 +448,9 @@ export function sum(x: Tensor, axes?: Axes, keepdims = false): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { max, tensor } from "../../mod.ts";
- * console.log(await max(tensor([1, 7, 3])).item()); // 7
+ * assert.equal(await max(tensor([1, 7, 3])).item(), 7);
  * ```
  */
 export function max(x: Tensor, axes?: Axes, keepdims = false): Tensor {
@@ -433,8 +462,9 @@ export function max(x: Tensor, axes?: Axes, keepdims = false): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { min, tensor } from "../../mod.ts";
- * console.log(await min(tensor([1, 7, 3])).item()); // 1
+ * assert.equal(await min(tensor([1, 7, 3])).item(), 1);
  * ```
  */
 export function min(x: Tensor, axes?: Axes, keepdims = false): Tensor {
@@ -446,8 +476,9 @@ export function min(x: Tensor, axes?: Axes, keepdims = false): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { argmax, tensor } from "../../mod.ts";
- * console.log(await argmax(tensor([[1, 9], [8, 2]]), 1).data()); // [1, 0]
+ * assert.deepEqual([...await argmax(tensor([[1, 9], [8, 2]]), 1).data()], [1, 0]);
  * ```
  */
 export function argmax(x: Tensor, axis?: number, keepdims = false): Tensor {
@@ -462,8 +493,9 @@ export function argmax(x: Tensor, axis?: number, keepdims = false): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { argmin, tensor } from "../../mod.ts";
- * console.log(await argmin(tensor([3, 1, 2])).item()); // 1
+ * assert.equal(await argmin(tensor([3, 1, 2])).item(), 1);
  * ```
  */
 export function argmin(x: Tensor, axis?: number, keepdims = false): Tensor {
@@ -478,8 +510,11 @@ export function argmin(x: Tensor, axis?: number, keepdims = false): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { logSumExp, tensor } from "../../mod.ts";
- * console.log(await logSumExp(tensor([0, 0])).item()); // ln 2
+ * assert.ok(Math.abs(await logSumExp(tensor([0, 0])).item() - Math.LN2) < 1e-6); // ln(1 + 1)
+ * // Stable for large inputs: ln(e^1000 + e^1000) = 1000 + ln 2.
+ * assert.ok(Math.abs(await logSumExp(tensor([1000, 1000])).item() - (1000 + Math.LN2)) < 1e-3);
  * ```
  */
 export function logSumExp(x: Tensor, axes?: Axes, keepdims = false): Tensor {
@@ -503,8 +538,11 @@ function zerosLikeShape(x: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { variance, tensor } from "../../mod.ts";
- * console.log(await variance(tensor([1, 2, 3, 4])).item()); // 1.25
+ * import { strict as assert } from "node:assert";
+ * import { tensor, variance } from "../../mod.ts";
+ * // mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, over n = 4 (or n − 1 = 3).
+ * assert.equal(await variance(tensor([1, 2, 3, 4])).item(), 1.25);
+ * assert.ok(Math.abs(await variance(tensor([1, 2, 3, 4]), undefined, false, 1).item() - 5 / 3) < 1e-6);
  * ```
  */
 export function variance(x: Tensor, axes?: Axes, keepdims = false, correction = 0): Tensor {
@@ -528,8 +566,11 @@ export function variance(x: Tensor, axes?: Axes, keepdims = false, correction = 
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { softmax, tensor } from "../../mod.ts";
- * console.log(await softmax(tensor([0, 0])).data()); // [0.5, 0.5]
+ * assert.deepEqual([...await softmax(tensor([0, 0])).data()], [0.5, 0.5]);
+ * const p = await softmax(tensor([0, Math.LN2])).data(); // weights 1 : 2
+ * assert.ok(Math.abs(p[0]! - 1 / 3) < 1e-6 && Math.abs(p[1]! - 2 / 3) < 1e-6);
  * ```
  */
 export function softmax(x: Tensor, axis = -1): Tensor {
@@ -543,8 +584,11 @@ export function softmax(x: Tensor, axis = -1): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { logSoftmax, tensor } from "../../mod.ts";
- * const y = logSoftmax(tensor([1, 2, 3]));
+ * const y = await logSoftmax(tensor([1, 2, 3])).data();
+ * const lse = Math.log(Math.E + Math.E ** 2 + Math.E ** 3);
+ * [1, 2, 3].forEach((x, i) => assert.ok(Math.abs(y[i]! - (x - lse)) < 1e-6));
  * ```
  */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
@@ -559,8 +603,12 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { layerNorm, tensor } from "../../mod.ts";
- * const y = layerNorm(tensor([[1, 2, 3]]));
+ * const y = await layerNorm(tensor([[1, 2, 3]])).data();
+ * // mean 2, (biased) variance 2/3, eps 1e-5: (x − 2)/√(2/3 + 1e-5)
+ * const s = Math.sqrt(2 / 3 + 1e-5);
+ * [-1 / s, 0, 1 / s].forEach((v, i) => assert.ok(Math.abs(y[i]! - v) < 1e-5));
  * ```
  */
 export function layerNorm(x: Tensor, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
@@ -582,8 +630,10 @@ export function layerNorm(x: Tensor, weight?: Tensor, bias?: Tensor, eps = 1e-5)
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { pairwiseSqDist, tensor } from "../../mod.ts";
- * const d = pairwiseSqDist(tensor([[0, 0]]), tensor([[3, 4]])); // [[25]]
+ * const d = pairwiseSqDist(tensor([[0, 0], [1, 1]]), tensor([[3, 4]]));
+ * assert.deepEqual(await d.array(), [[25], [13]]); // 3² + 4², 2² + 3²
  * ```
  */
 export function pairwiseSqDist(a: Tensor, b: Tensor): Tensor {
@@ -614,8 +664,10 @@ export function pairwiseSqDist(a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { expandDims, tensor } from "../../mod.ts";
- * console.log(expandDims(tensor([1, 2]), 0).shape); // [1, 2]
+ * assert.deepEqual([...expandDims(tensor([1, 2]), 0).shape], [1, 2]);
+ * assert.deepEqual([...expandDims(tensor([1, 2]), -1).shape], [2, 1]);
  * ```
  */
 export function expandDims(x: Tensor, axis: number): Tensor {
@@ -635,8 +687,10 @@ export function expandDims(x: Tensor, axis: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { squeeze, zeros } from "../../mod.ts";
- * console.log(squeeze(zeros([1, 3, 1])).shape); // [3]
+ * assert.deepEqual([...squeeze(zeros([1, 3, 1])).shape], [3]);
+ * assert.deepEqual([...squeeze(zeros([1, 3, 1]), 0).shape], [3, 1]);
  * ```
  */
 export function squeeze(x: Tensor, axes?: Axes): Tensor {
@@ -656,8 +710,10 @@ export function squeeze(x: Tensor, axes?: Axes): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { stack, tensor } from "../../mod.ts";
- * console.log(stack([tensor([1, 2]), tensor([3, 4])]).shape); // [2, 2]
+ * assert.deepEqual(await stack([tensor([1, 2]), tensor([3, 4])]).array(), [[1, 2], [3, 4]]);
+ * assert.deepEqual(await stack([tensor([1, 2]), tensor([3, 4])], 1).array(), [[1, 3], [2, 4]]);
  * ```
  */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
@@ -671,8 +727,11 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange, split } from "../../mod.ts";
  * const [a, b] = split(arange(5), [2, 3]);
+ * assert.deepEqual([...await a!.data()], [0, 1]);
+ * assert.deepEqual([...await b!.data()], [2, 3, 4]);
  * ```
  */
 export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
@@ -698,8 +757,10 @@ export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { arange, sliceRows } from "../../mod.ts";
- * console.log(await sliceRows(arange(6).reshape([3, 2]), 1, 3).data()); // [2, 3, 4, 5]
+ * // rows 1 and 2 of [[0, 1], [2, 3], [4, 5]]
+ * assert.deepEqual(await sliceRows(arange(6).reshape([3, 2]), 1, 3).array(), [[2, 3], [4, 5]]);
  * ```
  */
 export function sliceRows(x: Tensor, start: number, end: number): Tensor {
@@ -715,8 +776,9 @@ export function sliceRows(x: Tensor, start: number, end: number): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { flatten2d, zeros } from "../../mod.ts";
- * console.log(flatten2d(zeros([2, 3, 4])).shape); // [2, 12]
+ * assert.deepEqual([...flatten2d(zeros([2, 3, 4])).shape], [2, 12]);
  * ```
  */
 export function flatten2d(x: Tensor): Tensor {
@@ -728,8 +790,10 @@ export function flatten2d(x: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { indexSelect, tensor } from "../../mod.ts";
  * const y = indexSelect(tensor([[1, 2], [3, 4]]), tensor([1, 1]));
+ * assert.deepEqual(await y.array(), [[3, 4], [3, 4]]);
  * ```
  */
 export function indexSelect(x: Tensor, indices: Tensor, axis = 0): Tensor {
@@ -741,8 +805,9 @@ export function indexSelect(x: Tensor, indices: Tensor, axis = 0): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { oneHot, tensor } from "../../mod.ts";
- * console.log(await oneHot(tensor([1, 0]), 2).data()); // [0, 1, 1, 0]
+ * assert.deepEqual(await oneHot(tensor([1, 0]), 2).array(), [[0, 1], [1, 0]]);
  * ```
  */
 export function oneHot(labels: Tensor, numClasses: number): Tensor {
@@ -761,8 +826,9 @@ export { sumTo as reduceTo };
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { mse, tensor } from "../../mod.ts";
- * console.log(await mse(tensor([1, 2]), tensor([1, 4])).item()); // 2
+ * assert.equal(await mse(tensor([1, 2]), tensor([1, 4])).item(), 2); // (0² + 2²)/2
  * ```
  */
 export function mse(a: Tensor, b: Tensor): Tensor {
@@ -776,8 +842,9 @@ export function mse(a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { globalNorm, tensor } from "../../mod.ts";
- * console.log(await globalNorm([tensor([3]), tensor([4])]).item()); // 5
+ * assert.equal(await globalNorm([tensor([3]), tensor([4])]).item(), 5); // √(3² + 4²)
  * ```
  */
 export function globalNorm(xs: readonly Tensor[]): Tensor {
@@ -797,8 +864,10 @@ export function globalNorm(xs: readonly Tensor[]): Tensor {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { pad, tensor } from "../../mod.ts";
- * console.log(await pad(tensor([1, 2]), [[1, 1]]).data()); // [0, 1, 2, 0]
+ * assert.deepEqual([...await pad(tensor([1, 2]), [[1, 1]]).data()], [0, 1, 2, 0]);
+ * assert.deepEqual(await pad(tensor([[1]]), [[0, 1], [1, 0]]).array(), [[0, 1], [0, 0]]);
  * ```
  */
 export function pad(x: Tensor, widths: readonly (readonly [number, number])[]): Tensor {

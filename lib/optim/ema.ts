@@ -71,13 +71,21 @@ export interface EMAStateInput {
  *
  * @example
  * ```ts
- * import { nn, optim } from "../../mod.ts";
- * const net = new nn.Linear(2, 2, { seed: 0 });
+ * import { strict as assert } from "node:assert";
+ * import { nn, optim, tensor } from "../../mod.ts";
+ * const net = new nn.Linear(1, 1);
+ * net.loadStateDict({ weight: tensor([[1]]), bias: tensor([0]) });
  * const ema = new optim.EMA(net, { decay: 0.999 });
- * ema.update(net);               // after each optimizer step
- * ema.swapInto(net);             // sample with the EMA weights …
- * ema.swapInto(net);             // … and swap back
- * console.log(ema.numUpdates, ema.currentDecay()); // 1, (1 + 2)/(10 + 2) for the next update
+ * net.loadStateDict({ weight: tensor([[3]]), bias: tensor([0]) }); // an optimizer step
+ * ema.update(net); // warm-up decay min(0.999, (1 + 1)/(10 + 1)) = 2/11
+ * const s = 2 / 11 * 1 + 9 / 11 * 3;
+ * assert.ok(Math.abs((await ema.shadow[0]!.data())[0]! - s) < 1e-6);
+ * ema.swapInto(net); // sample with the EMA weights …
+ * assert.ok(Math.abs((await net.weight.data())[0]! - s) < 1e-6);
+ * ema.swapInto(net); // … and swap back
+ * assert.equal((await net.weight.data())[0], 3);
+ * assert.equal(ema.numUpdates, 1);
+ * assert.ok(Math.abs(ema.currentDecay() - 3 / 12) < 1e-12); // (1 + 2)/(10 + 2) next
  * ```
  */
 export class EMA {

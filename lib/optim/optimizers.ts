@@ -63,15 +63,23 @@ function checkPairs(params: readonly Tensor[], grads: readonly Tensor[]): void {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { nn, optim, randn, valueAndGrad, type Tensor } from "../../mod.ts";
  * const net = new nn.Linear(2, 1, { seed: 0 });
  * const opt: optim.Optimizer = new optim.Adam({ lr: 1e-2 });
  * const x = randn([8, 2], { seed: 1 });
  * const params = net.parameters();
- * const [loss, grads] = valueAndGrad((_p: Tensor[]) => net.forward(x).square().mean())(params);
+ * const before = await Promise.all(params.map((p) => p.data()));
+ * const [_loss, grads] = valueAndGrad((_p: Tensor[]) => net.forward(x).square().mean())(params);
  * opt.step(params, grads);
+ * // Adam's first step moves every entry by lr·g/(|g| + ε) ≈ lr against the gradient's sign.
+ * for (let i = 0; i < params.length; i++) {
+ *   const after = await params[i]!.data(), g = await grads[i]!.data();
+ *   after.forEach((v, j) => assert.ok(Math.abs(v - (before[i]![j]! - 1e-2 * Math.sign(g[j]!))) < 1e-6));
+ * }
  * opt.lr = 5e-3; // e.g. from a schedule
  * const saved = opt.stateDict(); // { step: 1, tensors: { "exp_avg.0": …, … } }
+ * assert.equal(saved.step, 1);
  * ```
  */
 export abstract class Optimizer {
@@ -218,11 +226,16 @@ export interface SGDOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim, tensor } from "../../mod.ts";
  * const p = tensor([1, 2]);
  * const opt = new optim.SGD({ lr: 0.1, momentum: 0.9 });
- * opt.step([p], [tensor([1, 1])]);
- * console.log(await p.data()); // [0.9, 1.9]
+ * opt.step([p], [tensor([1, 1])]); // the momentum buffer starts at g
+ * const a = await p.data();
+ * assert.ok(Math.abs(a[0]! - 0.9) < 1e-6 && Math.abs(a[1]! - 1.9) < 1e-6);
+ * opt.step([p], [tensor([1, 1])]); // buffer 0.9·1 + 1 = 1.9
+ * const b = await p.data();
+ * assert.ok(Math.abs(b[0]! - (0.9 - 0.19)) < 1e-6);
  * ```
  */
 export class SGD extends Optimizer {
@@ -286,10 +299,12 @@ function adamHyper(opts: AdamOptions) {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim, tensor } from "../../mod.ts";
  * const p = tensor([1]);
  * new optim.Adam({ lr: 0.1 }).step([p], [tensor([3])]);
- * console.log(await p.data()); // ≈ [0.9]: the first Adam step moves by lr·sign(g)
+ * // The first Adam step is lr·m̂/(√v̂ + ε) = 0.1·3/(3 + 1e-8) ≈ lr·sign(g).
+ * assert.ok(Math.abs((await p.data())[0]! - 0.9) < 1e-6);
  * ```
  */
 export class Adam extends Optimizer {
@@ -340,10 +355,12 @@ export class Adam extends Optimizer {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim, tensor } from "../../mod.ts";
  * const p = tensor([1]);
  * new optim.AdamW({ lr: 0.1, weightDecay: 0.1 }).step([p], [tensor([3])]);
- * console.log(await p.data()); // ≈ [0.89] = 1·(1 − 0.01) − 0.1
+ * // Decoupled decay then the Adam step: 1·(1 − 0.1·0.1) − 0.1
+ * assert.ok(Math.abs((await p.data())[0]! - 0.89) < 1e-6);
  * ```
  */
 export class AdamW extends Adam {
@@ -362,10 +379,12 @@ export class AdamW extends Adam {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim, tensor } from "../../mod.ts";
  * const p = tensor([1]);
  * new optim.RAdam({ lr: 0.1 }).step([p], [tensor([3])]);
- * console.log(await p.data()); // [0.7]: the first steps are SGD with momentum (ρₜ ≤ 5)
+ * // ρ₁ ≤ 5, so the first steps are un-rectified: p − lr·m̂ = 1 − 0.1·3
+ * assert.ok(Math.abs((await p.data())[0]! - 0.7) < 1e-6);
  * ```
  */
 export class RAdam extends Optimizer {
@@ -429,9 +448,13 @@ export interface ClippedGrads {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim, tensor } from "../../mod.ts";
  * const { grads, norm } = optim.clipGradNorm([tensor([3, 4])], 1);
- * console.log(await norm.item(), await grads[0].data()); // 5, ≈ [0.6, 0.8]
+ * assert.equal(await norm.item(), 5);
+ * // scaled by 1/(5 + 1e-6)
+ * const g = await grads[0]!.data();
+ * assert.ok(Math.abs(g[0]! - 3 / (5 + 1e-6)) < 1e-6 && Math.abs(g[1]! - 4 / (5 + 1e-6)) < 1e-6);
  * ```
  */
 export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): ClippedGrads {

@@ -21,8 +21,10 @@ function checkStep(step: number): number {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim } from "../../mod.ts";
- * console.log(optim.constant()(100, 1e-3)); // 0.001
+ * assert.equal(optim.constant()(100, 1e-3), 1e-3);
+ * assert.equal(optim.constant()(0), 1); // one argument: a multiplier
  * ```
  */
 export function constant(): LrSchedule {
@@ -34,9 +36,10 @@ export function constant(): LrSchedule {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim } from "../../mod.ts";
  * const s = optim.linearWarmup(10);
- * console.log(s(0), s(4), s(20)); // 0.1, 0.5, 1
+ * assert.deepEqual([s(0), s(4), s(9), s(20)], [0.1, 0.5, 1, 1]); // (step + 1)/10, then 1
  * ```
  */
 export function linearWarmup(warmupSteps: number): LrSchedule {
@@ -62,9 +65,12 @@ export interface CosineOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim } from "../../mod.ts";
  * const s = optim.cosine(100);
- * console.log(s(0), s(50), s(100)); // 1, 0.5, 0
+ * // ½(1 + cos(π·step/100)): 1, then ½ halfway, 0 at the end (and after)
+ * [[0, 1], [50, 0.5], [100, 0], [150, 0]].forEach(([k, v]) => assert.ok(Math.abs(s(k!) - v!) < 1e-12));
+ * assert.ok(Math.abs(optim.cosine(100, { minLr: 0.1 })(50) - 0.55) < 1e-12);
  * ```
  */
 export function cosine(totalSteps: number, opts: CosineOptions = {}): LrSchedule {
@@ -86,9 +92,11 @@ export function cosine(totalSteps: number, opts: CosineOptions = {}): LrSchedule
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { optim } from "../../mod.ts";
  * const s = optim.inverseSqrt(35000);
- * console.log(s(1000), s(140000)); // 1, 0.5
+ * // 1/√max(step/35000, 1): flat until step 35000, then 1/√4 at 4× that
+ * assert.deepEqual([s(1000), s(35000), s(140000)], [1, 1, 0.5]);
  * ```
  */
 export function inverseSqrt(decayStart: number): LrSchedule {

@@ -41,9 +41,15 @@ export interface SinkhornResult {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { sinkhorn, tensor } from "../../mod.ts";
- * const { logPlan, marginalError, iters } = await sinkhorn(tensor([[0, 1], [1, 0]]), { reg: 0.1 });
- * console.log(await logPlan.exp().data(), marginalError, iters); // ≈ [0.5, 0, 0, 0.5]
+ * const { logPlan, marginalError } = await sinkhorn(tensor([[0, 1], [1, 0]]), { reg: 0.1 });
+ * // Uniform marginals, symmetric cost: the plan is K/(2(1 + e^{−10})) with K = exp(−C/0.1).
+ * const z = 2 * (1 + Math.exp(-10));
+ * const want = [1 / z, Math.exp(-10) / z, Math.exp(-10) / z, 1 / z];
+ * const p = await logPlan.exp().data();
+ * want.forEach((v, i) => assert.ok(Math.abs(p[i]! - v) < 1e-6));
+ * assert.ok(marginalError < 1e-5);
  * ```
  */
 export async function sinkhorn(cost: Tensor, opts: SinkhornOptions = {}): Promise<SinkhornResult> {
@@ -111,8 +117,15 @@ export async function sinkhorn(cost: Tensor, opts: SinkhornOptions = {}): Promis
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { linearSumAssignment } from "../../mod.ts";
- * console.log(linearSumAssignment([4, 1, 3, 2, 0, 5, 3, 2, 2], 3)); // Int32Array [1, 0, 2]
+ * const cost = [4, 1, 3, 2, 0, 5, 3, 2, 2];
+ * const a = linearSumAssignment(cost, 3);
+ * assert.deepEqual([...a], [1, 0, 2]);
+ * // Brute force over the 6 permutations: nothing is cheaper than 1 + 2 + 2.
+ * const perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+ * const best = Math.min(...perms.map((p) => p.reduce((s, j, i) => s + cost[3 * i + j]!, 0)));
+ * assert.equal(a.reduce((s, j, i) => s + cost[3 * i + j]!, 0), best);
  * ```
  */
 export function linearSumAssignment(cost: ArrayLike<number>, n: number, m = n): Int32Array {

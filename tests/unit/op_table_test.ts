@@ -30,6 +30,17 @@ import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
 
 const BACKENDS: Backend[] = [CPU, ...(HAS_WEBGPU ? [backendByName("webgpu")!] : [])];
 
+// Without an adapter the WebGPU half of every test here is skipped: report it as ignored.
+Deno.test({
+  name: "op-table tests run on the WebGPU backend too (ignored: no WebGPU adapter)",
+  ignore: !HAS_WEBGPU,
+  fn: () => {
+    if (!BACKENDS.some((b) => b.name === "webgpu")) {
+      throw new Error("WebGPU adapter present but not in BACKENDS");
+    }
+  },
+});
+
 /** Inputs away from kinks and singularities, and scalar parameters, per unary op. */
 const UNARY_CASES: Partial<Record<UnaryOp, { xs: number[]; p0?: number; p1?: number }>> = {
   log: { xs: [0.3, 0.9, 1.7, 4] },

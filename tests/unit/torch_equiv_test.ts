@@ -90,6 +90,17 @@ const CASES: { name: string; build: () => nn.DiT | nn.VelocityMLP | nn.AdaLNMLP 
 
 const BACKENDS: BackendName[] = HAS_WEBGPU ? ["cpu", "webgpu"] : ["cpu"];
 
+// Without an adapter the WebGPU half of every test here is skipped: report it as ignored.
+Deno.test({
+  name: "PyTorch equivalence is checked on the WebGPU backend too (ignored: no WebGPU adapter)",
+  ignore: !HAS_WEBGPU,
+  fn: () => {
+    if (!BACKENDS.includes("webgpu")) {
+      throw new Error("WebGPU adapter present but not in BACKENDS");
+    }
+  },
+});
+
 for (const { name, build } of CASES) {
   Deno.test(`PyTorch ${name}: forward, time-convention rewrite, AdamW step and Euler/Heun samples match`, async () => {
     const { fx, meta } = fixture(name);

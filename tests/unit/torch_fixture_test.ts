@@ -206,3 +206,98 @@ Deno.test("optim SGD/Adam/AdamW/RAdam follow PyTorch's trajectories over 8 steps
     }
   });
 });
+
+// ---- VelocityMLP at f32 tolerances (tests/testdata/torch_equiv_mlp.safetensors) ----
+
+Deno.test("nn.VelocityMLP (labels, time features) matches PyTorch forward and every parameter gradient at f32 tolerance", async () => {
+  // tasks/torch/fixtures.py: VelocityMLP(2, hidden 32, depth 3, 3 classes), every weight
+  // random; `out` = net(x, t, y) in f64; grad.* = d/dθ mean((net(x_t, t1, y1) − (x1 − x0))²)
+  // with x_t = (1 − t1)·x0 + t1·x1 (computed here by hand, independently of cfmLoss).
+  const fx = readSafetensors("../testdata/torch_equiv_mlp.safetensors");
+  await onEachBackend(async (be) => {
+    const net = new nn.VelocityMLP({
+      dim: 2,
+      hidden: 32,
+      depth: 3,
+      numClasses: 3,
+      classDropoutProb: 0.1,
+    });
+    net.loadStateDict(params(fx));
+    net.eval();
+    await check(net.forward(up(fx.x!), up(fx.t!), up(fx.y!)), fx.out!, `${be} forward`);
+    const x1 = up(fx.x1!), x0 = up(fx.x0!), t1 = up(fx.t1!), y1 = up(fx.y1!);
+    const tc = t1.reshape([-1, 1]);
+    const xt = x0.mul(tc.mul(-1).add(1)).add(x1.mul(tc));
+    const target = x1.sub(x0);
+    const names = [...net.namedParameters().keys()];
+    assert.equal(names.length, Object.keys(params(fx)).length);
+    const [loss, grads] = valueAndGrad((_p: Tensor[]) =>
+      net.forward(xt, t1, y1).sub(target).square().mean()
+    )(net.parameters());
+    await check(loss.reshape([1]), fx.loss!, `${be} loss`);
+    for (let i = 0; i < names.length; i++) {
+      await check(grads[i]!, fx[`grad.${names[i]}`]!, `${be} grad ${names[i]}`);
+    }
+    net.dispose();
+  });
+});
+
+// ---- EMA, gradient clipping, LR schedules (tests/testdata/torch_train.safetensors) ----
+
+const TRAIN = "../testdata/torch_train.safetensors";
+
+Deno.test("optim.EMA follows torch AveragedModel with the warm-up decay and with a fixed decay over 8 updates", async () => {
+  const fx = readSafetensors(TRAIN);
+  await onEachBackend(async (be) => {
+    for (const [name, decay, warmup] of [["warm", 0.4, true], ["fixed", 0.9, false]] as const) {
+      const net = new nn.Linear(4, 3);
+      net.loadStateDict({ weight: fx["ema.p0.weight"]!, bias: fx["ema.p0.bias"]! });
+      const ema = new optim.EMA(net, { decay, warmup });
+      for (let k = 1; k <= 8; k++) {
+        net.loadStateDict({ weight: fx[`ema.p${k}.weight`]!, bias: fx[`ema.p${k}.bias`]! });
+        ema.update(net);
+        const [w, b] = ema.shadow;
+        await check(w!, fx[`ema.${name}.${k}.weight`]!, `${be} ${name} update ${k} weight`);
+        await check(b!, fx[`ema.${name}.${k}.bias`]!, `${be} ${name} update ${k} bias`);
+      }
+      net.dispose();
+    }
+  });
+});
+
+Deno.test("optim.clipGradNorm matches torch.nn.utils.clip_grad_norm_ above and below the limit", async () => {
+  const fx = readSafetensors(TRAIN);
+  await onEachBackend(async (be) => {
+    for (const name of ["clipped", "unclipped"]) {
+      const gs = [up(fx[`clip.${name}.g0`]!), up(fx[`clip.${name}.g1`]!)];
+      const { grads, norm } = optim.clipGradNorm(gs, fx[`clip.${name}.max_norm`]!.data[0]!);
+      await check(norm.reshape([1]), fx[`clip.${name}.norm`]!, `${be} ${name} norm`);
+      await check(grads[0]!, fx[`clip.${name}.out0`]!, `${be} ${name} grad 0`);
+      await check(grads[1]!, fx[`clip.${name}.out1`]!, `${be} ${name} grad 1`);
+    }
+  });
+});
+
+Deno.test("every optim LR schedule matches its torch.optim.lr_scheduler counterpart step by step", () => {
+  const fx = readSafetensors(TRAIN);
+  // Fixture parameters: base 0.1, warm-up 5, cosine over 30 steps with floor 0.01,
+  // inverse square root from step 8 (tasks/gen_fixtures.py gen_train).
+  const base = 0.1;
+  const cases: Record<string, optim.LrSchedule> = {
+    constant: optim.constant(),
+    warmup: optim.linearWarmup(5),
+    cosine: optim.cosine(30),
+    cosine_floor: optim.cosine(30, { minLr: 0.01 }),
+    cosine_warmup: optim.cosine(30, { warmup: 5, minLr: 0.01 }),
+    inverse_sqrt: optim.inverseSqrt(8),
+  };
+  // Every schedule lib/optim exports is covered.
+  const exported = ["constant", "linearWarmup", "cosine", "inverseSqrt"];
+  for (const k of exported) assert.equal(typeof (optim as Record<string, unknown>)[k], "function");
+  for (const [name, s] of Object.entries(cases)) {
+    const ref = fx[`lr.${name}`]!.data;
+    const got = Array.from(ref, (_, step) => s(step, base));
+    // f64 on both sides, stored as f32: one f32 rounding (2^-24 relative) apart.
+    assertClose(got, ref, { rtol: 1e-7, atol: 0, msg: `lr ${name}` });
+  }
+});
