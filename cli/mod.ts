@@ -20,4 +20,11 @@ export {
   parseFlags,
   type ParseFlagsOptions,
 } from "./flags.ts";
-export { exitCodeOf, runTask, type RunTaskOptions } from "./task.ts";
+export {
+  commandWithPermission,
+  exitCodeOf,
+  runTask,
+  type RunTaskOptions,
+  taskSignal,
+  TaskStop,
+} from "./task.ts";

@@ -22,6 +22,7 @@ import {
   shortcutTrainer,
 } from "../mod.ts";
 import { imageGrid, scatterPanels } from "../viz/mod.ts";
+import { taskSignal } from "../cli/mod.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
 
 const STEPS = [1, 2, 4, 8];
@@ -126,6 +127,7 @@ export async function trainShortcut(
       resume,
       config: c,
       label: c.task,
+      signal: taskSignal(),
     });
     return { runDir: run.dir, fit: r, eval: evalOut };
   } finally {

@@ -46,7 +46,7 @@ import {
   type VarianceCurvesForDim,
   type VarianceTarget,
 } from "../mod.ts";
-import { parseFlags, runTask } from "../cli/mod.ts";
+import { parseFlags, runTask, taskSignal } from "../cli/mod.ts";
 import { GMM_FLAGS, GMM_SCHEDULE } from "./_gmm_flags.ts";
 import {
   fieldGif,
@@ -200,6 +200,7 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
       resume,
       config: f,
       label: `gmm ${f.exp}_${f.vectorField}`,
+      signal: taskSignal(),
     });
     // From metrics.jsonl, so a resumed run's figures include the evaluations before it.
     result.fisher = fisherFromMetrics(await run.readMetrics());

@@ -28,7 +28,7 @@ import {
   type SampleContext,
 } from "../mod.ts";
 import { imageGrid, scatterPanels } from "../viz/mod.ts";
-import { runTask } from "../cli/mod.ts";
+import { runTask, taskSignal } from "../cli/mod.ts";
 import { CFM_SCHEDULE, parseTrainCfmFlags, type TrainCfmConfig } from "./_cfm.ts";
 
 export { OT_METHODS, parseTrainCfmFlags, TRAIN_CFM_FLAGS, type TrainCfmConfig } from "./_cfm.ts";
@@ -123,6 +123,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
       resume,
       config: c,
       label: "train:cfm",
+      signal: taskSignal(),
     });
     console.log(`run:          ${run.dir}`);
     console.log(`checkpoint:   ${r.checkpoint}`);

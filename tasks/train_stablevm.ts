@@ -28,7 +28,7 @@ import {
   tensor,
 } from "../mod.ts";
 import { scatterPanels } from "../viz/mod.ts";
-import { runTask } from "../cli/mod.ts";
+import { runTask, taskSignal } from "../cli/mod.ts";
 import { parseTrainFlags, STABLEVM_SCHEDULE, type TrainStableVmConfig } from "./_stablevm.ts";
 
 export {
@@ -163,6 +163,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       resume,
       config: c,
       label: "train:stablevm",
+      signal: taskSignal(),
     });
     console.log(`checkpoint:   ${r.checkpoint}`);
     console.log(`metrics:      ${run.metricsPath}`);

@@ -161,6 +161,12 @@ export interface FitOptions {
   progress?: Omit<ProgressOptions, "startStep" | "label"> | false;
   /** Status lines such as "resumed …" (default console.error). */
   log?: (line: string) => void;
+  /**
+   * Stop request (e.g. the task's SIGINT/SIGTERM/parent-exit signal): when aborted, the loop
+   * finishes the step it is in, writes a checkpoint there and throws
+   * {@linkcode TrainingStoppedError}, so `--resume` continues without losing a step.
+   */
+  signal?: AbortSignal;
 }
 
 /** What {@linkcode fit} returns. */
@@ -253,6 +259,48 @@ async function dropMetricsAfter(run: Run, step: number): Promise<void> {
     if (!isNotFound(e)) throw e;
   }
   if (now !== null && now !== text) await run.writeFile("metrics.jsonl", text);
+}
+
+/**
+ * Training stopped on request ({@linkcode FitOptions.signal}) after a checkpoint at `step`.
+ * Tasks exit with `exitCode`: the request's own (128 + signal) or 130.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TrainingStoppedError } from "../../mod.ts";
+ * const e = new TrainingStoppedError(40, 100, "runs/a", "runs/a/checkpoints/step-000040.safetensors", new Error("received SIGTERM"));
+ * assert.match(e.message, /stopped at step 40 of 100 \(received SIGTERM\)/);
+ * assert.match(e.message, /--resume runs\/a/);
+ * assert.equal(e.exitCode, 130);
+ * ```
+ */
+export class TrainingStoppedError extends Error {
+  /** Steps done (the checkpoint's step). */
+  readonly step: number;
+  /** The checkpoint to continue from (null when none was ever written). */
+  readonly checkpoint: string | null;
+  /** Process exit status tasks use. */
+  readonly exitCode: number;
+  /** Describe where training stopped. */
+  constructor(
+    step: number,
+    maxSteps: number,
+    dir: string,
+    checkpoint: string | null,
+    reason: unknown,
+  ) {
+    const why = reason instanceof Error ? reason.message : String(reason ?? "stop requested");
+    super(
+      `stopped at step ${step} of ${maxSteps} (${why}); ` +
+        (checkpoint ? `checkpoint ${checkpoint}; ` : "") + `continue with --resume ${dir}`,
+    );
+    this.name = "TrainingStoppedError";
+    this.step = step;
+    this.checkpoint = checkpoint;
+    const code = (reason as { exitCode?: unknown })?.exitCode;
+    this.exitCode = typeof code === "number" && code > 0 ? code : 130;
+  }
 }
 
 function swapTrainingFlags(model: Module, to: boolean): () => void {
@@ -405,7 +453,9 @@ export async function fit<M extends Module>(
       return [out.loss, dev] as [Tensor, Record<string, Tensor>];
     }, { hasAux: true });
 
+    let savedStep = resumed ? step : -1;
     const save = async (s: number) => {
+      savedStep = s;
       lastCkpt = await saveTrainingCheckpoint(run, s, {
         model,
         opt,
@@ -486,7 +536,19 @@ export async function fit<M extends Module>(
       if (s % ckptEvery === 0 || final) await save(s);
     };
 
+    // A stop request: the step in progress has ended; keep it, then report.
+    const stopHere = async (): Promise<never> => {
+      if (step > savedStep && step > 0) {
+        const snap = await window.read();
+        if (snap.nonFinite) fail(snap.nonFinite);
+        await save(step);
+      }
+      progress?.done({ stopped: "stop requested" });
+      throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
+    };
+
     while (step < maxSteps) {
+      if (o.signal?.aborted) await stopHere();
       const s = step + 1;
       if (o.lrSchedule) opt.lr = o.lrSchedule(s - 1, baseLr);
       let grads: Tensor[] | null = null;

@@ -21,6 +21,7 @@ export {
   type StepMetrics,
   type Trainer,
   type TrainerState,
+  TrainingStoppedError,
 } from "./fit.ts";
 export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lock.ts";
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";

@@ -79,7 +79,7 @@ export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
   const d = await loadArrayDataset(path).catch((e: Error) => {
     throw e instanceof FileFormatError
       ? new FileFormatError(e.file, `--data-dir: ${e.message.slice(e.file.length + 2)}`)
-      : new RangeError(`--data-dir ${e.message}`);
+      : new RangeError(`--data-dir: ${e.message}`, { cause: e });
   });
   return { x: d.x, labels: d.labels, n: d.n, dim: d.dim, numClasses: d.numClasses, gmm: null };
 }

@@ -225,3 +225,135 @@ for (const c of CASES) {
     }
   });
 }
+
+/** Poll `fn` every 50 ms until it returns a value other than null, or fail after `ms`. */
+async function until<T>(what: string, ms: number, fn: () => Promise<T | null>): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => null);
+    if (v !== null) return v;
+    assert.ok(Date.now() < end, `timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const CFM_TINY = ["--dataset=checkerboard", "--batch-size=16", "--hidden=8", "--depth=1"]
+  .concat(["--sample-steps=2", "--log-every=5", "--checkpoint-every=50"]);
+
+/** Start a long train:cfm run; resolves once it has logged twice. */
+async function startLong(cmd: string[], dir: string) {
+  const child = new Deno.Command("deno", {
+    args: [...cmd, ...CFM_TINY, "--max-train-steps=1000000", `--output-dir=${dir}`, "--exp-name=r"],
+    cwd: ROOT,
+    env: { FLOWGPU_BACKEND: "cpu", XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const err = new Response(child.stderr).text();
+  await until("two metrics records", 60_000, async () => {
+    const n = (await Deno.readTextFile(`${dir}/r/metrics.jsonl`)).split("\n").length - 1;
+    return n >= 2 ? n : null;
+  });
+  const pid = Number((await Deno.readTextFile(`${dir}/r/.lock`)).trim());
+  assert.ok(pid > 0);
+  return { child, err, pid };
+}
+
+Deno.test("kill -9 of `deno task`: the orphaned trainer stops within seconds at a step boundary; --resume continues bit-identically", async () => {
+  const out = await Deno.makeTempDir({ prefix: "kill-parent-" });
+  try {
+    const { child, err, pid } = await startLong(["task", "train:cfm"], out);
+    assert.notEqual(pid, child.pid, "the trainer is a child of `deno task`");
+    child.kill("SIGKILL");
+    const t0 = Date.now();
+    await child.status;
+    const { lockRunDir } = await import("../../mod.ts");
+    // The trainer's lock (flock) is free once it has exited.
+    const lock = await until("the trainer to exit", 15_000, () => lockRunDir(`${out}/r`));
+    const took = Date.now() - t0;
+    await lock.release();
+    assert.ok(took < 10_000, `the trainer ran on for ${took} ms after its parent died`);
+    const log = await err;
+    const m = /stopped at step (\d+) of 1000000 \(parent process (\d+) exited\)/.exec(log);
+    assert.ok(m, log.slice(-1500));
+    assert.equal(Number(m[2]), child.pid);
+    assert.doesNotMatch(log, /^\s+at /m, "no stack trace");
+    const n = Number(m[1]);
+    await Deno.stat(`${out}/r/checkpoints/step-${String(n).padStart(6, "0")}.safetensors`);
+
+    // Resumed to a budget a little past the stop, it equals one uninterrupted run.
+    const { main } = await import("../../tasks/train_cfm.ts");
+    const end = `--max-train-steps=${n + 3}`;
+    await onCpu(() => main(["--resume", `${out}/r`, end]));
+    await onCpu(() => main([...CFM_TINY, end, `--output-dir=${out}`, "--exp-name=whole"]));
+    const [ma, mb] = [
+      await readMetrics(`${out}/whole/metrics.jsonl`),
+      await readMetrics(`${out}/r/metrics.jsonl`),
+    ];
+    assert.deepEqual(mb.map((r) => r.step), ma.map((r) => r.step));
+    assert.deepEqual(mb, ma);
+    const last = "checkpoints/last.safetensors";
+    assert.ok(await assertSameCheckpoint(`${out}/whole/${last}`, `${out}/r/${last}`) > 0);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("SIGTERM: the trainer checkpoints the step it finished and exits 143 with one line", async () => {
+  const out = await Deno.makeTempDir({ prefix: "kill-term-" });
+  try {
+    const { child, err } = await startLong(["run", ...PERMS, "tasks/train_cfm.ts"], out);
+    child.kill("SIGTERM");
+    const st = await child.status;
+    const log = await err;
+    assert.equal(st.code, 143, log.slice(-1500));
+    const m =
+      /\ntrain:cfm: stopped at step (\d+) of 1000000 \(received SIGTERM\); checkpoint (\S+);/
+        .exec(log);
+    assert.ok(m, log.slice(-1500));
+    assert.doesNotMatch(log, /^\s+at /m, "no stack trace");
+    const ck = await loadCheckpoint(m[2]!);
+    assert.equal(ck.step, Number(m[1]));
+    const steps = (await readMetrics(`${out}/r/metrics.jsonl`)).map((r) => r.step as number);
+    assert.ok(steps.every((s) => s <= ck.step && s % 5 === 0), `${steps}`);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("a permission error prints the full `deno run` command with it added (exit 2, no stack); --debug adds the stack", async () => {
+  const run = async (...extra: string[]) => {
+    const o = await new Deno.Command("deno", {
+      args: ["run", ...PERMS, "tasks/train_cfm.ts", "--output-dir=/var/tmp/flowgpu-nc", ...extra],
+      cwd: ROOT,
+      env: { FLOWGPU_BACKEND: "cpu", XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    return { code: o.code, err: new TextDecoder().decode(o.stderr) };
+  };
+  const a = await run("--max-train-steps=2");
+  assert.equal(a.code, 2, a.err);
+  const lines = a.err.trim().split("\n");
+  assert.equal(lines.length, 1, a.err);
+  // deno.json's command, with /var/tmp/flowgpu-nc added to both lists and the flags kept.
+  const cfg = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const want = (cfg.tasks["train:cfm"] as string)
+    .replace(/--allow-read=(\S+)/, "--allow-read=$1,/var/tmp/flowgpu-nc")
+    .replace(/--allow-write=(\S+)/, "--allow-write=$1,/var/tmp/flowgpu-nc");
+  assert.ok(
+    lines[0]!.startsWith('train:cfm: Requires read access to "/var/tmp/flowgpu-nc/'),
+    lines[0],
+  );
+  assert.ok(
+    lines[0]!.endsWith(
+      `; \`deno task\` cannot grant it, so run: ${want} --output-dir=/var/tmp/flowgpu-nc --max-train-steps=2`,
+    ),
+    lines[0],
+  );
+  const b = await run("--max-train-steps=2", "--debug");
+  assert.equal(b.code, 2);
+  assert.equal(b.err.split("\n")[0], lines[0]);
+  assert.match(b.err, /NotCapable: Requires read access/);
+  assert.match(b.err, /^\s+at .*lib\/io\/run\.ts/m, "the stack with --debug");
+});
