@@ -125,10 +125,10 @@ const quote = (a: string) => /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { commandWithPermission } from "./mod.ts";
- * const msg = 'Requires write access to "/data/out", run again with the --allow-write flag';
+ * const msg = 'Requires write access to "/data/x.npz", run again with the --allow-write flag';
  * assert.equal(
- *   commandWithPermission(msg, ["deno", "run", "--allow-write=runs", "tasks/t.ts"], ["--out", "/data/out"]),
- *   "deno run --allow-write=runs,/data/out tasks/t.ts --out /data/out",
+ *   commandWithPermission(msg, ["deno", "run", "--allow-write=runs", "tasks/t.ts"], ["/data/x.npz"]),
+ *   "deno run --allow-write=runs,/data/x.npz tasks/t.ts /data/x.npz",
  * );
  * assert.equal(
  *   commandWithPermission('Requires env access to "HOME", run again with the --allow-env flag', ["deno", "run", "t.ts"], []),
