@@ -26,6 +26,15 @@ export {
 export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lock.ts";
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
+export {
+  checkStepFits,
+  ditStepSize,
+  mlpStepSize,
+  type SizeLimits,
+  sizeLimits,
+  stepBytes,
+  type StepSize,
+} from "./budget.ts";
 export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
 export {
   buildCfmModel,
@@ -36,6 +45,7 @@ export {
   type CfmModelConfig,
   cfmModelFromCheckpoint,
   type CfmNet,
+  checkCfmModelFits,
   type LoadedCfmCheckpoint,
   readCfmCheckpoint,
   sampleCfmModel,
