@@ -205,9 +205,9 @@ async function describe(
   const nc = notCapable(e);
   let line = `${name}: ${e.message}`;
   if (nc) {
-    const base = await (opts.commandLine ?? taskCommand)() ??
-      ["deno", "run", "<the task's permissions>", Deno.mainModule];
-    const cmd = commandWithPermission(nc.message, base, argv);
+    const task = await (opts.commandLine ?? taskCommand)();
+    let cmd = commandWithPermission(nc.message, task ?? ["deno", "run", Deno.mainModule], argv);
+    if (cmd && !task) cmd += " (with the task's other permissions too)";
     const what = /Requires \w+ access to "[^"]*"/.exec(nc.message)?.[0] ?? nc.message;
     // Deno's advice ("run again with the --allow-x flag") is not possible through `deno task`.
     const msg = e.message.replace(/,? run again with the --allow-\w+ flag/, "");
