@@ -147,8 +147,10 @@ export interface FitOptions {
   /** Seed of the default generator (default 0). */
   seed?: number;
   /**
-   * Continue from a checkpoint: `true` for the newest valid one in the run, or a path.
-   * Everything after that step in metrics.jsonl is dropped first.
+   * Continue from a checkpoint: `true` for the newest valid one in the run (a run killed
+   * before its first checkpoint starts over from step 0), or a path. Everything after that
+   * step in metrics.jsonl is dropped first. Resuming at the end of the budget rewrites the
+   * last checkpoint and calls `sample` once more, without logging its records twice.
    */
   resume?: boolean | string | null;
   /** Learning rate as a function of the 0-based step and the optimizer's initial rate. */
