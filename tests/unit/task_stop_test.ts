@@ -138,3 +138,66 @@ Deno.test("TaskStop and TrainingStoppedError carry the exit status of the reques
   );
   assert.equal(new TrainingStoppedError(0, 10, "runs/a", null, undefined).exitCode, 130);
 });
+
+/** A linear trainer whose `sample` logs one eval record per call. */
+function linearTrainer(calls: number[]) {
+  const model = new nn.Linear(2, 1, { seed: 0 });
+  const x = tensor([[1, 2], [3, 4]]), y = tensor([[1], [2]]);
+  return {
+    model,
+    optimizer: new optim.Adam({ lr: 0.05 }),
+    loss: () => ({ loss: model.forward(x).sub(y).square().mean() as Tensor }),
+    async sample(ctx: { step: number; log(r: Record<string, number>): Promise<void> }) {
+      calls.push(ctx.step);
+      await ctx.log({ "eval/w": (await model.weight.data())[0]! });
+    },
+  };
+}
+
+const QUIET = {
+  progress: false as const,
+  log: () => {},
+  logEvery: 2,
+  checkpointEvery: 2,
+  sampleEvery: 2,
+};
+
+Deno.test("fit --resume: a run killed before its first checkpoint starts over; one killed after its last resumes at the end", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "resume-edges-" });
+  try {
+    // Uninterrupted: 4 steps.
+    const calls: number[] = [];
+    const whole = await createRun("t", { outputDir: dir, expName: "whole", config: {} });
+    const tw = linearTrainer(calls);
+    await fit(tw, { ...QUIET, run: whole, maxSteps: 4 });
+    const want = await readMetrics(`${dir}/whole/metrics.jsonl`);
+    assert.deepEqual(want.map((r) => r.step), [2, 2, 4, 4]); // step 2: log + sample
+    assert.deepEqual(calls, [2, 4]);
+
+    // Killed after logging step 2 but before its checkpoint: no checkpoint file at all.
+    const run = await createRun("t", { outputDir: dir, expName: "early", config: {} });
+    await Deno.writeTextFile(run.metricsPath, JSON.stringify(want[0]) + '\n{"step": 2, "tor');
+    const t1 = linearTrainer([]);
+    const r1 = await fit(t1, { ...QUIET, run, maxSteps: 4, resume: true });
+    assert.equal(r1.startStep, 0);
+    assert.deepEqual(
+      await readMetrics(run.metricsPath),
+      want,
+      "records redone once, torn line gone",
+    );
+
+    // Killed between step-4's numbered file and last.safetensors (which still holds step 2).
+    const ck = `${dir}/early/checkpoints`;
+    await Deno.copyFile(`${ck}/step-000002.safetensors`, `${ck}/last.safetensors`);
+    const again: number[] = [];
+    const t2 = linearTrainer(again);
+    const r2 = await fit(t2, { ...QUIET, run, maxSteps: 4, resume: true });
+    assert.equal(r2.startStep, 4);
+    assert.deepEqual(again, [4], "the final sample runs again (for the task's figures)");
+    assert.equal((await loadCheckpoint(`${ck}/last.safetensors`)).step, 4);
+    assert.deepEqual(await readMetrics(run.metricsPath), want, "its record is not logged twice");
+    [tw, t1, t2].forEach((t) => t.model.dispose());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
