@@ -9,6 +9,7 @@ import {
   type CfmData,
   cfmData,
   type CfmNet,
+  checkCfmModelFits,
   encodePng,
   evaluateFewStep,
   type FewStepEval,
@@ -93,7 +94,8 @@ export async function trainShortcut(
   given: ReadonlySet<string>,
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
-  // A fresh run reads its data before creating the run directory.
+  // A fresh run checks its sizes and reads its data before creating the run directory.
+  if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
   const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,

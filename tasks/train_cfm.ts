@@ -20,6 +20,7 @@ import {
   cfmData,
   type CfmNet,
   cfmTrainer,
+  checkCfmModelFits,
   encodePng,
   fit,
   Generator,
@@ -94,8 +95,9 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   const given = new Set<string>();
   const flags = parseTrainCfmFlags(argv, given);
   if (!flags) return null;
-  // A fresh run reads its data before creating the run directory, so a missing dataset
-  // leaves nothing behind.
+  // A fresh run checks its sizes and reads its data before creating the run directory, so
+  // a model too large for the device or a missing dataset leaves nothing behind.
+  if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
   const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",

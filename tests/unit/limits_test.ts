@@ -68,6 +68,7 @@ Deno.test("train:cfm --hidden 1e9 / --batch-size 1e9 and gmm --ref-batch-size 1e
       cfmMain(["--batch-size", "1000000000", `--output-dir=${dir}`]),
       /--batch-size <= \d+ fits/,
     );
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), [], "no run directory left");
     await assert.rejects(
       gmmMain(["--ref-batch-size", "100000000", "--no-plot-variance", `--output-dir=${dir}`]),
       /--ref-batch-size <= \d+ fits/,
