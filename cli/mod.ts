@@ -21,7 +21,14 @@ export {
   type ParseFlagsOptions,
   parseTaskFlags,
 } from "./flags.ts";
-export { exitCodeOf, runTask, type RunTaskOptions } from "./task.ts";
+export {
+  commandWithPermission,
+  exitCodeOf,
+  runTask,
+  type RunTaskOptions,
+  taskSignal,
+  TaskStop,
+} from "./task.ts";
 export {
   fmtMeanStd,
   gitCommit,

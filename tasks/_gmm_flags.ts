@@ -140,8 +140,35 @@ export const GMM_FLAGS = [
     min: 1,
     help: "per-class bank size for the StableVM curve",
   },
+  { name: "log-every", type: "int", default: 50, min: 1, help: "steps per metrics line" },
+  {
+    name: "checkpoint-every",
+    type: "int",
+    default: 1000,
+    min: 1,
+    help: "steps between checkpoints (one is always written at the end)",
+  },
+  { name: "resume", type: "string", help: "run directory or checkpoint to continue" },
   { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
   { name: "exp-name", type: "string", help: "run directory name (default gmm-<time>)" },
   { name: "use-wandb", type: "bool", help: "ignored (metrics go to metrics.jsonl)" },
   { name: "imagenet-data-path", type: "string", help: "not supported (needs image latents)" },
 ] as const satisfies readonly FlagSpec[];
+
+/**
+ * Config keys a resumed run takes from the command line when given (its schedule); the
+ * rest come from the run's config.json.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { GMM_SCHEDULE } from "./_gmm_flags.ts";
+ * assert.ok(GMM_SCHEDULE.includes("maxTrainSteps"));
+ * ```
+ */
+export const GMM_SCHEDULE = [
+  "maxTrainSteps",
+  "logEvery",
+  "checkpointEvery",
+  "evalEvery",
+] as const;

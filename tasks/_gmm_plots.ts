@@ -27,6 +27,33 @@ export interface FisherAtStep {
 }
 
 /**
+ * The Fisher evaluations logged in metrics.jsonl (`eval/fisher_t<t>` keys of the records
+ * with `eval/fisher_divergence`), in step order, times ascending.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { fisherFromMetrics } from "./_gmm_plots.ts";
+ * const recs = [
+ *   { step: 2, "training/loss_flow": 1 },
+ *   { step: 2, "eval/fisher_divergence": 0.3, "eval/fisher_t0.6": 0.4, "eval/fisher_t0.5": 0.2 },
+ * ];
+ * assert.deepEqual(fisherFromMetrics(recs), [
+ *   { step: 2, values: [{ t: 0.5, value: 0.2 }, { t: 0.6, value: 0.4 }] },
+ * ]);
+ * ```
+ */
+export function fisherFromMetrics(records: readonly Record<string, unknown>[]): FisherAtStep[] {
+  return records.filter((r) => typeof r["eval/fisher_divergence"] === "number").map((r) => ({
+    step: r.step as number,
+    values: Object.entries(r)
+      .filter(([k]) => /^eval\/fisher_t[0-9.]+$/.test(k))
+      .map(([k, v]) => ({ t: Number(k.slice("eval/fisher_t".length)), value: v as number }))
+      .sort((a, b) => a.t - b.t),
+  }));
+}
+
+/**
  * Write `plots/data/variance_<kind>.json` and `plots/variance_<kind>_d<dim>.png`; returns the
  * paths.
  *

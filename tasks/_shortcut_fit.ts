@@ -8,6 +8,7 @@
 import {
   type CfmData,
   type CfmNet,
+  checkCfmModelFits,
   encodePng,
   evaluateFewStep,
   type FewStepEval,
@@ -22,6 +23,7 @@ import {
 } from "../mod.ts";
 import { loadData } from "./_data.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
+import { taskSignal } from "../cli/mod.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
 
 const STEPS = [1, 2, 4, 8];
@@ -108,7 +110,8 @@ export async function trainShortcut(
   given: ReadonlySet<string>,
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
-  // A fresh run reads its data before creating the run directory.
+  // A fresh run checks its sizes and reads its data before creating the run directory.
+  if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
   const fresh = flags.resume ? null : await loadData(flags.task, flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,
@@ -142,6 +145,7 @@ export async function trainShortcut(
       resume,
       config: c,
       label: c.task,
+      signal: taskSignal(),
     });
     return { runDir: run.dir, fit: r, eval: evalOut };
   } finally {

@@ -31,7 +31,6 @@
  * @module
  */
 import {
-  createRun,
   type FieldKind,
   fisherDivergence,
   fit,
@@ -39,6 +38,7 @@ import {
   Generator,
   gmmFieldKind,
   gmmToyTrainer,
+  openTrainingRun,
   type Run,
   sub,
   type Tensor,
@@ -46,11 +46,12 @@ import {
   type VarianceCurvesForDim,
   type VarianceTarget,
 } from "../mod.ts";
-import { parseFlags, runTask } from "../cli/mod.ts";
-import { GMM_FLAGS } from "./_gmm_flags.ts";
+import { parseFlags, runTask, taskSignal } from "../cli/mod.ts";
+import { GMM_FLAGS, GMM_SCHEDULE } from "./_gmm_flags.ts";
 import {
   fieldGif,
   type FisherAtStep,
+  fisherFromMetrics,
   writeFisherFigures,
   writeVarianceFigures,
 } from "./_gmm_plots.ts";
@@ -85,8 +86,10 @@ export interface GmmResult {
  */
 export async function main(argv: readonly string[]): Promise<GmmResult | null> {
   let help = false;
-  const f = parseFlags(argv, GMM_FLAGS, {
+  const given = new Set<string>();
+  const flags = parseFlags(argv, GMM_FLAGS, {
     task: "gmm",
+    given,
     usage: ABOUT,
     onHelp: (text) => {
       console.log(text);
@@ -94,6 +97,7 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
     },
   });
   if (help) return null;
+  let f = flags;
   if (f.useWandb) console.warn("gmm: --use-wandb has no effect (metrics go to metrics.jsonl)");
   if (f.imagenetDataPath) {
     throw new RangeError(
@@ -110,15 +114,22 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
     return v;
   });
   const kind = gmmFieldKind(f);
-  const run = await createRun("gmm", {
-    outputDir: f.outputDir,
-    expName: f.expName,
-    config: { task: "gmm", ...f, _: undefined },
+  const opened = await openTrainingRun({
+    task: "gmm",
+    config: { ...flags, _: undefined },
+    resume: flags.resume ?? null,
+    given,
+    schedule: GMM_SCHEDULE,
+    outputDir: flags.outputDir,
+    expName: flags.expName,
   });
+  const { run, resume } = opened;
+  f = { ...opened.config, _: [] };
   const files: string[] = [];
   const result: GmmResult = { runDir: run.dir, fisher: [], variance: [], files };
 
-  if (f.plotVariance || f.onlyPlot) {
+  // A resumed run plotted its curves before its first checkpoint.
+  if (!resume && (f.plotVariance || f.onlyPlot)) {
     // Ours (median of ‖target − exact field‖²) and SV's plotted curve ("cfm-stf": mean of
     // ‖CFM target − STF target‖² over a 10k reference set that includes the points).
     const targets: VarianceTarget[] = f.exp === "stf"
@@ -170,7 +181,6 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
       });
       const avg = values.reduce((a, p) => a + p.value, 0) / values.length;
       if (k === kind) {
-        result.fisher.push({ step: ctx.step, values });
         rec["eval/fisher_divergence"] = avg;
         for (const p of values) rec[`eval/fisher_t${p.t}`] = p.value;
       }
@@ -182,13 +192,18 @@ export async function main(argv: readonly string[]): Promise<GmmResult | null> {
     await fit(trainer, {
       run,
       maxSteps: f.maxTrainSteps,
-      logEvery: 50,
-      checkpointEvery: f.maxTrainSteps,
+      logEvery: f.logEvery,
+      checkpointEvery: f.checkpointEvery,
       sampleEvery: f.evalEvery,
       gradClip: f.maxGradNorm,
       generator: new Generator(f.seed + 1),
+      resume,
+      config: f,
       label: `gmm ${f.exp}_${f.vectorField}`,
+      signal: taskSignal(),
     });
+    // From metrics.jsonl, so a resumed run's figures include the evaluations before it.
+    result.fisher = fisherFromMetrics(await run.readMetrics());
     files.push(
       ...await writeFisherFigures(run, result.fisher, { exp: f.exp, vectorField: f.vectorField }),
     );

@@ -19,6 +19,7 @@ import {
   type CfmData,
   type CfmNet,
   cfmTrainer,
+  checkCfmModelFits,
   encodePng,
   fit,
   Generator,
@@ -28,7 +29,7 @@ import {
 } from "../mod.ts";
 import { loadData } from "./_data.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
-import { runTask } from "../cli/mod.ts";
+import { runTask, taskSignal } from "../cli/mod.ts";
 import { CFM_SCHEDULE, parseTrainCfmFlags, type TrainCfmConfig } from "./_cfm.ts";
 
 export { OT_METHODS, parseTrainCfmFlags, TRAIN_CFM_FLAGS, type TrainCfmConfig } from "./_cfm.ts";
@@ -104,8 +105,9 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   const given = new Set<string>();
   const flags = parseTrainCfmFlags(argv, given);
   if (!flags) return null;
-  // A fresh run reads its data before creating the run directory, so a missing dataset
-  // leaves nothing behind.
+  // A fresh run checks its sizes and reads its data before creating the run directory, so
+  // a model too large for the device or a missing dataset leaves nothing behind.
+  if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
   const fresh = flags.resume ? null : await loadData("train:cfm", flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",
@@ -133,6 +135,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
       resume,
       config: c,
       label: "train:cfm",
+      signal: taskSignal(),
     });
     console.log(`run:          ${run.dir}`);
     console.log(`checkpoint:   ${r.checkpoint}`);

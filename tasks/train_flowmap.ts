@@ -21,7 +21,7 @@ import {
   PSD_MODES,
   TOY_NAMES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, runTask, taskSignal } from "../cli/mod.ts";
 import { flowMapKLReport } from "./_flowmap.ts";
 
 const ACTS = ["silu", "gelu", "relu", "tanh"] as const;
@@ -170,6 +170,7 @@ export async function main(argv: readonly string[]): Promise<TrainFlowMapResult 
       resume,
       config: c,
       label: FLOWMAP_TASK,
+      signal: taskSignal(),
     });
     const stepMs = res.step > s0 ? ((tEnd || performance.now()) - t0) / (res.step - s0) : NaN;
     console.log(`run:          ${run.dir}`);

@@ -35,7 +35,7 @@ import {
   withPhase,
 } from "../mod.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
-import { runTask } from "../cli/mod.ts";
+import { runTask, taskSignal } from "../cli/mod.ts";
 import {
   fashionRows,
   imageShape,
@@ -208,6 +208,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       resume,
       config: c,
       label: "train:stablevm",
+      signal: taskSignal(),
     });
     console.log(`checkpoint:   ${r.checkpoint}`);
     console.log(`metrics:      ${run.metricsPath}`);

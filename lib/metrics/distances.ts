@@ -97,6 +97,13 @@ export function histogramKL(
     if (!(x instanceof Float32Array) || x.length % 2 !== 0 || x.length === 0) {
       throw new RangeError(`Expected ${nm} samples as a Float32Array of n×2 values`);
     }
+    // A NaN would fall outside every bin and be dropped like an outlier: refuse it instead.
+    const bad = x.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new RangeError(
+        `Expected finite ${nm} samples but value ${bad} (row ${bad >> 1}) is ${x[bad]}`,
+      );
+    }
   }
   const p = hist2d(target, bins, lo, hi), q = hist2d(model, bins, lo, hi);
   const z = 1 + p.length * eps;
@@ -240,5 +247,12 @@ export async function mmdRbf(a: Samples, b: Samples, opts: MmdOptions = {}): Pro
   if (tb !== b) tb.dispose();
   // The diagonal k(x, x) = Σ_h 1 = |hs| exactly; remove it for the unbiased estimate.
   const L = hs.length;
-  return (kaa! - n * L) / (n * (n - 1)) + (kbb! - m * L) / (m * (m - 1)) - (2 * kab!) / (n * m);
+  const mmd = (kaa! - n * L) / (n * (n - 1)) + (kbb! - m * L) / (m * (m - 1)) -
+    (2 * kab!) / (n * m);
+  if (!Number.isFinite(mmd)) {
+    throw new RangeError(
+      `Expected finite samples for mmdRbf but the MMD is ${mmd} (NaN/Inf in a or b)`,
+    );
+  }
+  return mmd;
 }

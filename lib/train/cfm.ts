@@ -15,7 +15,13 @@ import { Adam, EMA } from "../optim/mod.ts";
 import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
 import type { StepContext, Trainer } from "./fit.ts";
-import { buildCfmModel, type CfmDataset, type CfmModelConfig, type CfmNet } from "./cfm_model.ts";
+import {
+  buildCfmModel,
+  type CfmDataset,
+  type CfmModelConfig,
+  type CfmNet,
+  checkCfmModelFits,
+} from "./cfm_model.ts";
 
 /** Training data of a CFM run: a batch source on the host. */
 export interface CfmData {
@@ -151,6 +157,7 @@ export interface CfmTrainer extends Trainer<CfmNet> {
  * ```
  */
 export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Generator): CfmTrainer {
+  checkCfmModelFits(c, c.batchSize);
   const model = buildCfmModel(c);
   // Label dropout draws from the training stream, so a resumed run repeats it exactly.
   if (model.yEmbedder) model.yEmbedder.dropGenerator = generator;

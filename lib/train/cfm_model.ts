@@ -5,6 +5,7 @@
  * `sample`, `eval` and `cfm:table` tasks.
  * @module
  */
+import { checkStepFits, ditStepSize, mlpStepSize } from "./budget.ts";
 import type { Tensor } from "../tensor.ts";
 import { denoApi, isNotFound } from "../_util.ts";
 import * as nn from "../nn/mod.ts";
@@ -121,6 +122,43 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
     dtConditioning: c.dtConditioning,
     seed: c.seed + 1,
   });
+}
+
+/**
+ * Refuse (with a `RangeError` naming `--hidden`/`--batch-size` values that fit) a model and
+ * batch whose training step would not fit the backend; call before building the model.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { checkCfmModelFits } from "../../mod.ts";
+ * const c = { model: "velocity-mlp" as const, hidden: 1e9, depth: 2, dataShape: [2], numClasses: 0, cfgDropout: 0, seed: 0 };
+ * assert.throws(() => checkCfmModelFits(c, 256), /--hidden 1000000000 with --batch-size 256 needs about/);
+ * checkCfmModelFits({ ...c, hidden: 64 }, 256);
+ * ```
+ */
+export function checkCfmModelFits(c: CfmModelConfig, batchSize: number): void {
+  const knobs = { "--hidden": c.hidden, "--batch-size": batchSize };
+  if (c.model === "velocity-mlp" || c.dataShape.length !== 3) {
+    const width = c.dataShape.reduce((a, b) => a * b, 1);
+    checkStepFits(
+      (k) =>
+        mlpStepSize({ hidden: k["--hidden"]!, depth: c.depth, width, batch: k["--batch-size"]! }),
+      knobs,
+    );
+    return;
+  }
+  const [ch, h] = c.dataShape as [number, number, number];
+  const patch = h % 4 === 0 ? 4 : h % 2 === 0 ? 2 : 1;
+  checkStepFits((k) =>
+    ditStepSize({
+      hidden: k["--hidden"]!,
+      depth: c.depth,
+      tokens: (h / patch) ** 2,
+      heads: k["--hidden"]! % 4 === 0 ? 4 : 1,
+      patchDim: ch * patch * patch,
+      batch: k["--batch-size"]!,
+    }), knobs);
 }
 
 /**

@@ -20,7 +20,7 @@ import type { Module } from "../nn/mod.ts";
 import { clipGradNorm, type EMA, type LrSchedule, type Optimizer } from "../optim/mod.ts";
 import type { HostArray, ProgressOptions, Run } from "../io/mod.ts";
 import { configFileText, Progress } from "../io/mod.ts";
-import { checkInt, checkNumber } from "../_util.ts";
+import { checkInt, checkNumber, denoApi, isNotFound } from "../_util.ts";
 import { lockRunDir, removeStaleTemps } from "./lock.ts";
 import { MetricWindow, type NonFinite } from "./window.ts";
 import { restoreCheckpoint, saveTrainingCheckpoint, streamsOf } from "./state.ts";
@@ -147,8 +147,10 @@ export interface FitOptions {
   /** Seed of the default generator (default 0). */
   seed?: number;
   /**
-   * Continue from a checkpoint: `true` for the newest valid one in the run, or a path.
-   * Everything after that step in metrics.jsonl is dropped first.
+   * Continue from a checkpoint: `true` for the newest valid one in the run (a run killed
+   * before its first checkpoint starts over from step 0), or a path. Everything after that
+   * step in metrics.jsonl is dropped first. Resuming at the end of the budget rewrites the
+   * last checkpoint and calls `sample` once more, without logging its records twice.
    */
   resume?: boolean | string | null;
   /** Learning rate as a function of the 0-based step and the optimizer's initial rate. */
@@ -161,6 +163,12 @@ export interface FitOptions {
   progress?: Omit<ProgressOptions, "startStep" | "label"> | false;
   /** Status lines such as "resumed …" (default console.error). */
   log?: (line: string) => void;
+  /**
+   * Stop request (e.g. the task's SIGINT/SIGTERM/parent-exit signal): when aborted, the loop
+   * finishes the step it is in, writes a checkpoint there and throws
+   * {@linkcode TrainingStoppedError}, so `--resume` continues without losing a step.
+   */
+  signal?: AbortSignal;
 }
 
 /** What {@linkcode fit} returns. */
@@ -219,6 +227,81 @@ export class NonFiniteError extends Error {
     this.metric = where.name;
     this.value = where.value;
     this.checkpoint = checkpoint;
+  }
+}
+
+/** A metrics record's step and names (two records with the same key are one record twice). */
+const recordKey = (r: Record<string, unknown>) => `${r.step} ${Object.keys(r).sort().join(",")}`;
+
+/** Whether the run's checkpoint directory holds no checkpoint file at all (valid or not). */
+async function hasNoCheckpoint(run: Run): Promise<boolean> {
+  if ((await run.checkpoints.steps()).length > 0) return false;
+  try {
+    await denoApi("fit resume", "start a new run").lstat(run.checkpoints.lastPath);
+    return false;
+  } catch (e) {
+    if (isNotFound(e)) return true;
+    throw e;
+  }
+}
+
+/**
+ * Keep only metrics records up to `step` (later ones belong to steps a resumed run
+ * recomputes); the file is rewritten atomically whenever it changes, which also drops a
+ * line torn by a kill, so the next append cannot glue onto it.
+ */
+async function dropMetricsAfter(run: Run, step: number): Promise<void> {
+  const recs = await run.readMetrics();
+  const kept = recs.filter((m) => typeof m.step !== "number" || m.step <= step);
+  const text = kept.map((m) => JSON.stringify(m) + "\n").join("");
+  let now: string | null = null;
+  try {
+    now = await denoApi("fit resume", "start a new run").readTextFile(run.metricsPath);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+  if (now !== null && now !== text) await run.writeFile("metrics.jsonl", text);
+}
+
+/**
+ * Training stopped on request ({@linkcode FitOptions.signal}) after a checkpoint at `step`.
+ * Tasks exit with `exitCode`: the request's own (128 + signal) or 130.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TrainingStoppedError } from "../../mod.ts";
+ * const e = new TrainingStoppedError(40, 100, "runs/a", "runs/a/checkpoints/step-000040.safetensors", new Error("received SIGTERM"));
+ * assert.match(e.message, /stopped at step 40 of 100 \(received SIGTERM\)/);
+ * assert.match(e.message, /--resume runs\/a/);
+ * assert.equal(e.exitCode, 130);
+ * ```
+ */
+export class TrainingStoppedError extends Error {
+  /** Steps done (the checkpoint's step). */
+  readonly step: number;
+  /** The checkpoint to continue from (null when none was ever written). */
+  readonly checkpoint: string | null;
+  /** Process exit status tasks use. */
+  readonly exitCode: number;
+  /** Describe where training stopped. */
+  constructor(
+    step: number,
+    maxSteps: number,
+    dir: string,
+    checkpoint: string | null,
+    reason: unknown,
+  ) {
+    const why = reason instanceof Error ? reason.message : String(reason ?? "stop requested");
+    super(
+      `stopped at step ${step} of ${maxSteps} (${why}); ` +
+        (checkpoint ? `checkpoint ${checkpoint}; ` : "") + `continue with --resume ${dir}`,
+    );
+    this.name = "TrainingStoppedError";
+    this.step = step;
+    this.checkpoint = checkpoint;
+    const code = (reason as { exitCode?: unknown })?.exitCode;
+    this.exitCode = typeof code === "number" && code > 0 ? code : 130;
   }
 }
 
@@ -304,7 +387,12 @@ export async function fit<M extends Module>(
     let step = 0;
     let resumedFrom: string | null = null;
     let lastCkpt: string | null = null;
-    if (o.resume) {
+    // A run killed before its first checkpoint has nothing to restore: it starts over.
+    const nothingSaved = o.resume === true && await hasNoCheckpoint(run);
+    if (nothingSaved) {
+      await dropMetricsAfter(run, 0);
+      say(`${label || "fit"}: ${run.dir} has no checkpoint yet; starting it from step 0`);
+    } else if (o.resume) {
       const r = await restoreCheckpoint(run, o.resume, {
         model,
         opt,
@@ -323,12 +411,7 @@ export async function fit<M extends Module>(
             `raise the step budget (e.g. --max-train-steps)`,
         );
       }
-      // Records after the checkpoint belong to steps that will be recomputed.
-      const recs = await run.readMetrics();
-      const kept = recs.filter((m) => typeof m.step !== "number" || m.step <= step);
-      if (kept.length !== recs.length) {
-        await run.writeFile("metrics.jsonl", kept.map((m) => JSON.stringify(m) + "\n").join(""));
-      }
+      await dropMetricsAfter(run, step);
       if (o.config !== undefined) {
         await run.writeFile("config.json", configFileText(o.config));
       }
@@ -372,7 +455,9 @@ export async function fit<M extends Module>(
       return [out.loss, dev] as [Tensor, Record<string, Tensor>];
     }, { hasAux: true });
 
+    let savedStep = resumed ? step : -1;
     const save = async (s: number) => {
+      savedStep = s;
       lastCkpt = await saveTrainingCheckpoint(run, s, {
         model,
         opt,
@@ -384,15 +469,18 @@ export async function fit<M extends Module>(
         config,
       });
     };
-    const sample = async (s: number, final: boolean) => {
+    const sample = async (s: number, final: boolean, again = false) => {
       if (!trainer.sample) return;
+      const logged = again ? new Set((await run.readMetrics()).map(recordKey)) : null;
       const restore = swapTrainingFlags(model, false);
       ema?.swapInto(params);
       try {
         await trainer.sample({
           ...base(s),
           final,
-          log: (rec) => run.logMetrics(s, rec),
+          log: async (rec) => {
+            if (!logged?.has(recordKey({ step: s, ...rec }))) await run.logMetrics(s, rec);
+          },
         });
       } finally {
         ema?.swapInto(params);
@@ -420,29 +508,53 @@ export async function fit<M extends Module>(
       throw new NonFiniteError(bad, lastCkpt, windowStart);
     };
 
-    // The only readback points: NaN check, log line, checkpoint, samples (in that order).
+    // The only readback points: NaN check, log line, samples, checkpoint (in that order).
+    // Everything step s writes to metrics.jsonl comes before its checkpoint, so a run killed
+    // at any point resumes from a checkpoint whose records are all written, and recomputes
+    // (after dropping) every record past it: no record is lost or written twice.
     const atReadback = async (s: number, final: boolean): Promise<void> => {
       const logNow = s % logEvery === 0;
       const snap = await window.read();
       if (snap.nonFinite) fail(snap.nonFinite);
       const record: Record<string, number> = { ...snap.means, "training/lr": opt.lr };
-      const writeLog = async () => {
+      if (logNow || final) {
         await run.logMetrics(s, record);
         lastMetrics = record;
-      };
+      }
+      // The checkpoint keeps a partly filled window (a final step off the log cadence), so
+      // a resumed run logs the same means at its next log step as an uninterrupted run.
       if (logNow) {
-        await writeLog();
         window.reset();
         windowStart = s;
       }
-      // Saved before the end-of-session line below, so a resumed run logs the same means
-      // at its next log step as an uninterrupted run.
+      if (final) {
+        progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+        progress?.done();
+      }
+      const sampleNow = final || (sampleEvery > 0 && s % sampleEvery === 0);
+      try {
+        if (sampleNow) await sample(s, final);
+      } catch (e) {
+        // A failed figure must not cost the training done: keep the step, then report.
+        await save(s);
+        throw e;
+      }
       if (s % ckptEvery === 0 || final) await save(s);
-      if (final && !logNow) await writeLog();
-      if (sampleEvery > 0 && s % sampleEvery === 0 && !final) await sample(s, false);
+    };
+
+    // A stop request: the step in progress has ended; keep it, then report.
+    const stopHere = async (): Promise<never> => {
+      if (step > savedStep && step > 0) {
+        const snap = await window.read();
+        if (snap.nonFinite) fail(snap.nonFinite);
+        await save(step);
+      }
+      progress?.done({ stopped: "stop requested" });
+      throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
     };
 
     while (step < maxSteps) {
+      if (o.signal?.aborted) await stopHere();
       const s = step + 1;
       if (o.lrSchedule) opt.lr = o.lrSchedule(s - 1, baseLr);
       let grads: Tensor[] | null = null;
@@ -524,10 +636,16 @@ export async function fit<M extends Module>(
         (sampleEvery > 0 && s % sampleEvery === 0)
       ) await atReadback(s, final);
       // Host-only bookkeeping: it/s and ETA stay current between log lines.
-      progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+      if (!final) progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
     }
-    progress?.done();
-    await sample(step, true);
+    if (step === startStep) {
+      // Resumed at the end of the budget (a kill after the last checkpoint): nothing to
+      // train. Write the checkpoint again (last.safetensors and pruning may be behind) and
+      // give the trainer its final call; records it logged before the kill are not repeated.
+      progress?.done();
+      if (resumed) await save(step);
+      await sample(step, true, resumed);
+    }
     const lm = lastMetrics as Record<string, number> | null;
     return {
       step,

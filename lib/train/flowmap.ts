@@ -6,6 +6,7 @@
  * `train:flowmap` task and the flow-map paths of `sample` and `eval`.
  * @module
  */
+import { checkStepFits, mlpStepSize } from "./budget.ts";
 import { denoApi, isNotFound } from "../_util.ts";
 import type { Tensor } from "../tensor.ts";
 import * as nn from "../nn/mod.ts";
@@ -262,6 +263,12 @@ export interface FlowMapTrainer extends Trainer<nn.FlowMapMLP> {
  * ```
  */
 export function flowMapTrainer(c: FlowMapTrainerConfig): FlowMapTrainer {
+  const width = c.dataShape.reduce((a, b) => a * b, 1);
+  checkStepFits(
+    (k) =>
+      mlpStepSize({ hidden: k["--hidden"]!, depth: c.depth, width, batch: k["--batch-size"]! }),
+    { "--hidden": c.hidden, "--batch-size": c.batchSize },
+  );
   const model = buildFlowMapModel(c);
   const phi = flowMapOf(model);
   const teacher = (x: Tensor, s: Tensor, t: Tensor) => model.teacher(x, s, t);

@@ -14,6 +14,7 @@
  * 1/(1−t)², so that loss is weighted by (1−t)² (ε-prediction weighting).
  * @module
  */
+import { checkStepFits, mlpStepSize } from "./budget.ts";
 import type { Tensor } from "../tensor.ts";
 import { add, concat, mean, mul, reshape, square, sub, tensor } from "../ops/mod.ts";
 import * as nn from "../nn/mod.ts";
@@ -109,6 +110,12 @@ export function gmmToyTrainer(c: GmmToyConfig, gmm: GaussianMixture): GmmToyTrai
   const d = gmm.dim, B = c.batchSize, tEps = 1e-4;
   const kind = gmmFieldKind(c);
   const splitT = c.splitT ?? 1;
+  // The StableVM target weighs every reference against every row: a [batch, ref] matrix.
+  checkStepFits((k) => {
+    const s = mlpStepSize({ hidden: 32, depth: 4, width: d, batch: k["--batch-size"]! });
+    const pairs = k["--batch-size"]! * k["--ref-batch-size"]!;
+    return { ...s, activations: s.activations + 6 * pairs, largest: Math.max(s.largest, pairs) };
+  }, { "--batch-size": B, "--ref-batch-size": c.refBatchSize });
   const model = new nn.AdaLNMLP({ dim: d, hidden: 32, blocks: 4, dropout: 0.1, seed: c.seed + 2 });
   model.train();
   const stable = c.exp.startsWith("stable_vm");

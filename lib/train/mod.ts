@@ -21,10 +21,20 @@ export {
   type StepMetrics,
   type Trainer,
   type TrainerState,
+  TrainingStoppedError,
 } from "./fit.ts";
 export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lock.ts";
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
+export {
+  checkStepFits,
+  ditStepSize,
+  mlpStepSize,
+  type SizeLimits,
+  sizeLimits,
+  stepBytes,
+  type StepSize,
+} from "./budget.ts";
 export { openTrainingRun, type TrainingRun, type TrainingRunSpec } from "./run.ts";
 export { type RunEnvironment, runEnvironment } from "./env.ts";
 export {
@@ -36,6 +46,7 @@ export {
   type CfmModelConfig,
   cfmModelFromCheckpoint,
   type CfmNet,
+  checkCfmModelFits,
   type LoadedCfmCheckpoint,
   readCfmCheckpoint,
   sampleCfmModel,

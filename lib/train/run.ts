@@ -9,7 +9,7 @@
  * @module
  */
 import { createRun, openRun, type Run } from "../io/mod.ts";
-import { denoApi } from "../_util.ts";
+import { denoApi, isNotFound } from "../_util.ts";
 import { runEnvironment } from "./env.ts";
 
 /** Options of {@linkcode openTrainingRun}. */
@@ -40,6 +40,24 @@ export interface TrainingRun<C> {
   config: C;
   /** What to pass as `fit`'s `resume`: a checkpoint path, true (newest) or null (fresh). */
   resume: string | true | null;
+}
+
+/** A `--resume` path that is not a checkpoint must be a directory: say so, naming it. */
+async function expectDirectory(given: string, dir: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await denoApi("--resume", "start a new run").stat(dir);
+  } catch (e) {
+    if (isNotFound(e)) {
+      throw new RangeError(`--resume ${given}: no such run directory or checkpoint`, { cause: e });
+    }
+    throw e;
+  }
+  if (!info.isDirectory) {
+    throw new RangeError(
+      `--resume ${given}: expected a run directory or a .safetensors checkpoint, but it is a file`,
+    );
+  }
 }
 
 const kebab = (k: string) => k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
@@ -84,6 +102,9 @@ export async function openTrainingRun<C extends object>(
   }
   let dir = spec.resume.replace(/\/+$/, "");
   let resume: string | true = true;
+  // The run's config.json names its run (pasted from a file listing): take its directory.
+  if (/(^|\/)config\.json$/.test(dir)) dir = dir.replace(/\/?config\.json$/, "") || ".";
+  else if (!dir.endsWith(".safetensors")) await expectDirectory(spec.resume, dir);
   if (dir.endsWith(".safetensors")) {
     resume = dir;
     dir = dir.replace(/\/?checkpoints\/[^/]+$/, "") || ".";

@@ -30,6 +30,7 @@ import {
   type CfmDataset,
   type CfmModelConfig,
   type CfmNet,
+  checkCfmModelFits,
   sampleCfmModel,
 } from "./cfm_model.ts";
 import type { CfmData } from "./cfm.ts";
@@ -168,6 +169,7 @@ export function shortcutTrainer(
   data: CfmData,
   terms: ShortcutTerms = {},
 ): ShortcutTrainer {
+  checkCfmModelFits(c, c.batchSize);
   const build = () => buildCfmModel({ ...c, dtConditioning: true }).eval();
   const model = build();
   const fm = shortcutVelocityOf(model);

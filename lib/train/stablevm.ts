@@ -7,6 +7,7 @@
  * field gives the Fisher divergence) or a labelled `.npz`.
  * @module
  */
+import { checkStepFits, mlpStepSize } from "./budget.ts";
 import type { Tensor } from "../tensor.ts";
 import { Generator } from "../random.ts";
 import * as nn from "../nn/mod.ts";
@@ -83,7 +84,7 @@ export async function loadLabelledNpz(path: string): Promise<LabelledSet> {
   const d = await loadArrayDataset(path).catch((e: Error) => {
     throw e instanceof FileFormatError
       ? new FileFormatError(e.file, `--data-dir: ${e.message.slice(e.file.length + 2)}`)
-      : new RangeError(`--data-dir ${e.message}`);
+      : new RangeError(`--data-dir: ${e.message}`, { cause: e });
   });
   return {
     x: d.x,
@@ -202,6 +203,11 @@ export interface StableVmTrainer extends Trainer<nn.AdaLNMLP> {
  */
 export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): StableVmTrainer {
   const C = data.numClasses, d = data.dim;
+  checkStepFits(
+    (k) =>
+      mlpStepSize({ hidden: k["--hidden"]!, depth: c.blocks, width: d, batch: k["--batch-size"]! }),
+    { "--hidden": c.hidden, "--batch-size": c.batchSize },
+  );
   const model = new nn.AdaLNMLP({
     dim: d,
     hidden: c.hidden,
