@@ -47,6 +47,11 @@ export interface MatmulBuildOptions {
   lanes?: "rows" | "cols";
   /** Workgroup `[x, y]` in the `direct` family (x is the lane axis); default one SIMD chunk. */
   workgroup?: [number, number];
+  /**
+   * Order of the FMAs in the `direct` family's unrolled loop: `"k-outer"` touches every
+   * accumulator once per k step; `"k-inner"` runs each accumulator's k steps back to back.
+   */
+  fmaOrder?: "k-outer" | "k-inner";
   /** Applied to each output element as it is stored (see {@linkcode MatmulEpilogue}). */
   epilogue?: MatmulEpilogue;
 }
@@ -71,6 +76,7 @@ interface DirectShape {
   unroll: number;
   lanes: "rows" | "cols";
   workgroup?: [number, number];
+  fmaOrder?: "k-outer" | "k-inner";
 }
 
 /** WebGPU caps every `dispatchWorkgroups` dimension at 65535 by default. */
@@ -150,6 +156,7 @@ export function buildMatmul(
     unroll: opts.unroll ?? 4,
     lanes: checkChoice("matmul lanes", opts.lanes ?? auto.lanes, ["rows", "cols"] as const),
     workgroup: opts.workgroup ?? [simdLanes(adapter), 1],
+    fmaOrder: opts.fmaOrder ?? "k-outer",
   };
   if (shape.unroll !== 4 && shape.unroll !== 8) {
     throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);
@@ -334,14 +341,31 @@ function buildDirect(g: MatmulGeom, o: DirectShape, epi?: EpilogueCode): MatmulK
         }
       }
     }
-    for (const q of q4) {
+    if (o.fmaOrder !== "k-inner") {
+      for (const q of q4) {
+        for (const r of rr) {
+          for (const v of vv) {
+            main.push(
+              `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
+                4 * s4 + q
+              }_${v}, acc${r}_${v});`,
+            );
+          }
+        }
+      }
+    }
+  }
+  if (o.fmaOrder === "k-inner") {
+    for (const v of vv) {
       for (const r of rr) {
-        for (const v of vv) {
-          main.push(
-            `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
-              4 * s4 + q
-            }_${v}, acc${r}_${v});`,
-          );
+        for (let s4 = 0; s4 < KU / 4; s4++) {
+          for (const q of q4) {
+            main.push(
+              `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
+                4 * s4 + q
+              }_${v}, acc${r}_${v});`,
+            );
+          }
         }
       }
     }
@@ -442,7 +466,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   }
 }
 `;
-  const key = `matmul/direct/${R}x${4 * V}k${KU}/${lanes}/w${wx}x${wy}/` +
+  const key =
+    `matmul/direct/${R}x${4 * V}k${KU}${
+      o.fmaOrder === "k-inner" ? "i" : ""
+    }/${lanes}/w${wx}x${wy}/` +
     `${transA ? "T" : "N"}${transB ? "T" : "N"}/${aVec ? "v" : "s"}${bVec ? "v" : "s"}` +
     `${cVec ? "v" : "s"}${epiKey(epi)}`;
   const rbWG = ceilDiv(rowBlocks, wRB), cbWG = ceilDiv(colBlocks, wCB);
