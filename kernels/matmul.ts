@@ -49,7 +49,12 @@ export interface MatmulBuildOptions {
   workgroup?: [number, number];
   /**
    * Order of the FMAs in the `direct` family's unrolled loop: `"k-outer"` touches every
-   * accumulator once per k step; `"k-inner"` runs each accumulator's k steps back to back.
+   * accumulator once per k step; `"k-inner"` (default) runs each accumulator's k steps back to
+   * back. Both add the products of one accumulator in the same (ascending k) order, so the
+   * results are bitwise equal; llvmpipe spills most of a 16 × 16 block's 256 accumulators, and
+   * k-inner reloads each spilled one once per unrolled iteration instead of once per k step:
+   * measured on lavapipe at the flow-map MLP's shapes ([2048, 256] × [256, 256] NN and NT,
+   * [256, 2048] × [2048, 256] TN), 16–19 % less CPU time per matmul, same compile time.
    */
   fmaOrder?: "k-outer" | "k-inner";
   /** Applied to each output element as it is stored (see {@linkcode MatmulEpilogue}). */
@@ -156,7 +161,7 @@ export function buildMatmul(
     unroll: opts.unroll ?? 4,
     lanes: checkChoice("matmul lanes", opts.lanes ?? auto.lanes, ["rows", "cols"] as const),
     workgroup: opts.workgroup ?? [simdLanes(adapter), 1],
-    fmaOrder: opts.fmaOrder ?? "k-outer",
+    fmaOrder: opts.fmaOrder ?? "k-inner",
   };
   if (shape.unroll !== 4 && shape.unroll !== 8) {
     throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);

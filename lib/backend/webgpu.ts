@@ -36,7 +36,7 @@ import {
 } from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
 import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
-import { buildMatmul, isCpuAdapter } from "../../kernels/matmul.ts";
+import { buildMatmul, isCpuAdapter, type MatmulBuildOptions } from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
 
 /**
@@ -120,6 +120,19 @@ export class WebGPUBackend implements Backend {
    * binding limit allows; 1 gives each group a one-branch kernel of its own).
    */
   groupsPerDispatch = Infinity;
+
+  #matmulOverrides: MatmulBuildOptions = {};
+  /**
+   * @internal Options forced on every matmul kernel (tests and benchmarks compare variants,
+   * e.g. `{ fmaOrder: "k-outer" }`); setting it forgets the memoised kernel choices.
+   */
+  get matmulOverrides(): MatmulBuildOptions {
+    return this.#matmulOverrides;
+  }
+  set matmulOverrides(o: MatmulBuildOptions) {
+    this.#matmulOverrides = { ...o };
+    this.#matmuls.clear();
+  }
 
   /** @internal Use `createWebGPUBackend`. */
   constructor(rt: GpuRuntime) {
@@ -543,14 +556,14 @@ export class WebGPUBackend implements Backend {
       }`;
     let mk = this.#matmuls.get(gk);
     if (!mk) {
-      const built = buildMatmul(g, this.#adapter, { epilogue: epi });
+      const built = buildMatmul(g, this.#adapter, { ...this.#matmulOverrides, epilogue: epi });
       mk = { key: built.key, workgroups: built.workgroups };
       if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
       this.#matmuls.set(gk, mk);
     }
     const k = this.runtime.kernel(
       `matmul:${mk.key}`,
-      () => buildMatmul(g, this.#adapter, { epilogue: epi }).code,
+      () => buildMatmul(g, this.#adapter, { ...this.#matmulOverrides, epilogue: epi }).code,
     );
     this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], [
       g.batch,
