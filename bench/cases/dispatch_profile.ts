@@ -16,7 +16,7 @@ import { flowMapStep } from "../flowmap_step.ts";
 
 interface Rec {
   k: Kernel;
-  buffers: GPUBuffer[];
+  buffers: (GPUBuffer | GPUBufferBinding)[];
   params: number[] | null;
   grid: [number, number, number];
 }

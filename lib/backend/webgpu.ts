@@ -36,7 +36,12 @@ import {
 } from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
 import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
-import { buildMatmul, isCpuAdapter, type MatmulBuildOptions } from "../../kernels/matmul.ts";
+import {
+  buildMatmul,
+  isCpuAdapter,
+  type MatmulBuildOptions,
+  uniformChunk,
+} from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
 
 /**
@@ -109,7 +114,16 @@ export class WebGPUBackend implements Backend {
   #cpuAdapter: boolean;
   #registry: FinalizationRegistry<{ buf: GPUBuffer; bytes: number }>;
   #adapter: { isFallback: boolean; description: string };
-  #matmuls = new Map<string, { key: string; workgroups: [number, number, number] }>();
+  #matmuls = new Map<
+    string,
+    {
+      key: string;
+      workgroups: [number, number, number];
+      geom: MatmulGeom;
+      opts: MatmulBuildOptions;
+      chunk: number;
+    }
+  >();
   /**
    * `elementwiseGroups` gives each group of ≥ 8192 elements a dispatch of its own (default: on
    * CPU adapters, where a grouped kernel's branches all run masked; see `elementwiseGroups`).
@@ -556,16 +570,27 @@ export class WebGPUBackend implements Backend {
       }`;
     let mk = this.#matmuls.get(gk);
     if (!mk) {
-      const built = buildMatmul(g, this.#adapter, { ...this.#matmulOverrides, epilogue: epi });
-      mk = { key: built.key, workgroups: built.workgroups };
+      // On CPU adapters a transB product (every linear layer's forward pass) reads B through
+      // a uniform binding, one dispatch per chunk of output columns (uniformChunk).
+      const nc = this.#cpuAdapter && this.#matmulOverrides.uniformB !== 0 &&
+          this.#matmulOverrides.variant !== "tiled"
+        ? uniformChunk(g)
+        : 0;
+      const opts: MatmulBuildOptions = nc
+        ? { ...this.#matmulOverrides, lanes: "rows", uniformB: nc, epilogue: epi }
+        : { ...this.#matmulOverrides, uniformB: undefined, epilogue: epi };
+      const geom = nc ? { ...g, n: nc } : g;
+      const built = buildMatmul(geom, this.#adapter, opts);
+      mk = { key: built.key, workgroups: built.workgroups, geom, opts, chunk: nc };
       if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
       this.#matmuls.set(gk, mk);
     }
+    const m = mk;
     const k = this.runtime.kernel(
-      `matmul:${mk.key}`,
-      () => buildMatmul(g, this.#adapter, { ...this.#matmulOverrides, epilogue: epi }).code,
+      `matmul:${m.key}`,
+      () => buildMatmul(m.geom, this.#adapter, m.opts).code,
     );
-    this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], [
+    const params = [
       g.batch,
       g.m,
       g.n,
@@ -574,7 +599,20 @@ export class WebGPUBackend implements Backend {
       g.transB ? 1 : 0,
       g.aBatchStride,
       g.bBatchStride,
-    ], mk.workgroups);
+    ];
+    if (!m.chunk) {
+      this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], params, m.workgroups);
+      return out;
+    }
+    const bytes = m.chunk * g.k * 4;
+    for (let c0 = 0; c0 < g.n; c0 += m.chunk) {
+      this.runtime.dispatch(
+        k,
+        [ab, { buffer: bb, offset: c0 * g.k * 4, size: bytes }, out.buffer!, ...rowBufs],
+        [...params, c0, c0 + m.chunk, 0, 0],
+        m.workgroups,
+      );
+    }
     return out;
   }
 
