@@ -83,6 +83,8 @@ const MATMUL_MEMO_MAX = 512;
 // On CPU adapters, elementwiseGroups gives groups of at least this many elements their own
 // dispatch.
 const GROUP_OWN_DISPATCH = 8192;
+// On CPU adapters, A·B transposes a B of at most this many elements to read it as a uniform.
+const NN_TRANSPOSE_MAX = 1 << 20;
 // Loops longer than this use Kahan summation.
 const KAHAN_MIN = 4096;
 
@@ -558,6 +560,27 @@ export class WebGPUBackend implements Backend {
     // k = 0 without an epilogue is zeros; with one, the kernel runs: its accumulators stay 0
     // and the epilogue still applies (e.g. act(0 + bias)).
     if (g.k === 0 && !epilogue) return this.fill(size, 0);
+    // A·B with a small B (dz·W in a linear layer's backward pass) on a CPU adapter: transpose
+    // B once (one small copy, O(kn) against the product's O(mkn)) and take the uniform-B path
+    // of transB products below. Measured on lavapipe at [2048, 256]·[256, 256]: the copy and
+    // four chunk dispatches cost less CPU time than one storage-B dispatch.
+    if (
+      this.#cpuAdapter && !g.transA && !g.transB && this.#matmulOverrides.uniformB !== 0 &&
+      this.#matmulOverrides.variant !== "tiled" && g.k * g.n <= NN_TRANSPOSE_MAX &&
+      (g.batch === 1 || g.bBatchStride === 0) && uniformChunk({ ...g, transB: true }) > 0
+    ) {
+      const bt = this.#new(g.k * g.n);
+      this.copyInto(bt, { shape: [g.n, g.k], strides: [g.k, 1], offset: 0 }, b, {
+        shape: [g.n, g.k],
+        strides: [1, g.n],
+        offset: 0,
+      });
+      try {
+        return this.matmul(a, bt, { ...g, transB: true, bBatchStride: 0 }, epilogue);
+      } finally {
+        this.free(bt);
+      }
+    }
     const out = this.#new(size);
     const epi = epilogue ? { expr: epilogue.expr, rows: epilogue.rows.length } : undefined;
     // buildMatmul generates the whole WGSL source (~180 µs a call for 16×16 blocks, ~2 ms of

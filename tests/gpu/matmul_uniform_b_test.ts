@@ -65,13 +65,16 @@ async function onGpu<T>(
   }
 }
 
-const CASES: { name: string; a: number[]; b: number[]; epi?: boolean }[] = [
+const CASES: { name: string; a: number[]; b: number[]; epi?: boolean; nn?: boolean }[] = [
   { name: "flow-map hidden layer [2048,256]·[256,256]ᵀ (4 chunks)", a: [2048, 256], b: [256, 256] },
   { name: "first layer [512,4]·[256,4]ᵀ (1 chunk)", a: [512, 4], b: [256, 4] },
   { name: "chunk of 32 columns, m not a multiple of the row block", a: [37, 8], b: [32, 8] },
   { name: "96 columns of k = 36 (one chunk)", a: [201, 36], b: [96, 36] },
   { name: "batched A, one B", a: [3, 70, 20], b: [48, 20] },
   { name: "bias + silu epilogue (linear)", a: [300, 64], b: [128, 64], epi: true },
+  // A·B (dz·W in a linear layer's backward pass): B transposed by one copy, then as above.
+  { name: "A·B via a transposed B [2048,256]·[256,256]", a: [2048, 256], b: [256, 256], nn: true },
+  { name: "A·B via a transposed B [37,8]·[8,32]", a: [37, 8], b: [8, 32], nn: true },
 ];
 
 for (const c of CASES) {
@@ -81,9 +84,10 @@ for (const c of CASES) {
     fn: async () => {
       setBackend("cpu");
       const a = randn(c.a, { seed: 1 }), b = randn(c.b, { seed: 2 });
-      const bias = randn([c.b[0]!], { seed: 3 });
+      const nOut = c.nn ? c.b[1]! : c.b[0]!;
+      const bias = randn([nOut], { seed: 3 });
       const run = (x: Tensor, w: Tensor, bb: Tensor) =>
-        c.epi ? linear(x, w, bb, { activation: "silu" }) : matmul(x, w, { transB: true });
+        c.epi ? linear(x, w, bb, { activation: "silu" }) : matmul(x, w, { transB: !c.nn });
       const want = await run(a, b, bias).data();
       const on = async (o: WebGPUBackend["matmulOverrides"]) =>
         await onGpu(o, async () => {
@@ -105,7 +109,7 @@ for (const c of CASES) {
       const chunk = uniformChunk({
         batch: 1,
         m: c.a.slice(0, -1).reduce((p, q) => p * q, 1),
-        n: c.b[0]!,
+        n: nOut,
         k,
         transA: false,
         transB: true,
@@ -113,7 +117,7 @@ for (const c of CASES) {
         bBatchStride: 0,
       });
       assert.ok(chunk > 0, "the case takes the uniform-B path");
-      assert.equal(ubo.n, c.b[0]! / chunk, "one dispatch per chunk");
+      assert.equal(ubo.n, nOut / chunk + (c.nn ? 1 : 0), "one dispatch per chunk (+ the copy)");
       assert.equal(plain.n, 1);
     },
   });
