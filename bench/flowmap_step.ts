@@ -50,11 +50,14 @@ function stats(): { dispatches: number } | null {
   return typeof be.stats === "function" ? be.stats() : null;
 }
 
-async function engineStep(
+/**
+ * One `train:flowmap` step at seed 004's size for `method` ("diagonal": every row diagonal),
+ * as a function returning the loss (undisposed), plus `dispose` for the network and optimizer.
+ * Shared with `bench/cases/dispatch_profile.ts`.
+ */
+export function flowMapStep(
   method: FlowMapMethod | "diagonal",
-  steps: number,
-  reps: number,
-): Promise<Record<string, unknown>> {
+): { step: () => Tensor; dispose: () => void; diagRows: number } {
   const net = new nn.FlowMapMLP({ dim: 2, hidden: HIDDEN, depth: DEPTH, seed: 1 });
   const params = net.parameters();
   const opt = new optim.AdamW({ lr: 2e-4, weightDecay: 1e-4 });
@@ -79,6 +82,22 @@ async function engineStep(
     x1.dispose();
     return loss;
   };
+  return {
+    step,
+    dispose: () => {
+      net.dispose();
+      opt.dispose();
+    },
+    diagRows,
+  };
+}
+
+async function engineStep(
+  method: FlowMapMethod | "diagonal",
+  steps: number,
+  reps: number,
+): Promise<Record<string, unknown>> {
+  const { step, dispose, diagRows } = flowMapStep(method);
   for (let i = 0; i < 3; i++) await step().item();
   const times: number[] = [];
   let disp = 0;
@@ -95,8 +114,7 @@ async function engineStep(
     const s1 = stats();
     if (s0 && s1) disp = (s1.dispatches - s0.dispatches) / steps;
   }
-  net.dispose();
-  opt.dispose();
+  dispose();
   const ms = median(times), best = Math.min(...times);
   const gflop = (diagRows * 3 + (ROWS - diagRows) * (PASSES[method] ?? 0)) * F / 1e9;
   return {
@@ -204,7 +222,9 @@ if (import.meta.main) {
       reps: { type: "string", default: "3" },
       steps: { type: "string", default: "5" },
       methods: { type: "string", default: "diagonal,lsd,psd,esd" },
-      torch: { type: "boolean", default: true },
+      // `--torch=false` (or `--no-torch`) skips the PyTorch peer.
+      torch: { type: "string", default: "true" },
+      "no-torch": { type: "boolean", default: false },
     },
   });
   const reps = Number(v.reps), steps = Number(v.steps);
@@ -220,7 +240,7 @@ if (import.meta.main) {
     console.log(JSON.stringify({ ...await engineStep(m, steps, reps), load: load() }));
   }
   console.log(JSON.stringify({ ...await engineEval(16384, reps), load: load() }));
-  if (v.torch) {
+  if (v.torch !== "false" && !v["no-torch"]) {
     const r = await runTorch(TORCH, {
       threads: 2,
       hidden: HIDDEN,

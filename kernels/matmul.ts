@@ -47,8 +47,25 @@ export interface MatmulBuildOptions {
   lanes?: "rows" | "cols";
   /** Workgroup `[x, y]` in the `direct` family (x is the lane axis); default one SIMD chunk. */
   workgroup?: [number, number];
+  /**
+   * Order of the FMAs in the `direct` family's unrolled loop: `"k-outer"` touches every
+   * accumulator once per k step; `"k-inner"` (default) runs each accumulator's k steps back to
+   * back. Both add the products of one accumulator in the same (ascending k) order, so the
+   * results are bitwise equal; llvmpipe spills most of a 16 × 16 block's 256 accumulators, and
+   * k-inner reloads each spilled one once per unrolled iteration instead of once per k step:
+   * measured on lavapipe at the flow-map MLP's shapes ([2048, 256] × [256, 256] NN and NT,
+   * [256, 2048] × [2048, 256] TN), 16–19 % less CPU time per matmul, same compile time.
+   */
+  fmaOrder?: "k-outer" | "k-inner";
   /** Applied to each output element as it is stored (see {@linkcode MatmulEpilogue}). */
   epilogue?: MatmulEpilogue;
+  /**
+   * `direct` family, `transB` only: read B through a uniform buffer holding `uniformB`
+   * consecutive rows of B (output columns), one dispatch per such chunk (see
+   * {@linkcode uniformChunk}). The uniform reads then cost one scalar load each on llvmpipe
+   * instead of a loop over the SIMD lanes.
+   */
+  uniformB?: number;
 }
 
 /**
@@ -66,11 +83,13 @@ export interface MatmulEpilogue {
 }
 
 interface DirectShape {
+  uniformB?: number;
   rows: number;
   vecs: number;
   unroll: number;
   lanes: "rows" | "cols";
   workgroup?: [number, number];
+  fmaOrder?: "k-outer" | "k-inner";
 }
 
 /** WebGPU caps every `dispatchWorkgroups` dimension at 65535 by default. */
@@ -150,7 +169,23 @@ export function buildMatmul(
     unroll: opts.unroll ?? 4,
     lanes: checkChoice("matmul lanes", opts.lanes ?? auto.lanes, ["rows", "cols"] as const),
     workgroup: opts.workgroup ?? [simdLanes(adapter), 1],
+    fmaOrder: opts.fmaOrder ?? "k-inner",
   };
+  if (opts.uniformB !== undefined) {
+    const nc = opts.uniformB;
+    if (
+      !g.transB || g.k % 4 !== 0 || shape.lanes !== "rows" || shape.workgroup![1] !== 1 ||
+      !Number.isInteger(nc) || nc < 4 * shape.vecs || nc % (4 * shape.vecs) !== 0 ||
+      nc * g.k * 4 > UNIFORM_BYTES || (g.batch > 1 && g.bBatchStride !== 0)
+    ) {
+      throw new RangeError(
+        `Expected matmul uniformB (${nc} columns) to be a multiple of the column block ` +
+          `${4 * shape.vecs} with transB, k % 4 = 0 (k = ${g.k}), lanes along rows, one ` +
+          `B for every batch and at most ${UNIFORM_BYTES} bytes per chunk`,
+      );
+    }
+    shape.uniformB = nc;
+  }
   if (shape.unroll !== 4 && shape.unroll !== 8) {
     throw new RangeError(`Expected matmul unroll to be 4 or 8 but found ${shape.unroll}`);
   }
@@ -198,11 +233,54 @@ ${x.body}
   };
 }
 
-function bindings(aVec: boolean, bVec: boolean, cVec: boolean, epi?: EpilogueCode): string {
+// The uniform-B variant appends the chunk's output columns [colBase, colEnd).
+const PARAMS_U = `struct Params {
+  batch: u32, m: u32, n: u32, k: u32,
+  transA: u32, transB: u32, aBatchStride: u32, bBatchStride: u32,
+  colBase: u32, colEnd: u32, pad0: u32, pad1: u32,
+}`;
+
+/** The most bytes one uniform-buffer binding may hold (WebGPU's default limit). */
+export const UNIFORM_BYTES = 65536;
+
+/**
+ * The chunk (output columns per dispatch) for reading B of an `transB` matmul through a
+ * uniform buffer on a CPU adapter, or 0 when the geometry does not suit it: the largest
+ * multiple of 16 columns whose rows of B fit one 64 KiB binding and divide n, for one B
+ * shared by all batches, k % 4 = 0 and more rows than chunk columns (so the SIMD lanes run
+ * along rows and every lane reads the same B element). On lavapipe a storage read costs a
+ * loop over the 8 SIMD lanes even when all lanes read one address; a uniform read with a
+ * uniform address is one scalar load. Measured at [2048, 64] × [64, 256]ᵀ: ~20 % less CPU time.
+ *
+ * @example
+ * ```ts
+ * import { uniformChunk } from "./matmul.ts";
+ * const g = { batch: 1, m: 2048, n: 256, k: 256, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 };
+ * if (uniformChunk(g) !== 64) throw new Error("64 rows of 256 floats fill 64 KiB");
+ * ```
+ */
+export function uniformChunk(g: MatmulGeom): number {
+  if (!g.transB || g.k % 4 !== 0 || g.k === 0 || (g.batch > 1 && g.bBatchStride !== 0)) return 0;
+  let nc = Math.floor(UNIFORM_BYTES / (4 * g.k) / 16) * 16;
+  nc = Math.min(nc, g.n - (g.n % 16));
+  while (nc >= 16 && g.n % nc !== 0) nc -= 16;
+  return nc >= 16 && g.m > nc ? nc : 0;
+}
+
+function bindings(
+  aVec: boolean,
+  bVec: boolean,
+  cVec: boolean,
+  epi?: EpilogueCode,
+  uniformBVec4s = 0,
+): string {
   const t = (v: boolean) => (v ? "array<vec4<f32>>" : "array<f32>");
-  return `${PARAMS}
+  const b = uniformBVec4s
+    ? `var<uniform> B: array<vec4<f32>, ${uniformBVec4s}>`
+    : `var<storage, read> B: ${t(bVec)}`;
+  return `${uniformBVec4s ? PARAMS_U : PARAMS}
 @group(0) @binding(0) var<storage, read> A: ${t(aVec)};
-@group(0) @binding(1) var<storage, read> B: ${t(bVec)};
+@group(0) @binding(1) ${b};
 @group(0) @binding(2) var<storage, read_write> C: ${t(cVec)};
 @group(0) @binding(${3 + (epi?.rows ?? 0)}) var<uniform> P: Params;
 ${epi ? epi.decl : ""}`;
@@ -268,8 +346,13 @@ function buildDirect(g: MatmulGeom, o: DirectShape, epi?: EpilogueCode): MatmulK
 
   const aIdx = (row: string, p: string) =>
     transA ? `aOff + (${p}) * m + ${row}` : `aOff + ${row} * k + (${p})`;
+  const U = o.uniformB ?? 0;
   const bIdx = (p: string, col: string) =>
-    transB ? `bOff + ${col} * k + (${p})` : `bOff + (${p}) * n + ${col}`;
+    U
+      ? `(${col} - P.colBase) * k + (${p})`
+      : transB
+      ? `bOff + ${col} * k + (${p})`
+      : `bOff + (${p}) * n + ${col}`;
   const ld = (arr: string, vec: boolean, idx: string) =>
     vec ? `${arr}[(${idx}) / 4u][(${idx}) % 4u]` : `${arr}[${idx}]`;
   const aS = (r: number, p: string) => ld("A", aVec, aIdx(`r${r}`, p));
@@ -334,14 +417,31 @@ function buildDirect(g: MatmulGeom, o: DirectShape, epi?: EpilogueCode): MatmulK
         }
       }
     }
-    for (const q of q4) {
+    if (o.fmaOrder !== "k-inner") {
+      for (const q of q4) {
+        for (const r of rr) {
+          for (const v of vv) {
+            main.push(
+              `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
+                4 * s4 + q
+              }_${v}, acc${r}_${v});`,
+            );
+          }
+        }
+      }
+    }
+  }
+  if (o.fmaOrder === "k-inner") {
+    for (const v of vv) {
       for (const r of rr) {
-        for (const v of vv) {
-          main.push(
-            `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
-              4 * s4 + q
-            }_${v}, acc${r}_${v});`,
-          );
+        for (let s4 = 0; s4 < KU / 4; s4++) {
+          for (const q of q4) {
+            main.push(
+              `acc${r}_${v} = fma(vec4<f32>(a${r}_${s4}.${X[q]}), b${
+                4 * s4 + q
+              }_${v}, acc${r}_${v});`,
+            );
+          }
         }
       }
     }
@@ -403,7 +503,7 @@ function buildDirect(g: MatmulGeom, o: DirectShape, epi?: EpilogueCode): MatmulK
   // load instead of a per-lane loop.
   const start = (axis: string, w: number) => (w === 1 ? `wid.${axis}` : `gid.${axis}`);
   const wRB = lanes === "cols" ? wy : wx, wCB = lanes === "cols" ? wx : wy;
-  const code = `${bindings(aVec, bVec, cVec, epi)}
+  const code = `${bindings(aVec, bVec, cVec, epi, U ? (U * g.k) / 4 : 0)}
 
 fn block(bz: u32, row0: u32, col0: u32) {
   let m = P.m; let n = P.n; let k = P.k;
@@ -413,7 +513,7 @@ fn block(bz: u32, row0: u32, col0: u32) {
   // Out-of-range rows and columns read a clamped (valid) element and are never stored, which
   // keeps the inner loop free of branches.
 ${rr.map((r) => `  let r${r} = min(row0 + ${r}u, m - 1u);`).join("\n")}
-${cc.map((c) => `  let c${c} = min(col0 + ${c}u, n - 1u);`).join("\n")}
+${cc.map((c) => `  let c${c} = min(col0 + ${c}u, ${U ? "P.colEnd" : "n"} - 1u);`).join("\n")}
 ${vv.map((v) => `  let cv${v} = col0 + ${4 * v}u;`).join("\n")}
 ${rr.flatMap((r) => vv.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
   let kMain = k - k % ${KU}u;
@@ -432,19 +532,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   // Grid-stride loops: a dimension whose block count exceeds 65535 workgroups wraps around.
   let rowBlocks = (P.m + ${R - 1}u) / ${R}u;
-  let colBlocks = (P.n + ${4 * V - 1}u) / ${4 * V}u;
+  let colBlocks = (${U ? "P.colEnd - P.colBase" : "P.n"} + ${4 * V - 1}u) / ${4 * V}u;
   for (var bz = gid.z; bz < P.batch; bz += nwg.z) {
     for (var rb = ${start(rbExpr, wRB)}; rb < rowBlocks; rb += nwg.${rbExpr} * ${wRB}u) {
       for (var cb = ${start(cbExpr, wCB)}; cb < colBlocks; cb += nwg.${cbExpr} * ${wCB}u) {
-        block(bz, rb * ${R}u, cb * ${4 * V}u);
+        block(bz, rb * ${R}u, ${U ? "P.colBase + " : ""}cb * ${4 * V}u);
       }
     }
   }
 }
 `;
-  const key = `matmul/direct/${R}x${4 * V}k${KU}/${lanes}/w${wx}x${wy}/` +
+  const key =
+    `matmul/direct/${R}x${4 * V}k${KU}${
+      o.fmaOrder === "k-inner" ? "i" : ""
+    }/${lanes}/w${wx}x${wy}/` +
     `${transA ? "T" : "N"}${transB ? "T" : "N"}/${aVec ? "v" : "s"}${bVec ? "v" : "s"}` +
-    `${cVec ? "v" : "s"}${epiKey(epi)}`;
+    `${cVec ? "v" : "s"}${U ? `/ubo${U}x${g.k}` : ""}${epiKey(epi)}`;
   const rbWG = ceilDiv(rowBlocks, wRB), cbWG = ceilDiv(colBlocks, wCB);
   const workgroups: [number, number, number] = lanes === "cols"
     ? [cap(cbWG), cap(rbWG), cap(g.batch)]

@@ -689,6 +689,132 @@ export function renumberInputs(outputs: readonly Expr[], map: ReadonlyMap<number
   return outputs.map(walk);
 }
 
+// ------------------------------------------------------- derivatives of whole expressions
+
+/** The nodes of DAGs in post order (every node after the nodes it reads). */
+function postOrder(outputs: readonly Expr[]): Expr[] {
+  const seen = new Set<Expr>(), order: Expr[] = [];
+  const walk = (e: Expr): void => {
+    if (seen.has(e)) return;
+    seen.add(e);
+    switch (e.kind) {
+      case "unary":
+        walk(e.x);
+        break;
+      case "binary":
+        walk(e.a);
+        walk(e.b);
+        break;
+      case "where":
+        walk(e.c);
+        walk(e.a);
+        walk(e.b);
+        break;
+    }
+    order.push(e);
+  };
+  outputs.forEach(walk);
+  return order;
+}
+
+const ZERO: Expr = { kind: "const", value: 0 };
+const plus = (a: Expr | undefined, b: Expr): Expr => a ? { kind: "binary", op: "add", a, b } : b;
+
+/**
+ * Reverse mode over one expression DAG: `g · ∂out/∂in_i` for each of `n` inputs, as
+ * expressions over the same inputs plus the cotangent `g` (null where the derivative is zero).
+ * Each op's derivative comes from its row of the op table, so evaluating the result in one
+ * fused kernel computes what the op-by-op chain rule computes.
+ *
+ * @example
+ * ```ts
+ * import { exprVjp, Fx } from "./ir.ts";
+ * const x = Fx.input(0), g = Fx.input(1).node;
+ * const [dx] = exprVjp(x.mul(x).node, g, 1); // g·x + g·x
+ * if (dx?.kind !== "binary") throw new Error("bad");
+ * ```
+ */
+export function exprVjp(out: Expr, g: Expr, n: number): (Expr | null)[] {
+  const adj = new Map<Expr, Expr>([[out, g]]);
+  const res: (Expr | null)[] = new Array(n).fill(null);
+  const order = postOrder([out]);
+  for (let i = order.length - 1; i >= 0; i--) {
+    const e = order[i]!;
+    const a = adj.get(e);
+    if (!a) continue;
+    switch (e.kind) {
+      case "input":
+        if (e.index < n) res[e.index] = plus(res[e.index] ?? undefined, a);
+        break;
+      case "const":
+        break;
+      case "unary": {
+        const d = unaryDerivative(e.op, e.x, e, e.p0, e.p1);
+        if (d) adj.set(e.x, plus(adj.get(e.x), chain(a, d)));
+        break;
+      }
+      case "binary": {
+        const [da, db] = binaryDerivatives(e.op, e.a, e.b, e);
+        if (da) adj.set(e.a, plus(adj.get(e.a), chain(a, da)));
+        if (db) adj.set(e.b, plus(adj.get(e.b), chain(a, db)));
+        break;
+      }
+      case "where":
+        adj.set(e.a, plus(adj.get(e.a), { kind: "where", c: e.c, a, b: ZERO }));
+        adj.set(e.b, plus(adj.get(e.b), { kind: "where", c: e.c, a: ZERO, b: a }));
+        break;
+    }
+  }
+  return res;
+}
+
+/**
+ * Forward mode over one expression DAG: `Σ_i ∂out/∂in_i · t_i` given a tangent expression (or
+ * null for zero) per input, or null when every contributing tangent is zero.
+ *
+ * @example
+ * ```ts
+ * import { exprJvp, Fx } from "./ir.ts";
+ * const e = Fx.input(0).un("exp").node;
+ * const t = exprJvp(e, [Fx.input(1).node]); // t·exp(x)
+ * if (t?.kind !== "binary") throw new Error("bad");
+ * ```
+ */
+export function exprJvp(out: Expr, tangents: readonly (Expr | null)[]): Expr | null {
+  const tan = new Map<Expr, Expr | null>();
+  for (const e of postOrder([out])) {
+    let t: Expr | null = null;
+    switch (e.kind) {
+      case "input":
+        t = tangents[e.index] ?? null;
+        break;
+      case "const":
+        break;
+      case "unary": {
+        const tx = tan.get(e.x);
+        const d = tx ? unaryDerivative(e.op, e.x, e, e.p0, e.p1) : null;
+        t = tx && d ? chain(tx, d) : null;
+        break;
+      }
+      case "binary": {
+        const ta = tan.get(e.a), tb = tan.get(e.b);
+        if (!ta && !tb) break;
+        const [da, db] = binaryDerivatives(e.op, e.a, e.b, e);
+        const pa = ta && da ? chain(ta, da) : null, pb = tb && db ? chain(tb, db) : null;
+        t = pa && pb ? plus(pa, pb) : pa ?? pb;
+        break;
+      }
+      case "where": {
+        const ta = tan.get(e.a), tb = tan.get(e.b);
+        if (ta || tb) t = { kind: "where", c: e.c, a: ta ?? ZERO, b: tb ?? ZERO };
+        break;
+      }
+    }
+    tan.set(e, t);
+  }
+  return tan.get(out) ?? null;
+}
+
 // ---------------------------------------------------------------- the other op kinds
 
 /** Reductions over a set of axes. Arg-reductions return f32 indices into the flattened axes. */

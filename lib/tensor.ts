@@ -20,6 +20,8 @@ import {
   chain,
   type Expr,
   exprInputs,
+  exprJvp,
+  exprVjp,
   Fx,
   type ReduceOp,
   renumberInputs,
@@ -629,6 +631,7 @@ export function evalExprs(
 ): Tensor[] {
   const be = backendOf(inputs);
   if (differentiating(inputs)) {
+    if (_fusedDifferentiation.enabled) return evalDifferentiable(inputs, outs, shape, fresh, be);
     const memo = new Map<Expr, Tensor>(), seen = new Set<Tensor>();
     return outs.map((o) => {
       let t = evalEager(o, inputs, be, memo);
@@ -638,6 +641,61 @@ export function evalExprs(
       return t;
     });
   }
+  return evalFused(inputs, outs, shape, fresh, be);
+}
+
+/**
+ * @internal Whether `evalExprs` keeps a differentiated expression fused (one kernel, whose
+ * vjp and jvp rules are the expression's own derivatives, themselves fused) instead of running
+ * it op by op. On by default; tests switch it off to compare both.
+ */
+export const _fusedDifferentiation = { enabled: true };
+
+// A differentiated expression as one kernel per call: each output becomes a primitive whose
+// rules are the symbolic derivatives of its expression (exprVjp, exprJvp), evaluated through
+// evalExprs again, so they are fused and differentiable in turn. The op-by-op chain rule
+// recorded one tape node and one dispatch per op; the silu jvp inside a Lagrangian
+// self-distillation loss was 6 dispatches forward and 10 backward per layer.
+function evalDifferentiable(
+  inputs: readonly Tensor[],
+  outs: readonly Expr[],
+  shape: readonly number[],
+  fresh: boolean,
+  be: Backend,
+): Tensor[] {
+  const n = inputs.length;
+  const vals = evalFused(inputs, outs, shape, fresh, be);
+  const gIn: Expr = { kind: "input", index: n };
+  return vals.map((v, j) => {
+    // An output that is an input itself (no kernel ran) already carries that input's rules.
+    if (inputs.includes(v)) return v;
+    const e = outs[j]!;
+    attachRules(v, inputs, {
+      vjp: (g, need) => {
+        const ds = exprVjp(e, gIn, n);
+        const want = ds.map((d, i) => d !== null && need[i] !== false);
+        const exprs = ds.filter((_, i) => want[i]) as Expr[];
+        const r = exprs.length ? evalExprs([...inputs, g], exprs, shape, false) : [];
+        let k = 0;
+        return inputs.map((x, i) => (want[i] ? sumTo(r[k++]!, x.shape) : null));
+      },
+      jvp: (ts) => {
+        const t = exprJvp(e, ts.map((t, i) => (t ? { kind: "input", index: n + i } : null)));
+        if (!t) return null;
+        return evalExprs([...inputs, ...ts.map((t, i) => t ?? inputs[i]!)], [t], shape, false)[0]!;
+      },
+    });
+    return v;
+  });
+}
+
+function evalFused(
+  inputs: readonly Tensor[],
+  outs: readonly Expr[],
+  shape: readonly number[],
+  fresh: boolean,
+  be: Backend,
+): Tensor[] {
   const res = outs.map((o) =>
     !fresh && o.kind === "input" && shapesEqual(inputs[o.index]!.shape, shape)
       ? inputs[o.index]!

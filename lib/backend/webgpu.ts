@@ -36,7 +36,12 @@ import {
 } from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
 import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
-import { buildMatmul, isCpuAdapter } from "../../kernels/matmul.ts";
+import {
+  buildMatmul,
+  isCpuAdapter,
+  type MatmulBuildOptions,
+  uniformChunk,
+} from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
 
 /**
@@ -79,6 +84,8 @@ const MATMUL_MEMO_MAX = 512;
 // On CPU adapters, elementwiseGroups gives groups of at least this many elements their own
 // dispatch.
 const GROUP_OWN_DISPATCH = 8192;
+// On CPU adapters, A·B transposes a B of at most this many elements to read it as a uniform.
+const NN_TRANSPOSE_MAX = 1 << 20;
 // Loops longer than this use Kahan summation.
 const KAHAN_MIN = 4096;
 
@@ -111,7 +118,16 @@ export class WebGPUBackend implements Backend {
   #cpuAdapter: boolean;
   #registry: FinalizationRegistry<{ buf: GPUBuffer; bytes: number }>;
   #adapter: { isFallback: boolean; description: string };
-  #matmuls = new Map<string, { key: string; workgroups: [number, number, number] }>();
+  #matmuls = new Map<
+    string,
+    {
+      key: string;
+      workgroups: [number, number, number];
+      geom: MatmulGeom;
+      opts: MatmulBuildOptions;
+      chunk: number;
+    }
+  >();
   /**
    * `elementwiseGroups` gives each group of ≥ 8192 elements a dispatch of its own (default: on
    * CPU adapters, where a grouped kernel's branches all run masked; see `elementwiseGroups`).
@@ -122,6 +138,19 @@ export class WebGPUBackend implements Backend {
    * binding limit allows; 1 gives each group a one-branch kernel of its own).
    */
   groupsPerDispatch = Infinity;
+
+  #matmulOverrides: MatmulBuildOptions = {};
+  /**
+   * @internal Options forced on every matmul kernel (tests and benchmarks compare variants,
+   * e.g. `{ fmaOrder: "k-outer" }`); setting it forgets the memoised kernel choices.
+   */
+  get matmulOverrides(): MatmulBuildOptions {
+    return this.#matmulOverrides;
+  }
+  set matmulOverrides(o: MatmulBuildOptions) {
+    this.#matmulOverrides = { ...o };
+    this.#matmuls.clear();
+  }
 
   /** @internal Use `createWebGPUBackend`. */
   constructor(rt: GpuRuntime) {
@@ -533,6 +562,27 @@ export class WebGPUBackend implements Backend {
     // k = 0 without an epilogue is zeros; with one, the kernel runs: its accumulators stay 0
     // and the epilogue still applies (e.g. act(0 + bias)).
     if (g.k === 0 && !epilogue) return this.fill(size, 0);
+    // A·B with a small B (dz·W in a linear layer's backward pass) on a CPU adapter: transpose
+    // B once (one small copy, O(kn) against the product's O(mkn)) and take the uniform-B path
+    // of transB products below. Measured on lavapipe at [2048, 256]·[256, 256]: the copy and
+    // four chunk dispatches cost less CPU time than one storage-B dispatch.
+    if (
+      this.#cpuAdapter && !g.transA && !g.transB && this.#matmulOverrides.uniformB !== 0 &&
+      this.#matmulOverrides.variant !== "tiled" && g.k * g.n <= NN_TRANSPOSE_MAX &&
+      (g.batch === 1 || g.bBatchStride === 0) && uniformChunk({ ...g, transB: true }) > 0
+    ) {
+      const bt = this.#new(g.k * g.n);
+      this.copyInto(bt, { shape: [g.n, g.k], strides: [g.k, 1], offset: 0 }, b, {
+        shape: [g.n, g.k],
+        strides: [1, g.n],
+        offset: 0,
+      });
+      try {
+        return this.matmul(a, bt, { ...g, transB: true, bBatchStride: 0 }, epilogue);
+      } finally {
+        this.free(bt);
+      }
+    }
     const out = this.#new(size);
     const epi = epilogue ? { expr: epilogue.expr, rows: epilogue.rows.length } : undefined;
     // buildMatmul generates the whole WGSL source (~180 µs a call for 16×16 blocks, ~2 ms of
@@ -545,16 +595,27 @@ export class WebGPUBackend implements Backend {
       }`;
     let mk = this.#matmuls.get(gk);
     if (!mk) {
-      const built = buildMatmul(g, this.#adapter, { epilogue: epi });
-      mk = { key: built.key, workgroups: built.workgroups };
+      // On CPU adapters a transB product (every linear layer's forward pass) reads B through
+      // a uniform binding, one dispatch per chunk of output columns (uniformChunk).
+      const nc = this.#cpuAdapter && this.#matmulOverrides.uniformB !== 0 &&
+          this.#matmulOverrides.variant !== "tiled"
+        ? uniformChunk(g)
+        : 0;
+      const opts: MatmulBuildOptions = nc
+        ? { ...this.#matmulOverrides, lanes: "rows", uniformB: nc, epilogue: epi }
+        : { ...this.#matmulOverrides, uniformB: undefined, epilogue: epi };
+      const geom = nc ? { ...g, n: nc } : g;
+      const built = buildMatmul(geom, this.#adapter, opts);
+      mk = { key: built.key, workgroups: built.workgroups, geom, opts, chunk: nc };
       if (this.#matmuls.size >= MATMUL_MEMO_MAX) this.#matmuls.clear();
       this.#matmuls.set(gk, mk);
     }
+    const m = mk;
     const k = this.runtime.kernel(
-      `matmul:${mk.key}`,
-      () => buildMatmul(g, this.#adapter, { epilogue: epi }).code,
+      `matmul:${m.key}`,
+      () => buildMatmul(m.geom, this.#adapter, m.opts).code,
     );
-    this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], [
+    const params = [
       g.batch,
       g.m,
       g.n,
@@ -563,7 +624,20 @@ export class WebGPUBackend implements Backend {
       g.transB ? 1 : 0,
       g.aBatchStride,
       g.bBatchStride,
-    ], mk.workgroups);
+    ];
+    if (!m.chunk) {
+      this.runtime.dispatch(k, [ab, bb, out.buffer!, ...rowBufs], params, m.workgroups);
+      return out;
+    }
+    const bytes = m.chunk * g.k * 4;
+    for (let c0 = 0; c0 < g.n; c0 += m.chunk) {
+      this.runtime.dispatch(
+        k,
+        [ab, { buffer: bb, offset: c0 * g.k * 4, size: bytes }, out.buffer!, ...rowBufs],
+        [...params, c0, c0 + m.chunk, 0, 0],
+        m.workgroups,
+      );
+    }
     return out;
   }
 

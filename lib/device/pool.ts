@@ -5,9 +5,12 @@
  * @module
  */
 
-/** Usage of every pooled storage buffer. */
+/**
+ * Usage of every pooled storage buffer. UNIFORM too: on CPU adapters the matmul reads a
+ * weight through a uniform binding of part of its buffer (kernels/matmul.ts `uniformChunk`).
+ */
 export const STORAGE_USAGE: number = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ |
-  0x08; /* COPY_DST */
+  0x08 /* COPY_DST */ | 0x40; /* UNIFORM */
 
 /**
  * Round a byte size up to its size class: powers of two up to 64 KiB, then eight classes

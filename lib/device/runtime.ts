@@ -335,12 +335,13 @@ export class GpuRuntime {
   }
 
   /**
-   * Record one dispatch: `buffers` bind to bindings 0..n−1 (whole buffers), and `params`
+   * Record one dispatch: `buffers` bind to bindings 0..n−1 (whole buffers, or the range of a
+   * `GPUBufferBinding`), and `params`
    * (u32 words; floats via `f32Bits`) to binding n as a uniform of ⌈words/4⌉ vec4<u32>.
    */
   dispatch(
     k: Kernel,
-    buffers: readonly GPUBuffer[],
+    buffers: readonly (GPUBuffer | GPUBufferBinding)[],
     params: readonly number[] | null,
     grid: readonly [number, number, number],
   ): void {
@@ -350,9 +351,10 @@ export class GpuRuntime {
     if (this.#batch >= this.maxBatchDispatches || this.#arenaUsed + bytes > ARENA_BYTES) {
       this.flush();
     }
+    // A buffer binds whole; a `{ buffer, offset, size }` binding binds that range.
     const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
       binding: i,
-      resource: { buffer: b },
+      resource: b instanceof GPUBuffer ? { buffer: b } : b,
     }));
     if (params) {
       const off = this.#arenaUsed;

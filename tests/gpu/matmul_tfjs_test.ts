@@ -114,6 +114,8 @@ function reference(c: Case): Promise<[Float32Array, Float32Array, Float32Array]>
 // takes up to a second to compile on lavapipe, so forced shapes are not repeated here.
 const VARIANTS: [string, MatmulBuildOptions][] = [
   ["direct", { variant: "direct" }],
+  // The default FMA order is k-inner; the k-outer order must give the same products.
+  ["direct k-outer", { variant: "direct", fmaOrder: "k-outer" }],
   ["tiled", { variant: "tiled" }],
 ];
 
