@@ -93,7 +93,8 @@ export async function trainShortcut(
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
   // A fresh run reads its data before creating the run directory.
-  const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed);
+  const flat = (c: ShortcutTaskConfig) => ({ flat: c.dataShape.length === 1 });
+  const fresh = flags.resume ? null : await cfmData(flags.dataset, flags.seed, flat(flags));
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,
     config: flags,
@@ -103,7 +104,7 @@ export async function trainShortcut(
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await cfmData(c.dataset, c.seed);
+  const data = fresh ?? await cfmData(c.dataset, c.seed, flat(c));
   const trainer = shortcutTrainer(c, data, await terms(c));
   let evalOut: FewStepEval | null = null;
   trainer.sample = async (ctx) => {
