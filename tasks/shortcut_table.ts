@@ -50,7 +50,7 @@ export const SHORTCUT_TABLE_FLAGS = [
   { name: "seeds", type: "string", default: "0,1,2", help: "comma-separated seeds" },
   { name: "variants", type: "string", default: VARIANTS.join(","), help: "rows to train" },
   { name: "max-train-steps", type: "int", min: 1, help: "steps per run (4000; images 800)" },
-  { name: "batch-size", type: "int", min: 8, help: "batch size (256; images 128)" },
+  { name: "batch-size", type: "int", min: 8, help: "batch size (256; images 64)" },
   { name: "hidden", type: "int", min: 4, help: "MLP width (128; images 256)" },
   { name: "depth", type: "int", default: 3, min: 1, help: "MLP hidden layers" },
   { name: "lr", type: "number", default: 1e-3, min: 0, help: "AdamW lr (SC: 1e-4)" },
@@ -99,7 +99,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   const images = f.dataset === "fashion-mnist";
   const o = {
     steps: f.maxTrainSteps ?? (images ? 800 : 4000),
-    batch: f.batchSize ?? (images ? 128 : 256),
+    batch: f.batchSize ?? (images ? 64 : 256),
     hidden: f.hidden ?? (images ? 256 : 128),
     evalSamples: f.evalSamples ?? (images ? 2000 : 1000),
     k: f.numClusters ?? (images ? 50 : 16),
