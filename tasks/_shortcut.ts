@@ -144,7 +144,7 @@ export function parseTaskFlags<const S extends readonly FlagSpec[]>(
  * const f = (a: string[]) => commonConfig("t", parseTaskFlags(a, COMMON_FLAGS, "t", "")!.f);
  * assert.deepEqual(f(["--dataset=fashion-mnist"]).dataShape, [1, 28, 28]);
  * const m = f(["--dataset=fashion-mnist", "--model=velocity-mlp"]);
- * assert.deepEqual([m.dataShape, m.hidden, m.numClasses], [[784], 512, 10]);
+ * assert.deepEqual([m.dataShape, m.hidden, m.numClasses, m.inputSkip], [[784], 512, 10, true]);
  * assert.throws(() => f(["--model=dit-tiny"]), /needs images/);
  * ```
  */
@@ -168,6 +168,8 @@ export function commonConfig(
     model,
     hidden: f.hidden ?? (mlp ? (images ? 512 : 128) : 64),
     depth: f.depth ?? (mlp ? 3 : 4),
+    // 784-D pixels through a narrower MLP: v = f + c·x lets it cancel the noise everywhere.
+    ...(images && mlp ? { inputSkip: true } : {}),
     dtConditioning: true,
     batchSize: f.batchSize,
     lr: f.lr,

@@ -134,8 +134,9 @@ export function imageMarkdown(
 ): { md: string; extra: Record<string, unknown> } {
   const settings = `Data: Fashion-MNIST training split as flat 784-D pixels in [−1, 1], ` +
     `class-conditional (label dropout 0.1); ${m.model} (SiLU) with the step-size and label ` +
-    `embeddings added to its first hidden layer (\`--model velocity-mlp\`; DiT-tiny, the ` +
-    `default image model, trains at < 1 step/s on this CPU adapter); ${m.shared}`;
+    `embeddings added to its first hidden layer and a scalar-gated input skip, v = f + c·x ` +
+    `(\`--model velocity-mlp\`; DiT-tiny, the default image model, trains at < 1 step/s on ` +
+    `this CPU adapter); ${m.shared}`;
   const classifier = `The classifier (\`${scorer.classifierPath}\`, MLP 784→256→128→10, ` +
     `\`${scorer.classifierCommand}\`) has ${(100 * scorer.testAccuracy).toFixed(2)}% test ` +
     `accuracy.`;

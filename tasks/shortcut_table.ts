@@ -49,7 +49,7 @@ export const SHORTCUT_TABLE_FLAGS = [
   },
   { name: "seeds", type: "string", default: "0,1,2", help: "comma-separated seeds" },
   { name: "variants", type: "string", default: VARIANTS.join(","), help: "rows to train" },
-  { name: "max-train-steps", type: "int", min: 1, help: "steps per run (4000; images 800)" },
+  { name: "max-train-steps", type: "int", min: 1, help: "steps per run (4000; images 1000)" },
   { name: "batch-size", type: "int", min: 8, help: "batch size (256; images 64)" },
   { name: "hidden", type: "int", min: 4, help: "MLP width (128; images 256)" },
   { name: "depth", type: "int", default: 3, min: 1, help: "MLP hidden layers" },
@@ -98,7 +98,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   }
   const images = f.dataset === "fashion-mnist";
   const o = {
-    steps: f.maxTrainSteps ?? (images ? 800 : 4000),
+    steps: f.maxTrainSteps ?? (images ? 1000 : 4000),
     batch: f.batchSize ?? (images ? 64 : 256),
     hidden: f.hidden ?? (images ? 256 : 128),
     evalSamples: f.evalSamples ?? (images ? 2000 : 1000),

@@ -374,13 +374,14 @@ Deno.test("loadClusterDir rejects missing files and mismatched shapes, naming th
   }
 });
 
-Deno.test("image VelocityMLP (784-D, labels + step size): both embeddings are added to the first hidden layer", async () => {
+Deno.test("image VelocityMLP (784-D, labels + step size, input skip): embeddings added to the first hidden layer, v = f + c·x", async () => {
   const m = new nn.VelocityMLP({
     dim: 784,
     hidden: 16,
     depth: 2,
     numClasses: 10,
     dtConditioning: true,
+    inputSkip: true,
     seed: 3,
   }).eval();
   const B = 4, x = randn([B, 784], { seed: 1 }), t = tensor([0, 0.25, 0.5, 0.9]);
@@ -405,7 +406,8 @@ Deno.test("image VelocityMLP (784-D, labels + step size): both embeddings are ad
     const h0 = lin(P["net.0.weight"]!, P["net.0.bias"]!, inp, 16)
       .map((v, o) => v + E[yd[r]! * 16 + o]! + dte[r * 16 + o]!);
     const h1 = lin(P["net.2.weight"]!, P["net.2.bias"]!, h0.map(silu), 16);
-    const v = lin(P["net.4.weight"]!, P["net.4.bias"]!, h1.map(silu), 784);
+    const out = lin(P["net.4.weight"]!, P["net.4.bias"]!, h1.map(silu), 785);
+    const v = out.slice(0, 784).map((f, i) => f + out[784]! * xd[r * 784 + i]!);
     assertClose(got.subarray(r * 784, (r + 1) * 784), v, { atol: 2e-4, rtol: 1e-3 });
   }
   // Each conditioning input matters.
