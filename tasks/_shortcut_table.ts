@@ -26,6 +26,21 @@ export const VARIANTS = ["shortcut", "anchor-labels", "anchor-clusters", "locali
  */
 export const STEPS = [1, 2, 4, 8];
 
+/**
+ * Where the tables depart from SC's settings, and why.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { SC_DEVIATIONS } from "./_shortcut_table.ts";
+ * assert.match(SC_DEVIATIONS, /SC: 1e-4 and 0\.999/);
+ * ```
+ */
+export const SC_DEVIATIONS = "Deviations from SC: lr and EMA decay are the flags above (SC: " +
+  "1e-4 and 0.999), since SC's settings need many more steps than a CPU adapter affords here " +
+  "(the d ≥ 1/8 shortcut levels are learned from the EMA teacher level by level). Gradients " +
+  "are not clipped (SC).";
+
 /** One trained-and-evaluated run. */
 export interface Row {
   variant: string;

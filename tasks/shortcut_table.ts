@@ -23,11 +23,12 @@ import { main as anchorMain } from "./train_anchor.ts";
 import { main as localMain } from "./train_local.ts";
 import type { ShortcutRunResult } from "./_shortcut_fit.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
-import { gitCommit, renderMarkdown, type Row, STEPS, VARIANTS } from "./_shortcut_table.ts";
+import * as T from "./_shortcut_table.ts";
 import { imageMarkdown, imageScorer } from "./_shortcut_images.ts";
 
+const { gitCommit, renderMarkdown, SC_DEVIATIONS, STEPS, VARIANTS } = T;
+type Row = T.Row;
 export { VARIANTS } from "./_shortcut_table.ts";
-
 export type { Row } from "./_shortcut_table.ts";
 
 /**
@@ -127,8 +128,15 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   ];
   const scorer = images ? await imageScorer(f.classifier, o.evalSamples, { steps: STEPS }) : null;
   const at = await gitCommit();
-  const add = async (r: Omit<Row, "commit">) => {
-    const row = { ...r, commit: at };
+  type Scored = { w2: Record<number, number> } | { fd: Record<number, number> };
+  const add = async (
+    variant: string,
+    seed: number,
+    e: Scored & { straightness: number; classAcc?: Record<number, number> },
+    r: Pick<Row, "trainSeconds" | "finalLoss" | "command">,
+  ) => {
+    const m = "w2" in e ? { w2: e.w2 } : { fd: e.fd, classAcc: e.classAcc };
+    const row = { variant, seed, ...m, straightness: e.straightness, ...r, commit: at };
     rows.push(row);
     await Deno.writeTextFile(jsonl, JSON.stringify(row) + "\n", { append: true });
   };
@@ -170,17 +178,9 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
         const r: ShortcutRunResult | null = await main(args);
         const secs = (performance.now() - t0) / 1000;
         cfg = JSON.parse(await Deno.readTextFile(`${r!.runDir}/config.json`));
-        const task = v === "shortcut"
-          ? "train:shortcut"
-          : v === "locality"
-          ? "train:local"
-          : "train:anchor";
+        const task = { shortcut: "train:shortcut", locality: "train:local" }[v] ?? "train:anchor";
         const e = scorer ? await scorer.scoreRun(r!.runDir) : r!.eval!;
-        await add({
-          variant: v,
-          seed,
-          ...("w2" in e ? { w2: e.w2 } : { fd: e.fd, classAcc: e.classAcc }),
-          straightness: e.straightness,
+        await add(v, seed, e, {
           trainSeconds: secs,
           finalLoss: r!.fit.loss,
           command: `deno task ${task} ${args.join(" ")}`,
@@ -192,11 +192,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
           ? await scorer.score(m, cfg)
           : await evaluateFewStep(m, cfg, { n: o.evalSamples, steps: STEPS });
         m.dispose();
-        await add({
-          variant: "untrained",
-          seed,
-          ...("w2" in e ? { w2: e.w2 } : { fd: e.fd, classAcc: e.classAcc }),
-          straightness: e.straightness,
+        await add("untrained", seed, e, {
           trainSeconds: 0,
           finalLoss: NaN,
           command: "(initial weights)",
@@ -213,10 +209,6 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
     `bootstrap_every 8 from the EMA network; anchor and locality weights 1, locality noise ` +
     `0.1; anchor-clusters: k-means (deno task cluster${images ? " --encoder pixels" : ""}) ` +
     `with k = ${o.k} on ${o.clusterSamples} data points per seed.`;
-  const deviations = "Deviations from SC: lr and EMA decay are the flags above (SC: 1e-4 and " +
-    "0.999), since SC's settings need many more steps than a CPU adapter affords here (the " +
-    "d ≥ 1/8 shortcut levels are learned from the EMA teacher level by level). Gradients are " +
-    "not clipped (SC).";
   let md: string, extra: Record<string, unknown>;
   if (scorer) {
     ({ md, extra } = imageMarkdown(rows, scorer, {
@@ -225,7 +217,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
       model: `VelocityMLP ${f.depth}×${o.hidden}`,
       shared,
       n: o.evalSamples,
-      notes: deviations + " Samples are drawn without guidance (cfg scale 1).",
+      notes: SC_DEVIATIONS,
     }));
   } else {
     const a = sampleToy(f.dataset, o.evalSamples, new Generator(1000003));
@@ -241,7 +233,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
       settings,
       n: String(o.evalSamples),
       floor: floor.toFixed(3),
-      notes: deviations + " Fashion-MNIST rows: docs/shortcut_results_fmnist.md " +
+      notes: SC_DEVIATIONS + " Fashion-MNIST rows: docs/shortcut_results_fmnist.md " +
         "(deno task shortcut:table --dataset fashion-mnist).",
     });
     extra = { settings, dataFloorW2: floor };
