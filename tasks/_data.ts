@@ -3,7 +3,7 @@
  * decompress, so it says so before and after; toy data are generated on the fly, silently.
  * @module
  */
-import { type CfmData, cfmData, type CfmDataset, withPhase } from "../mod.ts";
+import { type CfmData, cfmData, type CfmDataOptions, type CfmDataset, withPhase } from "../mod.ts";
 
 /**
  * {@linkcode cfmData}, announcing a dataset that is read from disk (`task: loading …` then
@@ -17,7 +17,12 @@ import { type CfmData, cfmData, type CfmDataset, withPhase } from "../mod.ts";
  * assert.deepEqual(d.shape, [2]);
  * ```
  */
-export function loadData(task: string, dataset: CfmDataset, seed: number): Promise<CfmData> {
-  if (dataset !== "fashion-mnist") return cfmData(dataset, seed);
-  return withPhase(task, "loading fashion-mnist", () => cfmData(dataset, seed));
+export function loadData(
+  task: string,
+  dataset: CfmDataset,
+  seed: number,
+  opts: CfmDataOptions = {},
+): Promise<CfmData> {
+  if (dataset !== "fashion-mnist") return cfmData(dataset, seed, opts);
+  return withPhase(task, "loading fashion-mnist", () => cfmData(dataset, seed, opts));
 }

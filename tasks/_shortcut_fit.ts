@@ -111,8 +111,11 @@ export async function trainShortcut(
   terms: (c: ShortcutTaskConfig) => ShortcutTerms | Promise<ShortcutTerms> = () => ({}),
 ): Promise<ShortcutRunResult> {
   // A fresh run checks its sizes and reads its data before creating the run directory.
+  const flat = (c: ShortcutTaskConfig) => ({ flat: c.dataShape.length === 1 });
   if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
-  const fresh = flags.resume ? null : await loadData(flags.task, flags.dataset, flags.seed);
+  const fresh = flags.resume
+    ? null
+    : await loadData(flags.task, flags.dataset, flags.seed, flat(flags));
   const { run, config: c, resume } = await openTrainingRun({
     task: flags.task,
     config: flags,
@@ -122,7 +125,7 @@ export async function trainShortcut(
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await loadData(c.task, c.dataset, c.seed);
+  const data = fresh ?? await loadData(c.task, c.dataset, c.seed, flat(c));
   const trainer = shortcutTrainer(c, data, await terms(c));
   let evalOut: FewStepEval | null = null;
   trainer.sample = async (ctx) => {

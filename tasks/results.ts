@@ -37,7 +37,7 @@ import { main as flowmapTableMain } from "./flowmap_table.ts";
 import { type FlowMapRow, flowMapTable } from "./_flowmap_table.ts";
 
 /** The tables `results` knows, in the order it runs them. */
-export const TABLES = ["gmm", "cfm", "shortcut", "flowmap"] as const;
+export const TABLES = ["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap"] as const;
 
 /** A table's name. */
 export type TableName = typeof TABLES[number];
@@ -49,7 +49,10 @@ export type TableName = typeof TABLES[number];
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { RESULTS_FLAGS } from "./results.ts";
- * assert.equal(RESULTS_FLAGS.find((f) => f.name === "only")?.default, "gmm,cfm,shortcut,flowmap");
+ * assert.equal(
+ *   RESULTS_FLAGS.find((f) => f.name === "only")?.default,
+ *   "gmm,cfm,shortcut,shortcut-fmnist,flowmap",
+ * );
  * ```
  */
 export const RESULTS_FLAGS = [
@@ -71,6 +74,7 @@ function outPath(t: TableName, quick: boolean, dir: string): string {
     gmm: "gmm_results",
     cfm: "cfm_results",
     shortcut: "shortcut_results",
+    "shortcut-fmnist": "shortcut_results_fmnist",
     flowmap: "flowmap_table",
   }[t];
   return quick ? `${dir}/${base}.md` : `docs/${base}.md`;
@@ -107,6 +111,17 @@ function tableArgs(t: TableName, quick: boolean, dir: string): string[] {
       ...(quick ? ["--max-train-steps", "20", "--eval-samples", "2000"] : []),
     ];
   }
+  if (t === "shortcut-fmnist") {
+    return [
+      ...out,
+      "--dataset",
+      "fashion-mnist",
+      ...runs("shortcut-table-fmnist"),
+      ...(quick
+        ? ["--max-train-steps", "20", "--eval-samples", "200", "--cluster-samples", "500"]
+        : []),
+    ];
+  }
   return [
     ...out,
     ...runs("shortcut-table"),
@@ -139,6 +154,35 @@ function shortcutBlock(
       `| ${names[v]} | ${rs.length} | ${
         steps.map((n) => fmtMeanStd(rs.map((r) => r.w2[n]!))).join(" | ")
       } | ${fmtMeanStd(rs.map((r) => r.straightness))} |`,
+    );
+  }
+  return L.join("\n");
+}
+
+/** The Fashion-MNIST shortcut table's README block: FD and class agreement at 1 and 8 steps. */
+function fmnistBlock(
+  rows: { variant: string; fd: Record<string, number>; classAcc: Record<string, number> }[],
+) {
+  const names: Record<string, string> = {
+    untrained: "untrained",
+    shortcut: "shortcut",
+    "anchor-labels": "+ anchor (labels)",
+    "anchor-clusters": "+ anchor (k-means)",
+    locality: "+ locality",
+  };
+  const L = [
+    "| variant | seeds | FD @ 1 | FD @ 8 | class agreement @ 1 | class agreement @ 8 |",
+    "| --- | ---: | --- | --- | --- | --- |",
+  ];
+  for (const v of Object.keys(names)) {
+    const rs = rows.filter((r) => r.variant === v);
+    if (!rs.length) continue;
+    L.push(
+      `| ${names[v]} | ${rs.length} | ${fmtMeanStd(rs.map((r) => r.fd["1"]!), 1)} | ${
+        fmtMeanStd(rs.map((r) => r.fd["8"]!), 1)
+      } | ${fmtMeanStd(rs.map((r) => r.classAcc["1"]!))} | ${
+        fmtMeanStd(rs.map((r) => r.classAcc["8"]!))
+      } |`,
     );
   }
   return L.join("\n");
@@ -181,6 +225,8 @@ export async function readmeBlock(t: TableName, mdPath: string): Promise<string>
   }
   if (t === "flowmap") return `${flowMapTable(d.rows as FlowMapRow[])}\n\n${src}`;
   // deno-lint-ignore no-explicit-any
+  if (t === "shortcut-fmnist") return `${fmnistBlock(d.rows as any)}\n\n${src}`;
+  // deno-lint-ignore no-explicit-any
   return `${shortcutBlock(d.rows as any)}\n\n${src}`;
 }
 
@@ -208,6 +254,7 @@ export async function main(argv: readonly string[]): Promise<Record<string, unkn
     gmm: gmmTableMain,
     cfm: cfmTableMain,
     shortcut: shortcutTableMain,
+    "shortcut-fmnist": shortcutTableMain,
     flowmap: flowmapTableMain,
   };
   for (const t of only) {

@@ -177,14 +177,16 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   } finally {
     model.dispose();
   }
-  const image = shape.length === 3;
+  // A flat Fashion-MNIST model (--model velocity-mlp) samples 784-D rows: 28×28 images.
+  const flatImages = ck.config.dataset === "fashion-mnist" && shape.length === 1;
+  const image = shape.length === 3 || flatImages;
   if (!image && shape.length !== 1) {
     throw new RangeError(`Cannot write samples of shape [${shape}]`);
   }
   if (ext === "png") {
     let png: Uint8Array;
     if (image) {
-      const [ch, h, w] = shape as [number, number, number];
+      const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
       const grid = imageGrid(g.x, {
         n,
         channels: ch,
@@ -208,7 +210,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     }
     await atomicWrite(f.out, png);
   } else if (image) {
-    const [ch, h, w] = shape as [number, number, number];
+    const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
     const u8 = toUint8Nhwc(g.x, { n, channels: ch, height: h, width: w, rgb: true });
     await saveNpz(f.out, { arr_0: { shape: [n, h, w, 3], data: u8 } });
   } else {

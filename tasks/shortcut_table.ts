@@ -6,9 +6,12 @@
  * quality (exact W2 at N = 1, 2, 4, 8 Euler steps of d = 1/N, EMA weights) and the
  * straightness of its 128-step flow are aggregated over seeds as mean ± std and written to
  * `docs/shortcut_results.md` and `.json` (rows also in `<output-dir>/results.jsonl`, which
- * later invocations extend).
+ * later invocations extend). With `--dataset fashion-mnist` the rows are VelocityMLP runs on
+ * flat pixels scored by FD (features of the toolkit's classifier; not the Inception FID) and
+ * class agreement, written to `docs/shortcut_results_fmnist.md`.
  *
  *   deno task shortcut:table
+ *   deno task shortcut:table --dataset fashion-mnist
  *   deno task shortcut:table --seeds 0 --max-train-steps 500 --out /tmp/t.md --output-dir /tmp/t
  * @module
  */
@@ -28,10 +31,12 @@ import { main as anchorMain } from "./train_anchor.ts";
 import { main as localMain } from "./train_local.ts";
 import type { ShortcutRunResult } from "./_shortcut_fit.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
-import { gitCommit, renderMarkdown, type Row, STEPS, VARIANTS } from "./_shortcut_table.ts";
+import * as T from "./_shortcut_table.ts";
+import { imageMarkdown, imageScorer } from "./_shortcut_images.ts";
 
+const { gitCommit, renderMarkdown, SC_DEVIATIONS, STEPS, VARIANTS } = T;
+type Row = T.Row;
 export { VARIANTS } from "./_shortcut_table.ts";
-
 export type { Row } from "./_shortcut_table.ts";
 
 /**
@@ -48,22 +53,23 @@ export const SHORTCUT_TABLE_FLAGS = [
   {
     name: "dataset",
     type: "choice",
-    choices: ["8gaussians", "checkerboard"],
+    choices: ["8gaussians", "checkerboard", "fashion-mnist"],
     default: "8gaussians",
   },
   { name: "seeds", type: "string", default: "0,1,2", help: "comma-separated seeds" },
   { name: "variants", type: "string", default: VARIANTS.join(","), help: "rows to train" },
-  { name: "max-train-steps", type: "int", default: 4000, min: 1, help: "steps per run" },
-  { name: "batch-size", type: "int", default: 256, min: 8, help: "batch size" },
-  { name: "hidden", type: "int", default: 128, min: 4, help: "MLP width" },
+  { name: "max-train-steps", type: "int", min: 1, help: "steps per run (4000; images 1000)" },
+  { name: "batch-size", type: "int", min: 8, help: "batch size (256; images 64)" },
+  { name: "hidden", type: "int", min: 4, help: "MLP width (128; images 256)" },
   { name: "depth", type: "int", default: 3, min: 1, help: "MLP hidden layers" },
   { name: "lr", type: "number", default: 1e-3, min: 0, help: "AdamW lr (SC: 1e-4)" },
   { name: "ema-decay", type: "number", default: 0.99, min: 0, max: 1, help: "(SC: 0.999)" },
-  { name: "eval-samples", type: "int", default: 1000, min: 2, help: "samples for W2" },
-  { name: "num-clusters", type: "int", default: 16, min: 1, help: "k of anchor-clusters" },
-  { name: "cluster-samples", type: "int", default: 4000, min: 2, help: "points clustered" },
-  { name: "output-dir", type: "string", default: "runs/shortcut-table", help: "runs, results" },
-  { name: "out", type: "string", default: "docs/shortcut_results.md", help: "markdown table" },
+  { name: "eval-samples", type: "int", min: 2, help: "samples for W2 (1000) or FD (2000)" },
+  { name: "num-clusters", type: "int", min: 1, help: "k of anchor-clusters (16; images 50)" },
+  { name: "cluster-samples", type: "int", min: 2, help: "points clustered (4000; 10000)" },
+  { name: "classifier", type: "string", default: "runs/classifier-fmnist", help: "FD features" },
+  { name: "output-dir", type: "string", help: "runs, results (runs/shortcut-table[-fmnist])" },
+  { name: "out", type: "string", help: "markdown (docs/shortcut_results[_fmnist].md)" },
   { name: "render-only", type: "bool", help: "re-render --out from results.jsonl" },
 ] as const satisfies readonly FlagSpec[];
 
@@ -80,7 +86,8 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   let help = false;
   const f = parseFlags(argv, SHORTCUT_TABLE_FLAGS, {
     task: "shortcut:table",
-    usage: "Shortcut vs +anchor (labels, clusters) vs +locality on a 2-D toy, 3 seeds.",
+    usage: "Shortcut vs +anchor (labels, clusters) vs +locality on a 2-D toy or " +
+      "Fashion-MNIST (--dataset fashion-mnist: VelocityMLP, FD and class agreement), 3 seeds.",
     onHelp: (t) => void (console.log(t), help = true),
   });
   if (help) return null;
@@ -98,124 +105,153 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
       );
     }
   }
-  const dir = f.outputDir.replace(/\/+$/, "");
+  const images = f.dataset === "fashion-mnist";
+  const o = {
+    steps: f.maxTrainSteps ?? (images ? 1000 : 4000),
+    batch: f.batchSize ?? (images ? 64 : 256),
+    hidden: f.hidden ?? (images ? 256 : 128),
+    evalSamples: f.evalSamples ?? (images ? 2000 : 1000),
+    k: f.numClusters ?? (images ? 50 : 16),
+    clusterSamples: f.clusterSamples ?? (images ? 10000 : 4000),
+    out: f.out ?? (images ? "docs/shortcut_results_fmnist.md" : "docs/shortcut_results.md"),
+  };
+  const dir = (f.outputDir ?? (images ? "runs/shortcut-table-fmnist" : "runs/shortcut-table"))
+    .replace(/\/+$/, "");
   await Deno.mkdir(dir, { recursive: true });
   const jsonl = `${dir}/results.jsonl`;
   const rows: Row[] = (await Deno.readTextFile(jsonl).catch(() => "")).split("\n")
     .filter((l) => l.trim()).map((l) => JSON.parse(l));
   const common = [
     `--dataset=${f.dataset}`,
-    `--batch-size=${f.batchSize}`,
-    `--hidden=${f.hidden}`,
+    ...(images ? ["--model=velocity-mlp"] : []),
+    `--batch-size=${o.batch}`,
+    `--hidden=${o.hidden}`,
     `--depth=${f.depth}`,
     `--lr=${f.lr}`,
     `--ema-decay=${f.emaDecay}`,
-    `--max-train-steps=${f.maxTrainSteps}`,
-    `--eval-samples=${f.evalSamples}`,
-    `--log-every=${Math.min(500, f.maxTrainSteps)}`,
-    `--checkpoint-every=${f.maxTrainSteps}`,
+    `--max-train-steps=${o.steps}`,
+    ...(images ? [] : [`--eval-samples=${o.evalSamples}`]),
+    `--log-every=${Math.min(images ? 250 : 500, o.steps)}`,
+    `--checkpoint-every=${o.steps}`,
   ];
+  const scorer = images ? await imageScorer(f.classifier, o.evalSamples, { steps: STEPS }) : null;
   const at = await gitCommit();
-  const add = async (r: Omit<Row, "commit">) => {
-    const row = { ...r, commit: at };
+  type Scored = { w2: Record<number, number> } | { fd: Record<number, number> };
+  const add = async (
+    variant: string,
+    seed: number,
+    e: Scored & { straightness: number; classAcc?: Record<number, number> },
+    r: Pick<Row, "trainSeconds" | "finalLoss" | "command">,
+  ) => {
+    const m = "w2" in e ? { w2: e.w2 } : { fd: e.fd, classAcc: e.classAcc };
+    const row = { variant, seed, ...m, straightness: e.straightness, ...r, commit: at };
     rows.push(row);
     await Deno.writeTextFile(jsonl, JSON.stringify(row) + "\n", { append: true });
   };
-  for (const seed of f.renderOnly ? [] : seeds) {
-    const have = (v: string) => rows.some((r) => r.variant === v && r.seed === seed);
-    let cfg: ShortcutTaskConfig | null = null;
-    for (const v of variants) {
-      if (have(v)) continue;
-      const args = [
-        ...common,
-        `--seed=${seed}`,
-        `--output-dir=${dir}/runs`,
-        `--exp-name=${v}-seed${seed}`,
-      ];
-      let main = shortcutMain;
-      if (v === "anchor-labels") main = anchorMain;
-      if (v === "locality") main = localMain;
-      if (v === "anchor-clusters") {
-        const cd = `${dir}/clusters-seed${seed}`;
-        const ca = [
-          `--dataset=${f.dataset}`,
-          `--n-samples=${f.clusterSamples}`,
-          `--n-clusters=${f.numClusters}`,
-          `--out-dir=${cd}`,
+  try {
+    for (const seed of f.renderOnly ? [] : seeds) {
+      const have = (v: string) => rows.some((r) => r.variant === v && r.seed === seed);
+      let cfg: ShortcutTaskConfig | null = null;
+      for (const v of variants) {
+        if (have(v)) continue;
+        const args = [
+          ...common,
           `--seed=${seed}`,
+          `--output-dir=${dir}/runs`,
+          `--exp-name=${v}-seed${seed}`,
         ];
-        await clusterMain(ca);
-        main = anchorMain;
-        args.push(
-          `--cluster-dir=${cd}`,
-          "--model.use_cluster_centroids=True",
-          "--model.use_label_anchors=False",
-          `--model.num_clusters=${f.numClusters}`,
-        );
+        let main = shortcutMain;
+        if (v === "anchor-labels") main = anchorMain;
+        if (v === "locality") main = localMain;
+        if (v === "anchor-clusters") {
+          const cd = `${dir}/clusters-seed${seed}`;
+          const ca = [
+            `--dataset=${f.dataset}`,
+            `--n-samples=${o.clusterSamples}`,
+            `--n-clusters=${o.k}`,
+            `--out-dir=${cd}`,
+            `--seed=${seed}`,
+            ...(images ? ["--encoder=pixels"] : []),
+          ];
+          await clusterMain(ca);
+          main = anchorMain;
+          args.push(
+            `--cluster-dir=${cd}`,
+            "--model.use_cluster_centroids=True",
+            "--model.use_label_anchors=False",
+            `--model.num_clusters=${o.k}`,
+          );
+        }
+        const t0 = performance.now();
+        const r: ShortcutRunResult | null = await main(args);
+        const secs = (performance.now() - t0) / 1000;
+        cfg = parseConfigFile(
+          await Deno.readTextFile(`${r!.runDir}/config.json`),
+        ) as ShortcutTaskConfig;
+        const task = { shortcut: "train:shortcut", locality: "train:local" }[v] ?? "train:anchor";
+        const e = scorer ? await scorer.scoreRun(r!.runDir) : r!.eval!;
+        await add(v, seed, e, {
+          trainSeconds: secs,
+          finalLoss: r!.fit.loss,
+          command: `deno task ${task} ${args.join(" ")}`,
+        });
       }
-      const t0 = performance.now();
-      const r: ShortcutRunResult | null = await main(args);
-      const secs = (performance.now() - t0) / 1000;
-      cfg = parseConfigFile(
-        await Deno.readTextFile(`${r!.runDir}/config.json`),
-      ) as ShortcutTaskConfig;
-      const task = v === "shortcut"
-        ? "train:shortcut"
-        : v === "locality"
-        ? "train:local"
-        : "train:anchor";
-      await add({
-        variant: v,
-        seed,
-        w2: r!.eval!.w2,
-        straightness: r!.eval!.straightness,
-        trainSeconds: secs,
-        finalLoss: r!.fit.loss,
-        command: `deno task ${task} ${args.join(" ")}`,
-      });
+      if (!have("untrained") && cfg) {
+        const m = buildCfmModel({ ...cfg, dtConditioning: true }).eval();
+        const e = scorer
+          ? await scorer.score(m, cfg)
+          : await evaluateFewStep(m, cfg, { n: o.evalSamples, steps: STEPS });
+        m.dispose();
+        await add("untrained", seed, e, {
+          trainSeconds: 0,
+          finalLoss: NaN,
+          command: "(initial weights)",
+        });
+      }
     }
-    if (!have("untrained") && cfg) {
-      const m = buildCfmModel({ ...cfg, dtConditioning: true }).eval();
-      const e = await evaluateFewStep(m, cfg, { n: f.evalSamples, steps: STEPS });
-      m.dispose();
-      await add({
-        variant: "untrained",
-        seed,
-        w2: e.w2,
-        straightness: e.straightness,
-        trainSeconds: 0,
-        finalLoss: NaN,
-        command: "(initial weights)",
-      });
-    }
+  } finally {
+    scorer?.dispose();
   }
-  const a = sampleToy(f.dataset, f.evalSamples, new Generator(1000003));
-  const b = sampleToy(f.dataset, f.evalSamples, new Generator(2000003));
-  const floor = await w2(a, b);
-  a.dispose();
-  b.dispose();
   const commit = await gitCommit();
-  const settings = `Data ${f.dataset}; VelocityMLP ${f.depth}×${f.hidden} (SiLU) with the ` +
-    `step-size embedding; ${f.maxTrainSteps} steps of batch ${f.batchSize} for every variant ` +
-    `(equal optimizer steps and data); AdamW lr ${f.lr}, weight decay 0.1; fixed EMA ` +
-    `${f.emaDecay}; 128 time steps, bootstrap_every 8 from the EMA network; anchor and ` +
-    `locality weights 1, locality noise 0.1; anchor-clusters: k-means (deno task cluster) ` +
-    `with k = ${f.numClusters} on ${f.clusterSamples} data points per seed.`;
-  const md = renderMarkdown(rows, {
-    commit,
-    backend: getBackend().name,
-    settings,
-    n: String(f.evalSamples),
-    floor: floor.toFixed(3),
-    notes: "Deviations from SC: lr and EMA decay are the flags above (SC: 1e-4 and 0.999), " +
-      "since SC's settings need many more steps than a CPU adapter affords here (the d ≥ 1/8 " +
-      "shortcut levels are learned from the EMA teacher level by level). Gradients are not " +
-      "clipped (SC). Fashion-MNIST rows are not part of this table.",
-  });
-  await Deno.mkdir(f.out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
-  await Deno.writeTextFile(f.out, md);
-  const json = f.out.replace(/\.md$/, "") + ".json";
-  const meta = { commit, backend: getBackend().name, settings, dataFloorW2: floor, flags: f };
+  const backend = getBackend().name;
+  const shared = `${o.steps} steps of batch ${o.batch} for every variant (equal optimizer steps ` +
+    `and data); AdamW lr ${f.lr}, weight decay 0.1; fixed EMA ${f.emaDecay}; 128 time steps, ` +
+    `bootstrap_every 8 from the EMA network; anchor and locality weights 1, locality noise ` +
+    `0.1; anchor-clusters: k-means (deno task cluster${images ? " --encoder pixels" : ""}) ` +
+    `with k = ${o.k} on ${o.clusterSamples} data points per seed.`;
+  let md: string, extra: Record<string, unknown>;
+  if (scorer) {
+    ({ md, extra } = imageMarkdown(rows, scorer, {
+      commit,
+      backend,
+      model: `VelocityMLP ${f.depth}×${o.hidden}`,
+      shared,
+      n: o.evalSamples,
+      notes: SC_DEVIATIONS,
+    }));
+  } else {
+    const a = sampleToy(f.dataset, o.evalSamples, new Generator(1000003));
+    const b = sampleToy(f.dataset, o.evalSamples, new Generator(2000003));
+    const floor = await w2(a, b);
+    a.dispose();
+    b.dispose();
+    const settings = `Data ${f.dataset}; VelocityMLP ${f.depth}×${o.hidden} (SiLU) with the ` +
+      `step-size embedding; ${shared}`;
+    md = renderMarkdown(rows, {
+      commit,
+      backend,
+      settings,
+      n: String(o.evalSamples),
+      floor: floor.toFixed(3),
+      notes: SC_DEVIATIONS + " Fashion-MNIST rows: docs/shortcut_results_fmnist.md " +
+        "(deno task shortcut:table --dataset fashion-mnist).",
+    });
+    extra = { settings, dataFloorW2: floor };
+  }
+  await Deno.mkdir(o.out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+  await Deno.writeTextFile(o.out, md);
+  const json = o.out.replace(/\.md$/, "") + ".json";
+  const meta = { commit, backend, ...extra, flags: f, resolved: o };
   await Deno.writeTextFile(json, JSON.stringify({ ...meta, rows }, null, 2) + "\n");
   console.log(md);
   return rows;

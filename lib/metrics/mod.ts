@@ -13,3 +13,12 @@ export {
   type W2Options,
 } from "./distances.ts";
 export { straightness, type StraightnessResult } from "./straightness.ts";
+export {
+  frechetDistance,
+  frechetDistanceOf,
+  type GaussianStats,
+  gaussianStats,
+  sqrtmPsd,
+  type SymmetricEigen,
+  symmetricEigen,
+} from "./frechet.ts";

@@ -76,3 +76,4 @@ export {
   type VelocityMLPOptions,
 } from "./velocity.ts";
 export { FlowMapMLP, type FlowMapMLPOptions } from "./flowmap.ts";
+export { MLPClassifier, type MLPClassifierOptions } from "./classifier.ts";

@@ -66,6 +66,15 @@ export interface VelocityMLPOptions extends RandomOptions {
   dtConditioning?: boolean;
   /** Sinusoidal width of the step-size embedding (default 32). */
   dtEmbedDim?: number;
+  /**
+   * A scalar-gated input skip (default false): the last layer has `dim + 1` outputs [f, c]
+   * and v = f + c·x. A velocity must cancel the noise in every data direction (at t = 0,
+   * v ≈ E[x1] − x), which a network narrower than `dim` cannot express through its hidden
+   * layers alone; the gate c(x, t, …) supplies that identity part. Used for flat images
+   * (784-D Fashion-MNIST with a 256-wide MLP). Parameter names are unchanged; the last
+   * Linear is [dim + 1, hidden].
+   */
+  inputSkip?: boolean;
 }
 
 /**
@@ -92,6 +101,15 @@ export interface VelocityMLPOptions extends RandomOptions {
  * assert.deepEqual(out.shape, [2, 2]);
  * assert.throws(() => s.forward(randn([2, 2]), rand([2])), TypeError); // dtBase is required
  * ```
+ *
+ * With `inputSkip`, v = f + c·x from dim + 1 outputs (for inputs wider than the MLP):
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, rand } from "../../mod.ts";
+ * const w = new nn.VelocityMLP({ dim: 784, hidden: 64, inputSkip: true, seed: 0 });
+ * assert.deepEqual(w.net.at(w.net.layers.length - 1).parameters()[0]!.shape, [785, 64]);
+ * assert.deepEqual(w.forward(randn([2, 784], { seed: 1 }), rand([2], { seed: 2 })).shape, [2, 784]);
+ * ```
  */
 export class VelocityMLP extends Module {
   /** Data dimension. */
@@ -104,6 +122,8 @@ export class VelocityMLP extends Module {
   readonly timeEmbedDim: number;
   /** Step-size embedder (`dt_embedder`, when `dtConditioning`). */
   readonly dtEmbedder: TimestepEmbedder | undefined;
+  /** Whether the output has the scalar-gated input skip (v = f + c·x). */
+  readonly inputSkip: boolean;
   /** Create a VelocityMLP; the options are described on the class and its options type. */
   constructor(opts: VelocityMLPOptions) {
     super();
@@ -119,7 +139,9 @@ export class VelocityMLP extends Module {
     for (let i = 1; i < depth; i++) {
       all.push(new Activation(opts.activation ?? "silu"), new Linear(hidden, hidden, r));
     }
-    all.push(new Activation(opts.activation ?? "silu"), new Linear(hidden, this.dim, r));
+    this.inputSkip = opts.inputSkip ?? false;
+    const out = this.dim + (this.inputSkip ? 1 : 0);
+    all.push(new Activation(opts.activation ?? "silu"), new Linear(hidden, out, r));
     this.net = this.module("net", new Sequential(all));
     this.yEmbedder = opts.numClasses
       ? this.module(
@@ -151,13 +173,16 @@ export class VelocityMLP extends Module {
     const cond = this.yEmbedder;
     // The label and step embeddings are added before the first activation, so layer 0 fuses
     // only without them.
+    let out: Tensor;
     if (cond || dte) {
       let h = layers[0]!.forward(concat([x, tf], 1));
       if (cond) h = h.add(cond.forward(y ?? cond.nullLabels(b)));
       if (dte) h = h.add(dte);
-      return forwardFusingActivations(layers, h, 1);
-    }
-    return forwardFusingActivations(layers, concat([x, tf], 1));
+      out = forwardFusingActivations(layers, h, 1);
+    } else out = forwardFusingActivations(layers, concat([x, tf], 1));
+    if (!this.inputSkip) return out;
+    const [f, c] = split(out, [this.dim, 1], 1) as [Tensor, Tensor];
+    return f.add(c.mul(x));
   }
 }
 

@@ -37,9 +37,19 @@ export interface CfmData {
   reference(n: number): Promise<{ x: Float32Array; labels?: number[] }>;
 }
 
+/** Options of {@linkcode cfmData}. */
+export interface CfmDataOptions {
+  /**
+   * Fashion-MNIST as flat rows [B, 784] (for `--model velocity-mlp`) instead of images
+   * [B, 1, 28, 28]; the same pixels and labels either way. Ignored by the 2-D toys.
+   */
+  flat?: boolean;
+}
+
 /**
  * The data of a `train:cfm` dataset: a 2-D toy sampled on the fly, or Fashion-MNIST's
- * training split sampled with replacement (indices from the run's stream).
+ * training split sampled with replacement (indices from the run's stream), as images or,
+ * with `flat`, as 784-D rows.
  *
  * @example
  * ```ts
@@ -52,7 +62,11 @@ export interface CfmData {
  * assert.equal((await d.reference(3)).x.length, 6);
  * ```
  */
-export async function cfmData(dataset: CfmDataset, seed: number): Promise<CfmData> {
+export async function cfmData(
+  dataset: CfmDataset,
+  seed: number,
+  opts: CfmDataOptions = {},
+): Promise<CfmData> {
   if (dataset !== "fashion-mnist") {
     return {
       shape: [2],
@@ -68,15 +82,16 @@ export async function cfmData(dataset: CfmDataset, seed: number): Promise<CfmDat
   }
   const ds = await loadFashionMnist();
   const row = ds.shape.reduce((a, b) => a * b, 1);
+  const shape = opts.flat ? [row] : [...ds.shape];
   return {
-    shape: [...ds.shape],
+    shape,
     numClasses: 10,
     classNames: ds.classNames,
     batch: (b, gen) => {
       const u = gen.uniformHost(b);
       const idx = Array.from(u, (v) => Math.min(ds.n - 1, Math.floor(v * ds.n)));
       return {
-        x1: tensor(gatherRows(ds.images, row, idx), [b, ...ds.shape]),
+        x1: tensor(gatherRows(ds.images, row, idx), [b, ...shape]),
         y: tensor(Float32Array.from(idx, (i) => ds.labels[i]!)),
       };
     },

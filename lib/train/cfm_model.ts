@@ -69,6 +69,8 @@ export interface CfmModelConfig {
   dtConditioning?: boolean;
   /** A shortcut model's finest step 1/denoiseTimesteps (default 128). */
   denoiseTimesteps?: number;
+  /** VelocityMLP only: the scalar-gated input skip v = f + c·x (flat images). */
+  inputSkip?: boolean;
 }
 
 /** A velocity model of either kind. */
@@ -101,6 +103,7 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
       numClasses: c.numClasses || undefined,
       classDropoutProb: c.cfgDropout,
       dtConditioning: c.dtConditioning,
+      inputSkip: c.inputSkip,
       seed: c.seed + 1,
     });
   }

@@ -56,6 +56,7 @@ export {
   type CfmBatch,
   type CfmData,
   cfmData,
+  type CfmDataOptions,
   type CfmTrainer,
   cfmTrainer,
   type CfmTrainerConfig,
@@ -100,7 +101,10 @@ export {
 } from "./flowmap.ts";
 export {
   evaluateFewStep,
+  evaluateFewStepImages,
   type FewStepEval,
+  type ImageFewStepEval,
+  type ImageFewStepOptions,
   type ShortcutTerms,
   type ShortcutTrainer,
   shortcutTrainer,
@@ -109,3 +113,19 @@ export {
   TOY_LABEL_CLASSES,
   toyLabels,
 } from "./shortcut.ts";
+export {
+  type AccuracyResult,
+  buildClassifier,
+  CLASSIFIER_TASK,
+  classifierAccuracy,
+  classifierFeatures,
+  type ClassifierModelConfig,
+  classifierPredict,
+  classifierTrainer,
+  type ClassifierTrainerConfig,
+  crossEntropy,
+  featureStats,
+  imageRows,
+  loadClassifier,
+  type LoadedClassifier,
+} from "./classifier.ts";

@@ -109,16 +109,21 @@ Deno.test("results: the committed README's tables are what docs/*.json render to
   // deno fmt pads table cells and widens the --- rules: compare without either.
   const norm = (s: string) => s.replace(/\s+/g, "").replace(/-{3,}/g, "---");
   // Every table the README shows (at least these three) matches its JSON.
-  const shown = (["gmm", "cfm", "shortcut", "flowmap"] as TableName[]).filter((t) =>
-    readme.includes(`<!-- results:${t} -->`)
-  );
-  for (const t of ["gmm", "cfm", "shortcut"]) assert.ok(shown.includes(t as TableName), t);
+  const shown = (["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap"] as TableName[]).filter((
+    t,
+  ) => readme.includes(`<!-- results:${t} -->`));
+  for (const t of ["gmm", "cfm", "shortcut", "shortcut-fmnist"]) {
+    assert.ok(shown.includes(t as TableName), t);
+  }
   for (const t of shown) {
     const m = readme.match(
       new RegExp(`<!-- results:${t} -->([^]*?)<!-- /results:${t} -->`),
     );
     assert.ok(m, `README has the ${t} block`);
     // The path as `deno task results` writes it (the tests run from the repository root).
-    assert.equal(norm(m[1]!), norm(await readmeBlock(t, `docs/${t}_results.md`)), t);
+    const md = { "shortcut-fmnist": "shortcut_results_fmnist", flowmap: "flowmap_table" }[
+      t as string
+    ] ?? `${t}_results`;
+    assert.equal(norm(m[1]!), norm(await readmeBlock(t, `docs/${md}.md`)), t);
   }
 });

@@ -1,12 +1,17 @@
 import { strict as assert } from "node:assert";
 import {
   checkerboard,
+  frechetDistance,
+  frechetDistanceOf,
+  gaussianStats,
   Generator,
   histogramKL,
   integrate,
   mmdRbf,
   randn,
+  sqrtmPsd,
   straightness,
+  symmetricEigen,
   type Tensor,
   tensor,
   varianceCurves,
@@ -156,4 +161,152 @@ Deno.test("varianceCurves 'cfm-stf' (SV's plotted curve): high near noise, ~0 ne
   assert.ok(c.mean[0]! > 0.3, `near noise ${c.mean[0]}`);
   assert.ok(c.mean[1]! < c.mean[0]! / 100, `near data ${c.mean[1]} vs ${c.mean[0]}`);
   assert.ok(c.q15[0]! <= c.median[0]! && c.median[0]! <= c.q85[0]!);
+});
+
+// ---------------------------------------------------------------- Fréchet distance
+
+/** Seeded host normals (mulberry32 + Box–Muller), independent of the library's RNG. */
+function hostNormals(n: number, seed: number): Float64Array {
+  let a = seed >>> 0;
+  const u = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  return out;
+}
+
+/** A random orthogonal d×d matrix (Gram–Schmidt on Gaussian columns), row-major. */
+function randomOrthogonal(d: number, seed: number): Float64Array {
+  const g = hostNormals(d * d, seed), q = new Float64Array(d * d);
+  for (let j = 0; j < d; j++) {
+    const v = Array.from({ length: d }, (_, i) => g[i * d + j]!);
+    for (let k = 0; k < j; k++) {
+      let dot = 0;
+      for (let i = 0; i < d; i++) dot += v[i]! * q[i * d + k]!;
+      for (let i = 0; i < d; i++) v[i]! -= dot * q[i * d + k]!;
+    }
+    const nrm = Math.hypot(...v);
+    for (let i = 0; i < d; i++) q[i * d + j] = v[i]! / nrm;
+  }
+  return q;
+}
+
+/** Q diag(l) Qᵀ. */
+function conj(q: Float64Array, l: readonly number[]): Float64Array {
+  const d = l.length, out = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let k = 0; k < d; k++) s += q[i * d + k]! * l[k]! * q[j * d + k]!;
+      out[i * d + j] = s;
+    }
+  }
+  return out;
+}
+
+const stats = (mean: number[], cov: Float64Array) => ({
+  dim: mean.length,
+  n: 0,
+  mean: Float64Array.from(mean),
+  cov,
+});
+
+Deno.test("symmetricEigen / sqrtmPsd: A V = V Λ, and (√A)² = A on a random 12×12 SPD matrix", () => {
+  const d = 12, q = randomOrthogonal(d, 7);
+  const lam = Array.from({ length: d }, (_, i) => 0.1 + i * i);
+  const A = conj(q, lam);
+  const { values, vectors: V } = symmetricEigen(A, d);
+  assertClose([...values].sort((a, b) => a - b), lam, { atol: 1e-9 });
+  for (let k = 0; k < d; k++) {
+    for (let i = 0; i < d; i++) {
+      let av = 0;
+      for (let j = 0; j < d; j++) av += A[i * d + j]! * V[j * d + k]!;
+      assert.ok(Math.abs(av - values[k]! * V[i * d + k]!) < 1e-9, `column ${k} row ${i}`);
+    }
+  }
+  const r = sqrtmPsd(A, d);
+  const rr = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) {
+      for (let k = 0; k < d; k++) rr[i * d + j]! += r[i * d + k]! * r[k * d + j]!;
+    }
+  }
+  assertClose([...rr], [...A], { atol: 1e-9 });
+  // The root of Q diag(l) Qᵀ is Q diag(√l) Qᵀ.
+  assertClose([...r], [...conj(q, lam.map(Math.sqrt))], { atol: 1e-9 });
+});
+
+Deno.test("frechetDistance: the 2×2 closed form for non-commuting covariances", () => {
+  // For 2×2 PSD M, tr √M = √(tr M + 2√det M); with M = √Σa Σb √Σa:
+  // tr M = tr(Σa Σb) and det M = det Σa · det Σb.
+  const Sa = new Float64Array([2, 0.8, 0.8, 1]), Sb = new Float64Array([1, -0.5, -0.5, 3]);
+  const trAB = Sa[0]! * Sb[0]! + Sa[1]! * Sb[2]! + Sa[2]! * Sb[1]! + Sa[3]! * Sb[3]!;
+  const det = (m: Float64Array) => m[0]! * m[3]! - m[1]! * m[2]!;
+  const trSqrt = Math.sqrt(trAB + 2 * Math.sqrt(det(Sa) * det(Sb)));
+  const want = (1 - -1) ** 2 + (2 - 0.5) ** 2 + 2 + 1 + 1 + 3 - 2 * trSqrt;
+  const a = stats([1, 2], Sa), b = stats([-1, 0.5], Sb);
+  assertClose([frechetDistance(a, b)], [want], { atol: 1e-10 });
+  assertClose([frechetDistance(b, a)], [want], { atol: 1e-10 });
+  assert.ok(frechetDistance(a, a) < 1e-10);
+});
+
+Deno.test("frechetDistance: commuting 32-D covariances give ‖Δμ‖² + Σ(√a − √b)²; singular ones work", () => {
+  const d = 32, q = randomOrthogonal(d, 11);
+  const la = Array.from({ length: d }, (_, i) => 0.5 + (i % 5));
+  const lb = Array.from({ length: d }, (_, i) => 2 + Math.sin(i));
+  const ma = Array.from(hostNormals(d, 3)), mb = Array.from(hostNormals(d, 4));
+  let want = 0;
+  for (let i = 0; i < d; i++) {
+    want += (ma[i]! - mb[i]!) ** 2 + (Math.sqrt(la[i]!) - Math.sqrt(lb[i]!)) ** 2;
+  }
+  assertClose([frechetDistance(stats(ma, conj(q, la)), stats(mb, conj(q, lb)))], [want], {
+    atol: 1e-8,
+  });
+  // Rank-deficient Σa (half the eigenvalues 0): still the closed form.
+  const lz = la.map((v, i) => (i < d / 2 ? 0 : v));
+  let wz = 0;
+  for (let i = 0; i < d; i++) wz += (Math.sqrt(lz[i]!) - Math.sqrt(lb[i]!)) ** 2;
+  assertClose([frechetDistance(stats(ma, conj(q, lz)), stats(ma, conj(q, lb)))], [wz], {
+    atol: 1e-6,
+  });
+});
+
+Deno.test("frechetDistanceOf: 0 for the same set; samples of known Gaussians approach the closed form", () => {
+  const d = 4, n = 20000;
+  // x ~ N(0, I), y = L z + μ with L lower-triangular: Σy = L Lᵀ.
+  const L = [1, 0, 0, 0, 0.5, 1.5, 0, 0, 0, 0.3, 0.7, 0, 0.2, 0, 0, 2];
+  const mu = [1, -1, 0.5, 0];
+  const zx = hostNormals(n * d, 21), zy = hostNormals(n * d, 22);
+  const x = new Float32Array(zx), y = new Float32Array(n * d);
+  for (let r = 0; r < n; r++) {
+    for (let i = 0; i < d; i++) {
+      let s = mu[i]!;
+      for (let k = 0; k < d; k++) s += L[i * d + k]! * zy[r * d + k]!;
+      y[r * d + i] = s;
+    }
+  }
+  assert.ok(frechetDistanceOf(x, x, d) < 1e-9);
+  // Closed form with Σx = I: ‖μ‖² + d + tr Σy − 2 tr √Σy, with tr √Σy from its eigenvalues.
+  const Sy = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) {
+      for (let k = 0; k < d; k++) Sy[i * d + j]! += L[i * d + k]! * L[j * d + k]!;
+    }
+  }
+  const ev = symmetricEigen(Sy, d).values;
+  const want = mu.reduce((a, v) => a + v * v, 0) + d + ev.reduce((a, v) => a + v, 0) -
+    2 * ev.reduce((a, v) => a + Math.sqrt(v), 0);
+  const got = frechetDistanceOf(x, y, d);
+  assert.ok(Math.abs(got - want) < 0.05 * want, `FD ${got} vs closed form ${want}`);
+  // The sample statistics themselves are right.
+  const s = gaussianStats(y, d);
+  assertClose([...s.mean], mu, { atol: 0.05 });
+  assertClose([...s.cov], [...Sy], { atol: 0.1 });
+  assert.throws(() => frechetDistanceOf(x, y.subarray(0, 6), 4), /whole rows/);
+  assert.throws(() => frechetDistanceOf(x, y, 3), /whole rows/);
 });

@@ -373,3 +373,47 @@ Deno.test("loadClusterDir rejects missing files and mismatched shapes, naming th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("image VelocityMLP (784-D, labels + step size, input skip): embeddings added to the first hidden layer, v = f + c·x", async () => {
+  const m = new nn.VelocityMLP({
+    dim: 784,
+    hidden: 16,
+    depth: 2,
+    numClasses: 10,
+    dtConditioning: true,
+    inputSkip: true,
+    seed: 3,
+  }).eval();
+  const B = 4, x = randn([B, 784], { seed: 1 }), t = tensor([0, 0.25, 0.5, 0.9]);
+  const y = tensor([0, 3, 9, 3]), d = tensor([0, 1, 3, 7]);
+  const got = await m.forward(x, t, y, d).data();
+  // By hand: h = W0·[x, t] + b0 + E[y] + dte(d); then SiLU, W1, SiLU, W2.
+  const P = Object.fromEntries(
+    await Promise.all([...m.namedParameters()].map(async ([k, p]) => [k, await p.data()])),
+  ) as Record<string, Float32Array>;
+  const dte = await m.dtEmbedder!.forward(d).data();
+  const xd = await x.data(), td = await t.data(), yd = await y.data();
+  const silu = (v: number) => v / (1 + Math.exp(-v));
+  const lin = (W: Float32Array, b: Float32Array, inp: number[], out: number) =>
+    Array.from({ length: out }, (_, o) => {
+      let s = b[o]!;
+      for (let i = 0; i < inp.length; i++) s += W[o * inp.length + i]! * inp[i]!;
+      return s;
+    });
+  const E = P["y_embedder.embedding_table.weight"]!;
+  for (let r = 0; r < B; r++) {
+    const inp = [...xd.subarray(r * 784, (r + 1) * 784), td[r]!];
+    const h0 = lin(P["net.0.weight"]!, P["net.0.bias"]!, inp, 16)
+      .map((v, o) => v + E[yd[r]! * 16 + o]! + dte[r * 16 + o]!);
+    const h1 = lin(P["net.2.weight"]!, P["net.2.bias"]!, h0.map(silu), 16);
+    const out = lin(P["net.4.weight"]!, P["net.4.bias"]!, h1.map(silu), 785);
+    const v = out.slice(0, 784).map((f, i) => f + out[784]! * xd[r * 784 + i]!);
+    assertClose(got.subarray(r * 784, (r + 1) * 784), v, { atol: 2e-4, rtol: 1e-3 });
+  }
+  // Each conditioning input matters.
+  const other = await m.forward(x, t, tensor([1, 3, 9, 3]), d).data();
+  assert.ok(other.subarray(0, 784).some((v, i) => Math.abs(v - got[i]!) > 1e-5));
+  assert.deepEqual([...other.subarray(784)], [...got.subarray(784)]);
+  const otherD = await m.forward(x, t, y, tensor([5, 1, 3, 7])).data();
+  assert.ok(otherD.subarray(0, 784).some((v, i) => Math.abs(v - got[i]!) > 1e-5));
+});
