@@ -302,7 +302,9 @@ Deno.test("fashion-mnist with --model velocity-mlp: train:classifier beats chanc
     assert.equal(json.classifierTestAccuracy, clf!.testAccuracy);
     // The flat model's checkpoint samples as 28×28 images.
     const run = `${dir}/t/runs/shortcut-seed0`;
-    const cfg = JSON.parse(await Deno.readTextFile(`${run}/config.json`));
+    const cfg = parseConfigFile(
+      await Deno.readTextFile(`${run}/config.json`),
+    ) as ShortcutTaskConfig;
     assert.deepEqual([cfg.model, cfg.dataShape, cfg.numClasses], ["velocity-mlp", [784], 10]);
     const s = await sampleMain([
       `--checkpoint=${run}`,
