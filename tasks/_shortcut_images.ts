@@ -19,7 +19,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { main as trainClassifierMain } from "./train_classifier.ts";
-import { renderImageMarkdown, type Row } from "./_shortcut_table.ts";
+import { renderImageMarkdown, type Row } from "../cli/tables/shortcut.ts";
 
 /** What scoring needs of a model's config. */
 export type ImageModelConfig = {

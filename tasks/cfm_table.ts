@@ -17,11 +17,18 @@ import {
   getBackend,
   readCfmCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, gitCommit, parseFlags, runTask } from "../cli/mod.ts";
+import {
+  type FlagSpec,
+  gitCommit,
+  parseList,
+  parseSeeds,
+  parseTaskFlags,
+  runTask,
+} from "../cli/mod.ts";
 import { main as trainMain, OT_METHODS } from "./train_cfm.ts";
-import { fillPairing, floor, renderMarkdown, type TableRow } from "./_cfm_table.ts";
+import { adapterName, fillPairing, floor, type TableRow, writeTable } from "../cli/tables/cfm.ts";
 
-export { renderMarkdown, type TableRow } from "./_cfm_table.ts";
+export { renderMarkdown, type TableRow } from "../cli/tables/cfm.ts";
 
 /**
  * The flags.
@@ -58,43 +65,6 @@ export const CFM_TABLE_FLAGS = [
   },
 ] as const satisfies readonly FlagSpec[];
 
-/** A non-empty comma-separated list. */
-function list(flag: string, s: string): string[] {
-  const xs = s.split(",").map((x) => x.trim()).filter((x) => x);
-  if (!xs.length) throw new RangeError(`Expected ${flag} to be a non-empty comma-separated list`);
-  return xs;
-}
-
-async function adapterName(): Promise<string> {
-  if (getBackend().name !== "webgpu") return "CPU backend (plain loops)";
-  try {
-    const a = await navigator.gpu?.requestAdapter();
-    const i = a?.info;
-    return i
-      ? `${i.description || i.device || "unknown"} (vendor ${i.vendor || "?"}, architecture ${
-        i.architecture || "?"
-      })`
-      : "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
-/** The markdown and, beside it, the JSON (rows with their commits, floors, pairing shares). */
-async function writeTable(
-  out: string,
-  rows: TableRow[],
-  floors: Record<string, { w2: number; kl: number }>,
-  pairing: Record<string, number>,
-): Promise<void> {
-  await Deno.writeTextFile(out, renderMarkdown(rows, floors, pairing));
-  const json = out.replace(/\.md$/, "") + ".json";
-  await Deno.writeTextFile(
-    json,
-    JSON.stringify({ table: "cfm", rows, floors, pairing }, null, 1) + "\n",
-  );
-}
-
 /**
  * Run the table; returns the rows measured in this invocation (or `null` for `--help`).
  *
@@ -106,42 +76,22 @@ async function writeTable(
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TableRow[] | null> {
-  let help = false;
-  const f = parseFlags(argv, CFM_TABLE_FLAGS, {
+  const f = parseTaskFlags(argv, CFM_TABLE_FLAGS, {
     task: "cfm:table",
     usage: "Measure CFM vs OT-CFM on 2-D toys and write the markdown table.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
-  const datasets = list("--datasets", f.datasets).map((d) => {
-    if (d === "fashion-mnist" || !(CFM_DATASETS as readonly string[]).includes(d)) {
-      throw new RangeError(`Unknown 2-D dataset "${d}" in --datasets`);
-    }
-    return d as CfmDataset;
-  });
-  const ots = list("--ot-methods", f.otMethods).map((o) => {
-    if (!(OT_METHODS as readonly string[]).includes(o)) {
-      throw new RangeError(
-        `Unknown coupling "${o}" in --ot-methods: expected ${OT_METHODS.join(", ")}`,
-      );
-    }
-    return o;
-  });
-  const eulerSteps = list("--euler-steps", f.eulerSteps).map((s) => {
+  if (!f) return null;
+  const toys = CFM_DATASETS.filter((d) => d !== "fashion-mnist");
+  const datasets = parseList("--datasets", f.datasets, toys) as CfmDataset[];
+  const ots = parseList("--ot-methods", f.otMethods, OT_METHODS);
+  const eulerSteps = parseList("--euler-steps", f.eulerSteps).map((s) => {
     const k = Number(s);
     if (!Number.isInteger(k) || k < 1) {
       throw new RangeError(`Bad step count "${s}" in --euler-steps`);
     }
     return k;
   });
-  const seeds = list("--seeds", f.seeds).map((s) => {
-    const k = Number(s);
-    if (!Number.isInteger(k) || k < 0) throw new RangeError(`Bad seed "${s}" in --seeds`);
-    return k;
-  });
+  const seeds = parseSeeds("--seeds", f.seeds);
   const adapter = await adapterName();
   const commit = await gitCommit();
   const backend = getBackend().name;

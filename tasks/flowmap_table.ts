@@ -23,7 +23,7 @@ import {
   runTask,
 } from "../cli/mod.ts";
 import { main as trainMain } from "./train_flowmap.ts";
-import { type FlowMapRow, renderFlowMapMarkdown } from "./_flowmap_table.ts";
+import { type FlowMapRow, renderFlowMapMarkdown } from "../cli/tables/flowmap.ts";
 
 /**
  * The flags.

@@ -22,7 +22,7 @@ import {
   runTask,
 } from "../cli/mod.ts";
 import { main as gmmMain } from "./gmm.ts";
-import { type GmmRow, renderGmmMarkdown } from "./_gmm_table.ts";
+import { type GmmRow, renderGmmMarkdown } from "../cli/tables/gmm.ts";
 
 /**
  * The flags.

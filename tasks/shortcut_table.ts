@@ -17,27 +17,37 @@
  */
 import {
   buildCfmModel,
+  type CfmDataset,
   evaluateFewStep,
-  Generator,
   getBackend,
   parseConfigFile,
-  sampleToy,
-  w2,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import {
+  type FlagSpec,
+  gitCommit,
+  parseList,
+  parseSeeds,
+  parseTaskFlags,
+  readJsonl,
+  runTask,
+} from "../cli/mod.ts";
 import { main as clusterMain } from "./cluster.ts";
 import { main as shortcutMain } from "./train_shortcut.ts";
 import { main as anchorMain } from "./train_anchor.ts";
 import { main as localMain } from "./train_local.ts";
 import type { ShortcutRunResult } from "./_shortcut_fit.ts";
 import type { ShortcutTaskConfig } from "./_shortcut.ts";
-import * as T from "./_shortcut_table.ts";
+import {
+  renderMarkdown,
+  type Row,
+  SC_DEVIATIONS,
+  STEPS,
+  toyFloorW2,
+  VARIANTS,
+} from "../cli/tables/shortcut.ts";
 import { imageMarkdown, imageScorer } from "./_shortcut_images.ts";
 
-const { gitCommit, renderMarkdown, SC_DEVIATIONS, STEPS, VARIANTS } = T;
-type Row = T.Row;
-export { VARIANTS } from "./_shortcut_table.ts";
-export type { Row } from "./_shortcut_table.ts";
+export { type Row, VARIANTS } from "../cli/tables/shortcut.ts";
 
 /**
  * The flags.
@@ -83,28 +93,14 @@ export const SHORTCUT_TABLE_FLAGS = [
  * ```
  */
 export async function main(argv: readonly string[]): Promise<Row[] | null> {
-  let help = false;
-  const f = parseFlags(argv, SHORTCUT_TABLE_FLAGS, {
+  const f = parseTaskFlags(argv, SHORTCUT_TABLE_FLAGS, {
     task: "shortcut:table",
     usage: "Shortcut vs +anchor (labels, clusters) vs +locality on a 2-D toy or " +
       "Fashion-MNIST (--dataset fashion-mnist: VelocityMLP, FD and class agreement), 3 seeds.",
-    onHelp: (t) => void (console.log(t), help = true),
   });
-  if (help) return null;
-  const seeds = f.seeds.split(",").map((s) => Number(s.trim()));
-  if (!seeds.length || seeds.some((s) => !Number.isInteger(s) || s < 0)) {
-    throw new RangeError(
-      `Expected --seeds to be comma-separated integers >= 0 but found ${f.seeds}`,
-    );
-  }
-  const variants = f.variants.split(",").map((v) => v.trim());
-  for (const v of variants) {
-    if (!(VARIANTS as readonly string[]).includes(v)) {
-      throw new RangeError(
-        `Unknown variant "${v}" in --variants; expected some of ${VARIANTS.join(",")}`,
-      );
-    }
-  }
+  if (!f) return null;
+  const seeds = parseSeeds("--seeds", f.seeds);
+  const variants = parseList("--variants", f.variants, VARIANTS);
   const images = f.dataset === "fashion-mnist";
   const o = {
     steps: f.maxTrainSteps ?? (images ? 1000 : 4000),
@@ -119,8 +115,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
     .replace(/\/+$/, "");
   await Deno.mkdir(dir, { recursive: true });
   const jsonl = `${dir}/results.jsonl`;
-  const rows: Row[] = (await Deno.readTextFile(jsonl).catch(() => "")).split("\n")
-    .filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const rows = await readJsonl<Row>(jsonl);
   const common = [
     `--dataset=${f.dataset}`,
     ...(images ? ["--model=velocity-mlp"] : []),
@@ -212,8 +207,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
   } finally {
     scorer?.dispose();
   }
-  const commit = await gitCommit();
-  const backend = getBackend().name;
+  const [commit, backend] = [await gitCommit(), getBackend().name];
   const shared = `${o.steps} steps of batch ${o.batch} for every variant (equal optimizer steps ` +
     `and data); AdamW lr ${f.lr}, weight decay 0.1; fixed EMA ${f.emaDecay}; 128 time steps, ` +
     `bootstrap_every 8 from the EMA network; anchor and locality weights 1, locality noise ` +
@@ -230,11 +224,7 @@ export async function main(argv: readonly string[]): Promise<Row[] | null> {
       notes: SC_DEVIATIONS,
     }));
   } else {
-    const a = sampleToy(f.dataset, o.evalSamples, new Generator(1000003));
-    const b = sampleToy(f.dataset, o.evalSamples, new Generator(2000003));
-    const floor = await w2(a, b);
-    a.dispose();
-    b.dispose();
+    const floor = await toyFloorW2(f.dataset as CfmDataset, o.evalSamples);
     const settings = `Data ${f.dataset}; VelocityMLP ${f.depth}×${o.hidden} (SiLU) with the ` +
       `step-size embedding; ${shared}`;
     md = renderMarkdown(rows, {

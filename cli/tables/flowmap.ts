@@ -2,7 +2,7 @@
  * @file The rows and markdown of `flowmap:table` (apart from the task so both stay short).
  * @module
  */
-import { fmtMeanStd, meanStd } from "../cli/mod.ts";
+import { fmtMeanStd, meanStd } from "../results.ts";
 
 /** One `train:flowmap` run of the table. */
 export interface FlowMapRow {
@@ -43,7 +43,7 @@ const NS = ["1", "2", "4", "8", "16"];
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { beatsSeed } from "./_flowmap_table.ts";
+ * import { beatsSeed } from "./flowmap.ts";
  * const row = (seed: number, v: number) => ({ method: "lsd", seed, steps: 1, evalSamples: 1000,
  *   kl: { "1": v }, stepMs: 1, seconds: 1, resumed: false, command: "", commit: "x" });
  * assert.equal(beatsSeed([row(0, 0.40), row(1, 0.42)], "lsd")["1"], true); // 0.41 + 0.014 < 0.4576
@@ -74,7 +74,7 @@ export function beatsSeed(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { flowMapTable } from "./_flowmap_table.ts";
+ * import { flowMapTable } from "./flowmap.ts";
  * const row = (seed: number, v: number) => ({ method: "lsd", seed, steps: 1, evalSamples: 1000,
  *   kl: { "1": v, "2": v }, stepMs: 1, seconds: 1, resumed: false, command: "", commit: "x" });
  * const md = flowMapTable([row(0, 1), row(1, 3)]);
@@ -111,7 +111,7 @@ export function flowMapTable(rows: readonly FlowMapRow[]): string {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { renderFlowMapMarkdown } from "./_flowmap_table.ts";
+ * import { renderFlowMapMarkdown } from "./flowmap.ts";
  * assert.match(renderFlowMapMarkdown([]), /^# Flow maps on the checkerboard/);
  * ```
  */

@@ -2,13 +2,15 @@
  * @file The results of `shortcut:table`: rows, mean ± std aggregation and the markdown.
  * @module
  */
+import { type CfmDataset, Generator, sampleToy, w2 } from "../../mod.ts";
+
 /**
  * The variants, in table order.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { VARIANTS } from "./_shortcut_table.ts";
+ * import { VARIANTS } from "./shortcut.ts";
  * assert.equal(VARIANTS.length, 4);
  * ```
  */
@@ -20,7 +22,7 @@ export const VARIANTS = ["shortcut", "anchor-labels", "anchor-clusters", "locali
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { STEPS } from "./_shortcut_table.ts";
+ * import { STEPS } from "./shortcut.ts";
  * assert.deepEqual(STEPS, [1, 2, 4, 8]);
  * ```
  */
@@ -32,7 +34,7 @@ export const STEPS = [1, 2, 4, 8];
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { SC_DEVIATIONS } from "./_shortcut_table.ts";
+ * import { SC_DEVIATIONS } from "./shortcut.ts";
  * assert.match(SC_DEVIATIONS, /SC: 1e-4 and 0\.999/);
  * ```
  */
@@ -69,9 +71,6 @@ const fmt = (xs: number[], d = 3) => {
   return xs.length > 1 ? `${m.toFixed(d)} ± ${s.toFixed(d)}` : m.toFixed(d);
 };
 
-/** The repository's short commit (one implementation, in ./cli). */
-export { gitCommit } from "../cli/mod.ts";
-
 /** Generated reading of the table: each variant's mean W2 difference from `shortcut`. */
 function summary(rows: readonly Row[]): string[] {
   const of = (v: string, N: number) => rows.filter((r) => r.variant === v).map((r) => r.w2![N]!);
@@ -102,7 +101,7 @@ function summary(rows: readonly Row[]): string[] {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { renderMarkdown } from "./_shortcut_table.ts";
+ * import { renderMarkdown } from "./shortcut.ts";
  * const row = { variant: "shortcut", seed: 0, w2: { 1: 1, 2: 1, 4: 1, 8: 1 }, straightness: 0.5,
  *   trainSeconds: 10, finalLoss: 3, command: "deno task train:shortcut", commit: "abc" };
  * const md = renderMarkdown([row, { ...row, seed: 1, w2: { 1: 3, 2: 1, 4: 1, 8: 1 } }], {});
@@ -176,7 +175,7 @@ export function renderMarkdown(rows: readonly Row[], meta: Record<string, string
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { renderImageMarkdown } from "./_shortcut_table.ts";
+ * import { renderImageMarkdown } from "./shortcut.ts";
  * const row = { variant: "shortcut", seed: 0, fd: { 1: 10, 2: 8, 4: 6, 8: 5 },
  *   classAcc: { 1: 0.5, 2: 0.6, 4: 0.7, 8: 0.8 }, straightness: 50, trainSeconds: 10,
  *   finalLoss: 3, command: "deno task train:shortcut", commit: "abc" };
@@ -322,4 +321,27 @@ function pairedTable(rows: readonly Row[]): string[] {
     ...L,
     "",
   ];
+}
+
+/**
+ * The data floor of the toy table: exact W2 between two independent `n`-point draws of the
+ * toy (what a perfect model would score at this sample size).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { toyFloorW2 } from "./shortcut.ts";
+ * const f = await toyFloorW2("8gaussians", 64);
+ * assert.ok(f > 0 && f < 2, String(f)); // two draws of the same 8 modes are close, not equal
+ * ```
+ */
+export async function toyFloorW2(dataset: CfmDataset, n: number): Promise<number> {
+  const a = sampleToy(dataset, n, new Generator(1000003));
+  const b = sampleToy(dataset, n, new Generator(2000003));
+  try {
+    return await w2(a, b);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
 }

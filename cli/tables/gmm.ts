@@ -2,7 +2,7 @@
  * @file The rows and markdown of `gmm:table` (apart from the task so both stay short).
  * @module
  */
-import { fmtMeanStd, meanStd } from "../cli/mod.ts";
+import { fmtMeanStd, meanStd } from "../results.ts";
 
 /** One run of the table: an objective at one seed, its final Fisher divergence per t. */
 export interface GmmRow {
@@ -46,7 +46,7 @@ const meanOverT = (r: GmmRow) => {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { pairedVsCfm } from "./_gmm_table.ts";
+ * import { pairedVsCfm } from "./gmm.ts";
  * const row = (exp: string, seed: number, v: number) => ({ exp, seed, steps: 1, fisher: { "0.5": v },
  *   curve: [], seconds: 0, command: "", commit: "x" });
  * const rows = [row("cfm", 0, 1), row("cfm", 1, 2), row("cfm", 2, 3),
@@ -81,7 +81,7 @@ export function pairedVsCfm(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { gmmTable } from "./_gmm_table.ts";
+ * import { gmmTable } from "./gmm.ts";
  * const row = (seed: number, v: number) => ({ exp: "cfm", seed, steps: 1, fisher: { "0.5": v },
  *   curve: [], seconds: 0, command: "", commit: "x" });
  * assert.match(gmmTable([row(0, 1), row(1, 3)]), /\| CFM \(`--exp cfm`\) \| 2 \| 2\.000 ± 1\.414 \|/);
@@ -111,7 +111,7 @@ export function gmmTable(rows: readonly GmmRow[]): string {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { gmmVerdict } from "./_gmm_table.ts";
+ * import { gmmVerdict } from "./gmm.ts";
  * assert.equal(gmmVerdict([]), "");
  * ```
  */
@@ -142,7 +142,7 @@ export function gmmVerdict(rows: readonly GmmRow[]): string {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { renderGmmMarkdown } from "./_gmm_table.ts";
+ * import { renderGmmMarkdown } from "./gmm.ts";
  * assert.match(renderGmmMarkdown([]), /^# Stable Velocity Matching/);
  * ```
  */

@@ -3,8 +3,16 @@
  * markdown rendering (apart from the task so both files stay short).
  * @module
  */
-import { type CfmDataset, Generator, histogramKL, otCouple, sampleToy, w2 } from "../mod.ts";
-import { fmtMeanStd, meanStd, separated } from "../cli/mod.ts";
+import {
+  type CfmDataset,
+  Generator,
+  getBackend,
+  histogramKL,
+  otCouple,
+  sampleToy,
+  w2,
+} from "../../mod.ts";
+import { fmtMeanStd, meanStd, separated } from "../results.ts";
 
 /** One measured row. */
 export interface TableRow {
@@ -112,7 +120,7 @@ const ms = (xs: number[]) => {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { cfmTable } from "./_cfm_table.ts";
+ * import { cfmTable } from "./cfm.ts";
  * const row = (seed: number, w: number) => ({ dataset: "moons" as const, ot: "none", steps: 10,
  *   seed, numSamples: 10, trainSeconds: 1, evalSeconds: 1, finalLoss: 1,
  *   euler: [{ steps: 1, w2: w, kl: 0 }, { steps: 100, w2: w / 2, kl: 0 }],
@@ -150,7 +158,7 @@ export function cfmTable(rows: readonly TableRow[], pairing: Record<string, numb
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { cfmSummary } from "./_cfm_table.ts";
+ * import { cfmSummary } from "./cfm.ts";
  * assert.deepEqual(cfmSummary([]), []);
  * ```
  */
@@ -196,7 +204,7 @@ export function cfmSummary(rows: readonly TableRow[]): string[] {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { renderMarkdown } from "./_cfm_table.ts";
+ * import { renderMarkdown } from "./cfm.ts";
  * assert.ok(renderMarkdown([], {}).startsWith("# CFM vs OT-CFM"));
  * ```
  */
@@ -321,4 +329,35 @@ export function renderMarkdown(
     "",
   );
   return L.join("\n");
+}
+
+/** The WebGPU adapter's description, or the CPU backend's name. */
+export async function adapterName(): Promise<string> {
+  if (getBackend().name !== "webgpu") return "CPU backend (plain loops)";
+  try {
+    const a = await navigator.gpu?.requestAdapter();
+    const i = a?.info;
+    return i
+      ? `${i.description || i.device || "unknown"} (vendor ${i.vendor || "?"}, architecture ${
+        i.architecture || "?"
+      })`
+      : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Write the markdown and, beside it, the JSON (rows with their commits, floors, pairing shares). */
+export async function writeTable(
+  out: string,
+  rows: TableRow[],
+  floors: Record<string, { w2: number; kl: number }>,
+  pairing: Record<string, number>,
+): Promise<void> {
+  await Deno.writeTextFile(out, renderMarkdown(rows, floors, pairing));
+  const json = out.replace(/\.md$/, "") + ".json";
+  await Deno.writeTextFile(
+    json,
+    JSON.stringify({ table: "cfm", rows, floors, pairing }, null, 1) + "\n",
+  );
 }
