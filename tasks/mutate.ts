@@ -26,7 +26,7 @@ export interface Mutant {
   tests: string[];
 }
 
-/** The mutants (issue 19's eight, at their current places, plus NaN ordering). */
+/** The mutants (issue 19's eight, at their current places, plus NaN ordering and the Fisher average). */
 export const MUTANTS: readonly Mutant[] = [
   {
     name: "dopri5-error-weight",
@@ -84,6 +84,13 @@ export const MUTANTS: readonly Mutant[] = [
     find: "cpu: (a, b) => (Number.isNaN(a) ? a : Number.isNaN(b) ? b : a >= b ? a : b),",
     replace: "cpu: (a, b) => (a >= b ? a : b),", // the old rule: maximum(NaN, 1) = 1
     tests: ["tests/gpu/op_table_special_test.ts"],
+  },
+  {
+    name: "fisher-average", // issue 19: the Fisher log once only had to be "finite and > 0"
+    file: "lib/metrics/fisher.ts",
+    find: "out.push({ t, value: total / n });",
+    replace: "out.push({ t, value: total / (n - 1) });",
+    tests: ["tests/tasks/gmm_test.ts"],
   },
 ];
 

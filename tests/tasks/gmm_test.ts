@@ -8,6 +8,8 @@ import {
   full,
   GaussianMixture,
   Generator,
+  nn,
+  openRun,
   type Tensor,
   tensor,
   varianceCurves,
@@ -302,8 +304,12 @@ Deno.test("gmm task main(): variance curves, Fisher log, GIF and JSON under plot
     assert.deepEqual(b.fisher.map((e) => e.step), [2, 4]);
     for (const e of b.fisher) {
       assert.deepEqual(e.values.map((p) => p.t), [0.5, 0.6, 0.7, 0.8]);
-      for (const p of e.values) assert.ok(Number.isFinite(p.value) && p.value > 0);
     }
+    // The step-4 values against an independent evaluation: the saved EMA weights on the same
+    // held-out draws (a fresh Generator(seed + 777), as the task documents) and the ring
+    // mixture's exact noise posterior written here in f64.
+    const want = await hostFisherNoise(`${out}/train`, [0.5, 0.6, 0.7, 0.8], 64);
+    assertClose(b.fisher.at(-1)!.values.map((p) => p.value), want, { rtol: 1e-3, atol: 1e-5 });
     const fj = JSON.parse(
       await Deno.readTextFile(`${out}/train/plots/data/fisher_stable_vm_efficient_score.json`),
     );
@@ -320,3 +326,48 @@ Deno.test("gmm task main(): variance curves, Fisher log, GIF and JSON under plot
     await Deno.remove(out, { recursive: true });
   }
 });
+
+/**
+ * E‖f(x_t, t) − (−E[x0 | x_t])‖² of the GMM task's `--enable_visualization` run (the 2-D ring:
+ * 8 modes, radius 2, variance 0.02) from the run's last checkpoint's EMA weights: the posterior
+ * mean of x0 is −(1 − t)·∇log p_t with p_t = Σ_k ⅛ N(t·μ_k, ((1 − t)² + t²·0.02) I), in f64.
+ */
+async function hostFisherNoise(runDir: string, times: number[], n: number): Promise<number[]> {
+  const run = await openRun(runDir);
+  const found = await run.checkpoints.latest();
+  assert.ok(found?.checkpoint.ema, "the run saved EMA weights");
+  const net = new nn.AdaLNMLP({ dim: 2, hidden: 32, blocks: 4, dropout: 0.1, seed: 2 });
+  net.loadStateDict(found.checkpoint.ema);
+  net.eval();
+  const ring = GaussianMixture.ring({ numModes: 8 });
+  const gen = new Generator(777);
+  const out: number[] = [];
+  for (const t of times) {
+    const x1 = await ring.sample(n, gen).x.data();
+    const x0 = await gen.normal([n, 2]).data();
+    const xt = Float64Array.from(x0, (v, i) => (1 - t) * v + t * x1[i]!);
+    const f = await net.forward(tensor(Float32Array.from(xt), [n, 2]), full([n], t)).data();
+    const s2 = (1 - t) ** 2 + t * t * 0.02;
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const x = xt[2 * i]!, y = xt[2 * i + 1]!;
+      const logw = Array.from({ length: 8 }, (_, k) => {
+        const a = (2 * Math.PI * k) / 8;
+        return -((x - 2 * t * Math.cos(a)) ** 2 + (y - 2 * t * Math.sin(a)) ** 2) / (2 * s2);
+      });
+      const top = Math.max(...logw);
+      const w = logw.map((l) => Math.exp(l - top));
+      const z = w.reduce((a, v) => a + v, 0);
+      let sx = 0, sy = 0;
+      w.forEach((wk, k) => {
+        const a = (2 * Math.PI * k) / 8;
+        sx += (wk / z) * (2 * t * Math.cos(a) - x) / s2;
+        sy += (wk / z) * (2 * t * Math.sin(a) - y) / s2;
+      });
+      total += (f[2 * i]! - (1 - t) * sx) ** 2 + (f[2 * i + 1]! - (1 - t) * sy) ** 2;
+    }
+    out.push(total / n);
+  }
+  net.dispose();
+  return out;
+}
