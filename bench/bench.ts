@@ -10,7 +10,9 @@
 import { parseArgs } from "node:util";
 import { type Gpu, MatmulJob, medianMs, openGpu } from "./harness.ts";
 import { loadTfjs, type MatmulRunner, type TfjsPeer } from "./peers/tfjs.ts";
-import { torchMatmulMs } from "./peers/torch.ts";
+import { torchInfo, torchMatmulMs } from "./peers/torch.ts";
+import { BENCH_REPS, spreadFields } from "./cases/common.ts";
+import { compareRuns, parseJsonl } from "./compare.ts";
 import { toyCfmCase } from "./cases/toy_cfm.ts";
 import { sinkhornCase } from "./cases/sinkhorn.ts";
 import { sampleCase } from "./cases/sample.ts";
@@ -124,13 +126,58 @@ function rand(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** Min and max GFLOP/s of timed samples (ms each), or null without samples. */
+function gflopsSpread(flops: number, ms: number[]): { min: number; max: number } | null {
+  return ms.length
+    ? { min: flops / Math.max(...ms) / 1e6, max: flops / Math.min(...ms) / 1e6 }
+    : null;
+}
+
+function loadAvg(): (number | null)[] | null {
+  try {
+    return Deno.loadavg().map((x) => round(x));
+  } catch {
+    return null; // --allow-sys=loadavg not granted (e.g. the smoke test)
+  }
+}
+
+/**
+ * The run's environment, printed first: adapter, CPU, load, and what the peers ran with (the
+ * PyTorch build's BLAS settings and the BLAS library actually mapped into its process).
+ */
+async function envRecord(gpu: Gpu): Promise<BenchRecord> {
+  let cpu: string | null = null;
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1] ?? null;
+  } catch {
+    // Not Linux, or not readable: the record says null.
+  }
+  let torch: unknown = null;
+  try {
+    torch = await torchInfo();
+  } catch (e) {
+    torch = { error: e instanceof Error ? e.message : String(e) };
+  }
+  return {
+    case: "env",
+    adapter: gpu.info.description,
+    cpu,
+    cpus: navigator.hardwareConcurrency,
+    load_avg: loadAvg(),
+    deno: Deno.version.deno,
+    torch,
+    reps: BENCH_REPS,
+  };
+}
+
 /** f32 n×n×n matmul: ours (raw harness), tfjs-webgpu on the same adapter, PyTorch CPU. */
 async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
   const records: BenchRecord[] = [];
   const sizes = ctx.smoke ? [32] : [256, 1024, 2048];
   const tfjs = await ctx.tfjs();
   for (const n of sizes) {
-    const warmup = 1, reps = ctx.smoke ? 1 : n >= 2048 ? 3 : n >= 1024 ? 5 : 9;
+    const warmup = 1, reps = ctx.smoke ? 1 : n >= 1024 ? BENCH_REPS : 9;
     // Waiting for the queue costs ~11 ms on Deno's wgpu here, whatever the work; several
     // products per sample keep that from swamping small sizes (for both us and tfjs).
     const products = Math.max(1, Math.min(16, Math.round(2 ** 27 / n ** 3)));
@@ -196,6 +243,16 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
       ours: round(ours),
       [tfjs?.backend === "cpu" ? "tfjs_cpu" : "tfjs_webgpu"]: round(tf),
       torch_cpu: round(th),
+      // GFLOP/s: the slowest sample gives the min.
+      ...spreadFields("ours", gflopsSpread(flops * products, ts)),
+      ...spreadFields(
+        tfjs?.backend === "cpu" ? "tfjs_cpu" : "tfjs_webgpu",
+        gflopsSpread(flops * products, tfTs),
+      ),
+      ...spreadFields(
+        "torch_cpu",
+        torch ? gflopsSpread(flops, [torch.ms_min, torch.ms_max]) : null,
+      ),
       ratio_vs_tfjs: ratio(ours, tf),
       ratio_vs_torch_cpu: ratio(ours, th),
       fraction_of_fma_peak: ratio(ours, ctx.fmaPeak ?? null),
@@ -232,15 +289,18 @@ async function main(): Promise<void> {
     options: {
       smoke: { type: "boolean", default: false },
       case: { type: "string", multiple: true },
+      compare: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      `Usage: deno task bench [--smoke] [--case NAME]…\n` +
+      `Usage: deno task bench [--smoke] [--case NAME]… [--compare OLD.jsonl]\n` +
         `Benchmarks as JSON lines, every peer measured in the same run.\n` +
         `  --smoke       a quick run of every case (correctness, not speed)\n` +
-        `  --case NAME   only these cases: ${CASES.map((k) => k.name).join(", ")}`,
+        `  --case NAME   only these cases: ${CASES.map((k) => k.name).join(", ")}\n` +
+        `  --compare F   after the run, print each figure's change against an earlier run's\n` +
+        `                JSON lines (stderr; stdout stays JSON)`,
     );
     return;
   }
@@ -257,6 +317,14 @@ async function main(): Promise<void> {
     }
   }
   const selected = CASES.filter((c) => !only || only.includes(c.name));
+  // Read the baseline first: a wrong path should fail before minutes of benchmarking.
+  const baseline = values.compare === undefined ? null : parseJsonl(
+    await Deno.readTextFile(values.compare).catch((e) => {
+      throw new TypeError(`Cannot read --compare ${values.compare}: ${e.message}`);
+    }),
+    values.compare,
+  );
+  const records: BenchRecord[] = [];
   const gpu = await openGpu();
   if (!gpu) {
     for (const c of selected) {
@@ -270,9 +338,14 @@ async function main(): Promise<void> {
     smoke: values.smoke ?? false,
     tfjs: () => (tf ??= loadTfjs().catch(() => null)),
   };
+  const env = await envRecord(gpu);
+  console.log(JSON.stringify(env));
   for (const c of selected) {
     try {
-      for (const r of await c.run(ctx)) console.log(JSON.stringify(r));
+      for (const r of await c.run(ctx)) {
+        records.push(r);
+        console.log(JSON.stringify(r));
+      }
     } catch (e) {
       console.log(JSON.stringify({
         case: c.name,
@@ -283,6 +356,9 @@ async function main(): Promise<void> {
     }
   }
   gpu.device.destroy();
+  if (baseline) {
+    for (const line of compareRuns(baseline, records)) console.error(line);
+  }
 }
 
 if (import.meta.main) await main();

@@ -46,6 +46,48 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
+/** Median, min and max of a list of repetitions. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+/**
+ * Median, min and max of a non-empty list (every bench figure is reported with its spread).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { spread } from "./common.ts";
+ * assert.deepEqual(spread([3, 1, 2, 9, 5]), { median: 3, min: 1, max: 9 });
+ * ```
+ */
+export function spread(xs: readonly number[]): Spread {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/**
+ * Fields `<name>_min` and `<name>_max`, rounded, for a record; none when `s` is missing.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { spreadFields } from "./common.ts";
+ * assert.deepEqual(spreadFields("ours", { min: 1, max: 3 }), { ours_min: 1, ours_max: 3 });
+ * assert.deepEqual(spreadFields("torch_cpu", null), {});
+ * ```
+ */
+export function spreadFields(
+  name: string,
+  s: { min: number; max: number } | null | undefined,
+): Record<string, number | null> {
+  return s ? { [`${name}_min`]: round(s.min), [`${name}_max`]: round(s.max) } : {};
+}
+
+/** Timed repetitions per figure outside `--smoke` (issue 18: the median of at least 5). */
+export const BENCH_REPS = 5;
+
 /**
  * a / b, rounded, or `null` when either is missing.
  *

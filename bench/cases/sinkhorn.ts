@@ -17,12 +17,15 @@ import {
 } from "../../mod.ts";
 import { torchSinkhorn } from "../peers/torch_flow.ts";
 import {
+  BENCH_REPS,
   type BenchRecord,
   type CaseContext,
   median,
   ourBackend,
   ratio,
   round,
+  spread,
+  spreadFields,
   why,
 } from "./common.ts";
 
@@ -70,7 +73,7 @@ export async function oursCoupling(
  */
 export async function sinkhornCase(ctx: CaseContext): Promise<BenchRecord[]> {
   const n = ctx.smoke ? 16 : 1024, dims = [2, 784], iters = 50, reg = 0.05;
-  const warmup = 1, reps = ctx.smoke ? 1 : 3;
+  const warmup = 1, reps = ctx.smoke ? 1 : BENCH_REPS;
   let torch: Awaited<ReturnType<typeof torchSinkhorn>> = null, torchSkip: string | undefined;
   try {
     torch = await torchSinkhorn({ n, dims, iters, reg, warmup, reps });
@@ -113,6 +116,8 @@ export async function sinkhornCase(ctx: CaseContext): Promise<BenchRecord[]> {
       unit: "ms/coupling",
       ours: round(ours),
       torch_cpu: round(th?.ms),
+      ...spreadFields("ours", spread(ts)),
+      ...spreadFields("torch_cpu", th ? { min: th.ms_min, max: th.ms_max } : null),
       // Lower is better here: the ratio is the speed-up, torch ms / our ms.
       speedup_vs_torch_cpu: ratio(round(th?.ms), round(ours)),
       marginal_error: { ours: round(last.marginalError), torch: round(th?.marginal_error) },

@@ -17,12 +17,15 @@ import {
 import { tfjsCfm } from "../peers/tfjs_cfm.ts";
 import { torchCfm } from "../peers/torch_flow.ts";
 import {
+  BENCH_REPS,
   type BenchRecord,
   type CaseContext,
-  median,
   ourBackend,
   ratio,
   round,
+  type Spread,
+  spread,
+  spreadFields,
   why,
 } from "./common.ts";
 
@@ -52,7 +55,7 @@ export interface ToyCfmConfig {
 export async function oursCfm(
   batch: number,
   cfg: ToyCfmConfig,
-): Promise<{ stepsPerSec: number; lossFirst: number; lossLast: number }> {
+): Promise<{ stepsPerSec: number; rate: Spread; lossFirst: number; lossLast: number }> {
   const be = getBackend();
   const net = new nn.VelocityMLP({ dim: 2, hidden: cfg.hidden, depth: cfg.depth, seed: 0 });
   const params = net.parameters();
@@ -88,7 +91,8 @@ export async function oursCfm(
     const k = Math.max(1, Math.min(3, ls.length >> 1));
     const avg = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
     return {
-      stepsPerSec: median(rates),
+      stepsPerSec: spread(rates).median,
+      rate: spread(rates),
       lossFirst: avg(ls.slice(0, k)),
       lossLast: avg(ls.slice(-k)),
     };
@@ -111,7 +115,7 @@ export async function oursCfm(
 export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
   const cfg: ToyCfmConfig = ctx.smoke
     ? { batches: [16], hidden: 16, depth: 3, warmup: 2, steps: 3, reps: 1 }
-    : { batches: [256, 1024], hidden: 256, depth: 3, warmup: 5, steps: 15, reps: 3 };
+    : { batches: [256, 1024], hidden: 256, depth: 3, warmup: 5, steps: 15, reps: BENCH_REPS };
   let torch: Awaited<ReturnType<typeof torchCfm>> = null, torchSkip: string | undefined;
   try {
     torch = await torchCfm(cfg);
@@ -149,6 +153,15 @@ export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
       ours: round(ours.stepsPerSec),
       tfjs_webgpu: round(tf?.stepsPerSec),
       torch_cpu: round(th?.steps_per_s),
+      ...spreadFields("ours", ours.rate),
+      ...spreadFields(
+        "tfjs_webgpu",
+        tf ? { min: tf.stepsPerSecMin, max: tf.stepsPerSecMax } : null,
+      ),
+      ...spreadFields(
+        "torch_cpu",
+        th ? { min: th.steps_per_s_min, max: th.steps_per_s_max } : null,
+      ),
       ratio_vs_tfjs: ratio(round(ours.stepsPerSec), round(tf?.stepsPerSec)),
       ratio_vs_torch_cpu: ratio(round(ours.stepsPerSec), round(th?.steps_per_s)),
       loss: [round(ours.lossFirst), round(ours.lossLast)],

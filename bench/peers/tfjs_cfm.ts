@@ -102,6 +102,9 @@ export function registerTfjsGradients(): void {
 export interface TfjsCfmResult {
   /** Median steps/s over the repetitions. */
   stepsPerSec: number;
+  /** Slowest and fastest repetition (steps/s). */
+  stepsPerSecMin: number;
+  stepsPerSecMax: number;
   /** Mean loss of the first and last few steps (read after timing). */
   lossFirst: number;
   lossLast: number;
@@ -199,6 +202,8 @@ export async function tfjsCfm(args: {
     const h = rates.length >> 1;
     return {
       stepsPerSec: rates.length % 2 ? rates[h]! : (rates[h - 1]! + rates[h]!) / 2,
+      stepsPerSecMin: rates[0]!,
+      stepsPerSecMax: rates[rates.length - 1]!,
       lossFirst: avg(ls.slice(0, k)),
       lossLast: avg(ls.slice(-k)),
     };

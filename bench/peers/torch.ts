@@ -83,8 +83,61 @@ for _ in range(reps):
     a @ b
     ts.append(time.perf_counter() - t0)
 ts.sort()
-print(json.dumps({"ms": ts[len(ts) // 2] * 1e3, "threads": torch.get_num_threads(), "version": torch.__version__}))
+print(json.dumps({"ms": ts[len(ts) // 2] * 1e3, "ms_min": ts[0] * 1e3, "ms_max": ts[-1] * 1e3,
+                  "threads": torch.get_num_threads(), "version": torch.__version__}))
 `;
+
+/** {@linkcode torchMatmulMs}'s result: median, min and max ms of the repetitions. */
+export interface TorchMatmulResult {
+  ms: number;
+  ms_min: number;
+  ms_max: number;
+  threads: number;
+  version: string;
+}
+
+const INFO = `
+import os, torch
+torch.set_num_threads(os.cpu_count() or 1)
+torch.rand(64, 64) @ torch.rand(64, 64)
+cfg = torch.__config__.show()
+# What the build says it links against, and what this process really mapped (Debian's torch
+# links the generic libblas.so.3, which libopenblas0-pthread takes over via alternatives).
+built = sorted({kv.split(": ")[-1].strip().rstrip(",") for kv in cfg.replace("\\n", ", ").split(", ")
+                if "=" in kv and ("BLAS" in kv.split("=")[0] or "MKL" in kv.split("=")[0])})
+libs = set()
+with open("/proc/self/maps") as f:
+    for line in f:
+        name = line.split()[-1]
+        if "blas" in name.lower() or "mkl" in name.lower():
+            libs.add(os.path.realpath(name))
+print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(),
+                  "blas_config": built, "blas_loaded": sorted(libs)}))
+`;
+
+/** The PyTorch peer's build and the BLAS it ran with. */
+export interface TorchInfo {
+  version: string;
+  threads: number;
+  /** `torch.__config__.show()` settings naming BLAS or MKL (e.g. `BLAS_INFO=generic`). */
+  blas_config: string[];
+  /** BLAS/MKL shared objects mapped into the process after a matmul (resolved paths). */
+  blas_loaded: string[];
+}
+
+/**
+ * PyTorch's version, thread count and BLAS, or `null` without PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { torchInfo } from "./torch.ts";
+ * const r = await torchInfo();
+ * if (r !== null && !Array.isArray(r.blas_loaded)) throw new Error("bad");
+ * ```
+ */
+export async function torchInfo(): Promise<TorchInfo | null> {
+  return (await runTorch(INFO, {})) as TorchInfo | null;
+}
 
 /**
  * Median milliseconds of an n×n f32 `a @ b` in PyTorch on the CPU, or `null` without PyTorch.
@@ -100,8 +153,6 @@ export async function torchMatmulMs(
   n: number,
   warmup: number,
   reps: number,
-): Promise<{ ms: number; threads: number; version: string } | null> {
-  return (await runTorch(MATMUL, { n, warmup, reps })) as
-    | { ms: number; threads: number; version: string }
-    | null;
+): Promise<TorchMatmulResult | null> {
+  return (await runTorch(MATMUL, { n, warmup, reps })) as TorchMatmulResult | null;
 }

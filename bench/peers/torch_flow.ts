@@ -54,7 +54,8 @@ for b in ARGS["batches"]:
         rates.append(ARGS["steps"] / (time.perf_counter() - t0))
     ls = [float(l) for l in losses]
     k = min(3, len(ls) // 2) or 1
-    out["batches"][str(b)] = {"steps_per_s": median(rates), "loss_first": sum(ls[:k]) / k,
+    out["batches"][str(b)] = {"steps_per_s": median(rates), "steps_per_s_min": min(rates),
+                              "steps_per_s_max": max(rates), "loss_first": sum(ls[:k]) / k,
                               "loss_last": sum(ls[-k:]) / k}
 print(json.dumps(out))
 `;
@@ -63,7 +64,16 @@ print(json.dumps(out))
 export interface TorchCfmResult {
   threads: number;
   version: string;
-  batches: Record<string, { steps_per_s: number; loss_first: number; loss_last: number }>;
+  batches: Record<
+    string,
+    {
+      steps_per_s: number;
+      steps_per_s_min: number;
+      steps_per_s_max: number;
+      loss_first: number;
+      loss_last: number;
+    }
+  >;
 }
 
 /**
@@ -116,7 +126,8 @@ with torch.no_grad():
             t0 = time.perf_counter()
             _, err = couple(x, y)
             ts.append(time.perf_counter() - t0)
-        out["dims"][str(d)] = {"ms": median(ts) * 1e3, "marginal_error": err}
+        out["dims"][str(d)] = {"ms": median(ts) * 1e3, "ms_min": min(ts) * 1e3,
+                               "ms_max": max(ts) * 1e3, "marginal_error": err}
 print(json.dumps(out))
 `;
 
@@ -124,7 +135,7 @@ print(json.dumps(out))
 export interface TorchSinkhornResult {
   threads: number;
   version: string;
-  dims: Record<string, { ms: number; marginal_error: number }>;
+  dims: Record<string, { ms: number; ms_min: number; ms_max: number; marginal_error: number }>;
 }
 
 /**
@@ -166,17 +177,17 @@ with torch.no_grad():
         t0 = time.perf_counter()
         x = sample(steps)
         ts.append(time.perf_counter() - t0)
-        # As ours: one run of many seconds already amortises everything.
-        if ts[-1] > 20:
-            break
     ok = bool(torch.isfinite(x).all())
-print(json.dumps({"ms": median(ts) * 1e3, "finite": ok, "reps": len(ts),
+print(json.dumps({"ms": median(ts) * 1e3, "ms_min": min(ts) * 1e3, "ms_max": max(ts) * 1e3,
+                  "finite": ok, "reps": len(ts),
                   "threads": torch.get_num_threads(), "version": torch.__version__}))
 `;
 
 /** The result of {@linkcode torchSample}. */
 export interface TorchSampleResult {
   ms: number;
+  ms_min: number;
+  ms_max: number;
   finite: boolean;
   reps: number;
   threads: number;

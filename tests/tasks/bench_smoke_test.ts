@@ -31,6 +31,15 @@ function checkRecord(r: Rec): void {
   const name = String(r.case);
   assert.ok(typeof r.case === "string", `record without a case: ${JSON.stringify(r)}`);
   assert.ok("adapter" in r, `${name}: no adapter key`);
+  if (name === "env") {
+    assert.equal(r.reps, 5, "env: repetitions per figure");
+    const torch = r.torch as Rec | null;
+    // With PyTorch present, the record names the BLAS its process really loaded.
+    if (torch !== null && !("error" in torch)) {
+      assert.ok(Array.isArray(torch.blas_loaded) && Array.isArray(torch.blas_config));
+    }
+    return;
+  }
   if (r.adapter === null) {
     assert.equal(typeof r.skipped, "string", `${name}: no adapter but no skipped reason`);
     return;
@@ -51,6 +60,13 @@ function checkRecord(r: Rec): void {
       assert.ok(isNum(r[p.ratio]), `${name}: ${p.ratio} = ${r[p.ratio]}`);
       assertClose([r[p.ratio] as number], [want], { rtol: 1e-3, msg: `${name} ${p.ratio}` });
     }
+  }
+  // Every figure comes with the spread of its repetitions: min ≤ median ≤ max.
+  for (const f of ["ours", ...(PEERS[name] ?? []).map((p) => p.key)]) {
+    if (name === "fma-peak" || r[f] === null) continue;
+    const lo = r[`${f}_min`], hi = r[`${f}_max`];
+    assert.ok(isNum(lo) && isNum(hi), `${name}: ${f}_min/${f}_max = ${lo}, ${hi}`);
+    assert.ok(lo <= (r[f] as number) * (1 + 1e-4) && (r[f] as number) <= hi * (1 + 1e-4), name);
   }
   if (name === "toy-cfm") {
     assert.ok(isNum(r.batch), "toy-cfm: batch");
@@ -88,10 +104,28 @@ Deno.test("bench --smoke prints a JSON record with the expected keys for every c
   });
   for (const r of records) checkRecord(r);
   const seen = new Set(records.map((r) => r.case));
-  assert.deepEqual([...seen], CASES.map((c) => c.name), "one or more records per case, in order");
+  assert.deepEqual(
+    [...seen],
+    ["env", ...CASES.map((c) => c.name)],
+    "the environment, then one or more records per case, in order",
+  );
   if (records[0]!.adapter !== null) {
     assert.equal(records.filter((r) => r.case === "sinkhorn").length, 2, "sinkhorn: 2-D, 784-D");
   }
+});
+
+Deno.test("bench --compare with an unreadable baseline fails before benchmarking", async () => {
+  const task: string = JSON.parse(await Deno.readTextFile("deno.json")).tasks.bench;
+  const words = task.split(/\s+/);
+  const out = await new Deno.Command("deno", {
+    args: [...words.slice(1), "--smoke", "--compare", "/tmp/no-such-bench-baseline.jsonl"],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).output();
+  assert.equal(out.success, false);
+  assert.equal(new TextDecoder().decode(out.stdout).trim(), "", "no record was printed");
+  assert.match(new TextDecoder().decode(out.stderr), /--compare \/tmp\/no-such-bench-baseline/);
 });
 
 Deno.test("registerTfjsGradients gives tfjs the toy MLP gradients our autodiff computes", async () => {
