@@ -15,6 +15,7 @@ import {
   valueAndGrad,
 } from "../../mod.ts";
 import { tfjsCfm } from "../peers/tfjs_cfm.ts";
+import type { WebGPUBackend } from "../../lib/backend/webgpu.ts";
 import { torchCfm } from "../peers/torch_flow.ts";
 import {
   BENCH_REPS,
@@ -28,6 +29,20 @@ import {
   spreadFields,
   why,
 } from "./common.ts";
+
+/** Device memory over the timed steps (WebGPU backend only), in bytes. */
+export interface StepMemory {
+  /** High-water mark of bytes held by live tensors. */
+  peak_live_bytes: number;
+  /** Bytes the buffer pool holds for reuse after the steps. */
+  pooled_bytes: number;
+  /** A lower bound for any implementation of the step (see the computation). */
+  min_bytes: number;
+  /** Buffers the pool had to create during the timed steps (0: nothing new after warm-up). */
+  buffers_created_after_warmup: number;
+  /** Upload buffers created during the timed steps. */
+  upload_buffers_created_after_warmup: number;
+}
 
 /** Sizes of one run of the case. */
 export interface ToyCfmConfig {
@@ -55,7 +70,15 @@ export interface ToyCfmConfig {
 export async function oursCfm(
   batch: number,
   cfg: ToyCfmConfig,
-): Promise<{ stepsPerSec: number; rate: Spread; lossFirst: number; lossLast: number }> {
+): Promise<
+  {
+    stepsPerSec: number;
+    rate: Spread;
+    lossFirst: number;
+    lossLast: number;
+    memory: StepMemory | null;
+  }
+> {
   const be = getBackend();
   const net = new nn.VelocityMLP({ dim: 2, hidden: cfg.hidden, depth: cfg.depth, seed: 0 });
   const params = net.parameters();
@@ -79,6 +102,9 @@ export async function oursCfm(
   try {
     for (let i = 0; i < cfg.warmup; i++) step();
     await be.sync();
+    const gpu = "peakLiveBytes" in be ? be as unknown as WebGPUBackend : null;
+    gpu?.resetPeakLiveBytes();
+    const s0 = gpu?.stats();
     const rates: number[] = [];
     for (let r = 0; r < cfg.reps; r++) {
       const t0 = performance.now();
@@ -86,6 +112,19 @@ export async function oursCfm(
       await be.sync();
       rates.push(cfg.steps / ((performance.now() - t0) / 1000));
     }
+    const s1 = gpu?.stats();
+    const ps = params.reduce((a, p) => a + p.size, 0);
+    const memory = gpu && s0 && s1
+      ? {
+        peak_live_bytes: gpu.peakLiveBytes(),
+        pooled_bytes: s1.pooledBytes,
+        // Parameters, gradients and Adam's two moments, plus what backward must keep: each
+        // linear layer's input and each hidden pre-activation (SiLU's derivative needs it).
+        min_bytes: 4 * (4 * ps + batch * (3 + 2 * cfg.hidden * cfg.depth + 2)),
+        buffers_created_after_warmup: s1.buffersCreated - s0.buffersCreated,
+        upload_buffers_created_after_warmup: s1.uploadsCreated - s0.uploadsCreated,
+      }
+      : null;
     const ls: number[] = [];
     for (const l of losses) ls.push(await l.item());
     const k = Math.max(1, Math.min(3, ls.length >> 1));
@@ -93,6 +132,7 @@ export async function oursCfm(
     return {
       stepsPerSec: spread(rates).median,
       rate: spread(rates),
+      memory,
       lossFirst: avg(ls.slice(0, k)),
       lossLast: avg(ls.slice(-k)),
     };
@@ -168,6 +208,7 @@ export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
       ...(tf ? { tfjs_loss: [round(tf.lossFirst), round(tf.lossLast)] } : {}),
       ...(th ? { torch_loss: [round(th.loss_first), round(th.loss_last)] } : {}),
       config: { hidden: cfg.hidden, depth: cfg.depth, steps: cfg.steps, reps: cfg.reps },
+      ...(ours.memory ? { memory: ours.memory } : {}),
       ...(torch ? { torch_threads: torch.threads } : {}),
       ...(tfSkip ? { tfjs_skipped: tfSkip } : {}),
       ...(torchSkip ? { torch_skipped: torchSkip } : {}),

@@ -66,6 +66,8 @@ export class GpuStorage implements Storage {
 export interface WebGPUStats extends RuntimeStats {
   /** Bytes held by live storages (4 per element). */
   liveBytes: number;
+  /** The most `liveBytes` reached since the backend was made or `resetPeakLiveBytes()`. */
+  peakLiveBytes: number;
 }
 
 const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
@@ -115,6 +117,7 @@ export class WebGPUBackend implements Backend {
   /** The runtime (device, pool, batching). */
   readonly runtime: GpuRuntime;
   #live = 0;
+  #peak = 0;
   #cpuAdapter: boolean;
   #registry: FinalizationRegistry<{ buf: GPUBuffer; bytes: number }>;
   #adapter: { isFallback: boolean; description: string };
@@ -187,6 +190,7 @@ export class WebGPUBackend implements Backend {
     const s = new GpuStorage(size, buf);
     const bytes = size * 4;
     this.#live += bytes;
+    if (this.#live > this.#peak) this.#peak = this.#live;
     this.#registry.register(s, { buf, bytes }, s);
     return s;
   }
@@ -230,6 +234,16 @@ export class WebGPUBackend implements Backend {
     return this.#live;
   }
 
+  /** The high-water mark of `liveBytes()` since creation or the last reset. */
+  peakLiveBytes(): number {
+    return this.#peak;
+  }
+
+  /** Start a new high-water mark at the current `liveBytes()` (e.g. before one step). */
+  resetPeakLiveBytes(): void {
+    this.#peak = this.#live;
+  }
+
   flush(): void {
     this.runtime.flush();
   }
@@ -240,7 +254,7 @@ export class WebGPUBackend implements Backend {
 
   /** Counters: submits, dispatches, pool and live bytes (see `RuntimeStats`). */
   stats(): WebGPUStats {
-    return { ...this.runtime.stats(), liveBytes: this.#live };
+    return { ...this.runtime.stats(), liveBytes: this.#live, peakLiveBytes: this.#peak };
   }
 
   /** @internal Destroy the device, as a lost device would (tests). */

@@ -71,6 +71,8 @@ export interface PoolStats {
  */
 export class BufferPool<B extends { size: number }> {
   #free = new Map<number, B[]>();
+  // When each pooled buffer became safe to overwrite from the queue (see `acquireIdle`).
+  #mark = new WeakMap<B, number>();
   #pooled = 0;
   #created = 0;
   #reused = 0;
@@ -86,7 +88,45 @@ export class BufferPool<B extends { size: number }> {
     readonly discard: (b: B) => void,
     readonly capBytes: number,
     readonly limit = Infinity,
+    readonly clock: { releaseMark(): number; now(): number } = {
+      releaseMark: () => 0,
+      now: () => 0,
+    },
   ) {}
+
+  /**
+   * A pooled buffer of `bytes`' size class that no unsubmitted work can still read, or `null`:
+   * one whose release mark (`clock.releaseMark()` when it was released) is at most
+   * `clock.now()`. `queue.writeBuffer` into it is then safe, since the write is ordered after
+   * every submitted command buffer and nothing pending refers to it. The oldest release is
+   * tried, as the likeliest to qualify.
+   *
+   * @example
+   * ```ts
+   * import { strict as assert } from "node:assert";
+   * import { BufferPool } from "./pool.ts";
+   * let submits = 0, open = true; // an encoder is recording work
+   * const pool = new BufferPool((n) => ({ size: n }), () => {}, 1 << 20, Infinity, {
+   *   releaseMark: () => submits + (open ? 1 : 0),
+   *   now: () => submits,
+   * });
+   * const b = pool.acquire(64);
+   * pool.release(b); // the open encoder may still read b
+   * assert.equal(pool.acquireIdle(64), null);
+   * submits++; // that encoder is submitted
+   * assert.equal(pool.acquireIdle(64), b);
+   * ```
+   */
+  acquireIdle(bytes: number): B | null {
+    const c = sizeClass(bytes, this.limit);
+    const list = this.#free.get(c);
+    const b = list?.[0];
+    if (!b || (this.#mark.get(b) ?? 0) > this.clock.now()) return null;
+    list!.shift();
+    this.#pooled -= c;
+    this.#reused++;
+    return b;
+  }
 
   /** A buffer of at least `bytes` bytes (its `size` is the size class). */
   acquire(bytes: number): B {
@@ -111,6 +151,7 @@ export class BufferPool<B extends { size: number }> {
     let list = this.#free.get(b.size);
     if (!list) this.#free.set(b.size, list = []);
     list.push(b);
+    this.#mark.set(b, this.clock.releaseMark());
     this.#pooled += b.size;
   }
 

@@ -6,7 +6,8 @@
  * possible) until a readback, `flush()`, or the batch limit; never one submit per op (on
  * lavapipe a submit costs ~5x a dispatch in a shared pass). `queue.writeBuffer` runs on the
  * queue timeline *before* the unsubmitted encoder, so nothing pending is ever written that
- * way: uploads go into fresh `mappedAtCreation` buffers, and per-dispatch parameters are
+ * way: uploads go into pooled buffers that no unsubmitted work can read (released before the
+ * last submit) or else fresh `mappedAtCreation` ones, and per-dispatch parameters are
  * appended to a CPU-side uniform arena that is written once, right before its submit.
  * @module
  */
@@ -40,6 +41,10 @@ export interface RuntimeStats {
   buffersCreated: number;
   /** Storage-buffer acquisitions served from the pool. */
   buffersReused: number;
+  /** Uploads (`upload` calls). */
+  uploads: number;
+  /** Uploads that created a buffer (the rest reused an idle pooled one). */
+  uploadsCreated: number;
 }
 
 /** Options of `GpuRuntime.create`. */
@@ -173,7 +178,7 @@ export class GpuRuntime {
   #toDestroy: GPUBuffer[] = [];
   #kernels = new Map<string, Kernel>();
   #pool: BufferPool<GPUBuffer>;
-  #stats = { submits: 0, dispatches: 0, reads: 0 };
+  #stats = { submits: 0, dispatches: 0, reads: 0, uploads: 0, uploadsCreated: 0 };
 
   private constructor(adapter: GPUAdapter, device: GPUDevice, opts: RuntimeOptions) {
     this.device = device;
@@ -198,6 +203,12 @@ export class GpuRuntime {
       (b) => this.#destroyLater(b),
       cap,
       this.maxBindingBytes,
+      // A buffer released while an encoder is open may be read by that encoder's work: it is
+      // safe to overwrite from the queue once that encoder is submitted.
+      {
+        releaseMark: () => this.#stats.submits + (this.#encoder ? 1 : 0),
+        now: () => this.#stats.submits,
+      },
     );
     device.lost.then((info) => {
       this.#markLost(`${info.reason ?? "unknown"}: ${info.message || "no message"}`);
@@ -300,7 +311,12 @@ export class GpuRuntime {
     this.#pool.release(b);
   }
 
-  /** A fresh storage buffer initialised with `data` (never a pooled one: see the file doc). */
+  /**
+   * A storage buffer initialised with `data`: a pooled one that no unsubmitted work can read,
+   * written with `queue.writeBuffer` (ordered before the open encoder, which does not use it),
+   * else a fresh one mapped at creation. Reusing idle buffers keeps a training loop that
+   * uploads a batch per step from creating a buffer per step.
+   */
   upload(data: Float32Array): GPUBuffer {
     this.checkAlive();
     if (data.byteLength > this.maxBindingBytes) {
@@ -309,6 +325,13 @@ export class GpuRuntime {
           `(maxStorageBufferBindingSize) but found ${data.byteLength}`,
       );
     }
+    this.#stats.uploads++;
+    const idle = data.byteLength > 0 ? this.#pool.acquireIdle(data.byteLength) : null;
+    if (idle) {
+      this.device.queue.writeBuffer(idle, 0, data as Float32Array<ArrayBuffer>);
+      return idle;
+    }
+    this.#stats.uploadsCreated++;
     const b = this.device.createBuffer({
       size: sizeClass(data.byteLength, this.maxBindingBytes),
       usage: STORAGE_USAGE,

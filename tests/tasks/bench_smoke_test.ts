@@ -70,6 +70,15 @@ function checkRecord(r: Rec): void {
   }
   if (name === "toy-cfm") {
     assert.ok(isNum(r.batch), "toy-cfm: batch");
+    const mem = r.memory as Rec | undefined;
+    if (r.backend === "webgpu") {
+      assert.ok(mem, "toy-cfm: memory on the WebGPU backend");
+      // The lower bound (parameters, gradients, Adam moments, saved activations) is one.
+      assert.ok((mem.peak_live_bytes as number) >= (mem.min_bytes as number), JSON.stringify(mem));
+      // (No allocation after warm-up is tested on fit in tests/gpu/step_alloc_test.ts: the
+      // smoke run's two warm-up steps are too few.)
+      assert.ok(isNum(mem.buffers_created_after_warmup), JSON.stringify(mem));
+    }
     const loss = r.loss as unknown[];
     assert.ok(Array.isArray(loss) && loss.length === 2 && loss.every(isNum), "toy-cfm: loss");
   }
