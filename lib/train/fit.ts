@@ -553,7 +553,15 @@ export async function fit<M extends Module>(
       throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
     };
 
+    // A step only records GPU work, so between the log reads the loop never waits on the event
+    // loop, and a signal's listener (a macrotask) could not run for logEvery steps (minutes for
+    // a slow model). With a stop signal to watch, yield to the event loop at least every 200 ms.
+    let yielded = performance.now();
     while (step < maxSteps) {
+      if (o.signal && performance.now() - yielded > 200) {
+        await new Promise((r) => setTimeout(r, 0));
+        yielded = performance.now();
+      }
       if (o.signal?.aborted) await stopHere();
       const s = step + 1;
       if (o.lrSchedule) opt.lr = o.lrSchedule(s - 1, baseLr);

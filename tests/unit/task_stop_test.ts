@@ -128,6 +128,43 @@ Deno.test("runTask: the parent exiting aborts taskSignal(); fit checkpoints the 
   }
 });
 
+Deno.test("fit honours a stop request between log reads: a signal's timer runs within ~200 ms of steps that never wait", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "task-stop-yield-" });
+  try {
+    const model = new nn.Linear(2, 1, { seed: 0 });
+    const x = tensor([[1, 2], [3, 4]]), y = tensor([[1], [2]]);
+    const stop = new AbortController();
+    // A timer, like a signal listener, is a macrotask: it runs only when the loop yields.
+    setTimeout(() => stop.abort(new TaskStop("received SIGTERM", 143)), 100);
+    const run = await createRun("demo", { outputDir: dir, expName: "y", config: {} });
+    const err = await fit({
+      model,
+      optimizer: new optim.Adam({ lr: 0.05 }),
+      prepare() {
+        // A slow step that never awaits anything (as GPU steps between two log reads).
+        const t = performance.now();
+        while (performance.now() - t < 30) { /* busy */ }
+      },
+      loss: () => ({ loss: model.forward(x).sub(y).square().mean() as Tensor }),
+    }, {
+      run,
+      maxSteps: 300,
+      logEvery: 1_000_000,
+      checkpointEvery: 1_000_000,
+      progress: false,
+      log: () => {},
+      signal: stop.signal,
+    }).then(() => null, (e) => e);
+    assert.ok(err instanceof TrainingStoppedError, `fit ran to the end: ${err}`);
+    // 100 ms of timer plus at most 200 ms between yields, at 30 ms a step: about 10 steps.
+    assert.ok(err.step >= 3 && err.step <= 30, `stopped at step ${err.step}`);
+    assert.equal(err.exitCode, 143);
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("TaskStop and TrainingStoppedError carry the exit status of the request", () => {
   const reason = new TaskStop("received SIGTERM", 143);
   const e = new TrainingStoppedError(7, 10, "runs/a", null, reason);
