@@ -14,6 +14,7 @@ import {
   type EvalMetric,
   type EvalRecord,
   evaluateCfm,
+  loadClassifier,
   Progress,
   readCfmCheckpoint,
   SAMPLER_METHODS,
@@ -24,6 +25,9 @@ import { flowMapCheckpointIn } from "./_flowmap.ts";
 import { type FlowMapEvalRecord, main as evalFlowMap } from "./eval_flowmap.ts";
 
 export { EVAL_METRICS, type EvalMetric, type EvalRecord } from "../mod.ts";
+
+/** The shipped Fashion-MNIST classifier (assets/README.md gives the command that made it). */
+export const DEFAULT_CLASSIFIER = "assets/classifier_fmnist.safetensors";
 
 /**
  * The flags.
@@ -40,7 +44,7 @@ export const EVAL_FLAGS = [
   {
     name: "metrics",
     type: "string",
-    help: `comma-separated: ${EVAL_METRICS.join(",")} (default all; images: w2,mmd,nfe)`,
+    help: `comma-separated: ${EVAL_METRICS.join(",")} (default all; images: w2,mmd,nfe,fd)`,
   },
   { name: "num-samples", type: "int", default: 2000, min: 2, help: "samples to score" },
   {
@@ -62,6 +66,13 @@ export const EVAL_FLAGS = [
   { name: "kl-bins", type: "int", default: 25, min: 2, help: "histogram bins per axis for kl" },
   { name: "use-ema", type: "bool", default: true, help: "sample with the EMA weights" },
   { name: "seed", type: "int", default: 0, min: 0, help: "seed of noise and reference data" },
+  {
+    name: "classifier",
+    type: "string",
+    default: DEFAULT_CLASSIFIER,
+    help: "train:classifier checkpoint for fd and class-acc",
+  },
+  { name: "cfg-scale", type: "number", default: 1, min: 0, help: "guidance (class-conditional)" },
 ] as const satisfies readonly FlagSpec[];
 
 /**
@@ -117,8 +128,14 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
   }
   const given = f.metrics === undefined ? undefined : parseMetrics(f.metrics);
   const ck = await readCfmCheckpoint(f.checkpoint);
+  const images = ck.config.dataset === "fashion-mnist";
   const metrics = given ??
-    (ck.config.dataShape.length === 1 ? [...EVAL_METRICS] : ["w2", "mmd", "nfe"] as EvalMetric[]);
+    (images
+      ? ["w2", "mmd", "nfe", "fd", ...(ck.config.numClasses > 0 ? ["class-acc" as const] : [])]
+      : EVAL_METRICS.filter((m) => m !== "fd" && m !== "class-acc")) as EvalMetric[];
+  const clf = metrics.includes("fd") || metrics.includes("class-acc")
+    ? await loadClassifier(f.classifier)
+    : null;
   let progress: Progress | undefined;
   const rec = await evaluateCfm(ck, {
     metrics,
@@ -131,6 +148,8 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
     klBins: f.klBins,
     useEma: f.useEma,
     seed: f.seed,
+    classifier: clf?.model,
+    cfgScale: f.cfgScale,
     // One progress line per stage (sampling, reference data, each metric), the first at once.
     onStage: (stage, done, count) => {
       if (done === 0) {
@@ -141,7 +160,8 @@ export async function main(argv: readonly string[]): Promise<EvalRecord | null> 
         progress!.done();
       } else progress!.update(done, { next: stage });
     },
-  });
+  }).finally(() => clf?.model.dispose());
+  if (clf) rec.classifier = clf.path;
   // The seeds' key spelling (snake_case) in the printed line and eval.jsonl.
   const line = JSON.stringify(snakeKeys(rec as unknown as Record<string, unknown>));
   console.log(line);

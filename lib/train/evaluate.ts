@@ -6,7 +6,9 @@
 import { Generator } from "../random.ts";
 import { loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { disposeRecorded, type SamplerMethod } from "../flow/mod.ts";
-import { histogramKL, mmdRbf, straightness, w2 } from "../metrics/mod.ts";
+import { frechetDistance, histogramKL, mmdRbf, straightness, w2 } from "../metrics/mod.ts";
+import type * as nn from "../nn/mod.ts";
+import { classifierAccuracy, featureStats } from "./classifier.ts";
 import {
   type CfmDataset,
   cfmModelFromCheckpoint,
@@ -15,16 +17,18 @@ import {
 } from "./cfm_model.ts";
 
 /**
- * Metric names of {@linkcode evaluateCfm}.
+ * Metric names of {@linkcode evaluateCfm}. `fd` (Fréchet distance on a classifier's
+ * penultimate features, not the Inception FID) and `class-acc` (the classifier's agreement
+ * with the intended class) are for Fashion-MNIST image models.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { EVAL_METRICS } from "../../mod.ts";
- * assert.equal(EVAL_METRICS.join(","), "w2,kl,mmd,straightness,nfe");
+ * assert.equal(EVAL_METRICS.join(","), "w2,kl,mmd,straightness,nfe,fd,class-acc");
  * ```
  */
-export const EVAL_METRICS = ["w2", "kl", "mmd", "straightness", "nfe"] as const;
+export const EVAL_METRICS = ["w2", "kl", "mmd", "straightness", "nfe", "fd", "class-acc"] as const;
 /** A metric name. */
 export type EvalMetric = typeof EVAL_METRICS[number];
 
@@ -50,6 +54,13 @@ export interface EvaluateOptions {
   useEma?: boolean;
   /** Seed of the noise; the reference data use `seed + 1000003`. */
   seed: number;
+  /**
+   * The image classifier whose penultimate features give `fd` and whose predictions give
+   * `class-acc` (a `train:classifier` model; needed by those two metrics only).
+   */
+  classifier?: nn.MLPClassifier;
+  /** Classifier-free guidance scale for class-conditional models (default 1: none). */
+  cfgScale?: number;
   /** Called as each stage starts ("sample", "reference data", then each metric) and with
    * `null` when all are done: stages done so far, and their count (for progress). */
   onStage?: (stage: string | null, done: number, count: number) => void;
@@ -85,6 +96,21 @@ export interface EvalRecord {
   lengthRatio?: number;
   /** Velocity evaluations per sample. */
   nfe?: number;
+  /** Classifier-free guidance scale the samples were drawn with. */
+  cfgScale?: number;
+  /**
+   * Fréchet distance between the classifier's penultimate features of the samples and of as
+   * many test images (FD, not the Inception FID).
+   */
+  fd?: number;
+  /** The same FD for as many real training images: the floor a perfect model would reach. */
+  fdRealTrainTest?: number;
+  /** Fraction of samples the classifier assigns to the class they were drawn for. */
+  classAcc?: number;
+  /** `classAcc` per class. */
+  classAccPerClass?: number[];
+  /** The classifier checkpoint read (set by the eval task). */
+  classifier?: string;
 }
 
 /**
@@ -165,10 +191,40 @@ export async function evaluateCfm(
       `--dataset ${dataset} does not match the checkpoint's data (${ck.config.dataset})`,
     );
   }
+  const wantFd = o.metrics.includes("fd"), wantAcc = o.metrics.includes("class-acc");
+  const C = ck.config.numClasses;
+  if ((wantFd || wantAcc) && dataset !== "fashion-mnist") {
+    throw new RangeError(
+      `--metrics fd and class-acc score images with a Fashion-MNIST classifier, but the ` +
+        `checkpoint's data are ${dataset}`,
+    );
+  }
+  if ((wantFd || wantAcc) && !o.classifier) {
+    throw new RangeError(
+      "--metrics fd and class-acc need a classifier (--classifier; deno task train:classifier)",
+    );
+  }
+  const width = ck.config.dataShape.reduce((a, b) => a * b, 1);
+  if (o.classifier && o.classifier.inputDim !== width) {
+    throw new RangeError(
+      `The classifier takes ${o.classifier.inputDim} inputs but the model's samples have ` +
+        `shape [${ck.config.dataShape}]`,
+    );
+  }
+  if (wantAcc && C === 0) {
+    throw new RangeError(
+      "--metrics class-acc needs a class-conditional checkpoint (trained with --num-classes); " +
+        "this one is unconditional: use fd",
+    );
+  }
+  // Balanced intended classes (i mod C) whenever a class metric reads them.
+  const labels = C > 0 && (wantFd || wantAcc)
+    ? Float32Array.from({ length: o.numSamples }, (_, i) => i % C)
+    : undefined;
   const useEma = o.useEma ?? true;
   const model = cfmModelFromCheckpoint(ck, useEma);
   const record = o.metrics.includes("straightness");
-  const needRef = o.metrics.some((m) => m === "w2" || m === "kl" || m === "mmd");
+  const needRef = o.metrics.some((m) => m === "w2" || m === "kl" || m === "mmd" || m === "fd");
   const count = 1 + (needRef ? 1 : 0) + o.metrics.length;
   let done = 0;
   const stage = (name: string | null) => o.onStage?.(name, done++, count);
@@ -183,6 +239,8 @@ export async function evaluateCfm(
       atol: o.atol,
       rtol: o.rtol,
       record,
+      labels,
+      cfgScale: o.cfgScale ?? 1,
     });
   } finally {
     model.dispose();
@@ -196,6 +254,7 @@ export async function evaluateCfm(
     numSamples: o.numSamples,
     seed: o.seed,
     useEma,
+    ...(C > 0 ? { cfgScale: o.cfgScale ?? 1 } : {}),
   };
   try {
     const dim = gen.x.length / o.numSamples;
@@ -217,6 +276,17 @@ export async function evaluateCfm(
         out.straightness = s.straightness;
         out.lengthRatio = s.lengthRatio;
       } else if (m === "nfe") out.nfe = gen.nfe;
+      else if (m === "fd") {
+        const clf = o.classifier!;
+        const test = await featureStats(clf, ref!);
+        out.fd = frechetDistance(await featureStats(clf, gen.x), test);
+        const train = await loadFashionMnist({ split: "train", limit: o.numSamples });
+        out.fdRealTrainTest = frechetDistance(await featureStats(clf, train.images), test);
+      } else if (m === "class-acc") {
+        const r = await classifierAccuracy(o.classifier!, gen.x, labels!);
+        out.classAcc = r.accuracy;
+        out.classAccPerClass = r.perClass;
+      }
     }
     stage(null);
   } finally {

@@ -128,4 +128,5 @@ export {
   imageRows,
   loadClassifier,
   type LoadedClassifier,
+  shiftImages,
 } from "./classifier.ts";
