@@ -6,6 +6,7 @@
 import {
   CFM_DATASETS,
   CFM_MODELS,
+  CFM_OPTIMIZERS,
   type CfmDataset,
   type CfmModel,
   type CfmTrainerConfig,
@@ -135,8 +136,10 @@ export const TRAIN_CFM_FLAGS = [
     default: 1e-3,
     min: 0,
     aliases: ["learning-rate"],
-    help: "Adam learning rate",
+    help: "Adam/AdamW learning rate (muon: of the AdamW part)",
   },
+  { name: "optimizer", type: "choice", choices: CFM_OPTIMIZERS, default: "adam", help: "rule" },
+  { name: "muon-lr", type: "number", min: 0, help: "Muon's rate for matrices (0.02; muon only)" },
   { name: "max-train-steps", type: "int", default: 2000, min: 1, help: "optimizer steps" },
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
   {
@@ -150,20 +153,8 @@ export const TRAIN_CFM_FLAGS = [
   { name: "seed", type: "int", default: 0, min: 0, help: "random seed" },
   { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
   { name: "exp-name", type: "string", help: "run directory name (default train-cfm-<time>)" },
-  {
-    name: "checkpoint-every",
-    type: "int",
-    default: 1000,
-    min: 1,
-    help: "steps between checkpoints",
-  },
-  {
-    name: "sample-every",
-    type: "int",
-    default: 0,
-    min: 0,
-    help: "steps between sample images (0: at the end only)",
-  },
+  { name: "checkpoint-every", type: "int", default: 1000, min: 1, help: "checkpoint period" },
+  { name: "sample-every", type: "int", default: 0, min: 0, help: "sample period (0: at the end)" },
   { name: "sample-steps", type: "int", default: 50, min: 1, help: "midpoint steps for samples" },
   { name: "log-every", type: "int", default: 100, min: 1, help: "steps between metric lines" },
   { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
@@ -216,6 +207,9 @@ export function parseTrainCfmFlags(
   }
   if (!images && model === "dit-tiny") {
     throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
+  }
+  if (f.muonLr !== undefined && f.optimizer !== "muon") {
+    throw new RangeError(`--muon-lr is Muon's learning rate: use it with --optimizer muon`);
   }
   if (f.ot !== "none" && f.otReg <= 0) {
     throw new RangeError(`Expected --ot-reg to be a number > 0 but found ${f.otReg}`);

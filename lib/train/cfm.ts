@@ -11,7 +11,7 @@
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/mod.ts";
 import { Generator } from "../random.ts";
-import { Adam, EMA } from "../optim/mod.ts";
+import { Adam, AdamW, EMA, Muon, muonMask, type Optimizer } from "../optim/mod.ts";
 import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
 import type { StepContext, Trainer } from "./fit.ts";
@@ -127,10 +127,67 @@ export interface CfmTrainerConfig extends CfmModelConfig {
   timeStd: number;
   /** Batch size. */
   batchSize: number;
-  /** Adam learning rate. */
+  /** Learning rate of Adam/AdamW (with Muon: of its AdamW part). */
   lr: number;
   /** EMA decay. */
   emaDecay: number;
+  /** The update rule (default "adam"). */
+  optimizer?: CfmOptimizer;
+  /** Muon's learning rate for the weight matrices (default 0.02; `optimizer` "muon" only). */
+  muonLr?: number;
+}
+
+/**
+ * The optimizers `cfmTrainer` can use: Adam (the default), AdamW (decoupled decay 0.01), or
+ * Muon on the weight matrices with AdamW on biases, norms and embedding tables.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CFM_OPTIMIZERS } from "../../mod.ts";
+ * assert.equal(CFM_OPTIMIZERS.join("|"), "adam|adamw|muon");
+ * ```
+ */
+export const CFM_OPTIMIZERS = ["adam", "adamw", "muon"] as const;
+/** A `CFM_OPTIMIZERS` name. */
+export type CfmOptimizer = typeof CFM_OPTIMIZERS[number];
+
+/**
+ * The optimizer `name` for `model`'s parameters (in `parameters()` order): Adam or AdamW at
+ * `lr`, or Muon at `muonLr` on the matrices `muonMask` picks and AdamW at `lr` (betas
+ * 0.9/0.95) on the rest.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { buildOptimizer, nn, optim } from "../../mod.ts";
+ * const net = new nn.VelocityMLP({ dim: 2, hidden: 8, depth: 2, seed: 0 });
+ * const opt = buildOptimizer("muon", net, { lr: 1e-3 });
+ * assert.ok(opt instanceof optim.Muon && opt.lr === 0.02);
+ * assert.throws(() => buildOptimizer("sgd" as "adam", net, { lr: 1e-3 }), RangeError);
+ * ```
+ */
+export function buildOptimizer(
+  name: CfmOptimizer,
+  model: { namedParameters(): Map<string, Tensor> },
+  o: { lr: number; muonLr?: number },
+): Optimizer {
+  switch (name) {
+    case "adam":
+      return new Adam({ lr: o.lr });
+    case "adamw":
+      return new AdamW({ lr: o.lr });
+    case "muon":
+      return new Muon({
+        lr: o.muonLr ?? 0.02,
+        muon: muonMask(model.namedParameters()),
+        adamw: { lr: o.lr },
+      });
+    default:
+      throw new RangeError(
+        `Expected the optimizer to be one of ${CFM_OPTIMIZERS.join(", ")} but found ${name}`,
+      );
+  }
 }
 
 /** One training batch (after coupling). */
@@ -150,7 +207,7 @@ export interface CfmTrainer extends Trainer<CfmNet> {
 }
 
 /**
- * A trainer for CFM / OT-CFM with Adam and an EMA. `generator` must be the run's stream
+ * A trainer for CFM / OT-CFM with Adam (or `optimizer`: AdamW, Muon) and an EMA. `generator` must be the run's stream
  * (pass the same one to `fit`): the label dropout draws from it.
  *
  * @example
@@ -181,7 +238,7 @@ export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Genera
   let cur: CfmBatch | null = null;
   return {
     model,
-    optimizer: new Adam({ lr: c.lr }),
+    optimizer: buildOptimizer(c.optimizer ?? "adam", model, c),
     ema: new EMA(model, { decay: c.emaDecay }),
     get batch() {
       return cur;

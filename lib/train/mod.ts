@@ -53,10 +53,13 @@ export {
   velocityOf,
 } from "./cfm_model.ts";
 export {
+  buildOptimizer,
+  CFM_OPTIMIZERS,
   type CfmBatch,
   type CfmData,
   cfmData,
   type CfmDataOptions,
+  type CfmOptimizer,
   type CfmTrainer,
   cfmTrainer,
   type CfmTrainerConfig,
