@@ -3,7 +3,7 @@
 
 Run by hand (Debian's python3-torch; use /usr/bin/python3 if a pyenv python shadows it):
 
-    /usr/bin/python3 tasks/gen_fixtures.py [mlp|attn|dit|optim|train|muon ...]
+    /usr/bin/python3 tasks/gen_fixtures.py [mlp|attn|dit|optim|train|muon|repa ...]
 
 Weights and inputs are drawn in float32 (so the TypeScript side sees exactly the same
 values), then every reference output and gradient is computed in float64 and stored as F32.
@@ -33,6 +33,11 @@ Files:
                           wide and a conv (flattened) matrix, with torch.optim.AdamW on a bias and
                           an embedding table left out of Muon; two settings (nesterov + decay,
                           plain momentum without decay). Computed in float64.
+  torch_repa.safetensors  The REPA projection loss as StableVelocity's SILoss computes it
+                          (F.normalize, -cosine averaged over patches, per-sample weights of the
+                          five VA-REPA schedules or uniform, sum(w*l)/sum(w), 0 when sum(w) <= 1e-8)
+                          and its gradient w.r.t. the projected features, for z, z~ [6, 3, 5];
+                          times are stored in flowgpu's convention (t = 1 data), SV's is 1 - t.
 """
 import json
 import math
@@ -438,11 +443,71 @@ def gen_muon():
     }))
 
 
+# ---------------------------------------------------------------- REPA projection loss
+
+def sv_proj_weight(name, t, tau=0.7, k=20.0):
+    """StableVelocity StableVM/loss.py's schedules; t in SV's convention (0 data, 1 noise)."""
+    if name == "uniform":
+        return torch.ones_like(t)
+    if name == "hard":
+        return (t < tau).double()
+    if name == "hard_high":
+        return (t >= tau).double()
+    if name == "sigmoid":
+        return torch.sigmoid(k * (tau - t))
+    if name == "cosine":
+        w = 0.5 * (1.0 + torch.cos(math.pi * t / tau))
+        return torch.where(t < tau, w, torch.zeros_like(w))
+    if name == "snr":  # linear path
+        tc = t.clamp(min=1e-6, max=1.0 - 1e-6)
+        tau_c = max(min(tau, 1.0 - 1e-6), 1e-6)
+        snr_t = ((1.0 - tc) / tc) ** 2
+        snr_lim = ((1.0 - tau_c) / tau_c) ** 2
+        return snr_t / (snr_t + snr_lim)
+    raise ValueError(name)
+
+
+def sv_proj_loss(z, z_tilde, t_sv, name, tau, k):
+    w = sv_proj_weight(name, t_sv, tau, k)
+    ws = w.sum()
+    if ws <= 1e-8:
+        return (z_tilde * 0).sum()  # SV returns a zero tensor (no gradient)
+    zn = torch.nn.functional.normalize(z, dim=-1)
+    ztn = torch.nn.functional.normalize(z_tilde, dim=-1)
+    per = -(zn * ztn).sum(dim=-1).mean(dim=-1)
+    return (w * per).sum() / ws
+
+
+def gen_repa():
+    gen = torch.Generator().manual_seed(8)
+    rnd = lambda *s: f32_then_f64(torch.randn(*s, generator=gen, dtype=torch.float64))  # noqa: E731
+    B, N, D = 6, 3, 5
+    t = {"z": rnd(B, N, D), "z_tilde": rnd(B, N, D)}
+    # Our times (t = 1 data); the SV schedules see 1 - t. tau 0.6, k 7 (not the defaults, so a
+    # default silently used instead of the option fails).
+    t["t"] = torch.tensor([0.05, 0.2, 0.35, 0.5, 0.75, 0.95], dtype=torch.float64)
+    t["t_late"] = torch.tensor([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], dtype=torch.float64)
+    tau, k = 0.6, 7.0
+    cases = [(n, "t") for n in ["uniform", "hard", "hard_high", "sigmoid", "cosine", "snr"]]
+    cases.append(("hard_high", "t_late"))  # every t_ref = 1 - t < tau: all weights 0
+    for name, tk in cases:
+        zt = t["z_tilde"].clone().requires_grad_(True)
+        loss = sv_proj_loss(t["z"], zt, 1 - t[tk], name, tau, k)
+        (g,) = torch.autograd.grad(loss, [zt], allow_unused=True)
+        key = name if tk == "t" else f"{name}.{tk}"
+        t[f"loss.{key}"] = loss.detach().reshape(1)
+        t[f"grad.{key}"] = g if g is not None else torch.zeros_like(zt)
+        t[f"weights.{key}"] = sv_proj_weight(name, 1 - t[tk], tau, k)
+    write_safetensors(os.path.join(OUT, "torch_repa.safetensors"), t, meta({
+        "tau": tau, "k": k, "convention": "t stored as flowgpu's (1 = data); SV's t is 1 - t",
+    }))
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float64)
     # Names on the command line pick generators (e.g. `gen_fixtures.py train`); default all.
     gens = {"mlp": gen_mlp, "attn": gen_attn, "dit": gen_dit, "optim": gen_optim, "train": gen_train,
-            "muon": gen_muon}
+            "muon": gen_muon, "repa": gen_repa}
     for name in sys.argv[1:] or list(gens):
         gens[name]()
