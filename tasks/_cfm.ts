@@ -10,9 +10,10 @@ import {
   type CfmDataset,
   type CfmModel,
   type CfmTrainerConfig,
+  type RepaSettings,
   TIME_SCHEDULES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 
 /**
  * Valid `--ot` values (bare `--ot` means `argmax`, seed 003's hard assignment).
@@ -27,7 +28,7 @@ import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 export const OT_METHODS = ["none", "argmax", "sample", "exact"] as const;
 
 /** The resolved configuration of a run (written to config.json and every checkpoint). */
-export interface TrainCfmConfig extends CfmTrainerConfig {
+export interface TrainCfmConfig extends Omit<CfmTrainerConfig, keyof RepaSettings>, RepaSettings {
   task: "train:cfm";
   dataset: CfmDataset;
   ot: typeof OT_METHODS[number];
@@ -158,6 +159,7 @@ export const TRAIN_CFM_FLAGS = [
   { name: "sample-steps", type: "int", default: 50, min: 1, help: "midpoint steps for samples" },
   { name: "log-every", type: "int", default: 100, min: 1, help: "steps between metric lines" },
   { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
+  ...REPA_FLAGS,
 ] as const satisfies readonly FlagSpec[];
 
 const ABOUT = "Train a flow-matching velocity model (CFM / OT-CFM) on a 2-D toy or " +
@@ -227,15 +229,20 @@ export function parseTrainCfmFlags(
     );
   }
   const { _: _pos, sigmaMin, depth, cfgDropout, expName, resume, ...rest } = f;
+  const d = depth ?? (dit ? 4 : 3);
+  if (f.useProjLoss && !dit) {
+    throw new RangeError(`--use-proj-loss aligns a DiT's tokens: use --model dit-tiny (images)`);
+  }
   return {
     task: "train:cfm",
     ...rest,
+    ...resolveRepaFlags(f, d, given ?? new Set()),
     dataShape: images ? [1, 28, 28] : [2],
     numClasses: images ? 10 : 0,
     sigmaMin: sigmaMin ?? (f.variant === "lipman" ? 1e-5 : 0),
     model,
     hidden,
-    depth: depth ?? (dit ? 4 : 3),
+    depth: d,
     cfgDropout: cfgDropout ?? (images ? 0.1 : 0),
     expName: expName ?? null,
     resume: resume ?? null,

@@ -154,7 +154,7 @@ export interface ProjLossResult {
 /**
  * The REPA projection loss with VA-REPA time weights (SV loss.py `SILoss`): encoder features
  * z and projected model features z̃, both [B, N, D] (N tokens) or [B, D] (one vector per
- * sample), are L2-normalised along D (as `F.normalize`: x / max(‖x‖, 1e-12)); per sample
+ * sample; z may also be [B, 1, D], one global feature every token of z̃ aligns to), are L2-normalised along D (as `F.normalize`: x / max(‖x‖, 1e-12)); per sample
  * ℓᵢ = −(1/N) Σₙ ⟨ẑᵢₙ, z̃̂ᵢₙ⟩; with weights wᵢ = `projWeight(schedule, tᵢ)` (our t: 1 = data)
  * the loss is Σ wᵢℓᵢ / Σ wᵢ, or 0 when Σ wᵢ ≤ 1e-8 (every sample outside the schedule), as SV
  * returns. z is the alignment target: no gradient flows into it. Tensor ops only, so it runs
@@ -186,7 +186,9 @@ export function projLoss(
       `Expected encoder features z [B, N, D] or [B, D] but found ${z ? fmtShape(z.shape) : z}`,
     );
   }
-  if (zTilde.rank !== z.rank || zTilde.shape.some((d, i) => d !== z.shape[i])) {
+  const fits = (d: number, i: number) =>
+    d === z.shape[i] || (i === 1 && z.rank === 3 && z.shape[1] === 1);
+  if (zTilde.rank !== z.rank || zTilde.shape.some((d, i) => !fits(d, i))) {
     throw new RangeError(
       `Cannot align projected features of shape ${fmtShape(zTilde.shape)} to encoder ` +
         `features of shape ${fmtShape(z.shape)}: the projector must output the encoder's shape`,

@@ -14,7 +14,9 @@ import { Generator } from "../random.ts";
 import { Adam, AdamW, EMA, Muon, muonMask, type Optimizer } from "../optim/mod.ts";
 import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
-import type { StepContext, Trainer } from "./fit.ts";
+import type { LossOutput, StepContext, Trainer } from "./fit.ts";
+import { type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
+import type * as nn from "../nn/mod.ts";
 import {
   buildCfmModel,
   type CfmDataset,
@@ -135,6 +137,14 @@ export interface CfmTrainerConfig extends CfmModelConfig {
   optimizer?: CfmOptimizer;
   /** Muon's learning rate for the weight matrices (default 0.02; `optimizer` "muon" only). */
   muonLr?: number;
+  /** REPA's schedule and coefficient (with `useProjLoss`; see `RepaSettings`). */
+  projWeightSchedule?: RepaSettings["projWeightSchedule"];
+  /** VA-REPA τ. */
+  projTau?: number;
+  /** VA-REPA sigmoid k. */
+  projK?: number;
+  /** Coefficient of the projection loss. */
+  projCoeff?: number;
 }
 
 /**
@@ -228,18 +238,34 @@ export interface CfmTrainer extends Trainer<CfmNet> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Generator): CfmTrainer {
+export function cfmTrainer(
+  c: CfmTrainerConfig,
+  data: CfmData,
+  generator: Generator,
+  repa?: RepaEncoder,
+): CfmTrainer {
   checkCfmModelFits(c, c.batchSize);
+  if (c.useProjLoss && !repa) {
+    throw new TypeError("cfmTrainer: useProjLoss needs the encoder (loadRepaEncoder)");
+  }
   const model = buildCfmModel(c);
   // Label dropout draws from the training stream, so a resumed run repeats it exactly.
   if (model.yEmbedder) model.yEmbedder.dropGenerator = generator;
   model.train(true);
-  const velocity = (x: Tensor, t: Tensor, y?: Tensor) => model.forward(x, t, y);
+  // With REPA the velocity also keeps the projected tokens of this forward pass.
+  let projected: Tensor | null = null;
+  const velocity = (x: Tensor, t: Tensor, y?: Tensor) => {
+    if (!repa) return model.forward(x, t, y);
+    const r = (model as nn.DiTWithProjector).forwardProjected(x, t, y);
+    projected = r.projected;
+    return r.out;
+  };
   let cur: CfmBatch | null = null;
   return {
     model,
     optimizer: buildOptimizer(c.optimizer ?? "adam", model, c),
     ema: new EMA(model, { decay: c.emaDecay }),
+    ...(repa ? { lossMetric: "training/loss" } : {}),
     get batch() {
       return cur;
     },
@@ -268,18 +294,29 @@ export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Genera
       cur.coupling = cp;
       return { "training/ot_marginal_error": cp.marginalError };
     },
-    loss(ctx: StepContext<CfmNet>) {
+    loss(ctx: StepContext<CfmNet>): LossOutput {
       const b = cur!;
+      const r = cfmLoss(velocity, b.x1, {
+        y: b.y,
+        coupling: b.coupling,
+        generator: ctx.generator,
+        sigmaMin: c.sigmaMin,
+        variant: c.variant,
+        timeSchedule: c.timeSampling,
+        timeOptions: { mean: c.timeMean, std: c.timeStd },
+      });
+      if (!repa) return { loss: r.loss };
+      // The clean images the path ends at: the OT-coupled x1 when there is a coupling.
+      const x1 = b.coupling?.x1 ?? b.x1;
+      const p = repaTerm(repa.model, x1, projected!, r.t, {
+        projWeightSchedule: c.projWeightSchedule ?? "hard",
+        projTau: c.projTau ?? 0.7,
+        projK: c.projK ?? 20,
+        projCoeff: c.projCoeff ?? 0.5,
+      });
       return {
-        loss: cfmLoss(velocity, b.x1, {
-          y: b.y,
-          coupling: b.coupling,
-          generator: ctx.generator,
-          sigmaMin: c.sigmaMin,
-          variant: c.variant,
-          timeSchedule: c.timeSampling,
-          timeOptions: { mean: c.timeMean, std: c.timeStd },
-        }).loss,
+        loss: r.loss.add(p.weighted),
+        metrics: { "training/loss_flow": r.loss, "training/loss_proj": p.loss },
       };
     },
   };

@@ -52,6 +52,7 @@ export {
   sampleCfmModel,
   velocityOf,
 } from "./cfm_model.ts";
+export { loadRepaEncoder, type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
 export {
   buildOptimizer,
   CFM_OPTIMIZERS,

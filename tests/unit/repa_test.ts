@@ -134,3 +134,19 @@ Deno.test("projLoss refuses features whose shapes do not align and times of the 
   assert.throws(() => projLoss(z, z, tensor([0.1])), /Expected times t \[2\]/);
   assert.throws(() => projLoss(tensor([1, 2]), tensor([1, 2]), tensor([0.1])), /\[B, N, D\]/);
 });
+
+Deno.test("projLoss with one global feature per sample [B, 1, D] equals the loss against it repeated over tokens", async () => {
+  const z = tensor([[[1, 2, 0]], [[0, -1, 3]]]); // [2, 1, 3]
+  const zt = tensor(Float32Array.from({ length: 12 }, (_, i) => Math.cos(i)), [2, 2, 3]);
+  const rep = tensor([[[1, 2, 0], [1, 2, 0]], [[0, -1, 3], [0, -1, 3]]]);
+  const t = tensor([0.2, 0.9]);
+  const a = projLoss(z, zt, t, { schedule: "sigmoid" }),
+    b = projLoss(rep, zt, t, { schedule: "sigmoid" });
+  assertClose(await a.perSample.data(), await b.perSample.data(), { atol: 1e-6 });
+  assertClose([await a.loss.item()], [await b.loss.item()], { atol: 1e-6 });
+  assert.throws(
+    () =>
+      projLoss(tensor(new Float32Array(6), [2, 1, 3]), tensor(new Float32Array(8), [2, 2, 2]), t),
+    /Cannot align/,
+  );
+});
