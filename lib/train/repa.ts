@@ -12,7 +12,7 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "../ops/mod.ts";
-import * as nn from "../nn/mod.ts";
+import type * as nn from "../nn/mod.ts";
 import { projLoss, type ProjWeightSchedule } from "../flow/repa.ts";
 import { loadClassifier } from "./classifier.ts";
 
