@@ -72,6 +72,9 @@ export {
   type LabelledSet,
   loadLabelledNpz,
   type StableVmTrainer,
+  checkStableVmModel,
+  type StableVmNet,
+  stableVmField,
   stableVmTrainer,
   type StableVmTrainerConfig,
 } from "./stablevm.ts";

@@ -2,7 +2,9 @@
  * `--use-proj-loss` (REPA with VA-REPA weights) in the image trainers: a short seeded
  * `train:cfm` run of a tiny DiT on Fashion-MNIST aligned to a classifier's features logs
  * `training/loss_proj`, which decreases; the projector is checkpointed and the checkpoint
- * samples; bad encoders and flags are refused before anything is written.
+ * samples; the same with `train:stablevm --model dit-tiny` on the StableVM loss; bad
+ * encoders (also one swapped for a different feature width before a resume) and flags are
+ * refused before anything is written.
  */
 import { strict as assert } from "node:assert";
 import {
@@ -13,6 +15,7 @@ import {
   saveCheckpoint,
 } from "../../mod.ts";
 import { main as trainCfm } from "../../tasks/train_cfm.ts";
+import { main as trainStableVm } from "../../tasks/train_stablevm.ts";
 
 const HAS_FMNIST = (() => {
   try {
@@ -151,6 +154,73 @@ Deno.test({
         /--use-proj-loss aligns a DiT's tokens: use --model dit-tiny/,
       );
       assert.throws(() => Deno.statSync(runs), Deno.errors.NotFound, "nothing written");
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "train:stablevm --model dit-tiny --use-proj-loss: loss_proj logged and decreasing on the StableVM loss; a resume with an encoder of another feature width is refused",
+  ignore: !HAS_FMNIST,
+  fn: async () => {
+    const out = await Deno.makeTempDir({ prefix: "repa-svm-" });
+    try {
+      await writeEncoder(`${out}/enc.safetensors`, 784, [32, 24]);
+      const r = await quiet(() =>
+        trainStableVm([
+          "--data-dir",
+          "fashion-mnist",
+          "--model",
+          "dit-tiny",
+          "--hidden",
+          "16",
+          "--blocks",
+          "2",
+          "--batch-size",
+          "16",
+          "--bank-capacity-per-class",
+          "8",
+          "--use-proj-loss",
+          "--proj-encoder",
+          `${out}/enc.safetensors`,
+          "--encoder-depth",
+          "1",
+          "--projector-dim",
+          "32",
+          "--proj-weight-schedule",
+          "snr",
+          "--learning-rate",
+          "3e-3",
+          "--max-train-steps",
+          "30",
+          "--log-every",
+          "10",
+          "--checkpoint-every",
+          "30",
+          "--sample-steps",
+          "1",
+          "--seed",
+          "5",
+          "--output-dir",
+          out,
+          "--exp-name",
+          "svm",
+        ])
+      );
+      const recs = await readMetrics(r!.metrics);
+      const proj = recs.map((x) => Number(x["training/loss_proj"]));
+      assert.equal(proj.length, 3);
+      assert.ok(proj.every((v) => v >= -1 && v <= 1), `loss_proj ${proj}`);
+      assert.ok(proj[2]! < proj[0]! - 0.05, `loss_proj should decrease: ${proj}`);
+      assert.ok(recs.every((x) => Number.isFinite(Number(x["training/loss_flow"]))));
+      // The same path, now an encoder with 12-wide features: the projector outputs 24.
+      await writeEncoder(`${out}/enc.safetensors`, 784, [32, 12]);
+      await assert.rejects(
+        quiet(() => trainStableVm(["--resume", `${out}/svm`, "--max-train-steps", "40"])),
+        /--proj-encoder .*enc.safetensors: its features are 12 wide but the run's projector outputs 24/,
+      );
     } finally {
       await Deno.remove(out, { recursive: true });
     }
