@@ -49,13 +49,21 @@ export const REPA_FLAGS = [
 
 /** The parsed REPA flags (camelCase), as `parseFlags` returns them. */
 export interface RepaFlags {
+  /** `--use-proj-loss`. */
   useProjLoss: boolean;
+  /** `--proj-encoder`. */
   projEncoder?: string;
+  /** `--encoder-depth` (default half the DiT's depth). */
   encoderDepth?: number;
+  /** `--projector-dim`. */
   projectorDim: number;
+  /** `--proj-weight-schedule`. */
   projWeightSchedule: RepaSettings["projWeightSchedule"];
+  /** `--proj-tau`. */
   projTau: number;
+  /** `--proj-k`. */
   projK: number;
+  /** `--proj-coeff`. */
   projCoeff: number;
 }
 

@@ -67,14 +67,14 @@ export {
 } from "./cfm.ts";
 export {
   bankState,
+  checkStableVmModel,
   embeddedRing,
   type HostTrainerState,
   type LabelledSet,
   loadLabelledNpz,
-  type StableVmTrainer,
-  checkStableVmModel,
-  type StableVmNet,
   stableVmField,
+  type StableVmNet,
+  type StableVmTrainer,
   stableVmTrainer,
   type StableVmTrainerConfig,
 } from "./stablevm.ts";
