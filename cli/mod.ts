@@ -29,6 +29,7 @@ export {
   taskSignal,
   TaskStop,
 } from "./task.ts";
+export { REPA_FLAGS, type RepaFlags, resolveRepaFlags } from "./repa.ts";
 export {
   fmtMeanStd,
   gitCommit,

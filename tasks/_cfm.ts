@@ -6,12 +6,14 @@
 import {
   CFM_DATASETS,
   CFM_MODELS,
+  CFM_OPTIMIZERS,
   type CfmDataset,
   type CfmModel,
   type CfmTrainerConfig,
+  type RepaSettings,
   TIME_SCHEDULES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 
 /**
  * Valid `--ot` values (bare `--ot` means `argmax`, seed 003's hard assignment).
@@ -26,7 +28,7 @@ import { type FlagSpec, parseFlags } from "../cli/mod.ts";
 export const OT_METHODS = ["none", "argmax", "sample", "exact"] as const;
 
 /** The resolved configuration of a run (written to config.json and every checkpoint). */
-export interface TrainCfmConfig extends CfmTrainerConfig {
+export interface TrainCfmConfig extends Omit<CfmTrainerConfig, keyof RepaSettings>, RepaSettings {
   task: "train:cfm";
   dataset: CfmDataset;
   ot: typeof OT_METHODS[number];
@@ -135,8 +137,10 @@ export const TRAIN_CFM_FLAGS = [
     default: 1e-3,
     min: 0,
     aliases: ["learning-rate"],
-    help: "Adam learning rate",
+    help: "Adam/AdamW learning rate (muon: of the AdamW part)",
   },
+  { name: "optimizer", type: "choice", choices: CFM_OPTIMIZERS, default: "adam", help: "rule" },
+  { name: "muon-lr", type: "number", min: 0, help: "Muon's rate for matrices (0.02; muon only)" },
   { name: "max-train-steps", type: "int", default: 2000, min: 1, help: "optimizer steps" },
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
   {
@@ -150,23 +154,12 @@ export const TRAIN_CFM_FLAGS = [
   { name: "seed", type: "int", default: 0, min: 0, help: "random seed" },
   { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
   { name: "exp-name", type: "string", help: "run directory name (default train-cfm-<time>)" },
-  {
-    name: "checkpoint-every",
-    type: "int",
-    default: 1000,
-    min: 1,
-    help: "steps between checkpoints",
-  },
-  {
-    name: "sample-every",
-    type: "int",
-    default: 0,
-    min: 0,
-    help: "steps between sample images (0: at the end only)",
-  },
+  { name: "checkpoint-every", type: "int", default: 1000, min: 1, help: "checkpoint period" },
+  { name: "sample-every", type: "int", default: 0, min: 0, help: "sample period (0: at the end)" },
   { name: "sample-steps", type: "int", default: 50, min: 1, help: "midpoint steps for samples" },
   { name: "log-every", type: "int", default: 100, min: 1, help: "steps between metric lines" },
   { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
+  ...REPA_FLAGS,
 ] as const satisfies readonly FlagSpec[];
 
 const ABOUT = "Train a flow-matching velocity model (CFM / OT-CFM) on a 2-D toy or " +
@@ -217,6 +210,9 @@ export function parseTrainCfmFlags(
   if (!images && model === "dit-tiny") {
     throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
   }
+  if (f.muonLr !== undefined && f.optimizer !== "muon") {
+    throw new RangeError(`--muon-lr is Muon's learning rate: use it with --optimizer muon`);
+  }
   if (f.ot !== "none" && f.otReg <= 0) {
     throw new RangeError(`Expected --ot-reg to be a number > 0 but found ${f.otReg}`);
   }
@@ -233,15 +229,20 @@ export function parseTrainCfmFlags(
     );
   }
   const { _: _pos, sigmaMin, depth, cfgDropout, expName, resume, ...rest } = f;
+  const d = depth ?? (dit ? 4 : 3);
+  if (f.useProjLoss && !dit) {
+    throw new RangeError(`--use-proj-loss aligns a DiT's tokens: use --model dit-tiny (images)`);
+  }
   return {
     task: "train:cfm",
     ...rest,
+    ...resolveRepaFlags(f, d, given ?? new Set()),
     dataShape: images ? [1, 28, 28] : [2],
     numClasses: images ? 10 : 0,
     sigmaMin: sigmaMin ?? (f.variant === "lipman" ? 1e-5 : 0),
     model,
     hidden,
-    depth: depth ?? (dit ? 4 : 3),
+    depth: d,
     cfgDropout: cfgDropout ?? (images ? 0.1 : 0),
     expName: expName ?? null,
     resume: resume ?? null,

@@ -8,19 +8,20 @@ import {
   loadFashionMnist,
   PATH_TYPES,
   type PathType,
-  PROJ_WEIGHT_SCHEDULES,
+  type RepaSettings,
   type StableVmTrainerConfig,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
 
 /** Valid `--loss-type` values (SV: "si" = CFM, "stablevm"). */
 export const LOSS_TYPES = ["si", "stablevm"] as const;
-/** Valid `--model` values here; SV's SiT models need the image stack. */
-export const MODELS = ["adaln-mlp"] as const;
+/** Valid `--model` values here: SV's toy MLP, or a small DiT for image rows (REPA needs it). */
+export const MODELS = ["adaln-mlp", "dit-tiny"] as const;
 
 /** The resolved configuration of a run (written to config.json). */
-export interface TrainStableVmConfig extends StableVmTrainerConfig {
+export interface TrainStableVmConfig
+  extends Omit<StableVmTrainerConfig, keyof RepaSettings>, RepaSettings {
   lossType: typeof LOSS_TYPES[number];
   pathType: PathType;
   prediction: "v";
@@ -31,11 +32,6 @@ export interface TrainStableVmConfig extends StableVmTrainerConfig {
   expName: string | null;
   dataDir: string | null;
   model: typeof MODELS[number];
-  projWeightSchedule: typeof PROJ_WEIGHT_SCHEDULES[number];
-  projTau: number;
-  projK: number;
-  projCoeff: number;
-  useProjLoss: boolean;
   checkpointEvery: number;
   logEvery: number;
   resume: string | null;
@@ -110,26 +106,12 @@ export const TRAIN_STABLEVM_FLAGS = [
     name: "model",
     type: "string",
     default: "adaln-mlp",
-    help: "adaln-mlp (SiT models need the image stack)",
+    help: "adaln-mlp, or dit-tiny for image rows (--hidden wide, --blocks deep)",
   },
   { name: "hidden", type: "int", default: 32, min: 1, help: "MLP width" },
   { name: "blocks", type: "int", default: 4, min: 1, help: "MLP blocks" },
   { name: "dropout", type: "number", default: 0.1, min: 0, max: 1, help: "dropout" },
-  {
-    name: "proj-weight-schedule",
-    type: "choice",
-    choices: PROJ_WEIGHT_SCHEDULES,
-    default: "hard",
-    help: "VA-REPA schedule",
-  },
-  { name: "proj-tau", type: "number", default: 0.7, help: "VA-REPA split point in (0, 1)" },
-  { name: "proj-k", type: "number", default: 20, help: "VA-REPA sigmoid sharpness" },
-  { name: "proj-coeff", type: "number", default: 0.5, min: 0, help: "projection-loss coefficient" },
-  {
-    name: "use-proj-loss",
-    type: "bool",
-    help: "accepted; needs an image encoder (ignored by the MLP)",
-  },
+  ...REPA_FLAGS,
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
   {
     name: "checkpoint-every",
@@ -184,14 +166,17 @@ export function parseTrainFlags(
     },
   });
   if (help) return null;
-  if (/^(SiT|DiT)-/i.test(f.model)) {
+  if (f.model !== "dit-tiny" && /^(SiT|DiT)-/i.test(f.model)) {
     throw new RangeError(
-      `--model ${f.model}: image models (SiT/DiT) arrive later with the image training stack; ` +
-        `this task trains the toy "adaln-mlp" model`,
+      `--model ${f.model}: SV's SiT/DiT sizes are not built here; use --model dit-tiny ` +
+        `(its width is --hidden, its depth --blocks) on image data`,
     );
   }
-  if (!(f.projTau > 0 && f.projTau < 1)) {
-    throw new RangeError(`Expected --proj-tau to be a number in (0, 1) but found ${f.projTau}`);
+  if (f.useProjLoss && f.model !== "dit-tiny") {
+    throw new RangeError(
+      `--use-proj-loss aligns a DiT's tokens to image-encoder features: add --model dit-tiny ` +
+        `and image data (--data-dir fashion-mnist)`,
+    );
   }
   return {
     lossType: f.lossType,
@@ -213,11 +198,7 @@ export function parseTrainFlags(
     hidden: f.hidden,
     blocks: f.blocks,
     dropout: f.dropout,
-    projWeightSchedule: f.projWeightSchedule,
-    projTau: f.projTau,
-    projK: f.projK,
-    projCoeff: f.projCoeff,
-    useProjLoss: f.useProjLoss,
+    ...resolveRepaFlags(f, f.blocks, given ?? new Set()),
     emaDecay: f.emaDecay,
     checkpointEvery: f.checkpointEvery,
     logEvery: f.logEvery,
@@ -246,4 +227,17 @@ export async function fashionRows(limit: number): Promise<LabelledSet> {
     shape: [...ds.shape],
     classNames: ds.classNames,
   };
+}
+
+/** Flags SV's commands carry that mean nothing here: one line each, never silently (issue 11). */
+export function warnIgnoredFlags(given: ReadonlySet<string>): void {
+  const notes: Record<string, string> = {
+    "report-to": "metrics go to metrics.jsonl",
+    "allow-tf32": "flowgpu computes in f32",
+    "mixed-precision": "flowgpu computes in f32",
+  };
+  for (const [k, why] of Object.entries(notes)) {
+    const camel = k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    if (given.has(camel)) console.warn(`train:stablevm: --${k} has no effect here (${why})`);
+  }
 }

@@ -3,7 +3,7 @@
 
 Run by hand (Debian's python3-torch; use /usr/bin/python3 if a pyenv python shadows it):
 
-    /usr/bin/python3 tasks/gen_fixtures.py [mlp|attn|dit|optim|train ...]
+    /usr/bin/python3 tasks/gen_fixtures.py [mlp|attn|dit|optim|train|muon|repa ...]
 
 Weights and inputs are drawn in float32 (so the TypeScript side sees exactly the same
 values), then every reference output and gradient is computed in float64 and stored as F32.
@@ -27,6 +27,17 @@ Files:
                           lib/optim offers (constant, linear warm-up, cosine with and without
                           warm-up and floor, inverse square root) from torch.optim.lr_scheduler
                           at steps 0..N.
+  torch_muon.safetensors  5 steps of Muon (Keller Jordan's reference: momentum lerp, Nesterov,
+                          quintic Newton-Schulz (3.4445, -4.7750, 2.0315) x5 on the smaller Gram
+                          matrix, sqrt(max(1, rows/cols)) scaling, decoupled decay) on a tall, a
+                          wide and a conv (flattened) matrix, with torch.optim.AdamW on a bias and
+                          an embedding table left out of Muon; two settings (nesterov + decay,
+                          plain momentum without decay). Computed in float64.
+  torch_repa.safetensors  The REPA projection loss as StableVelocity's SILoss computes it
+                          (F.normalize, -cosine averaged over patches, per-sample weights of the
+                          five VA-REPA schedules or uniform, sum(w*l)/sum(w), 0 when sum(w) <= 1e-8)
+                          and its gradient w.r.t. the projected features, for z, z~ [6, 3, 5];
+                          times are stored in flowgpu's convention (t = 1 data), SV's is 1 - t.
 """
 import json
 import math
@@ -361,10 +372,142 @@ def gen_train():
     }))
 
 
+# ---------------------------------------------------------------- Muon
+
+def zeropower_via_newtonschulz5(G, steps):
+    """Keller Jordan's Muon orthogonalisation (github.com/KellerJordan/Muon), in float64."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    X = G.clone()
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.mT
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    return X
+
+
+def muon_update(grad, momentum, beta, nesterov, ns_steps=5):
+    momentum.lerp_(grad, 1 - beta)
+    update = grad.lerp(momentum, beta) if nesterov else momentum
+    mat = update.reshape(len(update), -1)  # a conv weight [out, in, kh, kw] as [out, in*kh*kw]
+    o = zeropower_via_newtonschulz5(mat, ns_steps)
+    # flowgpu scales by the flattened matrix's shape (Keller's code reads grad.size(-2)/(-1),
+    # the kernel's height/width for a conv weight).
+    o = o * max(1, mat.size(-2) / mat.size(-1)) ** 0.5
+    return o.reshape(grad.shape)
+
+
+def gen_muon():
+    gen = torch.Generator().manual_seed(7)
+    rnd = lambda *s: f32_then_f64(torch.randn(*s, generator=gen, dtype=torch.float64))  # noqa: E731
+    shapes = {"p0": (6, 4), "p1": (3, 5), "p2": (3, 2, 2, 2), "p3": (5,), "p4": (4, 3)}
+    muon_mask = {"p0": True, "p1": True, "p2": True, "p3": False, "p4": False}
+    t = {}
+    for k, sh in shapes.items():
+        t[f"init.{k}"] = rnd(*sh)
+    steps = 5
+    for i in range(steps):
+        for k, sh in shapes.items():
+            t[f"grad.{i}.{k}"] = rnd(*sh)
+    configs = {
+        "nesterov": dict(lr=0.02, momentum=0.95, nesterov=True, wd=0.1,
+                         adam_lr=3e-3, adam_wd=0.05),
+        "plain": dict(lr=0.05, momentum=0.9, nesterov=False, wd=0.0,
+                      adam_lr=1e-2, adam_wd=0.0),
+    }
+    for name, cf in configs.items():
+        ps = {k: nn.Parameter(t[f"init.{k}"].clone()) for k in shapes}
+        bufs = {k: torch.zeros_like(ps[k]) for k in shapes if muon_mask[k]}
+        adam = torch.optim.AdamW([ps[k] for k in shapes if not muon_mask[k]], lr=cf["adam_lr"],
+                                 betas=(0.9, 0.95), eps=1e-10, weight_decay=cf["adam_wd"])
+        for i in range(steps):
+            with torch.no_grad():
+                for k in shapes:
+                    if not muon_mask[k]:
+                        ps[k].grad = t[f"grad.{i}.{k}"].clone()
+                        continue
+                    u = muon_update(t[f"grad.{i}.{k}"].clone(), bufs[k], cf["momentum"],
+                                    cf["nesterov"])
+                    ps[k].mul_(1 - cf["lr"] * cf["wd"])
+                    ps[k].add_(u, alpha=-cf["lr"])
+            adam.step()
+            for k in shapes:
+                t[f"{name}.{i}.{k}"] = ps[k].detach().clone()
+    write_safetensors(os.path.join(OUT, "torch_muon.safetensors"), t, meta({
+        "muon_mask": "p0 p1 p2 Muon; p3 (bias) p4 (embedding) AdamW betas (0.9, 0.95) eps 1e-10",
+        **{k: str(v) for k, v in configs.items()},
+    }))
+
+
+# ---------------------------------------------------------------- REPA projection loss
+
+def sv_proj_weight(name, t, tau=0.7, k=20.0):
+    """StableVelocity StableVM/loss.py's schedules; t in SV's convention (0 data, 1 noise)."""
+    if name == "uniform":
+        return torch.ones_like(t)
+    if name == "hard":
+        return (t < tau).double()
+    if name == "hard_high":
+        return (t >= tau).double()
+    if name == "sigmoid":
+        return torch.sigmoid(k * (tau - t))
+    if name == "cosine":
+        w = 0.5 * (1.0 + torch.cos(math.pi * t / tau))
+        return torch.where(t < tau, w, torch.zeros_like(w))
+    if name == "snr":  # linear path
+        tc = t.clamp(min=1e-6, max=1.0 - 1e-6)
+        tau_c = max(min(tau, 1.0 - 1e-6), 1e-6)
+        snr_t = ((1.0 - tc) / tc) ** 2
+        snr_lim = ((1.0 - tau_c) / tau_c) ** 2
+        return snr_t / (snr_t + snr_lim)
+    raise ValueError(name)
+
+
+def sv_proj_loss(z, z_tilde, t_sv, name, tau, k):
+    w = sv_proj_weight(name, t_sv, tau, k)
+    ws = w.sum()
+    if ws <= 1e-8:
+        return (z_tilde * 0).sum()  # SV returns a zero tensor (no gradient)
+    zn = torch.nn.functional.normalize(z, dim=-1)
+    ztn = torch.nn.functional.normalize(z_tilde, dim=-1)
+    per = -(zn * ztn).sum(dim=-1).mean(dim=-1)
+    return (w * per).sum() / ws
+
+
+def gen_repa():
+    gen = torch.Generator().manual_seed(8)
+    rnd = lambda *s: f32_then_f64(torch.randn(*s, generator=gen, dtype=torch.float64))  # noqa: E731
+    B, N, D = 6, 3, 5
+    t = {"z": rnd(B, N, D), "z_tilde": rnd(B, N, D)}
+    # Our times (t = 1 data); the SV schedules see 1 - t. tau 0.6, k 7 (not the defaults, so a
+    # default silently used instead of the option fails).
+    t["t"] = torch.tensor([0.05, 0.2, 0.35, 0.5, 0.75, 0.95], dtype=torch.float64)
+    t["t_late"] = torch.tensor([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], dtype=torch.float64)
+    tau, k = 0.6, 7.0
+    cases = [(n, "t") for n in ["uniform", "hard", "hard_high", "sigmoid", "cosine", "snr"]]
+    cases.append(("hard_high", "t_late"))  # every t_ref = 1 - t < tau: all weights 0
+    for name, tk in cases:
+        zt = t["z_tilde"].clone().requires_grad_(True)
+        loss = sv_proj_loss(t["z"], zt, 1 - t[tk], name, tau, k)
+        (g,) = torch.autograd.grad(loss, [zt], allow_unused=True)
+        key = name if tk == "t" else f"{name}.{tk}"
+        t[f"loss.{key}"] = loss.detach().reshape(1)
+        t[f"grad.{key}"] = g if g is not None else torch.zeros_like(zt)
+        t[f"weights.{key}"] = sv_proj_weight(name, 1 - t[tk], tau, k)
+    write_safetensors(os.path.join(OUT, "torch_repa.safetensors"), t, meta({
+        "tau": tau, "k": k, "convention": "t stored as flowgpu's (1 = data); SV's t is 1 - t",
+    }))
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float64)
     # Names on the command line pick generators (e.g. `gen_fixtures.py train`); default all.
-    gens = {"mlp": gen_mlp, "attn": gen_attn, "dit": gen_dit, "optim": gen_optim, "train": gen_train}
+    gens = {"mlp": gen_mlp, "attn": gen_attn, "dit": gen_dit, "optim": gen_optim, "train": gen_train,
+            "muon": gen_muon, "repa": gen_repa}
     for name in sys.argv[1:] or list(gens):
         gens[name]()

@@ -45,7 +45,7 @@ export const MUTANTS: readonly Mutant[] = [
   {
     name: "stablevm-ascent",
     file: "lib/train/stablevm.ts",
-    find: 'if (c.lossType === "stablevm") return { loss: stableVmLoss(field, o).loss };',
+    find: 'if (c.lossType === "stablevm") return withRepa(stableVmLoss(field, o));',
     replace: 'if (c.lossType === "stablevm") return { loss: stableVmLoss(field, o).loss.mul(-1) };',
     tests: ["tests/tasks/objectives_test.ts"],
   },

@@ -10,6 +10,7 @@
  *   deno task train:cfm --dataset 8gaussians --ot            # seed 003's Sinkhorn + argmax
  *   deno task train:cfm --dataset checkerboard --ot exact --max-train-steps 5000
  *   deno task train:cfm --dataset fashion-mnist --model dit-tiny --cfg-dropout 0.1
+ *   deno task train:cfm --dataset fashion-mnist --use-proj-loss --proj-encoder runs/clf  # REPA
  *   deno task train:cfm --resume runs/train-cfm-20260101-120000
  *
  * Convention (seeds 001/003): t = 0 noise, t = 1 data, x_t = (1 − t)·x0 + t·x1, target x1 − x0.
@@ -23,6 +24,7 @@ import {
   encodePng,
   fit,
   Generator,
+  loadRepaEncoder,
   openTrainingRun,
   sampleCfmModel,
   type SampleContext,
@@ -108,10 +110,14 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   // A fresh run checks its sizes and reads its data before creating the run directory, so
   // a model too large for the device or a missing dataset leaves nothing behind.
   if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
+  // REPA's encoder is read and checked against the data and the DiT before anything is written.
+  const encoder = (c: TrainCfmConfig) =>
+    c.useProjLoss ? loadRepaEncoder(c.projEncoder, { ...c, featureDim: c.projFeatureDim }) : null;
+  const enc = flags.resume ? null : await encoder(flags);
   const fresh = flags.resume ? null : await loadData("train:cfm", flags.dataset, flags.seed);
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",
-    config: flags,
+    config: enc ? { ...flags, projFeatureDim: enc.model.featureDim } : flags,
     resume: flags.resume,
     given,
     schedule: CFM_SCHEDULE,
@@ -120,7 +126,8 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   });
   const data = fresh ?? await loadData("train:cfm", c.dataset, c.seed);
   const generator = new Generator(c.seed);
-  const trainer = cfmTrainer(c, data, generator);
+  const repa = enc ?? await encoder(c) ?? undefined;
+  const trainer = cfmTrainer(c, data, generator, repa);
   let samplePlot = "";
   trainer.sample = async (ctx) => void (samplePlot = await writeSamples(ctx, c, data));
   try {
@@ -153,6 +160,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
     trainer.model.dispose();
     trainer.optimizer.dispose();
     trainer.ema?.dispose();
+    repa?.model.dispose();
   }
 }
 

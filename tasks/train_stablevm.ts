@@ -11,6 +11,8 @@
  *   deno task train:stablevm --loss-type si --max-train-steps 5000
  *   deno task train:stablevm --data-dir my.npz --bank-capacity-per-class 64
  *   deno task train:stablevm --data-dir fashion-mnist --max-train-steps 2000
+ *   deno task train:stablevm --data-dir fashion-mnist --model dit-tiny --use-proj-loss \
+ *     --proj-encoder runs/classifier-fmnist --proj-weight-schedule sigmoid   # VA-REPA
  *
  * Image data (`--data-dir fashion-mnist`, or an `.npz` whose `x` is [N, H, W] or [N, C, H, W])
  * get a sample grid per class instead of the scatter: `samples/samples-step-N.png` (raw) and
@@ -19,6 +21,7 @@
  * @module
  */
 import {
+  checkStableVmModel,
   embeddedRing,
   encodePng,
   fisherDivergence,
@@ -27,9 +30,11 @@ import {
   integrate,
   type LabelledSet,
   loadLabelledNpz,
-  type nn,
+  loadRepaEncoder,
   openTrainingRun,
   type SampleContext,
+  stableVmField,
+  type StableVmNet,
   stableVmTrainer,
   tensor,
   withPhase,
@@ -42,6 +47,7 @@ import {
   parseTrainFlags,
   STABLEVM_SCHEDULE,
   type TrainStableVmConfig,
+  warnIgnoredFlags,
 } from "./_stablevm.ts";
 
 export {
@@ -66,7 +72,7 @@ export interface TrainStableVmResult {
 
 /** Samples and the Fisher divergence with the EMA weights (dropout off). */
 async function finalFigures(
-  ctx: SampleContext<nn.AdaLNMLP>,
+  ctx: SampleContext<StableVmNet>,
   c: TrainStableVmConfig,
   data: LabelledSet,
 ): Promise<{ plot: string; fisher: number | null }> {
@@ -77,7 +83,7 @@ async function finalFigures(
   const labels = Float32Array.from({ length: nS }, (_, i) => img ? Math.floor(i / per) : i % C);
   const y = tensor(labels);
   const x0 = new Generator(c.seed + 4242).normal([nS, d]);
-  const res = await integrate((x, t, cond) => model.forward(x, t, cond), x0, {
+  const res = await integrate(stableVmField(model, img ?? undefined), x0, {
     method: "midpoint",
     steps: c.sampleSteps,
     cond: y,
@@ -122,7 +128,7 @@ async function finalFigures(
   ]);
   const plot = await ctx.run.writeFile(`samples/samples-step-${step6}.png`, png);
   if (!data.gmm) return { plot, fisher: null };
-  const fd = await fisherDivergence((x, t, yy) => model.forward(x, t, yy), data.gmm, {
+  const fd = await fisherDivergence(stableVmField(model), data.gmm, {
     generator: new Generator(c.seed + 99),
     n: c.fisherSamples,
     conditional: true,
@@ -150,27 +156,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   const given = new Set<string>();
   const flags = parseTrainFlags(argv, given);
   if (!flags) return null;
-  if (flags.useProjLoss) {
-    throw new RangeError(
-      "--use-proj-loss needs an image encoder (DINOv2 features) and an image model, which this " +
-        "toy-MLP task does not have; drop it (and --proj-*) to train StableVM without REPA",
-    );
-  }
-  // Flags with no meaning here: one line each, never silently (issue 11).
-  const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  const notes: Record<string, string> = {
-    reportTo: "metrics go to metrics.jsonl",
-    allowTf32: "flowgpu computes in f32",
-    mixedPrecision: "flowgpu computes in f32",
-  };
-  for (const [k, why] of Object.entries(notes)) {
-    if (given.has(k)) console.warn(`train:stablevm: --${kebab(k)} has no effect here (${why})`);
-  }
-  for (const k of ["projWeightSchedule", "projTau", "projK", "projCoeff"]) {
-    if (given.has(k)) {
-      console.warn(`train:stablevm: --${kebab(k)} has no effect without --use-proj-loss`);
-    }
-  }
+  warnIgnoredFlags(given);
   const load = (c: TrainStableVmConfig) =>
     c.dataDir
       ? withPhase(
@@ -182,10 +168,27 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   // A fresh run reads its data before creating the run directory (nothing is left behind
   // when the data are bad); the class count is part of its config.
   const fresh = flags.resume ? null : await load(flags);
+  if (fresh) checkStableVmModel(flags, fresh);
+  // REPA's encoder is read and checked against the images and the DiT before the run exists.
+  const encoder = (c: TrainStableVmConfig, d: LabelledSet) =>
+    c.useProjLoss
+      ? loadRepaEncoder(c.projEncoder, {
+        dataShape: imageShape(d) ?? [d.dim],
+        depth: c.blocks,
+        encoderDepth: c.encoderDepth,
+        featureDim: c.projFeatureDim,
+      })
+      : null;
+  const enc = fresh && await encoder(flags, fresh);
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:stablevm",
     config: fresh
-      ? { ...flags, dataset: flags.dataDir ?? "embedded:ring8-2d", numClasses: fresh.numClasses }
+      ? {
+        ...flags,
+        dataset: flags.dataDir ?? "embedded:ring8-2d",
+        numClasses: fresh.numClasses,
+        ...(enc ? { projFeatureDim: enc.model.featureDim } : {}),
+      }
       : flags,
     resume: flags.resume,
     given,
@@ -194,7 +197,8 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     expName: flags.expName,
   });
   const data = fresh ?? await load(c);
-  const trainer = stableVmTrainer(c, data);
+  const repa = enc || await encoder(c, data) || undefined;
+  const trainer = stableVmTrainer(c, data, repa);
   let out = { plot: "", fisher: null as number | null };
   trainer.sample = async (ctx) => void (out = await finalFigures(ctx, c, data));
   try {
@@ -233,6 +237,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     trainer.model.dispose();
     trainer.optimizer.dispose();
     trainer.ema?.dispose();
+    repa?.model.dispose();
   }
 }
 

@@ -12,11 +12,28 @@
  *
  * snr is evaluated as (1−t_ref)²τ² / ((1−t_ref)²τ² + t_ref²(1−τ)²) (multiply through by
  * t_ref²τ²), which is finite at both ends (1 at t_ref = 0, 0 at t_ref = 1).
+ *
+ * Also the projection (representation-alignment) loss itself, `projLoss`: REPA's negative
+ * cosine between encoder features and projected model features, weighted per sample by a
+ * schedule as SV's `SILoss` does.
  * @module
  */
-import { type Tensor, tidy } from "../tensor.ts";
-import { add, cos, less, mul, sigmoid, square, sub } from "../ops/ops.ts";
-import { checkChoice, checkNumber } from "../_util.ts";
+import { maximum, mean, stopGradient, type Tensor, tidy } from "../tensor.ts";
+import {
+  add,
+  cos,
+  greater,
+  less,
+  mul,
+  neg,
+  onesLike,
+  sigmoid,
+  sqrt,
+  square,
+  sub,
+  sum,
+} from "../ops/ops.ts";
+import { checkChoice, checkNumber, fmtShape } from "../_util.ts";
 
 /**
  * The schedule names, as SV's `--proj-weight-schedule` spells them.
@@ -112,5 +129,83 @@ export function projWeight(name: string, t: Tensor, opts: ProjWeightOptions = {}
         return a.div(add(a, b));
       }
     }
+  });
+}
+
+/** Options of {@linkcode projLoss}. */
+export interface ProjLossOptions extends ProjWeightOptions {
+  /**
+   * The VA-REPA schedule weighting each sample by its time; omitted, every sample weighs the
+   * same (the original REPA loss).
+   */
+  schedule?: ProjWeightSchedule;
+}
+
+/** What {@linkcode projLoss} returns. */
+export interface ProjLossResult {
+  /** The weighted loss Σ wᵢℓᵢ / Σ wᵢ (0 when Σ wᵢ ≤ 1e-8), a scalar. */
+  loss: Tensor;
+  /** ℓᵢ = −mean over tokens of cos(zᵢₙ, z̃ᵢₙ), [B]. */
+  perSample: Tensor;
+  /** The schedule's weights wᵢ, [B]. */
+  weights: Tensor;
+}
+
+/**
+ * The REPA projection loss with VA-REPA time weights (SV loss.py `SILoss`): encoder features
+ * z and projected model features z̃, both [B, N, D] (N tokens) or [B, D] (one vector per
+ * sample; z may also be [B, 1, D], one global feature every token of z̃ aligns to), are L2-normalised along D (as `F.normalize`: x / max(‖x‖, 1e-12)); per sample
+ * ℓᵢ = −(1/N) Σₙ ⟨ẑᵢₙ, z̃̂ᵢₙ⟩; with weights wᵢ = `projWeight(schedule, tᵢ)` (our t: 1 = data)
+ * the loss is Σ wᵢℓᵢ / Σ wᵢ, or 0 when Σ wᵢ ≤ 1e-8 (every sample outside the schedule), as SV
+ * returns. z is the alignment target: no gradient flows into it. Tensor ops only, so it runs
+ * inside `valueAndGrad` on every backend, with no readback.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { projLoss, tensor } from "../../mod.ts";
+ * const z = tensor([[1, 0], [0, 2]]);
+ * // Sample 0 aligned (cos 1), sample 1 orthogonal (cos 0).
+ * const zt = tensor([[3, 0], [5, 0]]);
+ * const uniform = projLoss(z, zt, tensor([0.9, 0.1]));
+ * assert.ok(Math.abs((await uniform.loss.item()) - -0.5) < 1e-6);
+ * // "hard" keeps only t_ref = 1 − t < τ: sample 0 (t_ref 0.1), whose loss is −1.
+ * const hard = projLoss(z, zt, tensor([0.9, 0.1]), { schedule: "hard", tau: 0.7 });
+ * assert.ok(Math.abs((await hard.loss.item()) - -1) < 1e-6);
+ * assert.deepEqual([...await hard.weights.data()], [1, 0]);
+ * ```
+ */
+export function projLoss(
+  z: Tensor,
+  zTilde: Tensor,
+  t: Tensor,
+  opts: ProjLossOptions = {},
+): ProjLossResult {
+  if (!z || !zTilde || !(z.rank === 2 || z.rank === 3)) {
+    throw new RangeError(
+      `Expected encoder features z [B, N, D] or [B, D] but found ${z ? fmtShape(z.shape) : z}`,
+    );
+  }
+  const fits = (d: number, i: number) =>
+    d === z.shape[i] || (i === 1 && z.rank === 3 && z.shape[1] === 1);
+  if (zTilde.rank !== z.rank || zTilde.shape.some((d, i) => !fits(d, i))) {
+    throw new RangeError(
+      `Cannot align projected features of shape ${fmtShape(zTilde.shape)} to encoder ` +
+        `features of shape ${fmtShape(z.shape)}: the projector must output the encoder's shape`,
+    );
+  }
+  const B = z.shape[0]!;
+  if (t?.rank !== 1 || t.shape[0] !== B) {
+    throw new RangeError(`Expected times t [${B}] but found ${t ? fmtShape(t.shape) : t}`);
+  }
+  return tidy(() => {
+    const unit = (x: Tensor) => x.div(maximum(sqrt(sum(square(x), -1, true)), 1e-12));
+    const cosine = sum(mul(unit(stopGradient(z)), unit(zTilde)), -1); // [B, N] or [B]
+    const perSample = neg(z.rank === 3 ? mean(cosine, -1) : cosine);
+    const weights = opts.schedule ? projWeight(opts.schedule, t, opts) : onesLike(t);
+    const ws = sum(weights);
+    // SV branches on Σw > 1e-8 on the host; a 0/1 factor keeps it on the device.
+    const loss = mul(sum(mul(weights, perSample)).div(maximum(ws, 1e-8)), greater(ws, 1e-8));
+    return { loss, perSample, weights };
   });
 }

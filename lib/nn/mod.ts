@@ -51,6 +51,7 @@ export {
   SiT,
   unpatchify,
 } from "./transformer.ts";
+export { DiTWithProjector, type DiTWithProjectorOptions } from "./repa.ts";
 export {
   compareStateDict,
   detectArchitecture,

@@ -527,9 +527,50 @@ export class DiT extends Module {
       const labels = y ?? this.yEmbedder.nullLabels(x.shape[0]!);
       cond = cond.add(this.yEmbedder.forward(labels, forceDrop));
     }
-    for (const blk of this.blocks.layers) h = (blk as AdaLNZeroBlock).forward(h, cond);
+    let depth = 0;
+    for (const blk of this.blocks.layers) {
+      h = (blk as AdaLNZeroBlock).forward(h, cond);
+      if (++depth === this.#tap?.depth) this.#tap.hidden = h;
+    }
     h = this.finalLayer.forward(h, cond);
     return unpatchify(h, c0.patchSize, c0.inChannels);
+  }
+
+  #tap: { depth: number; hidden?: Tensor } | undefined;
+
+  /**
+   * `forward`, also returning the tokens [N, T, hidden] after the first `depth` blocks (REPA's
+   * `--encoder-depth`: the hidden state a projector aligns to encoder features). The tokens
+   * are part of the same graph, so a loss on them trains the first `depth` blocks.
+   *
+   * @example
+   * ```ts
+   * import { strict as assert } from "node:assert";
+   * import { nn, randn, tensor } from "../../mod.ts";
+   * const net = new nn.DiT({ inputSize: 4, patchSize: 2, inChannels: 1, hiddenSize: 8, depth: 2, numHeads: 2, numClasses: 0, seed: 0 });
+   * const x = randn([3, 1, 4, 4], { seed: 1 }), t = tensor([0.1, 0.5, 0.9]);
+   * const { out, hidden } = net.forwardWithHidden(1, x, t);
+   * assert.deepEqual(hidden.shape, [3, 4, 8]); // 4 patches of width 8
+   * assert.deepEqual([...await out.data()], [...await net.forward(x, t).data()]);
+   * assert.throws(() => net.forwardWithHidden(3, x, t), /encoder depth/);
+   * ```
+   */
+  forwardWithHidden(
+    depth: number,
+    x: Tensor,
+    t: Tensor,
+    y?: Tensor,
+    forceDrop?: Tensor,
+  ): { out: Tensor; hidden: Tensor } {
+    checkInt("encoder depth (blocks before the projector)", depth, 1, this.config.depth);
+    const tap: { depth: number; hidden?: Tensor } = { depth };
+    this.#tap = tap;
+    try {
+      const out = this.forward(x, t, y, forceDrop);
+      return { out, hidden: tap.hidden! };
+    } finally {
+      this.#tap = undefined;
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * @file Optimizers (SGD, Adam, AdamW, RAdam), gradient clipping, EMA and learning-rate
+ * @file Optimizers (SGD, Adam, AdamW, RAdam, Muon), gradient clipping, EMA and learning-rate
  * schedules. Re-exported from `mod.ts` as `optim`.
  * @module
  */
@@ -9,6 +9,10 @@ export {
   AdamW,
   clipGradNorm,
   type ClippedGrads,
+  Muon,
+  muonMask,
+  type MuonOptions,
+  newtonSchulz,
   Optimizer,
   type OptimizerState,
   type OptimizerStateInput,

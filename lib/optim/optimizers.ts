@@ -1,5 +1,6 @@
 /**
- * @file Optimizers with PyTorch's update rules (SGD, Adam, AdamW, RAdam) and global-norm
+ * @file Optimizers with PyTorch's update rules (SGD, Adam, AdamW, RAdam), Muon (momentum
+ * orthogonalised by Newton–Schulz, with AdamW for the other parameters) and global-norm
  * gradient clipping. The whole update is one fused elementwise expression applied to every
  * parameter's group (p, g, slots) by `fusedGroups` (one dispatch per step on WebGPU, a few
  * when the storage-buffer limit splits the groups); its step-dependent scalars enter as
@@ -7,7 +8,7 @@
  * nothing is read back to the host.
  * @module
  */
-import { keep, Tensor, tidy } from "../tensor.ts";
+import { keep, matmul, reshape, Tensor, tidy } from "../tensor.ts";
 import {
   div,
   full,
@@ -431,6 +432,310 @@ export class RAdam extends Optimizer {
     // adaptive ∈ {0, 1}: denominator √v + ε, or 1 (un-rectified warm-up steps).
     const denom = v2.sqrt().add(eps).mul(adaptive!).add(adaptive!.affine(-1, 1));
     return [p.add(m2.div(denom).mul(coef!)), m2, v2];
+  }
+}
+
+/** The quintic Newton–Schulz coefficients (a, b, c) of Keller Jordan's Muon. */
+const NS_COEFFS = [3.4445, -4.775, 2.0315] as const;
+
+/**
+ * An approximate orthogonalisation of a matrix G [m, n] (the "zeroth power" U·Vᵀ of its SVD
+ * U·S·Vᵀ) by `steps` quintic Newton–Schulz iterations, as Muon computes it: X ← G/(‖G‖_F + 1e-7),
+ * working on Gᵀ when m > n so that X·Xᵀ is the smaller Gram matrix, then
+ * X ← aX + (bA + cA²)X with A = XXᵀ and (a, b, c) = (3.4445, −4.7750, 2.0315). The
+ * coefficients trade exactness for speed: singular values land in roughly [0.7, 1.2], not
+ * at 1. Tensor ops only (matmuls), so it runs on every backend.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { optim, tensor } from "../../mod.ts";
+ * // diag(2, 1): the iteration acts on each singular value separately, so the result stays
+ * // diagonal, with both entries pulled from (0.89, 0.45) towards 1.
+ * const x = await optim.newtonSchulz(tensor([2, 0, 0, 1], [2, 2])).data();
+ * assert.ok(Math.abs(x[1]!) < 1e-6 && Math.abs(x[2]!) < 1e-6);
+ * assert.ok(x[0]! > 0.6 && x[0]! < 1.25 && x[3]! > 0.6 && x[3]! < 1.25);
+ * ```
+ */
+export function newtonSchulz(g: Tensor, steps = 5): Tensor {
+  checkInt("steps", steps, 0);
+  if (g?.rank !== 2) {
+    throw new RangeError(
+      `Expected a matrix [m, n] to orthogonalise but found ${g ? fmtShape(g.shape) : String(g)}`,
+    );
+  }
+  const [a, b, c] = NS_COEFFS;
+  const tall = g.shape[0]! > g.shape[1]!;
+  return tidy(() => {
+    // Transposing with the matmul flags (not a copy): X is Gᵀ when G is tall.
+    let x = g.div(g.square().sum().sqrt().add(1e-7));
+    const gram = (m: Tensor) => matmul(m, m, tall ? { transA: true } : { transB: true });
+    const left = (m: Tensor, xx: Tensor) => tall ? matmul(xx, m) : matmul(m, xx); // B·X, or X·B for the transposed layout
+    for (let i = 0; i < steps; i++) {
+      const A = gram(x);
+      const B = A.mul(b).add(matmul(A, A).mul(c));
+      x = x.mul(a).add(left(B, x));
+    }
+    return x;
+  });
+}
+
+/** Options of `Muon`. */
+export interface MuonOptions {
+  /** Learning rate of the orthogonalised updates (default 0.02, Keller Jordan's). */
+  lr?: number;
+  /** Momentum β (default 0.95). */
+  momentum?: number;
+  /** Nesterov momentum: orthogonalise (1−β)g + β·b instead of b (default true). */
+  nesterov?: boolean;
+  /** Newton–Schulz iterations (default 5). */
+  nsSteps?: number;
+  /** Decoupled weight decay of the Muon parameters: p ← p·(1 − lr·λ) (default 0). */
+  weightDecay?: number;
+  /**
+   * Which parameters take the Muon update, by index; the rest take AdamW. Default: every
+   * parameter of rank ≥ 2 (a rank-4 convolution weight is flattened to [out, in·kh·kw]).
+   * Embedding tables and output heads are usually better left to AdamW: see `muonMask`.
+   */
+  muon?: readonly boolean[];
+  /**
+   * The AdamW that updates the other parameters (biases, norms, embeddings): its learning rate
+   * (default 3e-4), betas (default [0.9, 0.95]), eps (default 1e-10) and decoupled weight
+   * decay (default 0), Keller Jordan's `MuonWithAuxAdam` defaults. When a schedule changes
+   * `lr`, this rate scales with it (it is `lr × adamw.lr / initial lr`).
+   */
+  adamw?: AdamOptions;
+}
+
+/**
+ * Which of named parameters Muon should orthogonalise: matrices (rank ≥ 2) except embedding
+ * tables (a name containing `embedding_table` or `embedding.weight`, e.g. a label embedder's
+ * `y_embedder.embedding_table`), whose rows are looked up one at a time, not multiplied.
+ * Pass the result as `MuonOptions.muon` with the parameters in the same order.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { optim, zeros } from "../../mod.ts";
+ * const mask = optim.muonMask([
+ *   ["blocks.0.weight", zeros([4, 3])],
+ *   ["blocks.0.bias", zeros([4])],
+ *   ["y_embedder.embedding_table", zeros([11, 4])],
+ * ]);
+ * assert.deepEqual(mask, [true, false, false]);
+ * ```
+ */
+export function muonMask(named: Iterable<readonly [string, Tensor]>): boolean[] {
+  return [...named].map(([name, p]) =>
+    p.rank >= 2 && !/embedding_table|embedding\.weight/.test(name)
+  );
+}
+
+/**
+ * Muon ("MomentUm Orthogonalized by Newton–Schulz", Keller Jordan 2024), the optimizer seed
+ * 001 offers beside AdamW, with an AdamW for the parameters it does not orthogonalise (as
+ * `MuonWithAuxAdam`). For a matrix parameter W [m, n] (a conv weight flattened to 2-D):
+ *
+ *   b ← βb + (1−β)g;  u = nesterov ? (1−β)g + βb : b;
+ *   O = newtonSchulz(u, 5) · √max(1, m/n);  W ← W·(1 − lr·λ) − lr·O
+ *
+ * The √max(1, m/n) factor gives tall matrices updates of the same RMS per entry as wide ones.
+ * Every other parameter (rank < 2, or masked out by `muon`) follows `torch.optim.AdamW` with
+ * the `adamw` settings. State: `momentum_buffer.<i>` for Muon parameters, `exp_avg.<i>` and
+ * `exp_avg_sq.<i>` for AdamW ones (i = the parameter's index). On WebGPU nothing is read back.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { optim, tensor } from "../../mod.ts";
+ * const w = tensor([1, 0, 0, 1], [2, 2]), bias = tensor([0.5]);
+ * const opt = new optim.Muon({ lr: 0.1, adamw: { lr: 0.01 } });
+ * opt.step([w, bias], [tensor([3, 0, 0, 3], [2, 2]), tensor([2])]);
+ * // The gradient 3·I orthogonalises to about I, whatever its scale: W ≈ (1 − 0.1·s)·I with
+ * // s the Newton–Schulz image of singular value 1/√2 (in [0.7, 1.2]).
+ * const a = await w.data();
+ * assert.ok(a[0]! > 0.87 && a[0]! < 0.94 && a[0] === a[3] && a[1] === 0);
+ * // The bias takes AdamW's first step, lr·sign(g).
+ * assert.ok(Math.abs((await bias.data())[0]! - 0.49) < 1e-6);
+ * assert.deepEqual(Object.keys(opt.stateDict().tensors).sort(),
+ *   ["exp_avg.1", "exp_avg_sq.1", "momentum_buffer.0"]);
+ * ```
+ */
+export class Muon extends Optimizer {
+  /** Momentum β. */
+  readonly momentum: number;
+  /** Nesterov momentum. */
+  readonly nesterov: boolean;
+  /** Newton–Schulz iterations. */
+  readonly nsSteps: number;
+  /** Decoupled weight decay of the Muon parameters. */
+  readonly weightDecay: number;
+  /** AdamW's (β₁, β₂). */
+  readonly adamwBetas: readonly [number, number];
+  /** AdamW's ε. */
+  readonly adamwEps: number;
+  /** AdamW's decoupled weight decay. */
+  readonly adamwWeightDecay: number;
+  /** AdamW's rate relative to `lr` (kept when a schedule changes `lr`). */
+  readonly adamwLrRatio: number;
+  /** Names of the per-parameter state slots. */
+  protected readonly slotNames: readonly string[] = ["momentum_buffer", "exp_avg", "exp_avg_sq"];
+  private readonly mask?: readonly boolean[];
+  /** Create a Muon; the options are described on the class and its options type. */
+  constructor(opts: MuonOptions = {}) {
+    super(opts.lr ?? 0.02);
+    this.momentum = checkNumber("momentum", opts.momentum ?? 0.95, 0, 1);
+    this.nesterov = opts.nesterov ?? true;
+    this.nsSteps = checkInt("nsSteps", opts.nsSteps ?? 5, 1);
+    this.weightDecay = checkNumber("weightDecay", opts.weightDecay ?? 0, 0);
+    const h = adamHyper({ betas: [0.9, 0.95], eps: 1e-10, ...opts.adamw });
+    this.adamwBetas = [h.b1, h.b2];
+    this.adamwEps = h.eps;
+    this.adamwWeightDecay = checkNumber("adamw.weightDecay", opts.adamw?.weightDecay ?? 0, 0);
+    const alr = checkNumber("adamw.lr", opts.adamw?.lr ?? 3e-4, 0);
+    this.adamwLrRatio = this.lr > 0 ? alr / this.lr : 0;
+    if (opts.muon !== undefined && !Array.isArray(opts.muon)) {
+      throw new TypeError(`Expected muon to be an array of booleans but found ${opts.muon}`);
+    }
+    this.mask = opts.muon;
+  }
+
+  /** Whether parameter `i` takes the Muon update. */
+  private isMuon(params: readonly Tensor[], i: number): boolean {
+    return this.mask ? this.mask[i] === true : params[i]!.rank >= 2;
+  }
+
+  /** Sparse slots: momentum for Muon parameters, the AdamW moments for the others. */
+  protected override state(params: readonly Tensor[]): Tensor[][] {
+    if (this.mask && this.mask.length !== params.length) {
+      throw new RangeError(
+        `Expected the muon mask to have one entry per parameter (${params.length}) but found ${this.mask.length}`,
+      );
+    }
+    const have = this.slots.get("momentum_buffer");
+    if (have) {
+      if (have.length > params.length || this.slots.get("exp_avg")!.length > params.length) {
+        throw new RangeError(
+          `This optimizer holds state for more parameters than the ${params.length} step() got`,
+        );
+      }
+    }
+    const out = this.slotNames.map((n) => {
+      if (!this.slots.has(n)) this.slots.set(n, []);
+      return this.slots.get(n)!;
+    });
+    params.forEach((p, i) => {
+      const slots = this.isMuon(params, i) ? [out[0]!] : [out[1]!, out[2]!];
+      for (const s of slots) if (!s[i]) s[i] = keep(zerosLike(p));
+    });
+    return out;
+  }
+
+  /** [−AdamW step size, 1/√bc2, AdamW decay factor] of this step. */
+  protected scalars(): number[] {
+    const t = this.stepCount, [b1, b2] = this.adamwBetas, lr = this.lr * this.adamwLrRatio;
+    const bc1 = 1 - Math.pow(b1, t), bc2 = 1 - Math.pow(b2, t);
+    return [-lr / bc1, 1 / Math.sqrt(bc2), 1 - lr * this.adamwWeightDecay];
+  }
+
+  /** AdamW's fused update for the parameters Muon leaves out. */
+  protected update(p: Fx, g: Fx, [m, v]: Fx[], [nss, ibc2, keepF]: Fx[]): Fx[] {
+    const [b1, b2] = this.adamwBetas;
+    const m2 = m!.mul(b1).add(g.mul(1 - b1));
+    const v2 = v!.mul(b2).add(g.square().mul(1 - b2));
+    const p2 = p.mul(keepF!).add(m2.div(v2.sqrt().mul(ibc2!).add(this.adamwEps)).mul(nss!));
+    return [p2, m2, v2];
+  }
+
+  /** Update `params` in place from `grads`; see the class doc for the rule. */
+  override step(params: readonly Tensor[], grads: readonly Tensor[]): void {
+    checkPairs(params, grads);
+    checkNumber("lr", this.lr, 0);
+    this.stepCount++;
+    const [buf, m, v] = this.state(params) as [Tensor[], Tensor[], Tensor[]];
+    if (params.length === 0) return;
+    const mu: number[] = [], ad: number[] = [];
+    params.forEach((_, i) => (this.isMuon(params, i) ? mu : ad).push(i));
+    const sc = this.scalars().map((s) => fx.const(s));
+    const beta = this.momentum, lr = this.lr, keepW = 1 - lr * this.weightDecay;
+    tidy(() => {
+      if (ad.length) {
+        fusedGroups(
+          ad.map((i) => [params[i]!, grads[i]!, m[i]!, v[i]!]),
+          [],
+          (p, g, mm, vv) => this.update(p!, g!, [mm!, vv!], sc),
+          { into: [0, 2, 3] },
+        );
+      }
+      if (!mu.length) return;
+      // Every momentum buffer in one kernel: b ← βb + (1−β)g (torch's lerp_).
+      fusedGroups(
+        mu.map((i) => [buf[i]!, grads[i]!]),
+        [],
+        (b, g) => b!.mul(beta).add(g!.mul(1 - beta)),
+        { into: [0] },
+      );
+      for (const i of mu) {
+        const p = params[i]!, g = grads[i]!, b = buf[i]!;
+        const rows = p.shape[0]!, cols = p.size / rows;
+        const u = this.nesterov ? g.mul(1 - beta).add(b.mul(beta)) : b;
+        const o = newtonSchulz(reshape(u, [rows, cols]), this.nsSteps);
+        const s = -lr * Math.sqrt(Math.max(1, rows / cols));
+        fusedGroups(
+          [[p, reshape(o, p.shape)]],
+          [],
+          (pp, oo) => pp!.mul(fx.const(keepW)).add(oo!.mul(fx.const(s))),
+          { into: [0] },
+        );
+      }
+    });
+  }
+
+  /**
+   * Restore from `stateDict()` output: `momentum_buffer.<i>` for each Muon parameter and
+   * `exp_avg.<i>`/`exp_avg_sq.<i>` for each AdamW one. `like` (the parameters, in the order
+   * `step` gets them) is needed to tell which is which when the state is not empty.
+   */
+  override loadStateDict(state: OptimizerStateInput, like?: readonly Tensor[]): void {
+    checkInt("optimizer step", state?.step, 0);
+    const entries = Object.entries(state.tensors ?? {});
+    const next = new Map<string, Tensor[]>(this.slotNames.map((n) => [n, []]));
+    if (entries.length && !like) {
+      throw new TypeError("Muon.loadStateDict needs the parameters (like) to restore its state");
+    }
+    try {
+      for (const [k, t] of entries) {
+        const mt = /^(.+)\.(\d+)$/.exec(k);
+        const i = mt ? Number(mt[2]) : -1;
+        if (!mt || !this.slotNames.includes(mt[1]!) || i >= like!.length) {
+          throw new RangeError(
+            `Unexpected optimizer state "${k}": expected "momentum_buffer.<i>", "exp_avg.<i>" ` +
+              `or "exp_avg_sq.<i>" with i < ${like!.length}`,
+          );
+        }
+        if ((mt[1] === "momentum_buffer") !== this.isMuon(like!, i)) {
+          throw new RangeError(
+            `Optimizer state "${k}" does not fit parameter ${i} (${fmtShape(like![i]!.shape)}), ` +
+              `which takes the ${this.isMuon(like!, i) ? "Muon" : "AdamW"} update`,
+          );
+        }
+        next.get(mt[1]!)![i] = keep(copyState(t, like![i]!, k));
+      }
+      if (entries.length) {
+        like!.forEach((_, i) => {
+          const need = this.isMuon(like!, i) ? ["momentum_buffer"] : ["exp_avg", "exp_avg_sq"];
+          for (const n of need) {
+            if (!next.get(n)![i]) throw new RangeError(`Missing optimizer state "${n}.${i}"`);
+          }
+        });
+      }
+    } catch (e) {
+      for (const ts of next.values()) ts.forEach((t) => t.dispose());
+      throw e;
+    }
+    this.dispose();
+    if (entries.length) { for (const [k, v] of next) this.slots.set(k, v); }
+    this.stepCount = state.step;
   }
 }
 

@@ -11,10 +11,12 @@
 import type { Tensor } from "../tensor.ts";
 import { tensor } from "../ops/mod.ts";
 import { Generator } from "../random.ts";
-import { Adam, EMA } from "../optim/mod.ts";
+import { Adam, AdamW, EMA, Muon, muonMask, type Optimizer } from "../optim/mod.ts";
 import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
-import type { StepContext, Trainer } from "./fit.ts";
+import type { LossOutput, StepContext, Trainer } from "./fit.ts";
+import { type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
+import type * as nn from "../nn/mod.ts";
 import {
   buildCfmModel,
   type CfmDataset,
@@ -127,10 +129,75 @@ export interface CfmTrainerConfig extends CfmModelConfig {
   timeStd: number;
   /** Batch size. */
   batchSize: number;
-  /** Adam learning rate. */
+  /** Learning rate of Adam/AdamW (with Muon: of its AdamW part). */
   lr: number;
   /** EMA decay. */
   emaDecay: number;
+  /** The update rule (default "adam"). */
+  optimizer?: CfmOptimizer;
+  /** Muon's learning rate for the weight matrices (default 0.02; `optimizer` "muon" only). */
+  muonLr?: number;
+  /** REPA's schedule and coefficient (with `useProjLoss`; see `RepaSettings`). */
+  projWeightSchedule?: RepaSettings["projWeightSchedule"];
+  /** VA-REPA τ. */
+  projTau?: number;
+  /** VA-REPA sigmoid k. */
+  projK?: number;
+  /** Coefficient of the projection loss. */
+  projCoeff?: number;
+}
+
+/**
+ * The optimizers `cfmTrainer` can use: Adam (the default), AdamW (decoupled decay 0.01), or
+ * Muon on the weight matrices with AdamW on biases, norms and embedding tables.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CFM_OPTIMIZERS } from "../../mod.ts";
+ * assert.equal(CFM_OPTIMIZERS.join("|"), "adam|adamw|muon");
+ * ```
+ */
+export const CFM_OPTIMIZERS = ["adam", "adamw", "muon"] as const;
+/** A `CFM_OPTIMIZERS` name. */
+export type CfmOptimizer = typeof CFM_OPTIMIZERS[number];
+
+/**
+ * The optimizer `name` for `model`'s parameters (in `parameters()` order): Adam or AdamW at
+ * `lr`, or Muon at `muonLr` on the matrices `muonMask` picks and AdamW at `lr` (betas
+ * 0.9/0.95) on the rest.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { buildOptimizer, nn, optim } from "../../mod.ts";
+ * const net = new nn.VelocityMLP({ dim: 2, hidden: 8, depth: 2, seed: 0 });
+ * const opt = buildOptimizer("muon", net, { lr: 1e-3 });
+ * assert.ok(opt instanceof optim.Muon && opt.lr === 0.02);
+ * assert.throws(() => buildOptimizer("sgd" as "adam", net, { lr: 1e-3 }), RangeError);
+ * ```
+ */
+export function buildOptimizer(
+  name: CfmOptimizer,
+  model: { namedParameters(): Map<string, Tensor> },
+  o: { lr: number; muonLr?: number },
+): Optimizer {
+  switch (name) {
+    case "adam":
+      return new Adam({ lr: o.lr });
+    case "adamw":
+      return new AdamW({ lr: o.lr });
+    case "muon":
+      return new Muon({
+        lr: o.muonLr ?? 0.02,
+        muon: muonMask(model.namedParameters()),
+        adamw: { lr: o.lr },
+      });
+    default:
+      throw new RangeError(
+        `Expected the optimizer to be one of ${CFM_OPTIMIZERS.join(", ")} but found ${name}`,
+      );
+  }
 }
 
 /** One training batch (after coupling). */
@@ -150,7 +217,7 @@ export interface CfmTrainer extends Trainer<CfmNet> {
 }
 
 /**
- * A trainer for CFM / OT-CFM with Adam and an EMA. `generator` must be the run's stream
+ * A trainer for CFM / OT-CFM with Adam (or `optimizer`: AdamW, Muon) and an EMA. `generator` must be the run's stream
  * (pass the same one to `fit`): the label dropout draws from it.
  *
  * @example
@@ -171,18 +238,34 @@ export interface CfmTrainer extends Trainer<CfmNet> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Generator): CfmTrainer {
+export function cfmTrainer(
+  c: CfmTrainerConfig,
+  data: CfmData,
+  generator: Generator,
+  repa?: RepaEncoder,
+): CfmTrainer {
   checkCfmModelFits(c, c.batchSize);
+  if (c.useProjLoss && !repa) {
+    throw new TypeError("cfmTrainer: useProjLoss needs the encoder (loadRepaEncoder)");
+  }
   const model = buildCfmModel(c);
   // Label dropout draws from the training stream, so a resumed run repeats it exactly.
   if (model.yEmbedder) model.yEmbedder.dropGenerator = generator;
   model.train(true);
-  const velocity = (x: Tensor, t: Tensor, y?: Tensor) => model.forward(x, t, y);
+  // With REPA the velocity also keeps the projected tokens of this forward pass.
+  let projected: Tensor | null = null;
+  const velocity = (x: Tensor, t: Tensor, y?: Tensor) => {
+    if (!repa) return model.forward(x, t, y);
+    const r = (model as nn.DiTWithProjector).forwardProjected(x, t, y);
+    projected = r.projected;
+    return r.out;
+  };
   let cur: CfmBatch | null = null;
   return {
     model,
-    optimizer: new Adam({ lr: c.lr }),
+    optimizer: buildOptimizer(c.optimizer ?? "adam", model, c),
     ema: new EMA(model, { decay: c.emaDecay }),
+    ...(repa ? { lossMetric: "training/loss" } : {}),
     get batch() {
       return cur;
     },
@@ -211,18 +294,29 @@ export function cfmTrainer(c: CfmTrainerConfig, data: CfmData, generator: Genera
       cur.coupling = cp;
       return { "training/ot_marginal_error": cp.marginalError };
     },
-    loss(ctx: StepContext<CfmNet>) {
+    loss(ctx: StepContext<CfmNet>): LossOutput {
       const b = cur!;
+      const r = cfmLoss(velocity, b.x1, {
+        y: b.y,
+        coupling: b.coupling,
+        generator: ctx.generator,
+        sigmaMin: c.sigmaMin,
+        variant: c.variant,
+        timeSchedule: c.timeSampling,
+        timeOptions: { mean: c.timeMean, std: c.timeStd },
+      });
+      if (!repa) return { loss: r.loss };
+      // The clean images the path ends at: the OT-coupled x1 when there is a coupling.
+      const x1 = b.coupling?.x1 ?? b.x1;
+      const p = repaTerm(repa.model, x1, projected!, r.t, {
+        projWeightSchedule: c.projWeightSchedule ?? "hard",
+        projTau: c.projTau ?? 0.7,
+        projK: c.projK ?? 20,
+        projCoeff: c.projCoeff ?? 0.5,
+      });
       return {
-        loss: cfmLoss(velocity, b.x1, {
-          y: b.y,
-          coupling: b.coupling,
-          generator: ctx.generator,
-          sigmaMin: c.sigmaMin,
-          variant: c.variant,
-          timeSchedule: c.timeSampling,
-          timeOptions: { mean: c.timeMean, std: c.timeStd },
-        }).loss,
+        loss: r.loss.add(p.weighted),
+        metrics: { "training/loss_flow": r.loss, "training/loss_proj": p.loss },
       };
     },
   };

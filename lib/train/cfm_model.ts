@@ -71,6 +71,14 @@ export interface CfmModelConfig {
   denoiseTimesteps?: number;
   /** VelocityMLP only: the scalar-gated input skip v = f + c·x (flat images). */
   inputSkip?: boolean;
+  /** DiT only: carry REPA's projector (`nn.DiTWithProjector`; needs the three below). */
+  useProjLoss?: boolean;
+  /** Blocks before the projector (REPA `--encoder-depth`). */
+  encoderDepth?: number;
+  /** The projector MLP's hidden width. */
+  projectorDim?: number;
+  /** The projector's output width: the REPA encoder's feature width. */
+  projFeatureDim?: number;
 }
 
 /** A velocity model of either kind. */
@@ -113,7 +121,7 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
   const [ch, h] = c.dataShape as [number, number, number];
   // 28 = 7·4: patch 4 gives 49 tokens, small enough for a CPU adapter.
   const patch = h % 4 === 0 ? 4 : h % 2 === 0 ? 2 : 1;
-  return new nn.DiT({
+  const opts = {
     inputSize: h,
     patchSize: patch,
     inChannels: ch,
@@ -124,6 +132,14 @@ export function buildCfmModel(c: CfmModelConfig): CfmNet {
     classDropoutProb: c.cfgDropout,
     dtConditioning: c.dtConditioning,
     seed: c.seed + 1,
+  };
+  if (!c.useProjLoss) return new nn.DiT(opts);
+  // The projector is part of the checkpoint (REPA's `projectors.0.*`); sampling ignores it.
+  return new nn.DiTWithProjector({
+    ...opts,
+    encoderDepth: c.encoderDepth ?? Math.max(1, c.depth >> 1),
+    projectorDim: c.projectorDim ?? 256,
+    featureDim: c.projFeatureDim!,
   });
 }
 

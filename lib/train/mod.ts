@@ -52,21 +52,28 @@ export {
   sampleCfmModel,
   velocityOf,
 } from "./cfm_model.ts";
+export { loadRepaEncoder, type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
 export {
+  buildOptimizer,
+  CFM_OPTIMIZERS,
   type CfmBatch,
   type CfmData,
   cfmData,
   type CfmDataOptions,
+  type CfmOptimizer,
   type CfmTrainer,
   cfmTrainer,
   type CfmTrainerConfig,
 } from "./cfm.ts";
 export {
   bankState,
+  checkStableVmModel,
   embeddedRing,
   type HostTrainerState,
   type LabelledSet,
   loadLabelledNpz,
+  stableVmField,
+  type StableVmNet,
   type StableVmTrainer,
   stableVmTrainer,
   type StableVmTrainerConfig,

@@ -17,8 +17,10 @@ import { loadArrayDataset } from "../data/arrays.ts";
 import { GaussianMixture } from "../data/gmm.ts";
 import { MemoryBank, siLoss, stableVmLoss } from "../flow/stablevm.ts";
 import type { PathType } from "../flow/paths.ts";
-import { tensor } from "../ops/mod.ts";
-import type { StepContext, Trainer, TrainerState } from "./fit.ts";
+import { reshape, tensor } from "../ops/mod.ts";
+import type { LossOutput, StepContext, Trainer, TrainerState } from "./fit.ts";
+import { buildCfmModel, checkCfmModelFits } from "./cfm_model.ts";
+import { type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
 
 /** A class-labelled dataset on the host. */
 export interface LabelledSet {
@@ -173,17 +175,117 @@ export interface StableVmTrainerConfig {
   pathType?: PathType;
   /** Time distribution (SV `--weighting`; default "uniform"). */
   weighting?: "uniform" | "lognormal";
+  /**
+   * The network: SV's AdaLN-Zero MLP (default) or, for image rows, a small DiT ("dit-tiny":
+   * width `hidden`, `blocks` blocks, patch 4 for 28×28), which `--use-proj-loss` needs.
+   */
+  model?: "adaln-mlp" | "dit-tiny";
+  /** REPA (with `model` "dit-tiny" and an encoder; see `RepaSettings`). */
+  useProjLoss?: boolean;
+  /** Blocks before the projector. */
+  encoderDepth?: number;
+  /** Projector width. */
+  projectorDim?: number;
+  /** The encoder's feature width (the projector's output), recorded for resumes. */
+  projFeatureDim?: number;
+  /** VA-REPA schedule. */
+  projWeightSchedule?: RepaSettings["projWeightSchedule"];
+  /** VA-REPA τ. */
+  projTau?: number;
+  /** VA-REPA k. */
+  projK?: number;
+  /** Projection-loss coefficient (SV 0.5). */
+  projCoeff?: number;
 }
 
+/** The network of a StableVM run. */
+export type StableVmNet = nn.AdaLNMLP | nn.DiT;
+
 /** A StableVM trainer and its bank. */
-export interface StableVmTrainer extends Trainer<nn.AdaLNMLP> {
+export interface StableVmTrainer extends Trainer<StableVmNet> {
   /** The memory bank. */
   readonly bank: MemoryBank;
 }
 
 /**
- * The `train:stablevm` trainer: the AdaLN-Zero MLP, Adam, EMA, and the memory bank
- * (prefilled on a fresh run, restored from the checkpoint on resume).
+ * The velocity of a StableVM network on flat rows x [n, d] (a DiT sees them as images of
+ * `shape` [C, H, W] and returns rows again), as the bank, the loss and the samplers use it.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, stableVmField, tensor } from "../../mod.ts";
+ * const net = new nn.DiT({ inputSize: 4, patchSize: 2, inChannels: 1, hiddenSize: 8, depth: 1, numHeads: 2, numClasses: 2, seed: 0 });
+ * const v = stableVmField(net, [1, 4, 4])(randn([3, 16], { seed: 1 }), tensor([0.1, 0.5, 0.9]), tensor([0, 1, 2]));
+ * assert.deepEqual(v.shape, [3, 16]);
+ * ```
+ */
+export function stableVmField(
+  model: StableVmNet,
+  shape?: readonly number[],
+): (x: Tensor, t: Tensor, y?: Tensor) => Tensor {
+  if (!(model instanceof nn.DiT)) return (x, t, y) => model.forward(x, t, y);
+  return (x, t, y) => {
+    const n = x.shape[0]!;
+    return reshape(model.forward(reshape(x, [n, ...shape!]), t, y), [n, x.shape[1]!]);
+  };
+}
+
+/** [C, H, W] of image rows (1 or 3 channels), or null. */
+function imageShapeOf(data: LabelledSet): number[] | null {
+  const s = data.shape?.length === 2 ? [1, ...data.shape] : data.shape;
+  return s?.length === 3 && (s[0] === 1 || s[0] === 3) ? [...s] : null;
+}
+
+/**
+ * Refuse (before a run is created) a `model` that does not fit the data: "dit-tiny" needs
+ * image rows ([H, W] or [C, H, W] with 1 or 3 channels, e.g. `--data-dir fashion-mnist`),
+ * a width that is a multiple of 4, and a training step that fits the device.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { checkStableVmModel, embeddedRing } from "../../mod.ts";
+ * assert.throws(() => checkStableVmModel({ model: "dit-tiny", hidden: 32, blocks: 2, batchSize: 8 }, embeddedRing(0)),
+ *   /--model dit-tiny needs image rows/);
+ * ```
+ */
+export function checkStableVmModel(
+  c: Pick<StableVmTrainerConfig, "model" | "hidden" | "blocks" | "batchSize">,
+  data: LabelledSet,
+): void {
+  if ((c.model ?? "adaln-mlp") !== "dit-tiny") return;
+  const shape = imageShapeOf(data);
+  if (!shape) {
+    throw new RangeError(
+      `--model dit-tiny needs image rows (e.g. --data-dir fashion-mnist) but the data are ` +
+        `${data.dim}-D vectors${data.shape ? ` of shape [${data.shape}]` : ""}`,
+    );
+  }
+  if (c.hidden % 4 !== 0) {
+    throw new RangeError(
+      `Expected --hidden to be a multiple of 4 for dit-tiny but found ${c.hidden}`,
+    );
+  }
+  checkCfmModelFits(
+    {
+      model: "dit-tiny",
+      hidden: c.hidden,
+      depth: c.blocks,
+      dataShape: shape,
+      numClasses: 0,
+      cfgDropout: 0,
+      seed: 0,
+    },
+    c.batchSize,
+  );
+}
+
+/**
+ * The `train:stablevm` trainer: the AdaLN-Zero MLP (or a DiT for image rows), Adam, EMA,
+ * and the memory bank (prefilled on a fresh run, restored from the checkpoint on resume).
+ * With `useProjLoss` (a DiT and `repa`, the encoder) the loss adds REPA's projection term
+ * coeff · projLoss with the VA-REPA schedule, logged as `training/loss_proj`.
  *
  * @example
  * ```ts
@@ -201,44 +303,90 @@ export interface StableVmTrainer extends Trainer<nn.AdaLNMLP> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): StableVmTrainer {
+export function stableVmTrainer(
+  c: StableVmTrainerConfig,
+  data: LabelledSet,
+  repa?: RepaEncoder,
+): StableVmTrainer {
   const C = data.numClasses, d = data.dim;
-  checkStepFits(
-    (k) =>
-      mlpStepSize({ hidden: k["--hidden"]!, depth: c.blocks, width: d, batch: k["--batch-size"]! }),
-    { "--hidden": c.hidden, "--batch-size": c.batchSize },
-  );
-  const model = new nn.AdaLNMLP({
-    dim: d,
-    hidden: c.hidden,
-    blocks: c.blocks,
-    dropout: c.dropout,
-    numClasses: C,
-    classDropoutProb: 0.1,
-    seed: c.seed + 1,
-  });
+  const dit = c.model === "dit-tiny", shape = imageShapeOf(data) ?? [];
+  if (c.useProjLoss && !(dit && repa)) {
+    throw new TypeError("stableVmTrainer: useProjLoss needs model dit-tiny and the encoder");
+  }
+  if (dit) checkStableVmModel(c, data);
+  else {
+    checkStepFits(
+      (k) =>
+        mlpStepSize({
+          hidden: k["--hidden"]!,
+          depth: c.blocks,
+          width: d,
+          batch: k["--batch-size"]!,
+        }),
+      { "--hidden": c.hidden, "--batch-size": c.batchSize },
+    );
+  }
+  const model: StableVmNet = dit
+    ? buildCfmModel({
+      ...c,
+      model: "dit-tiny",
+      depth: c.blocks,
+      dataShape: shape,
+      numClasses: C,
+      cfgDropout: 0.1,
+    }) as nn.DiT
+    : new nn.AdaLNMLP({
+      dim: d,
+      hidden: c.hidden,
+      blocks: c.blocks,
+      dropout: c.dropout,
+      numClasses: C,
+      classDropoutProb: 0.1,
+      seed: c.seed + 1,
+    });
   // The loss already replaces 10% of labels by the null label (and draws those samples from
   // the global pool), so the embedder must not drop labels a second time: keep it in eval
   // mode; its table still has the null row. (`fit` restores these flags after sampling.)
   model.train(true);
   model.yEmbedder?.eval();
   const bank = new MemoryBank({ numClasses: C, capacityPerClass: c.bankCapacityPerClass, dim: d });
-  const field = (x: Tensor, t: Tensor, y: Tensor) => model.forward(x, t, y);
+  // With REPA the field also keeps the projected tokens of this forward pass.
+  let projected: Tensor | null = null;
+  const field = !repa ? stableVmField(model, shape) : (x: Tensor, t: Tensor, y: Tensor) => {
+    const n = x.shape[0]!;
+    const r = (model as nn.DiTWithProjector).forwardProjected(reshape(x, [n, ...shape]), t, y);
+    projected = r.projected;
+    return reshape(r.out, [n, d]);
+  };
+  const withRepa = (r: { loss: Tensor; x: Tensor; t: Tensor }): LossOutput => {
+    if (!repa) return { loss: r.loss };
+    const p = repaTerm(repa.model, r.x, projected!, r.t, {
+      projWeightSchedule: c.projWeightSchedule ?? "hard",
+      projTau: c.projTau ?? 0.7,
+      projK: c.projK ?? 20,
+      projCoeff: c.projCoeff ?? 0.5,
+    });
+    return {
+      loss: r.loss.add(p.weighted),
+      metrics: { "training/loss_flow": r.loss, "training/loss_proj": p.loss },
+    };
+  };
   let batch: { x: Float32Array; labels: Int32Array } | undefined;
   return {
     model,
     optimizer: new Adam({ lr: c.learningRate }),
     ema: new EMA(model, { decay: c.emaDecay }),
+    ...(repa ? { lossMetric: "training/loss" } : {}),
     bank,
     state: bankState(bank),
-    setup(ctx: StepContext<nn.AdaLNMLP>) {
+    setup(ctx: StepContext<StableVmNet>) {
       if (ctx.resumed) return;
       bank.prefill({ x: data.x, labels: data.labels }, {
         fully: c.prefillBankFully,
         generator: ctx.generator,
       });
     },
-    prepare(ctx: StepContext<nn.AdaLNMLP>) {
+    prepare(ctx: StepContext<StableVmNet>) {
       // SV: the dataloader batch only refills the bank; the loss draws from the bank.
       const B = c.batchSize;
       const idx = ctx.generator.uniformHost(B);
@@ -251,7 +399,7 @@ export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): St
       bank.add(bx, bl);
       batch = { x: bx, labels: bl };
     },
-    loss(ctx: StepContext<nn.AdaLNMLP>) {
+    loss(ctx: StepContext<StableVmNet>) {
       const o = {
         bank,
         batchSize: c.batchSize,
@@ -260,11 +408,11 @@ export function stableVmTrainer(c: StableVmTrainerConfig, data: LabelledSet): St
         path: c.pathType,
         weighting: c.weighting,
       };
-      if (c.lossType === "stablevm") return { loss: stableVmLoss(field, o).loss };
+      if (c.lossType === "stablevm") return withRepa(stableVmLoss(field, o));
       // SV's SILoss regresses the dataloader batch itself (labels with CFG dropout), not
       // draws from the bank.
       const x = ctx.track(tensor(batch!.x, [batch!.labels.length, d]));
-      return { loss: siLoss(field, { ...o, x, labels: batch!.labels }).loss };
+      return withRepa(siLoss(field, { ...o, x, labels: batch!.labels }));
     },
   };
 }

@@ -281,6 +281,44 @@ Deno.test("train:cfm --resume continues bit-identically to an uninterrupted run 
   }
 });
 
+Deno.test("train:cfm --optimizer muon keeps Muon state for the matrices, AdamW state for the rest, and resumes bit-identically (CPU)", async () => {
+  const out = await tmp();
+  try {
+    await onCpu(async () => {
+      const common = ["--dataset", "moons", "--optimizer", "muon", "--muon-lr", "0.01"];
+      const more = ["--log-every", "2", "--checkpoint-every", "2", "--output-dir", out, ...TINY];
+      const a = await trainMain([...common, ...more, "--max-train-steps", "4", "--exp-name", "a"]);
+      await trainMain([...common, ...more, "--max-train-steps", "2", "--exp-name", "b"]);
+      const b = await trainMain(["--resume", `${out}/b`, "--max-train-steps", "4"]);
+      const ca = await loadCheckpoint(a!.checkpoint), cb = await loadCheckpoint(b!.checkpoint);
+      const cfg = JSON.parse(await Deno.readTextFile(`${out}/a/config.json`));
+      assert.deepEqual([cfg.optimizer, cfg.muon_lr ?? cfg.muonLr], ["muon", 0.01]);
+      // Slot per parameter: momentum for rank-2 weights, the AdamW moments for biases.
+      const names = Object.keys(ca.model);
+      const keys = Object.keys(ca.optimizer!);
+      names.forEach((n, i) => {
+        const matrix = ca.model[n]!.shape.length === 2;
+        assert.equal(keys.includes(`momentum_buffer.${i}`), matrix, n);
+        assert.equal(keys.includes(`exp_avg.${i}`), !matrix, n);
+      });
+      assert.ok(keys.some((k) => k.startsWith("momentum_buffer.")));
+      for (const sec of ["model", "ema", "optimizer"] as const) {
+        const ta = ca[sec]!, tb = cb[sec]!;
+        assert.deepEqual(Object.keys(tb).sort(), Object.keys(ta).sort());
+        for (const k of Object.keys(ta)) {
+          assert.deepEqual(await tb[k]!.data(), await ta[k]!.data(), `${sec}.${k} differs`);
+        }
+      }
+      await assert.rejects(
+        trainMain(["--dataset", "moons", "--muon-lr", "0.01", "--output-dir", out]),
+        /--muon-lr .*--optimizer muon/,
+      );
+    });
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
 Deno.test("sample writes a 2-D scatter PNG and an NPZ equal to a one-step Euler recomputation", async () => {
   const out = await tmp();
   try {

@@ -126,6 +126,7 @@ Deno.test("train:stablevm flags: seed spellings parse, bad values give the promi
     "--proj-k=20.0",
     "--proj-tau=0.7",
     "--use-proj-loss",
+    "--model=dit-tiny",
     "--report-to=wandb",
     "--allow-tf32",
     "--mixed-precision=fp16",
@@ -153,7 +154,9 @@ Deno.test("train:stablevm flags: seed spellings parse, bad values give the promi
     () => parseTrainFlags(["--path-type", "spiral"]),
     /--path-type "spiral": expected one of "linear", "cosine"/,
   );
-  assert.throws(() => parseTrainFlags(["--model", "SiT-XL/2"]), /image models .* arrive later/);
+  assert.throws(() => parseTrainFlags(["--model", "SiT-XL/2"]), /use --model dit-tiny/);
+  assert.throws(() => parseTrainFlags(["--use-proj-loss"]), /add --model dit-tiny/);
+  assert.throws(() => parseTrainFlags(["--proj-k", "5"], new Set()), /no effect without/);
   assert.throws(
     () => parseTrainFlags(["--model", "unet"]),
     /--model "unet": expected one of "adaln-mlp"/,
@@ -164,13 +167,17 @@ Deno.test("train:stablevm flags: seed spellings parse, bad values give the promi
   );
 });
 
-Deno.test("train:stablevm: --use-proj-loss is refused with the reason (no image encoder), before any run", async () => {
+Deno.test("train:stablevm: --use-proj-loss without a DiT, image data or an encoder is refused with the reason, before any run", async () => {
   const { main } = await import("../../tasks/train_stablevm.ts");
   const out = await Deno.makeTempDir();
   try {
     await assert.rejects(
       () => main(["--use-proj-loss", "--output-dir", out]),
-      (e: Error) => e instanceof RangeError && /image encoder/.test(e.message),
+      (e: Error) => e instanceof RangeError && /add --model dit-tiny/.test(e.message),
+    );
+    await assert.rejects(
+      () => main(["--use-proj-loss", "--model", "dit-tiny", "--output-dir", out]),
+      /--model dit-tiny needs image rows \(e.g. --data-dir fashion-mnist\) but the data are 2-D/,
     );
     assert.deepEqual([...Deno.readDirSync(out)], [], "nothing written");
   } finally {

@@ -286,3 +286,51 @@ Deno.test("Adam trains a 2-D regression MLP to < 5% of the target variance, with
   x.dispose();
   y.dispose();
 });
+
+Deno.test("optim.Muon: newtonSchulz matches its per-singular-value closed form; bad masks, shapes and states are refused by name", async () => {
+  // G = Q·diag(3, 2, 1) with orthonormal columns Q: the iteration acts on each singular value
+  // alone, so X = Q·diag(φ⁵(σᵢ/‖G‖_F)) with φ(x) = ax + bx³ + cx⁵ — a closed form per value.
+  const r = Math.SQRT1_2, s3 = [3, 2, 1];
+  const q = [[r, r, 0], [r, -r, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0]]; // rows of Q [5, 3]
+  const phi5 = (v: number) => {
+    for (let i = 0; i < 5; i++) v = 3.4445 * v - 4.775 * v ** 3 + 2.0315 * v ** 5;
+    return v;
+  };
+  const fro = Math.hypot(...s3);
+  const g = tensor(q.flatMap((row) => row.map((v, j) => v * s3[j]!)), [5, 3]);
+  const x = optim.newtonSchulz(g);
+  assert.deepEqual(x.shape, [5, 3]);
+  const want = q.flatMap((row) => row.map((v, j) => v * phi5(s3[j]! / fro)));
+  assertClose(await x.data(), want, { atol: 1e-5 });
+  // The wide layout (Gᵀ) gives the transpose.
+  assertClose(await optim.newtonSchulz(g.transpose()).data(), await x.transpose().data(), {
+    atol: 1e-6,
+  });
+  assert.throws(() => optim.newtonSchulz(tensor([1, 2, 3])), /Expected a matrix \[m, n\]/);
+  const w = tensor([1, 2, 3, 4], [2, 2]), b = tensor([1, 2]);
+  const gw = tensor([1, 0, 0, 1], [2, 2]), gb = tensor([1, 1]);
+  assert.throws(
+    () => new optim.Muon({ muon: [true] }).step([w, b], [gw, gb]),
+    /muon mask to have one entry per parameter \(2\) but found 1/,
+  );
+  assert.throws(() => new optim.Muon({ momentum: 1.5 }), /momentum/);
+  assert.throws(() => new optim.Muon({ nsSteps: 0 }), /nsSteps/);
+  const opt = new optim.Muon();
+  opt.step([w, b], [gw, gb]);
+  const saved = opt.stateDict();
+  // The bias's AdamW moments offered for the matrix: refused, naming the mismatch.
+  assert.throws(
+    () =>
+      new optim.Muon().loadStateDict({
+        step: 1,
+        tensors: { "exp_avg.0": saved.tensors["exp_avg.1"]!, "exp_avg_sq.0": b },
+      }, [w, b]),
+    /does not fit parameter 0 \(\[2, 2\]\), which takes the Muon update/,
+  );
+  assert.throws(
+    () => new optim.Muon().loadStateDict({ step: 1, tensors: { "momentum_buffer.0": gw } }, [w, b]),
+    /Missing optimizer state "exp_avg.1"/,
+  );
+  assert.throws(() => new optim.Muon().loadStateDict(saved), /needs the parameters/);
+  opt.dispose();
+});

@@ -207,6 +207,75 @@ Deno.test("optim SGD/Adam/AdamW/RAdam follow PyTorch's trajectories over 8 steps
   });
 });
 
+Deno.test("optim.Muon follows a PyTorch reference Muon (+ AdamW for the rest) over 5 steps, and resumes from its state dict", async () => {
+  // tasks/gen_fixtures.py muon: Keller Jordan's Muon in float64 on a tall [6,4], a wide [3,5]
+  // and a conv [3,2,2,2] weight; torch.optim.AdamW (betas 0.9/0.95, eps 1e-10) on a bias [5]
+  // and an embedding table [4,3] that the mask leaves out. Newton–Schulz amplifies f32
+  // rounding a little (five quintic iterations), hence atol 1e-5·max|ref|.
+  const fx = readSafetensors("../testdata/torch_muon.safetensors");
+  const keys = ["p0", "p1", "p2", "p3", "p4"];
+  const mask = [true, true, true, false, false];
+  const make: Record<string, () => optim.Muon> = {
+    nesterov: () =>
+      new optim.Muon({
+        lr: 0.02,
+        momentum: 0.95,
+        weightDecay: 0.1,
+        muon: mask,
+        adamw: { lr: 3e-3, weightDecay: 0.05 },
+      }),
+    plain: () =>
+      new optim.Muon({
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: false,
+        muon: mask,
+        adamw: { lr: 1e-2 },
+      }),
+  };
+  await onEachBackend(async (be) => {
+    for (const [name, mk] of Object.entries(make)) {
+      const ps = keys.map((k) => up(fx[`init.${k}`]!));
+      let opt = mk();
+      for (let i = 0; i < 5; i++) {
+        if (i === 2) {
+          // Continue from a state dict (as a resumed run does): same trajectory.
+          const saved = opt.stateDict();
+          const next = mk();
+          next.loadStateDict(saved, ps);
+          opt.dispose();
+          opt = next;
+        }
+        const gs = keys.map((k) => up(fx[`grad.${i}.${k}`]!));
+        opt.step(ps, gs);
+        gs.forEach((g) => g.dispose());
+        for (let j = 0; j < keys.length; j++) {
+          await check(
+            ps[j]!,
+            fx[`${name}.${i}.${keys[j]}`]!,
+            `${be} ${name} step ${i + 1} ${keys[j]}`,
+            1e-5,
+          );
+        }
+      }
+      assert.deepEqual(
+        Object.keys(opt.stateDict().tensors).sort(),
+        [
+          "exp_avg.3",
+          "exp_avg.4",
+          "exp_avg_sq.3",
+          "exp_avg_sq.4",
+          "momentum_buffer.0",
+          "momentum_buffer.1",
+          "momentum_buffer.2",
+        ],
+      );
+      opt.dispose();
+      ps.forEach((p) => p.dispose());
+    }
+  });
+});
+
 // ---- VelocityMLP at f32 tolerances (tests/testdata/torch_equiv_mlp.safetensors) ----
 
 Deno.test("nn.VelocityMLP (labels, time features) matches PyTorch forward and every parameter gradient at f32 tolerance", async () => {
