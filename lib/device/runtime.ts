@@ -561,13 +561,19 @@ export class GpuRuntime {
       external,
       released,
       refused,
+      discarded: false,
     };
   }
 
-  /** Return a capture's pinned temporaries to the pool (it will not be replayed). */
+  /**
+   * Return a capture's pinned temporaries to the pool: it will not be replayed, but it can
+   * still be compared with the next capture (`compareSteps` needs only which buffer played
+   * which role).
+   */
   discardCapture(c: CapturedStep): void {
+    if (c.discarded) return;
+    c.discarded = true;
     for (const b of c.owned) this.#pool.release(b);
-    c.owned.clear();
   }
 
   /**
@@ -577,6 +583,8 @@ export class GpuRuntime {
    */
   buildTrace(c: CapturedStep): StepTrace {
     this.checkAlive();
+    if (c.discarded) throw new Error("Cannot build a trace from a discarded capture");
+    c.discarded = true;
     const priv = new Map<GPUBuffer, GPUBuffer>();
     for (const b of c.inputs) priv.set(b, this.#pool.acquire(b.size));
     const parts: TraceParts = {

@@ -53,6 +53,8 @@ export interface CapturedStep {
   released: Set<GPUBuffer>;
   /** Why the step cannot be replayed (a readback, an inlined per-step value…), or null. */
   refused: string | null;
+  /** Whether its temporaries went back to the pool (or to a trace): it cannot be traced. */
+  discarded: boolean;
 }
 
 /** @internal What the runtime hands a new trace. */
@@ -110,7 +112,7 @@ function bindingShape(b: GPUBuffer | GPUBufferBinding): string {
  * import { strict as assert } from "node:assert";
  * import { compareSteps, type CapturedStep } from "./trace.ts";
  * const empty = (): CapturedStep => ({ ops: [], inputs: [], owned: new Set(), liveOut: new Set(),
- *   external: new Set(), released: new Set(), refused: null });
+ *   external: new Set(), released: new Set(), refused: null, discarded: false });
  * assert.equal(compareSteps(empty(), empty()), null);
  * const b = empty();
  * b.ops.push({ kind: "host", fn: () => {} });
@@ -241,7 +243,6 @@ export class StepTrace {
     const sub = (b: GPUBuffer) => parts.inputCopies.get(b) ?? b;
     this.inputTargets = c.inputs.map((b) => parts.inputCopies.get(b)!);
     this.#pooled = [...c.owned, ...this.inputTargets];
-    c.owned.clear();
     this.#watched = new Set([...c.liveOut, ...c.external]);
     let words = 0;
     const offsets: number[] = [];

@@ -190,33 +190,35 @@ export class StepTracer {
     }
     this.counts.captured++;
     const prev = this.#candidate, prevShapes = this.#candidateShapes;
+    const why = !prev
+      ? cap.refused
+      : prevShapes !== shapes
+      ? "input shapes changed"
+      : compareSteps(prev, cap);
+    if (prev && why === null) {
+      this.#trace = rt.buildTrace(cap);
+      this.#shapes = shapes;
+      this.#candidate = null;
+      this.#fails = 0;
+      return "captured";
+    }
+    // A candidate is only compared with the next capture: its temporaries go back to the
+    // pool at once, so capturing never holds two steps' worth of them.
+    rt.discardCapture(cap);
     this.#candidate = cap;
     this.#candidateShapes = shapes;
-    if (prev) {
-      const why = prevShapes !== shapes ? "input shapes changed" : compareSteps(prev, cap);
-      rt.discardCapture(prev);
-      if (why === null) {
-        this.#trace = rt.buildTrace(cap);
-        this.#shapes = shapes;
-        this.#candidate = null;
-        this.#fails = 0;
-        return "captured";
-      }
-      this.#fail(rt, why);
-    } else if (cap.refused) this.#fail(rt, cap.refused);
+    if (why !== null) this.#fail(why);
     return "captured";
   }
 
-  #fail(rt: GpuRuntime, why: string): void {
+  #fail(why: string): void {
     if (++this.#fails < this.#max) return;
     this.#gaveUp = why;
-    if (this.#candidate) rt.discardCapture(this.#candidate);
     this.#candidate = null;
     this.#say("gave-up", `the step cannot be replayed (${why}); running it eagerly`);
   }
 
   #reset(): void {
-    if (this.#candidate && this.#rt && !this.#rt.isLost) this.#rt.discardCapture(this.#candidate);
     this.#candidate = null;
     this.#trace?.dispose();
     this.#trace = null;

@@ -25,6 +25,7 @@ import {
   tensor,
 } from "../../mod.ts";
 import type { WebGPUBackend } from "../../lib/backend/webgpu.ts";
+import { runTask } from "../../cli/mod.ts";
 import "../_helpers.ts"; // initialises the backends
 
 const GPU = backendByName("webgpu") as WebGPUBackend | undefined;
@@ -295,5 +296,46 @@ Deno.test({
       tracer.dispose();
       acc.dispose();
       w.dispose();
+    }),
+});
+
+Deno.test({
+  name: "trace: --no-trace makes a task's steps eager, --debug says why a step stays eager",
+  ignore: !GPU,
+  fn: () =>
+    on("webgpu", async () => {
+      const run = async (argv: string[]) => {
+        const modes: string[] = [];
+        const said: string[] = [];
+        const orig = console.error;
+        console.error = (l: string) => said.push(l);
+        try {
+          await runTask("demo", async () => {
+            const tracer = new StepTracer();
+            const acc = tensor([0]);
+            for (let step = 1; step <= 5; step++) {
+              // A plain constant that changes every step: never replayable.
+              modes.push(tracer.run({ step }, [], () => {
+                fusedGroups([[acc]], [], (a) => a!.add(step % 2), { into: [0] });
+              }));
+            }
+            assert.deepEqual([...await acc.data()], [3]);
+            tracer.dispose();
+            acc.dispose();
+          }, { argv, exit: () => {}, error: () => {} });
+        } finally {
+          console.error = orig;
+        }
+        return { modes, said };
+      };
+      const off = await run(["--no-trace"]);
+      assert.deepEqual(off.modes, ["eager", "eager", "eager", "eager", "eager"]);
+      const dbg = await run(["--debug"]);
+      assert.deepEqual(dbg.modes, ["captured", "captured", "captured", "captured", "eager"]);
+      assert.equal(dbg.said.length, 1);
+      assert.match(dbg.said[0]!, /^trace: the step cannot be replayed \(.*parameter word/);
+      const quiet = await run([]);
+      assert.deepEqual(quiet.modes, dbg.modes);
+      assert.deepEqual(quiet.said, []);
     }),
 });
