@@ -2,7 +2,8 @@
  * @file A/B of the traced step against eager execution on the toy-cfm step of the bench (MLP
  * [x(2), t] → 256 → 256 → 256 → 2, Adam, batch from `eightGaussians` on the device, loss summed
  * in place), alternating the two in one process so both see the same machine load. Prints one
- * JSON line per round and a summary (medians, min, max of steps/s; process CPU ms per step).
+ * JSON line per round and a summary (medians, min, max of steps/s; process CPU ms per step; host
+ * ms of one step with the GPU idle).
  *
  *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND --allow-sys=loadavg bench/trace_ab.ts 256 1024
  * @module
@@ -85,7 +86,21 @@ for (const batch of batches) {
     console.log(JSON.stringify({ batch, round: r, eager: e, traced: t, load: Deno.loadavg()[0] }));
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  // Host time of one step with the GPU idle (what the trace removes): from the step's start
+  // until its commands are recorded (eager) or submitted (traced), the batch draw included.
+  const host = async (traced: boolean) => {
+    const ts: number[] = [];
+    for (let i = 0; i < 11; i++) {
+      await be.sync();
+      const t0 = performance.now();
+      one(traced, ++s);
+      ts.push(performance.now() - t0);
+    }
+    return med(ts);
+  };
+  const hostEager = await host(false), hostTraced = await host(true);
   const r1 = (x: number) => Math.round(x * 10) / 10;
+  const r2 = (x: number) => Math.round(x * 100) / 100;
   console.log(JSON.stringify({
     batch,
     eagerStepsPerSec: {
@@ -101,6 +116,7 @@ for (const batch of batches) {
     speedup: Math.round(med(res.traced) / med(res.eager) * 100) / 100,
     eagerCpuMsPerStep: r1(med(res.eagerCpu)),
     tracedCpuMsPerStep: r1(med(res.tracedCpu)),
+    hostMsPerStep: { eager: r2(hostEager), traced: r2(hostTraced) },
     replayed: tracer.counts.replayed,
     sumLoss: (await lossSum.data())[0],
     load: Deno.loadavg(),

@@ -620,36 +620,47 @@ export class GpuRuntime {
   /**
    * @internal Replay `t` for `env`: redo its host effects, recompute its dynamic words, copy
    * `inputs` (the step's new batch, in capture order) into its input buffers, and record its
-   * commands; submitted at once (its parameter words are rewritten by the next replay).
+   * commands into the current batch (submitted like any other work).
    */
   replayTrace(t: StepTrace, env: TraceEnv, inputs: readonly GPUBuffer[]): void {
     this.checkAlive();
     if (this.#cap) throw new Error("Cannot replay a trace while a capture is running");
+    if (inputs.length !== t.inputTargets.length) {
+      throw new RangeError(
+        `Expected ${t.inputTargets.length} trace inputs but found ${inputs.length}`,
+      );
+    }
     const words = t.prepare(env);
-    // The trace's parameters are written on the queue timeline before this submit's commands
-    // (the previous replay was submitted at its end, so nothing pending reads them).
-    this.device.queue.writeBuffer(t.uniform, 0, words.buffer as ArrayBuffer, 0, words.byteLength);
+    if (this.#batch + t.dispatches > this.maxBatchDispatches) this.flush();
+    // Each replay writes its words into the next buffer of the trace's ring; one whose last
+    // use is still in the unsubmitted encoder is submitted first, because `writeBuffer` runs
+    // on the queue timeline before that encoder's commands.
+    const slot = t.nextSlot();
+    if (this.#encoder && t.slotSubmit[slot] === this.#stats.submits) this.flush();
+    this.device.queue.writeBuffer(
+      t.uniforms[slot]!,
+      0,
+      words.buffer as ArrayBuffer,
+      0,
+      words.byteLength,
+    );
+    t.slotSubmit[slot] = this.#stats.submits;
     t.inputTargets.forEach((dst, i) => {
-      const src = inputs[i];
-      if (!src) {
-        throw new RangeError(
-          `Expected ${t.inputTargets.length} trace inputs but found ${inputs.length}`,
-        );
-      }
+      const src = inputs[i]!;
       this.#endPass().copyBufferToBuffer(src, 0, dst, 0, Math.min(src.size, dst.size));
     });
     for (const op of t.encoded) {
       if (op.kind === "dispatch") {
         const pass = this.#ensurePass();
         pass.setPipeline(op.k.pipeline);
-        pass.setBindGroup(0, op.bg);
+        pass.setBindGroup(0, op.bgs[slot]!);
         pass.dispatchWorkgroups(op.grid[0], op.grid[1], op.grid[2]);
-        this.#stats.dispatches++;
       } else {
         this.#endPass().copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.bytes);
       }
     }
-    this.flush();
+    this.#batch += t.dispatches;
+    this.#stats.dispatches += t.dispatches;
   }
 
   /** Counters (see `RuntimeStats`). */

@@ -69,7 +69,7 @@ export interface TraceParts {
 }
 
 type Encoded =
-  | { kind: "dispatch"; k: Kernel; bg: GPUBindGroup; grid: [number, number, number] }
+  | { kind: "dispatch"; k: Kernel; bgs: GPUBindGroup[]; grid: [number, number, number] }
   | {
     kind: "copy";
     src: GPUBuffer;
@@ -78,6 +78,10 @@ type Encoded =
     dstOffset: number;
     bytes: number;
   };
+
+// Uniform buffers per trace: with ~50 dispatches a step and a submit every 512 dispatches,
+// ten replays fit one submit without reusing a slot whose words are still pending.
+const RING = 12;
 
 type Role = "input" | "owned" | "liveOut" | "external";
 
@@ -218,8 +222,17 @@ export function compareSteps(a: CapturedStep, b: CapturedStep): string | null {
  * ```
  */
 export class StepTrace {
-  /** The trace's own uniform buffer (its parameter words at fixed offsets). */
-  readonly uniform: GPUBuffer;
+  /**
+   * The trace's own uniform buffers (its parameter words at fixed offsets), a ring of them:
+   * a replay writes the next one, so consecutive replays share a submit instead of each
+   * waiting for the last one's words to be consumed.
+   */
+  readonly uniforms: GPUBuffer[];
+  /** Submit count at each ring slot's last use (the runtime flushes before reusing a slot). */
+  readonly slotSubmit: number[];
+  /** Dispatches per replay. */
+  readonly dispatches: number;
+  #slot = 0;
   /** Each input's private buffer, in capture order. */
   readonly inputTargets: GPUBuffer[];
   /** @internal The commands with their bind groups. */
@@ -253,8 +266,12 @@ export class StepTrace {
       words += Math.ceil((n * 4) / parts.align) * parts.align / 4;
     }
     this.#words = new Uint32Array(Math.max(words, 4));
-    this.uniform = parts.device.createBuffer({ size: this.#words.byteLength, usage: 0x40 | 0x08 });
-    this.#destroy.push(this.uniform);
+    this.uniforms = Array.from(
+      { length: RING },
+      () => parts.device.createBuffer({ size: this.#words.byteLength, usage: 0x40 | 0x08 }),
+    );
+    this.slotSubmit = this.uniforms.map(() => -1);
+    this.#destroy.push(...this.uniforms);
     let u = 0;
     for (const op of c.ops) {
       if (op.kind === "host") this.#plan.push({ kind: "host", fn: op.fn });
@@ -280,16 +297,36 @@ export class StepTrace {
           const at = offsets[u++]!;
           this.#words.set(op.params, at);
           const n = Math.max(4, Math.ceil(op.params.length / 4) * 4);
-          entries.push({
-            binding: op.bufs.length,
-            resource: { buffer: this.uniform, offset: at * 4, size: n * 4 },
-          });
           if (op.dyn) this.#plan.push({ kind: "dyn", at, dyn: op.dyn });
+          const bgs = this.uniforms.map((buffer) =>
+            parts.device.createBindGroup({
+              layout: op.k.layout,
+              entries: [
+                ...entries,
+                { binding: op.bufs.length, resource: { buffer, offset: at * 4, size: n * 4 } },
+              ],
+            })
+          );
+          this.encoded.push({ kind: "dispatch", k: op.k, bgs, grid: op.grid });
+        } else {
+          const bg = parts.device.createBindGroup({ layout: op.k.layout, entries });
+          this.encoded.push({
+            kind: "dispatch",
+            k: op.k,
+            bgs: this.uniforms.map(() => bg),
+            grid: op.grid,
+          });
         }
-        const bg = parts.device.createBindGroup({ layout: op.k.layout, entries });
-        this.encoded.push({ kind: "dispatch", k: op.k, bg, grid: op.grid });
       }
     }
+    this.dispatches = this.encoded.filter((e) => e.kind === "dispatch").length;
+  }
+
+  /** @internal The ring slot the next replay uses (advancing it). */
+  nextSlot(): number {
+    const i = this.#slot;
+    this.#slot = (i + 1) % RING;
+    return i;
   }
 
   /** Whether the trace can still be replayed. */

@@ -16,6 +16,7 @@ import {
   createRun,
   fit,
   fusedGroups,
+  fx,
   Generator,
   getBackend,
   optim,
@@ -337,5 +338,32 @@ Deno.test({
       const quiet = await run([]);
       assert.deepEqual(quiet.modes, dbg.modes);
       assert.deepEqual(quiet.said, []);
+    }),
+});
+
+Deno.test({
+  name: "trace: many replays in one submit each read their own per-step words",
+  ignore: !GPU,
+  fn: () =>
+    on("webgpu", async () => {
+      const tracer = new StepTracer({ log: null });
+      const acc = tensor([0]);
+      const before = GPU!.runtime.stats().submits;
+      const modes: string[] = [];
+      // 40 one-dispatch replays, more than the trace's ring of uniform buffers: a slot is
+      // reused while its earlier words may still be pending, which must not leak into a step.
+      for (let step = 1; step <= 40; step++) {
+        modes.push(tracer.run({ step }, [], () => {
+          fusedGroups([[acc]], [], (a) => a!.add(fx.const(step, (env) => env.step)), {
+            into: [0],
+          });
+        }));
+      }
+      assert.equal(modes.filter((m) => m === "replayed").length, 38);
+      assert.deepEqual([...await acc.data()], [(40 * 41) / 2]);
+      // Replays share submits (fewer than one per step).
+      assert.ok(GPU!.runtime.stats().submits - before < 20);
+      tracer.dispose();
+      acc.dispose();
     }),
 });
