@@ -608,7 +608,8 @@ export async function fit<M extends Module>(
         });
         if (mode === "replayed") Object.values(prepDev).forEach((t) => t.dispose());
         if (ema) twinFresh = false;
-        for (const [k, v] of Object.entries(hostOut)) host[k] = v;
+        // A name reported by both prepare and the loss is averaged, as on the eager path.
+        for (const [k, v] of Object.entries(hostOut)) host[k] = k in host ? (host[k]! + v) / 2 : v;
       } finally {
         releaseTracked();
       }
