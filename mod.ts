@@ -33,6 +33,7 @@ export type {
   View,
 } from "./lib/backend/backend.ts";
 export type { RandomKind, RandomState } from "./lib/philox.ts";
+export type { CaptureHooks, Dyn, TraceEnv } from "./lib/capture.ts";
 export type { Axes } from "./lib/ops/ops.ts";
 export type { BinaryOp, Expr, MatmulGeom, ReduceOp, UnaryOp } from "./lib/ir.ts";
 export {

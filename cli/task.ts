@@ -7,11 +7,15 @@
  * belongs here, once.
  * @module
  */
-import { init } from "../mod.ts";
+import { configureTracing, init } from "../mod.ts";
 
 /** Options of {@linkcode runTask} (for tests; a task passes none). */
 export interface RunTaskOptions {
-  /** Arguments (default `Deno.args`). `--debug` is taken out and shows stack traces. */
+  /**
+   * Arguments (default `Deno.args`). `--debug` is taken out and shows stack traces (and why a
+   * training step runs eagerly instead of replaying its trace); `--no-trace` is taken out and
+   * makes every training step run eagerly (`configureTracing`).
+   */
   argv?: readonly string[];
   /** Where the message goes (default console.error). */
   error?: (line: string) => void;
@@ -249,7 +253,9 @@ export async function runTask(
 ): Promise<void> {
   const all = [...(opts.argv ?? Deno.args)];
   const debug = all.includes("--debug");
-  const argv = all.filter((a) => a !== "--debug");
+  const noTrace = all.includes("--no-trace");
+  const argv = all.filter((a) => a !== "--debug" && a !== "--no-trace");
+  const tracing = configureTracing({ debug, ...(noTrace ? { enabled: false } : {}) });
   const say = opts.error ?? ((l: string) => {
     try {
       console.error(l);
@@ -274,6 +280,7 @@ export async function runTask(
     exit(code);
   } finally {
     current = prev;
+    configureTracing(tracing);
     undo();
   }
 }

@@ -7,6 +7,7 @@
  */
 import { binaryRow, type Expr, unaryRow } from "../lib/ir.ts";
 import { pf } from "./common.ts";
+import { captureHooks, type Dyn } from "../lib/capture.ts";
 
 /** The WGSL of an expression DAG. */
 export interface EmittedExpr {
@@ -16,6 +17,8 @@ export interface EmittedExpr {
   outs: string[];
   /** The scalars (constants, unary p0/p1) in parameter-word order; empty when inlined. */
   scalars: number[];
+  /** Per scalar, its per-step recomputation when the constant is dynamic (lib/capture.ts). */
+  scalarDyn: (Dyn | undefined)[];
   /** Whether a node calls a function of `WGSL_HELPERS` (the kernel must include them). */
   callsHelpers: boolean;
   /**
@@ -53,13 +56,17 @@ export function emitExpr(
   const names = new Map<Expr, string>();
   const lines: string[] = [];
   const scalars: number[] = [];
+  const scalarDyn: (Dyn | undefined)[] = [];
   let next = 0, callsHelpers = false, heavy = false;
-  const scalar = (v: number) => {
+  const scalar = (v: number, dyn?: Dyn) => {
     if (opts.inline) {
+      // A dynamic constant cannot be written into the source: a replay could not update it.
+      if (dyn) captureHooks()?.refuse("a per-step constant was inlined into a kernel's source");
       f32[0] = v;
       return `bitcast<f32>(0x${u32[0]!.toString(16)}u)`;
     }
     scalars.push(v);
+    scalarDyn.push(dyn);
     return pf(base + scalars.length - 1);
   };
   const op = (wgsl: string) => {
@@ -78,7 +85,7 @@ export function emitExpr(
         return `in${e.index}`;
       case "const":
         name = `v${next++}`;
-        line = `let ${name}: f32 = ${scalar(e.value)};`;
+        line = `let ${name}: f32 = ${scalar(e.value, e.dyn)};`;
         break;
       case "unary": {
         const x = visit(e.x);
@@ -110,5 +117,5 @@ export function emitExpr(
     return name;
   };
   const outs = outputs.map(visit);
-  return { body: lines.join("\n"), outs, scalars, callsHelpers, heavy };
+  return { body: lines.join("\n"), outs, scalars, scalarDyn, callsHelpers, heavy };
 }

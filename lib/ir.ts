@@ -10,6 +10,7 @@
  * - reductions and the matmul geometry, the other ops kernels are generated for.
  * @module
  */
+import type { Dyn } from "./capture.ts";
 
 // ------------------------------------------------------------------------------- the IR
 
@@ -20,7 +21,12 @@
  */
 export type Expr =
   | { readonly kind: "input"; readonly index: number }
-  | { readonly kind: "const"; readonly value: number }
+  | {
+    readonly kind: "const";
+    readonly value: number;
+    /** Recomputes the value when a traced step is replayed (lib/capture.ts). */
+    readonly dyn?: Dyn;
+  }
   | {
     readonly kind: "unary";
     readonly op: UnaryOp;
@@ -118,8 +124,12 @@ function lift(x: Fx | number): Fx {
  * ```
  */
 export const fx = {
-  /** A constant. */
-  const: (v: number): Fx => new Fx({ kind: "const", value: v }),
+  /**
+   * A constant; with `dyn`, a per-step value (an optimizer's bias correction) that a replayed
+   * trace recomputes instead of reusing `v` (lib/capture.ts).
+   */
+  const: (v: number, dyn?: Dyn): Fx =>
+    new Fx(dyn ? { kind: "const", value: v, dyn } : { kind: "const", value: v }),
   /** c ? a : b (c nonzero = true; a NaN condition is true). */
   where: (c: Fx, a: Fx | number, b: Fx | number): Fx =>
     new Fx({ kind: "where", c: c.node, a: lift(a).node, b: lift(b).node }),

@@ -5,6 +5,7 @@
  * GPU, no Tensor), so kernels and backends import it from below.
  * @module
  */
+import type { Dyn } from "./capture.ts";
 
 /** Kinds of random stream. `bits` returns raw 32-bit words reinterpreted as float bits. */
 export type RandomKind = "uniform" | "normal" | "bits";
@@ -15,6 +16,11 @@ export interface RandomState {
   key: readonly [number, number];
   /** The 64-bit block counter as two 32-bit words (low, high). */
   counter: readonly [number, number];
+  /**
+   * The counter recomputed when a traced step is replayed (lib/capture.ts), for a generator
+   * whose draws a trace repeats.
+   */
+  dynamicCounter?: Dyn;
 }
 
 const PHILOX_M0 = 0xd2511f53;

@@ -10,6 +10,7 @@ import { getBackend } from "./backend/select.ts";
 import { philox4x32, randomBlocks, type RandomKind } from "./philox.ts";
 import { checkShape, sizeOf } from "./shape.ts";
 import { checkInt } from "./_util.ts";
+import { captureHooks } from "./capture.ts";
 
 /** Serializable generator state. */
 export interface GeneratorState {
@@ -67,11 +68,20 @@ export class Generator {
     const n = sizeOf(s);
     const be = getBackend();
     const c = this.counter;
+    const blocks = randomBlocks(kind, n);
+    // Inside a captured step, a replay redoes this draw's advance and reads its counter.
+    const hooks = captureHooks();
+    let at = c;
+    hooks?.host(() => {
+      at = this.counter;
+      this.counter += blocks;
+    });
     const st = be.random(kind, n, {
       key: this.#key,
       counter: [c >>> 0, Math.floor(c / 0x100000000) >>> 0],
+      ...(hooks ? { dynamicCounter: () => at } : {}),
     });
-    this.counter += randomBlocks(kind, n);
+    this.counter += blocks;
     return Tensor._fromStorage(st, s, be);
   }
 
@@ -118,6 +128,8 @@ export class Generator {
 
   /** Host-side uniform numbers from the same stream (for shuffling and index choice). */
   uniformHost(n: number): Float64Array {
+    // Host numbers drawn inside a captured step would be stale in a replay.
+    captureHooks()?.refuse("the step drew host random numbers");
     const out = new Float64Array(n);
     const blocks = Math.ceil(n / 4);
     for (let b = 0; b < blocks; b++) {

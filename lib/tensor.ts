@@ -39,6 +39,7 @@ import {
   stridesOf,
 } from "./shape.ts";
 import { fmtShape } from "./_util.ts";
+import { captureHooks } from "./capture.ts";
 
 class Buf {
   refs = 1;
@@ -595,6 +596,7 @@ function evalEager(
       r = xs[e.index]!;
       break;
     case "const":
+      if (e.dyn) captureHooks()?.refuse("a per-step constant took the node-by-node path");
       r = Tensor._fromStorage(be.fill(1, e.value), [], be);
       break;
     case "unary":

@@ -15,7 +15,7 @@ import { formatUsage, parseFlags } from "../cli/mod.ts";
 export const LAYERS: readonly (readonly string[])[] = [
   ["lib/_util.ts"],
   // Pure helpers with no GPU and no Tensor: shapes, the elementwise op IR, Philox, file formats.
-  ["lib/shape.ts|lib/dtype.ts|lib/ir.ts|lib/philox.ts", "lib/formats/"],
+  ["lib/shape.ts|lib/dtype.ts|lib/ir.ts|lib/philox.ts|lib/capture.ts", "lib/formats/"],
   ["lib/device/"],
   ["kernels/"],
   ["lib/backend/"],

@@ -16,6 +16,8 @@ import {
   type RuntimeStats,
 } from "../device/runtime.ts";
 import { collapseAxes, WG } from "../../kernels/common.ts";
+import { captureHooks, type Dyn } from "../capture.ts";
+import type { DynWord } from "../device/trace.ts";
 import {
   copyKernel,
   fillKernel,
@@ -43,6 +45,22 @@ import {
   uniformChunk,
 } from "../../kernels/matmul.ts";
 import { stridesOf } from "../shape.ts";
+
+// The parameter words of dynamic constants (lib/capture.ts): recomputed when a trace replays.
+function dynWords(base: number, dyn: readonly (Dyn | undefined)[]): DynWord[] | undefined {
+  let out: DynWord[] | undefined;
+  dyn.forEach((f, j) => {
+    if (f) (out ??= []).push([base + j, (env) => f32Bits(f(env))]);
+  });
+  return out;
+}
+
+// The counter words of a random kernel whose generator advances per step.
+function dynCounter(state: RandomState): DynWord[] | undefined {
+  const c = state.dynamicCounter;
+  if (!c) return undefined;
+  return [[2, (env) => c(env) >>> 0], [3, (env) => Math.floor(c(env) / 0x100000000) >>> 0]];
+}
 
 /**
  * WebGPU storage: a pooled GPU buffer (null once freed).
@@ -327,6 +345,7 @@ export class WebGPUBackend implements Backend {
       (rowLen & (rowLen - 1)) === 0;
     // Scalars are parameter words, so the pipeline depends on the DAG's structure only.
     const e = emitExpr(outputs, { base: mapParamWords(rank, modes) });
+    const dyn = dynWords(params.length, e.scalarDyn);
     params.push(...e.scalars.map(f32Bits));
     const k = this.runtime.kernel(
       `map:${e.body}:${e.outs.join(",")}:${modes.join(",")}:${rank}${rowPow2 ? ":p2" : ""}`,
@@ -347,6 +366,7 @@ export class WebGPUBackend implements Backend {
       [...bufs, ...res.map((r) => r.buffer!)],
       params,
       this.#grid(vec4 ? Math.ceil(n / 4) : n),
+      dyn,
     );
     return res;
   }
@@ -448,6 +468,7 @@ export class WebGPUBackend implements Backend {
         bufs,
         [total, ...ends, ...lens, ...e.scalars.map(f32Bits)],
         this.#grid(total),
+        dynWords(1 + 2 * G, e.scalarDyn),
       );
     }
     return res;
@@ -482,6 +503,7 @@ export class WebGPUBackend implements Backend {
           });
           break;
         case "const":
+          if (e.dyn) captureHooks()?.refuse("a per-step constant took the node-by-node path");
           s = this.fill(n, e.value);
           break;
         case "unary":
@@ -760,14 +782,20 @@ export class WebGPUBackend implements Backend {
     if (size === 0) return out;
     const blocks = randomBlocks(kind, size);
     const k = this.runtime.kernel(`random:${kind}`, () => randomKernel(kind));
-    this.runtime.dispatch(k, [out.buffer!], [
-      size,
-      blocks,
-      u32(state.counter[0]),
-      u32(state.counter[1]),
-      u32(state.key[0]),
-      u32(state.key[1]),
-    ], this.#grid(blocks));
+    this.runtime.dispatch(
+      k,
+      [out.buffer!],
+      [
+        size,
+        blocks,
+        u32(state.counter[0]),
+        u32(state.counter[1]),
+        u32(state.key[0]),
+        u32(state.key[1]),
+      ],
+      this.#grid(blocks),
+      dynCounter(state),
+    );
     return out;
   }
 }

@@ -12,6 +12,14 @@
  * @module
  */
 import { BufferPool, sizeClass, STORAGE_USAGE } from "./pool.ts";
+import { type CaptureHooks, setCaptureHooks, type TraceEnv } from "../capture.ts";
+import {
+  type CapOp,
+  type CapturedStep,
+  type DynWord,
+  StepTrace,
+  type TraceParts,
+} from "./trace.ts";
 
 /** A compiled kernel: its pipeline and bind-group layout. */
 export interface Kernel {
@@ -179,6 +187,8 @@ export class GpuRuntime {
   #kernels = new Map<string, Kernel>();
   #pool: BufferPool<GPUBuffer>;
   #stats = { submits: 0, dispatches: 0, reads: 0, uploads: 0, uploadsCreated: 0 };
+  #cap: Capture | null = null;
+  #traces = new Set<StepTrace>();
 
   private constructor(adapter: GPUAdapter, device: GPUDevice, opts: RuntimeOptions) {
     this.device = device;
@@ -302,12 +312,34 @@ export class GpuRuntime {
           `(maxStorageBufferBindingSize) but found ${bytes}`,
       );
     }
+    const cap = this.#cap;
+    if (cap) {
+      // A capture reuses its own freed temporaries first: they become the trace's, pinned.
+      const b = cap.free.get(sizeClass(bytes, this.maxBindingBytes))?.pop() ??
+        this.#pool.acquire(bytes);
+      cap.acquired.add(b);
+      return b;
+    }
     return this.#pool.acquire(bytes);
   }
 
   /** Return a buffer to the pool (safe while recorded work still uses it: see the file doc). */
   release(b: GPUBuffer): void {
     if (this.#lost !== null) return;
+    const cap = this.#cap;
+    if (cap) {
+      if (cap.acquired.has(b)) {
+        let list = cap.free.get(b.size);
+        if (!list) cap.free.set(b.size, list = []);
+        list.push(b);
+      } else cap.quarantine.add(b);
+      return;
+    }
+    // A buffer a trace reads or writes was freed: the trace could now write into a buffer the
+    // pool hands to someone else, so it is dropped (its step runs eagerly again).
+    for (const t of this.#traces) {
+      if (t.watches(b)) this.#dropTrace(t, "a buffer it uses was freed");
+    }
     this.#pool.release(b);
   }
 
@@ -326,7 +358,8 @@ export class GpuRuntime {
       );
     }
     this.#stats.uploads++;
-    const idle = data.byteLength > 0 ? this.#pool.acquireIdle(data.byteLength) : null;
+    // While a step is captured its uploads stay fresh buffers the trace owns.
+    const idle = !this.#cap && data.byteLength > 0 ? this.#pool.acquireIdle(data.byteLength) : null;
     if (idle) {
       this.device.queue.writeBuffer(idle, 0, data as Float32Array<ArrayBuffer>);
       return idle;
@@ -339,6 +372,10 @@ export class GpuRuntime {
     });
     new Float32Array(b.getMappedRange(), 0, data.length).set(data);
     b.unmap();
+    if (this.#cap) {
+      this.#cap.acquired.add(b);
+      this.#cap.ops.push({ kind: "upload", buf: b, data: data.slice() });
+    }
     return b;
   }
 
@@ -361,14 +398,27 @@ export class GpuRuntime {
    * Record one dispatch: `buffers` bind to bindings 0..n−1 (whole buffers, or the range of a
    * `GPUBufferBinding`), and `params`
    * (u32 words; floats via `f32Bits`) to binding n as a uniform of ⌈words/4⌉ vec4<u32>.
+   * `dyn` names the words that hold per-step values (an RNG counter, a bias correction):
+   * a replayed trace recomputes them (lib/capture.ts) instead of reusing the recorded ones.
    */
   dispatch(
     k: Kernel,
     buffers: readonly (GPUBuffer | GPUBufferBinding)[],
     params: readonly number[] | null,
     grid: readonly [number, number, number],
+    dyn?: readonly DynWord[],
   ): void {
     this.checkAlive();
+    if (this.#cap) {
+      this.#cap.ops.push({
+        kind: "dispatch",
+        k,
+        bufs: buffers.map((b) => (b instanceof GPUBuffer ? b : { ...b })),
+        params: params ? Uint32Array.from(params, (w) => w >>> 0) : null,
+        dyn: dyn?.length ? [...dyn] : null,
+        grid: [grid[0], grid[1], grid[2]],
+      });
+    }
     const words = params ? Math.max(4, Math.ceil(params.length / 4) * 4) : 0;
     const bytes = words * 4;
     if (this.#batch >= this.maxBatchDispatches || this.#arenaUsed + bytes > ARENA_BYTES) {
@@ -401,6 +451,7 @@ export class GpuRuntime {
   /** Record a buffer-to-buffer copy (ends the current compute pass). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive();
+    this.#cap?.ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, bytes });
     this.#endPass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
@@ -455,6 +506,7 @@ export class GpuRuntime {
   async read(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     this.checkAlive();
     this.#takeError();
+    this.#cap?.refuse("the step read a value back");
     if (bytes === 0) return new ArrayBuffer(0);
     const staging = this.device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST });
     this.#endPass().copyBufferToBuffer(src, 0, staging, 0, bytes);
@@ -475,6 +527,164 @@ export class GpuRuntime {
     await this.#guard(this.device.queue.onSubmittedWorkDone());
     this.checkAlive();
     this.#takeError();
+  }
+
+  /**
+   * Start recording a step (see lib/device/trace.ts): everything recorded until `endCapture`
+   * also runs now, as usual. `inputs` are buffers made before the step that it reads and that
+   * a replay refills (e.g. a data batch).
+   */
+  beginCapture(inputs: readonly GPUBuffer[]): void {
+    this.checkAlive();
+    if (this.#cap) throw new Error("GpuRuntime.beginCapture: a capture is already running");
+    this.#cap = new Capture(inputs);
+    this.#cap.prevHooks = setCaptureHooks(this.#cap);
+  }
+
+  /** Whether a capture is running. */
+  get capturing(): boolean {
+    return this.#cap !== null;
+  }
+
+  /**
+   * Stop recording. The step's freed temporaries stay out of the pool (they are the
+   * returned step's until `buildTrace` pins them or `discardCapture` returns them).
+   */
+  endCapture(): CapturedStep {
+    const cap = this.#cap;
+    if (!cap) throw new Error("GpuRuntime.endCapture: no capture is running");
+    this.#cap = null;
+    setCaptureHooks(cap.prevHooks);
+    const owned = new Set<GPUBuffer>();
+    for (const list of cap.free.values()) for (const b of list) owned.add(b);
+    const liveOut = new Set([...cap.acquired].filter((b) => !owned.has(b)));
+    const inputs = new Set(cap.inputs);
+    const external = new Set<GPUBuffer>();
+    let refused = cap.refused;
+    const see = (b: GPUBuffer) => {
+      if (cap.acquired.has(b) || inputs.has(b)) return;
+      if (cap.quarantine.has(b)) refused ??= "the step used a buffer that it freed";
+      external.add(b);
+    };
+    for (const op of cap.ops) {
+      if (op.kind === "dispatch") {
+        for (const b of op.bufs) see(b instanceof GPUBuffer ? b : b.buffer);
+      } else if (op.kind === "copy") {
+        see(op.src);
+        see(op.dst);
+      }
+    }
+    const released = new Set(cap.quarantine);
+    // Freed buffers made before the step go back to the pool now that nothing records.
+    for (const b of cap.quarantine) this.release(b);
+    return {
+      ops: cap.ops,
+      inputs: [...cap.inputs],
+      owned,
+      liveOut,
+      external,
+      released,
+      refused,
+      discarded: false,
+    };
+  }
+
+  /**
+   * Return a capture's pinned temporaries to the pool: it will not be replayed, but it can
+   * still be compared with the next capture (`compareSteps` needs only which buffer played
+   * which role).
+   */
+  discardCapture(c: CapturedStep): void {
+    if (c.discarded) return;
+    c.discarded = true;
+    for (const b of c.owned) this.#pool.release(b);
+  }
+
+  /**
+   * Turn a captured step into a replayable trace: its temporaries stay pinned (outside the
+   * pool), each input gets a private buffer, and bind groups and parameter words are built
+   * once. Dropped when a buffer it uses is freed, or by `dispose()`.
+   */
+  buildTrace(c: CapturedStep): StepTrace {
+    this.checkAlive();
+    if (c.discarded) throw new Error("Cannot build a trace from a discarded capture");
+    c.discarded = true;
+    const priv = new Map<GPUBuffer, GPUBuffer>();
+    for (const b of c.inputs) priv.set(b, this.#pool.acquire(b.size));
+    const parts: TraceParts = {
+      device: this.device,
+      align: this.#align,
+      capture: c,
+      inputCopies: priv,
+      staging: (data) => {
+        const b = this.device.createBuffer({
+          size: sizeClass(data.byteLength),
+          usage: STORAGE_USAGE,
+          mappedAtCreation: true,
+        });
+        new Float32Array(b.getMappedRange(), 0, data.length).set(data);
+        b.unmap();
+        return b;
+      },
+      release: (bufs, destroy) => {
+        for (const b of bufs) this.#pool.release(b);
+        for (const b of destroy) this.#destroyLater(b);
+      },
+      onDispose: (t) => this.#traces.delete(t),
+    };
+    const t = new StepTrace(parts);
+    this.#traces.add(t);
+    return t;
+  }
+
+  #dropTrace(t: StepTrace, why: string): void {
+    t.invalidate(why);
+  }
+
+  /**
+   * @internal Replay `t` for `env`: redo its host effects, recompute its dynamic words, copy
+   * `inputs` (the step's new batch, in capture order) into its input buffers, and record its
+   * commands into the current batch (submitted like any other work).
+   */
+  replayTrace(t: StepTrace, env: TraceEnv, inputs: readonly GPUBuffer[]): void {
+    this.checkAlive();
+    if (this.#cap) throw new Error("Cannot replay a trace while a capture is running");
+    if (inputs.length !== t.inputTargets.length) {
+      throw new RangeError(
+        `Expected ${t.inputTargets.length} trace inputs but found ${inputs.length}`,
+      );
+    }
+    const words = t.prepare(env);
+    if (this.#batch + t.dispatches > this.maxBatchDispatches) this.flush();
+    // Each replay writes its words into the next buffer of the trace's ring; one whose last
+    // use is still in the unsubmitted encoder is submitted first, because `writeBuffer` runs
+    // on the queue timeline before that encoder's commands.
+    const slot = t.nextSlot();
+    if (this.#encoder && t.slotSubmit[slot] === this.#stats.submits) this.flush();
+    this.device.queue.writeBuffer(
+      t.uniforms[slot]!,
+      0,
+      words.buffer as ArrayBuffer,
+      0,
+      words.byteLength,
+    );
+    t.slotSubmit[slot] = this.#stats.submits;
+    t.inputTargets.forEach((dst, i) => {
+      const src = inputs[i]!;
+      this.#endPass().copyBufferToBuffer(src, 0, dst, 0, Math.min(src.size, dst.size));
+    });
+    for (const op of t.encoded) {
+      if (op.kind === "dispatch") {
+        const pass = this.#ensurePass();
+        pass.setPipeline(op.k.pipeline);
+        pass.setBindGroup(0, op.bgs[slot]!);
+        pass.dispatchWorkgroups(op.grid[0], op.grid[1], op.grid[2]);
+      } else {
+        this.#endPass().copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.bytes);
+      }
+    }
+    this.#batch += t.dispatches;
+    this.#stats.dispatches += t.dispatches;
   }
 
   /** Counters (see `RuntimeStats`). */
@@ -499,5 +709,22 @@ export class GpuRuntime {
   destroy(): void {
     this.#markLost("destroyed: GpuRuntime.destroy() was called");
     this.device.destroy();
+  }
+}
+
+/** The state of a running capture (see `GpuRuntime.beginCapture`). */
+class Capture implements CaptureHooks {
+  ops: CapOp[] = [];
+  acquired = new Set<GPUBuffer>();
+  free = new Map<number, GPUBuffer[]>();
+  quarantine = new Set<GPUBuffer>();
+  refused: string | null = null;
+  prevHooks: CaptureHooks | null = null;
+  constructor(readonly inputs: readonly GPUBuffer[]) {}
+  host(fn: (env: TraceEnv) => void): void {
+    this.ops.push({ kind: "host", fn });
+  }
+  refuse(why: string): void {
+    this.refused ??= why;
   }
 }

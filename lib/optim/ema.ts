@@ -5,6 +5,7 @@
 import { keep, Tensor, tidy } from "../tensor.ts";
 import { fusedGroups, fx, tensor, unary } from "../ops/mod.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
+import { captureHooks } from "../capture.ts";
 
 /** Something holding parameters: a tensor list, or a module. */
 export type ParamSource = readonly Tensor[] | { parameters(): Tensor[] };
@@ -139,8 +140,14 @@ export class EMA {
   update(params: ParamSource): void {
     const ps = paramsOf(params);
     this.#check(ps);
-    const d = this.currentDecay();
+    let d = this.currentDecay();
     this.numUpdates++;
+    // Inside a captured step a replay redoes the count and the warm-up decay.
+    const hooks = captureHooks();
+    hooks?.host(() => {
+      d = this.currentDecay();
+      this.numUpdates++;
+    });
     if (ps.length === 0) return;
     // Every shadow in one kernel (see `fusedGroups`), written in place; the decay is a
     // constant, which WebGPU reads from a parameter word, so one pipeline serves every step.
@@ -149,7 +156,7 @@ export class EMA {
         ps.map((p, i) => [this.shadow[i]!, p]),
         [],
         (s, p) => {
-          const dc = fx.const(d);
+          const dc = hooks ? fx.const(d, () => d) : fx.const(d);
           return s!.mul(dc).add(p!.mul(dc.affine(-1, 1)));
         },
         { into: [0] },

@@ -22,6 +22,7 @@ import {
 } from "../ops/mod.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { copyState, type StateTensor } from "./ema.ts";
+import { captureHooks } from "../capture.ts";
 
 /** Optimizer state for checkpoints, as `stateDict()` returns it: tensors plus the step. */
 export interface OptimizerState {
@@ -122,7 +123,15 @@ export abstract class Optimizer {
     checkNumber("lr", this.lr, 0);
     this.stepCount++;
     const st = this.state(params);
-    const scalars = this.scalars();
+    let scalars = this.scalars();
+    // Inside a captured step a replay redoes the count and recomputes the scalars (the
+    // bias corrections and a scheduled lr change every step).
+    const hooks = captureHooks();
+    hooks?.host(() => {
+      checkNumber("lr", this.lr, 0);
+      this.stepCount++;
+      scalars = this.scalars();
+    });
     if (params.length === 0) return;
     // Every parameter's update in one kernel (a few when the storage-buffer limit splits the
     // groups) instead of one dispatch per parameter, written in place into p and the slots.
@@ -134,7 +143,13 @@ export abstract class Optimizer {
       fusedGroups(
         params.map((p, i) => [p, grads[i]!, ...st.map((s) => s[i]!)]),
         [],
-        (p, g, ...slots) => this.update(p!, g!, slots, scalars.map((v) => fx.const(v))),
+        (p, g, ...slots) =>
+          this.update(
+            p!,
+            g!,
+            slots,
+            scalars.map((v, i) => (hooks ? fx.const(v, () => scalars[i]!) : fx.const(v))),
+          ),
         { into: [0, ...Array.from({ length: ns }, (_, j) => 2 + j)] },
       );
     });

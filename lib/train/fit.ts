@@ -24,6 +24,8 @@ import { checkInt, checkNumber, denoApi, isNotFound } from "../_util.ts";
 import { lockRunDir, removeStaleTemps } from "./lock.ts";
 import { MetricWindow, type NonFinite } from "./window.ts";
 import { restoreCheckpoint, saveTrainingCheckpoint, streamsOf } from "./state.ts";
+import { type StepMode, StepTracer } from "./trace.ts";
+import { captureHooks } from "../capture.ts";
 
 /** Metric values a step reports: device scalars (never read per step) or host numbers. */
 export type StepMetrics = Record<string, Tensor | number>;
@@ -169,6 +171,15 @@ export interface FitOptions {
    * {@linkcode TrainingStoppedError}, so `--resume` continues without losing a step.
    */
   signal?: AbortSignal;
+  /**
+   * Replay a traced step instead of re-running the JavaScript op graph (default: on, unless
+   * `configureTracing({ enabled: false })` or the tasks' `--no-trace` turned it off). Used
+   * with `gradAccumulation` 1 on the WebGPU backend; the step falls back to eager execution
+   * by itself when it cannot be replayed (see {@linkcode StepTracer}). A trainer whose `loss`
+   * depends on host state that `prepare` changes, other than through the tensors it tracks
+   * with `ctx.track`, must pass false.
+   */
+  trace?: boolean;
 }
 
 /** What {@linkcode fit} returns. */
@@ -185,6 +196,8 @@ export interface FitResult {
   lastMetrics: Record<string, number> | null;
   /** Its loss (NaN when nothing was logged). */
   loss: number;
+  /** How this session's steps ran: eagerly, captured for a trace, or replayed from it. */
+  stepModes: Record<StepMode, number>;
 }
 
 /**
@@ -374,6 +387,7 @@ export async function fit<M extends Module>(
   const window = new MetricWindow();
   let twin: M | undefined;
   let twinFresh = false;
+  let tracer: StepTracer | null = null;
   try {
     if (lock.tookOverFrom !== null) {
       say(`${label || "fit"}: took over the lock of ${run.dir} from process ${lock.tookOverFrom}`);
@@ -424,6 +438,11 @@ export async function fit<M extends Module>(
     const base = (s: number): FitContext<M> => ({ step: s, model, run, ema, resumed });
     const stepCtx = (s: number, micro: number): StepContext<M> => ({
       ...base(s),
+      // A loss that reads the step bakes it into the step: such a step is never replayed.
+      get step() {
+        captureHooks()?.refuse("the loss read ctx.step");
+        return s;
+      },
       micro,
       generator: gen,
       emaModel: () => {
@@ -553,6 +572,52 @@ export async function fit<M extends Module>(
       throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
     };
 
+    // One step with a single micro-batch, replayed from its trace when one is held: prepare
+    // runs eagerly (host work, readbacks), and the tensors it tracks are the trace's inputs.
+    const tracedStep = async (s: number): Promise<void> => {
+      const ctx = stepCtx(s, 0);
+      hostOut = {};
+      const host: Record<string, number> = {};
+      const prepDev: Record<string, Tensor> = {};
+      try {
+        const pm = await trainer.prepare?.(ctx);
+        for (const [k, v] of Object.entries(pm ?? {})) {
+          if (typeof v === "number") host[k] = v;
+          else prepDev[k] = v;
+        }
+        const inputs = [...tracked.filter((t) => !t.isDisposed), ...Object.values(prepDev)];
+        const mode = tracer!.run({ step: s }, inputs, () => {
+          const [[loss, aux], grads] = vg(params, ctx);
+          // Host numbers from the loss would be missing from a replay.
+          if (Object.keys(hostOut).length) captureHooks()?.refuse("the loss reported host metrics");
+          const dev: Record<string, Tensor> = { ...prepDev, [lossName]: loss, ...aux };
+          let norm: Tensor;
+          if (clip > 0) {
+            const c = clipGradNorm(grads, clip);
+            opt.step(params, c.grads);
+            c.grads.forEach((t) => t.dispose());
+            norm = c.norm;
+          } else {
+            opt.step(params, grads);
+            norm = globalNorm(grads);
+          }
+          grads.forEach((t) => t.dispose());
+          ema?.update(params);
+          dev["training/grad_norm"] = norm;
+          window.add(s, dev, {});
+        });
+        if (mode === "replayed") Object.values(prepDev).forEach((t) => t.dispose());
+        if (ema) twinFresh = false;
+        // A name reported by both prepare and the loss is averaged, as on the eager path.
+        for (const [k, v] of Object.entries(hostOut)) host[k] = k in host ? (host[k]! + v) / 2 : v;
+      } finally {
+        releaseTracked();
+      }
+      const hostBad = window.add(s, {}, host);
+      if (hostBad) fail(hostBad);
+    };
+    if (accum === 1) tracer = new StepTracer(o.trace === undefined ? {} : { enabled: o.trace });
+
     // A step only records GPU work, so between the log reads the loop never waits on the event
     // loop, and a signal's listener (a macrotask) could not run for logEvery steps (minutes for
     // a slow model). With a stop signal to watch, yield to the event loop at least every 200 ms.
@@ -565,6 +630,17 @@ export async function fit<M extends Module>(
       if (o.signal?.aborted) await stopHere();
       const s = step + 1;
       if (o.lrSchedule) opt.lr = o.lrSchedule(s - 1, baseLr);
+      if (tracer) {
+        await tracedStep(s);
+        step = s;
+        const final = s === maxSteps;
+        if (
+          final || s % logEvery === 0 || s % ckptEvery === 0 ||
+          (sampleEvery > 0 && s % sampleEvery === 0)
+        ) await atReadback(s, final);
+        if (!final) progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+        continue;
+      }
       let grads: Tensor[] | null = null;
       const dev: Record<string, Tensor> = {};
       const devN: Record<string, number> = {};
@@ -662,8 +738,12 @@ export async function fit<M extends Module>(
       resumedFrom,
       lastMetrics: lm,
       loss: lm?.[lossName] ?? NaN,
+      stepModes: tracer
+        ? { ...tracer.counts }
+        : { eager: step - startStep, captured: 0, replayed: 0 },
     };
   } finally {
+    tracer?.dispose();
     window.dispose();
     twin?.dispose();
     await lock.release();

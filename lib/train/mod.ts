@@ -26,6 +26,7 @@ export {
 export { lockRunDir, removeStaleTemps, type RunLock, RunLockedError } from "./lock.ts";
 export { MetricWindow, type NonFinite, type WindowSnapshot, type WindowState } from "./window.ts";
 export { streamsOf } from "./state.ts";
+export { configureTracing, type StepMode, StepTracer, type StepTracerOptions } from "./trace.ts";
 export {
   checkStepFits,
   ditStepSize,

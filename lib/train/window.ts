@@ -8,6 +8,7 @@
  */
 import { keep, type Tensor } from "../tensor.ts";
 import { concat, fusedGroups, fx, reshape, tensor } from "../ops/mod.ts";
+import { captureHooks } from "../capture.ts";
 
 /** The largest finite f32: only ±Inf has a larger magnitude. */
 const F32_MAX = 3.4028234663852886e38;
@@ -80,7 +81,7 @@ export class MetricWindow {
 
   /** Whether the window holds nothing. */
   get empty(): boolean {
-    return this.#dev.size === 0 && this.#host.size === 0;
+    return [...this.#dev.values()].every((a) => a.n === 0) && this.#host.size === 0;
   }
 
   /** Add one step's values; returns the first non-finite host value (checked at once). */
@@ -114,6 +115,15 @@ export class MetricWindow {
         owned.push(flat);
         groups.push([acc.sum, acc.bad, acc.badValue, flat]);
       }
+      // Inside a captured step a replay redoes the counts and writes its own step number.
+      const hooks = captureHooks();
+      if (hooks) {
+        const accs = Object.keys(device).map((name) => this.#dev.get(name)!);
+        hooks.host(() => {
+          this.#last = null;
+          for (const a of accs) a.n++;
+        });
+      }
       if (groups.length) {
         // One kernel for every metric, accumulators updated in place. NaN is tested on the
         // bits (isNan) and Inf by |v| > f32 max: WGSL compilers may fold `v != v` away.
@@ -122,7 +132,11 @@ export class MetricWindow {
           const seen = b!.un("gtScalar", 0);
           return [
             s!.add(v!),
-            fx.where(seen, b!, nonFinite.mul(fx.const(step))),
+            fx.where(
+              seen,
+              b!,
+              nonFinite.mul(hooks ? fx.const(step, (env) => env.step) : fx.const(step)),
+            ),
             fx.where(seen, bv!, v!),
           ];
         }, { into: [0, 1, 2] });
@@ -164,6 +178,8 @@ export class MetricWindow {
     this.#sums.clear();
     const k = names.length;
     names.forEach((name, i) => {
+      // Accumulators kept from an earlier window for a metric not reported in this one.
+      if (accs[i]!.n === 0) return;
       const sum = vals[i]!, bad = vals[k + i]!;
       this.#sums.set(name, sum);
       means[name] = sum / accs[i]!.n;
@@ -187,10 +203,12 @@ export class MetricWindow {
    * uploaded again are bit-identical, so a resumed run continues the same window.
    */
   state(): WindowState {
-    if (!this.#last && this.#dev.size) throw new Error("MetricWindow.state() needs read() first");
+    if (!this.#last && [...this.#dev.values()].some((a) => a.n > 0)) {
+      throw new Error("MetricWindow.state() needs read() first");
+    }
     const device: WindowState["device"] = {};
     [...this.#dev.entries()].forEach(([name, a]) => {
-      device[name] = [this.#sums.get(name)!, a.n];
+      if (a.n > 0) device[name] = [this.#sums.get(name)!, a.n];
     });
     const host: WindowState["host"] = {};
     for (const [name, [s, n]] of this.#host) host[name] = [s, n];
@@ -199,7 +217,7 @@ export class MetricWindow {
 
   /** Restore contents saved by `state()` (replaces the current ones). */
   load(st: WindowState | undefined): void {
-    this.reset();
+    this.dispose();
     if (!st) return;
     for (const [name, [sum, n]] of Object.entries(st.device ?? {})) {
       this.#dev.set(name, {
@@ -212,15 +230,22 @@ export class MetricWindow {
     for (const [name, [sum, n]] of Object.entries(st.host ?? {})) this.#host.set(name, [sum, n]);
   }
 
-  /** Start a new window. */
+  /**
+   * Start a new window. The device accumulators are zeroed in place and kept, so a traced
+   * step (lib/train/trace.ts) that updates them stays valid across log lines.
+   */
   reset(): void {
-    for (const a of this.#dev.values()) {
-      a.sum.dispose();
-      a.bad.dispose();
-      a.badValue.dispose();
+    const accs = [...this.#dev.values()];
+    if (accs.length) {
+      fusedGroups(
+        accs.map((a) => [a.sum, a.bad, a.badValue]),
+        [],
+        () => [fx.const(0), fx.const(0), fx.const(0)],
+        { into: [0, 1, 2] },
+      );
     }
+    for (const a of accs) a.n = 0;
     this.#sums.clear();
-    this.#dev.clear();
     this.#host.clear();
     this.#hostBad = null;
     this.#last = null;
@@ -228,6 +253,12 @@ export class MetricWindow {
 
   /** Free the device accumulators. */
   dispose(): void {
+    for (const a of this.#dev.values()) {
+      a.sum.dispose();
+      a.bad.dispose();
+      a.badValue.dispose();
+    }
+    this.#dev.clear();
     this.reset();
   }
 }
