@@ -34,6 +34,7 @@ export interface TrainCfmConfig extends Omit<CfmTrainerConfig, keyof RepaSetting
   ot: typeof OT_METHODS[number];
   model: CfmModel;
   maxTrainSteps: number;
+  warmupSteps: number;
   gradClip: number;
   outputDir: string;
   expName: string | null;
@@ -47,6 +48,7 @@ export interface TrainCfmConfig extends Omit<CfmTrainerConfig, keyof RepaSetting
 /** Keys a resumed run takes from the command line when given; the rest come from config.json. */
 export const CFM_SCHEDULE = [
   "maxTrainSteps",
+  "warmupSteps",
   "checkpointEvery",
   "sampleEvery",
   "logEvery",
@@ -142,6 +144,7 @@ export const TRAIN_CFM_FLAGS = [
   { name: "optimizer", type: "choice", choices: CFM_OPTIMIZERS, default: "adam", help: "rule" },
   { name: "muon-lr", type: "number", min: 0, help: "Muon's rate for matrices (0.02; muon only)" },
   { name: "max-train-steps", type: "int", default: 2000, min: 1, help: "optimizer steps" },
+  { name: "warmup-steps", type: "int", default: 0, min: 0, help: "linear learning-rate warm-up" },
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
   {
     name: "grad-clip",
@@ -202,11 +205,6 @@ export function parseTrainCfmFlags(
   if (help) return null;
   const images = f.dataset === "fashion-mnist";
   const model: CfmModel = f.model ?? (images ? "dit-tiny" : "velocity-mlp");
-  if (images && model === "velocity-mlp") {
-    throw new RangeError(
-      `--model velocity-mlp is for the 2-D toys; --dataset fashion-mnist uses --model dit-tiny`,
-    );
-  }
   if (!images && model === "dit-tiny") {
     throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
   }
@@ -237,7 +235,9 @@ export function parseTrainCfmFlags(
     task: "train:cfm",
     ...rest,
     ...resolveRepaFlags(f, d, given ?? new Set()),
-    dataShape: images ? [1, 28, 28] : [2],
+    // An MLP sees an image as its 784 pixels, plus a gated input skip (v = f + c·x).
+    dataShape: images ? (dit ? [1, 28, 28] : [784]) : [2],
+    ...(images && !dit ? { inputSkip: true } : {}),
     numClasses: images ? 10 : 0,
     sigmaMin: sigmaMin ?? (f.variant === "lipman" ? 1e-5 : 0),
     model,

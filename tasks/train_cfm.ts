@@ -26,6 +26,7 @@ import {
   Generator,
   loadRepaEncoder,
   openTrainingRun,
+  optim,
   sampleCfmModel,
   type SampleContext,
 } from "../mod.ts";
@@ -69,7 +70,12 @@ async function writeSamples(
       labels,
       batch: 40,
     });
-    const [channels, height, width] = c.dataShape as [number, number, number];
+    // A flat-pixel model's [784] samples are the same 1×28×28 images.
+    const [channels, height, width] = (c.dataShape.length === 3 ? c.dataShape : [1, 28, 28]) as [
+      number,
+      number,
+      number,
+    ];
     const grid = imageGrid(g.x, { n: labels.length, channels, height, width, nrow: per });
     // The figure to read: upscaled, one class per row, named; the PNG is the raw grid.
     const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
@@ -114,7 +120,10 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
   const encoder = (c: TrainCfmConfig) =>
     c.useProjLoss ? loadRepaEncoder(c.projEncoder, { ...c, featureDim: c.projFeatureDim }) : null;
   const enc = flags.resume ? null : await encoder(flags);
-  const fresh = flags.resume ? null : await loadData("train:cfm", flags.dataset, flags.seed);
+  const flat = (c: TrainCfmConfig) => ({ flat: c.model === "velocity-mlp" });
+  const fresh = flags.resume
+    ? null
+    : await loadData("train:cfm", flags.dataset, flags.seed, flat(flags));
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",
     config: enc ? { ...flags, projFeatureDim: enc.model.featureDim } : flags,
@@ -124,7 +133,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await loadData("train:cfm", c.dataset, c.seed);
+  const data = fresh ?? await loadData("train:cfm", c.dataset, c.seed, flat(c));
   const generator = new Generator(c.seed);
   const repa = enc ?? await encoder(c) ?? undefined;
   const trainer = cfmTrainer(c, data, generator, repa);
@@ -138,6 +147,8 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
       checkpointEvery: c.checkpointEvery,
       sampleEvery: c.sampleEvery,
       gradClip: c.gradClip,
+      // Old runs' configs have no warmupSteps.
+      lrSchedule: (c.warmupSteps ?? 0) > 0 ? optim.linearWarmup(c.warmupSteps) : undefined,
       generator,
       resume,
       config: c,

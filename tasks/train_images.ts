@@ -1,0 +1,160 @@
+/**
+ * @file `deno task train:images` — issue 14's preset: a class-conditional flow-matching model on
+ * Fashion-MNIST that gives recognisable samples on a 2-core CPU adapter within half an hour, then
+ * its class grid (classifier-free guidance) and its measured quality (FD and class agreement
+ * from the shipped classifier). It is `train:cfm` with these defaults, followed by `sample` and
+ * `eval` on the run: no training loop of its own. Any `train:cfm` flag may be given and wins over
+ * the preset (e.g. `--model dit-tiny`, `--max-train-steps`, `--data-dir` is not needed for the
+ * Debian package's Fashion-MNIST).
+ *
+ *   deno task train:images                      # the preset (~10–25 min on this machine)
+ *   deno task train:images --max-train-steps 500 --eval-samples 500   # a quick look
+ *
+ * Deviation from issue 14 (which asks for a DiT): the default network is a flat-pixel
+ * VelocityMLP (3 × 1024, SiLU, label embedding, gated input skip), because the DiT runs at under
+ * one step per second on lavapipe; `--model dit-tiny` trains the DiT with the same recipe.
+ * @module
+ */
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
+import { main as trainMain } from "./train_cfm.ts";
+import { main as sampleMain } from "./sample.ts";
+import { DEFAULT_CLASSIFIER, main as evalMain } from "./eval.ts";
+
+/**
+ * The `train:cfm` flags of the preset (given before the user's, so the user's win).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { IMAGES_PRESET } from "./train_images.ts";
+ * assert.equal(IMAGES_PRESET[IMAGES_PRESET.indexOf("--cfg-dropout") + 1], "0.1"); // 10% label drop
+ * ```
+ */
+export const IMAGES_PRESET: readonly string[] = [
+  ...["--dataset", "fashion-mnist", "--model", "velocity-mlp", "--hidden", "1024"],
+  ...["--depth", "3", "--batch-size", "128", "--lr", "1e-3", "--warmup-steps", "500"],
+  ...["--max-train-steps", "6000", "--cfg-dropout", "0.1", "--ema-decay", "0.999"],
+  ...["--checkpoint-every", "1000", "--log-every", "100", "--sample-steps", "50"],
+];
+
+/**
+ * The preset's own flags (everything else goes to `train:cfm`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { TRAIN_IMAGES_FLAGS } from "./train_images.ts";
+ * assert.equal(TRAIN_IMAGES_FLAGS.find((f) => f.name === "cfg-scale")?.default, 3);
+ * ```
+ */
+export const TRAIN_IMAGES_FLAGS = [
+  { name: "cfg-scale", type: "number", default: 3, min: 0, help: "guidance for grid and eval" },
+  { name: "samples-per-class", type: "int", default: 10, min: 1, help: "class-grid columns" },
+  { name: "eval-samples", type: "int", default: 2000, min: 10, help: "samples for fd/class-acc" },
+  { name: "eval-steps", type: "int", default: 50, min: 1, help: "midpoint steps (grid, eval)" },
+  { name: "classifier", type: "string", default: DEFAULT_CLASSIFIER, help: "for fd/class-acc" },
+] as const satisfies readonly FlagSpec[];
+
+const OWN = new Set<string>(TRAIN_IMAGES_FLAGS.map((f) => f.name));
+
+/**
+ * Split argv into the preset's own flags (with their values) and the rest, for `train:cfm`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { splitImagesArgs } from "./train_images.ts";
+ * const { own, rest } = splitImagesArgs(["--cfg-scale=2", "--hidden", "64", "--eval_samples", "100"]);
+ * assert.deepEqual(own, ["--cfg-scale=2", "--eval_samples", "100"]);
+ * assert.deepEqual(rest, ["--hidden", "64"]);
+ * ```
+ */
+export function splitImagesArgs(argv: readonly string[]): { own: string[]; rest: string[] } {
+  const own: string[] = [], rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = /^--([^=]+)/.exec(a)?.[1]?.replaceAll("_", "-");
+    if (name === undefined || !OWN.has(name)) {
+      rest.push(a);
+      continue;
+    }
+    own.push(a);
+    if (!a.includes("=") && i + 1 < argv.length) own.push(argv[++i]!);
+  }
+  return { own, rest };
+}
+
+/** What `main` returns. */
+export interface TrainImagesResult {
+  /** The run directory. */
+  runDir: string;
+  /** The class grid written (PNG, one row per class). */
+  grid: string;
+  /** Fréchet distance on the classifier's features (not the Inception FID). */
+  fd: number;
+  /** The same for real training images: the floor. */
+  fdRealTrainTest: number;
+  /** Fraction of samples the classifier assigns to their intended class. */
+  classAcc: number;
+  /** Per class. */
+  classAccPerClass: number[];
+  /** Wall time of training, sampling and evaluation, in seconds. */
+  seconds: number;
+}
+
+/**
+ * Run the preset; returns the run and its scores (or `null` for `--help`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { main } from "./train_images.ts";
+ * assert.equal(await main(["--help"]), null); // after printing the usage
+ * ```
+ */
+export async function main(argv: readonly string[]): Promise<TrainImagesResult | null> {
+  const { own, rest } = splitImagesArgs(argv);
+  if (argv.includes("--help")) {
+    console.log(
+      "train:images: a class-conditional Fashion-MNIST model, its class grid and its FD and " +
+        `class agreement.\nPreset train:cfm flags (yours win): ${IMAGES_PRESET.join(" ")}\n` +
+        "Every train:cfm flag is accepted (deno task train:cfm --help lists them); the preset's own:",
+    );
+  }
+  const f = parseTaskFlags(argv.includes("--help") ? ["--help"] : own, TRAIN_IMAGES_FLAGS, {
+    task: "train:images",
+  });
+  if (!f) return null;
+  const t0 = performance.now();
+  const tr = await trainMain([...IMAGES_PRESET, ...rest]);
+  if (!tr) return null;
+  const guide = ["--cfg-scale", String(f.cfgScale), "--sampler", "midpoint"];
+  const steps = ["--num-steps", String(f.evalSteps)];
+  const grid = `${tr.runDir}/samples/class_grid.png`;
+  await sampleMain([
+    ...["--checkpoint", tr.runDir, "--class-grid", "--samples-per-class"],
+    ...[String(f.samplesPerClass), ...guide, ...steps, "--out", grid],
+  ]);
+  const ev = await evalMain([
+    ...["--checkpoint", tr.runDir, "--metrics", "fd,class-acc", "--classifier", f.classifier],
+    ...["--num-samples", String(f.evalSamples), ...guide, ...steps],
+  ]);
+  const seconds = (performance.now() - t0) / 1000;
+  const res: TrainImagesResult = {
+    runDir: tr.runDir,
+    grid,
+    fd: ev!.fd!,
+    fdRealTrainTest: ev!.fdRealTrainTest!,
+    classAcc: ev!.classAcc!,
+    classAccPerClass: ev!.classAccPerClass!,
+    seconds,
+  };
+  console.log(
+    `train:images: class agreement ${(100 * res.classAcc).toFixed(1)}% (classifier ` +
+      `${f.classifier}, CFG ${f.cfgScale}), FD ${res.fd.toFixed(2)} (real train vs test ` +
+      `${res.fdRealTrainTest.toFixed(2)}), ${seconds.toFixed(0)} s in all; grid ${grid}`,
+  );
+  return res;
+}
+
+if (import.meta.main) await runTask("train:images", main);

@@ -1,0 +1,80 @@
+/**
+ * @file `deno task train:images` (issue 14's preset): a short seeded run goes through train:cfm
+ * with the preset's recipe (the user's flags winning), writes its class grid, and reports the
+ * FD and class agreement that `eval` computes on the same run with the shipped classifier.
+ */
+import { strict as assert } from "node:assert";
+import { decodePng, parseConfigFile, readMetrics } from "../../mod.ts";
+import { main, splitImagesArgs } from "../../tasks/train_images.ts";
+import { DEFAULT_CLASSIFIER } from "../../tasks/eval.ts";
+
+const FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+const ready = await Promise.all(
+  [FASHION, DEFAULT_CLASSIFIER].map((p) => Deno.stat(p).then(() => true, () => false)),
+);
+if (!ready.every((x) => x)) {
+  console.log(`train:images test ignored: ${FASHION} or ${DEFAULT_CLASSIFIER} missing`);
+}
+
+Deno.test({
+  name:
+    "train:images: preset recipe (user flags win), class grid, FD and class agreement of the run",
+  ignore: !ready.every((x) => x),
+  fn: async () => {
+    const out = await Deno.makeTempDir({ prefix: "train-images-" });
+    try {
+      const argv = [
+        ...["--max-train-steps", "12", "--hidden", "32", "--warmup-steps", "4"],
+        ...["--output-dir", out, "--exp-name", "r", "--seed", "3"],
+        ...["--eval-samples", "40", "--eval-steps", "2", "--samples-per-class", "2"],
+        ...["--cfg-scale", "2", "--checkpoint-every", "12", "--log-every", "1"],
+      ];
+      const r = (await main(argv))!;
+      const cfg = parseConfigFile(await Deno.readTextFile(`${out}/r/config.json`)) as Record<
+        string,
+        unknown
+      >;
+      // The preset's recipe, with the user's --hidden/--warmup-steps/--max-train-steps on top.
+      assert.equal(cfg.model, "velocity-mlp");
+      assert.equal(cfg.dataset, "fashion-mnist");
+      assert.equal(cfg.cfgDropout, 0.1);
+      assert.equal(cfg.emaDecay, 0.999);
+      assert.equal(cfg.hidden, 32);
+      assert.equal(cfg.warmupSteps, 4);
+      assert.deepEqual(cfg.dataShape, [784]);
+      // The warm-up really ran: the logged learning rate climbs (step + 1)/4 of the base.
+      const m = await readMetrics(`${out}/r/metrics.jsonl`);
+      const lr = m.filter((x) => "training/lr" in x).slice(0, 5).map((x) => x["training/lr"]);
+      assert.deepEqual(lr, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]);
+      // One row per class, two columns of 28-pixel tiles with 2-pixel padding.
+      const img = await decodePng(await Deno.readFile(r.grid));
+      assert.equal(img.width, 2 * 28 + 3 * 2);
+      assert.equal(img.height, 10 * 28 + 11 * 2);
+      // The scores are eval's record on this run, appended to its eval.jsonl.
+      const ev = (await Deno.readTextFile(`${out}/r/eval.jsonl`)).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      ).at(-1);
+      assert.equal(ev.class_acc, r.classAcc);
+      assert.equal(ev.fd, r.fd);
+      assert.equal(ev.cfg_scale, 2);
+      assert.equal(ev.num_samples, 40);
+      assert.ok(r.classAcc >= 0 && r.classAcc <= 1 && r.classAccPerClass.length === 10);
+      assert.ok(r.fd > r.fdRealTrainTest, "12 steps are far from the data");
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test("train:images splits its own flags (any spelling) from train:cfm's", () => {
+  const { own, rest } = splitImagesArgs([
+    "--samples_per_class",
+    "4",
+    "--model=dit-tiny",
+    "--classifier=x.safetensors",
+    "--lr",
+    "1e-4",
+  ]);
+  assert.deepEqual(own, ["--samples_per_class", "4", "--classifier=x.safetensors"]);
+  assert.deepEqual(rest, ["--model=dit-tiny", "--lr", "1e-4"]);
+});
