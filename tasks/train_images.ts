@@ -7,11 +7,11 @@
  * the preset (e.g. `--model dit-tiny`, `--max-train-steps`, `--data-dir` is not needed for the
  * Debian package's Fashion-MNIST).
  *
- *   deno task train:images                      # the preset (~10–25 min on this machine)
+ *   deno task train:images                      # the preset (13 min on the idle 2-core machine)
  *   deno task train:images --max-train-steps 500 --eval-samples 500   # a quick look
  *
  * Deviation from issue 14 (which asks for a DiT): the default network is a flat-pixel
- * VelocityMLP (3 × 1024, SiLU, label embedding, gated input skip), because the DiT runs at under
+ * VelocityMLP (3 × 512, SiLU, label embedding, gated input skip), because the DiT runs at under
  * one step per second on lavapipe; `--model dit-tiny` trains the DiT with the same recipe.
  * @module
  */
@@ -31,7 +31,7 @@ import { DEFAULT_CLASSIFIER, main as evalMain } from "./eval.ts";
  * ```
  */
 export const IMAGES_PRESET: readonly string[] = [
-  ...["--dataset", "fashion-mnist", "--model", "velocity-mlp", "--hidden", "1024"],
+  ...["--dataset", "fashion-mnist", "--model", "velocity-mlp", "--hidden", "512"],
   ...["--depth", "3", "--batch-size", "128", "--lr", "1e-3", "--warmup-steps", "500"],
   ...["--max-train-steps", "6000", "--cfg-dropout", "0.1", "--ema-decay", "0.999"],
   ...["--checkpoint-every", "1000", "--log-every", "100", "--sample-steps", "50"],
