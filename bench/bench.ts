@@ -146,13 +146,6 @@ function loadAvg(): (number | null)[] | null {
  * PyTorch build's BLAS settings and the BLAS library actually mapped into its process).
  */
 async function envRecord(gpu: Gpu): Promise<BenchRecord> {
-  let cpu: string | null = null;
-  try {
-    const info = await Deno.readTextFile("/proc/cpuinfo");
-    cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1] ?? null;
-  } catch {
-    // Not Linux, or not readable: the record says null.
-  }
   let torch: unknown = null;
   try {
     torch = await torchInfo();
@@ -162,7 +155,8 @@ async function envRecord(gpu: Gpu): Promise<BenchRecord> {
   return {
     case: "env",
     adapter: gpu.info.description,
-    cpu,
+    // Deno reads /proc only with --allow-all; the PyTorch peer's process reports the CPU model.
+    cpu: (torch as { cpu?: string } | null)?.cpu ?? null,
     cpus: navigator.hardwareConcurrency,
     load_avg: loadAvg(),
     deno: Deno.version.deno,

@@ -111,8 +111,14 @@ with open("/proc/self/maps") as f:
         name = line.split()[-1]
         if "blas" in name.lower() or "mkl" in name.lower():
             libs.add(os.path.realpath(name))
+cpu = None
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+except OSError:
+    pass
 print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(),
-                  "blas_config": built, "blas_loaded": sorted(libs)}))
+                  "blas_config": built, "blas_loaded": sorted(libs), "cpu": cpu}))
 `;
 
 /** The PyTorch peer's build and the BLAS it ran with. */
@@ -123,6 +129,8 @@ export interface TorchInfo {
   blas_config: string[];
   /** BLAS/MKL shared objects mapped into the process after a matmul (resolved paths). */
   blas_loaded: string[];
+  /** The CPU model (`/proc/cpuinfo`), or null where unreadable. */
+  cpu: string | null;
 }
 
 /**
