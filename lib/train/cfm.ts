@@ -15,7 +15,7 @@ import { Adam, AdamW, EMA, Muon, muonMask, type Optimizer } from "../optim/mod.t
 import { gatherRows, loadFashionMnist, sampleToy } from "../data/mod.ts";
 import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../flow/mod.ts";
 import type { LossOutput, StepContext, Trainer } from "./fit.ts";
-import { type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
+import { type RepaEncoder, type RepaSettings, withRepaTerm } from "./repa.ts";
 import type * as nn from "../nn/mod.ts";
 import {
   buildCfmModel,
@@ -308,16 +308,7 @@ export function cfmTrainer(
       if (!repa) return { loss: r.loss };
       // The clean images the path ends at: the OT-coupled x1 when there is a coupling.
       const x1 = b.coupling?.x1 ?? b.x1;
-      const p = repaTerm(repa.model, x1, projected!, r.t, {
-        projWeightSchedule: c.projWeightSchedule ?? "hard",
-        projTau: c.projTau ?? 0.7,
-        projK: c.projK ?? 20,
-        projCoeff: c.projCoeff ?? 0.5,
-      });
-      return {
-        loss: r.loss.add(p.weighted),
-        metrics: { "training/loss_flow": r.loss, "training/loss_proj": p.loss },
-      };
+      return withRepaTerm(r.loss, repa.model, x1, projected!, r.t, c);
     },
   };
 }

@@ -53,7 +53,13 @@ export {
   sampleCfmModel,
   velocityOf,
 } from "./cfm_model.ts";
-export { loadRepaEncoder, type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
+export {
+  loadRepaEncoder,
+  type RepaEncoder,
+  type RepaSettings,
+  repaTerm,
+  withRepaTerm,
+} from "./repa.ts";
 export {
   buildOptimizer,
   CFM_OPTIMIZERS,

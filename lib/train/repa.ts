@@ -15,6 +15,7 @@ import { reshape } from "../ops/mod.ts";
 import type * as nn from "../nn/mod.ts";
 import { projLoss, type ProjWeightSchedule } from "../flow/repa.ts";
 import { loadClassifier } from "./classifier.ts";
+import type { LossOutput } from "./fit.ts";
 
 /** The REPA settings of a run (flat, as they sit in config.json). */
 export interface RepaSettings {
@@ -139,4 +140,40 @@ export function repaTerm(
     k: s.projK,
   });
   return { loss, weighted: loss.mul(s.projCoeff) };
+}
+
+/**
+ * A trainer's loss with REPA's term added: `flow + projCoeff·proj` (see {@linkcode repaTerm}),
+ * logging both parts as `training/loss_flow` and `training/loss_proj`. Unset schedule settings
+ * take REPA's defaults (hard, τ 0.7, k 20, coefficient 0.5).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { nn, randn, tensor, withRepaTerm } from "../../mod.ts";
+ * const enc = new nn.MLPClassifier({ inputDim: 16, hidden: [8, 5], numClasses: 3, seed: 0 });
+ * const out = withRepaTerm(tensor(2), enc, randn([2, 1, 4, 4], { seed: 2 }),
+ *   randn([2, 4, 5], { seed: 1 }), tensor([0.5, 0.9]), {});
+ * const proj = await out.metrics!["training/loss_proj"]!.item();
+ * assert.ok(Math.abs((await out.loss.item()) - (2 + 0.5 * proj)) < 1e-6);
+ * ```
+ */
+export function withRepaTerm(
+  flow: Tensor,
+  encoder: nn.MLPClassifier,
+  x1: Tensor,
+  projected: Tensor,
+  t: Tensor,
+  s: Partial<Pick<RepaSettings, "projWeightSchedule" | "projTau" | "projK" | "projCoeff">>,
+): LossOutput & { metrics: Record<string, Tensor> } {
+  const p = repaTerm(encoder, x1, projected, t, {
+    projWeightSchedule: s.projWeightSchedule ?? "hard",
+    projTau: s.projTau ?? 0.7,
+    projK: s.projK ?? 20,
+    projCoeff: s.projCoeff ?? 0.5,
+  });
+  return {
+    loss: flow.add(p.weighted),
+    metrics: { "training/loss_flow": flow, "training/loss_proj": p.loss },
+  };
 }

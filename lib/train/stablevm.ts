@@ -20,7 +20,7 @@ import type { PathType } from "../flow/paths.ts";
 import { reshape, tensor } from "../ops/mod.ts";
 import type { LossOutput, StepContext, Trainer, TrainerState } from "./fit.ts";
 import { buildCfmModel, checkCfmModelFits } from "./cfm_model.ts";
-import { type RepaEncoder, type RepaSettings, repaTerm } from "./repa.ts";
+import { type RepaEncoder, type RepaSettings, withRepaTerm } from "./repa.ts";
 
 /** A class-labelled dataset on the host. */
 export interface LabelledSet {
@@ -359,17 +359,7 @@ export function stableVmTrainer(
     return reshape(r.out, [n, d]);
   };
   const withRepa = (r: { loss: Tensor; x: Tensor; t: Tensor }): LossOutput => {
-    if (!repa) return { loss: r.loss };
-    const p = repaTerm(repa.model, r.x, projected!, r.t, {
-      projWeightSchedule: c.projWeightSchedule ?? "hard",
-      projTau: c.projTau ?? 0.7,
-      projK: c.projK ?? 20,
-      projCoeff: c.projCoeff ?? 0.5,
-    });
-    return {
-      loss: r.loss.add(p.weighted),
-      metrics: { "training/loss_flow": r.loss, "training/loss_proj": p.loss },
-    };
+    return repa ? withRepaTerm(r.loss, repa.model, r.x, projected!, r.t, c) : { loss: r.loss };
   };
   let batch: { x: Float32Array; labels: Int32Array } | undefined;
   return {
