@@ -572,6 +572,24 @@ export async function fit<M extends Module>(
       throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
     };
 
+    // The update both paths share: clip (optionally), step the optimizer, then the EMA; returns
+    // the gradient norm (before clipping) and disposes of the gradients.
+    const update = (grads: Tensor[]): Tensor => {
+      let norm: Tensor;
+      if (clip > 0) {
+        const c = clipGradNorm(grads, clip);
+        opt.step(params, c.grads);
+        c.grads.forEach((t) => t.dispose());
+        norm = c.norm;
+      } else {
+        opt.step(params, grads);
+        norm = globalNorm(grads);
+      }
+      grads.forEach((t) => t.dispose());
+      ema?.update(params);
+      return norm;
+    };
+
     // One step with a single micro-batch, replayed from its trace when one is held: prepare
     // runs eagerly (host work, readbacks), and the tensors it tracks are the trace's inputs.
     const tracedStep = async (s: number): Promise<void> => {
@@ -591,19 +609,7 @@ export async function fit<M extends Module>(
           // Host numbers from the loss would be missing from a replay.
           if (Object.keys(hostOut).length) captureHooks()?.refuse("the loss reported host metrics");
           const dev: Record<string, Tensor> = { ...prepDev, [lossName]: loss, ...aux };
-          let norm: Tensor;
-          if (clip > 0) {
-            const c = clipGradNorm(grads, clip);
-            opt.step(params, c.grads);
-            c.grads.forEach((t) => t.dispose());
-            norm = c.norm;
-          } else {
-            opt.step(params, grads);
-            norm = globalNorm(grads);
-          }
-          grads.forEach((t) => t.dispose());
-          ema?.update(params);
-          dev["training/grad_norm"] = norm;
+          dev["training/grad_norm"] = update(grads);
           window.add(s, dev, {});
         });
         if (mode === "replayed") Object.values(prepDev).forEach((t) => t.dispose());
@@ -694,21 +700,8 @@ export async function fit<M extends Module>(
       grads = grads!.map((t) => mean(t, accum));
       for (const k of Object.keys(dev)) dev[k] = mean(dev[k]!, devN[k]!);
       for (const k of Object.keys(host)) host[k] = host[k]! / hostN[k]!;
-      let norm: Tensor;
-      if (clip > 0) {
-        const c = clipGradNorm(grads, clip);
-        opt.step(params, c.grads);
-        c.grads.forEach((t) => t.dispose());
-        norm = c.norm;
-      } else {
-        opt.step(params, grads);
-        norm = globalNorm(grads);
-      }
-      grads.forEach((t) => t.dispose());
-      if (ema) {
-        ema.update(params);
-        twinFresh = false;
-      }
+      const norm = update(grads);
+      if (ema) twinFresh = false;
       step = s;
       dev["training/grad_norm"] = norm;
       const hostBad = window.add(s, dev, host);
