@@ -16,6 +16,16 @@ import type { Kernel } from "./runtime.ts";
 /** A parameter word holding a per-step value: its index and how to recompute it (a u32). */
 export type DynWord = readonly [index: number, value: (env: TraceEnv) => number];
 
+/** A recorded buffer-to-buffer copy (captured and encoded alike). */
+interface CopyOp {
+  kind: "copy";
+  src: GPUBuffer;
+  srcOffset: number;
+  dst: GPUBuffer;
+  dstOffset: number;
+  bytes: number;
+}
+
 /** One recorded command of a captured step. */
 export type CapOp =
   | {
@@ -26,14 +36,7 @@ export type CapOp =
     dyn: DynWord[] | null;
     grid: [number, number, number];
   }
-  | {
-    kind: "copy";
-    src: GPUBuffer;
-    srcOffset: number;
-    dst: GPUBuffer;
-    dstOffset: number;
-    bytes: number;
-  }
+  | CopyOp
   | { kind: "upload"; buf: GPUBuffer; data: Float32Array }
   | { kind: "host"; fn: (env: TraceEnv) => void };
 
@@ -70,14 +73,7 @@ export interface TraceParts {
 
 type Encoded =
   | { kind: "dispatch"; k: Kernel; bgs: GPUBindGroup[]; grid: [number, number, number] }
-  | {
-    kind: "copy";
-    src: GPUBuffer;
-    srcOffset: number;
-    dst: GPUBuffer;
-    dstOffset: number;
-    bytes: number;
-  };
+  | CopyOp;
 
 // Uniform buffers per trace: with ~50 dispatches a step and a submit every 512 dispatches,
 // ten replays fit one submit without reusing a slot whose words are still pending.

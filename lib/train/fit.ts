@@ -572,6 +572,17 @@ export async function fit<M extends Module>(
       throw new TrainingStoppedError(step, maxSteps, run.dir, lastCkpt, o.signal?.reason);
     };
 
+    // After a step (eager or traced): the readbacks its number calls for, then the progress
+    // line (host-only bookkeeping: it/s and ETA stay current between log lines).
+    const endStep = async (s: number): Promise<void> => {
+      const final = s === maxSteps;
+      if (
+        final || s % logEvery === 0 || s % ckptEvery === 0 ||
+        (sampleEvery > 0 && s % sampleEvery === 0)
+      ) await atReadback(s, final);
+      if (!final) progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+    };
+
     // The update both paths share: clip (optionally), step the optimizer, then the EMA; returns
     // the gradient norm (before clipping) and disposes of the gradients.
     const update = (grads: Tensor[]): Tensor => {
@@ -639,12 +650,7 @@ export async function fit<M extends Module>(
       if (tracer) {
         await tracedStep(s);
         step = s;
-        const final = s === maxSteps;
-        if (
-          final || s % logEvery === 0 || s % ckptEvery === 0 ||
-          (sampleEvery > 0 && s % sampleEvery === 0)
-        ) await atReadback(s, final);
-        if (!final) progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+        await endStep(s);
         continue;
       }
       let grads: Tensor[] | null = null;
@@ -707,13 +713,7 @@ export async function fit<M extends Module>(
       const hostBad = window.add(s, dev, host);
       if (hostBad) fail(hostBad);
 
-      const final = s === maxSteps;
-      if (
-        final || s % logEvery === 0 || s % ckptEvery === 0 ||
-        (sampleEvery > 0 && s % sampleEvery === 0)
-      ) await atReadback(s, final);
-      // Host-only bookkeeping: it/s and ETA stay current between log lines.
-      if (!final) progress?.update(s, lastMetrics ? { loss: lastMetrics[lossName] } : {});
+      await endStep(s);
     }
     if (step === startStep) {
       // Resumed at the end of the budget (a kill after the last checkpoint): nothing to
