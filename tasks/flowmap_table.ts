@@ -6,7 +6,9 @@
  * `<output-dir>/results.jsonl` with their commit; the markdown (mean ± std per N beside the
  * seed's numbers) and its JSON are rewritten after every run. A run directory left by an
  * interrupted invocation is resumed, not restarted, so the table can be built over several
- * sessions; `--render-only` rewrites the files from the rows.
+ * sessions; the committed JSON beside `--out` carries the finished rows to a fresh clone (a
+ * missing `results.jsonl` starts from them), so a session adds runs to what earlier ones
+ * measured. `--render-only` rewrites the files from the rows.
  *
  *   deno task flowmap:table                                   # lsd, psd × seeds 0, 1, 2
  *   deno task flowmap:table --max-train-steps 300 --eval-samples 20000 --out /tmp/fm.md \
@@ -69,9 +71,18 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
   const seeds = parseSeeds("--seeds", f.seeds);
   await Deno.mkdir(f.outputDir, { recursive: true });
   const rowsPath = `${f.outputDir}/results.jsonl`;
+  const json = f.out.replace(/\.md$/, "") + ".json";
+  // Run directories do not travel with the repository; the committed JSON's rows do.
+  if (!(await exists(rowsPath)) && await exists(json)) {
+    const saved = JSON.parse(await Deno.readTextFile(json)) as { rows?: FlowMapRow[] };
+    const rows = saved.rows ?? [];
+    if (rows.length) {
+      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
+      console.log(`rows: ${rows.length} from ${json}`);
+    }
+  }
   const write = async (rows: FlowMapRow[]) => {
     await Deno.writeTextFile(f.out, renderFlowMapMarkdown(rows));
-    const json = f.out.replace(/\.md$/, "") + ".json";
     await Deno.writeTextFile(json, JSON.stringify({ table: "flowmap", rows }, null, 1) + "\n");
     console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
   };
