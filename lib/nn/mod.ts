@@ -78,3 +78,4 @@ export {
 } from "./velocity.ts";
 export { FlowMapMLP, type FlowMapMLPOptions } from "./flowmap.ts";
 export { MLPClassifier, type MLPClassifierOptions } from "./classifier.ts";
+export { VAE, type VAEOptions } from "./vae.ts";

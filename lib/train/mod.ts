@@ -144,3 +144,28 @@ export {
   type LoadedClassifier,
   shiftImages,
 } from "./classifier.ts";
+export {
+  AUTOENCODER_TASK,
+  autoencoderTrainer,
+  type AutoencoderModelConfig,
+  type AutoencoderTrainerConfig,
+  buildAutoencoder,
+  checkAutoencoderData,
+  decodeCodes,
+  encodeImages,
+  type LatentNormalisation,
+  latentStats,
+  loadAutoencoder,
+  type LoadedAutoencoder,
+  reconstructionMse,
+  vaeLoss,
+  type VaeLossTerms,
+} from "./autoencoder.ts";
+export {
+  decodeLatents,
+  latentCfmData,
+  type LatentSpec,
+  latentSpecOf,
+  openLatentAutoencoder,
+  samplesAsData,
+} from "./latent.ts";
