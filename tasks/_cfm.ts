@@ -10,6 +10,7 @@ import {
   type CfmDataset,
   type CfmModel,
   type CfmTrainerConfig,
+  type LatentSpec,
   type RepaSettings,
   TIME_SCHEDULES,
 } from "../mod.ts";
@@ -43,6 +44,8 @@ export interface TrainCfmConfig extends Omit<CfmTrainerConfig, keyof RepaSetting
   sampleSteps: number;
   logEvery: number;
   resume: string | null;
+  /** `--latents` as given, replaced by the autoencoder's record by `withLatents`. */
+  latents: LatentSpec | string | null;
 }
 
 /** Keys a resumed run takes from the command line when given; the rest come from config.json. */
@@ -101,13 +104,7 @@ export const TRAIN_CFM_FLAGS = [
     min: 0,
     help: "path width (default 0 for icfm, 1e-5 for lipman)",
   },
-  {
-    name: "variant",
-    type: "choice",
-    choices: ["icfm", "lipman"],
-    default: "icfm",
-    help: "probability path",
-  },
+  { name: "variant", type: "choice", choices: ["icfm", "lipman"], default: "icfm", help: "path" },
   {
     name: "time-sampling",
     type: "choice",
@@ -162,6 +159,7 @@ export const TRAIN_CFM_FLAGS = [
   { name: "sample-steps", type: "int", default: 50, min: 1, help: "midpoint steps for samples" },
   { name: "log-every", type: "int", default: 100, min: 1, help: "steps between metric lines" },
   { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
+  { name: "latents", type: "string", help: "train on this train:autoencoder run's codes" },
   ...REPA_FLAGS,
 ] as const satisfies readonly FlagSpec[];
 
@@ -193,18 +191,18 @@ export function parseTrainCfmFlags(
   given?: Set<string>,
 ): TrainCfmConfig | null {
   let help = false;
+  given ??= new Set<string>();
   const f = parseFlags(expandBareOt(argv), TRAIN_CFM_FLAGS, {
     task: "train:cfm",
     given,
     usage: ABOUT,
-    onHelp: (text) => {
-      console.log(text);
-      help = true;
-    },
+    onHelp: (text) => void (console.log(text), help = true),
   });
   if (help) return null;
+  // Latent codes are Fashion-MNIST's (withLatents checks the rest): an MLP on flat vectors.
+  if (f.latents !== undefined && !given.has("dataset")) f.dataset = "fashion-mnist";
   const images = f.dataset === "fashion-mnist";
-  const model: CfmModel = f.model ?? (images ? "dit-tiny" : "velocity-mlp");
+  const model: CfmModel = f.model ?? (images && !f.latents ? "dit-tiny" : "velocity-mlp");
   if (!images && model === "dit-tiny") {
     throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
   }
@@ -226,7 +224,7 @@ export function parseTrainCfmFlags(
       `Expected --hidden to be a multiple of 4 for dit-tiny but found ${hidden}`,
     );
   }
-  const { _: _pos, sigmaMin, depth, cfgDropout, expName, resume, ...rest } = f;
+  const { _: _pos, sigmaMin, depth, cfgDropout, expName, resume, latents, ...rest } = f;
   const d = depth ?? (dit ? 4 : 3);
   if (f.useProjLoss && !dit) {
     throw new RangeError(`--use-proj-loss aligns a DiT's tokens: use --model dit-tiny (images)`);
@@ -234,7 +232,7 @@ export function parseTrainCfmFlags(
   return {
     task: "train:cfm",
     ...rest,
-    ...resolveRepaFlags(f, d, given ?? new Set()),
+    ...resolveRepaFlags(f, d, given),
     // An MLP sees an image as its 784 pixels, plus a gated input skip (v = f + c·x).
     dataShape: images ? (dit ? [1, 28, 28] : [784]) : [2],
     ...(images && !dit ? { inputSkip: true } : {}),
@@ -246,5 +244,6 @@ export function parseTrainCfmFlags(
     cfgDropout: cfgDropout ?? (images ? 0.1 : 0),
     expName: expName ?? null,
     resume: resume ?? null,
+    latents: latents ?? null,
   };
 }

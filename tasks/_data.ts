@@ -24,5 +24,6 @@ export function loadData(
   opts: CfmDataOptions = {},
 ): Promise<CfmData> {
   if (dataset !== "fashion-mnist") return cfmData(dataset, seed, opts);
-  return withPhase(task, "loading fashion-mnist", () => cfmData(dataset, seed, opts));
+  const what = opts.autoencoder ? "loading and encoding fashion-mnist" : "loading fashion-mnist";
+  return withPhase(task, what, () => cfmData(dataset, seed, opts));
 }

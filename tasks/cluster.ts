@@ -13,9 +13,11 @@
  */
 import {
   atomicWrite,
+  encodeImages,
   Generator,
   getBackend,
   kmeans,
+  loadAutoencoder,
   loadFashionMnist,
   loadNpy,
   Progress,
@@ -33,7 +35,8 @@ export const CLUSTER_DATASETS = ["fashion-mnist", ...TOY_NAMES, "npy"] as const;
 const USAGE = `Encode --n-samples samples of a dataset and cluster them into --n-clusters groups
 with k-means (k-means++ init, Lloyd iterations until the inertia changes by less than --tol).
 Encoder "pixels" uses the samples themselves: images flattened and scaled to [-1, 1] as in
-training, 2-D toys as drawn. Writes cluster_centers.npy [k, d], latents.npy [n, d],
+training, 2-D toys as drawn; a train:autoencoder run or checkpoint encodes Fashion-MNIST
+images to its codes (the posterior means μ). Writes cluster_centers.npy [k, d], latents.npy [n, d],
 assignments.csv (index,cluster[,label]) and cluster_meta.json to --out-dir. The seed's
 spellings (--dataset-name, --n_samples, --out_dir ...) are accepted.
 Example: deno task cluster --dataset fashion-mnist --n-samples 10000 --n-clusters 100`;
@@ -60,7 +63,7 @@ export const CLUSTER_FLAGS = [
   { name: "n-samples", type: "int", default: 10000, min: 1, help: "samples to encode" },
   { name: "n-clusters", type: "int", default: 100, min: 1, aliases: ["num-clusters"], help: "k" },
   { name: "out-dir", type: "string", aliases: ["output-dir"], help: "default runs/cluster-<time>" },
-  { name: "encoder", type: "string", default: "pixels", help: "pixels (only, for now)" },
+  { name: "encoder", type: "string", default: "pixels", help: "pixels or a train:autoencoder run" },
   { name: "seed", type: "int", default: 0, min: 0, help: "seed of the toy data and the init" },
   { name: "max-iters", type: "int", default: 100, min: 0, help: "most Lloyd updates" },
   { name: "tol", type: "number", default: 1e-4, min: 0, help: "relative inertia change" },
@@ -136,18 +139,9 @@ export async function main(argv: readonly string[]): Promise<ClusterResult | nul
   const f = parseFlags(argv, CLUSTER_FLAGS, {
     task: "cluster",
     usage: USAGE,
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
+    onHelp: (t) => void (console.log(t), help = true),
   });
   if (help) return null;
-  if (f.encoder !== "pixels") {
-    throw new RangeError(
-      `Unknown --encoder "${f.encoder}": an autoencoder checkpoint is not yet supported; use ` +
-        `--encoder pixels (the samples themselves, images flattened and scaled to [-1, 1])`,
-    );
-  }
   if (f.nClusters > f.nSamples) {
     throw new RangeError(
       `Expected --n-clusters (${f.nClusters}) to be at most --n-samples (${f.nSamples})`,
@@ -155,10 +149,26 @@ export async function main(argv: readonly string[]): Promise<ClusterResult | nul
   }
   const time = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
   const outDir = (f.outDir ?? `runs/cluster-${time}`).replace(/\/+$/, "") || "/";
+  // An autoencoder is read and checked against the data before anything is loaded.
+  if (f.encoder !== "pixels" && f.dataset !== "fashion-mnist") {
+    throw new RangeError(
+      `--encoder ${f.encoder}: an autoencoder encodes images; use --dataset fashion-mnist`,
+    );
+  }
+  const ae = f.encoder === "pixels" ? null : await loadAutoencoder(f.encoder, "--encoder", {
+    dataShape: [1, 28, 28],
+    dataset: "fashion-mnist",
+  });
   const gen = new Generator(f.seed);
   const be = getBackend();
   console.error(`cluster: loading ${f.nSamples} samples of ${f.dataset} (encoder ${f.encoder})`);
-  const data = await load(f, gen);
+  const raw = await load(f, gen).catch((e) => (ae?.model.dispose(), Promise.reject(e)));
+  const data = !ae ? raw : {
+    ...raw,
+    x: await encodeImages(ae.model, raw.x).finally(() => ae.model.dispose()),
+    d: ae.config.latentDim,
+    src: `${raw.src} encoded by ${ae.path}`,
+  };
   const { n, d } = data;
   // Upload in blocks of at most 2^24 floats (64 MiB): one WebGPU binding is often <= 128 MiB.
   const rowsPer = Math.max(1, Math.floor(2 ** 24 / d));
@@ -219,7 +229,7 @@ export async function main(argv: readonly string[]): Promise<ClusterResult | nul
     seed: f.seed,
     dataset: f.dataset,
     source: data.src,
-    encoder: f.encoder,
+    encoder: ae ? ae.path : f.encoder,
     init: f.init,
     tol: f.tol,
     maxIters: f.maxIters,

@@ -3,8 +3,10 @@
  * or http(s) URL) with any sampler, optional classifier-free guidance, and write them to
  * `--out`: `.png` (a scatter plot for 2-D data, an image grid for images) or `.npz`
  * (`arr_0` uint8 [N, H, W, 3] for images, as the ADM evaluation suite reads; float `x`
- * [N, 2] for 2-D data). Reads nothing but the checkpoint and writes nothing but `--out`, so
- * the standalone sampler binary is compiled from this file.
+ * [N, 2] for 2-D data). Reads nothing but the checkpoint (and, for a latent run trained with
+ * `train:cfm --latents`, the autoencoder its config records, whose decoder turns the sampled
+ * codes into images) and writes nothing but `--out`, so the standalone sampler binary is
+ * compiled from this file.
  *
  *   deno task sample --checkpoint runs/train-cfm-20260101-120000 --out samples.png
  *   deno task sample --checkpoint ckpt.safetensors --sampler dopri5 --out x.npz
@@ -21,6 +23,7 @@ import {
   sampleCfmModel,
   SAMPLER_METHODS,
   type SamplerMethod,
+  samplesAsData,
   saveNpz,
   toUint8Nhwc,
 } from "../mod.ts";
@@ -127,7 +130,6 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     );
   }
   const ck = await readCfmCheckpoint(f.checkpoint);
-  const shape = ck.config.dataShape;
   const C = ck.config.numClasses ?? 0;
   const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== 1;
   if (C === 0 && wantsLabels) {
@@ -150,6 +152,8 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     const u = new Generator(f.seed + 1).uniformHost(n);
     labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
   }
+  // A latent run's decoder is opened (and checked) before the sampling it would waste.
+  await samplesAsData(ck.config, new Float32Array(0));
   const model = cfmModelFromCheckpoint(ck, f.useEma);
   const progress = new Progress(n, { label: "sample", unit: "sample", every: 1 });
   const nb = Math.ceil(n / f.batchSize);
@@ -158,7 +162,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   );
   let g;
   try {
-    g = await sampleCfmModel(model, shape, {
+    g = await sampleCfmModel(model, ck.config.dataShape, {
       n,
       sampler: f.sampler as SamplerMethod,
       steps: f.numSteps,
@@ -177,6 +181,8 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   } finally {
     model.dispose();
   }
+  // A latent run's samples are codes: decoded to images by its autoencoder.
+  const { x, shape } = await samplesAsData(ck.config, g.x);
   // A flat Fashion-MNIST model (--model velocity-mlp) samples 784-D rows: 28×28 images.
   const flatImages = ck.config.dataset === "fashion-mnist" && shape.length === 1;
   const image = shape.length === 3 || flatImages;
@@ -187,7 +193,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     let png: Uint8Array;
     if (image) {
       const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
-      const grid = imageGrid(g.x, {
+      const grid = imageGrid(x, {
         n,
         channels: ch,
         height: h,
@@ -201,7 +207,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
           `A .png scatter needs 2-D samples but they have ${shape[0]} dims; use .npz`,
         );
       }
-      png = await scatterPlot(g.x, {
+      png = await scatterPlot(x, {
         title: `${ck.config.dataset}: ${f.sampler}${
           f.sampler === "dopri5" ? "" : ` ${f.numSteps}`
         }, NFE ${g.nfe}`,
@@ -211,10 +217,10 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     await atomicWrite(f.out, png);
   } else if (image) {
     const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
-    const u8 = toUint8Nhwc(g.x, { n, channels: ch, height: h, width: w, rgb: true });
+    const u8 = toUint8Nhwc(x, { n, channels: ch, height: h, width: w, rgb: true });
     await saveNpz(f.out, { arr_0: { shape: [n, h, w, 3], data: u8 } });
   } else {
-    await saveNpz(f.out, { x: { shape: [n, shape[0]!], data: g.x } });
+    await saveNpz(f.out, { x: { shape: [n, shape[0]!], data: x } });
   }
   console.log(`sample: ${n} samples of [${shape}] with ${f.sampler}, NFE ${g.nfe} -> ${f.out}`);
   return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path };

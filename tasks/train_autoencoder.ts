@@ -102,7 +102,9 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
   if (help) return null;
   const hidden = f.hidden.split(",").map((s) => Number(s.trim()));
   if (!hidden.length || hidden.some((h) => !Number.isInteger(h) || h < 1)) {
-    throw new RangeError(`Expected --hidden to be comma-separated widths >= 1 but found ${f.hidden}`);
+    throw new RangeError(
+      `Expected --hidden to be comma-separated widths >= 1 but found ${f.hidden}`,
+    );
   }
   const task = "train:autoencoder";
   const [train, test] = await withPhase(task, "loading fashion-mnist", () =>
@@ -162,7 +164,9 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
       test.images.length;
     // Ten test images (one per class) above their reconstructions.
     const pick = Array.from({ length: 10 }, (_, k) => test.labels.indexOf(k));
-    const orig = new Float32Array(pick.flatMap((i) => [...test.images.subarray(i * px, (i + 1) * px)]));
+    const orig = new Float32Array(
+      pick.flatMap((i) => [...test.images.subarray(i * px, (i + 1) * px)]),
+    );
     const both = new Float32Array(2 * orig.length);
     both.set(orig);
     both.set(await decodeCodes(model, await encodeImages(model, orig)), orig.length);

@@ -24,11 +24,14 @@ import {
   encodePng,
   fit,
   Generator,
+  type LoadedAutoencoder,
   loadRepaEncoder,
   openTrainingRun,
   optim,
   sampleCfmModel,
   type SampleContext,
+  samplesAsData,
+  withLatents,
 } from "../mod.ts";
 import { loadData } from "./_data.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
@@ -64,14 +67,15 @@ async function writeSamples(
   if (c.dataset === "fashion-mnist") {
     const per = 8, C = c.numClasses;
     const labels = Float32Array.from({ length: C * per }, (_, i) => Math.floor(i / per));
-    const g = await sampleCfmModel(ctx.model, c.dataShape, {
+    const z = await sampleCfmModel(ctx.model, c.dataShape, {
       ...opts,
       n: labels.length,
       labels,
       batch: 40,
     });
-    // A flat-pixel model's [784] samples are the same 1×28×28 images.
-    const [channels, height, width] = (c.dataShape.length === 3 ? c.dataShape : [1, 28, 28]) as [
+    // A latent run's codes are decoded; a flat-pixel model's [784] samples are 1×28×28 images.
+    const g = await samplesAsData(c, z.x);
+    const [channels, height, width] = (g.shape.length === 3 ? g.shape : [1, 28, 28]) as [
       number,
       number,
       number,
@@ -111,8 +115,11 @@ async function writeSamples(
  */
 export async function main(argv: readonly string[]): Promise<TrainCfmResult | null> {
   const given = new Set<string>();
-  const flags = parseTrainCfmFlags(argv, given);
-  if (!flags) return null;
+  const parsed = parseTrainCfmFlags(argv, given);
+  if (!parsed) return null;
+  // --latents: the autoencoder is read and checked (and the data encoded) before any write.
+  const fresh = parsed.resume ? null : await withLatents(parsed);
+  const flags = fresh?.config ?? parsed;
   // A fresh run checks its sizes and reads its data before creating the run directory, so
   // a model too large for the device or a missing dataset leaves nothing behind.
   if (!flags.resume) checkCfmModelFits(flags, flags.batchSize);
@@ -121,9 +128,15 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
     c.useProjLoss ? loadRepaEncoder(c.projEncoder, { ...c, featureDim: c.projFeatureDim }) : null;
   const enc = flags.resume ? null : await encoder(flags);
   const flat = (c: TrainCfmConfig) => ({ flat: c.model === "velocity-mlp" });
-  const fresh = flags.resume
-    ? null
-    : await loadData("train:cfm", flags.dataset, flags.seed, flat(flags));
+  // Pixels, or (--latents) the autoencoder's codes: computed once, then the encoder goes.
+  const dataOf = async (c: TrainCfmConfig, ae: LoadedAutoencoder | null) => {
+    try {
+      return await loadData("train:cfm", c.dataset, c.seed, { ...flat(c), autoencoder: ae });
+    } finally {
+      ae?.model.dispose();
+    }
+  };
+  const freshData = fresh ? await dataOf(flags, fresh.ae) : null;
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:cfm",
     config: enc ? { ...flags, projFeatureDim: enc.model.featureDim } : flags,
@@ -133,7 +146,7 @@ export async function main(argv: readonly string[]): Promise<TrainCfmResult | nu
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
-  const data = fresh ?? await loadData("train:cfm", c.dataset, c.seed, flat(c));
+  const data = freshData ?? await dataOf(c, (await withLatents(c)).ae);
   const generator = new Generator(c.seed);
   const repa = enc ?? await encoder(c) ?? undefined;
   const trainer = cfmTrainer(c, data, generator, repa);

@@ -176,7 +176,10 @@ export function autoencoderTrainer(
       const eps = ctx.generator.normal([c.batchSize, c.latentDim]);
       const { recon, mu, logvar } = model.forward(x!, eps);
       const r = vaeLoss(recon, x!, mu, logvar, c.beta);
-      return { loss: r.loss, metrics: { "training/loss_recon": r.recon, "training/loss_kl": r.kl } };
+      return {
+        loss: r.loss,
+        metrics: { "training/loss_recon": r.recon, "training/loss_kl": r.kl },
+      };
     },
     async sample(ctx: SampleContext<nn.VAE>) {
       if (!ctx.final) return;
@@ -310,9 +313,10 @@ function numbers(v: unknown, n: number, positive = false): boolean {
 
 /**
  * Load a `train:autoencoder` checkpoint: a `.safetensors` file or a run directory (its
- * `checkpoints/last.safetensors`). Missing or foreign files, and checkpoints without the
- * codes' normalisation (a run stopped before its last step), raise a `RangeError` that starts
- * with `flag` and the path and says what was expected.
+ * `checkpoints/last.safetensors`). Missing or foreign files, checkpoints without the codes'
+ * normalisation (a run stopped before its last step) and, with `expect`, an autoencoder of
+ * other images (see {@linkcode checkAutoencoderData}) raise a `RangeError` that starts with
+ * `flag` and the path and says what was expected.
  *
  * @example
  * ```ts
@@ -321,7 +325,11 @@ function numbers(v: unknown, n: number, positive = false): boolean {
  * await assert.rejects(loadAutoencoder("no/such/dir", "--latents"), /--latents no\/such\/dir: no such file.*train:autoencoder/);
  * ```
  */
-export async function loadAutoencoder(spec: string, flag: string): Promise<LoadedAutoencoder> {
+export async function loadAutoencoder(
+  spec: string,
+  flag: string,
+  expect?: { dataShape: readonly number[]; dataset: string },
+): Promise<LoadedAutoencoder> {
   const fs = denoApi("loadAutoencoder", "build the model and call loadStateDict");
   let path = spec.replace(/\/+$/, "");
   try {
@@ -375,7 +383,14 @@ export async function loadAutoencoder(spec: string, flag: string): Promise<Loade
     dispose();
   }
   model.eval();
-  return { path, model, config, step: ck.step };
+  const ae = { path, model, config, step: ck.step };
+  try {
+    if (expect) checkAutoencoderData(ae, expect.dataShape, flag, expect.dataset);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return ae;
 }
 
 /**

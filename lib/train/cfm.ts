@@ -17,6 +17,8 @@ import { cfmLoss, type CouplingMethod, otCouple, type TimeSchedule } from "../fl
 import type { LossOutput, StepContext, Trainer } from "./fit.ts";
 import { type RepaEncoder, type RepaSettings, withRepaTerm } from "./repa.ts";
 import type * as nn from "../nn/mod.ts";
+import type { LoadedAutoencoder } from "./autoencoder.ts";
+import { latentCfmData } from "./latent.ts";
 import {
   buildCfmModel,
   type CfmDataset,
@@ -46,6 +48,11 @@ export interface CfmDataOptions {
    * [B, 1, 28, 28]; the same pixels and labels either way. Ignored by the 2-D toys.
    */
   flat?: boolean;
+  /**
+   * Fashion-MNIST as this autoencoder's normalised codes [B, latentDim] (latent flow
+   * matching; see `latentCfmData`) instead of pixels.
+   */
+  autoencoder?: LoadedAutoencoder | null;
 }
 
 /**
@@ -83,6 +90,7 @@ export async function cfmData(
     };
   }
   const ds = await loadFashionMnist();
+  if (opts.autoencoder) return await latentCfmData(opts.autoencoder, ds);
   const row = ds.shape.reduce((a, b) => a * b, 1);
   const shape = opts.flat ? [row] : [...ds.shape];
   return {

@@ -15,6 +15,7 @@ import {
   type LoadedCfmCheckpoint,
   sampleCfmModel,
 } from "./cfm_model.ts";
+import { samplesAsData } from "./latent.ts";
 
 /**
  * Metric names of {@linkcode evaluateCfm}. `fd` (Fréchet distance on a classifier's
@@ -204,11 +205,14 @@ export async function evaluateCfm(
       "--metrics fd and class-acc need a classifier (--classifier; deno task train:classifier)",
     );
   }
-  const width = ck.config.dataShape.reduce((a, b) => a * b, 1);
+  // A latent run is scored on its decoded images; its autoencoder is opened (and checked)
+  // before the sampling it would waste.
+  const shape = (await samplesAsData(ck.config, new Float32Array(0))).shape;
+  const width = shape.reduce((a, b) => a * b, 1);
   if (o.classifier && o.classifier.inputDim !== width) {
     throw new RangeError(
       `The classifier takes ${o.classifier.inputDim} inputs but the model's samples have ` +
-        `shape [${ck.config.dataShape}]`,
+        `shape [${shape}]`,
     );
   }
   if (wantAcc && C === 0) {
@@ -257,19 +261,21 @@ export async function evaluateCfm(
     ...(C > 0 ? { cfgScale: o.cfgScale ?? 1 } : {}),
   };
   try {
-    const dim = gen.x.length / o.numSamples;
+    // A latent run's codes become images; straightness stays on the sampled (latent) paths.
+    const x = (await samplesAsData(ck.config, gen.x)).x;
+    const dim = x.length / o.numSamples;
     if (needRef) stage(`reference data (${dataset})`);
     const ref = needRef ? await referenceData(dataset, o.numSamples, o.seed) : null;
     for (const m of o.metrics) {
       stage(m);
-      if (m === "w2") out.w2 = await w2(ref!, gen.x, { dim });
+      if (m === "w2") out.w2 = await w2(ref!, x, { dim });
       else if (m === "kl") {
-        out.kl = histogramKL(ref!, gen.x, {
+        out.kl = histogramKL(ref!, x, {
           bins: o.klBins ?? 25,
           range: dataRange(ref!),
           eps: 1e-4,
         });
-      } else if (m === "mmd") out.mmd = await mmdRbf(ref!, gen.x, { dim });
+      } else if (m === "mmd") out.mmd = await mmdRbf(ref!, x, { dim });
       else if (m === "straightness") {
         const r = gen.recorded!;
         const s = await straightness(r.trajectory!, r.times);
@@ -279,11 +285,11 @@ export async function evaluateCfm(
       else if (m === "fd") {
         const clf = o.classifier!;
         const test = await featureStats(clf, ref!);
-        out.fd = frechetDistance(await featureStats(clf, gen.x), test);
+        out.fd = frechetDistance(await featureStats(clf, x), test);
         const train = await loadFashionMnist({ split: "train", limit: o.numSamples });
         out.fdRealTrainTest = frechetDistance(await featureStats(clf, train.images), test);
       } else if (m === "class-acc") {
-        const r = await classifierAccuracy(o.classifier!, gen.x, labels!);
+        const r = await classifierAccuracy(o.classifier!, x, labels!);
         out.classAcc = r.accuracy;
         out.classAccPerClass = r.perClass;
       }

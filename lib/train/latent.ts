@@ -170,15 +170,92 @@ export function decodeLatents(ae: LoadedAutoencoder, z: Float32Array): Promise<F
  * ```
  */
 export async function samplesAsData(
-  config: { dataShape: number[]; latents?: LatentSpec | null },
+  config: { dataShape: number[]; latents?: unknown },
   x: Float32Array,
 ): Promise<{ x: Float32Array; shape: number[] }> {
   const spec = config.latents;
-  if (!spec) return { x, shape: config.dataShape };
+  if (spec === undefined || spec === null) return { x, shape: config.dataShape };
+  if (!isLatentSpec(spec)) {
+    throw new RangeError(
+      `Expected the run's config "latents" to record an autoencoder (path, latentDim, ` +
+        `dataShape, latentMean, latentStd) but found ${JSON.stringify(spec)}`,
+    );
+  }
   const ae = await openLatentAutoencoder(spec);
   try {
     return { x: await decodeLatents(ae, x), shape: [...spec.dataShape] };
   } finally {
     ae.model.dispose();
   }
+}
+
+/** Whether `v` has the fields of a {@linkcode LatentSpec}. */
+function isLatentSpec(v: unknown): v is LatentSpec {
+  const s = v as Partial<LatentSpec> | null;
+  return typeof s === "object" && s !== null && typeof s.autoencoder === "string" &&
+    Number.isInteger(s.latentDim) && Array.isArray(s.dataShape) &&
+    Array.isArray(s.latentMean) && Array.isArray(s.latentStd);
+}
+
+/** What {@linkcode withLatents} needs of a flow run's configuration. */
+export interface LatentRunConfig {
+  /** The dataset the codes come from (must be "fashion-mnist"). */
+  dataset: string;
+  /** The velocity network (must be "velocity-mlp": codes are flat vectors). */
+  model: string;
+  /** Shape of one training sample (set to [latentDim]). */
+  dataShape: number[];
+  /** The flat-pixel MLP's input skip (turned off for codes). */
+  inputSkip?: boolean;
+  /** REPA (refused: it aligns a DiT's image tokens). */
+  useProjLoss?: boolean;
+  /** `--latents` as given (a path), a recorded autoencoder (a resumed run), or null. */
+  latents: LatentSpec | string | null;
+}
+
+/**
+ * Settle a flow run's `--latents`: with a path, load that autoencoder (errors name
+ * `--latents` and say what was expected) and check the run can train on its codes (Fashion-MNIST,
+ * `--model velocity-mlp`, no REPA); with a recorded autoencoder (a resumed run), re-open it
+ * (see {@linkcode openLatentAutoencoder}). Returns the configuration to store (`latents`
+ * recorded, `dataShape` [latentDim], no input skip) and the autoencoder (dispose its model),
+ * or the configuration unchanged and null without latents.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { withLatents } from "../../mod.ts";
+ * const c = { dataset: "moons", model: "velocity-mlp", dataShape: [2], latents: null };
+ * assert.deepEqual(await withLatents(c), { config: c, ae: null });
+ * await assert.rejects(withLatents({ ...c, latents: "runs/ae" }), /--latents runs\/ae: .*--dataset fashion-mnist/);
+ * ```
+ */
+export async function withLatents<C extends LatentRunConfig>(
+  c: C,
+): Promise<{ config: C; ae: LoadedAutoencoder | null }> {
+  if (c.latents === null || c.latents === undefined) return { config: c, ae: null };
+  if (typeof c.latents !== "string") {
+    return { config: c, ae: await openLatentAutoencoder(c.latents) };
+  }
+  const flag = `--latents ${c.latents}`;
+  if (c.dataset !== "fashion-mnist") {
+    throw new RangeError(
+      `${flag}: the codes are of Fashion-MNIST images; use it with --dataset fashion-mnist, ` +
+        `not ${c.dataset}`,
+    );
+  }
+  if (c.model !== "velocity-mlp") {
+    throw new RangeError(
+      `${flag}: codes are flat vectors for --model velocity-mlp; ${c.model} needs images`,
+    );
+  }
+  if (c.useProjLoss) {
+    throw new RangeError(`${flag}: --use-proj-loss aligns a DiT's image tokens, not codes`);
+  }
+  const ae = await loadAutoencoder(c.latents, "--latents");
+  const spec = latentSpecOf(ae);
+  return {
+    config: { ...c, latents: spec, dataShape: [spec.latentDim], inputSkip: false },
+    ae,
+  };
 }

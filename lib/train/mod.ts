@@ -146,8 +146,8 @@ export {
 } from "./classifier.ts";
 export {
   AUTOENCODER_TASK,
-  autoencoderTrainer,
   type AutoencoderModelConfig,
+  autoencoderTrainer,
   type AutoencoderTrainerConfig,
   buildAutoencoder,
   checkAutoencoderData,
@@ -164,8 +164,10 @@ export {
 export {
   decodeLatents,
   latentCfmData,
+  type LatentRunConfig,
   type LatentSpec,
   latentSpecOf,
   openLatentAutoencoder,
   samplesAsData,
+  withLatents,
 } from "./latent.ts";
