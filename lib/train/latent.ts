@@ -252,7 +252,10 @@ export async function withLatents<C extends LatentRunConfig>(
   if (c.useProjLoss) {
     throw new RangeError(`${flag}: --use-proj-loss aligns a DiT's image tokens, not codes`);
   }
-  const ae = await loadAutoencoder(c.latents, "--latents");
+  const ae = await loadAutoencoder(c.latents, "--latents", {
+    dataShape: [1, 28, 28],
+    dataset: "fashion-mnist",
+  });
   const spec = latentSpecOf(ae);
   return {
     config: { ...c, latents: spec, dataShape: [spec.latentDim], inputSkip: false },

@@ -178,7 +178,7 @@ Deno.test("cluster main(): typed errors, and nothing is written when clustering 
         assert.ok(e instanceof RangeError);
         assert.match(
           e.message,
-          /--encoder "stablevae": an autoencoder checkpoint is not yet supported/,
+          /--encoder stablevae: an autoencoder encodes images; use --dataset fashion-mnist/,
         );
         return true;
       },
@@ -262,7 +262,7 @@ Deno.test("deno task cluster runs with its scoped permissions; a bad encoder exi
     assert.equal(bad.code, 2);
     assert.match(
       new TextDecoder().decode(bad.stderr),
-      /autoencoder checkpoint is not yet supported/,
+      /--encoder stablevae: an autoencoder encodes images/,
     );
   } finally {
     await Deno.remove(out, { recursive: true });
