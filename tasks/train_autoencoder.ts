@@ -71,6 +71,15 @@ export const TRAIN_AUTOENCODER_FLAGS = [
   { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
 ] as const satisfies readonly FlagSpec[];
 
+/** The run's configuration (config.json and every checkpoint). */
+type AeRunConfig = AutoencoderTrainerConfig & Record<string, unknown> & {
+  dataDir: string | null;
+  trainLimit: number | null;
+  maxTrainSteps: number;
+  logEvery: number;
+  checkpointEvery: number;
+};
+
 /** What `main` returns. */
 export interface TrainAutoencoderResult {
   /** The run directory (its checkpoints/last.safetensors is the autoencoder). */
@@ -113,14 +122,18 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
     );
   }
   const task = "train:autoencoder";
-  const [train, test] = await withPhase(task, "loading fashion-mnist", () =>
-    Promise.all([
-      loadFashionMnist({ dir: f.dataDir, limit: f.trainLimit }),
-      loadFashionMnist({ dir: f.dataDir, split: "test" }),
-    ]));
-  const flags: AutoencoderTrainerConfig & Record<string, unknown> = {
+  // The images a run trains on come from its config, so a resumed run sees the same ones.
+  const load = (c: { dataDir?: string | null; trainLimit?: number | null }) =>
+    withPhase(task, "loading fashion-mnist", () =>
+      Promise.all([
+        loadFashionMnist({ dir: c.dataDir ?? undefined, limit: c.trainLimit ?? undefined }),
+        loadFashionMnist({ dir: c.dataDir ?? undefined, split: "test" }),
+      ]));
+  const flags: AeRunConfig = {
     dataset: f.dataset,
-    dataShape: [...train.shape],
+    dataDir: f.dataDir ?? null,
+    trainLimit: f.trainLimit ?? null,
+    dataShape: [1, 28, 28],
     latentDim: f.latentDim,
     hidden,
     seed: f.seed,
@@ -130,9 +143,11 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
     maxTrainSteps: f.maxTrainSteps,
     logEvery: f.logEvery,
     checkpointEvery: f.checkpointEvery,
-    trainImages: train.n,
     command: `deno task train:autoencoder ${argv.join(" ")}`.trim(),
   };
+  // A fresh run reads its data before creating the run directory: a missing dataset leaves
+  // nothing behind.
+  const fresh = f.resume ? null : await load(flags);
   const { run, config, resume } = await openTrainingRun({
     task,
     config: flags,
@@ -142,8 +157,10 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
     outputDir: f.outputDir,
     expName: f.expName,
   });
+  const [train, test] = fresh ?? await load(config);
+  config.trainImages = train.n;
   const trainer = autoencoderTrainer(config, train);
-  const steps = config.maxTrainSteps as number;
+  const steps = config.maxTrainSteps;
   const t0 = performance.now();
   try {
     // The trainer adds the codes' normalisation to `config` after the last step, so the
@@ -151,8 +168,8 @@ export async function main(argv: readonly string[]): Promise<TrainAutoencoderRes
     await fit(trainer, {
       run,
       maxSteps: steps,
-      logEvery: Math.min(config.logEvery as number, steps),
-      checkpointEvery: config.checkpointEvery as number,
+      logEvery: Math.min(config.logEvery, steps),
+      checkpointEvery: config.checkpointEvery,
       generator: new Generator(config.seed),
       resume,
       config,

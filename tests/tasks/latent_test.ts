@@ -329,3 +329,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "train:autoencoder --resume continues to the new budget and recomputes the normalisation",
+  ignore: !hasFashion,
+  fn: async () => {
+    const out = await Deno.makeTempDir({ prefix: "latent-resume-" });
+    try {
+      const base = ["--hidden", "16", "--latent-dim", "2", "--train-limit", "500"];
+      const where = ["--output-dir", out, "--exp-name", "ae", "--log-every", "10"];
+      await quiet(() => trainAe([...base, ...where, "--max-train-steps", "20"]));
+      const first = await loadAutoencoder(`${out}/ae`, "--latents");
+      first.model.dispose();
+      const r = (await quiet(() => trainAe(["--resume", `${out}/ae`, "--max-train-steps", "40"])))!;
+      assert.equal(r.steps, 40);
+      const ae = await loadAutoencoder(`${out}/ae`, "--latents");
+      assert.equal(ae.step, 40);
+      // The statistics are those of the resumed weights, recomputed with the f64 μ.
+      const train = await loadFashionMnist({ limit: 500 });
+      const mu = forward64(await params64(ae.model), train.images, 500).mu.flat();
+      const s = latentStats(Float32Array.from(mu), 2);
+      assertClose(ae.config.latentMean, s.latentMean, { rtol: 1e-4, atol: 1e-5 });
+      assert.notDeepEqual(ae.config.latentMean, first.config.latentMean);
+      const m = (await Deno.readTextFile(`${out}/ae/metrics.jsonl`)).trim().split("\n");
+      assert.deepEqual(m.map((l) => JSON.parse(l).step), [10, 20, 30, 40]);
+      ae.model.dispose();
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
