@@ -9,6 +9,7 @@
  *
  *   deno task train:images                      # the preset (13 min on the idle 2-core machine)
  *   deno task train:images --max-train-steps 500 --eval-samples 500   # a quick look
+ *   deno task train:images --latents runs/autoencoder-fmnist   # on a train:autoencoder's codes
  *
  * Deviation from issue 14 (which asks for a DiT): the default network is a flat-pixel
  * VelocityMLP (3 × 512, SiLU, label embedding, gated input skip), because the DiT runs at under
