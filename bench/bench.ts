@@ -16,6 +16,7 @@ import { compareRuns, parseJsonl } from "./compare.ts";
 import { toyCfmCase } from "./cases/toy_cfm.ts";
 import { sinkhornCase } from "./cases/sinkhorn.ts";
 import { sampleCase } from "./cases/sample.ts";
+import { ditCase } from "./cases/dit.ts";
 import { init } from "../mod.ts";
 
 /** State shared by the cases of one run. */
@@ -275,6 +276,7 @@ export const CASES: BenchCase[] = [
   { name: "toy-cfm", run: toyCfmCase },
   { name: "sinkhorn", run: sinkhornCase },
   { name: "sample", run: sampleCase },
+  { name: "dit", run: ditCase },
 ];
 
 async function main(): Promise<void> {

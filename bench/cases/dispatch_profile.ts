@@ -5,14 +5,18 @@
  * its worker threads inside this process, so CPU time is less disturbed by other jobs on a
  * shared machine than wall time). Prints one JSON line per kernel family (dispatch count and
  * ms per step), sorted by cost. Replays overwrite scratch buffers, so run it on its own.
+ * `dit` profiles the bench's DiT step instead (bench/cases/dit.ts, batch 64, hidden 128, depth 4).
  *
  *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND bench/cases/dispatch_profile.ts lsd
+ *   deno run --allow-read=.,/usr/share/datasets --allow-env=FLOWGPU_BACKEND \
+ *     bench/cases/dispatch_profile.ts dit 3
  * @module
  */
 import process from "node:process";
 import { getBackend, init } from "../../mod.ts";
 import type { GpuRuntime, Kernel } from "../../lib/device/runtime.ts";
 import { flowMapStep } from "../flowmap_step.ts";
+import { DIT_BENCH, ditStep } from "./dit.ts";
 
 interface Rec {
   k: Kernel;
@@ -26,9 +30,9 @@ if (import.meta.main) {
   const be = getBackend() as unknown as { runtime?: GpuRuntime };
   const rt = be.runtime;
   if (!rt) throw new Error("dispatch_profile needs the WebGPU backend (FLOWGPU_BACKEND=webgpu)");
-  const method = (Deno.args[0] ?? "lsd") as "lsd" | "psd" | "esd" | "diagonal";
+  const method = (Deno.args[0] ?? "lsd") as "lsd" | "psd" | "esd" | "diagonal" | "dit";
   const reps = Number(Deno.args[1] ?? 10);
-  const { step, dispose } = flowMapStep(method);
+  const { step, dispose } = method === "dit" ? await ditStep(DIT_BENCH) : flowMapStep(method);
   for (let i = 0; i < 3; i++) await step().item();
   const recs: Rec[] = [];
   const orig = rt.dispatch.bind(rt);
@@ -36,8 +40,14 @@ if (import.meta.main) {
     recs.push({ k, buffers: [...buffers], params: params ? [...params] : null, grid: [...grid] });
     orig(k, buffers, params, grid);
   };
+  // Hold the buffers the recorded step frees until the replays are done: returned to the pool,
+  // they could be destroyed (a step larger than the pool's cap) or reused by a later buffer.
+  const held: GPUBuffer[] = [];
+  const release = rt.release.bind(rt);
+  rt.release = (b) => void held.push(b);
   await step().item();
   rt.dispatch = orig;
+  rt.release = release;
   // Baseline: an empty sync.
   const empty: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -84,5 +94,6 @@ if (import.meta.main) {
     cpuMsSum: +totCpu.toFixed(1),
     load: Deno.loadavg?.()[0],
   }));
+  for (const b of held) release(b);
   dispose();
 }

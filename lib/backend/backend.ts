@@ -132,6 +132,39 @@ export interface Backend {
     scale?: number,
     shift?: number,
   ): Storage;
+  /**
+   * Scaled-dot-product self-attention over timm's packed projection, batched over batch ×
+   * heads: `qkv` is `[b, n, 3, heads, d]` (q, k, v of each token and head), and for each batch
+   * and head `O = softmax(scale · Q·Kᵀ)·V` (rows over keys). Returns `[o, lse]`: `o` is
+   * `[b, n, heads, d]` (the heads concatenated per token) and `lse [b, heads, n]` each query
+   * row's log Σ_j exp(scale · q·k_j), which `attentionBackward` reuses instead of a stored
+   * probability matrix. A NaN score makes its row's outputs NaN. One kernel on WebGPU.
+   */
+  attention(
+    qkv: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): [Storage, Storage];
+  /**
+   * The gradient of `attention`'s `o` with respect to `qkv`, given the cotangent `dO`
+   * (`[b, n, heads, d]`) and the forward's `o` and `lse`: with P = exp(scale · Q·Kᵀ − lse),
+   * D = rowsum(dO ⊙ O) and dS = P ⊙ (dO·Vᵀ − D), it returns `dqkv [b, n, 3, heads, d]` holding
+   * dQ = scale · dS·K, dK = scale · dSᵀ·Q, dV = Pᵀ·dO in the q, k, v slots.
+   */
+  attentionBackward(
+    qkv: Storage,
+    o: Storage,
+    lse: Storage,
+    dO: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): Storage;
   /** dst[view dstView] = src[view srcView]; both views have the same shape. */
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void;
   /** out = x indexed along `axis` by `idx` (f32 integer values). */

@@ -359,6 +359,92 @@ export class CpuBackend implements Backend {
     }
     return this.#wrap(o);
   }
+  attention(
+    qkv: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): [Storage, Storage] {
+    const x = d(qkv), hs = heads * hd, ts = 3 * hs;
+    const o = new Float32Array(b * n * hs), lse = new Float32Array(b * heads * n);
+    const s = new Float64Array(n);
+    for (let bi = 0; bi < b; bi++) {
+      for (let h = 0; h < heads; h++) {
+        const base = bi * n * ts + h * hd;
+        for (let i = 0; i < n; i++) {
+          // Scores in f64 with the max subtracted before exp (the kernel's online form gives the
+          // same values up to f32 rounding).
+          let m = -Infinity, bad = false;
+          for (let j = 0; j < n; j++) {
+            let acc = 0;
+            for (let c = 0; c < hd; c++) acc += x[base + i * ts + c]! * x[base + j * ts + hs + c]!;
+            s[j] = scale * acc;
+            if (Number.isNaN(s[j])) bad = true;
+            else if (s[j]! > m) m = s[j]!;
+          }
+          let l = 0;
+          for (let j = 0; j < n; j++) l += s[j] = Math.exp(s[j]! - m);
+          const orow = (bi * n + i) * hs + h * hd;
+          for (let c = 0; c < hd; c++) {
+            let acc = 0;
+            for (let j = 0; j < n; j++) acc += s[j]! * x[base + j * ts + 2 * hs + c]!;
+            o[orow + c] = bad ? NaN : acc / l;
+          }
+          lse[(bi * heads + h) * n + i] = bad ? NaN : m + Math.log(l);
+        }
+      }
+    }
+    return [this.#wrap(o), this.#wrap(lse)];
+  }
+  attentionBackward(
+    qkv: Storage,
+    o: Storage,
+    lse: Storage,
+    dO: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): Storage {
+    const x = d(qkv), os = d(o), ls = d(lse), g = d(dO);
+    const hs = heads * hd, ts = 3 * hs;
+    const dx = new Float64Array(b * n * ts);
+    const ds = new Float64Array(n);
+    for (let bi = 0; bi < b; bi++) {
+      for (let h = 0; h < heads; h++) {
+        const base = bi * n * ts + h * hd;
+        for (let i = 0; i < n; i++) {
+          const orow = (bi * n + i) * hs + h * hd, qi = base + i * ts;
+          let dd = 0; // D = dO_i · O_i
+          for (let c = 0; c < hd; c++) dd += g[orow + c]! * os[orow + c]!;
+          const li = ls[(bi * heads + h) * n + i]!;
+          for (let j = 0; j < n; j++) {
+            const kj = base + j * ts + hs;
+            let s = 0, dp = 0;
+            for (let c = 0; c < hd; c++) {
+              s += x[qi + c]! * x[kj + c]!;
+              dp += g[orow + c]! * x[kj + hs + c]!;
+            }
+            const p = Math.exp(scale * s - li);
+            ds[j] = p * (dp - dd);
+            // dV_j += P_ij dO_i
+            for (let c = 0; c < hd; c++) dx[kj + hs + c]! += p * g[orow + c]!;
+          }
+          for (let j = 0; j < n; j++) {
+            const kj = base + j * ts + hs;
+            for (let c = 0; c < hd; c++) {
+              dx[qi + c]! += scale * ds[j]! * x[kj + c]!; // dQ_i
+              dx[kj + c]! += scale * ds[j]! * x[qi + c]!; // dK_j
+            }
+          }
+        }
+      }
+    }
+    return this.#wrap(Float32Array.from(dx));
+  }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     return this.#wrap(randomStream(kind, size, st));
   }

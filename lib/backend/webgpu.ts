@@ -37,6 +37,12 @@ import {
   lseRowThreadKernel,
 } from "../../kernels/lse.ts";
 import { randomKernel } from "../../kernels/random.ts";
+import {
+  attentionBackwardKVKernel,
+  attentionBackwardQKernel,
+  attentionForwardKernel,
+  attentionRows,
+} from "../../kernels/attention.ts";
 import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
 import {
   buildMatmul,
@@ -775,6 +781,89 @@ export class WebGPUBackend implements Backend {
       this.runtime.dispatch(k, bufs, params, this.#grid(vec4 ? cols / 4 : cols, wg));
     }
     return out;
+  }
+
+  /**
+   * @internal Rows per invocation of the attention kernels (tests, benchmarks): `[forward,
+   * query pass, key pass]`; by default chosen by {@linkcode attentionRows} per adapter.
+   */
+  attentionRowsOverride: [number, number, number] | undefined = undefined;
+
+  #attentionShape(n: number, d: number, pass: 0 | 1 | 2) {
+    // Measured on lavapipe at DiT-tiny's shape (49 tokens, d = 32): 7 rows per invocation in
+    // all three passes (one SIMD chunk of 8 invocations per workgroup); GPUs get more, smaller
+    // invocations.
+    const rows = this.attentionRowsOverride?.[pass] ??
+      (this.#cpuAdapter ? attentionRows(n, 4, 8) : attentionRows(n, 1, 4));
+    return { d, rows, wg: this.#cpuAdapter ? 8 : 64 };
+  }
+
+  attention(
+    qkv: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): [Storage, Storage] {
+    const x = this.#buf(qkv, "qkv");
+    const o = this.#new(b * n * heads * d), lse = this.#new(b * heads * n);
+    if (o.size === 0) return [o, lse];
+    const sh = this.#attentionShape(n, d, 0);
+    const blocks = Math.ceil(n / sh.rows);
+    const k = this.runtime.kernel(
+      `attnF:${d}:${sh.rows}:${sh.wg}`,
+      () => attentionForwardKernel(sh),
+    );
+    this.runtime.dispatch(
+      k,
+      [x, o.buffer!, lse.buffer!],
+      [b, n, heads, blocks, f32Bits(scale)],
+      this.#grid(b * heads * blocks, sh.wg),
+    );
+    return [o, lse];
+  }
+
+  attentionBackward(
+    qkv: Storage,
+    o: Storage,
+    lse: Storage,
+    dO: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): Storage {
+    const x = this.#buf(qkv, "qkv"), ob = this.#buf(o, "o"), lb = this.#buf(lse, "lse");
+    const g = this.#buf(dO, "dO");
+    const dx = this.#new(3 * b * n * heads * d);
+    if (dx.size === 0) return dx;
+    const dv = this.#new(b * heads * n); // D = rowsum(dO ⊙ O), from the query pass
+    const shQ = this.#attentionShape(n, d, 1), shK = this.#attentionShape(n, d, 2);
+    const bq = Math.ceil(n / shQ.rows), bk = Math.ceil(n / shK.rows);
+    const kq = this.runtime.kernel(
+      `attnBQ:${d}:${shQ.rows}:${shQ.wg}`,
+      () => attentionBackwardQKernel(shQ),
+    );
+    this.runtime.dispatch(
+      kq,
+      [x, ob, lb, g, dx.buffer!, dv.buffer!],
+      [b, n, heads, bq, f32Bits(scale)],
+      this.#grid(b * heads * bq, shQ.wg),
+    );
+    const kk = this.runtime.kernel(
+      `attnBKV:${d}:${shK.rows}:${shK.wg}`,
+      () => attentionBackwardKVKernel(shK),
+    );
+    this.runtime.dispatch(
+      kk,
+      [x, lb, g, dv.buffer!, dx.buffer!],
+      [b, n, heads, bk, f32Bits(scale)],
+      this.#grid(b * heads * bk, shK.wg),
+    );
+    this.free(dv); // the pool hands it out again only after this work is submitted
+    return dx;
   }
 
   random(kind: RandomKind, size: number, state: RandomState): Storage {

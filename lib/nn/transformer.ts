@@ -6,7 +6,8 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { matmul, reshape, softmax, split, tensor, transpose } from "../ops/ops.ts";
+import { reshape, split, tensor, transpose } from "../ops/ops.ts";
+import { selfAttention } from "../ops/attention.ts";
 import type { RandomOptions } from "../random.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { Module, Sequential } from "./module.ts";
@@ -83,18 +84,15 @@ export class MultiheadSelfAttention extends Module {
         `Attention expected an input of shape [B, N, ${this.dim}] but found ${fmtShape(x.shape)}`,
       );
     }
-    const [b, n] = x.shape as [number, number, number];
-    const h = this.numHeads, hd = this.dim / h;
-    // [B, N, 3, H, hd] → [3, B, H, N, hd], as timm.
-    const qkv = transpose(reshape(this.qkv.forward(x), [b, n, 3, h, hd]), [2, 0, 3, 1, 4]);
-    const [q, k, v] = split(qkv, [1, 1, 1], 0).map((t) => reshape(t, [b, h, n, hd])) as [
-      Tensor,
-      Tensor,
-      Tensor,
-    ];
-    const att = softmax(matmul(q.mul(1 / Math.sqrt(hd)), k, { transB: true }), -1);
-    const o = transpose(matmul(att, v), [0, 2, 1, 3]); // [B, N, H, hd]
-    return this.proj.forward(reshape(o, [b, n, this.dim]));
+    return this.proj.forward(this.core(this.qkv.forward(x)));
+  }
+  /**
+   * The attention between the projections: the `qkv` projection's output [B, N, 3·dim] (timm's
+   * layout [B, N, 3, H, d_head]) → the heads concatenated [B, N, dim], before `proj`.
+   */
+  core(qkv: Tensor): Tensor {
+    // One fused op (no [B, H, N, N] matrix, no transposed copies of q, k, v or the output).
+    return selfAttention(qkv, this.numHeads);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * @file The op vocabulary users call: the primitives and arithmetic of lib/tensor.ts, the
- * composites of ops.ts, fusion, `logSumExpAdd` and `linear`.
+ * composites of ops.ts, fusion, `logSumExpAdd`, `selfAttention` and `linear`.
  * @module
  */
 export * from "./ops.ts";
@@ -8,4 +8,5 @@ export { fused } from "../tensor.ts";
 export { Fx, fx } from "../ir.ts";
 export { fusedGroups } from "./fused.ts";
 export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
+export { selfAttention, selfAttentionComposite, type SelfAttentionOptions } from "./attention.ts";
 export { linear, type LinearActivation, type LinearOpOptions } from "./linear.ts";

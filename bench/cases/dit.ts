@@ -1,0 +1,368 @@
+/**
+ * @file Bench case `dit`: training steps/s of a class-conditional DiT on Fashion-MNIST shapes
+ * (28×28×1, patch 4 → 49 tokens, hidden 128, depth 4, 4 heads, MLP ratio 4, 10 classes with
+ * 10 % label dropout; the `train:cfm --model dit-tiny --hidden 128 --depth 4` network) with the
+ * CFM loss and Adam(1e-4) at batch 64: ours vs PyTorch CPU (2 threads, the same network from
+ * tasks/torch/models.py) vs tfjs-webgpu on the same adapter. {@linkcode ditStep} is shared with
+ * `bench/cases/dispatch_profile.ts dit`.
+ * @module
+ */
+import {
+  cfmLoss,
+  Generator,
+  getBackend,
+  loadFashionMnist,
+  nn,
+  optim,
+  sliceRows,
+  type Tensor,
+  tensor,
+  valueAndGrad,
+} from "../../mod.ts";
+import { runTorch } from "../peers/torch.ts";
+import { tfjsDit } from "../peers/tfjs_dit.ts";
+import {
+  BENCH_REPS,
+  type BenchRecord,
+  type CaseContext,
+  ourBackend,
+  ratio,
+  round,
+  type Spread,
+  spread,
+  spreadFields,
+  why,
+} from "./common.ts";
+
+/** The network and batch of the case. */
+export interface DitBenchConfig {
+  batch: number;
+  hidden: number;
+  depth: number;
+  heads: number;
+  patch: number;
+  /** Image side (square, one channel). */
+  size: number;
+  classes: number;
+  warmup: number;
+  /** Steps per timed repetition. */
+  steps: number;
+  reps: number;
+}
+
+/** The issue-14 configuration (hidden 128, depth 4, patch 4, batch 64, 28×28×1). */
+export const DIT_BENCH: DitBenchConfig = {
+  batch: 64,
+  hidden: 128,
+  depth: 4,
+  heads: 4,
+  patch: 4,
+  size: 28,
+  classes: 10,
+  warmup: 3,
+  steps: 5,
+  reps: BENCH_REPS,
+};
+
+/** Images per data pool: steps cycle through pool / batch disjoint batches. */
+const POOL_BATCHES = 8;
+
+/**
+ * Fashion-MNIST's first `n` training images ([−1, 1]) and labels, or seeded noise and labels
+ * when the dataset is not installed (the step's cost does not depend on the pixels).
+ */
+async function dataPool(
+  n: number,
+  size: number,
+): Promise<{ images: Float32Array; labels: Float32Array; source: string }> {
+  if (size === 28) {
+    try {
+      const ds = await loadFashionMnist({ limit: n });
+      return { images: ds.images, labels: ds.labels, source: "fashion-mnist" };
+    } catch {
+      // Not installed or not readable: fall through to noise.
+    }
+  }
+  const images = new Float32Array(n * size * size), labels = new Float32Array(n);
+  let s = 12345;
+  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
+  for (let i = 0; i < images.length; i++) images[i] = 2 * u() - 1;
+  for (let i = 0; i < n; i++) labels[i] = Math.floor(u() * 10);
+  return { images, labels, source: "noise" };
+}
+
+/**
+ * One DiT training step on the current backend (CFM loss on a batch of the pool, Adam), as a
+ * function returning the loss (undisposed), plus `dispose` for the network, optimizer and data.
+ *
+ * @example
+ * ```ts
+ * import { ditStep } from "./dit.ts";
+ * const s = await ditStep({ batch: 2, hidden: 16, depth: 1, heads: 2, patch: 4, size: 8, classes: 10, warmup: 0, steps: 1, reps: 1 });
+ * const l = s.step();
+ * if (!Number.isFinite(await l.item())) throw new Error("bad");
+ * l.dispose();
+ * s.dispose();
+ * ```
+ */
+export async function ditStep(
+  cfg: DitBenchConfig,
+): Promise<{ step: () => Tensor; dispose: () => void; source: string; net: nn.DiT }> {
+  const { batch, size } = cfg;
+  const pool = await dataPool(batch * POOL_BATCHES, size);
+  const images = tensor(pool.images, [batch * POOL_BATCHES, 1, size, size]);
+  const labels = tensor(pool.labels, [batch * POOL_BATCHES]);
+  const net = new nn.DiT({
+    inputSize: size,
+    patchSize: cfg.patch,
+    inChannels: 1,
+    hiddenSize: cfg.hidden,
+    depth: cfg.depth,
+    numHeads: cfg.heads,
+    numClasses: cfg.classes,
+    classDropoutProb: 0.1,
+    seed: 0,
+  });
+  const params = net.parameters();
+  const opt = new optim.Adam({ lr: 1e-4 });
+  const gen = new Generator(1);
+  const lossFn = valueAndGrad((_p: Tensor[], x1: Tensor, y: Tensor) =>
+    cfmLoss((x, t, c) => net.forward(x, t, c), x1, { generator: gen, y }).loss
+  );
+  let i = 0;
+  const step = () => {
+    const k = (i++ % POOL_BATCHES) * batch;
+    const x1 = sliceRows(images, k, k + batch), y = sliceRows(labels, k, k + batch);
+    try {
+      const [loss, grads] = lossFn(params, x1, y);
+      opt.step(params, grads);
+      for (const g of grads) g.dispose();
+      return loss;
+    } finally {
+      x1.dispose();
+      y.dispose();
+    }
+  };
+  return {
+    step,
+    net,
+    source: pool.source,
+    dispose: () => {
+      net.dispose();
+      opt.dispose();
+      images.dispose();
+      labels.dispose();
+    },
+  };
+}
+
+/**
+ * Our steps/s: `warmup` steps, then `reps` timed runs of `steps` steps, each ending with one
+ * `sync()`; losses are read after timing.
+ *
+ * @example
+ * ```ts
+ * import { oursDit } from "./dit.ts";
+ * const r = await oursDit({ batch: 2, hidden: 16, depth: 1, heads: 2, patch: 4, size: 8, classes: 10, warmup: 1, steps: 1, reps: 1 });
+ * if (!(r.rate.median > 0)) throw new Error("bad");
+ * ```
+ */
+export async function oursDit(
+  cfg: DitBenchConfig,
+): Promise<{ rate: Spread; lossFirst: number; lossLast: number; source: string }> {
+  const be = getBackend();
+  const s = await ditStep(cfg);
+  const losses: Tensor[] = [];
+  try {
+    for (let i = 0; i < cfg.warmup; i++) losses.push(s.step());
+    await be.sync();
+    const rates: number[] = [];
+    for (let r = 0; r < cfg.reps; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < cfg.steps; i++) losses.push(s.step());
+      await be.sync();
+      rates.push(cfg.steps / ((performance.now() - t0) / 1000));
+    }
+    const ls: number[] = [];
+    for (const l of losses) ls.push(await l.item());
+    const k = Math.max(1, Math.min(3, ls.length >> 1));
+    const avg = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
+    return {
+      rate: spread(rates),
+      lossFirst: avg(ls.slice(0, k)),
+      lossLast: avg(ls.slice(-k)),
+      source: s.source,
+    };
+  } finally {
+    for (const l of losses) l.dispose();
+    s.dispose();
+  }
+}
+
+const TORCH_DIT = `
+import gzip, os, sys, time, torch
+import numpy as np
+sys.path.insert(0, ARGS["models_dir"])
+from models import DiT
+torch.set_num_threads(2)
+torch.manual_seed(0)
+def median(xs):
+    s = sorted(xs); h = len(s) // 2
+    return s[h] if len(s) % 2 else (s[h - 1] + s[h]) / 2
+b, size, n = ARGS["batch"], ARGS["size"], ARGS["batch"] * ARGS["pool_batches"]
+source = "noise"
+images = torch.rand(n, 1, size, size) * 2 - 1
+labels = torch.randint(0, 10, (n,))
+path = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+if size == 28 and os.path.exists(path):
+    with gzip.open(path) as f:
+        px = np.frombuffer(f.read(16 + n * 784)[16:], dtype=np.uint8).astype(np.float32)
+    with gzip.open(path.replace("images-idx3", "labels-idx1")) as f:
+        lb = np.frombuffer(f.read(8 + n)[8:], dtype=np.uint8).astype(np.int64)
+    images = torch.from_numpy(px.reshape(n, 1, 28, 28) / 127.5 - 1)
+    labels = torch.from_numpy(lb.copy())
+    source = "fashion-mnist"
+net = DiT(input_size=size, patch_size=ARGS["patch"], in_channels=1, hidden_size=ARGS["hidden"],
+          depth=ARGS["depth"], num_heads=ARGS["heads"], num_classes=ARGS["classes"],
+          class_dropout_prob=0.1)
+net.train()
+opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+losses = []
+it = [0]
+def step():
+    k = (it[0] % ARGS["pool_batches"]) * b
+    it[0] += 1
+    x1, y = images[k:k + b], labels[k:k + b]
+    x0 = torch.randn_like(x1)
+    t = torch.rand(b)
+    tt = t.view(-1, 1, 1, 1)
+    xt = (1 - tt) * x0 + tt * x1
+    loss = ((net(xt, t, y) - (x1 - x0)) ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(loss.detach())
+for _ in range(ARGS["warmup"]):
+    step()
+rates = []
+for _ in range(ARGS["reps"]):
+    t0 = time.perf_counter()
+    for _ in range(ARGS["steps"]):
+        step()
+    rates.append(ARGS["steps"] / (time.perf_counter() - t0))
+ls = [float(l) for l in losses]
+k = min(3, len(ls) // 2) or 1
+sdpa = hasattr(torch.nn.functional, "scaled_dot_product_attention")
+print(json.dumps({"steps_per_s": median(rates), "steps_per_s_min": min(rates),
+                  "steps_per_s_max": max(rates), "loss_first": sum(ls[:k]) / k,
+                  "loss_last": sum(ls[-k:]) / k, "threads": torch.get_num_threads(),
+                  "version": torch.__version__, "source": source,
+                  "attention": "F.scaled_dot_product_attention" if sdpa else "matmul-softmax-matmul"}))
+`;
+
+/** The PyTorch peer's measurements. */
+export interface TorchDitResult {
+  steps_per_s: number;
+  steps_per_s_min: number;
+  steps_per_s_max: number;
+  loss_first: number;
+  loss_last: number;
+  threads: number;
+  version: string;
+  source: string;
+  attention: string;
+}
+
+/**
+ * Steps/s of the same DiT step in PyTorch on the CPU (2 threads), or `null` without PyTorch.
+ * The network is tasks/torch/models.py's `DiT` (the one the equivalence fixtures check ours
+ * against), so both sides run the same architecture.
+ *
+ * @example
+ * ```ts
+ * import { torchDit } from "./dit.ts";
+ * const r = await torchDit({ batch: 2, hidden: 16, depth: 1, heads: 2, patch: 4, size: 8, classes: 10, warmup: 0, steps: 1, reps: 1 });
+ * if (r !== null && !(r.steps_per_s > 0)) throw new Error("bad");
+ * ```
+ */
+export async function torchDit(cfg: DitBenchConfig): Promise<TorchDitResult | null> {
+  const modelsDir = new URL("../../tasks/torch/", import.meta.url).pathname;
+  return (await runTorch(TORCH_DIT, {
+    ...cfg,
+    pool_batches: POOL_BATCHES,
+    models_dir: modelsDir,
+  })) as TorchDitResult | null;
+}
+
+/**
+ * The `dit` case: one record.
+ *
+ * @example
+ * ```ts
+ * import { ditCase } from "./dit.ts";
+ * if (typeof ditCase !== "function") throw new Error("bad");
+ * ```
+ */
+export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
+  const cfg: DitBenchConfig = ctx.smoke
+    ? { ...DIT_BENCH, batch: 4, hidden: 16, depth: 1, heads: 2, warmup: 1, steps: 1, reps: 1 }
+    : DIT_BENCH;
+  let torch: TorchDitResult | null = null, torchSkip: string | undefined;
+  try {
+    torch = await torchDit(cfg);
+    if (!torch) torchSkip = "PyTorch is not installed (or python3 is not allowed to run)";
+  } catch (e) {
+    torchSkip = why(e);
+  }
+  const ours = await oursDit(cfg);
+  if (!Number.isFinite(ours.lossFirst) || !Number.isFinite(ours.lossLast)) {
+    throw new Error(`our DiT loss is not finite: ${ours.lossFirst} → ${ours.lossLast}`);
+  }
+  const tfjs = await ctx.tfjs();
+  let tf: Awaited<ReturnType<typeof tfjsDit>> | null = null, tfSkip: string | undefined;
+  if (!tfjs) tfSkip = "tfjs failed to load";
+  else if (tfjs.backend !== "webgpu") tfSkip = "tfjs could not open WebGPU (CPU fallback)";
+  else {
+    try {
+      tf = await tfjsDit(cfg);
+    } catch (e) {
+      tfSkip = why(e);
+    }
+  }
+  return [{
+    case: "dit",
+    batch: cfg.batch,
+    adapter: ctx.gpu.info.description,
+    ...ourBackend(),
+    unit: "steps/s",
+    ours: round(ours.rate.median),
+    tfjs_webgpu: round(tf?.rate.median),
+    torch_cpu: round(torch?.steps_per_s),
+    ...spreadFields("ours", ours.rate),
+    ...spreadFields("tfjs_webgpu", tf?.rate),
+    ...spreadFields(
+      "torch_cpu",
+      torch ? { min: torch.steps_per_s_min, max: torch.steps_per_s_max } : null,
+    ),
+    ratio_vs_tfjs: ratio(round(ours.rate.median), round(tf?.rate.median)),
+    ratio_vs_torch_cpu: ratio(round(ours.rate.median), round(torch?.steps_per_s)),
+    loss: [round(ours.lossFirst), round(ours.lossLast)],
+    ...(tf ? { tfjs_loss: [round(tf.lossFirst), round(tf.lossLast)] } : {}),
+    ...(torch ? { torch_loss: [round(torch.loss_first), round(torch.loss_last)] } : {}),
+    data: ours.source,
+    config: {
+      hidden: cfg.hidden,
+      depth: cfg.depth,
+      heads: cfg.heads,
+      patch: cfg.patch,
+      tokens: (cfg.size / cfg.patch) ** 2,
+      image: [1, cfg.size, cfg.size],
+      optimizer: "Adam(1e-4)",
+      steps: cfg.steps,
+      reps: cfg.reps,
+    },
+    ...(torch ? { torch_threads: torch.threads, torch_attention: torch.attention } : {}),
+    ...(tfSkip ? { tfjs_skipped: tfSkip } : {}),
+    ...(torchSkip ? { torch_skipped: torchSkip } : {}),
+  }];
+}

@@ -1,0 +1,80 @@
+/**
+ * @file Where a DiT block's time goes, part by part, on the current backend: forward + backward
+ * of each piece of one AdaLN-Zero block at the bench's size (tokens [64, 49, 128], 4 heads),
+ * timed in process CPU time (lavapipe's workers run in this process) and wall time, with the
+ * dispatch count per call. Alternates the pieces in rounds so load from other jobs hits all.
+ *
+ *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND bench/dit_parts.ts [rounds]
+ * @module
+ */
+import process from "node:process";
+import { getBackend, init, nn, randn, type Tensor, tidy, vjp } from "../mod.ts";
+
+type Part = { name: string; run: () => void };
+
+/** Median of a non-empty list. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+if (import.meta.main) {
+  await init();
+  const be = getBackend() as unknown as {
+    stats?: () => { dispatches: number };
+    sync(): Promise<void>;
+  };
+  const rounds = Number(Deno.args[0] ?? 3), reps = 3;
+  const B = 64, N = 49, D = 128, H = 4;
+  const blk = new nn.AdaLNZeroBlock(D, H, { seed: 0 });
+  // Non-zero modulation, so every branch carries gradient.
+  const mod = blk.adaLNModulation.layers[1] as nn.Linear;
+  mod.weight._assign(randn(mod.weight.shape, { seed: 3 }).mul(0.02));
+  const x = randn([B, N, D], { seed: 1 }), c = randn([B, D], { seed: 2 });
+  const gy = randn([B, N, D], { seed: 4 });
+  const bwd = (f: (x: Tensor) => Tensor, inp: Tensor, g: Tensor) =>
+    tidy(() => {
+      const [, back] = vjp(f, inp);
+      back(g);
+    });
+  const qkv = randn([B, N, 3 * D], { seed: 5 });
+  const parts: Part[] = [
+    { name: "block fwd+bwd", run: () => bwd((h) => blk.forward(h, c), x, gy) },
+    { name: "attn (qkv, core, proj)", run: () => bwd((h) => blk.attn.forward(h), x, gy) },
+    {
+      name: "attn core only",
+      run: () => bwd((t) => blk.attn.core(t), qkv, gy),
+    },
+    { name: "mlp", run: () => bwd((h) => blk.mlp.forward(h), x, gy) },
+    {
+      name: "norm+modulate",
+      run: () => bwd((h) => nn.modulate(blk.norm1.forward(h), c.mul(0.1), c.mul(0.2)), x, gy),
+    },
+  ];
+  for (const p of parts) p.run(); // compile
+  await be.sync();
+  const res = new Map<string, { cpu: number[]; wall: number[]; disp: number }>();
+  for (let r = 0; r < rounds; r++) {
+    for (const p of parts) {
+      const d0 = be.stats?.().dispatches ?? 0;
+      const t0 = performance.now(), c0 = process.cpuUsage();
+      for (let i = 0; i < reps; i++) p.run();
+      await be.sync();
+      const cu = process.cpuUsage(c0);
+      const e = res.get(p.name) ?? { cpu: [], wall: [], disp: 0 };
+      e.cpu.push((cu.user + cu.system) / 1000 / reps);
+      e.wall.push((performance.now() - t0) / reps);
+      e.disp = ((be.stats?.().dispatches ?? 0) - d0) / reps;
+      res.set(p.name, e);
+    }
+  }
+  for (const [name, e] of res) {
+    console.log(JSON.stringify({
+      part: name,
+      cpuMs: +median(e.cpu).toFixed(1),
+      wallMs: +median(e.wall).toFixed(1),
+      dispatches: e.disp,
+    }));
+  }
+  console.log(JSON.stringify({ load: Deno.loadavg?.()[0] }));
+}
