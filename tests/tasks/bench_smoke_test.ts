@@ -25,6 +25,10 @@ const PEERS: Record<string, { key: string; ratio: string; skip: string; inverse?
     { key: "torch_cpu", ratio: "speedup_vs_torch_cpu", skip: "torch_skipped", inverse: true },
   ],
   sample: [{ key: "torch_cpu", ratio: "ratio_vs_torch_cpu", skip: "torch_skipped" }],
+  dit: [
+    { key: "tfjs_webgpu", ratio: "ratio_vs_tfjs", skip: "tfjs_skipped" },
+    { key: "torch_cpu", ratio: "ratio_vs_torch_cpu", skip: "torch_skipped" },
+  ],
 };
 
 function checkRecord(r: Rec): void {
@@ -87,6 +91,13 @@ function checkRecord(r: Rec): void {
     assert.ok(isNum((r.marginal_error as Rec).ours), "sinkhorn: our marginal error");
   }
   if (name === "sample") assert.ok(isNum(r.n) && isNum(r.steps), "sample: n, steps");
+  if (name === "dit") {
+    const loss = r.loss as unknown[];
+    assert.ok(Array.isArray(loss) && loss.length === 2 && loss.every(isNum), "dit: loss");
+    const cpu = r.cpu_ms_per_step as Rec;
+    assert.ok(isNum(cpu.ours), "dit: our CPU ms per step");
+    assert.ok(cpu.torch_cpu === null || isNum(cpu.torch_cpu), "dit: PyTorch CPU ms per step");
+  }
 }
 
 Deno.test("bench --smoke prints a JSON record with the expected keys for every case", async () => {
