@@ -53,8 +53,8 @@ export interface MatmulEpilogue {
  * `elementwiseGroups`.
  */
 export interface Backend {
-  /** "cpu" or "webgpu". */
-  readonly name: "cpu" | "webgpu";
+  /** "cpu", "wasm" (the CPU backend with WebAssembly SIMD kernels) or "webgpu". */
+  readonly name: "cpu" | "wasm" | "webgpu";
   /** Human-readable description of the device in use. */
   readonly description: string;
   /** A new storage holding a copy of `data`. */

@@ -26,8 +26,20 @@ function d(s: Storage): Float32Array {
   return (s as CpuStorage).data;
 }
 
-/** Iterate a row-major index over `shape`, calling `f(i, offsetA, offsetB, offsetC)`. */
-function forStrided(
+/**
+ * Iterate a row-major index over `shape`, calling `f(i, offs)` with the offset of element `i`
+ * under each of `strides`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { forStrided } from "./cpu.ts";
+ * const seen: number[] = [];
+ * forStrided([2, 2], [[1, 2]], (_i, offs) => seen.push(offs[0]!)); // a transposed view
+ * assert.deepEqual(seen, [0, 2, 1, 3]);
+ * ```
+ */
+export function forStrided(
   shape: readonly number[],
   strides: readonly (readonly number[])[],
   f: (i: number, offs: number[]) => void,
@@ -70,8 +82,10 @@ function forStrided(
  * ```
  */
 export class CpuBackend implements Backend {
-  readonly name = "cpu" as const;
-  readonly description = "cpu (TypeScript reference loops)";
+  /** "cpu" (the `wasm` backend, a subclass, says "wasm"). */
+  readonly name: "cpu" | "wasm" = "cpu";
+  /** Human-readable description. */
+  readonly description: string = "cpu (TypeScript reference loops)";
   #live = 0;
   // Storages dropped without free() are reclaimed by the GC, but still count in liveBytes():
   // they were leaks, and a counter the collector changes at random moments would make
@@ -79,7 +93,8 @@ export class CpuBackend implements Backend {
   #registry = new FinalizationRegistry<number>(() => {});
   #tokens = new WeakMap<Storage, object>();
 
-  #wrap(data: Float32Array): CpuStorage {
+  /** Wrap a fresh array as a storage (counted in `liveBytes` until freed). */
+  protected wrap(data: Float32Array): CpuStorage {
     const s = new CpuStorage(data);
     this.#live += data.byteLength;
     const token = {};
@@ -88,7 +103,7 @@ export class CpuBackend implements Backend {
     return s;
   }
   upload(data: Float32Array): Storage {
-    return this.#wrap(new Float32Array(data));
+    return this.wrap(new Float32Array(data));
   }
   read(s: Storage): Promise<Float32Array> {
     return Promise.resolve(new Float32Array(d(s)));
@@ -97,7 +112,7 @@ export class CpuBackend implements Backend {
     return new Float32Array(d(s));
   }
   alloc(size: number): Storage {
-    return this.#wrap(new Float32Array(size));
+    return this.wrap(new Float32Array(size));
   }
   free(s: Storage): void {
     const token = this.#tokens.get(s);
@@ -115,12 +130,12 @@ export class CpuBackend implements Backend {
     return Promise.resolve();
   }
   fill(size: number, value: number): Storage {
-    return this.#wrap(new Float32Array(size).fill(value));
+    return this.wrap(new Float32Array(size).fill(value));
   }
   iota(size: number, start: number, step: number): Storage {
     const o = new Float32Array(size);
     for (let i = 0; i < size; i++) o[i] = start + i * step;
-    return this.#wrap(o);
+    return this.wrap(o);
   }
   reduce(op: ReduceOp, x: Storage, shape: readonly number[], axes: readonly number[]): Storage {
     const xs = d(x);
@@ -156,7 +171,7 @@ export class CpuBackend implements Backend {
       });
       o[i] = op === "argmax" || op === "argmin" ? arg : redN === 0 ? NaN : acc;
     });
-    return this.#wrap(o);
+    return this.wrap(o);
   }
   matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const as = d(a), bs = d(b);
@@ -179,7 +194,7 @@ export class CpuBackend implements Backend {
         o.set(row, bi * m * n + i * n);
       }
     }
-    const acc = this.#wrap(o);
+    const acc = this.wrap(o);
     if (!epilogue) return acc;
     // The epilogue as an elementwise pass over [batch·m, n]: the same f32 steps (round the
     // product, then each node) as the kernel's store-time evaluation.
@@ -216,7 +231,7 @@ export class CpuBackend implements Backend {
         for (let c = 0; c < inner; c++) o[dstOff + c] = xs[src + c]!;
       }
     }
-    return this.#wrap(o);
+    return this.wrap(o);
   }
   scatterAdd(
     src: Storage,
@@ -240,7 +255,7 @@ export class CpuBackend implements Backend {
         for (let c = 0; c < inner; c++) o[dOff + c]! += ss[so + c]!;
       }
     }
-    return this.#wrap(o);
+    return this.wrap(o);
   }
   elementwiseGroups(
     outputs: readonly Expr[],
@@ -317,7 +332,7 @@ export class CpuBackend implements Backend {
       // An output that is an input's array, or another output's, gets its own copy.
       const own = used.has(r) ? new Float32Array(r) : r;
       used.add(own);
-      return this.#wrap(own);
+      return this.wrap(own);
     });
   }
   logSumExpAdd(
@@ -357,7 +372,7 @@ export class CpuBackend implements Backend {
       // f32 steps, as the kernel's epilogue: scale · f32(lse) + shift.
       o[k] = Math.fround(Math.fround(scale) * Math.fround(r)) + Math.fround(shift);
     }
-    return this.#wrap(o);
+    return this.wrap(o);
   }
   attention(
     qkv: Storage,
@@ -446,6 +461,6 @@ export class CpuBackend implements Backend {
     return this.#wrap(Float32Array.from(dx));
   }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
-    return this.#wrap(randomStream(kind, size, st));
+    return this.wrap(randomStream(kind, size, st));
   }
 }

@@ -2,7 +2,7 @@
  * @file Backend selection. Nothing happens at import (no top-level await, no adapter
  * request), so the library imports with zero permissions and no GPU. Until `init()` runs,
  * tensors live on the CPU backend, created on first use. `await init()` picks the default
- * backend once: `FLOWGPU_BACKEND=cpu|webgpu` if set (and readable), else WebGPU when an
+ * backend once: `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when an
  * adapter exists, else the CPU backend with a one-line warning naming the fix. Selection
  * errors (an unknown name, WebGPU requested but missing) are raised by `init()` and
  * `setBackend()`.
@@ -11,10 +11,11 @@
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
+import { createWasmBackend, type WasmBackend } from "./wasm.ts";
 import { envGet } from "../_util.ts";
 
 /** Names of the backends. */
-export type BackendName = "cpu" | "webgpu";
+export type BackendName = "cpu" | "wasm" | "webgpu";
 
 /** Options for {@link init}. */
 export interface InitOptions {
@@ -25,11 +26,12 @@ export interface InitOptions {
   backend?: BackendName;
 }
 
-const NAMES: readonly BackendName[] = ["cpu", "webgpu"];
+const NAMES: readonly BackendName[] = ["cpu", "wasm", "webgpu"];
 const FIX = "install a GPU driver, or 'apt-get install mesa-vulkan-drivers' for a CPU WebGPU " +
   "adapter";
 
 let cpu: CpuBackend | undefined;
+let wasm: WasmBackend | undefined;
 let webgpu: WebGPUBackend | undefined;
 let webgpuError: string | undefined;
 // The one attempt at creating the WebGPU backend (an adapter request is not repeated).
@@ -59,7 +61,7 @@ function checkName(name: unknown, what: string): BackendName {
 
 /**
  * Initialise the engine and select the default backend: `opts.backend` if given, else
- * `FLOWGPU_BACKEND=cpu|webgpu` if set (and readable), else WebGPU when an adapter exists,
+ * `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when an adapter exists,
  * else the CPU backend with a one-line warning naming the fix. Later calls without
  * `opts.backend` return the backend in use (so a `setBackend` choice stands). Throws a
  * RangeError for an unknown name and an Error when WebGPU is requested but unavailable.
@@ -81,11 +83,20 @@ export async function init(opts: InitOptions = {}): Promise<Backend> {
   let source: string;
   if (opts.backend !== undefined) {
     want = checkName(opts.backend, "backend");
-    source = `init({ backend: "webgpu" })`;
+    source = `init({ backend: "${want}" })`;
   } else {
     const env = envGet("FLOWGPU_BACKEND");
     if (env !== undefined && env !== "") want = checkName(env, "FLOWGPU_BACKEND");
-    source = "FLOWGPU_BACKEND=webgpu";
+    source = `FLOWGPU_BACKEND=${want}`;
+  }
+  if (want === "wasm") {
+    // WebAssembly SIMD kernels on this CPU's cores (no adapter involved).
+    wasm ??= await createWasmBackend().catch((e) => {
+      throw new Error(`${source} was requested but cannot start: ${(e as Error).message}`);
+    });
+    current = wasm;
+    initialised = true;
+    return current;
   }
   if (want !== "cpu") await tryWebGPU();
   if (want === "webgpu" && !webgpu) {
@@ -134,6 +145,9 @@ export function getBackend(): Backend {
 export function setBackend(name: BackendName): Backend {
   checkName(name, "backend");
   const be = backendByName(name);
+  if (!be && name === "wasm") {
+    throw new Error('The wasm backend is not initialised: call `await init({ backend: "wasm" })`');
+  }
   if (!be) {
     throw new Error(
       webgpuAttempt === undefined
@@ -174,5 +188,5 @@ export function hasBackend(name: BackendName): boolean {
  * ```
  */
 export function backendByName(name: BackendName): Backend | undefined {
-  return name === "cpu" ? cpuBackend() : name === "webgpu" ? webgpu : undefined;
+  return name === "cpu" ? cpuBackend() : name === "webgpu" ? webgpu : wasm;
 }

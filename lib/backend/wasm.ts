@@ -1,0 +1,684 @@
+/**
+ * @file The `wasm` backend: the CPU backend with the work that dominates training done fast —
+ * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
+ * the calling thread and `threads − 1` workers sharing one WebAssembly memory), and every
+ * elementwise expression compiled once per shape class into one JavaScript loop (V8 inlines
+ * the op table's functions into it) instead of interpreted node by node. Everything else is
+ * the CPU backend's. Elementwise results and sums are bit-identical to the CPU backend (the
+ * same f32 rounding per node, the same f64 summation order); matmul accumulates in f32 in a
+ * different order, like the WebGPU kernels.
+ *
+ * Why it exists (issue 18): on a CPU-only machine WebGPU runs on lavapipe, whose generated
+ * matmul code reaches 15–21 GFLOP/s on 2 cores here; this kernel runs ~40–50 GFLOP/s on one
+ * core of the same machine (docs/engine_round2.md).
+ * @module
+ */
+import type { ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
+import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
+import { stridesOf } from "../shape.ts";
+import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
+import { GEMM_NR } from "../../kernels/wasm_gemm.ts";
+import {
+  compileSimd,
+  type SimdAccess,
+  type SimdKernel,
+  simdKey,
+  simdSupports,
+} from "./wasm_jit.ts";
+
+const d = (s: Storage): Float32Array => (s as CpuStorage).data;
+
+function decode(b64: string): Uint8Array {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Whether this engine runs WebAssembly SIMD with shared memory (what the backend needs). */
+export function wasmSimdAvailable(): boolean {
+  try {
+    if (typeof SharedArrayBuffer === "undefined") return false;
+    return WebAssembly.validate(decode(GEMM_PLAIN_WASM.base64) as BufferSource);
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise: one compiled loop per (expression structure, input access pattern).
+
+type Access = SimdAccess;
+type Kernel = (
+  fns: readonly ((...a: number[]) => number)[],
+  cs: Float64Array,
+  ins: readonly Float32Array[],
+  outs: Float32Array[],
+  rows: number,
+  cols: number,
+) => void;
+
+interface Lowered {
+  key: string;
+  fns: ((...a: number[]) => number)[];
+  consts: number[];
+  build: () => Kernel;
+}
+
+/** Lower an expression DAG to loop-body source; the key names its structure (not values). */
+function lower(outputs: readonly Expr[], access: readonly Access[]): Lowered {
+  const fns: ((...a: number[]) => number)[] = [];
+  const fnIndex = new Map<(...a: number[]) => number, number>();
+  const consts: number[] = [];
+  const ids = new Map<Expr, string>();
+  const keyParts: string[] = [access.join(",")];
+  const lines: string[] = [];
+  const fnRef = (f: (...a: number[]) => number) => {
+    let i = fnIndex.get(f);
+    if (i === undefined) fnIndex.set(f, i = fns.push(f) - 1);
+    return `f${i}`;
+  };
+  const konst = (v: number) => `k${consts.push(Math.fround(v)) - 1}`;
+  const visit = (e: Expr): string => {
+    const have = ids.get(e);
+    if (have) return have;
+    let rhs: string;
+    if (e.kind === "input") {
+      const a = access[e.index];
+      rhs = a === "scalar"
+        ? `s${e.index}`
+        : a === "col"
+        ? `c${e.index}`
+        : a === "row"
+        ? `x${e.index}[j]`
+        : `x${e.index}[i]`;
+      keyParts.push(`i${e.index}`);
+    } else if (e.kind === "const") {
+      rhs = konst(e.value);
+      keyParts.push("k");
+    } else if (e.kind === "unary") {
+      const x = visit(e.x);
+      rhs = `F(${fnRef(unaryRow(e.op).cpu as (...a: number[]) => number)}(${x}, ${konst(e.p0)}, ${
+        konst(e.p1)
+      }))`;
+      keyParts.push(`u${e.op}(${x})`);
+    } else if (e.kind === "binary") {
+      const a = visit(e.a), b = visit(e.b);
+      rhs = `F(${fnRef(binaryRow(e.op).cpu as (...a: number[]) => number)}(${a}, ${b}))`;
+      keyParts.push(`b${e.op}(${a},${b})`);
+    } else {
+      const c = visit(e.c), a = visit(e.a), b = visit(e.b);
+      rhs = `(${c} !== 0 ? ${a} : ${b})`;
+      keyParts.push(`w(${c},${a},${b})`);
+    }
+    const id = `v${ids.size}`;
+    ids.set(e, id);
+    lines.push(`const ${id} = ${rhs};`);
+    return id;
+  };
+  const outIds = outputs.map(visit);
+  keyParts.push(`->${outIds.join(",")}`);
+  const nIn = access.length;
+  const build = (): Kernel => {
+    const head: string[] = ["const F = Math.fround;"];
+    for (let i = 0; i < fns.length; i++) head.push(`const f${i} = fns[${i}];`);
+    for (let i = 0; i < consts.length; i++) head.push(`const k${i} = cs[${i}];`);
+    for (let j = 0; j < nIn; j++) {
+      head.push(`const x${j} = ins[${j}];`);
+      if (access[j] === "scalar") head.push(`const s${j} = x${j}[0];`);
+    }
+    outIds.forEach((_, o) => head.push(`const o${o} = outs[${o}];`));
+    const cols = access.map((a, j) => (a === "col" ? `const c${j} = x${j}[r];` : "")).join(" ");
+    const src = `${head.join("\n")}
+let i = 0;
+for (let r = 0; r < rows; r++) {
+  ${cols}
+  for (let j = 0; j < cols; j++, i++) {
+    ${lines.join("\n    ")}
+    ${outIds.map((id, o) => `o${o}[i] = ${id};`).join(" ")}
+  }
+}`;
+    return new Function("fns", "cs", "ins", "outs", "rows", "cols", src) as Kernel;
+  };
+  return { key: keyParts.join(";"), fns, consts, build };
+}
+
+/**
+ * How each input is read over `outShape` collapsed to [rows, cols]: contiguous ("dense"),
+ * one value ("scalar"), a vector along the columns ("row", e.g. a bias) or along the rows
+ * ("col"). Inputs that fit none of these are copied dense first (as the CPU backend does).
+ */
+function plan(
+  inputs: readonly Float32Array[],
+  strides: readonly (readonly number[])[],
+  shape: readonly number[],
+): { access: (Access | "copy")[]; rows: number; cols: number } {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const live = (ax: number) => shape[ax]! > 1;
+  const isDense = (st: readonly number[], from: number, to: number, base: number) => {
+    // Axes [from, to) have the strides of a contiguous array of shape[from..to) times base.
+    let s = base;
+    for (let ax = to - 1; ax >= from; ax--) {
+      if (live(ax) && st[ax] !== s) return false;
+      s *= shape[ax]!;
+    }
+    return true;
+  };
+  const zero = (st: readonly number[], from: number, to: number) => {
+    for (let ax = from; ax < to; ax++) if (live(ax) && st[ax] !== 0) return false;
+    return true;
+  };
+  let split = -1;
+  const access: (Access | "copy")[] = inputs.map((x, j) => {
+    const st = strides[j]!;
+    if (x.length === n && isDense(st, 0, shape.length, 1)) return "dense";
+    if (zero(st, 0, shape.length)) return "scalar";
+    for (let p = 1; p < shape.length; p++) {
+      if (split !== -1 && p !== split) continue;
+      if (zero(st, 0, p) && isDense(st, p, shape.length, 1)) {
+        split = p;
+        return "row";
+      }
+      if (zero(st, p, shape.length) && isDense(st, 0, p, 1)) {
+        split = p;
+        return "col";
+      }
+    }
+    return "copy";
+  });
+  const cols = split === -1 ? n : shape.slice(split).reduce((a, b) => a * b, 1);
+  return { access, rows: cols === 0 ? 0 : n / cols, cols };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strided copies: dims merged where both layouts allow, then plain nested loops (the CPU
+// backend's per-element callback walk cost more than the arithmetic it fed).
+
+/** Drop size-1 axes and merge neighbours that are contiguous in every stride list. */
+function collapse(
+  shape: readonly number[],
+  strides: readonly (readonly number[])[],
+): { shape: number[]; strides: number[][] } {
+  const sh: number[] = [], st: number[][] = strides.map(() => []);
+  for (let ax = 0; ax < shape.length; ax++) {
+    const n = shape[ax]!;
+    if (n === 1) continue;
+    const last = sh.length - 1;
+    if (last >= 0 && st.every((s, j) => s[last] === strides[j]![ax]! * n)) {
+      sh[last]! *= n;
+      st.forEach((s, j) => (s[last] = strides[j]![ax]!));
+    } else {
+      sh.push(n);
+      st.forEach((s, j) => s.push(strides[j]![ax]!));
+    }
+  }
+  return { shape: sh, strides: st };
+}
+
+/** dst[dOff + Σ idx·dSt] = src[sOff + Σ idx·sSt] over `shape`. */
+function stridedCopy(
+  dst: Float32Array,
+  dOff: number,
+  dSt: readonly number[],
+  src: Float32Array,
+  sOff: number,
+  sSt: readonly number[],
+  shape: readonly number[],
+): void {
+  if (shape.some((n) => n === 0)) return;
+  const c = collapse(shape, [dSt, sSt]);
+  if (c.shape.length > 4) {
+    forStrided(shape, [dSt, sSt], (_i, o) => (dst[dOff + o[0]!] = src[sOff + o[1]!]!));
+    return;
+  }
+  while (c.shape.length < 4) {
+    c.shape.unshift(1);
+    c.strides[0]!.unshift(0);
+    c.strides[1]!.unshift(0);
+  }
+  const [n0, n1, n2, n3] = c.shape as [number, number, number, number];
+  const [d0, d1, d2, d3] = c.strides[0] as [number, number, number, number];
+  const [s0, s1, s2, s3] = c.strides[1] as [number, number, number, number];
+  const run = d3 === 1 && s3 === 1 && n3 >= 32;
+  for (let a = 0; a < n0; a++) {
+    for (let b = 0; b < n1; b++) {
+      for (let e = 0; e < n2; e++) {
+        const dBase = dOff + a * d0 + b * d1 + e * d2, sBase = sOff + a * s0 + b * s1 + e * s2;
+        if (run) dst.set(src.subarray(sBase, sBase + n3), dBase);
+        else for (let i = 0; i < n3; i++) dst[dBase + i * d3] = src[sBase + i * s3]!;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul: packed panels in a shared WebAssembly memory, row blocks split across threads.
+
+// The worker: instantiate the module on the shared memory, then serve matmul calls posted
+// through its control block (state 1 = run: ctrl[1] transposed A?, ctrl[2..12] the kernel's
+// arguments; 0 = done; 2 = stop).
+const WORKER_BODY = `
+  const { module, mem, ctrlOffset } = data;
+  const inst = new WebAssembly.Instance(module, { env: { mem } });
+  const ctrl = new Int32Array(mem.buffer, ctrlOffset, 16);
+  post("ready");
+  for (;;) {
+    Atomics.wait(ctrl, 0, 0);
+    if (Atomics.load(ctrl, 0) === 2) break;
+    const f = ctrl[1] ? inst.exports.gemm_t : inst.exports.gemm_n;
+    f(ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9], ctrl[10], ctrl[11], ctrl[12]);
+    Atomics.store(ctrl, 0, 0);
+    Atomics.notify(ctrl, 0);
+  }`;
+// A browser Worker (from a Blob: no file or network access needed).
+const WEB_WORKER_SRC =
+  `self.onmessage = ({ data }) => { const post = (m) => self.postMessage(m);${WORKER_BODY} };`;
+// Under Deno, node:worker_threads: its workers can be unref'ed, so a worker parked in
+// Atomics.wait does not keep the process alive after the program's last line (Deno's web
+// Workers do, and have no unref).
+const NODE_WORKER_SRC = `const { parentPort } = require("node:worker_threads");
+parentPort.once("message", (data) => { const post = (m) => parentPort.postMessage(m);${WORKER_BODY} });`;
+
+interface Helper {
+  stop(): void;
+  ctrl: Int32Array;
+}
+
+async function startWorker(
+  module: WebAssembly.Module,
+  mem: WebAssembly.Memory,
+  ctrlOffset: number,
+): Promise<Helper> {
+  const ctrl = new Int32Array(mem.buffer, ctrlOffset, 16);
+  const data = { module, mem, ctrlOffset };
+  if ("Deno" in globalThis) {
+    // A computed specifier keeps browser bundlers from resolving the node: module.
+    const spec = "node:worker_threads";
+    const { Worker: NodeWorker } = await import(spec) as {
+      Worker: new (src: string, o: { eval: boolean }) => {
+        once(ev: string, f: (x: unknown) => void): void;
+        postMessage(x: unknown): void;
+        unref(): void;
+        terminate(): void;
+      };
+    };
+    const w = new NodeWorker(NODE_WORKER_SRC, { eval: true });
+    await new Promise<void>((res, rej) => {
+      w.once("message", () => res());
+      w.once("error", (e) => rej(new Error(`wasm backend: a matmul worker failed (${e})`)));
+      w.postMessage(data);
+    });
+    w.unref();
+    return { ctrl, stop: () => w.terminate() };
+  }
+  const url = URL.createObjectURL(new Blob([WEB_WORKER_SRC], { type: "text/javascript" }));
+  try {
+    const w = new Worker(url, { type: "module" });
+    await new Promise<void>((res, rej) => {
+      w.onmessage = () => res();
+      w.onerror = (e) => {
+        e.preventDefault();
+        rej(new Error(`wasm backend: a matmul worker failed to start (${e.message})`));
+      };
+      w.postMessage(data);
+    });
+    return { ctrl, stop: () => w.terminate() };
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+// Row-major B at least this wide is packed (measured: n = 1024 ran at half speed in place).
+const PACK_N = 512;
+
+/** The SGEMM runtime: module, shared memory, helper workers. */
+class Gemm {
+  readonly mr: number;
+  readonly fma: boolean;
+  readonly threads: number;
+  readonly #mem: WebAssembly.Memory;
+  readonly #gemmN: (...a: number[]) => void;
+  readonly #gemmT: (...a: number[]) => void;
+  readonly #packT: (...a: number[]) => void;
+  readonly #packN: (...a: number[]) => void;
+  readonly #workers: Helper[] = [];
+  // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
+  static readonly BASE = 1024;
+
+  private constructor(mr: number, fma: boolean, module: WebAssembly.Module, threads: number) {
+    this.mr = mr;
+    this.fma = fma;
+    this.threads = threads;
+    this.#mem = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+    const inst = new WebAssembly.Instance(module, { env: { mem: this.#mem } });
+    this.#gemmN = inst.exports.gemm_n as (...a: number[]) => void;
+    this.#gemmT = inst.exports.gemm_t as (...a: number[]) => void;
+    this.#packT = inst.exports.pack_t as (...a: number[]) => void;
+    this.#packN = inst.exports.pack_n as (...a: number[]) => void;
+  }
+
+  static async create(threads: number): Promise<Gemm> {
+    const fmaBytes = decode(GEMM_FMA_WASM.base64) as BufferSource;
+    const fma = WebAssembly.validate(fmaBytes);
+    const spec = fma ? GEMM_FMA_WASM : GEMM_PLAIN_WASM;
+    const module = await WebAssembly.compile(
+      fma ? fmaBytes : decode(GEMM_PLAIN_WASM.base64) as BufferSource,
+    );
+    const g = new Gemm(spec.mr, fma, module, threads);
+    await g.#startWorkers(module, threads - 1);
+    return g;
+  }
+
+  async #startWorkers(module: WebAssembly.Module, count: number): Promise<void> {
+    for (let w = 0; w < count; w++) {
+      this.#workers.push(await startWorker(module, this.#mem, w * 64));
+    }
+  }
+
+  /** Stop the workers. */
+  close(): void {
+    for (const { stop, ctrl } of this.#workers) {
+      Atomics.store(ctrl, 0, 2);
+      Atomics.notify(ctrl, 0);
+      stop();
+    }
+    this.#workers.length = 0;
+  }
+
+  /** The shared memory (the elementwise kernels run on it too). */
+  get memory(): WebAssembly.Memory {
+    return this.#mem;
+  }
+
+  /** A view of the whole memory, grown first to at least `bytes`. */
+  view(bytes: number): Float32Array {
+    const have = this.#mem.buffer.byteLength;
+    if (bytes > have) this.#mem.grow(Math.ceil((bytes - have) / 65536));
+    return new Float32Array(this.#mem.buffer);
+  }
+
+  /** out[m, n] = A·B for one matrix pair (offsets in elements), f32 accumulation. */
+  run(
+    as: Float32Array,
+    ao: number,
+    bs: Float32Array,
+    bo: number,
+    g: MatmulGeom,
+    out: Float32Array,
+    oo: number,
+  ): void {
+    const { m, n, k } = g, mr = this.mr;
+    if (m === 0 || n === 0) return;
+    const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
+    // A as stored (row-major or transposed), B as stored when row-major (read in place by
+    // the kernel) or packed into [np/8][k][8] panels when transposed. Rows past m and columns
+    // past n read whatever follows (slack keeps those reads inside the memory) and are dropped.
+    const slack = mr + GEMM_NR;
+    const pack = g.transB || n >= PACK_N;
+    const A = Gemm.BASE / 4, B = A + Math.max(mp * k, k * m + mr) + slack;
+    // A packed B sits after its raw copy; an in-place B is read where it was copied.
+    const P = pack ? B + k * n + slack : B;
+    const C = P + (pack ? np * k : k * n + GEMM_NR) + slack;
+    const f = this.view((C + mp * np) * 4);
+    f.set(as.subarray(ao, ao + m * k), A);
+    f.set(bs.subarray(bo, bo + k * n), B);
+    let sBk = n, sBp = GEMM_NR;
+    if (pack) {
+      // Panels [np/8][k][8]: contiguous for the kernel. A transposed B must be packed; a wide
+      // row-major B is too (read in place it costs a new cache line, often a new page, per k).
+      sBk = GEMM_NR;
+      sBp = GEMM_NR * k;
+      (g.transB ? this.#packT : this.#packN)(B * 4, P * 4, n, k);
+    }
+    const gemm = g.transA ? this.#gemmT : this.#gemmN;
+    const args = (ib0: number, ib1: number) =>
+      [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k] as const;
+    // Split the row blocks (big products only: waking a worker costs tens of µs): the
+    // workers take the first shares, this thread the last.
+    const parts = m * n * k < (1 << 18) ? 1 : Math.min(this.#workers.length + 1, mb);
+    const per = Math.ceil(mb / parts);
+    const busy: Int32Array[] = [];
+    for (let w = 0; w < parts - 1 && w * per < mb; w++) {
+      const { ctrl } = this.#workers[w]!;
+      ctrl.set([g.transA ? 1 : 0, ...args(w * per, Math.min(mb, (w + 1) * per))], 1);
+      Atomics.store(ctrl, 0, 1);
+      Atomics.notify(ctrl, 0);
+      busy.push(ctrl);
+    }
+    const mine = Math.min(mb, busy.length * per);
+    gemm(...args(mine, mb));
+    for (const ctrl of busy) while (Atomics.load(ctrl, 0) !== 0) Atomics.wait(ctrl, 0, 1);
+    if (np === n) out.set(f.subarray(C, C + m * n), oo);
+    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+  }
+}
+
+/** Options of {@linkcode createWasmBackend}. */
+export interface WasmBackendOptions {
+  /** Threads for matmul (this one plus workers); default: the logical CPUs, at most 8. */
+  threads?: number;
+}
+
+/**
+ * The `wasm` backend (see the module doc). Create it with {@linkcode createWasmBackend}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { createWasmBackend } from "./wasm.ts";
+ * const be = await createWasmBackend({ threads: 1 });
+ * const a = be.upload(new Float32Array([1, 2, 3, 4])), b = be.upload(new Float32Array([5, 6, 7, 8]));
+ * const c = be.matmul(a, b, { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, aBatchStride: 4, bBatchStride: 4 });
+ * assert.deepEqual([...be.readSync(c)], [19, 22, 43, 50]);
+ * be.close();
+ * ```
+ */
+export class WasmBackend extends CpuBackend {
+  override readonly name = "wasm" as const;
+  override readonly description: string;
+  readonly #gemm: Gemm;
+  readonly #kernels = new Map<string, Kernel>();
+  readonly #simdKernels = new Map<string, SimdKernel>();
+
+  private constructor(gemm: Gemm) {
+    super();
+    this.#gemm = gemm;
+    this.description = `wasm (WebAssembly SIMD matmul${
+      gemm.fma ? " with relaxed multiply-add" : ""
+    }, ${gemm.threads} thread${gemm.threads > 1 ? "s" : ""}; compiled elementwise loops)`;
+  }
+
+  /** Create the backend (see {@linkcode createWasmBackend}). */
+  static async create(threads: number): Promise<WasmBackend> {
+    return new WasmBackend(await Gemm.create(threads));
+  }
+
+  /** Stop the matmul workers (the backend stays usable on one thread). */
+  close(): void {
+    this.#gemm.close();
+  }
+
+  override elementwise(
+    outputs: readonly Expr[],
+    inputs: readonly Storage[],
+    inputStrides: readonly (readonly number[])[],
+    outShape: readonly number[],
+  ): Storage[] {
+    const n = outShape.reduce((a, b) => a * b, 1);
+    const arrays = inputs.map(d);
+    const { access, rows, cols } = plan(arrays, inputStrides, outShape);
+    // Inputs read through any other view are copied contiguous first, as the CPU backend does.
+    const ins = arrays.map((src, j) => {
+      if (access[j] !== "copy") return src;
+      const o = new Float32Array(n);
+      stridedCopy(o, 0, stridesOf(outShape), src, 0, inputStrides[j]!, outShape);
+      return o;
+    });
+    const acc = access.map((a) => (a === "copy" ? "dense" : a));
+    const simd = this.#simd(outputs, ins, acc, n, rows, cols);
+    if (simd) return simd.map((o) => this.wrap(o));
+    const low = lower(outputs, acc);
+    let kernel = this.#kernels.get(low.key);
+    if (!kernel) this.#kernels.set(low.key, kernel = low.build());
+    const outs = outputs.map(() => new Float32Array(n));
+    kernel(low.fns, Float64Array.from(low.consts), ins, outs, rows, cols);
+    return outs.map((o) => this.wrap(o));
+  }
+
+  /**
+   * The expressions as one SIMD kernel over the shared memory (inputs copied in, outputs
+   * copied out: ~0.3 ns an element against the JavaScript loop's Math.exp at ~13), or null
+   * when an op has no vector form or a per-row/column input meets rows of a width that is not
+   * a multiple of 4.
+   */
+  #simd(
+    outputs: readonly Expr[],
+    ins: readonly Float32Array[],
+    access: readonly SimdAccess[],
+    n: number,
+    rows: number,
+    cols: number,
+  ): Float32Array[] | null {
+    if (n === 0 || !simdSupports(outputs)) return null;
+    const flat = access.every((a) => a === "dense" || a === "scalar");
+    if (!flat && cols % 4 !== 0) return null;
+    const { key, consts } = simdKey(outputs, access);
+    let kernel = this.#simdKernels.get(key);
+    if (!kernel) {
+      kernel = compileSimd(outputs, access, ins.length, this.#gemm.memory);
+      this.#simdKernels.set(key, kernel);
+    }
+    // Layout from BASE: inputs, outputs, constants, each padded to whole vectors (+1 spare).
+    const pad = (len: number) => ((len + 3) & ~3) + 4;
+    const nv = flat ? pad(n) : n;
+    let at = 1024 / 4;
+    const inAt = ins.map((x) => {
+      const here = at;
+      at += pad(x.length);
+      return here;
+    });
+    const outAt = outputs.map(() => {
+      const here = at;
+      at += pad(nv);
+      return here;
+    });
+    const constAt = at;
+    at += pad(consts.length);
+    const f = this.#gemm.view(at * 4);
+    ins.forEach((x, j) => f.set(x, inAt[j]!));
+    f.set(consts, constAt);
+    kernel.run(
+      ...inAt.map((a) => a * 4),
+      ...outAt.map((a) => a * 4),
+      constAt * 4,
+      flat ? 1 : rows,
+      flat ? n : cols,
+    );
+    return outAt.map((a) => f.slice(a, a + n));
+  }
+
+  override elementwiseGroups(
+    outputs: readonly Expr[],
+    groups: readonly ElementwiseGroup[],
+    scalars: readonly Storage[],
+    inPlace?: readonly number[],
+  ): Storage[][] {
+    return super.elementwiseGroups(outputs, groups, scalars, inPlace);
+  }
+
+  override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
+    stridedCopy(
+      d(dst),
+      dstView.offset,
+      dstView.strides,
+      d(src),
+      srcView.offset,
+      srcView.strides,
+      srcView.shape,
+    );
+  }
+
+  override reduce(
+    op: ReduceOp,
+    x: Storage,
+    shape: readonly number[],
+    axes: readonly number[],
+  ): Storage {
+    // Fast path: a sum over one contiguous run of axes, as [outer, red, inner]; the same f64
+    // accumulation in the same order as the CPU backend, so the same bits.
+    const contiguous = axes.every((a, i) => i === 0 || a === axes[i - 1]! + 1);
+    if (op !== "sum" || axes.length === 0 || !contiguous) return super.reduce(op, x, shape, axes);
+    const xs = d(x);
+    const prod = (a: number, b: number) => shape.slice(a, b).reduce((p, q) => p * q, 1);
+    const first = axes[0]!, last = axes[axes.length - 1]! + 1;
+    const outer = prod(0, first), red = prod(first, last), inner = prod(last, shape.length);
+    const o = new Float32Array(outer * inner);
+    if (inner === 1) {
+      for (let a = 0; a < outer; a++) {
+        let acc = 0;
+        const base = a * red;
+        for (let r = 0; r < red; r++) acc += xs[base + r]!;
+        o[a] = acc;
+      }
+    } else {
+      const acc = new Float64Array(inner);
+      for (let a = 0; a < outer; a++) {
+        acc.fill(0);
+        for (let r = 0; r < red; r++) {
+          const base = (a * red + r) * inner;
+          for (let c = 0; c < inner; c++) acc[c]! += xs[base + c]!;
+        }
+        o.set(acc, a * inner);
+      }
+    }
+    return this.wrap(o);
+  }
+
+  override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
+    const as = d(a), bs = d(b);
+    const o = new Float32Array(g.batch * g.m * g.n);
+    for (let bi = 0; bi < g.batch; bi++) {
+      this.#gemm.run(as, bi * g.aBatchStride, bs, bi * g.bBatchStride, g, o, bi * g.m * g.n);
+    }
+    const acc = this.wrap(o);
+    if (!epilogue) return acc;
+    const [out] = this.elementwise(
+      [epilogue.expr],
+      [acc, ...epilogue.rows],
+      [[g.n, 1], ...epilogue.rows.map(() => [0, 1])],
+      [g.batch * g.m, g.n],
+    );
+    this.free(acc);
+    return out!;
+  }
+}
+
+/**
+ * Create the `wasm` backend: compiles the SIMD kernel (relaxed multiply-add where the engine
+ * has it) and starts `threads − 1` matmul workers.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { createWasmBackend } from "./wasm.ts";
+ * const be = await createWasmBackend({ threads: 2 });
+ * assert.equal(be.name, "wasm");
+ * be.close();
+ * ```
+ */
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
+  if (!wasmSimdAvailable()) {
+    throw new Error(
+      "The wasm backend needs WebAssembly SIMD and SharedArrayBuffer (in a browser: a " +
+        "cross-origin-isolated page)",
+    );
+  }
+  const cpus = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
+    ?.hardwareConcurrency ?? 1;
+  const threads = opts.threads ?? Math.min(8, Math.max(1, cpus));
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`threads: expected an integer >= 1, got ${threads}`);
+  }
+  return await WasmBackend.create(threads);
+}

@@ -1,0 +1,545 @@
+/**
+ * @file The `wasm` backend's elementwise compiler: an expression DAG (lib/ir.ts) becomes one
+ * WebAssembly function over `f32x4` vectors, assembled here byte by byte (a few dozen opcodes
+ * of the core and SIMD specs; no assembler at run time). Transcendentals are the usual f32
+ * approximations: exp by Cody–Waite reduction and Cephes' degree-6 polynomial (≤ 2 ulp), and
+ * sigmoid, tanh, SiLU, erf and GELU built on it as the CPU backend builds them on Math.exp —
+ * so results agree with the CPU backend to a few ulp, not bit for bit (the JavaScript loops
+ * stay the fallback for ops without a vector form: log, sin, cos, pow, clamp …).
+ *
+ * Why: the JavaScript loop ran Math.exp at ~13 ns an element, which made SiLU's forward,
+ * backward and tangent passes as costly as the matmuls of a flow-map step; four lanes of a
+ * polynomial cost ~0.5 ns an element.
+ * @module
+ */
+import type { Expr } from "../ir.ts";
+
+/** How a kernel reads an input over [rows, cols]: contiguous, one value, per column, per row. */
+export type SimdAccess = "dense" | "scalar" | "row" | "col";
+
+// --- a minimal binary encoder ----------------------------------------------------------------
+
+const enum Op {
+  block = 0x02,
+  loop = 0x03,
+  br = 0x0c,
+  brIf = 0x0d,
+  end = 0x0b,
+  localGet = 0x20,
+  localSet = 0x21,
+  localTee = 0x22,
+  i32Const = 0x41,
+  i32GeU = 0x4f,
+  i32Add = 0x6a,
+  i32Shl = 0x74,
+}
+// SIMD opcodes (prefix 0xfd).
+const S = {
+  load: 0x00,
+  load32Splat: 0x09,
+  store: 0x0b,
+  const: 0x0c,
+  eq: 0x41,
+  ne: 0x42,
+  lt: 0x43,
+  gt: 0x44,
+  le: 0x45,
+  ge: 0x46,
+  and: 0x4e,
+  or: 0x50,
+  bitselect: 0x52,
+  floor: 0x68,
+  nearest: 0x6a,
+  i32Splat: 0x11,
+  i32Shl: 0xab,
+  i32ShrS: 0xac,
+  i32Sub: 0xb1,
+  i32Add: 0xae,
+  abs: 0xe0,
+  neg: 0xe1,
+  sqrt: 0xe3,
+  add: 0xe4,
+  sub: 0xe5,
+  mul: 0xe6,
+  div: 0xe7,
+  min: 0xe8,
+  max: 0xe9,
+  truncSat: 0xf8,
+} as const;
+
+function uleb(out: number[], v: number): void {
+  do {
+    let b = v & 0x7f;
+    v >>>= 7;
+    if (v) b |= 0x80;
+    out.push(b);
+  } while (v);
+}
+function sleb(out: number[], v: number): void {
+  for (;;) {
+    const b = v & 0x7f;
+    v >>= 7;
+    if ((v === 0 && !(b & 0x40)) || (v === -1 && (b & 0x40))) {
+      out.push(b);
+      return;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+const F32 = new Float32Array(1), U8 = new Uint8Array(F32.buffer);
+
+class Code {
+  readonly b: number[] = [];
+  op(...ops: number[]): this {
+    this.b.push(...ops);
+    return this;
+  }
+  get(i: number): this {
+    this.b.push(Op.localGet);
+    uleb(this.b, i);
+    return this;
+  }
+  set(i: number): this {
+    this.b.push(Op.localSet);
+    uleb(this.b, i);
+    return this;
+  }
+  tee(i: number): this {
+    this.b.push(Op.localTee);
+    uleb(this.b, i);
+    return this;
+  }
+  i32(v: number): this {
+    this.b.push(Op.i32Const);
+    sleb(this.b, v);
+    return this;
+  }
+  simd(op: number, memOffset?: number): this {
+    this.b.push(0xfd);
+    uleb(this.b, op);
+    if (memOffset !== undefined) {
+      this.b.push(0); // alignment hint 2^0: every address is accepted
+      uleb(this.b, memOffset);
+    }
+    return this;
+  }
+  /** An f32 splatted into a v128 constant. */
+  splat(v: number): this {
+    this.simd(S.const);
+    F32[0] = v;
+    for (let l = 0; l < 4; l++) this.b.push(U8[0]!, U8[1]!, U8[2]!, U8[3]!);
+    return this;
+  }
+}
+
+function section(out: number[], id: number, body: number[]): void {
+  out.push(id);
+  uleb(out, body.length);
+  out.push(...body);
+}
+
+// --- lowering ---------------------------------------------------------------------------------
+
+const UNARY_SIMD = new Set([
+  "neg",
+  "exp",
+  "sqrt",
+  "rsqrt",
+  "tanh",
+  "sigmoid",
+  "silu",
+  "gelu",
+  "erf",
+  "relu",
+  "abs",
+  "sign",
+  "square",
+  "reciprocal",
+  "floor",
+  "affine",
+  "gtScalar",
+  "geScalar",
+  "ltScalar",
+  "leScalar",
+  "eqScalar",
+  "copy",
+]);
+const BINARY_SIMD = new Set([
+  "add",
+  "sub",
+  "mul",
+  "div",
+  "maximum",
+  "minimum",
+  "eq",
+  "ne",
+  "lt",
+  "le",
+  "gt",
+  "ge",
+]);
+
+/** Whether every node of the DAGs has a vector form. */
+export function simdSupports(outputs: readonly Expr[]): boolean {
+  const seen = new Set<Expr>();
+  const ok = (e: Expr): boolean => {
+    if (seen.has(e)) return true;
+    seen.add(e);
+    if (e.kind === "input" || e.kind === "const") return true;
+    if (e.kind === "unary") return UNARY_SIMD.has(e.op) && ok(e.x);
+    if (e.kind === "binary") return BINARY_SIMD.has(e.op) && ok(e.a) && ok(e.b);
+    return ok(e.c) && ok(e.a) && ok(e.b);
+  };
+  return outputs.every(ok);
+}
+
+/** A compiled kernel and the constants it reads (its key leaves their values out). */
+export interface SimdKernel {
+  /** `run(inPtrs…, outPtrs…, constPtr, rows, cols)` on byte addresses of the shared memory. */
+  readonly run: (...args: number[]) => void;
+}
+
+/**
+ * Structure key and constant list of a DAG under an access pattern (what a compiled kernel is
+ * cached by, and the values it is called with).
+ */
+export function simdKey(
+  outputs: readonly Expr[],
+  access: readonly SimdAccess[],
+): { key: string; consts: number[] } {
+  const ids = new Map<Expr, number>();
+  const parts: string[] = [access.join(",")];
+  const consts: number[] = [];
+  const visit = (e: Expr): number => {
+    const have = ids.get(e);
+    if (have !== undefined) return have;
+    let p: string;
+    if (e.kind === "input") p = `i${e.index}`;
+    else if (e.kind === "const") {
+      consts.push(e.value);
+      p = "k";
+    } else if (e.kind === "unary") {
+      const x = visit(e.x);
+      consts.push(e.p0, e.p1);
+      p = `u${e.op}(${x})`;
+    } else if (e.kind === "binary") p = `b${e.op}(${visit(e.a)},${visit(e.b)})`;
+    else p = `w(${visit(e.c)},${visit(e.a)},${visit(e.b)})`;
+    const id = ids.size;
+    ids.set(e, id);
+    parts.push(p);
+    return id;
+  };
+  parts.push(`->${outputs.map(visit).join(",")}`);
+  return { key: parts.join(";"), consts };
+}
+
+/**
+ * Compile the DAGs to a module instantiated on `mem`: the function walks rows × cols (cols a
+ * multiple of 4 unless rows = 1 and no input is per-row/column; callers pad buffers so a
+ * last partial vector reads and writes inside the memory), constants read from `constPtr`
+ * in the order {@linkcode simdKey} lists them.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { compileSimd } from "./wasm_jit.ts";
+ * const mem = new WebAssembly.Memory({ initial: 1, maximum: 16, shared: true });
+ * const x = { kind: "input" as const, index: 0 };
+ * const k = compileSimd([{ kind: "binary", op: "mul", a: x, b: x }], ["dense"], 1, mem);
+ * const f = new Float32Array(mem.buffer);
+ * f.set([1, 2, 3, 4], 16);
+ * k.run(64, 128, 256, 1, 4); // in at byte 64, out at 128, constants at 256
+ * assert.deepEqual([...f.subarray(32, 36)], [1, 4, 9, 16]);
+ * ```
+ */
+export function compileSimd(
+  outputs: readonly Expr[],
+  access: readonly SimdAccess[],
+  nInputs: number,
+  mem: WebAssembly.Memory,
+): SimdKernel {
+  const nOut = outputs.length;
+  // Params: inputs, outputs, constPtr, rows, cols. Then i32 locals r, j, ib (byte offset of
+  // element i), jb (byte offset of column j), then v128 locals.
+  const P_CONST = nInputs + nOut, P_ROWS = P_CONST + 1, P_COLS = P_CONST + 2;
+  const nParams = P_COLS + 1;
+  const L_R = nParams, L_J = nParams + 1, L_IB = nParams + 2, L_JB = nParams + 3;
+  let nextV = nParams + 4;
+  const vLocal = () => nextV++;
+  const pre = new Code(), rowHead = new Code(), body = new Code();
+  // Input values hoisted out of the loops: scalars once, per-row values each row.
+  const inLocal = new Map<number, number>();
+  for (let j = 0; j < nInputs; j++) {
+    if (access[j] === "scalar") {
+      const l = vLocal();
+      pre.get(j).simd(S.load32Splat, 0).set(l);
+      inLocal.set(j, l);
+    } else if (access[j] === "col") {
+      const l = vLocal();
+      rowHead.get(j).get(L_R).i32(2).op(Op.i32Shl).op(Op.i32Add).simd(S.load32Splat, 0).set(l);
+      inLocal.set(j, l);
+    }
+  }
+  // Constants: loaded once before the loops, in simdKey's order.
+  let constIndex = 0;
+  const constLocal = () => {
+    const l = vLocal();
+    pre.get(P_CONST).simd(S.load32Splat, 4 * constIndex++).set(l);
+    return l;
+  };
+  const ids = new Map<Expr, number>();
+  const tmp = () => vLocal();
+  const one = () => body.splat(1);
+  // exp(x) of the vector in local `x`, left on the stack (Cephes expf: n = round(x·log2 e),
+  // r = x − n·ln 2 in two parts, e^r by a degree-6 polynomial), scaled by 2^n as 2^h·2^(n−h)
+  // with h = ⌊n/2⌋, both normal for n in [−150, 128], so the last multiply rounds into the
+  // subnormals or overflows to +∞ exactly where f32 does. NaN propagates (min/max keep it).
+  const expOf = (x: number) => {
+    const xc = tmp(), n = tmp(), r = tmp(), ni = tmp(), h = tmp();
+    body.get(x).splat(89).simd(S.min).splat(-104).simd(S.max).set(xc);
+    body.get(xc).splat(1.44269504088896341).simd(S.mul).simd(S.nearest).set(n);
+    body.get(xc).get(n).splat(0.693359375).simd(S.mul).simd(S.sub)
+      .get(n).splat(-2.12194440e-4).simd(S.mul).simd(S.sub).set(r);
+    body.get(n).simd(S.truncSat).set(ni);
+    body.get(ni).i32(1).simd(S.i32ShrS).set(h);
+    body.splat(1.9875691500e-4).get(r).simd(S.mul).splat(1.3981999507e-3).simd(S.add)
+      .get(r).simd(S.mul).splat(8.3334519073e-3).simd(S.add)
+      .get(r).simd(S.mul).splat(4.1665795894e-2).simd(S.add)
+      .get(r).simd(S.mul).splat(1.6666665459e-1).simd(S.add)
+      .get(r).simd(S.mul).splat(5.0000001201e-1).simd(S.add)
+      .get(r).simd(S.mul).get(r).simd(S.mul).get(r).simd(S.add).splat(1).simd(S.add);
+    body.get(h).i32(127).simd(S.i32Splat).simd(S.i32Add).i32(23).simd(S.i32Shl).simd(S.mul);
+    body.get(ni).get(h).simd(S.i32Sub).i32(127).simd(S.i32Splat).simd(S.i32Add).i32(23)
+      .simd(S.i32Shl).simd(S.mul);
+  };
+  // erf(a) for a ≥ 0 in local a (Abramowitz–Stegun 7.1.26, as lib/ir.ts's erfApprox).
+  const erfPos = (a: number) => {
+    const t = tmp(), e = tmp(), na = tmp();
+    body.splat(1).splat(1).get(a).splat(0.3275911).simd(S.mul).simd(S.add).simd(S.div).set(t);
+    body.get(a).get(a).simd(S.mul).simd(S.neg).set(na);
+    expOf(na);
+    body.set(e);
+    body.splat(1)
+      .splat(1.061405429).get(t).simd(S.mul).splat(-1.453152027).simd(S.add)
+      .get(t).simd(S.mul).splat(1.421413741).simd(S.add)
+      .get(t).simd(S.mul).splat(-0.284496736).simd(S.add)
+      .get(t).simd(S.mul).splat(0.254829592).simd(S.add)
+      .get(t).simd(S.mul).get(e).simd(S.mul).simd(S.sub);
+  };
+  // bitselect(neg(y), y, x < 0) for y on the stack: copy the sign of x.
+  const signOf = (x: number) => {
+    const y = tmp();
+    body.set(y).get(y).simd(S.neg).get(y).get(x).splat(0).simd(S.lt).simd(S.bitselect);
+  };
+  const sigmoidOf = (x: number) => {
+    const e = tmp(), na = tmp(), dn = tmp();
+    body.get(x).simd(S.abs).simd(S.neg).set(na);
+    expOf(na);
+    body.set(e);
+    body.splat(1).get(e).simd(S.add).set(dn);
+    body.get(e).get(dn).simd(S.div).splat(1).get(dn).simd(S.div).get(x).splat(0).simd(S.lt)
+      .simd(S.bitselect);
+  };
+  const visit = (e: Expr): number => {
+    const have = ids.get(e);
+    if (have !== undefined) return have;
+    let out: number;
+    if (e.kind === "input") {
+      const h = inLocal.get(e.index);
+      if (h !== undefined) out = h;
+      else {
+        out = vLocal();
+        body.get(e.index).get(access[e.index] === "row" ? L_JB : L_IB).op(Op.i32Add)
+          .simd(S.load, 0).set(out);
+      }
+    } else if (e.kind === "const") out = constLocal();
+    else if (e.kind === "unary") {
+      const x = visit(e.x);
+      const p0 = constLocal(), p1 = constLocal();
+      out = vLocal();
+      const cmp = (op: number) => body.get(x).get(p0).simd(op).op().splat(1).simd(S.and);
+      switch (e.op) {
+        case "neg":
+          body.get(x).simd(S.neg);
+          break;
+        case "copy":
+          body.get(x);
+          break;
+        case "abs":
+          body.get(x).simd(S.abs);
+          break;
+        case "sqrt":
+          body.get(x).simd(S.sqrt);
+          break;
+        case "rsqrt":
+          one().get(x).simd(S.sqrt).simd(S.div);
+          break;
+        case "square":
+          body.get(x).get(x).simd(S.mul);
+          break;
+        case "reciprocal":
+          one().get(x).simd(S.div);
+          break;
+        case "floor":
+          body.get(x).simd(S.floor);
+          break;
+        case "affine":
+          body.get(x).get(p0).simd(S.mul).get(p1).simd(S.add);
+          break;
+        case "exp":
+          expOf(x);
+          break;
+        case "sigmoid":
+          sigmoidOf(x);
+          break;
+        case "silu":
+          sigmoidOf(x);
+          body.get(x).simd(S.mul);
+          break;
+        case "tanh": {
+          // |x| ≥ 0.625: (1 − e)/(1 + e), e = exp(−2|x|), signed; below, Cephes tanhf's odd
+          // polynomial (the quotient would cancel to a few ulp near 0 in f32).
+          const e2 = tmp(), na = tmp(), big = tmp(), z = tmp();
+          body.get(x).simd(S.abs).splat(-2).simd(S.mul).set(na);
+          expOf(na);
+          body.set(e2);
+          body.splat(1).get(e2).simd(S.sub).splat(1).get(e2).simd(S.add).simd(S.div);
+          signOf(x);
+          body.set(big);
+          body.get(x).get(x).simd(S.mul).set(z);
+          body.splat(-5.70498872745e-3).get(z).simd(S.mul).splat(2.06390887954e-2).simd(S.add)
+            .get(z).simd(S.mul).splat(-5.37397155531e-2).simd(S.add)
+            .get(z).simd(S.mul).splat(1.33314422036e-1).simd(S.add)
+            .get(z).simd(S.mul).splat(-3.33332819422e-1).simd(S.add)
+            .get(z).simd(S.mul).get(x).simd(S.mul).get(x).simd(S.add);
+          body.get(big).get(x).simd(S.abs).splat(0.625).simd(S.lt).simd(S.bitselect);
+          break;
+        }
+        case "erf": {
+          const a = tmp();
+          body.get(x).simd(S.abs).set(a);
+          erfPos(a);
+          signOf(x);
+          break;
+        }
+        case "gelu": {
+          const z = tmp(), a = tmp();
+          body.get(x).splat(Math.SQRT1_2).simd(S.mul).set(z);
+          body.get(z).simd(S.abs).set(a);
+          erfPos(a);
+          signOf(z);
+          body.splat(1).simd(S.add).get(x).simd(S.mul).splat(0.5).simd(S.mul);
+          break;
+        }
+        case "relu":
+          // NaN passes through, as the CPU backend (x > 0 || isNaN(x)).
+          body.get(x).splat(0).get(x).splat(0).simd(S.gt).get(x).get(x).simd(S.ne).simd(S.or)
+            .simd(S.bitselect);
+          break;
+        case "sign":
+          body.get(x).splat(0).simd(S.gt).splat(1).simd(S.and)
+            .get(x).splat(0).simd(S.lt).splat(1).simd(S.and).simd(S.sub);
+          break;
+        case "gtScalar":
+          cmp(S.gt);
+          break;
+        case "geScalar":
+          cmp(S.ge);
+          break;
+        case "ltScalar":
+          cmp(S.lt);
+          break;
+        case "leScalar":
+          cmp(S.le);
+          break;
+        case "eqScalar":
+          cmp(S.eq);
+          break;
+        default:
+          throw new Error(`no vector form for unary ${e.op}`);
+      }
+      body.set(out);
+    } else if (e.kind === "binary") {
+      const a = visit(e.a), b = visit(e.b);
+      out = vLocal();
+      const arith: Record<string, number> = { add: S.add, sub: S.sub, mul: S.mul, div: S.div };
+      const cmps: Record<string, number> = {
+        eq: S.eq,
+        ne: S.ne,
+        lt: S.lt,
+        le: S.le,
+        gt: S.gt,
+        ge: S.ge,
+      };
+      if (e.op in arith) body.get(a).get(b).simd(arith[e.op]!);
+      else if (e.op in cmps) body.get(a).get(b).simd(cmps[e.op]!).splat(1).simd(S.and);
+      else if (e.op === "maximum" || e.op === "minimum") {
+        // a ≥ b ? a : b (ties keep a), then NaN of b, then NaN of a — the CPU backend's order.
+        body.get(a).get(b).get(a).get(b).simd(e.op === "maximum" ? S.ge : S.le).simd(S.bitselect);
+        body.set(out).get(b).get(out).get(b).get(b).simd(S.ne).simd(S.bitselect);
+        body.set(out).get(a).get(out).get(a).get(a).simd(S.ne).simd(S.bitselect);
+      } else throw new Error(`no vector form for binary ${e.op}`);
+      body.set(out);
+    } else {
+      const c = visit(e.c), a = visit(e.a), b = visit(e.b);
+      out = vLocal();
+      body.get(a).get(b).get(c).splat(0).simd(S.ne).simd(S.bitselect).set(out);
+    }
+    ids.set(e, out);
+    return out;
+  };
+  const outLocals = outputs.map(visit);
+  outLocals.forEach((l, o) =>
+    body.get(nInputs + o).get(L_IB).op(Op.i32Add).get(l).simd(S.store, 0)
+  );
+
+  // for r < rows { rowHead; for j < cols (step 4) { body; ib += 16 } }
+  const f = new Code();
+  f.b.push(...pre.b);
+  f.op(Op.block, 0x40).op(Op.loop, 0x40);
+  f.get(L_R).get(P_ROWS).op(Op.i32GeU).op(Op.brIf, 1);
+  f.b.push(...rowHead.b);
+  f.i32(0).set(L_J).i32(0).set(L_JB);
+  f.op(Op.block, 0x40).op(Op.loop, 0x40);
+  f.get(L_J).get(P_COLS).op(Op.i32GeU).op(Op.brIf, 1);
+  f.b.push(...body.b);
+  f.get(L_IB).i32(16).op(Op.i32Add).set(L_IB);
+  f.get(L_JB).i32(16).op(Op.i32Add).set(L_JB);
+  f.get(L_J).i32(4).op(Op.i32Add).set(L_J);
+  f.op(Op.br, 0).op(Op.end, Op.end);
+  f.get(L_R).i32(1).op(Op.i32Add).set(L_R);
+  f.op(Op.br, 0).op(Op.end, Op.end);
+  f.op(Op.end);
+
+  // The module: type, memory import, function, export "k", code.
+  const mod = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  const type: number[] = [1, 0x60];
+  uleb(type, nParams);
+  for (let i = 0; i < nParams; i++) type.push(0x7f);
+  type.push(0);
+  section(mod, 1, type);
+  const imp: number[] = [1];
+  for (const s of ["env", "mem"]) {
+    uleb(imp, s.length);
+    for (const ch of s) imp.push(ch.charCodeAt(0));
+  }
+  imp.push(0x02, 0x03); // memory, limits: min and max, shared
+  uleb(imp, 1);
+  uleb(imp, 65536);
+  section(mod, 2, imp);
+  section(mod, 3, [1, 0]);
+  section(mod, 7, [1, 1, 0x6b, /* "k" */ 0x00, 0]);
+  const fn: number[] = [];
+  const locals: number[] = [2, 4, 0x7f];
+  uleb(locals, nextV - (nParams + 4));
+  locals.push(0x7b);
+  fn.push(...locals, ...f.b);
+  const bodyBytes: number[] = [];
+  uleb(bodyBytes, fn.length);
+  bodyBytes.push(...fn);
+  section(mod, 10, [1, ...bodyBytes]);
+  const module = new WebAssembly.Module(new Uint8Array(mod));
+  const inst = new WebAssembly.Instance(module, { env: { mem } });
+  return { run: inst.exports.k as (...args: number[]) => void };
+}

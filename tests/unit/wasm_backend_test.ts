@@ -1,0 +1,435 @@
+/**
+ * The `wasm` backend against the CPU backend (the living spec): matmul (every layout, edges of
+ * the register block, batches with broadcast operands, epilogues; one and two threads) within
+ * f32 accumulation error of an f64 product; elementwise expressions and sums bit for bit; a
+ * whole training step (loss and gradients) close; selection by name; the committed kernel
+ * bytes current; and a process using it exits (its workers do not keep it alive).
+ */
+import { strict as assert } from "node:assert";
+import { CpuBackend } from "../../lib/backend/cpu.ts";
+import { createWasmBackend, type WasmBackend } from "../../lib/backend/wasm.ts";
+import type { Expr, MatmulGeom } from "../../lib/ir.ts";
+import { rng as mulberry } from "../_ref.ts";
+
+class Rand {
+  #r: () => number;
+  constructor(seed: number) {
+    this.#r = mulberry(seed);
+  }
+  floats(n: number, lo: number, hi: number): Float32Array {
+    return Float32Array.from({ length: n }, () => lo + (hi - lo) * this.#r());
+  }
+}
+
+const cpu = new CpuBackend();
+
+function f64Product(a: Float32Array, b: Float32Array, g: MatmulGeom): Float64Array {
+  const { batch, m, n, k } = g;
+  const o = new Float64Array(batch * m * n);
+  for (let bi = 0; bi < batch; bi++) {
+    const ao = bi * g.aBatchStride, bo = bi * g.bBatchStride;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) {
+          const av = g.transA ? a[ao + p * m + i]! : a[ao + i * k + p]!;
+          const bv = g.transB ? b[bo + j * k + p]! : b[bo + p * n + j]!;
+          s += av * bv;
+        }
+        o[(bi * m + i) * n + j] = s;
+      }
+    }
+  }
+  return o;
+}
+
+/** Units in the last place of f32 x (the spacing of f32 values at |x|). */
+function ulp(x: number): number {
+  const a = Math.abs(x);
+  if (a < 1.1754943508222875e-38) return 1.4e-45;
+  return 2 ** (Math.floor(Math.log2(a)) - 23);
+}
+
+/** got ≈ want within `ulps` (NaN where NaN, infinities equal; below the normal range ≤ 1.2e-38). */
+function assertUlps(got: Float32Array, want: Float32Array, ulps: number, what: string): void {
+  assert.equal(got.length, want.length, what);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!;
+    if (Number.isNaN(w) || !Number.isFinite(w)) {
+      assert.ok(
+        Object.is(g, w) || (Number.isNaN(g) && Number.isNaN(w)),
+        `${what} [${i}]: ${g} vs ${w}`,
+      );
+      continue;
+    }
+    const ok = Math.abs(g - w) <= ulps * ulp(w) || Math.abs(g - w) <= 1.2e-38;
+    assert.ok(ok, `${what} [${i}]: ${g} vs ${w} (${(Math.abs(g - w) / ulp(w)).toFixed(1)} ulp)`);
+  }
+}
+
+async function withWasm(threads: number, f: (be: WasmBackend) => Promise<void> | void) {
+  const be = await createWasmBackend({ threads });
+  try {
+    await f(be);
+  } finally {
+    be.close();
+  }
+}
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm backend (${threads} thread(s)): matmul in every layout matches an f64 product`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(threads);
+      const shapes: [number, number, number][] = [
+        [1, 1, 1],
+        [5, 7, 3], // below one register block and one panel
+        [6, 8, 2], // exactly one block
+        [13, 17, 9], // ragged edges, odd k (the remainder step)
+        [7, 9, 0], // k = 0: zeros
+        [130, 520, 70], // wide enough to pack a row-major B, several threads' shares
+        [257, 64, 300],
+      ];
+      for (const [m, n, k] of shapes) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            for (
+              const [batch, aStride, bStride] of [[1, m * k, k * n], [3, m * k, 0], [2, 0, k * n]]
+            ) {
+              const aLen = Math.max(1, batch * m * k), bLen = Math.max(1, batch * k * n);
+              const a = rng.floats(aLen, -1, 1), b = rng.floats(bLen, -1, 1);
+              const g = {
+                batch: batch!,
+                m,
+                n,
+                k,
+                transA,
+                transB,
+                aBatchStride: aStride!,
+                bBatchStride: bStride!,
+              };
+              const got = be.readSync(be.matmul(be.upload(a), be.upload(b), g));
+              const want = f64Product(a, b, g);
+              assert.equal(got.length, want.length);
+              for (let i = 0; i < want.length; i++) {
+                // f32 accumulation of k products of magnitude ≤ 1.
+                const tol = 1e-6 * (k + 1) * 4;
+                assert.ok(
+                  Math.abs(got[i]! - want[i]!) <= tol,
+                  `${m}x${k}x${n} tA=${transA} tB=${transB} batch=${batch} [${i}]: ${got[i]} vs ${
+                    want[i]
+                  }`,
+                );
+              }
+            }
+          }
+        }
+      }
+    });
+  });
+}
+
+Deno.test("wasm backend: a matmul epilogue (bias + silu) is the CPU backend's on the same product", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(3);
+    const m = 50, n = 20, k = 33;
+    const a = rng.floats(m * k, -1, 1), b = rng.floats(n * k, -1, 1), bias = rng.floats(n, -1, 1);
+    const g = { batch: 1, m, n, k, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 };
+    const silu: Expr = {
+      kind: "unary",
+      op: "silu",
+      x: {
+        kind: "binary",
+        op: "add",
+        a: { kind: "input", index: 0 },
+        b: { kind: "input", index: 1 },
+      },
+      p0: 0,
+      p1: 0,
+    };
+    const got = be.readSync(
+      be.matmul(be.upload(a), be.upload(b), g, { expr: silu, rows: [be.upload(bias)] }),
+    );
+    // The epilogue applied by the CPU backend to the wasm product: equal to a few ulp (SiLU's
+    // exp is a polynomial here).
+    const prod = be.matmul(be.upload(a), be.upload(b), g);
+    const [want] = cpu.elementwise([silu], [cpu.upload(be.readSync(prod)), cpu.upload(bias)], [[
+      n,
+      1,
+    ], [0, 1]], [m, n]);
+    assertUlps(got, cpu.readSync(want!), 4, "bias + silu");
+  });
+});
+
+Deno.test("wasm backend: elementwise expressions match the CPU backend through every view", async () => {
+  await withWasm(1, (be) => {
+    const rng = new Rand(5);
+    const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
+    const sig: Expr = { kind: "unary", op: "sigmoid", x, p0: 0, p1: 0 };
+    const exprs: Expr[] = [
+      { kind: "binary", op: "mul", a: x, b: sig }, // shares the input node
+      {
+        kind: "where",
+        c: { kind: "binary", op: "gt", a: x, b: y },
+        a: sig,
+        b: { kind: "const", value: 0.1 },
+      },
+      {
+        kind: "unary",
+        op: "affine",
+        x: { kind: "binary", op: "div", a: x, b: y },
+        p0: 1.5,
+        p1: -0.25,
+      },
+      y, // an output that is an input
+    ];
+    const shape = [7, 5];
+    // Input 1 through each view: dense, a row (bias), a column, a scalar, a transposed matrix.
+    const views: [number, number[]][] = [[35, [5, 1]], [5, [0, 1]], [7, [1, 0]], [1, [0, 0]], [35, [
+      1,
+      7,
+    ]]];
+    for (const [len, strides] of views) {
+      const xs = rng.floats(35, -3, 3), ys = rng.floats(len, -3, 3);
+      const ins = [[5, 1], strides];
+      const got = be.elementwise(exprs, [be.upload(xs), be.upload(ys)], ins, shape).map((s) =>
+        be.readSync(s)
+      );
+      const want = cpu.elementwise(exprs, [cpu.upload(xs), cpu.upload(ys)], ins, shape).map((s) =>
+        cpu.readSync(s)
+      );
+      for (let o = 0; o < exprs.length; o++) {
+        assertUlps(got[o]!, want[o]!, 4, `view ${strides} output ${o}`);
+      }
+    }
+  });
+});
+
+const sig64 = (x: number) => 1 / (1 + Math.exp(-x));
+const TRUTH: Record<string, (x: number) => number> = {
+  exp: Math.exp,
+  rsqrt: (x) => 1 / Math.sqrt(x),
+  sigmoid: sig64,
+  silu: (x) => x * sig64(x),
+  tanh: Math.tanh,
+};
+
+const SPECIAL = [
+  NaN,
+  Infinity,
+  -Infinity,
+  0,
+  -0,
+  1e-30,
+  -1e-30,
+  88,
+  88.7,
+  89,
+  -87,
+  -87.5,
+  -100,
+  1e30,
+  -1e30,
+  0.5,
+  -0.5,
+];
+
+Deno.test("wasm backend: every vector op matches the CPU backend (exact ops bit for bit, transcendentals ≤ 3 ulp)", async () => {
+  await withWasm(1, (be) => {
+    const rng = new Rand(21);
+    const grid = [...rng.floats(3000, -20, 20), ...rng.floats(500, -1, 1), ...SPECIAL];
+    const xs = Float32Array.from(grid);
+    const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
+    // Ops whose result is one f32 rounding of the exact value, or a selection: the same bits.
+    const exact = new Set([
+      "neg",
+      "copy",
+      "abs",
+      "sqrt",
+      "square",
+      "reciprocal",
+      "floor",
+      "relu",
+      "sign",
+      "gtScalar",
+      "geScalar",
+      "ltScalar",
+      "leScalar",
+      "eqScalar",
+    ]);
+    const unary: [string, number, number][] = [
+      ["neg", 0, 0],
+      ["copy", 0, 0],
+      ["abs", 0, 0],
+      ["sqrt", 0, 0],
+      ["rsqrt", 0, 0],
+      ["square", 0, 0],
+      ["reciprocal", 0, 0],
+      ["floor", 0, 0],
+      ["relu", 0, 0],
+      ["sign", 0, 0],
+      ["affine", 1.5, -0.25],
+      ["exp", 0, 0],
+      ["sigmoid", 0, 0],
+      ["silu", 0, 0],
+      ["tanh", 0, 0],
+      ["erf", 0, 0],
+      ["gelu", 0, 0],
+      ["gtScalar", 0.5, 0],
+      ["geScalar", 0.5, 0],
+      ["ltScalar", 0.5, 0],
+      ["leScalar", 0.5, 0],
+      ["eqScalar", 0.5, 0],
+    ];
+    for (const [op, p0, p1] of unary) {
+      const e = { kind: "unary", op, x, p0, p1 } as Expr;
+      const [g] = be.elementwise([e], [be.upload(xs)], [[1]], [xs.length]);
+      const [w] = cpu.elementwise([e], [cpu.upload(xs)], [[1]], [xs.length]);
+      if (exact.has(op)) assert.deepEqual([...be.readSync(g!)], [...cpu.readSync(w!)], op);
+      else if (op === "affine") {
+        // Two f32 roundings (x·p0, then + p1) against the CPU's one: within an ulp of each term.
+        const gv = be.readSync(g!), wv = cpu.readSync(w!);
+        for (let i = 0; i < xs.length; i++) {
+          if (!Number.isFinite(wv[i]!)) continue;
+          const tol = ulp(xs[i]! * p0) + ulp(wv[i]!);
+          assert.ok(Math.abs(gv[i]! - wv[i]!) <= tol, `affine(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
+        }
+      } else if (op in TRUTH) {
+        // Against the f64 function rounded once (an independent reference: the CPU backend's
+        // own tanh is 0 below ~1e-8, where the quotient cancels).
+        const truth = Float32Array.from(xs, TRUTH[op]!);
+        assertUlps(be.readSync(g!), truth, 3, op);
+      } else {
+        // erf/GELU: the A&S 7.1.26 approximation both backends implement (|error| ≤ 1.5e-7),
+        // evaluated in f32 here and f64 there: equal to a few 1e-7 absolute.
+        const gv = be.readSync(g!), wv = cpu.readSync(w!);
+        for (let i = 0; i < xs.length; i++) {
+          if (Number.isNaN(wv[i]!)) {
+            assert.ok(Number.isNaN(gv[i]!), `${op}(${xs[i]})`);
+            continue;
+          }
+          const tol = 3 * ulp(wv[i]!) + 4e-7 * (op === "gelu" ? Math.abs(xs[i]!) : 1);
+          assert.ok(
+            Math.abs(gv[i]! - wv[i]!) <= tol || gv[i] === wv[i],
+            `${op}(${xs[i]}): ${gv[i]} vs ${wv[i]}`,
+          );
+        }
+      }
+    }
+    const ys = Float32Array.from(grid.map((_, i) => grid[(i * 7 + 3) % grid.length]!));
+    for (
+      const op of [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "maximum",
+        "minimum",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+      ]
+    ) {
+      const e = { kind: "binary", op, a: x, b: y } as Expr;
+      const [g] = be.elementwise([e], [be.upload(xs), be.upload(ys)], [[1], [1]], [xs.length]);
+      const [w] = cpu.elementwise([e], [cpu.upload(xs), cpu.upload(ys)], [[1], [1]], [xs.length]);
+      const gv = [...be.readSync(g!)], wv = [...cpu.readSync(w!)];
+      for (let i = 0; i < wv.length; i++) {
+        assert.ok(
+          Object.is(gv[i], wv[i]) || (Number.isNaN(gv[i]) && Number.isNaN(wv[i])),
+          `${op}(${xs[i]}, ${ys[i]}): ${gv[i]} vs ${wv[i]}`,
+        );
+      }
+    }
+  });
+});
+
+Deno.test("wasm backend: sums equal the CPU backend bit for bit; other reductions are the CPU backend's", async () => {
+  await withWasm(1, (be) => {
+    const rng = new Rand(9);
+    const shape = [4, 6, 5];
+    const xs = rng.floats(120, -10, 10);
+    for (const axes of [[0], [1], [2], [0, 1], [1, 2], [0, 1, 2], [0, 2]]) {
+      for (const op of ["sum", "max", "argmin"] as const) {
+        const got = be.readSync(be.reduce(op, be.upload(xs), shape, axes));
+        const want = cpu.readSync(cpu.reduce(op, cpu.upload(xs), shape, axes));
+        assert.deepEqual([...got], [...want], `${op} over ${axes}`);
+      }
+    }
+  });
+});
+
+Deno.test("wasm backend: the committed kernel bytes are what `deno task gen:wasm` assembles", async () => {
+  const { wasmBinSource } = await import("../../tasks/gen_wasm.ts");
+  const committed = await Deno.readTextFile(
+    new URL("../../kernels/wasm_gemm_bin.ts", import.meta.url),
+  );
+  assert.equal(
+    committed,
+    await wasmBinSource(),
+    "run `deno task gen:wasm` after editing kernels/wasm_gemm.ts",
+  );
+});
+
+Deno.test("wasm backend: a program using it exits by itself (its workers do not keep it alive)", async () => {
+  const src = `import { init, tensor } from ${
+    JSON.stringify(new URL("../../mod.ts", import.meta.url).href)
+  };
+const be = await init({ backend: "wasm" });
+const a = tensor(new Float32Array(300 * 300).fill(1), [300, 300]);
+const v = await a.matmul(a).sum().item();
+console.log(be.name, v);`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, src);
+    const p = new Deno.Command("deno", {
+      args: ["run", "--quiet", "--allow-read", file],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => p.kill(), 60_000);
+    const out = await p.output();
+    clearTimeout(timer);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), `wasm ${300 * 300 * 300}`);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("wasm backend: strided copies (slices, transposes, broadcasts) equal the CPU backend's", async () => {
+  await withWasm(1, (be) => {
+    const rng = new Rand(11);
+    const cases: { shape: number[]; src: [number, number[]]; dst: [number, number[]] }[] = [
+      { shape: [3, 4, 5], src: [0, [20, 5, 1]], dst: [0, [20, 5, 1]] }, // contiguous
+      { shape: [3, 4, 5], src: [0, [1, 3, 12]], dst: [0, [20, 5, 1]] }, // transposed source
+      { shape: [2, 3, 40], src: [7, [200, 40, 1]], dst: [3, [120, 40, 1]] }, // runs with offsets
+      { shape: [2, 3, 4], src: [0, [0, 4, 1]], dst: [0, [12, 4, 1]] }, // broadcast axis
+      {
+        shape: [2, 1, 3, 2, 2, 2],
+        src: [1, [48, 48, 16, 8, 4, 1]],
+        dst: [0, [24, 24, 8, 4, 2, 1]],
+      },
+      {
+        shape: [2, 2, 2, 2, 2, 3],
+        src: [0, [1, 2, 4, 8, 16, 32]],
+        dst: [0, [48, 24, 12, 6, 3, 1]],
+      },
+    ];
+    for (const { shape, src, dst } of cases) {
+      const xs = rng.floats(400, -1, 1);
+      const run = (b: typeof be | CpuBackend) => {
+        const out = b.upload(new Float32Array(400).fill(9));
+        b.copyInto(out, { shape, strides: dst[1], offset: dst[0] }, b.upload(xs), {
+          shape,
+          strides: src[1],
+          offset: src[0],
+        });
+        return [...b.readSync(out)];
+      };
+      assert.deepEqual(run(be), run(cpu), `shape ${shape}`);
+    }
+  });
+});
