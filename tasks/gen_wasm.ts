@@ -7,7 +7,7 @@
  *   deno task gen:wasm            # rewrite kernels/wasm_gemm_bin.ts
  * @module
  */
-import wabtInit from "npm:wabt@1.0.39";
+import wabtInit from "wabt";
 import { GEMM_MR, gemmWat } from "../kernels/wasm_gemm.ts";
 
 /** Register-block rows of the plain-SIMD variant (multiply then add needs a temporary). */
