@@ -11,13 +11,13 @@ import { parseArgs } from "node:util";
 import { type Gpu, MatmulJob, medianMs, openGpu } from "./harness.ts";
 import { loadTfjs, type MatmulRunner, type TfjsPeer } from "./peers/tfjs.ts";
 import { torchInfo, torchMatmulMs } from "./peers/torch.ts";
-import { BENCH_REPS, spreadFields } from "./cases/common.ts";
+import { BENCH_REPS, onWasm, spreadFields } from "./cases/common.ts";
 import { compareRuns, parseJsonl } from "./compare.ts";
 import { toyCfmCase } from "./cases/toy_cfm.ts";
 import { sinkhornCase } from "./cases/sinkhorn.ts";
 import { sampleCase } from "./cases/sample.ts";
 import { ditCase } from "./cases/dit.ts";
-import { init } from "../mod.ts";
+import { getBackend, init } from "../mod.ts";
 
 /** State shared by the cases of one run. */
 interface BenchContext {
@@ -229,6 +229,33 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
     const tf = tfTs.length ? (flops * products) / median(tfTs) / 1e6 : null;
     const torch = await torchMatmulMs(n, warmup, reps).catch(() => null);
     const th = torch ? flops / torch.ms / 1e6 : null;
+    // The wasm backend's matmul (WebAssembly SIMD, all cores) on the same host arrays.
+    const wasm = await onWasm(() => {
+      const be = getBackend();
+      const a = be.upload(ha), b = be.upload(hb);
+      const wts: number[] = [];
+      try {
+        for (let i = 0; i < warmup + reps; i++) {
+          const t0 = performance.now();
+          be.free(be.matmul(a, b, g));
+          if (i >= warmup) wts.push(performance.now() - t0);
+        }
+        const c = be.matmul(a, b, g);
+        const got = be.readSync(c)[n * n - 1]!;
+        be.free(c);
+        let want = 0;
+        for (let p = 0; p < n; p++) want += ha[(n - 1) * n + p]! * hb[p * n + n - 1]!;
+        if (!(Math.abs(got - want) <= 1e-3 * Math.sqrt(n) + 1e-4 * Math.abs(want))) {
+          throw new Error(`the wasm matmul gave C[${n - 1}, ${n - 1}] = ${got}, expected ${want}`);
+        }
+      } finally {
+        be.free(a);
+        be.free(b);
+      }
+      return Promise.resolve(wts);
+    });
+    const wts = "value" in wasm ? wasm.value : [];
+    const wg = wts.length ? flops / median(wts) / 1e6 : null;
     records.push({
       case: "matmul",
       dtype: "f32",
@@ -251,6 +278,11 @@ async function matmul(ctx: BenchContext): Promise<BenchRecord[]> {
       ratio_vs_tfjs: ratio(ours, tf),
       ratio_vs_torch_cpu: ratio(ours, th),
       fraction_of_fma_peak: ratio(ours, ctx.fmaPeak ?? null),
+      ours_wasm: round(wg),
+      ...spreadFields("ours_wasm", gflopsSpread(flops, wts)),
+      ratio_wasm_vs_torch_cpu: ratio(wg, th),
+      ratio_wasm_vs_tfjs: ratio(wg, tf),
+      ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
       kernel: job.kernel.key,
       reps,
       products_per_sample: products,

@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../harness.ts";
 import type { TfjsPeer } from "../peers/tfjs.ts";
-import { getBackend } from "../../mod.ts";
+import { getBackend, init, setBackend } from "../../mod.ts";
 
 /** What a case needs from the bench run (a structural subset of `bench.ts`'s context). */
 export interface CaseContext {
@@ -129,4 +129,34 @@ export function why(e: unknown): string {
 export function ourBackend(): { backend: string; backend_device: string } {
   const be = getBackend();
   return { backend: be.name, backend_device: be.description };
+}
+
+/**
+ * Run `f` with the `wasm` backend current (WebAssembly SIMD on this machine's cores, the
+ * CPU-only alternative to a software WebGPU adapter), then restore the previous backend.
+ * Returns `{ skipped }` when the engine cannot start it.
+ *
+ * @example
+ * ```ts
+ * import { onWasm } from "./common.ts";
+ * import { getBackend } from "../../mod.ts";
+ * const r = await onWasm(() => Promise.resolve(getBackend().name));
+ * if ("value" in r && r.value !== "wasm") throw new Error("bad");
+ * ```
+ */
+export async function onWasm<T>(
+  f: () => Promise<T>,
+): Promise<{ value: T; device: string } | { skipped: string }> {
+  const prev = getBackend().name;
+  let be;
+  try {
+    be = await init({ backend: "wasm" });
+  } catch (e) {
+    return { skipped: why(e) };
+  }
+  try {
+    return { value: await f(), device: be.description };
+  } finally {
+    setBackend(prev);
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * @file Bench case `toy-cfm`: training steps/s of conditional flow matching on 8 Gaussians
  * with the MLP [x(2), t] → 256 → 256 → 256 → 2 (SiLU) and Adam(1e-3), at batch 256 and 1024:
- * ours vs tfjs-webgpu on the same adapter vs PyTorch CPU (2 threads).
+ * ours (WebGPU, and the `wasm` backend on the same cores) vs tfjs-webgpu on the same adapter vs
+ * PyTorch CPU (2 threads).
  * @module
  */
 import {
@@ -21,6 +22,7 @@ import {
   BENCH_REPS,
   type BenchRecord,
   type CaseContext,
+  onWasm,
   ourBackend,
   ratio,
   round,
@@ -184,6 +186,9 @@ export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
       }
     }
     const th = torch?.batches[String(batch)] ?? null;
+    // The same step on the wasm backend (WebAssembly SIMD on the CPU's cores).
+    const wasm = await onWasm(() => oursCfm(batch, cfg));
+    const w = "value" in wasm ? wasm.value : null;
     records.push({
       case: "toy-cfm",
       batch,
@@ -204,6 +209,12 @@ export async function toyCfmCase(ctx: CaseContext): Promise<BenchRecord[]> {
       ),
       ratio_vs_tfjs: ratio(round(ours.stepsPerSec), round(tf?.stepsPerSec)),
       ratio_vs_torch_cpu: ratio(round(ours.stepsPerSec), round(th?.steps_per_s)),
+      ours_wasm: round(w?.stepsPerSec),
+      ...spreadFields("ours_wasm", w?.rate ?? null),
+      ratio_wasm_vs_torch_cpu: ratio(round(w?.stepsPerSec), round(th?.steps_per_s)),
+      ratio_wasm_vs_webgpu: ratio(round(w?.stepsPerSec), round(ours.stepsPerSec)),
+      ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
+      ...(w ? { wasm_loss: [round(w.lossFirst), round(w.lossLast)] } : {}),
       loss: [round(ours.lossFirst), round(ours.lossLast)],
       ...(tf ? { tfjs_loss: [round(tf.lossFirst), round(tf.lossLast)] } : {}),
       ...(th ? { torch_loss: [round(th.loss_first), round(th.loss_last)] } : {}),

@@ -333,7 +333,7 @@ export function renderMarkdown(
 
 /** The WebGPU adapter's description, or the CPU backend's name. */
 export async function adapterName(): Promise<string> {
-  if (getBackend().name !== "webgpu") return "CPU backend (plain loops)";
+  if (getBackend().name !== "webgpu") return getBackend().description;
   try {
     const a = await navigator.gpu?.requestAdapter();
     const i = a?.info;

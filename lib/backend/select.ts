@@ -2,8 +2,10 @@
  * @file Backend selection. Nothing happens at import (no top-level await, no adapter
  * request), so the library imports with zero permissions and no GPU. Until `init()` runs,
  * tensors live on the CPU backend, created on first use. `await init()` picks the default
- * backend once: `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when an
- * adapter exists, else the CPU backend with a one-line warning naming the fix. Selection
+ * backend once: `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when a
+ * hardware adapter exists, else the `wasm` backend (WebAssembly SIMD on the CPU's cores: no
+ * adapter, or a software one such as lavapipe or SwiftShader, which it outruns 2–3×), else the
+ * CPU backend with a one-line warning naming the fix. Selection
  * errors (an unknown name, WebGPU requested but missing) are raised by `init()` and
  * `setBackend()`.
  * @module
@@ -11,7 +13,7 @@
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
-import { createWasmBackend, type WasmBackend } from "./wasm.ts";
+import { createWasmBackend, type WasmBackend, wasmSimdAvailable } from "./wasm.ts";
 import { envGet } from "../_util.ts";
 
 /** Names of the backends. */
@@ -61,8 +63,10 @@ function checkName(name: unknown, what: string): BackendName {
 
 /**
  * Initialise the engine and select the default backend: `opts.backend` if given, else
- * `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when an adapter exists,
- * else the CPU backend with a one-line warning naming the fix. Later calls without
+ * `FLOWGPU_BACKEND=cpu|wasm|webgpu` if set (and readable), else WebGPU when a hardware adapter
+ * exists, else the `wasm` backend when the engine has WebAssembly SIMD and shared memory (on a
+ * software adapter too: it is faster there), else the CPU backend with a one-line warning
+ * naming the fix. Later calls without
  * `opts.backend` return the backend in use (so a `setBackend` choice stands). Throws a
  * RangeError for an unknown name and an Error when WebGPU is requested but unavailable.
  * Before `init()`, tensors are created on the CPU backend.
@@ -71,9 +75,9 @@ function checkName(name: unknown, what: string): BackendName {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { init, tensor } from "../../mod.ts";
- * const be = await init(); // WebGPU when an adapter exists, else the CPU backend
+ * const be = await init(); // WebGPU on a GPU, else wasm (or the CPU backend)
  * const x = tensor([1, 2, 3]); // on `be`
- * assert.ok(be.name === "webgpu" || be.name === "cpu");
+ * assert.ok(["webgpu", "wasm", "cpu"].includes(be.name));
  * assert.equal(x.backend, be);
  * ```
  */
@@ -103,6 +107,20 @@ export async function init(opts: InitOptions = {}): Promise<Backend> {
     throw new Error(
       `${source} was requested but no WebGPU device is available: ${webgpuError}. Fix: ${FIX}`,
     );
+  }
+  if (want === undefined && (!webgpu || webgpu.software) && wasmSimdAvailable()) {
+    // No GPU, or a software adapter on the CPU: the wasm backend uses the same cores 2–3×
+    // better (measured: docs/engine_round2.md). FLOWGPU_BACKEND=webgpu keeps the adapter.
+    const w = await createWasmBackend().catch(() => undefined);
+    if (w) {
+      wasm ??= w;
+      if (!webgpu && !initialised) {
+        console.warn(`flowgpu: no WebGPU adapter (${webgpuError}); using the wasm backend.`);
+      }
+      current = wasm;
+      initialised = true;
+      return current;
+    }
   }
   if (want === undefined && !webgpu && !initialised) {
     console.warn(

@@ -143,6 +143,12 @@ export class WebGPUBackend implements Backend {
   #live = 0;
   #peak = 0;
   #cpuAdapter: boolean;
+  /**
+   * The adapter is a software rasterizer on the CPU (lavapipe/llvmpipe, SwiftShader, a
+   * fallback adapter): `init()` then prefers the `wasm` backend, which runs these workloads
+   * 2–3× faster on the same cores (docs/engine_round2.md).
+   */
+  readonly software: boolean;
   #registry: FinalizationRegistry<{ buf: GPUBuffer; bytes: number }>;
   #adapter: { isFallback: boolean; description: string };
   #matmuls = new Map<
@@ -186,6 +192,7 @@ export class WebGPUBackend implements Backend {
     this.#cpuAdapter = isCpuAdapter(this.#adapter);
     this.groupsSplitLarge = this.#cpuAdapter;
     this.description = `webgpu: ${rt.adapterDescription}${rt.isFallback ? " [fallback]" : ""}`;
+    this.software = this.#cpuAdapter;
     // Storages dropped without free() return their buffers once collected, but still count in
     // liveBytes(): they were leaks, and a counter the collector changes at random moments would
     // make "returns to baseline" checks flaky.
