@@ -6,9 +6,12 @@ import { AssertionError } from "node:assert";
 import {
   type Backend,
   backendByName,
+  type BackendName,
   type BinaryOp,
+  getBackend,
   hasBackend,
   init,
+  setBackend,
   type UnaryOp,
 } from "../mod.ts";
 import type { Storage } from "../lib/backend/backend.ts";
@@ -16,9 +19,25 @@ import type { Storage } from "../lib/backend/backend.ts";
 // Select the default backend as an application would (WebGPU when an adapter exists, or
 // FLOWGPU_BACKEND): test files that import these helpers run on it unless they switch.
 await init();
+// The wasm backend too, for tests that run on every backend; the default stays selected.
+{
+  const current = getBackend().name;
+  await init({ backend: "wasm" }).catch(() => {});
+  setBackend(current);
+}
 
 /** Whether the WebGPU backend initialised (tests that need it use `ignore: !HAS_WEBGPU`). */
 export const HAS_WEBGPU: boolean = hasBackend("webgpu");
+
+/** Whether the wasm backend started (WebAssembly SIMD and shared memory). */
+export const HAS_WASM: boolean = hasBackend("wasm");
+
+/** Every backend available here, the CPU reference first. */
+export const BACKENDS_HERE: BackendName[] = [
+  "cpu",
+  ...(HAS_WASM ? ["wasm" as const] : []),
+  ...(HAS_WEBGPU ? ["webgpu" as const] : []),
+];
 
 /** The CPU backend. */
 export const CPU = backendByName("cpu")!;

@@ -134,7 +134,7 @@ Deno.test("a resumed train:cfm run: progress counts from the resumed step at thi
     const env0 = JSON.parse(await Deno.readTextFile(`${dir}/r/env.json`));
     assert.equal(env0.deno, Deno.version.deno);
     assert.equal(env0.os, `${Deno.build.os} ${Deno.build.arch}`);
-    assert.ok(["webgpu", "cpu"].includes(env0.backend), env0.backend);
+    assert.ok(["webgpu", "wasm", "cpu"].includes(env0.backend), env0.backend);
     assert.ok(env0.adapter.startsWith(env0.backend), env0.adapter);
     assert.ok(env0.commit === null || /^[0-9a-f]{40}$/.test(env0.commit), env0.commit);
 

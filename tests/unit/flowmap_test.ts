@@ -35,7 +35,7 @@ import {
   valueAndGrad,
   where,
 } from "../../mod.ts";
-import { assertClose, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, HAS_WASM, HAS_WEBGPU } from "../_helpers.ts";
 import { fdJvp } from "../_fd.ts";
 
 setBackend("cpu");
@@ -186,11 +186,11 @@ function maxDiff(a: Float32Array[], b: Float32Array[]): number {
   return m;
 }
 
-for (const backend of ["cpu", "webgpu"] as const) {
+for (const backend of ["cpu", "wasm", "webgpu"] as const) {
   Deno.test({
     name:
       `teachers are detached (${backend}): LSD/PSD/ESD gradients equal those with a constant teacher`,
-    ignore: backend === "webgpu" && !HAS_WEBGPU,
+    ignore: (backend === "webgpu" && !HAS_WEBGPU) || (backend === "wasm" && !HAS_WASM),
     fn: async () => {
       setBackend(backend);
       try {

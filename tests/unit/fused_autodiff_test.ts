@@ -13,7 +13,7 @@ import * as fg from "../../mod.ts";
 import type { Tensor } from "../../mod.ts";
 import { fx } from "../../lib/ir.ts";
 import { _fusedDifferentiation } from "../../lib/tensor.ts";
-import { assertClose, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, HAS_WASM, HAS_WEBGPU } from "../_helpers.ts";
 
 async function both<T>(f: () => Promise<T>): Promise<[T, T]> {
   const prev = _fusedDifferentiation.enabled;
@@ -35,8 +35,8 @@ function closeAll(off: Float32Array[], on: Float32Array[], msg: string, rtol = 1
   off.forEach((o, i) => assertClose(on[i]!, o, { rtol, atol: 1e-6, msg: `${msg} ${i}` }));
 }
 
-for (const backend of ["cpu", "webgpu"] as const) {
-  const ignore = backend === "webgpu" && !HAS_WEBGPU;
+for (const backend of ["cpu", "wasm", "webgpu"] as const) {
+  const ignore = (backend === "webgpu" && !HAS_WEBGPU) || (backend === "wasm" && !HAS_WASM);
   const opts = { ignore, sanitizeResources: false, sanitizeOps: false };
 
   Deno.test({

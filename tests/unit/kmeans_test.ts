@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { type Backend, backendByName, kmeans, type KMeansResult, tensor } from "../../mod.ts";
-import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, CPU, HAS_WASM, HAS_WEBGPU } from "../_helpers.ts";
 
 /** A small seeded PRNG for test data (mulberry32) and Box–Muller normals. */
 function rng(seed: number): () => number {
@@ -184,10 +184,10 @@ Deno.test("kmeans: best of 5 seeds is within 1% of the exhaustive optimum (9 poi
   assert.ok(got <= best * 1.01, `best k-means inertia ${got}, optimum ${best}`);
 });
 
-for (const name of ["cpu", "webgpu"] as const) {
+for (const name of ["cpu", "wasm", "webgpu"] as const) {
   Deno.test({
     name: `kmeans (${name}): recovers 5 tight, well-separated blobs exactly`,
-    ignore: name === "webgpu" && !HAS_WEBGPU,
+    ignore: (name === "webgpu" && !HAS_WEBGPU) || (name === "wasm" && !HAS_WASM),
     fn: async () => {
       const be = backendByName(name)!;
       const { x, labels, n, d } = blobs(5, 40, 8, 0.05, 5, 7);

@@ -18,13 +18,13 @@ const HAS_WEBGPU = await (async () => {
 const GOOD = [[0, 0], [1, 1], [0.3, 0.1], [-0.5, 0.2]];
 const BAD: [string, number][] = [["NaN", NaN], ["Infinity", Infinity], ["-Infinity", -Infinity]];
 
-for (const backend of ["cpu", "webgpu"] as const) {
+for (const backend of ["cpu", "wasm", "webgpu"] as const) {
   Deno.test({
     name: `w2, mmdRbf and histogramKL refuse NaN and ±Inf samples on the ${backend} backend`,
     ignore: backend === "webgpu" && !HAS_WEBGPU,
     async fn() {
-      const prev = getBackend().name as "cpu" | "webgpu";
-      if (backend === "webgpu") await init({ backend: "webgpu" });
+      const prev = getBackend().name;
+      if (backend !== "cpu") await init({ backend });
       setBackend(backend);
       try {
         const ok = tensor(GOOD);

@@ -18,9 +18,9 @@ import {
   tensor,
   valueAndGrad,
 } from "../../mod.ts";
-import { assertClose, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, BACKENDS_HERE, HAS_WEBGPU } from "../_helpers.ts";
 
-const BACKENDS: BackendName[] = HAS_WEBGPU ? ["cpu", "webgpu"] : ["cpu"];
+const BACKENDS: BackendName[] = BACKENDS_HERE;
 
 async function onEachBackend(fn: (name: BackendName) => Promise<void>): Promise<void> {
   const prev = getBackend().name as BackendName;

@@ -23,7 +23,7 @@ import {
   tensor,
   valueAndGrad,
 } from "../../mod.ts";
-import { HAS_WEBGPU } from "../_helpers.ts";
+import { BACKENDS_HERE, HAS_WEBGPU } from "../_helpers.ts";
 
 type Fx = Record<string, nn.TorchEntry>;
 
@@ -88,7 +88,7 @@ const CASES: { name: string; build: () => nn.DiT | nn.VelocityMLP | nn.AdaLNMLP 
   },
 ];
 
-const BACKENDS: BackendName[] = HAS_WEBGPU ? ["cpu", "webgpu"] : ["cpu"];
+const BACKENDS: BackendName[] = BACKENDS_HERE;
 
 // Without an adapter the WebGPU half of every test here is skipped: report it as ignored.
 Deno.test({

@@ -21,7 +21,7 @@ import {
   tensor,
   valueAndGrad,
 } from "../../mod.ts";
-import { assertClose, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, BACKENDS_HERE, HAS_WEBGPU } from "../_helpers.ts";
 
 type Arr = { shape: number[]; data: Float32Array };
 
@@ -43,7 +43,7 @@ function readSafetensors(path: string): Record<string, Arr> {
   return out;
 }
 
-const BACKENDS: BackendName[] = HAS_WEBGPU ? ["cpu", "webgpu"] : ["cpu"];
+const BACKENDS: BackendName[] = BACKENDS_HERE;
 
 // When no adapter exists the WebGPU half of every fixture test is skipped: report it.
 Deno.test({
