@@ -411,7 +411,7 @@ export class CpuBackend implements Backend {
         }
       }
     }
-    return [this.#wrap(o), this.#wrap(lse)];
+    return [this.wrap(o), this.wrap(lse)];
   }
   attentionBackward(
     qkv: Storage,
@@ -458,7 +458,7 @@ export class CpuBackend implements Backend {
         }
       }
     }
-    return this.#wrap(Float32Array.from(dx));
+    return this.wrap(Float32Array.from(dx));
   }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     return this.wrap(randomStream(kind, size, st));
