@@ -10,6 +10,8 @@ import {
   BENCH_REPS,
   type BenchRecord,
   type CaseContext,
+  median,
+  onWasm,
   ourBackend,
   ratio,
   round,
@@ -71,23 +73,29 @@ export async function sampleCase(ctx: CaseContext): Promise<BenchRecord[]> {
   } catch (e) {
     torchSkip = why(e);
   }
-  const net = new nn.VelocityMLP({ dim: 2, hidden, depth, seed: 0 });
-  const ts: number[] = [];
-  try {
-    // A few steps compile every pipeline the timed runs use.
-    await oursSample(net, n, 2);
-    for (let r = 0; r < maxReps; r++) {
-      const s = await oursSample(net, n, steps);
-      if (!s.finite) throw new Error("our Euler sampler produced non-finite samples");
-      ts.push(s.ms);
+  // Sorted sample times (ms) of the current backend.
+  const timeOn = async (): Promise<number[]> => {
+    const net = new nn.VelocityMLP({ dim: 2, hidden, depth, seed: 0 });
+    const ts: number[] = [];
+    try {
+      // A few steps compile every pipeline the timed runs use.
+      await oursSample(net, n, 2);
+      for (let r = 0; r < maxReps; r++) {
+        const s = await oursSample(net, n, steps);
+        if (!s.finite) throw new Error("our Euler sampler produced non-finite samples");
+        ts.push(s.ms);
+      }
+    } finally {
+      net.dispose();
     }
-  } finally {
-    net.dispose();
-  }
-  ts.sort((a, b) => a - b);
-  const h = ts.length >> 1;
-  const ms = ts.length % 2 ? ts[h]! : (ts[h - 1]! + ts[h]!) / 2;
+    return ts.sort((a, b) => a - b);
+  };
+  const ts = await timeOn();
+  const wasm = await onWasm(timeOn);
+  const wts = "value" in wasm ? wasm.value : [];
+  const ms = median(ts), wms = wts.length ? median(wts) : null;
   const ours = n / (ms / 1000), th = torch ? n / (torch.ms / 1000) : null;
+  const w = wms === null ? null : n / (wms / 1000);
   return [{
     case: "sample",
     n,
@@ -105,7 +113,14 @@ export async function sampleCase(ctx: CaseContext): Promise<BenchRecord[]> {
       torch ? { min: n / (torch.ms_max / 1000), max: n / (torch.ms_min / 1000) } : null,
     ),
     ratio_vs_torch_cpu: ratio(round(ours), round(th)),
-    ms: { ours: round(ms), torch: round(torch?.ms) },
+    ours_wasm: round(w),
+    ...spreadFields(
+      "ours_wasm",
+      wts.length ? { min: n / (wts.at(-1)! / 1000), max: n / (wts[0]! / 1000) } : null,
+    ),
+    ratio_wasm_vs_torch_cpu: ratio(round(w), round(th)),
+    ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
+    ms: { ours: round(ms), wasm: round(wms), torch: round(torch?.ms) },
     reps: { ours: ts.length, torch: torch?.reps ?? null },
     ...(torch ? { torch_threads: torch.threads } : {}),
     ...(torchSkip ? { torch_skipped: torchSkip } : {}),
