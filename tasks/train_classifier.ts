@@ -23,7 +23,7 @@ import {
   optim,
   saveCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseFlags, runTask, taskSignal } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -55,6 +55,7 @@ export const TRAIN_CLASSIFIER_FLAGS = [
   { name: "seed", type: "int", default: 0, min: 0, help: "random seed" },
   { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
   { name: "exp-name", type: "string", default: "classifier-fmnist", help: "run directory name" },
+  { name: "resume", type: "string", help: "a run directory or checkpoint to continue" },
   { name: "log-every", type: "int", default: 200, min: 1, help: "steps per metrics line" },
   {
     name: "export",
@@ -88,8 +89,10 @@ export interface TrainClassifierResult {
  */
 export async function main(argv: readonly string[]): Promise<TrainClassifierResult | null> {
   let help = false;
+  const given = new Set<string>();
   const f = parseFlags(argv, TRAIN_CLASSIFIER_FLAGS, {
     task: "train:classifier",
+    given,
     usage: "Train the Fashion-MNIST MLP classifier used for FD and class accuracy.",
     onHelp: (t) => void (console.log(t), help = true),
   });
@@ -100,11 +103,18 @@ export async function main(argv: readonly string[]): Promise<TrainClassifierResu
       `Expected --hidden to be comma-separated widths >= 1 but found ${f.hidden}`,
     );
   }
-  const train = await loadFashionMnist({ dir: f.dataDir, limit: f.trainLimit });
-  const test = await loadFashionMnist({ dir: f.dataDir, split: "test" });
-  const steps = f.maxTrainSteps ?? Math.max(1, Math.ceil(f.epochs * train.n / f.batchSize));
-  const config: ClassifierTrainerConfig & Record<string, unknown> = {
+  // The images come from the run's config, so a resumed run trains on the same ones.
+  const load = (c: { dataDir?: string | null; trainLimit?: number | null }) =>
+    Promise.all([
+      loadFashionMnist({ dir: c.dataDir ?? undefined, limit: c.trainLimit ?? undefined }),
+      loadFashionMnist({ dir: c.dataDir ?? undefined, split: "test" }),
+    ]);
+  const fresh = f.resume ? null : await load({ dataDir: f.dataDir, trainLimit: f.trainLimit });
+  const trainN = fresh?.[0].n ?? 0;
+  const flags: ClassifierTrainerConfig & Record<string, unknown> = {
     dataset: "fashion-mnist",
+    dataDir: f.dataDir ?? null,
+    trainLimit: f.trainLimit ?? null,
     inputDim: 784,
     hidden,
     numClasses: 10,
@@ -114,26 +124,36 @@ export async function main(argv: readonly string[]): Promise<TrainClassifierResu
     weightDecay: f.weightDecay,
     augmentShift: f.augmentShift,
     lrSchedule: f.lrSchedule,
-    maxTrainSteps: steps,
-    trainImages: train.n,
+    maxTrainSteps: f.maxTrainSteps ?? Math.max(1, Math.ceil(f.epochs * trainN / f.batchSize)),
+    logEvery: f.logEvery,
+    trainImages: trainN,
     command: `deno task train:classifier ${argv.join(" ")}`.trim(),
   };
-  const { run } = await openTrainingRun({
+  const { run, config, resume } = await openTrainingRun({
     task: "train:classifier",
-    config,
+    config: flags,
+    resume: f.resume ?? null,
+    given,
+    schedule: ["maxTrainSteps", "logEvery"],
     outputDir: f.outputDir,
     expName: f.expName,
   });
+  const [train, test] = fresh ??
+    await load(config as { dataDir?: string | null; trainLimit?: number | null });
+  const steps = config.maxTrainSteps as number;
   const trainer = classifierTrainer(config, train);
   const t0 = performance.now();
   try {
     await fit(trainer, {
       run,
       maxSteps: steps,
-      logEvery: Math.min(f.logEvery, steps),
-      checkpointEvery: steps,
-      lrSchedule: f.lrSchedule === "cosine" ? optim.cosine(steps) : undefined,
-      generator: new Generator(f.seed),
+      logEvery: Math.min(config.logEvery as number, steps),
+      // Every 1000 steps too, so an interrupted run loses little.
+      checkpointEvery: Math.min(1000, steps),
+      resume,
+      signal: taskSignal(),
+      lrSchedule: config.lrSchedule === "cosine" ? optim.cosine(steps) : undefined,
+      generator: new Generator(config.seed as number),
       config: { task: "train:classifier", ...config },
       label: "train:classifier",
     });
