@@ -45,8 +45,132 @@ export function gemmWat(mr: number, fma: boolean, unroll: number): string {
  ${kernel("gemm_n", false, mr, fma, unroll)}
  ${kernel("gemm_t", true, mr, fma, unroll)}
  ${PACK}
+ ${LSE}
 )`;
 }
+
+// exp over f32x4 (Cephes expf: n = round(x·log2 e), r = x − n·ln 2 in two parts, a degree-6
+// polynomial, then 2^n as 2^h·2^(n−h), h = ⌊n/2⌋, so subnormal results and overflow land where
+// f32 puts them); the same steps as lib/backend/wasm_jit.ts's vector exp.
+const EXP = `(func $exp (param $x v128) (result v128)
+   (local $xc v128) (local $n v128) (local $r v128) (local $ni v128) (local $h v128)
+   (local.set $xc (f32x4.max (f32x4.min (local.get $x) (v128.const f32x4 89 89 89 89))
+     (v128.const f32x4 -104 -104 -104 -104)))
+   (local.set $n (f32x4.nearest (f32x4.mul (local.get $xc)
+     (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
+   (local.set $r (f32x4.sub (f32x4.sub (local.get $xc)
+     (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
+     (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
+   (local.set $ni (i32x4.trunc_sat_f32x4_s (local.get $n)))
+   (local.set $h (i32x4.shr_s (local.get $ni) (i32.const 1)))
+   (f32x4.mul (f32x4.mul
+     (f32x4.add (f32x4.add (f32x4.mul (f32x4.mul (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul
+       (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul
+       (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4) (local.get $r))
+       (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3)) (local.get $r))
+       (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3)) (local.get $r))
+       (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2)) (local.get $r))
+       (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1)) (local.get $r))
+       (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+       (local.get $r)) (local.get $r)) (local.get $r)) (v128.const f32x4 1 1 1 1))
+     (i32x4.shl (i32x4.add (local.get $h) (i32x4.splat (i32.const 127))) (i32.const 23)))
+     (i32x4.shl (i32x4.add (i32x4.sub (local.get $ni) (local.get $h)) (i32x4.splat (i32.const 127)))
+       (i32.const 23)))
+ )`;
+
+// Log-sum-exp statistics for Sinkhorn (Backend.logSumExpAdd), two passes over x [rows, cols]:
+// `lse_rows(x, v, m, s, rows, cols)` gives per row m = max_j (x + v[j]) (NaN if any term is
+// NaN) and s = Σ_j exp(x + v[j] − m); `lse_cols(x, v, m, s, rows, cols)` the same per column
+// with v[i] (cols a multiple of 4). The caller finishes m + log s on the host (rows or cols
+// logarithms, not rows·cols). x + v is rounded to f32 first, as an elementwise add would be.
+const LSE = `${EXP}
+ (func (export "lse_rows") (param $x i32) (param $v i32) (param $m i32) (param $s i32)
+   (param $rows i32) (param $cols i32)
+   (local $i i32) (local $j i32) (local $p i32) (local $mx v128) (local $sm v128) (local $t v128)
+   (local $mf f32) (local $sf f32) (local $tf f32) (local $c4 i32)
+   (local.set $c4 (i32.and (local.get $cols) (i32.const -4)))
+   (block $done (loop $row
+     (br_if $done (i32.ge_u (local.get $i) (local.get $rows)))
+     ;; pass 1: the max (f32x4.max propagates NaN)
+     (local.set $mx (v128.const f32x4 -inf -inf -inf -inf))
+     (local.set $p (i32.add (local.get $x) (i32.shl (i32.mul (local.get $i) (local.get $cols)) (i32.const 2))))
+     (local.set $j (i32.const 0))
+     (block $d1 (loop $l1
+       (br_if $d1 (i32.ge_u (local.get $j) (local.get $c4)))
+       (local.set $mx (f32x4.max (local.get $mx) (f32x4.add
+         (v128.load (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
+         (v128.load (i32.add (local.get $v) (i32.shl (local.get $j) (i32.const 2)))))))
+       (local.set $j (i32.add (local.get $j) (i32.const 4)))
+       (br $l1)))
+     (local.set $mf (f32.max (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+       (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+     (block $d1t (loop $l1t
+       (br_if $d1t (i32.ge_u (local.get $j) (local.get $cols)))
+       (local.set $mf (f32.max (local.get $mf) (f32.add
+         (f32.load (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
+         (f32.load (i32.add (local.get $v) (i32.shl (local.get $j) (i32.const 2)))))))
+       (local.set $j (i32.add (local.get $j) (i32.const 1)))
+       (br $l1t)))
+     ;; pass 2: Σ exp(t − m); lanes of a partial last vector are −∞ (exp → 0)
+     (local.set $sm (v128.const f32x4 0 0 0 0))
+     (local.set $mx (f32x4.splat (local.get $mf)))
+     (local.set $j (i32.const 0))
+     (block $d2 (loop $l2
+       (br_if $d2 (i32.ge_u (local.get $j) (local.get $c4)))
+       (local.set $t (f32x4.add
+         (v128.load (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
+         (v128.load (i32.add (local.get $v) (i32.shl (local.get $j) (i32.const 2))))))
+       (local.set $sm (f32x4.add (local.get $sm) (call $exp (f32x4.sub (local.get $t) (local.get $mx)))))
+       (local.set $j (i32.add (local.get $j) (i32.const 4)))
+       (br $l2)))
+     (local.set $sf (f32.add (f32.add (f32x4.extract_lane 0 (local.get $sm)) (f32x4.extract_lane 1 (local.get $sm)))
+       (f32.add (f32x4.extract_lane 2 (local.get $sm)) (f32x4.extract_lane 3 (local.get $sm)))))
+     (block $d2t (loop $l2t
+       (br_if $d2t (i32.ge_u (local.get $j) (local.get $cols)))
+       (local.set $tf (f32.sub (f32.add
+         (f32.load (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
+         (f32.load (i32.add (local.get $v) (i32.shl (local.get $j) (i32.const 2))))) (local.get $mf)))
+       (local.set $sf (f32.add (local.get $sf) (f32x4.extract_lane 0 (call $exp (f32x4.splat (local.get $tf))))))
+       (local.set $j (i32.add (local.get $j) (i32.const 1)))
+       (br $l2t)))
+     (f32.store (i32.add (local.get $m) (i32.shl (local.get $i) (i32.const 2))) (local.get $mf))
+     (f32.store (i32.add (local.get $s) (i32.shl (local.get $i) (i32.const 2))) (local.get $sf))
+     (local.set $i (i32.add (local.get $i) (i32.const 1)))
+     (br $row)))
+ )
+ (func (export "lse_cols") (param $x i32) (param $v i32) (param $m i32) (param $s i32)
+   (param $rows i32) (param $cols i32)
+   (local $i i32) (local $j i32) (local $p i32) (local $mx v128) (local $sm v128) (local $vi v128)
+   (local $stride i32)
+   (local.set $stride (i32.shl (local.get $cols) (i32.const 2)))
+   (block $done (loop $col
+     (br_if $done (i32.ge_u (local.get $j) (local.get $cols)))
+     (local.set $mx (v128.const f32x4 -inf -inf -inf -inf))
+     (local.set $p (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2))))
+     (local.set $i (i32.const 0))
+     (block $d1 (loop $l1
+       (br_if $d1 (i32.ge_u (local.get $i) (local.get $rows)))
+       (local.set $mx (f32x4.max (local.get $mx) (f32x4.add (v128.load (local.get $p))
+         (v128.load32_splat (i32.add (local.get $v) (i32.shl (local.get $i) (i32.const 2)))))))
+       (local.set $p (i32.add (local.get $p) (local.get $stride)))
+       (local.set $i (i32.add (local.get $i) (i32.const 1)))
+       (br $l1)))
+     (local.set $sm (v128.const f32x4 0 0 0 0))
+     (local.set $p (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2))))
+     (local.set $i (i32.const 0))
+     (block $d2 (loop $l2
+       (br_if $d2 (i32.ge_u (local.get $i) (local.get $rows)))
+       (local.set $sm (f32x4.add (local.get $sm) (call $exp (f32x4.sub (f32x4.add (v128.load (local.get $p))
+         (v128.load32_splat (i32.add (local.get $v) (i32.shl (local.get $i) (i32.const 2)))))
+         (local.get $mx)))))
+       (local.set $p (i32.add (local.get $p) (local.get $stride)))
+       (local.set $i (i32.add (local.get $i) (i32.const 1)))
+       (br $l2)))
+     (v128.store (i32.add (local.get $m) (i32.shl (local.get $j) (i32.const 2))) (local.get $mx))
+     (v128.store (i32.add (local.get $s) (i32.shl (local.get $j) (i32.const 2))) (local.get $sm))
+     (local.set $j (i32.add (local.get $j) (i32.const 4)))
+     (br $col)))
+ )`;
 
 // B into panels [ceil(n/8)][k][8] (columns past n zero): `pack_t` from B stored transposed
 // ([n, k]), `pack_n` from row-major B ([k, n]). Scalar loops: the packing is O(k·n) against the

@@ -342,6 +342,10 @@ class Gemm {
   readonly #gemmT: (...a: number[]) => void;
   readonly #packT: (...a: number[]) => void;
   readonly #packN: (...a: number[]) => void;
+  /** Per-row max and Σ exp (see kernels/wasm_gemm.ts `lse_rows`). */
+  readonly lseRows: (...a: number[]) => void;
+  /** Per-column max and Σ exp (cols a multiple of 4). */
+  readonly lseCols: (...a: number[]) => void;
   readonly #workers: Helper[] = [];
   // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
   static readonly BASE = 1024;
@@ -356,6 +360,8 @@ class Gemm {
     this.#gemmT = inst.exports.gemm_t as (...a: number[]) => void;
     this.#packT = inst.exports.pack_t as (...a: number[]) => void;
     this.#packN = inst.exports.pack_n as (...a: number[]) => void;
+    this.lseRows = inst.exports.lse_rows as (...a: number[]) => void;
+    this.lseCols = inst.exports.lse_cols as (...a: number[]) => void;
   }
 
   static async create(threads: number): Promise<Gemm> {
@@ -585,6 +591,36 @@ export class WasmBackend extends CpuBackend {
     inPlace?: readonly number[],
   ): Storage[][] {
     return super.elementwiseGroups(outputs, groups, scalars, inPlace);
+  }
+
+  override logSumExpAdd(
+    x: Storage,
+    v: Storage,
+    rows: number,
+    cols: number,
+    axis: 0 | 1,
+    scale = 1,
+    shift = 0,
+  ): Storage {
+    // Two SIMD passes per line (max, then Σ exp(t − max)) in WebAssembly; the host takes
+    // the rows-or-cols logarithms. Sums are f32 here (f64 in the CPU backend): Sinkhorn's
+    // potentials agree to ~1e-6 relative.
+    const outN = axis === 1 ? rows : cols;
+    const cp = axis === 1 ? cols : (cols + 3) & ~3;
+    const X = 1024 / 4, V = X + rows * cols + cp + 4, M = V + (axis === 1 ? cols : rows) + 4;
+    const S = M + cp + rows + 4;
+    const f = this.#gemm.view((S + cp + rows + 4) * 4);
+    f.set(d(x).subarray(0, rows * cols), X);
+    f.set(d(v), V);
+    (axis === 1 ? this.#gemm.lseRows : this.#gemm.lseCols)(X * 4, V * 4, M * 4, S * 4, rows, cols);
+    const o = new Float32Array(outN);
+    const sc = Math.fround(scale), sh = Math.fround(shift);
+    for (let k = 0; k < outN; k++) {
+      const m = f[M + k]!, s = f[S + k]!;
+      const r = Number.isNaN(m) ? NaN : m === Infinity || m === -Infinity ? m : m + Math.log(s);
+      o[k] = Math.fround(sc * Math.fround(r)) + sh;
+    }
+    return this.wrap(o);
   }
 
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {

@@ -433,3 +433,42 @@ Deno.test("wasm backend: strided copies (slices, transposes, broadcasts) equal t
     }
   });
 });
+
+Deno.test("wasm backend: logSumExpAdd (Sinkhorn's half-iteration) matches the CPU backend on both axes", async () => {
+  await withWasm(1, (be) => {
+    const rng = new Rand(13);
+    for (const [rows, cols] of [[1, 1], [5, 7], [33, 20], [64, 130]]) {
+      const xs = rng.floats(rows * cols, -30, 5);
+      // Special lines: a NaN term, an all −∞ row, a +∞ term (when there are enough rows).
+      if (rows > 3 && cols > 3) {
+        xs[1] = NaN;
+        for (let j = 0; j < cols; j++) xs[2 * cols + j] = -Infinity;
+        xs[3 * cols + 2] = Infinity;
+      }
+      for (const axis of [0, 1] as const) {
+        const vs = rng.floats(axis === 1 ? cols : rows, -2, 2);
+        const got = be.readSync(
+          be.logSumExpAdd(be.upload(xs), be.upload(vs), rows, cols, axis, -0.5, 0.25),
+        );
+        const want = cpu.readSync(
+          cpu.logSumExpAdd(cpu.upload(xs), cpu.upload(vs), rows, cols, axis, -0.5, 0.25),
+        );
+        assert.equal(got.length, want.length);
+        for (let k = 0; k < want.length; k++) {
+          const g = got[k]!, w = want[k]!;
+          if (!Number.isFinite(w)) {
+            assert.ok(
+              Object.is(g, w) || (Number.isNaN(g) && Number.isNaN(w)),
+              `${rows}x${cols} axis ${axis} [${k}]: ${g} vs ${w}`,
+            );
+          } else {
+            assert.ok(
+              Math.abs(g - w) <= 2e-6 * (1 + Math.abs(w)),
+              `${rows}x${cols} axis ${axis} [${k}]: ${g} vs ${w}`,
+            );
+          }
+        }
+      }
+    }
+  });
+});
