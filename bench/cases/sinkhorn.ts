@@ -21,6 +21,7 @@ import {
   type BenchRecord,
   type CaseContext,
   median,
+  onWasm,
   ourBackend,
   ratio,
   round,
@@ -83,26 +84,33 @@ export async function sinkhornCase(ctx: CaseContext): Promise<BenchRecord[]> {
   }
   const records: BenchRecord[] = [];
   for (const d of dims) {
-    const x = randn([n, d], { seed: 1 }), y = randn([n, d], { seed: 2 });
-    const ts: number[] = [];
-    let last = { iters: 0, marginalError: NaN };
-    try {
-      for (let i = 0; i < warmup; i++) await oursCoupling(x, y, iters, reg);
-      await getBackend().sync();
-      for (let i = 0; i < reps; i++) {
-        const t0 = performance.now();
-        last = await oursCoupling(x, y, iters, reg);
-        ts.push(performance.now() - t0);
+    // Times (ms) and the last result of `reps` couplings on the current backend.
+    const timeOn = async () => {
+      const x = randn([n, d], { seed: 1 }), y = randn([n, d], { seed: 2 });
+      const ts: number[] = [];
+      let last = { iters: 0, marginalError: NaN };
+      try {
+        for (let i = 0; i < warmup; i++) await oursCoupling(x, y, iters, reg);
+        await getBackend().sync();
+        for (let i = 0; i < reps; i++) {
+          const t0 = performance.now();
+          last = await oursCoupling(x, y, iters, reg);
+          ts.push(performance.now() - t0);
+        }
+      } finally {
+        x.dispose();
+        y.dispose();
       }
-    } finally {
-      x.dispose();
-      y.dispose();
-    }
-    if (last.iters !== iters || !Number.isFinite(last.marginalError)) {
-      throw new Error(
-        `our Sinkhorn ran ${last.iters} iterations with marginal error ${last.marginalError}`,
-      );
-    }
+      if (last.iters !== iters || !Number.isFinite(last.marginalError)) {
+        throw new Error(
+          `our Sinkhorn ran ${last.iters} iterations with marginal error ${last.marginalError}`,
+        );
+      }
+      return { ts, last };
+    };
+    const { ts, last } = await timeOn();
+    const wasm = await onWasm(timeOn);
+    const w = "value" in wasm ? wasm.value : null;
     const ours = median(ts);
     const th = torch?.dims[String(d)] ?? null;
     records.push({
@@ -120,7 +128,15 @@ export async function sinkhornCase(ctx: CaseContext): Promise<BenchRecord[]> {
       ...spreadFields("torch_cpu", th ? { min: th.ms_min, max: th.ms_max } : null),
       // Lower is better here: the ratio is the speed-up, torch ms / our ms.
       speedup_vs_torch_cpu: ratio(round(th?.ms), round(ours)),
-      marginal_error: { ours: round(last.marginalError), torch: round(th?.marginal_error) },
+      ours_wasm: round(w ? median(w.ts) : null),
+      ...spreadFields("ours_wasm", w ? spread(w.ts) : null),
+      speedup_wasm_vs_torch_cpu: ratio(round(th?.ms), round(w ? median(w.ts) : null)),
+      ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
+      marginal_error: {
+        ours: round(last.marginalError),
+        wasm: round(w?.last.marginalError),
+        torch: round(th?.marginal_error),
+      },
       reps,
       ...(torch ? { torch_threads: torch.threads } : {}),
       ...(torchSkip ? { torch_skipped: torchSkip } : {}),
