@@ -712,9 +712,19 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   }
   const cpus = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
     ?.hardwareConcurrency ?? 1;
-  const threads = opts.threads ?? Math.min(8, Math.max(1, cpus));
+  // A browser page's main thread may not block in Atomics.wait, which the matmul split needs:
+  // one thread there (a Worker or Deno may use every core).
+  const page = !("Deno" in globalThis) && typeof (globalThis as { document?: unknown }).document !==
+      "undefined";
+  const threads = opts.threads ?? (page ? 1 : Math.min(8, Math.max(1, cpus)));
   if (!Number.isInteger(threads) || threads < 1) {
     throw new RangeError(`threads: expected an integer >= 1, got ${threads}`);
+  }
+  if (page && threads > 1) {
+    throw new RangeError(
+      `threads: ${threads} needs a thread that may block (a Worker, or Deno); a page's main ` +
+        "thread runs the wasm backend on 1",
+    );
   }
   return await WasmBackend.create(threads);
 }
