@@ -25,6 +25,7 @@ import {
   BENCH_REPS,
   type BenchRecord,
   type CaseContext,
+  onWasm,
   ourBackend,
   ratio,
   round,
@@ -327,6 +328,9 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
   if (!Number.isFinite(ours.lossFirst) || !Number.isFinite(ours.lossLast)) {
     throw new Error(`our DiT loss is not finite: ${ours.lossFirst} → ${ours.lossLast}`);
   }
+  // The same step on the wasm backend (WebAssembly SIMD on the CPU's cores).
+  const wasm = await onWasm(() => oursDit(cfg));
+  const w = "value" in wasm ? wasm.value : null;
   // No tfjs peer: tfjs-core ships no gradients (the union package that registers them does not
   // load in Deno, see peers/tfjs_cfm.ts), and a DiT step needs ~15 hand-registered ones
   // (BatchMatMul with transposes, Softmax, Transpose, Reshape, Conv2D, GatherV2, Tanh, Rsqrt,
@@ -349,7 +353,16 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
     ),
     // Process CPU ms per step: lavapipe's workers run in our process and PyTorch's threads in
     // its own, so on a shared machine these compare the work better than wall-clock rates.
-    cpu_ms_per_step: { ours: round(ours.cpuMsPerStep), torch_cpu: round(torch?.cpu_ms_per_step) },
+    cpu_ms_per_step: {
+      ours: round(ours.cpuMsPerStep),
+      ours_wasm: round(w?.cpuMsPerStep),
+      torch_cpu: round(torch?.cpu_ms_per_step),
+    },
+    ours_wasm: round(w?.rate.median),
+    ...spreadFields("ours_wasm", w?.rate ?? null),
+    ratio_wasm_vs_torch_cpu: ratio(round(w?.rate.median), round(torch?.steps_per_s)),
+    ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
+    ...(w ? { wasm_loss: [round(w.lossFirst), round(w.lossLast)] } : {}),
     ratio_vs_tfjs: null,
     ratio_vs_torch_cpu: ratio(round(ours.rate.median), round(torch?.steps_per_s)),
     loss: [round(ours.lossFirst), round(ours.lossLast)],
