@@ -257,7 +257,7 @@ function stridedCopy(
 
 // The worker: instantiate the module on the shared memory, then serve matmul calls posted
 // through its control block (state 1 = run: ctrl[1] transposed A?, ctrl[2..12] the kernel's
-// arguments; 0 = done; 2 = stop).
+// arguments; 0 = done; 3 = trapped; 2 = stop).
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
   const inst = new WebAssembly.Instance(module, { env: { mem } });
@@ -267,8 +267,12 @@ const WORKER_BODY = `
     Atomics.wait(ctrl, 0, 0);
     if (Atomics.load(ctrl, 0) === 2) break;
     const f = ctrl[1] ? inst.exports.gemm_t : inst.exports.gemm_n;
-    f(ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9], ctrl[10], ctrl[11], ctrl[12]);
-    Atomics.store(ctrl, 0, 0);
+    try {
+      f(ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9], ctrl[10], ctrl[11], ctrl[12]);
+      Atomics.store(ctrl, 0, 0);
+    } catch {
+      Atomics.store(ctrl, 0, 3); // a trap: the caller raises instead of waiting forever
+    }
     Atomics.notify(ctrl, 0);
   }`;
 // A browser Worker (from a Blob: no file or network access needed).
@@ -454,7 +458,15 @@ class Gemm {
     }
     const mine = Math.min(mb, busy.length * per);
     gemm(...args(mine, mb));
-    for (const ctrl of busy) while (Atomics.load(ctrl, 0) !== 0) Atomics.wait(ctrl, 0, 1);
+    let failed = false;
+    for (const ctrl of busy) {
+      while (Atomics.load(ctrl, 0) === 1) Atomics.wait(ctrl, 0, 1);
+      if (Atomics.load(ctrl, 0) === 3) {
+        failed = true;
+        Atomics.store(ctrl, 0, 0);
+      }
+    }
+    if (failed) throw new Error("wasm backend: a matmul worker trapped (a bug: please report it)");
     if (np === n) out.set(f.subarray(C, C + m * n), oo);
     else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
   }
