@@ -13,7 +13,7 @@
  * core of the same machine (docs/engine_round2.md).
  * @module
  */
-import type { ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import type { MatmulEpilogue, Storage, View } from "./backend.ts";
 import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { stridesOf } from "../shape.ts";
@@ -594,15 +594,6 @@ export class WasmBackend extends CpuBackend {
       flat ? n : cols,
     );
     return outAt.map((a) => f.slice(a, a + n));
-  }
-
-  override elementwiseGroups(
-    outputs: readonly Expr[],
-    groups: readonly ElementwiseGroup[],
-    scalars: readonly Storage[],
-    inPlace?: readonly number[],
-  ): Storage[][] {
-    return super.elementwiseGroups(outputs, groups, scalars, inPlace);
   }
 
   override logSumExpAdd(
