@@ -36,7 +36,16 @@ function decode(b64: string): Uint8Array {
   return out;
 }
 
-/** Whether this engine runs WebAssembly SIMD with shared memory (what the backend needs). */
+/**
+ * Whether this engine runs WebAssembly SIMD with shared memory (what the backend needs).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { wasmSimdAvailable } from "./wasm.ts";
+ * assert.equal(typeof wasmSimdAvailable(), "boolean"); // true under Deno 2
+ * ```
+ */
 export function wasmSimdAvailable(): boolean {
   try {
     if (typeof SharedArrayBuffer === "undefined") return false;
