@@ -18,7 +18,7 @@ import {
   tensor,
   valueAndGrad,
 } from "../../mod.ts";
-import { assertClose, BACKENDS_HERE, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, BACKENDS_HERE } from "../_helpers.ts";
 
 const BACKENDS: BackendName[] = BACKENDS_HERE;
 
