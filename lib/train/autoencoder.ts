@@ -14,6 +14,7 @@ import { gatherRows, type ImageDataset } from "../data/mod.ts";
 import { type Checkpoint, CheckpointError, FileFormatError, loadCheckpoint } from "../io/mod.ts";
 import { denoApi, isNotFound } from "../_util.ts";
 import type { SampleContext, StepContext, Trainer } from "./fit.ts";
+import { mapRows } from "./classifier.ts";
 
 /**
  * The task name stored in an autoencoder checkpoint's config.
@@ -186,27 +187,6 @@ export function autoencoderTrainer(
       Object.assign(c, latentStats(await encodeImages(model, data.images), c.latentDim));
     },
   };
-}
-
-/** Run `fn` on row blocks of `x` ([n, width] host) and concatenate the host results. */
-async function mapRows(
-  x: Float32Array,
-  width: number,
-  outWidth: number,
-  batch: number,
-  fn: (t: Tensor) => Tensor,
-): Promise<Float32Array> {
-  if (x.length % width !== 0) {
-    throw new RangeError(`Expected rows of ${width} values but found ${x.length} values`);
-  }
-  const n = x.length / width, out = new Float32Array(n * outWidth);
-  for (let i = 0; i < n; i += batch) {
-    const m = Math.min(batch, n - i);
-    const r = tidy(() => fn(tensor(x.subarray(i * width, (i + m) * width), [m, width])));
-    out.set(await r.data(), i * outWidth);
-    r.dispose();
-  }
-  return out;
 }
 
 /**

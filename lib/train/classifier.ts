@@ -18,6 +18,39 @@ import { denoApi, isNotFound } from "../_util.ts";
 import type { StepContext, Trainer } from "./fit.ts";
 
 /**
+ * Run `fn` on row blocks of `x` ([n, width] host) and concatenate the host results ([n, outWidth]):
+ * a classifier's features or predictions, an autoencoder's codes or images.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { mapRows } from "./classifier.ts";
+ * import { mul } from "../ops/mod.ts";
+ * const y = await mapRows(new Float32Array([1, 2, 3, 4, 5, 6]), 2, 2, 2, (t) => mul(t, 2));
+ * assert.deepEqual([...y], [2, 4, 6, 8, 10, 12]);
+ * ```
+ */
+export async function mapRows(
+  x: Float32Array,
+  width: number,
+  outWidth: number,
+  batch: number,
+  fn: (t: Tensor) => Tensor,
+): Promise<Float32Array> {
+  if (x.length % width !== 0) {
+    throw new RangeError(`Expected rows of ${width} values but found ${x.length} values`);
+  }
+  const n = x.length / width, out = new Float32Array(n * outWidth);
+  for (let i = 0; i < n; i += batch) {
+    const m = Math.min(batch, n - i);
+    const r = tidy(() => fn(tensor(x.subarray(i * width, (i + m) * width), [m, width])));
+    out.set(await r.data(), i * outWidth);
+    r.dispose();
+  }
+  return out;
+}
+
+/**
  * The task name stored in a classifier checkpoint's config.
  *
  * @example
@@ -198,28 +231,6 @@ export function classifierTrainer(
   };
 }
 
-/** Run `fn` on row blocks of `x` ([n, inputDim] host) and concatenate the host results. */
-async function mapRows(
-  model: nn.MLPClassifier,
-  x: Float32Array,
-  batch: number,
-  fn: (t: Tensor) => Tensor,
-  width: number,
-): Promise<Float32Array> {
-  const d = model.inputDim;
-  if (x.length % d !== 0) {
-    throw new RangeError(`Expected rows of ${d} values but found ${x.length} values`);
-  }
-  const n = x.length / d, out = new Float32Array(n * width);
-  for (let i = 0; i < n; i += batch) {
-    const m = Math.min(batch, n - i);
-    const r = tidy(() => fn(tensor(x.subarray(i * d, (i + m) * d), [m, d])));
-    out.set(await r.data(), i * width);
-    r.dispose();
-  }
-  return out;
-}
-
 /**
  * Penultimate features [n, featureDim] of `n = x.length / inputDim` images (host values in
  * [−1, 1], any [n, ...] layout), computed `batch` rows at a time.
@@ -239,7 +250,7 @@ export function classifierFeatures(
   x: Float32Array,
   batch = 1000,
 ): Promise<Float32Array> {
-  return mapRows(model, x, batch, (t) => model.features(t), model.featureDim);
+  return mapRows(x, model.inputDim, model.featureDim, batch, (t) => model.features(t));
 }
 
 /**
@@ -260,7 +271,7 @@ export async function classifierPredict(
   x: Float32Array,
   batch = 1000,
 ): Promise<Int32Array> {
-  const p = await mapRows(model, x, batch, (t) => argmax(model.forward(t), 1), 1);
+  const p = await mapRows(x, model.inputDim, 1, batch, (t) => argmax(model.forward(t), 1));
   return Int32Array.from(p);
 }
 
