@@ -177,7 +177,9 @@ export type ActivationName = typeof ACTIVATIONS[number];
  */
 export function geluTanh(x: Tensor): Tensor {
   const c = Math.sqrt(2 / Math.PI);
-  const inner = x.add(unary("powScalar", x, 3).mul(0.044715)).mul(c);
+  // x³ as x·x·x in f32, as PyTorch's kernel computes it (and a product has a SIMD form on every
+  // backend, where pow falls back to a scalar loop on wasm: 12 ns against 0.3 an element).
+  const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(c);
   return x.mul(unary("affine", tanh(inner), 0.5, 0.5));
 }
 
