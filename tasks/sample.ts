@@ -17,6 +17,7 @@ import {
   atomicWrite,
   cfmModelFromCheckpoint,
   encodePng,
+  FASHION_MNIST_CLASSES,
   Generator,
   Progress,
   readCfmCheckpoint,
@@ -27,7 +28,7 @@ import {
   saveNpz,
   toUint8Nhwc,
 } from "../mod.ts";
-import { imageGrid, scatterPlot } from "../viz/mod.ts";
+import { imageGrid, labelGridRows, scatterPlot } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 import { flowMapCheckpointIn } from "./_flowmap.ts";
 import { main as sampleFlowMap } from "./sample_flowmap.ts";
@@ -55,7 +56,19 @@ export const SAMPLE_FLAGS = [
   { name: "num-steps", type: "int", default: 100, min: 1, help: "fixed-step sampler steps" },
   { name: "atol", type: "number", default: 1e-5, min: 0, help: "dopri5 absolute tolerance" },
   { name: "rtol", type: "number", default: 1e-5, min: 0, help: "dopri5 relative tolerance" },
-  { name: "cfg-scale", type: "number", default: 1, help: "classifier-free guidance scale" },
+  {
+    name: "cfg-scale",
+    type: "number",
+    min: 0,
+    help: "classifier-free guidance scale (default 3 for class-conditional images, else 1)",
+  },
+  {
+    name: "mode",
+    type: "choice",
+    choices: ["ode", "sde"],
+    default: "ode",
+    help: "ode: --sampler; sde: Euler–Maruyama (REPA's --mode sde)",
+  },
   {
     name: "guidance-low",
     type: "number",
@@ -75,6 +88,14 @@ export const SAMPLE_FLAGS = [
   { name: "class-label", type: "int", min: 0, help: "sample this class only" },
   { name: "class-grid", type: "bool", help: "one row per class (overrides --num-samples)" },
   { name: "samples-per-class", type: "int", default: 8, min: 1, help: "with --class-grid" },
+  {
+    name: "upscale",
+    type: "int",
+    default: 3,
+    min: 1,
+    max: 16,
+    help: "class-grid PNG: pixel scale, with class names (1: raw pixels, no names)",
+  },
   { name: "use-ema", type: "bool", default: true, help: "sample with the EMA weights" },
   { name: "seed", type: "int", default: 0, min: 0, help: "seed of the noise" },
   { name: "batch-size", type: "int", default: 256, min: 1, help: "samples per integration batch" },
@@ -93,6 +114,11 @@ export interface SampleResult {
   nfe: number;
   /** The checkpoint actually read. */
   checkpoint: string;
+  /** The guidance scale used (3 by default for class-conditional images, else 1; absent for a
+   * flow-map checkpoint). */
+  cfgScale?: number;
+  /** The sampler used (`--mode sde` is Euler–Maruyama; absent for a flow-map checkpoint). */
+  sampler?: SamplerMethod;
 }
 
 /**
@@ -129,9 +155,17 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
       `Expected --guidance-high (${f.guidanceHigh}) >= --guidance-low (${f.guidanceLow})`,
     );
   }
+  const sampler = samplerOf(f.mode, f.sampler, argv);
+  if (argv.some((a) => /^--upscale(=|$)/.test(a)) && !(f.classGrid && ext === "png")) {
+    throw new RangeError("--upscale scales a --class-grid PNG; it does nothing here: drop it");
+  }
   const ck = await readCfmCheckpoint(f.checkpoint);
   const C = ck.config.numClasses ?? 0;
-  const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== 1;
+  // Class-conditional image models are sampled guided unless told otherwise (issue 14: CFG
+  // 2–4 by default; 3 is where train:images measured its class agreement).
+  const images = ck.config.dataset === "fashion-mnist" || ck.config.dataShape.length === 3;
+  const cfgScale = f.cfgScale ?? (C > 0 && images ? 3 : 1);
+  const wantsLabels = f.classGrid || f.classLabel !== undefined || f.cfgScale !== undefined;
   if (C === 0 && wantsLabels) {
     throw new RangeError(
       `--class-label, --class-grid and --cfg-scale need a class-conditional model, but ` +
@@ -147,7 +181,7 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     n = C * f.samplesPerClass;
     labels = Float32Array.from({ length: n }, (_, i) => Math.floor(i / f.samplesPerClass));
   } else if (f.classLabel !== undefined) labels = new Float32Array(n).fill(f.classLabel);
-  else if (C > 0 && f.cfgScale !== 1) {
+  else if (C > 0 && cfgScale !== 1) {
     // Guidance needs a class: draw them uniformly from their own stream.
     const u = new Generator(f.seed + 1).uniformHost(n);
     labels = Float32Array.from(u, (v) => Math.min(C - 1, Math.floor(v * C)));
@@ -158,19 +192,19 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   const progress = new Progress(n, { label: "sample", unit: "sample", every: 1 });
   const nb = Math.ceil(n / f.batchSize);
   progress.start(
-    `${f.sampler}, ${nb} batch${nb > 1 ? "es" : ""}; the first compiles the pipelines`,
+    `${sampler}, ${nb} batch${nb > 1 ? "es" : ""}; the first compiles the pipelines`,
   );
   let g;
   try {
     g = await sampleCfmModel(model, ck.config.dataShape, {
       n,
-      sampler: f.sampler as SamplerMethod,
+      sampler,
       steps: f.numSteps,
       seed: f.seed,
       atol: f.atol,
       rtol: f.rtol,
       labels,
-      cfgScale: f.cfgScale,
+      cfgScale,
       guidanceLow: f.guidanceLow,
       guidanceHigh: f.guidanceHigh,
       batch: f.batchSize,
@@ -193,13 +227,20 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
     let png: Uint8Array;
     if (image) {
       const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
-      const grid = imageGrid(x, {
+      const raw = imageGrid(x, {
         n,
         channels: ch,
         height: h,
         width: w,
         nrow: f.classGrid ? f.samplesPerClass : undefined,
       });
+      // A class grid is for reading: upscaled, each row named by its class.
+      const names = ck.config.dataset === "fashion-mnist"
+        ? FASHION_MNIST_CLASSES
+        : Array.from({ length: C }, (_, k) => `class ${k}`);
+      const grid = f.classGrid && f.upscale > 1
+        ? labelGridRows(raw, names.slice(0, C), { scale: f.upscale })
+        : raw;
       png = await encodePng(grid.width, grid.height, grid.rgba);
     } else {
       if (shape[0] !== 2) {
@@ -208,8 +249,8 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
         );
       }
       png = await scatterPlot(x, {
-        title: `${ck.config.dataset}: ${f.sampler}${
-          f.sampler === "dopri5" ? "" : ` ${f.numSteps}`
+        title: `${ck.config.dataset}: ${sampler}${
+          sampler === "dopri5" ? "" : ` ${f.numSteps}`
         }, NFE ${g.nfe}`,
         labels: labels ? Array.from(labels) : undefined,
       });
@@ -222,8 +263,31 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   } else {
     await saveNpz(f.out, { x: { shape: [n, shape[0]!], data: x } });
   }
-  console.log(`sample: ${n} samples of [${shape}] with ${f.sampler}, NFE ${g.nfe} -> ${f.out}`);
-  return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path };
+  console.log(`sample: ${n} samples of [${shape}] with ${sampler}, NFE ${g.nfe} -> ${f.out}`);
+  return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path, cfgScale, sampler };
+}
+
+/**
+ * The sampler `--mode` selects: `ode` keeps `--sampler`; `sde` is Euler–Maruyama, and a
+ * `--sampler` given with it must be that one (REPA's `--mode sde` has no other).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { samplerOf } from "./sample.ts";
+ * assert.equal(samplerOf("sde", "euler", []), "euler-maruyama");
+ * assert.throws(() => samplerOf("sde", "heun", ["--sampler", "heun"]), /--mode sde/);
+ * ```
+ */
+export function samplerOf(mode: string, sampler: string, argv: readonly string[]): SamplerMethod {
+  if (mode !== "sde") return sampler as SamplerMethod;
+  const given = argv.some((a) => /^--sampler(=|$)/.test(a));
+  if (given && sampler !== "euler-maruyama") {
+    throw new RangeError(
+      `--mode sde samples with Euler–Maruyama, but --sampler ${sampler} was given: drop one`,
+    );
+  }
+  return "euler-maruyama";
 }
 
 if (import.meta.main) await runTask("sample", main);

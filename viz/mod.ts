@@ -15,6 +15,7 @@
 export { encodeGif, type GifOptions } from "./gif.ts";
 export {
   Canvas,
+  labelGridRows,
   linePlot,
   type LinePlotOptions,
   type LineSeries,

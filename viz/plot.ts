@@ -9,6 +9,7 @@
 import { checkInt } from "../lib/_util.ts";
 import { ADVANCE, glyph, GLYPH_H } from "./_font.ts";
 import { encodePng, type RgbaImage } from "../lib/formats/png.ts";
+import { upscaleNearest } from "./grid.ts";
 
 /** An RGB colour, 0..255 per channel. */
 export type Rgb = readonly [number, number, number];
@@ -816,4 +817,37 @@ export async function quiverPlot(
 ): Promise<Uint8Array> {
   const c = quiverFrame(fields, opts);
   return await encodePng(c.width, c.height, c.rgba);
+}
+
+/**
+ * A grid of equal rows (e.g. `imageGrid`'s class grid, one class per row) upscaled by nearest
+ * neighbour, with one label per row drawn on a white margin to its left in the 5×7 bitmap font:
+ * the class grid a reader can name without a legend, as PNG pixels with no font or SVG renderer.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { labelGridRows } from "./mod.ts";
+ * const grid = { width: 4, height: 4, rgba: new Uint8Array(64).fill(0) };
+ * const out = labelGridRows(grid, ["A", "B"], { scale: 2 });
+ * assert.equal(out.height, 8); // 4 rows of pixels ×2
+ * assert.equal(out.width, 8 + 5 + 8); // label margin (text 5 + 8) + 4 × 2
+ * assert.equal(out.rgba[0], 255); // the margin is white
+ * assert.equal(out.rgba[(out.width - 1) * 4], 0); // the grid kept its pixels
+ * ```
+ */
+export function labelGridRows(
+  grid: RgbaImage,
+  rowLabels: readonly string[],
+  opts: { scale?: number } = {},
+): Canvas {
+  const k = checkInt("grid scale", opts.scale ?? 3, 1, 64);
+  if (rowLabels.length < 1) throw new RangeError("Expected at least one row label");
+  const big = upscaleNearest(grid, k);
+  const margin = Math.max(...rowLabels.map((s) => Canvas.textWidth(s))) + 8;
+  const c = new Canvas(margin + big.width, big.height);
+  c.blit(big, margin, 0);
+  const rowH = big.height / rowLabels.length;
+  rowLabels.forEach((s, r) => c.text(margin - 4 - Canvas.textWidth(s), r * rowH + rowH / 2 - 3, s));
+  return c;
 }

@@ -164,7 +164,7 @@ Deno.test({
           const r = (await quiet(() =>
             sample([
               ...["--checkpoint", run, "--num-samples", "6", "--num-steps", "3"],
-              ...["--seed", "5", "--out", `${out}/s.npz`],
+              ...["--seed", "5", "--cfg-scale", "1", "--out", `${out}/s.npz`],
             ])
           ))!;
           assert.deepEqual(r.shape, [1, 28, 28]);
@@ -189,7 +189,16 @@ Deno.test({
           const grid = (await quiet(() =>
             sample([
               ...["--checkpoint", run, "--class-grid", "--samples-per-class", "2"],
-              ...["--num-steps", "2", "--cfg-scale", "2", "--out", `${out}/g.png`],
+              ...[
+                "--num-steps",
+                "2",
+                "--cfg-scale",
+                "2",
+                "--upscale",
+                "1",
+                "--out",
+                `${out}/g.png`,
+              ],
             ])
           ))!;
           assert.equal(grid.n, 20);

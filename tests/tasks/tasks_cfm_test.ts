@@ -443,9 +443,58 @@ Deno.test("sample writes images as uint8 [N, H, W, 3] arr_0 and a class-grid PNG
       `${out}/g.png`,
     ]);
     const img = await decodePng(await Deno.readFile(`${out}/g.png`));
-    // 2 columns and 10 rows of 28-pixel tiles with 2-pixel padding.
-    assert.equal(img.width, 2 * 28 + 3 * 2);
-    assert.equal(img.height, 10 * 28 + 11 * 2);
+    // 2 columns and 10 rows of 28-pixel tiles with 2-pixel padding, upscaled 3× by default,
+    // the class names on a white margin to the left (the longest, "T-shirt/top", 11 glyphs
+    // of 6 pixels less 1, plus 8).
+    const margin = 11 * 6 - 1 + 8;
+    assert.equal(img.width, margin + 3 * (2 * 28 + 3 * 2));
+    assert.equal(img.height, 3 * (10 * 28 + 11 * 2));
+    // The margin has dark text pixels in the first row's band and none above it.
+    const dark = (y0: number, y1: number) => {
+      let k = 0;
+      for (let y = y0; y < y1; y++) {
+        for (let x = 0; x < margin; x++) {
+          k += img.data[(y * img.width + x) * img.channels]! < 128 ? 1 : 0;
+        }
+      }
+      return k;
+    };
+    assert.ok(dark(0, 3 * 30) > 20, "class name drawn");
+    assert.equal(dark(0, 3 * 1), 0);
+    const raw = await sampleMain([
+      ...["--checkpoint", `${out}/dit.safetensors`, "--class-grid", "--samples-per-class"],
+      ...["2", "--num-steps", "1", "--upscale", "1", "--out", `${out}/raw.png`],
+    ]);
+    // A class-conditional image model is guided (scale 3) unless --cfg-scale says otherwise.
+    assert.equal(raw!.cfgScale, 3);
+    assert.equal(r!.cfgScale, 2);
+    const img1 = await decodePng(await Deno.readFile(`${out}/raw.png`));
+    assert.equal(img1.width, 2 * 28 + 3 * 2);
+    assert.equal(img1.height, 10 * 28 + 11 * 2);
+    // --mode sde: Euler–Maruyama (a different sampler, so different pixels from the same noise).
+    const sde = await sampleMain([
+      ...["--checkpoint", `${out}/dit.safetensors`, "--class-grid", "--samples-per-class"],
+      ...["2", "--num-steps", "4", "--mode", "sde", "--out", `${out}/sde.npz`],
+    ]);
+    assert.equal(sde!.sampler, "euler-maruyama");
+    await assert.rejects(
+      sampleMain([
+        ...["--checkpoint", `${out}/dit.safetensors`, "--mode", "sde", "--sampler", "heun"],
+        ...["--out", `${out}/x.png`],
+      ]),
+      /--mode sde samples with Euler–Maruyama, but --sampler heun/,
+    );
+    await assert.rejects(
+      sampleMain([
+        "--checkpoint",
+        `${out}/dit.safetensors`,
+        "--upscale",
+        "2",
+        "--out",
+        `${out}/x.png`,
+      ]),
+      /--upscale scales a --class-grid PNG/,
+    );
   } finally {
     await Deno.remove(out, { recursive: true });
   }

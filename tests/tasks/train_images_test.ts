@@ -46,10 +46,11 @@ Deno.test({
       const m = await readMetrics(`${out}/r/metrics.jsonl`);
       const lr = m.filter((x) => "training/lr" in x).slice(0, 5).map((x) => x["training/lr"]);
       assert.deepEqual(lr, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]);
-      // One row per class, two columns of 28-pixel tiles with 2-pixel padding.
+      // One row per class, two columns of 28-pixel tiles with 2-pixel padding, upscaled 3×
+      // with the class names on a margin ("T-shirt/top": 11 glyphs of 6 pixels − 1, + 8).
       const img = await decodePng(await Deno.readFile(r.grid));
-      assert.equal(img.width, 2 * 28 + 3 * 2);
-      assert.equal(img.height, 10 * 28 + 11 * 2);
+      assert.equal(img.width, 11 * 6 - 1 + 8 + 3 * (2 * 28 + 3 * 2));
+      assert.equal(img.height, 3 * (10 * 28 + 11 * 2));
       // The scores are eval's record on this run, appended to its eval.jsonl.
       const ev = (await Deno.readTextFile(`${out}/r/eval.jsonl`)).trim().split("\n").map((l) =>
         JSON.parse(l)
