@@ -9,6 +9,10 @@
  * MR = 6). Per k it loads two B vectors and MR broadcast A scalars (`v128.load32_splat`) for
  * 2·MR multiply-adds, so it is bound by the multiply-add ports, not by loads. The k loop is
  * unrolled by 2 (with a remainder loop).
+ *
+ * The same module carries the backend's other hot loops, so they share the SGEMM's memory and
+ * worker threads: B packing, Sinkhorn's log-sum-exp statistics, and fused self-attention
+ * forward and backward (`attn_fwd`, `attn_bwd`).
  * @module
  */
 
@@ -18,7 +22,7 @@ export const GEMM_MR = 6;
 export const GEMM_NR = 8;
 
 /**
- * The WAT of two kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
+ * The WAT of the module: two SGEMM kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
  * `gemm_t` (A stored transposed, (i, p) at `A + 4·(p·M + i)`), each
  * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K)`: for row blocks `ib` in `[ib0, ib1)` and
  * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)`, where
@@ -28,7 +32,8 @@ export const GEMM_NR = 8;
  * the multiply here. Rows past M and columns past N are computed from whatever memory
  * follows and must be discarded by the caller (C has `ldc ≥ 8·np` floats per row).
  * `fma` uses `f32x4.relaxed_madd` (a fused multiply-add where the CPU has one); without it, a
- * multiply then an add (plain SIMD, for engines without relaxed SIMD).
+ * multiply then an add (plain SIMD, for engines without relaxed SIMD). The attention kernels
+ * (`attn_fwd`, `attn_bwd`; see their comments below) follow the same choice.
  *
  * @example
  * ```ts
@@ -36,7 +41,8 @@ export const GEMM_NR = 8;
  * import { gemmWat } from "./wasm_gemm.ts";
  * const wat = gemmWat(6, true, 2);
  * assert.ok(wat.includes("f32x4.relaxed_madd") && wat.includes('(export "gemm_t")'));
- * assert.ok(!gemmWat(4, false, 2).includes("relaxed"));
+ * const plain = gemmWat(4, false, 2);
+ * assert.ok(!plain.includes("relaxed") && plain.includes('(export "attn_bwd")'));
  * ```
  */
 export function gemmWat(mr: number, fma: boolean, unroll: number): string {

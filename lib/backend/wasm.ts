@@ -1,12 +1,13 @@
 /**
  * @file The `wasm` backend: the CPU backend with the work that dominates training done fast —
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
- * the calling thread and `threads − 1` workers sharing one WebAssembly memory), and every
- * elementwise expression compiled once per shape class into one JavaScript loop (V8 inlines
- * the op table's functions into it) instead of interpreted node by node. Everything else is
- * the CPU backend's. Elementwise results and sums are bit-identical to the CPU backend (the
- * same f32 rounding per node, the same f64 summation order); matmul accumulates in f32 in a
- * different order, like the WebGPU kernels.
+ * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
+ * self-attention forward and backward by SIMD kernels of the same module on the same threads,
+ * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per shape
+ * class into one JavaScript loop (V8 inlines the op table's functions into it) instead of
+ * interpreted node by node. Everything else is the CPU backend's. Elementwise results and sums
+ * are bit-identical to the CPU backend (the same f32 rounding per node, the same f64 summation
+ * order); matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
  *
  * Why it exists (issue 18): on a CPU-only machine WebGPU runs on lavapipe, whose generated
  * matmul code reaches 15–21 GFLOP/s on 2 cores here; this kernel runs ~40–50 GFLOP/s on one
@@ -262,12 +263,14 @@ function stridedCopy(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matmul: packed panels in a shared WebAssembly memory, row blocks split across threads.
+// Matmul (packed panels in a shared WebAssembly memory, row blocks split across threads) and
+// the other kernels that run on the same threads (attention: (batch, head) pairs split).
 
 // The worker: instantiate the module on the shared memory, then serve kernel calls posted
 // through its control block (state 1 = run: ctrl[1] the kernel's index in KERNELS, ctrl[2..15]
 // its arguments, all i32; 0 = done; 3 = trapped; 2 = stop).
 const KERNELS = ["gemm_n", "gemm_t", "attn_fwd", "attn_bwd"] as const;
+const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
   const inst = new WebAssembly.Instance(module, { env: { mem } });
@@ -359,7 +362,7 @@ function f32Bits(x: number): number {
   return bitsI32[0]!;
 }
 
-/** The SGEMM runtime: module, shared memory, helper workers. */
+/** The kernels' runtime (SGEMM and the rest): module, shared memory, helper workers. */
 class Gemm {
   readonly mr: number;
   readonly fma: boolean;
@@ -472,7 +475,7 @@ class Gemm {
     // Split the row blocks (big products only: waking a worker costs tens of µs).
     const parts = m * n * k < SPLIT_WORK ? 1 : Math.min(this.#workers.length + 1, mb);
     this.#split(
-      g.transA ? 1 : 0,
+      kernelIndex(g.transA ? "gemm_t" : "gemm_n"),
       gemm,
       mb,
       parts,
@@ -548,7 +551,7 @@ class Gemm {
     const f = this.view((S + parts * scr) * 4);
     f.set(x.subarray(0, b * n * ts), Q);
     const sc = f32Bits(scale);
-    this.#split(2, this.#attnFwd, pairs, parts, (lo, hi, w) => [
+    this.#split(kernelIndex("attn_fwd"), this.#attnFwd, pairs, parts, (lo, hi, w) => [
       Q * 4,
       O * 4,
       M * 4,
@@ -600,7 +603,7 @@ class Gemm {
     f.set(lse.subarray(0, pairs * n), LS);
     f.set(dO.subarray(0, b * n * hs), G);
     const sc = f32Bits(scale);
-    this.#split(3, this.#attnBwd, pairs, parts, (lo, hi, w) => [
+    this.#split(kernelIndex("attn_bwd"), this.#attnBwd, pairs, parts, (lo, hi, w) => [
       Q * 4,
       O * 4,
       LS * 4,

@@ -2,8 +2,10 @@
  * The `wasm` backend against the CPU backend (the living spec): matmul (every layout, edges of
  * the register block, batches with broadcast operands, epilogues; one and two threads) within
  * f32 accumulation error of an f64 product; elementwise expressions and sums bit for bit; a
- * whole training step (loss and gradients) close; selection by name; the committed kernel
- * bytes current; and a process using it exits (its workers do not keep it alive).
+ * whole training step (loss and gradients) close; fused attention forward and backward against
+ * the CPU backend (NaN rows, the fallback for odd head widths, the plain-SIMD build); selection
+ * by name; the committed kernel bytes current; and a process using it exits (its workers do not
+ * keep it alive).
  */
 import { strict as assert } from "node:assert";
 import { CpuBackend } from "../../lib/backend/cpu.ts";
