@@ -9,6 +9,10 @@
  * MR = 6). Per k it loads two B vectors and MR broadcast A scalars (`v128.load32_splat`) for
  * 2·MR multiply-adds, so it is bound by the multiply-add ports, not by loads. The k loop is
  * unrolled by 2 (with a remainder loop).
+ *
+ * The same module carries the backend's other hot loops, so they share the SGEMM's memory and
+ * worker threads: B packing, Sinkhorn's log-sum-exp statistics, and fused self-attention
+ * forward and backward (`attn_fwd`, `attn_bwd`).
  * @module
  */
 
@@ -18,7 +22,7 @@ export const GEMM_MR = 6;
 export const GEMM_NR = 8;
 
 /**
- * The WAT of two kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
+ * The WAT of the module: two SGEMM kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
  * `gemm_t` (A stored transposed, (i, p) at `A + 4·(p·M + i)`), each
  * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K)`: for row blocks `ib` in `[ib0, ib1)` and
  * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)`, where
@@ -28,7 +32,8 @@ export const GEMM_NR = 8;
  * the multiply here. Rows past M and columns past N are computed from whatever memory
  * follows and must be discarded by the caller (C has `ldc ≥ 8·np` floats per row).
  * `fma` uses `f32x4.relaxed_madd` (a fused multiply-add where the CPU has one); without it, a
- * multiply then an add (plain SIMD, for engines without relaxed SIMD).
+ * multiply then an add (plain SIMD, for engines without relaxed SIMD). The attention kernels
+ * (`attn_fwd`, `attn_bwd`; see their comments below) follow the same choice.
  *
  * @example
  * ```ts
@@ -36,7 +41,8 @@ export const GEMM_NR = 8;
  * import { gemmWat } from "./wasm_gemm.ts";
  * const wat = gemmWat(6, true, 2);
  * assert.ok(wat.includes("f32x4.relaxed_madd") && wat.includes('(export "gemm_t")'));
- * assert.ok(!gemmWat(4, false, 2).includes("relaxed"));
+ * const plain = gemmWat(4, false, 2);
+ * assert.ok(!plain.includes("relaxed") && plain.includes('(export "attn_bwd")'));
  * ```
  */
 export function gemmWat(mr: number, fma: boolean, unroll: number): string {
@@ -46,8 +52,15 @@ export function gemmWat(mr: number, fma: boolean, unroll: number): string {
  ${kernel("gemm_t", true, mr, fma, unroll)}
  ${PACK}
  ${LSE}
+ ${attnFwd(maddOf(fma))}
+ ${attnBwd(maddOf(fma))}
 )`;
 }
+
+/** c + a·b over f32x4, as WAT: fused (relaxed) or a multiply then an add. */
+type Madd = (a: string, b: string, c: string) => string;
+const maddOf = (fma: boolean): Madd => (a, b, c) =>
+  fma ? `(f32x4.relaxed_madd ${a} ${b} ${c})` : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
 
 // exp over f32x4 (Cephes expf: n = round(x·log2 e), r = x − n·ln 2 in two parts, a degree-6
 // polynomial, then 2^n as 2^h·2^(n−h), h = ⌊n/2⌋, so subnormal results and overflow land where
@@ -221,8 +234,7 @@ const PACK =
 function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll: number): string {
   const acc: string[] = [];
   for (let r = 0; r < mr; r++) for (let v = 0; v < 2; v++) acc.push(`$c${r}_${v}`);
-  const madd = (a: string, b: string, c: string) =>
-    fma ? `(f32x4.relaxed_madd ${a} ${b} ${c})` : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
+  const madd = maddOf(fma);
   const rows = Array.from({ length: mr }, (_, r) => r);
   // One k step: two B vectors, MR broadcast A scalars, 2·MR multiply-adds; then advance.
   const step = () => {
@@ -309,5 +321,473 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
        (br $panels)))
      (local.set $ib (i32.add (local.get $ib) (i32.const 1)))
      (br $rows)))
+ )`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused self-attention (Backend.attention / attentionBackward) over timm's packed qkv
+// [b, n, 3, heads, d], one (batch, head) pair at a time, f32x4 over the head width d (a
+// multiple of 4, at least 4; n ≥ 1). Sums are f32 (the CPU backend's are f64).
+
+/** WAT helpers: unique labels, counted loops and "blocks of 4 vectors, then of 1" sweeps. */
+class Wat {
+  #label = 0;
+  /** A fresh label. */
+  label(): string {
+    return `$L${this.#label++}`;
+  }
+  /** `body` for `v` = `from`, `from` + 1, … while < `to` (a do-while: needs `to` > `from`). */
+  count(v: string, from: string, to: string, body: string): string {
+    const l = this.label();
+    return `(local.set ${v} ${from})
+     (loop ${l} ${body}
+       (br_if ${l} (i32.lt_u (local.tee ${v} (i32.add (local.get ${v}) (i32.const 1))) ${to})))`;
+  }
+  /**
+   * `body(w)` over `v` = 0, 4, 8, … < `limit` (a multiple of 4): blocks of w = 4 vectors (16
+   * floats) while they fit, then single vectors, so 4 accumulators cover most of a line.
+   */
+  sweep(v: string, limit: string, body: (w: number) => string): string {
+    const o16 = this.label(), l16 = this.label(), o4 = this.label(), l4 = this.label();
+    return `(local.set ${v} (i32.const 0))
+     (block ${o16} (loop ${l16}
+       (br_if ${o16} (i32.gt_u (i32.add (local.get ${v}) (i32.const 16)) ${limit}))
+       ${body(4)}
+       (local.set ${v} (i32.add (local.get ${v}) (i32.const 16)))
+       (br ${l16})))
+     (block ${o4} (loop ${l4}
+       (br_if ${o4} (i32.ge_u (local.get ${v}) ${limit}))
+       ${body(1)}
+       (local.set ${v} (i32.add (local.get ${v}) (i32.const 4)))
+       (br ${l4})))`;
+  }
+}
+
+const ts = (w: number) => Array.from({ length: w }, (_, t) => t);
+const zero = (names: string[]) =>
+  names.map((a) => `(local.set ${a} (v128.const i32x4 0 0 0 0))`).join(" ");
+const hsum = (v: string) =>
+  `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v}))
+     (f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v})))`;
+
+// Kᵀ (and Vᵀ) of one pair into scratch as [d][np] (np = n rounded up to 4, zero columns past
+// n), so scores for 4 keys are one vector: s[j..j+4] = Σ_c q_c · Kᵀ[c][j..j+4], no horizontal
+// sums. O(n·d) copying against the O(n²·d) products.
+function transpose(w: Wat, src: string, dst: string): string {
+  return `${
+    w.count(
+      "$j",
+      "(i32.const 0)",
+      "(local.get $n)",
+      `(local.set $sp (i32.add ${src} (i32.mul (local.get $j) (local.get $rs))))
+       (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
+       ${
+        w.count(
+          "$c",
+          "(i32.const 0)",
+          "(local.get $d)",
+          `(f32.store (local.get $dp) (f32.load (local.get $sp)))
+           (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+           (local.set $dp (i32.add (local.get $dp) (local.get $np4)))`,
+        )
+      }`,
+    )
+  }
+     ;; the padding columns j in [n, np): zero
+     (local.set $j (local.get $n))
+     (block $pz (loop $pl
+       (br_if $pz (i32.ge_u (local.get $j) (local.get $np)))
+       (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
+       ${
+    w.count(
+      "$c",
+      "(i32.const 0)",
+      "(local.get $d)",
+      `(f32.store (local.get $dp) (f32.const 0))
+           (local.set $dp (i32.add (local.get $dp) (local.get $np4)))`,
+    )
+  }
+       (local.set $j (i32.add (local.get $j) (i32.const 1)))
+       (br $pl)))`;
+}
+
+// The locals and per-pair pointers both kernels share: for pair bh = bi·heads + h, q0/k0/v0
+// point at token 0's q, k, v of head h (token stride rs bytes), r0 at o's (and dO's) row 0
+// (stride hs4 bytes).
+const PAIR_LOCALS =
+  `(local $bh i32) (local $bi i32) (local $hd4 i32) (local $hs4 i32) (local $rs i32)
+   (local $np i32) (local $np4 i32) (local $q0 i32) (local $k0 i32) (local $v0 i32) (local $r0 i32)
+   (local $i i32) (local $j i32) (local $c i32) (local $jb i32) (local $cb i32)
+   (local $sp i32) (local $dp i32) (local $qp i32) (local $kp i32) (local $vp i32) (local $gp i32)
+   (local $sc v128) (local $x v128) (local $y v128)
+   (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)`;
+const PAIR_SETUP = `(local.set $sc (f32x4.splat (f32.reinterpret_i32 (local.get $scale))))
+   (local.set $hd4 (i32.shl (local.get $d) (i32.const 2)))
+   (local.set $hs4 (i32.mul (local.get $heads) (local.get $hd4)))
+   (local.set $rs (i32.mul (local.get $hs4) (i32.const 3)))
+   (local.set $np (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))
+   (local.set $np4 (i32.shl (local.get $np) (i32.const 2)))`;
+const PAIR_START = `(local.set $bi (i32.div_u (local.get $bh) (local.get $heads)))
+     (local.set $q0 (i32.add (local.get $qkv) (i32.add
+       (i32.mul (i32.mul (local.get $bi) (local.get $n)) (local.get $rs))
+       (i32.mul (i32.rem_u (local.get $bh) (local.get $heads)) (local.get $hd4)))))
+     (local.set $k0 (i32.add (local.get $q0) (local.get $hs4)))
+     (local.set $v0 (i32.add (local.get $k0) (local.get $hs4)))
+     (local.set $r0 (i32.add
+       (i32.mul (i32.mul (local.get $bi) (local.get $n)) (local.get $hs4))
+       (i32.mul (i32.rem_u (local.get $bh) (local.get $heads)) (local.get $hd4))))`;
+
+/**
+ * `attn_fwd(qkv, o, m, l, n, heads, d, scale, bh0, bh1, scratch)` for pairs bh in [bh0, bh1):
+ * o[bi, i, h, :] = Σ_j p_ij v_j / l_i with p_ij = exp(s_ij − m_i), s_ij = scale·q_i·k_j,
+ * m_i = max_j s_ij (NaN if any s_ij is NaN: f32x4.max propagates it) and l_i = Σ_j p_ij, stored
+ * at m[bh·n + i] and l[bh·n + i]; the host finishes lse = m + log l (no log in the kernel).
+ * `scale` is the f32's bits (every argument an i32, so the worker protocol stays one shape).
+ * Scratch: Kᵀ [d][np], then one score row [np].
+ */
+function attnFwd(madd: Madd): string {
+  const w = new Wat();
+  const acc = (n: number) => ts(n).map((t) => `$a${t}`);
+  // Scores s[jb .. jb + 4·wv) of row i (q at $qi): Σ_c splat(q_c) · Kᵀ[c][jb..].
+  const scores = (wv: number) =>
+    `${zero(acc(wv))}
+       (local.set $qp (local.get $sp))
+       (local.set $kp (i32.add (local.get $scr) (i32.shl (local.get $jb) (i32.const 2))))
+       ${
+      w.count(
+        "$c",
+        "(i32.const 0)",
+        "(local.get $d)",
+        `(local.set $x (v128.load32_splat (local.get $qp)))
+         ${
+          ts(wv).map((t) =>
+            `(local.set $a${t} ${
+              madd(
+                "(local.get $x)",
+                `(v128.load offset=${16 * t} (local.get $kp))`,
+                `(local.get $a${t})`,
+              )
+            })`
+          ).join("\n         ")
+        }
+         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
+         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))`,
+      )
+    }
+       ${
+      ts(wv).map((t) =>
+        `(v128.store offset=${
+          16 * t
+        } (i32.add (local.get $srow) (i32.shl (local.get $jb) (i32.const 2)))
+         (f32x4.mul (local.get $a${t}) (local.get $sc)))`
+      ).join("\n       ")
+    }`;
+  // o[i, cb .. cb + 4·wv) = Σ_j splat(p_j) · v_j[cb..] / l.
+  const out = (wv: number) =>
+    `${zero(acc(wv))}
+       (local.set $vp (i32.add (local.get $v0) (i32.shl (local.get $cb) (i32.const 2))))
+       (local.set $kp (local.get $srow))
+       ${
+      w.count(
+        "$j",
+        "(i32.const 0)",
+        "(local.get $n)",
+        `(local.set $x (v128.load32_splat (local.get $kp)))
+         ${
+          ts(wv).map((t) =>
+            `(local.set $a${t} ${
+              madd(
+                "(local.get $x)",
+                `(v128.load offset=${16 * t} (local.get $vp))`,
+                `(local.get $a${t})`,
+              )
+            })`
+          ).join("\n         ")
+        }
+         (local.set $kp (i32.add (local.get $kp) (i32.const 4)))
+         (local.set $vp (i32.add (local.get $vp) (local.get $rs)))`,
+      )
+    }
+       ${
+      ts(wv).map((t) =>
+        `(v128.store offset=${
+          16 * t
+        } (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))
+         (f32x4.div (local.get $a${t}) (local.get $y)))`
+      ).join("\n       ")
+    }`;
+  return `(func (export "attn_fwd") (param $qkv i32) (param $o i32) (param $m i32) (param $l i32)
+   (param $n i32) (param $heads i32) (param $d i32) (param $scale i32) (param $bh0 i32)
+   (param $bh1 i32) (param $scr i32)
+   ${PAIR_LOCALS} (local $srow i32) (local $mf f32) (local $lf f32)
+   ${PAIR_SETUP}
+   (local.set $srow (i32.add (local.get $scr) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $bh (local.get $bh0))
+   (block $done (loop $pairs
+     (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
+     ${PAIR_START}
+     ${transpose(w, "(local.get $k0)", "(local.get $scr)")}
+     ${
+    w.count(
+      "$i",
+      "(i32.const 0)",
+      "(local.get $n)",
+      `(local.set $sp (i32.add (local.get $q0) (i32.mul (local.get $i) (local.get $rs))))
+       ${w.sweep("$jb", "(local.get $np)", scores)}
+       ;; padding lanes −∞: they take no part in the max and exp to 0 in the sum
+       (local.set $j (local.get $n))
+       (block $mz (loop $ml
+         (br_if $mz (i32.ge_u (local.get $j) (local.get $np)))
+         (f32.store (i32.add (local.get $srow) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))
+         (local.set $j (i32.add (local.get $j) (i32.const 1)))
+         (br $ml)))
+       ;; the row max (f32x4.max and f32.max propagate NaN)
+       (local.set $x (v128.const f32x4 -inf -inf -inf -inf))
+       (local.set $kp (local.get $srow))
+       ${
+        w.count(
+          "$j",
+          "(i32.const 0)",
+          "(i32.shr_u (local.get $np) (i32.const 2))",
+          `(local.set $x (f32x4.max (local.get $x) (v128.load (local.get $kp))))
+         (local.set $kp (i32.add (local.get $kp) (i32.const 16)))`,
+        )
+      }
+       (local.set $mf (f32.max (f32.max (f32x4.extract_lane 0 (local.get $x)) (f32x4.extract_lane 1 (local.get $x)))
+         (f32.max (f32x4.extract_lane 2 (local.get $x)) (f32x4.extract_lane 3 (local.get $x)))))
+       ;; p = exp(s − m) in place, l = Σ p
+       (local.set $x (f32x4.splat (local.get $mf)))
+       (local.set $a0 (v128.const i32x4 0 0 0 0))
+       (local.set $kp (local.get $srow))
+       ${
+        w.count(
+          "$j",
+          "(i32.const 0)",
+          "(i32.shr_u (local.get $np) (i32.const 2))",
+          `(local.set $y (call $exp (f32x4.sub (v128.load (local.get $kp)) (local.get $x))))
+         (v128.store (local.get $kp) (local.get $y))
+         (local.set $a0 (f32x4.add (local.get $a0) (local.get $y)))
+         (local.set $kp (i32.add (local.get $kp) (i32.const 16)))`,
+        )
+      }
+       (local.set $lf ${hsum("(local.get $a0)")})
+       (local.set $y (f32x4.splat (local.get $lf)))
+       (local.set $dp (i32.add (local.get $o) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+       ${w.sweep("$cb", "(local.get $d)", out)}
+       (local.set $j (i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2)))
+       (f32.store (i32.add (local.get $m) (local.get $j)) (local.get $mf))
+       (f32.store (i32.add (local.get $l) (local.get $j)) (local.get $lf))`,
+    )
+  }
+     (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
+     (br $pairs)))
+ )`;
+}
+
+/**
+ * `attn_bwd(qkv, o, lse, dO, dqkv, n, heads, d, scale, bh0, bh1, scratch, rb)` for pairs bh in
+ * [bh0, bh1) (FlashAttention-2's backward from the saved lse): per query row i,
+ * D_i = dO_i·O_i, p_ij = exp(scale·q_i·k_j − lse_i), ds_ij = p_ij (dO_i·v_j − D_i) (kept for a
+ * block of rb rows in scratch), dQ_i = scale Σ_j ds_ij k_j; then per key j over the block,
+ * dK_j += scale Σ_i ds_ij q_i and dV_j += Σ_i p_ij dO_i — accumulated in registers over the
+ * block's rows and written to dqkv (the packed layout) once per block: the first block stores,
+ * later ones add, so dqkv's memory needs no zeroing and no two pairs touch the same floats.
+ * Scratch: Kᵀ [d][np], Vᵀ [d][np], P [rb][np], dS [rb][np].
+ */
+function attnBwd(madd: Madd): string {
+  const w = new Wat();
+  const acc = (p: string, n: number) => ts(n).map((t) => `$${p}${t}`);
+  const mul = (p: string, ptr: string, t: number) =>
+    `(local.set $${p}${t} ${
+      madd(
+        "(local.get $x)",
+        `(v128.load offset=${16 * t} (local.get ${ptr}))`,
+        `(local.get $${p}${t})`,
+      )
+    })`;
+  const mulY = (p: string, ptr: string, t: number) =>
+    `(local.set $${p}${t} ${
+      madd(
+        "(local.get $y)",
+        `(v128.load offset=${16 * t} (local.get ${ptr}))`,
+        `(local.get $${p}${t})`,
+      )
+    })`;
+  // Row i's p and ds over keys jb .. jb + 4·wv: scores from Kᵀ and dO_i·v_j from Vᵀ together.
+  const rowPds = (wv: number) =>
+    `${zero([...acc("a", wv), ...acc("b", wv)])}
+       (local.set $qp (local.get $sp))
+       (local.set $gp (local.get $gi))
+       (local.set $kp (i32.add (local.get $kt) (i32.shl (local.get $jb) (i32.const 2))))
+       (local.set $vp (i32.add (local.get $vt) (i32.shl (local.get $jb) (i32.const 2))))
+       ${
+      w.count(
+        "$c",
+        "(i32.const 0)",
+        "(local.get $d)",
+        `(local.set $x (v128.load32_splat (local.get $qp)))
+         (local.set $y (v128.load32_splat (local.get $gp)))
+         ${ts(wv).map((t) => `${mul("a", "$kp", t)} ${mulY("b", "$vp", t)}`).join("\n         ")}
+         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
+         (local.set $gp (i32.add (local.get $gp) (i32.const 4)))
+         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))
+         (local.set $vp (i32.add (local.get $vp) (local.get $np4)))`,
+      )
+    }
+       ${
+      ts(wv).map((t) =>
+        `(local.set $a${t} (call $exp (f32x4.sub (f32x4.mul (local.get $a${t}) (local.get $sc)) (local.get $lv))))
+       (v128.store offset=${
+          16 * t
+        } (i32.add (local.get $prow) (i32.shl (local.get $jb) (i32.const 2)))
+         (local.get $a${t}))
+       (v128.store offset=${
+          16 * t
+        } (i32.add (local.get $dsrow) (i32.shl (local.get $jb) (i32.const 2)))
+         (f32x4.mul (local.get $a${t}) (f32x4.sub (local.get $b${t}) (local.get $dv))))`
+      ).join("\n       ")
+    }`;
+  // dQ_i[cb .. cb + 4·wv) = scale Σ_j ds_ij k_j[cb..].
+  const dq = (wv: number) =>
+    `${zero(acc("a", wv))}
+       (local.set $kp (i32.add (local.get $k0) (i32.shl (local.get $cb) (i32.const 2))))
+       (local.set $qp (local.get $dsrow))
+       ${
+      w.count(
+        "$j",
+        "(i32.const 0)",
+        "(local.get $n)",
+        `(local.set $x (v128.load32_splat (local.get $qp)))
+         ${ts(wv).map((t) => mul("a", "$kp", t)).join("\n         ")}
+         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
+         (local.set $kp (i32.add (local.get $kp) (local.get $rs)))`,
+      )
+    }
+       ${
+      ts(wv).map((t) =>
+        `(v128.store offset=${
+          16 * t
+        } (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))
+         (f32x4.mul (local.get $a${t}) (local.get $sc)))`
+      ).join("\n       ")
+    }`;
+  // dK_j, dV_j [cb .. cb + 4·wv) over the block's rows: Σ_i ds_ij q_i and Σ_i p_ij dO_i.
+  const upd = (at: string, v: string) =>
+    `(v128.store ${at} (f32x4.add ${v} (select (result v128) (v128.const i32x4 0 0 0 0)
+         (v128.load ${at}) (local.get $first))))`;
+  const dkv = (wv: number) =>
+    `${zero([...acc("a", wv), ...acc("b", wv)])}
+       (local.set $qp (i32.add (i32.add (local.get $q0) (i32.mul (local.get $i0) (local.get $rs)))
+         (i32.shl (local.get $cb) (i32.const 2))))
+       (local.set $gp (i32.add (i32.add (local.get $dO) (i32.add (local.get $r0)
+         (i32.mul (local.get $i0) (local.get $hs4)))) (i32.shl (local.get $cb) (i32.const 2))))
+       (local.set $kp (i32.add (local.get $ds) (i32.shl (local.get $j) (i32.const 2))))
+       (local.set $vp (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
+       ${
+      w.count(
+        "$i",
+        "(local.get $i0)",
+        "(local.get $i1)",
+        `(local.set $x (v128.load32_splat (local.get $kp)))
+         (local.set $y (v128.load32_splat (local.get $vp)))
+         ${ts(wv).map((t) => `${mul("a", "$qp", t)} ${mulY("b", "$gp", t)}`).join("\n         ")}
+         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))
+         (local.set $vp (i32.add (local.get $vp) (local.get $np4)))
+         (local.set $qp (i32.add (local.get $qp) (local.get $rs)))
+         (local.set $gp (i32.add (local.get $gp) (local.get $hs4)))`,
+      )
+    }
+       ${
+      ts(wv).map((t) =>
+        `${
+          upd(
+            `offset=${16 * t} (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))`,
+            `(f32x4.mul (local.get $a${t}) (local.get $sc))`,
+          )
+        }
+       ${
+          upd(
+            `offset=${16 * t} (i32.add (local.get $sp) (i32.shl (local.get $cb) (i32.const 2)))`,
+            `(local.get $b${t})`,
+          )
+        }`
+      ).join("\n       ")
+    }`;
+  return `(func (export "attn_bwd") (param $qkv i32) (param $o i32) (param $lse i32) (param $dO i32)
+   (param $dqkv i32) (param $n i32) (param $heads i32) (param $d i32) (param $scale i32)
+   (param $bh0 i32) (param $bh1 i32) (param $scr i32) (param $rb i32)
+   ${PAIR_LOCALS} (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
+   (local $kt i32) (local $vt i32) (local $p i32) (local $ds i32) (local $prow i32) (local $dsrow i32)
+   (local $i0 i32) (local $i1 i32) (local $gi i32) (local $first i32) (local $lv v128) (local $dv v128)
+   ${PAIR_SETUP}
+   (local.set $kt (local.get $scr))
+   (local.set $vt (i32.add (local.get $kt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $p (i32.add (local.get $vt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $ds (i32.add (local.get $p) (i32.mul (local.get $rb) (local.get $np4))))
+   (local.set $bh (local.get $bh0))
+   (block $done (loop $pairs
+     (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
+     ${PAIR_START}
+     ${transpose(w, "(local.get $k0)", "(local.get $kt)")}
+     ${transpose(w, "(local.get $v0)", "(local.get $vt)")}
+     (local.set $i0 (i32.const 0))
+     (block $bdone (loop $blocks
+       (br_if $bdone (i32.ge_u (local.get $i0) (local.get $n)))
+       (local.set $i1 (select (local.get $n) (i32.add (local.get $i0) (local.get $rb))
+         (i32.gt_u (i32.add (local.get $i0) (local.get $rb)) (local.get $n))))
+       (local.set $first (i32.eqz (local.get $i0)))
+       ${
+    w.count(
+      "$i",
+      "(local.get $i0)",
+      "(local.get $i1)",
+      `(local.set $sp (i32.add (local.get $q0) (i32.mul (local.get $i) (local.get $rs))))
+       (local.set $gi (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+       (local.set $dp (i32.add (local.get $o) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+       ;; D_i = dO_i · O_i
+       (local.set $x (v128.const i32x4 0 0 0 0))
+       ${
+        w.count(
+          "$c",
+          "(i32.const 0)",
+          "(i32.shr_u (local.get $d) (i32.const 2))",
+          `(local.set $x ${
+            madd(
+              "(v128.load (local.get $gi))",
+              "(v128.load (local.get $dp))",
+              "(local.get $x)",
+            )
+          })
+         (local.set $gi (i32.add (local.get $gi) (i32.const 16)))
+         (local.set $dp (i32.add (local.get $dp) (i32.const 16)))`,
+        )
+      }
+       (local.set $dv (f32x4.splat ${hsum("(local.get $x)")}))
+       (local.set $gi (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+       (local.set $lv (v128.load32_splat (i32.add (local.get $lse)
+         (i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2)))))
+       (local.set $prow (i32.add (local.get $p) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $np4))))
+       (local.set $dsrow (i32.add (local.get $ds) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $np4))))
+       ${w.sweep("$jb", "(local.get $np)", rowPds)}
+       (local.set $dp (i32.add (local.get $dqkv) (i32.sub (local.get $sp) (local.get $qkv))))
+       ${w.sweep("$cb", "(local.get $d)", dq)}`,
+    )
+  }
+       ${
+    w.count(
+      "$j",
+      "(i32.const 0)",
+      "(local.get $n)",
+      `;; dp: dK_j, sp: dV_j
+       (local.set $dp (i32.add (local.get $dqkv) (i32.sub
+         (i32.add (local.get $k0) (i32.mul (local.get $j) (local.get $rs))) (local.get $qkv))))
+       (local.set $sp (i32.add (local.get $dp) (local.get $hs4)))
+       ${w.sweep("$cb", "(local.get $d)", dkv)}`,
+    )
+  }
+       (local.set $i0 (local.get $i1))
+       (br $blocks)))
+     (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
+     (br $pairs)))
  )`;
 }

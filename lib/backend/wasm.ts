@@ -1,12 +1,13 @@
 /**
  * @file The `wasm` backend: the CPU backend with the work that dominates training done fast —
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
- * the calling thread and `threads − 1` workers sharing one WebAssembly memory), and every
- * elementwise expression compiled once per shape class into one JavaScript loop (V8 inlines
- * the op table's functions into it) instead of interpreted node by node. Everything else is
- * the CPU backend's. Elementwise results and sums are bit-identical to the CPU backend (the
- * same f32 rounding per node, the same f64 summation order); matmul accumulates in f32 in a
- * different order, like the WebGPU kernels.
+ * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
+ * self-attention forward and backward by SIMD kernels of the same module on the same threads,
+ * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per shape
+ * class into one JavaScript loop (V8 inlines the op table's functions into it) instead of
+ * interpreted node by node. Everything else is the CPU backend's. Elementwise results and sums
+ * are bit-identical to the CPU backend (the same f32 rounding per node, the same f64 summation
+ * order); matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
  *
  * Why it exists (issue 18): on a CPU-only machine WebGPU runs on lavapipe, whose generated
  * matmul code reaches 15–21 GFLOP/s on 2 cores here; this kernel runs ~40–50 GFLOP/s on one
@@ -262,22 +263,27 @@ function stridedCopy(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matmul: packed panels in a shared WebAssembly memory, row blocks split across threads.
+// Matmul (packed panels in a shared WebAssembly memory, row blocks split across threads) and
+// the other kernels that run on the same threads (attention: (batch, head) pairs split).
 
-// The worker: instantiate the module on the shared memory, then serve matmul calls posted
-// through its control block (state 1 = run: ctrl[1] transposed A?, ctrl[2..12] the kernel's
-// arguments; 0 = done; 3 = trapped; 2 = stop).
+// The worker: instantiate the module on the shared memory, then serve kernel calls posted
+// through its control block (state 1 = run: ctrl[1] the kernel's index in KERNELS, ctrl[2..15]
+// its arguments, all i32; 0 = done; 3 = trapped; 2 = stop).
+const KERNELS = ["gemm_n", "gemm_t", "attn_fwd", "attn_bwd"] as const;
+const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
   const inst = new WebAssembly.Instance(module, { env: { mem } });
+  const fns = ${JSON.stringify(KERNELS)}.map((k) => inst.exports[k]);
   const ctrl = new Int32Array(mem.buffer, ctrlOffset, 16);
   post("ready");
   for (;;) {
     Atomics.wait(ctrl, 0, 0);
     if (Atomics.load(ctrl, 0) === 2) break;
-    const f = ctrl[1] ? inst.exports.gemm_t : inst.exports.gemm_n;
     try {
-      f(ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9], ctrl[10], ctrl[11], ctrl[12]);
+      // Extra arguments are ignored by a shorter kernel.
+      fns[ctrl[1]](ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9],
+        ctrl[10], ctrl[11], ctrl[12], ctrl[13], ctrl[14], ctrl[15]);
       Atomics.store(ctrl, 0, 0);
     } catch {
       Atomics.store(ctrl, 0, 3); // a trap: the caller raises instead of waiting forever
@@ -344,8 +350,19 @@ async function startWorker(
 
 // Row-major B at least this wide is packed (measured: n = 1024 ran at half speed in place).
 const PACK_N = 512;
+// Calls with fewer multiply-adds than this stay on one thread (waking a worker costs tens of µs).
+const SPLIT_WORK = 1 << 18;
+// Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
+const ATTN_ROW_BLOCK = 64;
+const up4 = (k: number) => (k + 3) & ~3;
+const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
+/** An f32's bits as an i32 (every kernel argument is an i32, so one worker protocol fits all). */
+function f32Bits(x: number): number {
+  bitsF32[0] = x;
+  return bitsI32[0]!;
+}
 
-/** The SGEMM runtime: module, shared memory, helper workers. */
+/** The kernels' runtime (SGEMM and the rest): module, shared memory, helper workers. */
 class Gemm {
   readonly mr: number;
   readonly fma: boolean;
@@ -359,6 +376,8 @@ class Gemm {
   readonly lseRows: (...a: number[]) => void;
   /** Per-column max and Σ exp (cols a multiple of 4). */
   readonly lseCols: (...a: number[]) => void;
+  readonly #attnFwd: (...a: number[]) => void;
+  readonly #attnBwd: (...a: number[]) => void;
   readonly #workers: Helper[] = [];
   // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
   static readonly BASE = 1024;
@@ -375,6 +394,8 @@ class Gemm {
     this.#packN = inst.exports.pack_n as (...a: number[]) => void;
     this.lseRows = inst.exports.lse_rows as (...a: number[]) => void;
     this.lseCols = inst.exports.lse_cols as (...a: number[]) => void;
+    this.#attnFwd = inst.exports.attn_fwd as (...a: number[]) => void;
+    this.#attnBwd = inst.exports.attn_bwd as (...a: number[]) => void;
   }
 
   static async create(threads: number): Promise<Gemm> {
@@ -451,22 +472,48 @@ class Gemm {
       (g.transB ? this.#packT : this.#packN)(B * 4, P * 4, n, k);
     }
     const gemm = g.transA ? this.#gemmT : this.#gemmN;
-    const args = (ib0: number, ib1: number) =>
-      [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k] as const;
-    // Split the row blocks (big products only: waking a worker costs tens of µs): the
-    // workers take the first shares, this thread the last.
-    const parts = m * n * k < (1 << 18) ? 1 : Math.min(this.#workers.length + 1, mb);
-    const per = Math.ceil(mb / parts);
+    // Split the row blocks (big products only: waking a worker costs tens of µs).
+    const parts = m * n * k < SPLIT_WORK ? 1 : Math.min(this.#workers.length + 1, mb);
+    this.#split(
+      kernelIndex(g.transA ? "gemm_t" : "gemm_n"),
+      gemm,
+      mb,
+      parts,
+      (ib0, ib1) => [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k],
+    );
+    if (np === n) out.set(f.subarray(C, C + m * n), oo);
+    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+  }
+
+  /**
+   * Run kernel `fn` (index in KERNELS; `local` is this thread's instance of it) over items
+   * [0, total) in `parts` shares: the workers take the first shares, this thread the last;
+   * `args(lo, hi, part)` gives a share's arguments (`part` < parts picks per-thread scratch).
+   * Waits for every worker even when this thread's share throws, and raises if one trapped.
+   */
+  #split(
+    fn: number,
+    local: (...a: number[]) => void,
+    total: number,
+    parts: number,
+    args: (lo: number, hi: number, part: number) => readonly number[],
+  ): void {
+    const per = Math.ceil(total / parts);
     const busy: Int32Array[] = [];
-    for (let w = 0; w < parts - 1 && w * per < mb; w++) {
+    for (let w = 0; w < parts - 1 && w * per < total; w++) {
       const { ctrl } = this.#workers[w]!;
-      ctrl.set([g.transA ? 1 : 0, ...args(w * per, Math.min(mb, (w + 1) * per))], 1);
+      ctrl.set([fn, ...args(w * per, Math.min(total, (w + 1) * per), w)], 1);
       Atomics.store(ctrl, 0, 1);
       Atomics.notify(ctrl, 0);
       busy.push(ctrl);
     }
-    const mine = Math.min(mb, busy.length * per);
-    gemm(...args(mine, mb));
+    const mine = Math.min(total, busy.length * per);
+    let err: unknown = null;
+    try {
+      local(...args(mine, total, busy.length));
+    } catch (e) {
+      err = e; // rethrown once the workers are idle again (they share this call's memory)
+    }
     let failed = false;
     for (const ctrl of busy) {
       while (Atomics.load(ctrl, 0) === 1) Atomics.wait(ctrl, 0, 1);
@@ -475,9 +522,103 @@ class Gemm {
         Atomics.store(ctrl, 0, 0);
       }
     }
-    if (failed) throw new Error("wasm backend: a matmul worker trapped (a bug: please report it)");
-    if (np === n) out.set(f.subarray(C, C + m * n), oo);
-    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+    if (err !== null) throw err;
+    if (failed) {
+      throw new Error(`wasm backend: a ${KERNELS[fn]} worker trapped (a bug: please report it)`);
+    }
+  }
+
+  /**
+   * Self-attention forward (kernels/wasm_gemm.ts `attn_fwd`) over qkv [b, n, 3, heads, d]
+   * (d a multiple of 4, n ≥ 1): o [b, n, heads·d] and lse [b·heads·n], the (batch, head) pairs
+   * split across the threads.
+   */
+  attention(
+    x: Float32Array,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): [Float32Array, Float32Array] {
+    const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
+    const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), M = O + up4(b * n * hs);
+    const L = M + up4(pairs * n), S = L + up4(pairs * n), scr = up4((d + 1) * np);
+    // About 2·n²·d multiply-adds a pair (scores, then P·V), plus n² exps.
+    const parts = 2 * pairs * n * n * d < SPLIT_WORK
+      ? 1
+      : Math.min(this.#workers.length + 1, pairs);
+    const f = this.view((S + parts * scr) * 4);
+    f.set(x.subarray(0, b * n * ts), Q);
+    const sc = f32Bits(scale);
+    this.#split(kernelIndex("attn_fwd"), this.#attnFwd, pairs, parts, (lo, hi, w) => [
+      Q * 4,
+      O * 4,
+      M * 4,
+      L * 4,
+      n,
+      heads,
+      d,
+      sc,
+      lo,
+      hi,
+      (S + w * scr) * 4,
+    ]);
+    const lse = new Float32Array(pairs * n);
+    // lse = m + log l here (pairs·n logarithms, not pairs·n²), in f64 then rounded, as the CPU
+    // backend's; a NaN max (a NaN score) makes it NaN.
+    for (let k = 0; k < lse.length; k++) lse[k] = f[M + k]! + Math.log(f[L + k]!);
+    return [f.slice(O, O + b * n * hs), lse];
+  }
+
+  /**
+   * Self-attention backward (kernels/wasm_gemm.ts `attn_bwd`): dqkv [b, n, 3, heads, d] from
+   * qkv, o, lse and dO, the (batch, head) pairs split across the threads. Each pair writes its
+   * own slice of dqkv, so the shares need no reduction.
+   */
+  attentionBackward(
+    x: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    dO: Float32Array,
+    b: number,
+    n: number,
+    heads: number,
+    d: number,
+    scale: number,
+  ): Float32Array {
+    const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
+    // Query rows per block: P and dS for rb rows stay in scratch (2·rb·np floats), whatever n.
+    const rb = Math.min(ATTN_ROW_BLOCK, n);
+    const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), LS = O + up4(b * n * hs);
+    const G = LS + up4(pairs * n), DQ = G + up4(b * n * hs), S = DQ + up4(b * n * ts);
+    const scr = up4(2 * (d + rb) * np);
+    // About 5·n²·d multiply-adds a pair (scores, dO·Vᵀ, dQ, dK, dV).
+    const parts = 5 * pairs * n * n * d < SPLIT_WORK
+      ? 1
+      : Math.min(this.#workers.length + 1, pairs);
+    const f = this.view((S + parts * scr) * 4);
+    f.set(x.subarray(0, b * n * ts), Q);
+    f.set(o.subarray(0, b * n * hs), O);
+    f.set(lse.subarray(0, pairs * n), LS);
+    f.set(dO.subarray(0, b * n * hs), G);
+    const sc = f32Bits(scale);
+    this.#split(kernelIndex("attn_bwd"), this.#attnBwd, pairs, parts, (lo, hi, w) => [
+      Q * 4,
+      O * 4,
+      LS * 4,
+      G * 4,
+      DQ * 4,
+      n,
+      heads,
+      d,
+      sc,
+      lo,
+      hi,
+      (S + w * scr) * 4,
+      rb,
+    ]);
+    return f.slice(DQ, DQ + b * n * ts);
   }
 }
 
@@ -633,6 +774,41 @@ export class WasmBackend extends CpuBackend {
       o[k] = Math.fround(sc * Math.fround(r)) + sh;
     }
     return this.wrap(o);
+  }
+
+  override attention(
+    qkv: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): [Storage, Storage] {
+    // f32x4 over the head width: other widths (and empty inputs) take the CPU backend's loops.
+    if (hd % 4 !== 0 || b * n * heads * hd === 0) {
+      return super.attention(qkv, b, n, heads, hd, scale);
+    }
+    const [o, lse] = this.#gemm.attention(d(qkv), b, n, heads, hd, scale);
+    return [this.wrap(o), this.wrap(lse)];
+  }
+
+  override attentionBackward(
+    qkv: Storage,
+    o: Storage,
+    lse: Storage,
+    dO: Storage,
+    b: number,
+    n: number,
+    heads: number,
+    hd: number,
+    scale: number,
+  ): Storage {
+    if (hd % 4 !== 0 || b * n * heads * hd === 0) {
+      return super.attentionBackward(qkv, o, lse, dO, b, n, heads, hd, scale);
+    }
+    return this.wrap(
+      this.#gemm.attentionBackward(d(qkv), d(o), d(lse), d(dO), b, n, heads, hd, scale),
+    );
   }
 
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {

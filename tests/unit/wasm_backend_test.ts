@@ -2,8 +2,10 @@
  * The `wasm` backend against the CPU backend (the living spec): matmul (every layout, edges of
  * the register block, batches with broadcast operands, epilogues; one and two threads) within
  * f32 accumulation error of an f64 product; elementwise expressions and sums bit for bit; a
- * whole training step (loss and gradients) close; selection by name; the committed kernel
- * bytes current; and a process using it exits (its workers do not keep it alive).
+ * whole training step (loss and gradients) close; fused attention forward and backward against
+ * the CPU backend (NaN rows, the fallback for odd head widths, the plain-SIMD build); selection
+ * by name; the committed kernel bytes current; and a process using it exits (its workers do not
+ * keep it alive).
  */
 import { strict as assert } from "node:assert";
 import { CpuBackend } from "../../lib/backend/cpu.ts";
@@ -471,4 +473,174 @@ Deno.test("wasm backend: logSumExpAdd (Sinkhorn's half-iteration) matches the CP
       }
     }
   });
+});
+
+// Fused self-attention. Tolerance: |got − want| ≤ ATTN_TOL · (|want| + max |want|) (the largest
+// |value| of the tensor, as tests/gpu/attention_test.ts, which allows 1e-5). The kernels sum in
+// f32 where the CPU backend sums in f64: scores of ≤ 32 products of size ≤ 4 (their rounding,
+// amplified by exp, is largest at scale 0.5, where scores reach ~15) and sums over ≤ 130 keys.
+// Measured here: ≤ 1.3e-6 of max |want| (≤ 6e-7 at scale 1/√d); an error of the kind a wrong
+// index or a missed term makes is ≳ 1e-3.
+const ATTN_TOL = 4e-6;
+
+function assertAttnClose(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, what);
+  let big = 0;
+  for (const w of want) if (Math.abs(w) > big) big = Math.abs(w);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!;
+    if (Number.isNaN(w) || Number.isNaN(g)) {
+      assert.ok(Number.isNaN(g) && Number.isNaN(w), `${what} [${i}]: ${g} vs ${w}`);
+      continue;
+    }
+    assert.ok(
+      Math.abs(g - w) <= ATTN_TOL * (Math.abs(w) + big),
+      `${what} [${i}]: ${g} vs ${w} (max |want| ${big})`,
+    );
+  }
+}
+
+/** wasm's attention forward and backward against the CPU backend's on the same inputs. */
+function checkAttention(
+  be: WasmBackend,
+  x: Float32Array,
+  dO: Float32Array,
+  [b, n, heads, hd]: readonly number[],
+  scale: number,
+  what: string,
+): { o: Float32Array; lse: Float32Array; dx: Float32Array } {
+  const [wo, wl] = cpu.attention(cpu.upload(x), b!, n!, heads!, hd!, scale);
+  const [go, gl] = be.attention(be.upload(x), b!, n!, heads!, hd!, scale);
+  const o = be.readSync(go), lse = be.readSync(gl);
+  assertAttnClose(o, cpu.readSync(wo), `${what} o`);
+  assertAttnClose(lse, cpu.readSync(wl), `${what} lse`);
+  // The backward from the same (reference) o and lse, so only its own error is measured.
+  const want = cpu.readSync(
+    cpu.attentionBackward(cpu.upload(x), wo, wl, cpu.upload(dO), b!, n!, heads!, hd!, scale),
+  );
+  const dx = be.readSync(
+    be.attentionBackward(
+      be.upload(x),
+      be.upload(cpu.readSync(wo)),
+      be.upload(cpu.readSync(wl)),
+      be.upload(dO),
+      b!,
+      n!,
+      heads!,
+      hd!,
+      scale,
+    ),
+  );
+  assertAttnClose(dx, want, `${what} dqkv`);
+  return { o, lse, dx };
+}
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm backend (${threads} thread(s)): fused attention forward (o, lse) and backward (dqkv) match the CPU backend`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(40 + threads);
+      // [b, n, heads, d]: n not a multiple of 4 (and 1); d covering 16-float blocks (32), single
+      // vectors (4, 8, 12) and both (20); n > 64 runs the backward in several row blocks; the
+      // larger shapes are split across threads, the small ones not.
+      const shapes: [number, number, number, number][] = [
+        [1, 7, 1, 4],
+        [5, 7, 3, 8],
+        [1, 49, 2, 8],
+        [5, 49, 4, 32],
+        [2, 49, 1, 20],
+        [1, 1, 2, 4],
+        [2, 70, 2, 12],
+        [1, 130, 1, 32],
+      ];
+      for (const [b, n, heads, hd] of shapes) {
+        for (const scale of [1 / Math.sqrt(hd), 0.5]) {
+          const x = rng.floats(b * n * 3 * heads * hd, -2, 2);
+          const dO = rng.floats(b * n * heads * hd, -1, 1);
+          checkAttention(
+            be,
+            x,
+            dO,
+            [b, n, heads, hd],
+            scale,
+            `[${b}, ${n}, ${heads}, ${hd}] ×${scale}`,
+          );
+        }
+      }
+    });
+  });
+}
+
+Deno.test("wasm backend: a NaN in qkv makes the same attention outputs NaN as the CPU backend", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(47);
+    const [b, n, heads, hd] = [3, 49, 4, 8];
+    const x = rng.floats(b * n * 3 * heads * hd, -2, 2), dO = rng.floats(b * n * heads * hd, -1, 1);
+    const at = (bi: number, tok: number, slot: number, h: number, c: number) =>
+      (((bi * n + tok) * 3 + slot) * heads + h) * hd + c;
+    x[at(1, 3, 0, 1, 2)] = NaN; // a query: row 3 of pair (1, 1)
+    x[at(0, 5, 1, 0, 0)] = NaN; // a key: every row of pair (0, 0)
+    x[at(2, 2, 2, 3, 1)] = NaN; // a value: column 1 of pair (2, 3)'s o, lse finite
+    const { o, lse } = checkAttention(be, x, dO, [b, n, heads, hd], 1 / Math.sqrt(hd), "NaN");
+    // The reference's NaN pattern, spelt out (checkAttention compared the rest).
+    const lseNaN = (bi: number, h: number, i: number) =>
+      Number.isNaN(lse[(bi * heads + h) * n + i]!);
+    assert.ok(lseNaN(1, 1, 3) && !lseNaN(1, 1, 4) && !lseNaN(1, 0, 3));
+    for (let i = 0; i < n; i++) assert.ok(lseNaN(0, 0, i) && !lseNaN(2, 3, i));
+    const oAt = (bi: number, i: number, h: number, c: number) =>
+      o[((bi * n + i) * heads + h) * hd + c]!;
+    assert.ok(Number.isNaN(oAt(1, 3, 1, 0)) && Number.isNaN(oAt(0, 20, 0, 7)));
+    assert.ok(Number.isNaN(oAt(2, 10, 3, 1)) && !Number.isNaN(oAt(2, 10, 3, 0)));
+  });
+});
+
+Deno.test("wasm backend: attention with a head width that is not a multiple of 4 runs the CPU backend's loops", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(48);
+    for (const [b, n, heads, hd] of [[2, 9, 2, 6], [1, 49, 3, 5]] as const) {
+      const x = rng.floats(b * n * 3 * heads * hd, -2, 2),
+        dO = rng.floats(b * n * heads * hd, -1, 1);
+      const [wo, wl] = cpu.attention(cpu.upload(x), b, n, heads, hd, 0.4);
+      const [go, gl] = be.attention(be.upload(x), b, n, heads, hd, 0.4);
+      // The same loops: the same bits.
+      assert.deepEqual([...be.readSync(go)], [...cpu.readSync(wo)]);
+      assert.deepEqual([...be.readSync(gl)], [...cpu.readSync(wl)]);
+      const want = cpu.attentionBackward(
+        cpu.upload(x),
+        wo,
+        wl,
+        cpu.upload(dO),
+        b,
+        n,
+        heads,
+        hd,
+        0.4,
+      );
+      const got = be.attentionBackward(be.upload(x), go, gl, be.upload(dO), b, n, heads, hd, 0.4);
+      assert.deepEqual([...be.readSync(got)], [...cpu.readSync(want)]);
+    }
+  });
+});
+
+Deno.test("wasm backend: the plain-SIMD module (no relaxed SIMD) has attention kernels that agree too", async () => {
+  const { GEMM_PLAIN_WASM } = await import("../../kernels/wasm_gemm_bin.ts");
+  const bytes = Uint8Array.from(atob(GEMM_PLAIN_WASM.base64), (ch) => ch.charCodeAt(0));
+  const module = await WebAssembly.compile(bytes);
+  const names = WebAssembly.Module.exports(module).map((e) => e.name);
+  assert.ok(names.includes("attn_fwd") && names.includes("attn_bwd"), `exports: ${names}`);
+  // The host side's call, by hand on one thread: qkv at byte 1024, then o, m, l, scratch.
+  const mem = new WebAssembly.Memory({ initial: 16, maximum: 64, shared: true });
+  const inst = new WebAssembly.Instance(module, { env: { mem } });
+  const fwd = inst.exports.attn_fwd as (...a: number[]) => void;
+  const [b, n, heads, hd] = [2, 11, 2, 8], rows = b * heads * n;
+  const x = new Rand(49).floats(b * n * 3 * heads * hd, -2, 2);
+  const Q = 256, O = Q + x.length, M = O + b * n * heads * hd, L = M + rows, S = L + rows;
+  const f = new Float32Array(mem.buffer);
+  f.set(x, Q);
+  const scale = 0.3;
+  const bits = new Int32Array(Float32Array.of(scale).buffer)[0]!;
+  fwd(Q * 4, O * 4, M * 4, L * 4, n, heads, hd, bits, 0, b * heads, S * 4);
+  const [wo, wl] = cpu.attention(cpu.upload(x), b, n, heads, hd, scale);
+  assertAttnClose(f.slice(O, M), cpu.readSync(wo), "plain o");
+  const lse = Float32Array.from({ length: rows }, (_, k) => f[M + k]! + Math.log(f[L + k]!));
+  assertAttnClose(lse, cpu.readSync(wl), "plain lse");
 });
