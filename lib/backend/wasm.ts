@@ -3,11 +3,15 @@
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
  * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
  * self-attention forward and backward by SIMD kernels of the same module on the same threads,
- * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per shape
- * class into one JavaScript loop (V8 inlines the op table's functions into it) instead of
- * interpreted node by node. Everything else is the CPU backend's. Elementwise results and sums
- * are bit-identical to the CPU backend (the same f32 rounding per node, the same f64 summation
- * order); matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
+ * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per
+ * structure into one `f32x4` WebAssembly function (lib/backend/wasm_jit.ts; big calls split in
+ * chunks across the same threads, which compile the function from its bytes) or, for ops
+ * without a vector form, one JavaScript loop (V8 inlines the op table's functions into it).
+ * Results leave the shared memory by a copy into recycled arrays (ArrayPool), and a matmul's
+ * epilogue reads the product where the kernel left it. Everything else is the CPU backend's.
+ * Elementwise results and sums are bit-identical to the CPU backend for exact ops (the same
+ * f32 rounding per node, the same f64 summation order; transcendentals within a few ulp);
+ * matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
  *
  * Why it exists (issue 18): on a CPU-only machine WebGPU runs on lavapipe, whose generated
  * matmul code reaches 15–21 GFLOP/s on 2 cores here; this kernel runs ~40–50 GFLOP/s on one
@@ -23,6 +27,7 @@ import { GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import {
   compileSimd,
   type SimdAccess,
+  simdCost,
   type SimdKernel,
   simdKey,
   simdSupports,
@@ -266,24 +271,74 @@ function stridedCopy(
 // Matmul (packed panels in a shared WebAssembly memory, row blocks split across threads) and
 // the other kernels that run on the same threads (attention: (batch, head) pairs split).
 
+/**
+ * Run the chunks of a split elementwise call: on every thread of the call (the workers run
+ * this function's source). `blk` (i32, in the shared memory): [0] the next chunk to claim, [1]
+ * np pointer arguments, [2] items (4-float vectors of a flat kernel, or rows), [3] items per
+ * chunk, [4] flat?, [5] elements, [6] columns, then np base addresses, np byte steps per item
+ * and one done flag per chunk. Claims chunks until none is left; with `redo`, instead runs
+ * every chunk not yet done (the caller's last step: a worker the scheduler has paused in the
+ * middle of a chunk does not hold the call up, and writing the same bits twice is harmless).
+ */
+function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean): void {
+  const np = blk[1]!, total = blk[2]!, chunk = blk[3]!, flat = blk[4]!, n = blk[5]!;
+  const cols = blk[6]!, done = 7 + 2 * np, chunks = Math.ceil(total / chunk);
+  const args: number[] = new Array(np + 2);
+  for (let next = 0;; next++) {
+    let c = next;
+    if (!redo) c = Atomics.add(blk, 0, 1);
+    else if (c < chunks && Atomics.load(blk, done + c) !== 0) continue;
+    if (c >= chunks) return;
+    const lo = c * chunk, len = Math.min(total - lo, chunk);
+    for (let i = 0; i < np; i++) args[i] = blk[7 + i]! + lo * blk[7 + np + i]!;
+    args[np] = flat ? 1 : len;
+    args[np + 1] = flat ? Math.min(n - 4 * lo, 4 * len) : cols;
+    k(...args);
+    Atomics.store(blk, done + c, 1);
+  }
+}
+
 // The worker: instantiate the module on the shared memory, then serve kernel calls posted
-// through its control block (state 1 = run: ctrl[1] the kernel's index in KERNELS, ctrl[2..15]
-// its arguments, all i32; 0 = done; 3 = trapped; 2 = stop).
-const KERNELS = ["gemm_n", "gemm_t", "attn_fwd", "attn_bwd"] as const;
+// through its control block (state 1 = posted: ctrl[1] the kernel's index in KERNELS,
+// ctrl[2..15] its arguments, all i32; 4 = taken by the worker; 0 = done; 3 = trapped; 2 =
+// stop). The caller may take back a posted call the worker has not taken (4 is set by
+// compare-and-swap from 1) and may return while a worker is still in one (4): elementwise
+// calls do both, their chunks being shared rather than assigned (drainChunks). "elementwise"
+// is a kernel compiled at run time (lib/backend/wasm_jit.ts): ctrl[2] its id, ctrl[3..4] the
+// address and length of its module's bytes in the memory (compiled on first use, then cached
+// by id: a worker may compile synchronously, a page's main thread could not), ctrl[5] the
+// address of the call's chunk block.
+const KERNELS = ["gemm_n", "gemm_t", "attn_fwd", "attn_bwd", "elementwise"] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
   const inst = new WebAssembly.Instance(module, { env: { mem } });
   const fns = ${JSON.stringify(KERNELS)}.map((k) => inst.exports[k]);
+  const JIT = ${KERNELS.indexOf("elementwise")};
+  const jit = new Map();
+  const drainChunks = ${drainChunks.toString()};
   const ctrl = new Int32Array(mem.buffer, ctrlOffset, 16);
   post("ready");
   for (;;) {
     Atomics.wait(ctrl, 0, 0);
-    if (Atomics.load(ctrl, 0) === 2) break;
+    const state = Atomics.compareExchange(ctrl, 0, 1, 4);
+    if (state === 2) break;
+    if (state !== 1) continue; // taken back by the caller before this worker woke
     try {
-      // Extra arguments are ignored by a shorter kernel.
-      fns[ctrl[1]](ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9],
-        ctrl[10], ctrl[11], ctrl[12], ctrl[13], ctrl[14], ctrl[15]);
+      if (ctrl[1] === JIT) {
+        let k = jit.get(ctrl[2]);
+        if (k === undefined) {
+          // A copy: the bytes' region is reused by later calls.
+          const bytes = new Uint8Array(mem.buffer, ctrl[3], ctrl[4]).slice();
+          k = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.k;
+          jit.set(ctrl[2], k);
+        }
+        drainChunks(k, new Int32Array(mem.buffer, ctrl[5]), false);
+      } else {
+        // Extra arguments are ignored by a shorter kernel.
+        fns[ctrl[1]](ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9],
+          ctrl[10], ctrl[11], ctrl[12], ctrl[13], ctrl[14], ctrl[15]);
+      }
       Atomics.store(ctrl, 0, 0);
     } catch {
       Atomics.store(ctrl, 0, 3); // a trap: the caller raises instead of waiting forever
@@ -352,6 +407,20 @@ async function startWorker(
 const PACK_N = 512;
 // Calls with fewer multiply-adds than this stay on one thread (waking a worker costs tens of µs).
 const SPLIT_WORK = 1 << 18;
+// Elementwise calls split across the threads need elements × (simdCost − EW_MEMORY_COST) of
+// at least this (~400 µs of one thread's work at ~3.7 ns an element for GELU: a split call
+// costs ~10 µs more when the worker never comes, and a 2-core machine at load 6–8 gave no
+// gain below ~1M elements). The first EW_MEMORY_COST units of a DAG's per-element cost are
+// its loads and stores, which a second core on the same memory does not speed up (measured:
+// adds and chains of 8 multiplies over 0.26–1.6M elements ran up to 1.8× slower split).
+const EW_SPLIT_WORK = 1 << 20;
+const EW_MEMORY_COST = 8;
+// Work of one chunk of a split elementwise call (~10 µs of one thread: the calls into the
+// kernel, ~0.2 µs each, stay ~2 % of it, and a late worker holds the call up by one chunk).
+const EW_CHUNK_WORK = 1 << 16;
+// Output arrays at least this long are recycled (ArrayPool); idle ones kept up to POOL_BYTES.
+const POOL_MIN = 1 << 15;
+const POOL_BYTES = 256 << 20;
 // Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
@@ -360,6 +429,70 @@ const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
 function f32Bits(x: number): number {
   bitsF32[0] = x;
   return bitsI32[0]!;
+}
+
+/**
+ * Freed output arrays kept for reuse, by length. Every result leaves the shared memory by a copy
+ * into a plain array (storages are plain Float32Arrays); into a fresh array that copy cost ~30
+ * ms for 6.4 MB at load 8 (new pages: faults and zeroing; ~1.6 M-element DiT activations), into
+ * a recycled one 0.5 ms. Only arrays this pool handed out come back (its WeakSet), so it holds
+ * sizes that are asked for again; small arrays come cheap from the allocator's free lists.
+ */
+class ArrayPool {
+  readonly #free = new Map<number, Float32Array[]>();
+  readonly #ours = new WeakSet<Float32Array>();
+  #bytes = 0;
+  constructor(readonly minLength: number, readonly maxBytes: number) {}
+
+  /** An array of `n` elements (contents unspecified: the caller writes every one). */
+  take(n: number): Float32Array {
+    if (n < this.minLength) return new Float32Array(n);
+    const a = this.#free.get(n)?.pop();
+    if (a) {
+      this.#bytes -= a.byteLength;
+      return a;
+    }
+    const o = new Float32Array(n);
+    this.#ours.add(o);
+    return o;
+  }
+
+  /** Keep `a` for a later `take` if it came from here and the pool has room (else drop it). */
+  give(a: Float32Array): void {
+    if (!this.#ours.has(a) || this.#bytes + a.byteLength > this.maxBytes) return;
+    let list = this.#free.get(a.length);
+    if (!list) this.#free.set(a.length, list = []);
+    list.push(a);
+    this.#bytes += a.byteLength;
+  }
+
+  /** Drop every kept array. */
+  clear(): void {
+    this.#free.clear();
+    this.#bytes = 0;
+  }
+}
+
+/** A run-time compiled elementwise kernel with the id the workers cache it by. */
+interface JitKernel extends SimdKernel {
+  readonly id: number;
+  /** {@linkcode simdCost} of its DAG. */
+  readonly cost: number;
+}
+
+/**
+ * One call of a {@linkcode JitKernel} over `total` items (4-float vectors when `flat`, else
+ * rows of `cols`): the kernel's pointer arguments (inputs, outputs, constants; byte addresses)
+ * at item 0 and their byte steps per item, and the work of one item (for the chunk size).
+ */
+interface JitCall {
+  base: number[];
+  step: number[];
+  total: number;
+  flat: boolean;
+  n: number;
+  cols: number;
+  itemWork: number;
 }
 
 /** The kernels' runtime (SGEMM and the rest): module, shared memory, helper workers. */
@@ -379,13 +512,24 @@ class Gemm {
   readonly #attnFwd: (...a: number[]) => void;
   readonly #attnBwd: (...a: number[]) => void;
   readonly #workers: Helper[] = [];
+  // Workers an elementwise call returned without waiting for (see runJit).
+  #lagging: Int32Array[] = [];
+  /** Where results are copied out to. */
+  readonly pool: ArrayPool;
   // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
   static readonly BASE = 1024;
 
-  private constructor(mr: number, fma: boolean, module: WebAssembly.Module, threads: number) {
+  private constructor(
+    mr: number,
+    fma: boolean,
+    module: WebAssembly.Module,
+    threads: number,
+    pool: ArrayPool,
+  ) {
     this.mr = mr;
     this.fma = fma;
     this.threads = threads;
+    this.pool = pool;
     this.#mem = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
     const inst = new WebAssembly.Instance(module, { env: { mem: this.#mem } });
     this.#gemmN = inst.exports.gemm_n as (...a: number[]) => void;
@@ -398,14 +542,14 @@ class Gemm {
     this.#attnBwd = inst.exports.attn_bwd as (...a: number[]) => void;
   }
 
-  static async create(threads: number): Promise<Gemm> {
+  static async create(threads: number, pool: ArrayPool): Promise<Gemm> {
     const fmaBytes = decode(GEMM_FMA_WASM.base64) as BufferSource;
     const fma = WebAssembly.validate(fmaBytes);
     const spec = fma ? GEMM_FMA_WASM : GEMM_PLAIN_WASM;
     const module = await WebAssembly.compile(
       fma ? fmaBytes : decode(GEMM_PLAIN_WASM.base64) as BufferSource,
     );
-    const g = new Gemm(spec.mr, fma, module, threads);
+    const g = new Gemm(spec.mr, fma, module, threads, pool);
     await g.#startWorkers(module, threads - 1);
     return g;
   }
@@ -416,8 +560,18 @@ class Gemm {
     }
   }
 
+  /** Threads that can share a call (this one and the workers). */
+  get parts(): number {
+    return this.#workers.length + 1;
+  }
+
   /** Stop the workers. */
   close(): void {
+    try {
+      this.#settle(true);
+    } catch {
+      // A trapped worker is stopped all the same.
+    }
     for (const { stop, ctrl } of this.#workers) {
       Atomics.store(ctrl, 0, 2);
       Atomics.notify(ctrl, 0);
@@ -431,8 +585,12 @@ class Gemm {
     return this.#mem;
   }
 
-  /** A view of the whole memory, grown first to at least `bytes`. */
+  /**
+   * A view of the whole memory, grown first to at least `bytes`, once no worker is still in a
+   * call (every kernel call starts here).
+   */
   view(bytes: number): Float32Array {
+    this.#settle(true);
     const have = this.#mem.buffer.byteLength;
     if (bytes > have) this.#mem.grow(Math.ceil((bytes - have) / 65536));
     return new Float32Array(this.#mem.buffer);
@@ -448,8 +606,26 @@ class Gemm {
     out: Float32Array,
     oo: number,
   ): void {
-    const { m, n, k } = g, mr = this.mr;
+    const { m, n } = g;
     if (m === 0 || n === 0) return;
+    const { at: C, stride: np } = this.product(as, ao, bs, bo, g);
+    const f = new Float32Array(this.#mem.buffer);
+    if (np === n) out.set(f.subarray(C, C + m * n), oo);
+    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+  }
+
+  /**
+   * A·B for one matrix pair (m, n ≥ 1) left in the memory: rows of `stride` floats from element
+   * `at` (the first n of each row are the product); memory from element `end` on is free.
+   */
+  product(
+    as: Float32Array,
+    ao: number,
+    bs: Float32Array,
+    bo: number,
+    g: MatmulGeom,
+  ): { at: number; stride: number; end: number } {
+    const { m, n, k } = g, mr = this.mr;
     const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
     // A as stored (row-major or transposed), B as stored when row-major (read in place by
     // the kernel) or packed into [np/8][k][8] panels when transposed. Rows past m and columns
@@ -481,8 +657,92 @@ class Gemm {
       parts,
       (ib0, ib1) => [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k],
     );
-    if (np === n) out.set(f.subarray(C, C + m * n), oo);
-    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+    return { at: C, stride: np, end: C + mp * np };
+  }
+
+  /**
+   * Run a compiled elementwise kernel over a call's items on `parts` threads: this one alone,
+   * or in chunks of ~EW_CHUNK_WORK that this thread and `parts − 1` workers claim until none
+   * is left (drainChunks). `scratch` (an element offset) is free memory for the chunk block
+   * and the module's bytes. Returns once every chunk is done, possibly before every worker is
+   * (see #settle).
+   */
+  runJit(k: JitKernel, call: JitCall, parts: number, scratch: number): void {
+    const { base, step, total, flat, n, cols } = call;
+    if (parts <= 1) {
+      k.run(...base, flat ? 1 : total, flat ? n : cols);
+      return;
+    }
+    // Chunks of ~EW_CHUNK_WORK, at least one item; the block, then the module's bytes.
+    const np = base.length, chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
+    const words = 7 + 2 * np + Math.ceil(total / chunk), code = scratch + up4(words);
+    const f = this.view((code + up4(Math.ceil(k.bytes.length / 4))) * 4);
+    new Uint8Array(f.buffer, code * 4, k.bytes.length).set(k.bytes);
+    const blk = new Int32Array(f.buffer, scratch * 4, words);
+    blk.set([0, np, total, chunk, flat ? 1 : 0, n, cols, ...base, ...step]);
+    blk.fill(0, 7 + 2 * np);
+    const busy: Int32Array[] = [];
+    for (let w = 0; w < parts - 1; w++) {
+      const { ctrl } = this.#workers[w]!;
+      ctrl.set([kernelIndex("elementwise"), k.id, code * 4, k.bytes.length, scratch * 4], 1);
+      Atomics.store(ctrl, 0, 1);
+      Atomics.notify(ctrl, 0);
+      busy.push(ctrl);
+    }
+    let err: unknown = null;
+    try {
+      drainChunks(k.run, blk, false);
+      drainChunks(k.run, blk, true);
+    } catch (e) {
+      err = e; // rethrown once the workers are idle again (they share this call's memory)
+    }
+    if (err === null) {
+      // Every chunk is done: a worker still in one is rewriting the same bits, and the next
+      // call waits for it (view) before it touches the memory. Under load (~8 here, on 2
+      // cores) a worker paused mid-chunk otherwise held calls up by a scheduler time slice.
+      for (const ctrl of busy) {
+        if (Atomics.compareExchange(ctrl, 0, 1, 0) !== 1) this.#lagging.push(ctrl);
+      }
+      this.#settle(false);
+    } else this.#join(busy, kernelIndex("elementwise"), err, true);
+  }
+
+  /**
+   * Wait for workers that an elementwise call left finishing a chunk (all of them with `wait`,
+   * else only those that trapped, which raise), before the memory is used again.
+   */
+  #settle(wait: boolean): void {
+    if (this.#lagging.length === 0) return;
+    const still: Int32Array[] = [];
+    const done = this.#lagging.filter((ctrl) => {
+      const s = Atomics.load(ctrl, 0);
+      if (!wait && s === 4) still.push(ctrl);
+      return wait || s !== 4;
+    });
+    this.#lagging = still;
+    this.#join(done, kernelIndex("elementwise"), null, false);
+  }
+
+  /**
+   * Wait until the workers in `busy` are idle (taking back, when `takeBack`, calls they have
+   * not started), then rethrow `err` or raise if a worker trapped.
+   */
+  #join(busy: readonly Int32Array[], fn: number, err: unknown, takeBack: boolean): void {
+    let failed = false;
+    for (const ctrl of busy) {
+      if (takeBack && Atomics.compareExchange(ctrl, 0, 1, 0) === 1) continue;
+      for (let s = Atomics.load(ctrl, 0); s === 1 || s === 4; s = Atomics.load(ctrl, 0)) {
+        Atomics.wait(ctrl, 0, s);
+      }
+      if (Atomics.load(ctrl, 0) === 3) {
+        failed = true;
+        Atomics.store(ctrl, 0, 0);
+      }
+    }
+    if (err !== null) throw err;
+    if (failed) {
+      throw new Error(`wasm backend: a worker trapped in ${KERNELS[fn]} (a bug: please report it)`);
+    }
   }
 
   /**
@@ -514,18 +774,7 @@ class Gemm {
     } catch (e) {
       err = e; // rethrown once the workers are idle again (they share this call's memory)
     }
-    let failed = false;
-    for (const ctrl of busy) {
-      while (Atomics.load(ctrl, 0) === 1) Atomics.wait(ctrl, 0, 1);
-      if (Atomics.load(ctrl, 0) === 3) {
-        failed = true;
-        Atomics.store(ctrl, 0, 0);
-      }
-    }
-    if (err !== null) throw err;
-    if (failed) {
-      throw new Error(`wasm backend: a ${KERNELS[fn]} worker trapped (a bug: please report it)`);
-    }
+    this.#join(busy, fn, err, false);
   }
 
   /**
@@ -568,7 +817,9 @@ class Gemm {
     // lse = m + log l here (pairs·n logarithms, not pairs·n²), in f64 then rounded, as the CPU
     // backend's; a NaN max (a NaN score) makes it NaN.
     for (let k = 0; k < lse.length; k++) lse[k] = f[M + k]! + Math.log(f[L + k]!);
-    return [f.slice(O, O + b * n * hs), lse];
+    const o = this.pool.take(b * n * hs);
+    o.set(f.subarray(O, O + b * n * hs));
+    return [o, lse];
   }
 
   /**
@@ -618,14 +869,27 @@ class Gemm {
       (S + w * scr) * 4,
       rb,
     ]);
-    return f.slice(DQ, DQ + b * n * ts);
+    const dq = this.pool.take(b * n * ts);
+    dq.set(f.subarray(DQ, DQ + b * n * ts));
+    return dq;
   }
 }
 
 /** Options of {@linkcode createWasmBackend}. */
 export interface WasmBackendOptions {
-  /** Threads for matmul (this one plus workers); default: the logical CPUs, at most 8. */
+  /**
+   * Threads for matmul, attention and big elementwise calls (this one plus workers); default:
+   * the logical CPUs, at most 8.
+   */
   threads?: number;
+  /**
+   * Elementwise calls with less work than this stay on the calling thread. Work is elements
+   * times a per-element cost beyond memory traffic: ~1 per cheap vector op, 16 per exp-based
+   * one (tanh, sigmoid, GELU …), minus 8 (the loads and stores; a DAG of a few adds never
+   * splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
+   * call of more than one 4-float vector (or row).
+   */
+  elementwiseSplitWork?: number;
 }
 
 /**
@@ -647,24 +911,38 @@ export class WasmBackend extends CpuBackend {
   override readonly description: string;
   readonly #gemm: Gemm;
   readonly #kernels = new Map<string, Kernel>();
-  readonly #simdKernels = new Map<string, SimdKernel>();
+  readonly #simdKernels = new Map<string, JitKernel>();
+  readonly #splitWork: number;
 
-  private constructor(gemm: Gemm) {
+  private constructor(gemm: Gemm, splitWork: number) {
     super();
     this.#gemm = gemm;
+    this.#splitWork = splitWork;
     this.description = `wasm (WebAssembly SIMD matmul${
       gemm.fma ? " with relaxed multiply-add" : ""
-    }, ${gemm.threads} thread${gemm.threads > 1 ? "s" : ""}; compiled elementwise loops)`;
+    }, ${gemm.threads} thread${
+      gemm.threads > 1 ? "s" : ""
+    }; elementwise as compiled SIMD kernels, big ones split across the threads)`;
   }
 
   /** Create the backend (see {@linkcode createWasmBackend}). */
-  static async create(threads: number): Promise<WasmBackend> {
-    return new WasmBackend(await Gemm.create(threads));
+  static async create(threads: number, splitWork = EW_SPLIT_WORK): Promise<WasmBackend> {
+    const gemm = await Gemm.create(threads, new ArrayPool(POOL_MIN, POOL_BYTES));
+    return new WasmBackend(gemm, splitWork);
   }
 
-  /** Stop the matmul workers (the backend stays usable on one thread). */
+  /** Stop the workers (the backend stays usable on one thread) and drop the kept arrays. */
   close(): void {
     this.#gemm.close();
+    this.#gemm.pool.clear();
+  }
+
+  /** Release `s`; its array is kept for a later result of the same length (ArrayPool). */
+  override free(s: Storage): void {
+    const a = d(s);
+    super.free(s);
+    // Recycled only when this call released it (not a second free of the same storage).
+    if (d(s) !== a) this.#gemm.pool.give(a);
   }
 
   override elementwise(
@@ -676,37 +954,49 @@ export class WasmBackend extends CpuBackend {
     const n = outShape.reduce((a, b) => a * b, 1);
     const arrays = inputs.map(d);
     const { access, rows, cols } = plan(arrays, inputStrides, outShape);
-    // Inputs read through any other view are copied contiguous first, as the CPU backend does.
+    // Inputs read through any other view are copied contiguous first, as the CPU backend does
+    // (into plain arrays: a JavaScript store loop into the shared memory runs ~4 ns an element).
+    const pool = this.#gemm.pool;
+    const temps: Float32Array[] = [];
     const ins = arrays.map((src, j) => {
       if (access[j] !== "copy") return src;
-      const o = new Float32Array(n);
+      const o = pool.take(n);
       stridedCopy(o, 0, stridesOf(outShape), src, 0, inputStrides[j]!, outShape);
+      temps.push(o);
       return o;
     });
     const acc = access.map((a) => (a === "copy" ? "dense" : a));
-    const simd = this.#simd(outputs, ins, acc, n, rows, cols);
-    if (simd) return simd.map((o) => this.wrap(o));
-    const low = lower(outputs, acc);
-    let kernel = this.#kernels.get(low.key);
-    if (!kernel) this.#kernels.set(low.key, kernel = low.build());
-    const outs = outputs.map(() => new Float32Array(n));
-    kernel(low.fns, Float64Array.from(low.consts), ins, outs, rows, cols);
-    return outs.map((o) => this.wrap(o));
+    try {
+      const simd = this.#simd(outputs, ins, acc, n, rows, cols);
+      if (simd) return simd.map((o) => this.wrap(o));
+      const low = lower(outputs, acc);
+      let kernel = this.#kernels.get(low.key);
+      if (!kernel) this.#kernels.set(low.key, kernel = low.build());
+      const outs = outputs.map(() => pool.take(n)); // every element is written
+      kernel(low.fns, Float64Array.from(low.consts), ins, outs, rows, cols);
+      return outs.map((o) => this.wrap(o));
+    } finally {
+      for (const t of temps) pool.give(t);
+    }
   }
 
   /**
    * The expressions as one SIMD kernel over the shared memory (inputs copied in, outputs
    * copied out: ~0.3 ns an element against the JavaScript loop's Math.exp at ~13), or null
    * when an op has no vector form or a per-row/column input meets rows of a width that is not
-   * a multiple of 4.
+   * a multiple of 4. An input given as a number is already in the memory at that element
+   * offset (dense), and the call's own regions start at element `base`. Big calls are split
+   * across the threads in chunks: of whole vectors for a flat kernel (dense and scalar
+   * inputs), of rows for a per-row/column one.
    */
   #simd(
     outputs: readonly Expr[],
-    ins: readonly Float32Array[],
+    ins: readonly (Float32Array | number)[],
     access: readonly SimdAccess[],
     n: number,
     rows: number,
     cols: number,
+    base = Gemm.BASE / 4,
   ): Float32Array[] | null {
     if (n === 0 || !simdSupports(outputs)) return null;
     const flat = access.every((a) => a === "dense" || a === "scalar");
@@ -714,36 +1004,63 @@ export class WasmBackend extends CpuBackend {
     const { key, consts } = simdKey(outputs, access);
     let kernel = this.#simdKernels.get(key);
     if (!kernel) {
-      kernel = compileSimd(outputs, access, ins.length, this.#gemm.memory);
+      const k = compileSimd(outputs, access, ins.length, this.#gemm.memory);
+      kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
       this.#simdKernels.set(key, kernel);
     }
-    // Layout from BASE: inputs, outputs, constants, each padded to whole vectors (+1 spare).
-    const pad = (len: number) => ((len + 3) & ~3) + 4;
-    const nv = flat ? pad(n) : n;
-    let at = 1024 / 4;
-    const inAt = ins.map((x) => {
+    // Layout from `base`: inputs, outputs, constants, each padded to whole vectors (+1 spare);
+    // of an input only what the kernel reads (n values, one, a row's cols, a column's rows).
+    const pad = (len: number) => up4(len) + 4;
+    const need = (a: SimdAccess) =>
+      a === "dense" ? n : a === "scalar" ? 1 : a === "row" ? cols : rows;
+    let at = base;
+    const inAt = ins.map((x, j) => {
+      if (typeof x === "number") return x;
       const here = at;
-      at += pad(x.length);
+      at += pad(need(access[j]!));
       return here;
     });
     const outAt = outputs.map(() => {
       const here = at;
-      at += pad(nv);
+      at += pad(n);
       return here;
     });
     const constAt = at;
     at += pad(consts.length);
     const f = this.#gemm.view(at * 4);
-    ins.forEach((x, j) => f.set(x, inAt[j]!));
+    ins.forEach((x, j) => {
+      if (typeof x !== "number") f.set(x.subarray(0, need(access[j]!)), inAt[j]!);
+    });
     f.set(consts, constAt);
-    kernel.run(
-      ...inAt.map((a) => a * 4),
-      ...outAt.map((a) => a * 4),
-      constAt * 4,
-      flat ? 1 : rows,
-      flat ? n : cols,
+    // Items: whole vectors of a flat kernel (a chunk's last vector never spills into the next
+    // chunk's), rows of a per-row/column one; small calls on this thread (see EW_SPLIT_WORK).
+    const total = flat ? (n + 3) >> 2 : rows, cost = kernel.cost;
+    const work = n * Math.max(0, cost - EW_MEMORY_COST);
+    const parts = work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, total);
+    const width = flat ? 4 : cols; // elements per item
+    this.#gemm.runJit(
+      kernel,
+      {
+        base: [...inAt, ...outAt, constAt].map((p) => p * 4),
+        step: [
+          ...access.map((a) => (a === "dense" ? width * 4 : a === "col" ? 4 : 0)),
+          ...outAt.map(() => width * 4),
+          0,
+        ],
+        total,
+        flat,
+        n,
+        cols,
+        itemWork: width * cost,
+      },
+      parts,
+      at,
     );
-    return outAt.map((a) => f.slice(a, a + n));
+    return outAt.map((a) => {
+      const o = this.#gemm.pool.take(n);
+      o.set(f.subarray(a, a + n));
+      return o;
+    });
   }
 
   override logSumExpAdd(
@@ -861,7 +1178,25 @@ export class WasmBackend extends CpuBackend {
 
   override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const as = d(a), bs = d(b);
-    const o = new Float32Array(g.batch * g.m * g.n);
+    if (
+      epilogue && g.batch === 1 && g.m * g.n > 0 && g.n % GEMM_NR === 0 &&
+      simdSupports([epilogue.expr])
+    ) {
+      // One product (a linear layer's) with rows of n floats in the memory: the epilogue's
+      // kernel reads it there, which saves copying m·n floats out and back in.
+      const c = this.#gemm.product(as, 0, bs, 0, g);
+      const outs = this.#simd(
+        [epilogue.expr],
+        [c.at, ...epilogue.rows.map(d)],
+        ["dense", ...epilogue.rows.map(() => "row" as const)],
+        g.m * g.n,
+        g.m,
+        g.n,
+        c.end,
+      );
+      return this.wrap(outs![0]!);
+    }
+    const o = this.#gemm.pool.take(g.batch * g.m * g.n);
     for (let bi = 0; bi < g.batch; bi++) {
       this.#gemm.run(as, bi * g.aBatchStride, bs, bi * g.bBatchStride, g, o, bi * g.m * g.n);
     }
@@ -914,5 +1249,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         "thread runs the wasm backend on 1",
     );
   }
-  return await WasmBackend.create(threads);
+  const split = opts.elementwiseSplitWork ?? EW_SPLIT_WORK;
+  if (!(split >= 0)) {
+    throw new RangeError(`elementwiseSplitWork: expected a number >= 0, got ${split}`);
+  }
+  return await WasmBackend.create(threads, split);
 }

@@ -10,7 +10,9 @@
 import { strict as assert } from "node:assert";
 import { CpuBackend } from "../../lib/backend/cpu.ts";
 import { createWasmBackend, type WasmBackend } from "../../lib/backend/wasm.ts";
+import { simdCost } from "../../lib/backend/wasm_jit.ts";
 import type { Expr, MatmulGeom } from "../../lib/ir.ts";
+import type { Storage } from "../../lib/backend/backend.ts";
 import { rng as mulberry } from "../_ref.ts";
 
 class Rand {
@@ -69,8 +71,12 @@ function assertUlps(got: Float32Array, want: Float32Array, ulps: number, what: s
   }
 }
 
-async function withWasm(threads: number, f: (be: WasmBackend) => Promise<void> | void) {
-  const be = await createWasmBackend({ threads });
+async function withWasm(
+  threads: number,
+  f: (be: WasmBackend) => Promise<void> | void,
+  elementwiseSplitWork?: number,
+) {
+  const be = await createWasmBackend({ threads, elementwiseSplitWork });
   try {
     await f(be);
   } finally {
@@ -162,49 +168,62 @@ Deno.test("wasm backend: a matmul epilogue (bias + silu) is the CPU backend's on
   });
 });
 
-Deno.test("wasm backend: elementwise expressions match the CPU backend through every view", async () => {
-  await withWasm(1, (be) => {
-    const rng = new Rand(5);
-    const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
-    const sig: Expr = { kind: "unary", op: "sigmoid", x, p0: 0, p1: 0 };
-    const exprs: Expr[] = [
-      { kind: "binary", op: "mul", a: x, b: sig }, // shares the input node
-      {
-        kind: "where",
-        c: { kind: "binary", op: "gt", a: x, b: y },
-        a: sig,
-        b: { kind: "const", value: 0.1 },
-      },
-      {
-        kind: "unary",
-        op: "affine",
-        x: { kind: "binary", op: "div", a: x, b: y },
-        p0: 1.5,
-        p1: -0.25,
-      },
-      y, // an output that is an input
-    ];
-    const shape = [7, 5];
-    // Input 1 through each view: dense, a row (bias), a column, a scalar, a transposed matrix.
-    const views: [number, number[]][] = [[35, [5, 1]], [5, [0, 1]], [7, [1, 0]], [1, [0, 0]], [35, [
-      1,
-      7,
-    ]]];
-    for (const [len, strides] of views) {
-      const xs = rng.floats(35, -3, 3), ys = rng.floats(len, -3, 3);
-      const ins = [[5, 1], strides];
-      const got = be.elementwise(exprs, [be.upload(xs), be.upload(ys)], ins, shape).map((s) =>
-        be.readSync(s)
-      );
-      const want = cpu.elementwise(exprs, [cpu.upload(xs), cpu.upload(ys)], ins, shape).map((s) =>
-        cpu.readSync(s)
-      );
-      for (let o = 0; o < exprs.length; o++) {
-        assertUlps(got[o]!, want[o]!, 4, `view ${strides} output ${o}`);
+// Elementwise tests run on one thread, on two with the default split (these sizes stay on one),
+// and on two with every call split (shares of a few vectors or rows each).
+const EW_CONFIGS: [number, number | undefined, string][] = [
+  [1, undefined, "1 thread"],
+  [2, undefined, "2 threads"],
+  [2, 0, "2 threads, every call split"],
+];
+
+for (const [threads, split, label] of EW_CONFIGS) {
+  Deno.test(`wasm backend (${label}): elementwise expressions match the CPU backend through every view`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(5);
+      const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
+      const sig: Expr = { kind: "unary", op: "sigmoid", x, p0: 0, p1: 0 };
+      const exprs: Expr[] = [
+        { kind: "binary", op: "mul", a: x, b: sig }, // shares the input node
+        {
+          kind: "where",
+          c: { kind: "binary", op: "gt", a: x, b: y },
+          a: sig,
+          b: { kind: "const", value: 0.1 },
+        },
+        {
+          kind: "unary",
+          op: "affine",
+          x: { kind: "binary", op: "div", a: x, b: y },
+          p0: 1.5,
+          p1: -0.25,
+        },
+        y, // an output that is an input
+      ];
+      const shape = [7, 5];
+      // Input 1 through each view: dense, a row (bias), a column, a scalar, a transposed matrix.
+      const views: [number, number[]][] = [[35, [5, 1]], [5, [0, 1]], [7, [1, 0]], [1, [0, 0]], [
+        35,
+        [
+          1,
+          7,
+        ],
+      ]];
+      for (const [len, strides] of views) {
+        const xs = rng.floats(35, -3, 3), ys = rng.floats(len, -3, 3);
+        const ins = [[5, 1], strides];
+        const got = be.elementwise(exprs, [be.upload(xs), be.upload(ys)], ins, shape).map((s) =>
+          be.readSync(s)
+        );
+        const want = cpu.elementwise(exprs, [cpu.upload(xs), cpu.upload(ys)], ins, shape).map((s) =>
+          cpu.readSync(s)
+        );
+        for (let o = 0; o < exprs.length; o++) {
+          assertUlps(got[o]!, want[o]!, 4, `view ${strides} output ${o}`);
+        }
       }
-    }
+    }, split);
   });
-});
+}
 
 const sig64 = (x: number) => 1 / (1 + Math.exp(-x));
 const TRUTH: Record<string, (x: number) => number> = {
@@ -235,118 +254,290 @@ const SPECIAL = [
   -0.5,
 ];
 
-Deno.test("wasm backend: every vector op matches the CPU backend (exact ops bit for bit, transcendentals ≤ 3 ulp)", async () => {
-  await withWasm(1, (be) => {
-    const rng = new Rand(21);
-    const grid = [...rng.floats(3000, -20, 20), ...rng.floats(500, -1, 1), ...SPECIAL];
-    const xs = Float32Array.from(grid);
-    const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
-    // Ops whose result is one f32 rounding of the exact value, or a selection: the same bits.
-    const exact = new Set([
-      "neg",
-      "copy",
-      "abs",
-      "sqrt",
-      "square",
-      "reciprocal",
-      "floor",
-      "relu",
-      "sign",
-      "gtScalar",
-      "geScalar",
-      "ltScalar",
-      "leScalar",
-      "eqScalar",
-    ]);
-    const unary: [string, number, number][] = [
-      ["neg", 0, 0],
-      ["copy", 0, 0],
-      ["abs", 0, 0],
-      ["sqrt", 0, 0],
-      ["rsqrt", 0, 0],
-      ["square", 0, 0],
-      ["reciprocal", 0, 0],
-      ["floor", 0, 0],
-      ["relu", 0, 0],
-      ["sign", 0, 0],
-      ["affine", 1.5, -0.25],
-      ["exp", 0, 0],
-      ["sigmoid", 0, 0],
-      ["silu", 0, 0],
-      ["tanh", 0, 0],
-      ["erf", 0, 0],
-      ["gelu", 0, 0],
-      ["gtScalar", 0.5, 0],
-      ["geScalar", 0.5, 0],
-      ["ltScalar", 0.5, 0],
-      ["leScalar", 0.5, 0],
-      ["eqScalar", 0.5, 0],
-    ];
-    for (const [op, p0, p1] of unary) {
-      const e = { kind: "unary", op, x, p0, p1 } as Expr;
-      const [g] = be.elementwise([e], [be.upload(xs)], [[1]], [xs.length]);
-      const [w] = cpu.elementwise([e], [cpu.upload(xs)], [[1]], [xs.length]);
-      if (exact.has(op)) assert.deepEqual([...be.readSync(g!)], [...cpu.readSync(w!)], op);
-      else if (op === "affine") {
-        // Two f32 roundings (x·p0, then + p1) against the CPU's one: within an ulp of each term.
-        const gv = be.readSync(g!), wv = cpu.readSync(w!);
-        for (let i = 0; i < xs.length; i++) {
-          if (!Number.isFinite(wv[i]!)) continue;
-          const tol = ulp(xs[i]! * p0) + ulp(wv[i]!);
-          assert.ok(Math.abs(gv[i]! - wv[i]!) <= tol, `affine(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
-        }
-      } else if (op in TRUTH) {
-        // Against the f64 function rounded once (an independent reference: the CPU backend's
-        // own tanh is 0 below ~1e-8, where the quotient cancels).
-        const truth = Float32Array.from(xs, TRUTH[op]!);
-        assertUlps(be.readSync(g!), truth, 3, op);
-      } else {
-        // erf/GELU: the A&S 7.1.26 approximation both backends implement (|error| ≤ 1.5e-7),
-        // evaluated in f32 here and f64 there: equal to a few 1e-7 absolute.
-        const gv = be.readSync(g!), wv = cpu.readSync(w!);
-        for (let i = 0; i < xs.length; i++) {
-          if (Number.isNaN(wv[i]!)) {
-            assert.ok(Number.isNaN(gv[i]!), `${op}(${xs[i]})`);
-            continue;
+for (const [threads, split, label] of EW_CONFIGS) {
+  Deno.test(`wasm backend (${label}): every vector op matches the CPU backend (exact ops bit for bit, transcendentals ≤ 3 ulp)`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(21);
+      const grid = [...rng.floats(3000, -20, 20), ...rng.floats(500, -1, 1), ...SPECIAL];
+      const xs = Float32Array.from(grid);
+      const x: Expr = { kind: "input", index: 0 }, y: Expr = { kind: "input", index: 1 };
+      // Ops whose result is one f32 rounding of the exact value, or a selection: the same bits.
+      const exact = new Set([
+        "neg",
+        "copy",
+        "abs",
+        "sqrt",
+        "square",
+        "reciprocal",
+        "floor",
+        "relu",
+        "sign",
+        "gtScalar",
+        "geScalar",
+        "ltScalar",
+        "leScalar",
+        "eqScalar",
+      ]);
+      const unary: [string, number, number][] = [
+        ["neg", 0, 0],
+        ["copy", 0, 0],
+        ["abs", 0, 0],
+        ["sqrt", 0, 0],
+        ["rsqrt", 0, 0],
+        ["square", 0, 0],
+        ["reciprocal", 0, 0],
+        ["floor", 0, 0],
+        ["relu", 0, 0],
+        ["sign", 0, 0],
+        ["affine", 1.5, -0.25],
+        ["exp", 0, 0],
+        ["sigmoid", 0, 0],
+        ["silu", 0, 0],
+        ["tanh", 0, 0],
+        ["erf", 0, 0],
+        ["gelu", 0, 0],
+        ["gtScalar", 0.5, 0],
+        ["geScalar", 0.5, 0],
+        ["ltScalar", 0.5, 0],
+        ["leScalar", 0.5, 0],
+        ["eqScalar", 0.5, 0],
+      ];
+      for (const [op, p0, p1] of unary) {
+        const e = { kind: "unary", op, x, p0, p1 } as Expr;
+        const [g] = be.elementwise([e], [be.upload(xs)], [[1]], [xs.length]);
+        const [w] = cpu.elementwise([e], [cpu.upload(xs)], [[1]], [xs.length]);
+        if (exact.has(op)) assert.deepEqual([...be.readSync(g!)], [...cpu.readSync(w!)], op);
+        else if (op === "affine") {
+          // Two f32 roundings (x·p0, then + p1) against the CPU's one: within an ulp of each term.
+          const gv = be.readSync(g!), wv = cpu.readSync(w!);
+          for (let i = 0; i < xs.length; i++) {
+            if (!Number.isFinite(wv[i]!)) continue;
+            const tol = ulp(xs[i]! * p0) + ulp(wv[i]!);
+            assert.ok(Math.abs(gv[i]! - wv[i]!) <= tol, `affine(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
           }
-          const tol = 3 * ulp(wv[i]!) + 4e-7 * (op === "gelu" ? Math.abs(xs[i]!) : 1);
+        } else if (op in TRUTH) {
+          // Against the f64 function rounded once (an independent reference: the CPU backend's
+          // own tanh is 0 below ~1e-8, where the quotient cancels).
+          const truth = Float32Array.from(xs, TRUTH[op]!);
+          assertUlps(be.readSync(g!), truth, 3, op);
+        } else {
+          // erf/GELU: the A&S 7.1.26 approximation both backends implement (|error| ≤ 1.5e-7),
+          // evaluated in f32 here and f64 there: equal to a few 1e-7 absolute.
+          const gv = be.readSync(g!), wv = cpu.readSync(w!);
+          for (let i = 0; i < xs.length; i++) {
+            if (Number.isNaN(wv[i]!)) {
+              assert.ok(Number.isNaN(gv[i]!), `${op}(${xs[i]})`);
+              continue;
+            }
+            const tol = 3 * ulp(wv[i]!) + 4e-7 * (op === "gelu" ? Math.abs(xs[i]!) : 1);
+            assert.ok(
+              Math.abs(gv[i]! - wv[i]!) <= tol || gv[i] === wv[i],
+              `${op}(${xs[i]}): ${gv[i]} vs ${wv[i]}`,
+            );
+          }
+        }
+      }
+      const ys = Float32Array.from(grid.map((_, i) => grid[(i * 7 + 3) % grid.length]!));
+      for (
+        const op of [
+          "add",
+          "sub",
+          "mul",
+          "div",
+          "maximum",
+          "minimum",
+          "eq",
+          "ne",
+          "lt",
+          "le",
+          "gt",
+          "ge",
+        ]
+      ) {
+        const e = { kind: "binary", op, a: x, b: y } as Expr;
+        const [g] = be.elementwise([e], [be.upload(xs), be.upload(ys)], [[1], [1]], [xs.length]);
+        const [w] = cpu.elementwise([e], [cpu.upload(xs), cpu.upload(ys)], [[1], [1]], [xs.length]);
+        const gv = [...be.readSync(g!)], wv = [...cpu.readSync(w!)];
+        for (let i = 0; i < wv.length; i++) {
           assert.ok(
-            Math.abs(gv[i]! - wv[i]!) <= tol || gv[i] === wv[i],
-            `${op}(${xs[i]}): ${gv[i]} vs ${wv[i]}`,
+            Object.is(gv[i], wv[i]) || (Number.isNaN(gv[i]) && Number.isNaN(wv[i])),
+            `${op}(${xs[i]}, ${ys[i]}): ${gv[i]} vs ${wv[i]}`,
           );
         }
       }
+    }, split);
+  });
+}
+
+/** The same f32 values, bit for bit (any NaN matches any NaN, as elsewhere in these tests). */
+function assertSameBits(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, what);
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!;
+    if (!(Object.is(g, w) || (Number.isNaN(g) && Number.isNaN(w)))) {
+      assert.fail(`${what} [${i}]: ${g} vs ${w}`);
     }
-    const ys = Float32Array.from(grid.map((_, i) => grid[(i * 7 + 3) % grid.length]!));
-    for (
-      const op of [
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "maximum",
-        "minimum",
-        "eq",
-        "ne",
-        "lt",
-        "le",
-        "gt",
-        "ge",
-      ]
-    ) {
-      const e = { kind: "binary", op, a: x, b: y } as Expr;
-      const [g] = be.elementwise([e], [be.upload(xs), be.upload(ys)], [[1], [1]], [xs.length]);
-      const [w] = cpu.elementwise([e], [cpu.upload(xs), cpu.upload(ys)], [[1], [1]], [xs.length]);
-      const gv = [...be.readSync(g!)], wv = [...cpu.readSync(w!)];
-      for (let i = 0; i < wv.length; i++) {
-        assert.ok(
-          Object.is(gv[i], wv[i]) || (Number.isNaN(gv[i]) && Number.isNaN(wv[i])),
-          `${op}(${xs[i]}, ${ys[i]}): ${gv[i]} vs ${wv[i]}`,
-        );
+  }
+}
+
+/** Seeded floats with NaN, ±∞ and ±0 around every place a share of `parts` could start. */
+function specialFloats(rng: Rand, n: number, lo: number, hi: number): Float32Array {
+  const xs = rng.floats(n, lo, hi);
+  const special = [NaN, Infinity, -Infinity, -0, 0, 1e-40];
+  for (const parts of [2, 3]) {
+    for (let p = 1; p < parts; p++) {
+      const at = Math.floor((n * p) / parts);
+      for (let d = -6; d < 6; d++) {
+        if (at + d >= 0 && at + d < n) xs[at + d] = special[(at + d) % special.length]!;
       }
     }
+  }
+  xs[n - 1] = NaN;
+  xs[0] = -Infinity;
+  return xs;
+}
+
+const X: Expr = { kind: "input", index: 0 }, Y: Expr = { kind: "input", index: 1 };
+const Z: Expr = { kind: "input", index: 2 };
+const un = (op: string, x: Expr, p0 = 0, p1 = 0) => ({ kind: "unary", op, x, p0, p1 }) as Expr;
+const bin = (op: string, a: Expr, b: Expr) => ({ kind: "binary", op, a, b }) as Expr;
+
+// Calls big enough to be split with the default threshold (elements × (simdCost − 8) ≥ 2^20,
+// checked by `run`: ~600k elements of a dozen ops, or fewer and a transcendental) on 2 and 3
+// threads, and with every call split. The ops listed bit for bit are exact in both backends
+// (one f32 rounding or a selection).
+for (const threads of [2, 3]) {
+  for (const split of [undefined, 0]) {
+    Deno.test(`wasm backend (${threads} threads${split === 0 ? ", every call split" : ""}): big elementwise calls split across the threads equal the CPU backend's`, async () => {
+      await withWasm(threads, (be) => {
+        const rng = new Rand(60 + threads);
+        const run = (
+          exprs: Expr[],
+          ins: [Float32Array, number[]][],
+          shape: number[],
+        ): [Float32Array[], Float32Array[]] => {
+          const n = shape.reduce((a, b) => a * b, 1);
+          assert.ok(n * (simdCost(exprs) - 8) >= 2 ** 20, "a call the default splits");
+          const strides = ins.map(([, st]) => st);
+          const got = be.elementwise(exprs, ins.map(([x]) => be.upload(x)), strides, shape);
+          const want = cpu.elementwise(exprs, ins.map(([x]) => cpu.upload(x)), strides, shape);
+          return [got.map((s) => be.readSync(s)), want.map((s) => cpu.readSync(s))];
+        };
+        // Flat (dense and scalar inputs) over a length that is not a multiple of 4, nor of 3.
+        const n = 600_001;
+        const xs = specialFloats(rng, n, -5, 5), ys = specialFloats(rng, n, -5, 5);
+        const flat: Expr[] = [
+          bin("add", X, Y),
+          bin("mul", X, Z),
+          { kind: "where", c: bin("gt", X, Y), a: X, b: Y },
+          bin("maximum", X, Y),
+          un("relu", X),
+          bin("div", X, Y),
+          Y, // an output that is an input
+        ];
+        let [got, want] = run(flat, [[xs, [1]], [ys, [1]], [Float32Array.of(-1.5), [0]]], [n]);
+        flat.forEach((_, o) => assertSameBits(got[o]!, want[o]!, `flat output ${o}`));
+        // A transcendental (a few ulp of the CPU backend's Math.exp form).
+        [got, want] = run([un("sigmoid", X), un("tanh", X)], [[xs, [1]]], [n]);
+        assertUlps(got[0]!, want[0]!, 4, "sigmoid");
+        assertUlps(got[1]!, Float32Array.from(xs, Math.tanh), 3, "tanh");
+        // Rows: a bias along the columns ("row"), a per-row value ("col"), an odd row count;
+        // then the same with a width that is not a multiple of 4 (the JavaScript loop).
+        for (const [rows, cols] of [[1001, 604], [1001, 603]]) {
+          const m = specialFloats(rng, rows * cols, -3, 3);
+          const bias = specialFloats(rng, cols, -1, 1), col = specialFloats(rng, rows, -2, 2);
+          const exprs = [bin("mul", bin("add", X, Y), Z), bin("sub", Z, Y), un("neg", X)];
+          [got, want] = run(
+            exprs,
+            [[m, [cols, 1]], [bias, [0, 1]], [col, [1, 0]]],
+            [rows, cols],
+          );
+          exprs.forEach((_, o) => assertSameBits(got[o]!, want[o]!, `${rows}x${cols} output ${o}`));
+        }
+        // A transposed input (copied contiguous first) in a split call.
+        const t = rng.floats(700 * 900, -2, 2), u = rng.floats(700 * 900, -2, 2);
+        [got, want] = run(
+          [bin("mul", X, Y), un("sigmoid", bin("sub", X, Y))],
+          [[t, [1, 700]], [u, [900, 1]]],
+          [700, 900],
+        );
+        assertSameBits(got[0]!, want[0]!, "transposed: mul");
+        assertUlps(got[1]!, want[1]!, 4, "transposed: sigmoid");
+      }, split);
+    });
+  }
+}
+
+Deno.test("wasm backend (2 threads): outputs stay intact while freed arrays are reused", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(70);
+    const n = 300_003, xs = rng.floats(n, -4, 4), ys = rng.floats(n, -4, 4);
+    const x = be.upload(xs), y = be.upload(ys);
+    const [a] = be.elementwise([bin("add", X, Y)], [x, y], [[1], [1]], [n]);
+    const keep = be.readSync(a!);
+    // Outputs of the same length, freed and reused, while `a` stays live.
+    for (let i = 0; i < 4; i++) {
+      const [b, c] = be.elementwise([bin("mul", X, Y), bin("sub", X, Y)], [x, y], [[1], [1]], [n]);
+      const [wb, wc] = cpu.elementwise(
+        [bin("mul", X, Y), bin("sub", X, Y)],
+        [cpu.upload(xs), cpu.upload(ys)],
+        [[1], [1]],
+        [n],
+      );
+      assertSameBits(be.readSync(b!), cpu.readSync(wb!), `mul, round ${i}`);
+      assertSameBits(be.readSync(c!), cpu.readSync(wc!), `sub, round ${i}`);
+      be.free(b!);
+      be.free(c!);
+      be.free(b!); // a second free must not hand the array out twice
+    }
+    assertSameBits(be.readSync(a!), keep, "the live output");
+    const [d, e] = be.elementwise([bin("mul", X, Y), bin("add", X, X)], [x, y], [[1], [1]], [n]);
+    assert.notEqual(be.readSync(d!)[1], be.readSync(e!)[1]);
+    const [wd] = cpu.elementwise([bin("mul", X, Y)], [cpu.upload(xs), cpu.upload(ys)], [[1], [
+      1,
+    ]], [n]);
+    assertSameBits(be.readSync(d!), cpu.readSync(wd!), "after a double free");
   });
 });
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm backend (${threads} thread(s)): a big matmul's epilogue, run where the product lies, is the CPU backend's on the same product`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(80 + threads);
+      // n a multiple of the 8-column panel: the epilogue reads the product in place.
+      const m = 1001, n = 512, k = 24;
+      const a = rng.floats(m * k, -1, 1), b = rng.floats(k * n, -1, 1);
+      const bias = specialFloats(rng, n, -1, 1);
+      const g = {
+        batch: 1,
+        m,
+        n,
+        k,
+        transA: false,
+        transB: false,
+        aBatchStride: 0,
+        bBatchStride: 0,
+      };
+      const prod = be.readSync(be.matmul(be.upload(a), be.upload(b), g));
+      const epilogues: [Expr, Storage[], number[][], boolean][] = [
+        [bin("add", X, Y), [be.upload(bias)], [[0, 1]], true],
+        [un("relu", X), [], [], true], // no row inputs: a flat kernel
+        [un("silu", bin("add", X, Y)), [be.upload(bias)], [[0, 1]], false],
+      ];
+      for (const [expr, rows, rowStrides, exact] of epilogues) {
+        const got = be.readSync(be.matmul(be.upload(a), be.upload(b), g, { expr, rows }));
+        const [want] = cpu.elementwise(
+          [expr],
+          [cpu.upload(prod), ...rows.map((r) => cpu.upload(be.readSync(r)))],
+          [[n, 1], ...rowStrides],
+          [m, n],
+        );
+        if (exact) assertSameBits(got, cpu.readSync(want!), `epilogue ${JSON.stringify(expr)}`);
+        else assertUlps(got, cpu.readSync(want!), 4, "bias + silu");
+      }
+    });
+  });
+}
 
 Deno.test("wasm backend: sums equal the CPU backend bit for bit; other reductions are the CPU backend's", async () => {
   await withWasm(1, (be) => {
