@@ -10,8 +10,9 @@
  * - `bwd-like DAG (2 inputs)`: g·(½(1 + t) + ½x(1 − t²)·c·(1 + 3·0.044715x²)), t = tanh(…);
  * - `linear + bias + gelu`: [3136, 128]·[128, 512] with a bias + GELU matmul epilogue;
  *
- * and with `--step` whole DiT training steps (bench/cases/dit.ts). Prints one JSON line per
- * item (median and min wall and process CPU ms per call for `base` and `new`), then the load.
+ * and with `--step` whole DiT training steps (bench/cases/dit.ts; `--steps` a run). Prints one
+ * JSON line per item (median and min wall and process CPU ms per call or step, for `base` and
+ * `new`), then the load average.
  *
  *   deno run --allow-read=.,DIR --allow-sys=loadavg,cpus --allow-env=FLOWGPU_BACKEND \
  *     bench/elementwise_wasm_ab.ts --base DIR [--step]
@@ -84,7 +85,8 @@ if (import.meta.main) {
   ];
   const [M, N, K] = [3136, 512, 128];
   const n = M * N;
-  type Item = { name: string; run: () => void };
+  // `per`: units a run does (the figures are per unit: per call, per training step).
+  type Item = { name: string; run: () => void; per?: number };
   const variants: { label: string; items: Item[]; done: () => void }[] = [];
   for (const [label, lib, dir] of libs) {
     const be = await lib.init({ backend: "wasm" });
@@ -139,7 +141,8 @@ if (import.meta.main) {
       for (let i = 0; i < 2; i++) s.step().dispose(); // compile, warm the caches and pools
       const steps = Number(values.steps);
       items.push({
-        name: `DiT step (÷${steps})`,
+        name: "DiT training step",
+        per: steps,
         run: () => {
           for (let i = 0; i < steps; i++) s.step().dispose();
         },
@@ -162,8 +165,9 @@ if (import.meta.main) {
         const cu = process.cpuUsage(c0);
         const key = `${it.name}\u0000${v.label}`;
         const e = res.get(key) ?? { wall: [], cpu: [] };
-        e.wall.push((performance.now() - t0) / reps);
-        e.cpu.push((cu.user + cu.system) / 1000 / reps);
+        const units = reps * (it.per ?? 1);
+        e.wall.push((performance.now() - t0) / units);
+        e.cpu.push((cu.user + cu.system) / 1000 / units);
         res.set(key, e);
       }
     }

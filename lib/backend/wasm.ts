@@ -18,7 +18,7 @@
  * core of the same machine (docs/engine_round2.md).
  * @module
  */
-import type { MatmulEpilogue, Storage, View } from "./backend.ts";
+import type { ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
 import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { stridesOf } from "../shape.ts";
@@ -418,9 +418,11 @@ const EW_MEMORY_COST = 8;
 // Work of one chunk of a split elementwise call (~10 µs of one thread: the calls into the
 // kernel, ~0.2 µs each, stay ~2 % of it, and a late worker holds the call up by one chunk).
 const EW_CHUNK_WORK = 1 << 16;
-// Output arrays at least this long are recycled (ArrayPool); idle ones kept up to POOL_BYTES.
+// Output arrays at least this long (128 kB) are recycled (ArrayPool): smaller ones come cheap
+// from the allocator's free lists. Idle ones are kept up to the program's peak live bytes, or
+// POOL_FLOOR when that is less.
 const POOL_MIN = 1 << 15;
-const POOL_BYTES = 256 << 20;
+const POOL_FLOOR = 64 << 20;
 // Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
@@ -435,20 +437,30 @@ function f32Bits(x: number): number {
  * Freed output arrays kept for reuse, by length. Every result leaves the shared memory by a copy
  * into a plain array (storages are plain Float32Arrays); into a fresh array that copy cost ~30
  * ms for 6.4 MB at load 8 (new pages: faults and zeroing; ~1.6 M-element DiT activations), into
- * a recycled one 0.5 ms. Only arrays this pool handed out come back (its WeakSet), so it holds
- * sizes that are asked for again; small arrays come cheap from the allocator's free lists.
+ * a recycled one 0.5 ms. Only arrays this pool handed out come back (its WeakSet). It keeps at
+ * most the larger of `floorBytes` and the most the program has had live at once (`live()` at
+ * each take), so it does not raise the program's peak, and drops its oldest arrays first, so
+ * sizes no longer asked for make room for those that are. A DiT training step (bench/cases/
+ * dit.ts) frees ~0.9 GB of activations in its backward pass that the next forward asks for
+ * again: a 256 MB cap missed 2/3 of the takes, ~1.1 GB of fresh arrays a step.
  */
 class ArrayPool {
   readonly #free = new Map<number, Float32Array[]>();
+  readonly #order = new Set<Float32Array>(); // kept arrays, oldest first
   readonly #ours = new WeakSet<Float32Array>();
   #bytes = 0;
-  constructor(readonly minLength: number, readonly maxBytes: number) {}
+  #peak = 0;
+  /** Bytes the program has live (its backend's liveBytes). */
+  live: () => number = () => 0;
+  constructor(readonly minLength: number, readonly floorBytes: number) {}
 
   /** An array of `n` elements (contents unspecified: the caller writes every one). */
   take(n: number): Float32Array {
     if (n < this.minLength) return new Float32Array(n);
+    this.#peak = Math.max(this.#peak, this.live());
     const a = this.#free.get(n)?.pop();
     if (a) {
+      this.#order.delete(a);
       this.#bytes -= a.byteLength;
       return a;
     }
@@ -457,18 +469,28 @@ class ArrayPool {
     return o;
   }
 
-  /** Keep `a` for a later `take` if it came from here and the pool has room (else drop it). */
+  /** Keep `a` for a later `take` if it came from here (dropping older arrays to make room). */
   give(a: Float32Array): void {
-    if (!this.#ours.has(a) || this.#bytes + a.byteLength > this.maxBytes) return;
+    const cap = Math.max(this.floorBytes, this.#peak);
+    if (!this.#ours.has(a) || a.byteLength > cap) return;
+    for (const old of this.#order) {
+      if (this.#bytes + a.byteLength <= cap) break;
+      const list = this.#free.get(old.length)!;
+      list.splice(list.indexOf(old), 1);
+      this.#order.delete(old);
+      this.#bytes -= old.byteLength;
+    }
     let list = this.#free.get(a.length);
     if (!list) this.#free.set(a.length, list = []);
     list.push(a);
+    this.#order.add(a);
     this.#bytes += a.byteLength;
   }
 
   /** Drop every kept array. */
   clear(): void {
     this.#free.clear();
+    this.#order.clear();
     this.#bytes = 0;
   }
 }
@@ -514,6 +536,7 @@ class Gemm {
   readonly #workers: Helper[] = [];
   // Workers an elementwise call returned without waiting for (see runJit).
   #lagging: Int32Array[] = [];
+  #generation = 0;
   /** Where results are copied out to. */
   readonly pool: ArrayPool;
   // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
@@ -560,6 +583,11 @@ class Gemm {
     }
   }
 
+  /** Kernel calls so far (each starts with {@linkcode Gemm.view}): what says memory changed. */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /** Threads that can share a call (this one and the workers). */
   get parts(): number {
     return this.#workers.length + 1;
@@ -587,10 +615,11 @@ class Gemm {
 
   /**
    * A view of the whole memory, grown first to at least `bytes`, once no worker is still in a
-   * call (every kernel call starts here).
+   * call (every kernel call starts here, and counts as a new generation).
    */
   view(bytes: number): Float32Array {
     this.#settle(true);
+    this.#generation++;
     const have = this.#mem.buffer.byteLength;
     if (bytes > have) this.#mem.grow(Math.ceil((bytes - have) / 65536));
     return new Float32Array(this.#mem.buffer);
@@ -913,6 +942,11 @@ export class WasmBackend extends CpuBackend {
   readonly #kernels = new Map<string, Kernel>();
   readonly #simdKernels = new Map<string, JitKernel>();
   readonly #splitWork: number;
+  // The last SIMD call's outputs and their element offsets in the memory: valid while no other
+  // call has used the memory (its generation unchanged) and the array is neither freed nor
+  // written (storages are written only by copyInto and elementwiseGroups' in-place outputs).
+  #resident = new Map<Float32Array, number>();
+  #residentGen = -1;
 
   private constructor(gemm: Gemm, splitWork: number) {
     super();
@@ -927,8 +961,10 @@ export class WasmBackend extends CpuBackend {
 
   /** Create the backend (see {@linkcode createWasmBackend}). */
   static async create(threads: number, splitWork = EW_SPLIT_WORK): Promise<WasmBackend> {
-    const gemm = await Gemm.create(threads, new ArrayPool(POOL_MIN, POOL_BYTES));
-    return new WasmBackend(gemm, splitWork);
+    const pool = new ArrayPool(POOL_MIN, POOL_FLOOR);
+    const be = new WasmBackend(await Gemm.create(threads, pool), splitWork);
+    pool.live = () => be.liveBytes();
+    return be;
   }
 
   /** Stop the workers (the backend stays usable on one thread) and drop the kept arrays. */
@@ -940,6 +976,7 @@ export class WasmBackend extends CpuBackend {
   /** Release `s`; its array is kept for a later result of the same length (ArrayPool). */
   override free(s: Storage): void {
     const a = d(s);
+    this.#resident.delete(a);
     super.free(s);
     // Recycled only when this call released it (not a second free of the same storage).
     if (d(s) !== a) this.#gemm.pool.give(a);
@@ -1010,12 +1047,24 @@ export class WasmBackend extends CpuBackend {
     }
     // Layout from `base`: inputs, outputs, constants, each padded to whole vectors (+1 spare);
     // of an input only what the kernel reads (n values, one, a row's cols, a column's rows).
+    // An input that is an output of the last call, still in the memory, is read where it is
+    // (a chain of ops, e.g. GELU-tanh's, passes ~40 % of a DiT step's input bytes that way);
+    // the new regions then go below those if they fit there, else above.
     const pad = (len: number) => up4(len) + 4;
     const need = (a: SimdAccess) =>
       a === "dense" ? n : a === "scalar" ? 1 : a === "row" ? cols : rows;
-    let at = base;
-    const inAt = ins.map((x, j) => {
-      if (typeof x === "number") return x;
+    const resident = this.#gemm.generation === this.#residentGen ? this.#resident : undefined;
+    const placed = ins.map((x) => (typeof x === "number" ? x : resident?.get(x)));
+    let lo = Infinity, hi = 0, size = pad(consts.length) + outputs.length * pad(n);
+    ins.forEach((x, j) => {
+      const p = placed[j];
+      if (p === undefined) size += pad(need(access[j]!));
+      else if (typeof x !== "number") [lo, hi] = [Math.min(lo, p), Math.max(hi, p + pad(x.length))];
+    });
+    let at = base + size > lo ? Math.max(base, hi) : base;
+    const inAt = ins.map((_, j) => {
+      const p = placed[j];
+      if (p !== undefined) return p;
       const here = at;
       at += pad(need(access[j]!));
       return here;
@@ -1027,9 +1076,11 @@ export class WasmBackend extends CpuBackend {
     });
     const constAt = at;
     at += pad(consts.length);
-    const f = this.#gemm.view(at * 4);
+    const f = this.#gemm.view(Math.max(at, hi) * 4);
     ins.forEach((x, j) => {
-      if (typeof x !== "number") f.set(x.subarray(0, need(access[j]!)), inAt[j]!);
+      if (placed[j] === undefined) {
+        f.set((x as Float32Array).subarray(0, need(access[j]!)), inAt[j]!);
+      }
     });
     f.set(consts, constAt);
     // Items: whole vectors of a flat kernel (a chunk's last vector never spills into the next
@@ -1054,13 +1105,16 @@ export class WasmBackend extends CpuBackend {
         itemWork: width * cost,
       },
       parts,
-      at,
+      Math.max(at, hi),
     );
-    return outAt.map((a) => {
+    const res = outAt.map((a) => {
       const o = this.#gemm.pool.take(n);
       o.set(f.subarray(a, a + n));
       return o;
     });
+    this.#resident = new Map(res.map((o, i) => [o, outAt[i]!]));
+    this.#residentGen = this.#gemm.generation;
+    return res;
   }
 
   override logSumExpAdd(
@@ -1128,7 +1182,21 @@ export class WasmBackend extends CpuBackend {
     );
   }
 
+  override elementwiseGroups(
+    outputs: readonly Expr[],
+    groups: readonly ElementwiseGroup[],
+    scalars: readonly Storage[],
+    inPlace?: readonly number[],
+  ): Storage[][] {
+    const out = super.elementwiseGroups(outputs, groups, scalars, inPlace);
+    // Inputs written in place may be outputs of the last SIMD call (when the groups' own calls
+    // took the JavaScript loop, which leaves the memory as it was).
+    if (inPlace?.some((t) => t >= 0)) this.#resident.clear();
+    return out;
+  }
+
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
+    this.#resident.delete(d(dst));
     stridedCopy(
       d(dst),
       dstView.offset,
