@@ -408,19 +408,22 @@ const PACK_N = 512;
 // Calls with fewer multiply-adds than this stay on one thread (waking a worker costs tens of µs).
 const SPLIT_WORK = 1 << 18;
 // Elementwise calls split across the threads need elements × (simdCost − EW_MEMORY_COST) of
-// at least this (~400 µs of one thread's work at ~3.7 ns an element for GELU: a split call
-// costs ~10 µs more when the worker never comes, and a 2-core machine at load 6–8 gave no
-// gain below ~1M elements). The first EW_MEMORY_COST units of a DAG's per-element cost are
-// its loads and stores, which a second core on the same memory does not speed up (measured:
-// adds and chains of 8 multiplies over 0.26–1.6M elements ran up to 1.8× slower split).
+// at least this: GELU from ~100k elements, ~0.4 ms of one thread at ~3.7 ns an element, while
+// a split call of 4096 elements cost 4–15 µs more than one thread. (On the 2-core machine
+// here, at load 6–8 with autogroup scheduling, a process gets one core's share however many
+// threads it runs, so no split gained at any size: the threshold is for idle cores.) The first
+// EW_MEMORY_COST units of a DAG's per-element cost are its loads and stores, which a second
+// core on the same memory does not speed up (adds and chains of 8 multiplies over 0.26–1.6M
+// elements ran up to 1.8× slower split).
 const EW_SPLIT_WORK = 1 << 20;
 const EW_MEMORY_COST = 8;
 // Work of one chunk of a split elementwise call (~10 µs of one thread: the calls into the
 // kernel, ~0.2 µs each, stay ~2 % of it, and a late worker holds the call up by one chunk).
 const EW_CHUNK_WORK = 1 << 16;
-// Output arrays at least this long (128 kB) are recycled (ArrayPool): smaller ones come cheap
-// from the allocator's free lists. Idle ones are kept up to the program's peak live bytes, or
-// POOL_FLOOR when that is less.
+// Output arrays at least this long (128 kB) are recycled (ArrayPool). CPU per copy-out into a
+// fresh array / a recycled one, load ~7.5: 6 / 0.6 µs at 4096 elements, 10 / 4 at 32k, 600 /
+// 27 at 128k, 6400 / 110 at 512k (past the allocator's mmap threshold every fresh array costs
+// page faults). Idle ones are kept up to the program's peak live bytes, or POOL_FLOOR.
 const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
 // Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
