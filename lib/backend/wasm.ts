@@ -1185,6 +1185,10 @@ export class WasmBackend extends CpuBackend {
     );
   }
 
+  /**
+   * The CPU backend's groups (one elementwise call each); with in-place outputs, the next call
+   * reads no earlier output in place (a written input may be one).
+   */
   override elementwiseGroups(
     outputs: readonly Expr[],
     groups: readonly ElementwiseGroup[],
