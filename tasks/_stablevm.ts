@@ -13,6 +13,14 @@ import {
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
+import {
+  IMAGE_SCHEDULE,
+  resolveImageFlags,
+  STABLEVM_IMAGE_FLAGS,
+  type StableVmImageConfig,
+} from "./_stablevm_images.ts";
+
+export { imageShape } from "./_stablevm_images.ts";
 
 /** Valid `--loss-type` values (SV: "si" = CFM, "stablevm"). */
 export const LOSS_TYPES = ["si", "stablevm"] as const;
@@ -21,7 +29,7 @@ export const MODELS = ["adaln-mlp", "dit-tiny"] as const;
 
 /** The resolved configuration of a run (written to config.json). */
 export interface TrainStableVmConfig
-  extends Omit<StableVmTrainerConfig, keyof RepaSettings>, RepaSettings {
+  extends Omit<StableVmTrainerConfig, keyof RepaSettings>, RepaSettings, StableVmImageConfig {
   lossType: typeof LOSS_TYPES[number];
   pathType: PathType;
   prediction: "v";
@@ -46,6 +54,7 @@ export const STABLEVM_SCHEDULE = [
   "logEvery",
   "sampleSteps",
   "fisherSamples",
+  ...IMAGE_SCHEDULE,
 ] as const;
 
 /** The flags (kebab-case; the seed's snake_case and dotted spellings are accepted too). */
@@ -130,6 +139,7 @@ export const TRAIN_STABLEVM_FLAGS = [
     min: 1,
     help: "samples per time for the Fisher divergence",
   },
+  ...STABLEVM_IMAGE_FLAGS,
   // Accepted for pasted SV commands; they mean nothing on this engine.
   { name: "report-to", type: "string", help: "ignored (wandb)" },
   { name: "allow-tf32", type: "bool", help: "ignored" },
@@ -205,13 +215,8 @@ export function parseTrainFlags(
     resume: f.resume ?? null,
     sampleSteps: f.sampleSteps,
     fisherSamples: f.fisherSamples,
+    ...resolveImageFlags(f, given ?? new Set()),
   };
-}
-
-/** [C, H, W] of image rows (1 or 3 channels, values in [−1, 1]), or null. */
-export function imageShape(data: LabelledSet): [number, number, number] | null {
-  const s = data.shape?.length === 2 ? [1, ...data.shape] : data.shape;
-  return s?.length === 3 && (s[0] === 1 || s[0] === 3) ? [s[0]!, s[1]!, s[2]!] : null;
 }
 
 /** Fashion-MNIST's first `limit` training images as labelled rows. */

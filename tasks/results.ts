@@ -2,7 +2,8 @@
  * @file `deno task results [--quick]` — rerun every results table of the README and docs/ and
  * rewrite them: seed 003's CFM vs OT-CFM (`cfm:table`), seed 002's Fisher table (`gmm:table`),
  * seed 000's shortcut/locality table (`shortcut:table`), seed 004's flow-map KL table
- * (`flowmap:table`). Every table runs ≥ 3 seeds and reports
+ * (`flowmap:table`), issue 14's CFM vs StableVM vs StableVM + VA-REPA image table
+ * (`images:table`). Every table runs ≥ 3 seeds and reports
  * mean ± std; its JSON (rows with the commit each ran on) is written beside its markdown in
  * docs/, and the README's tables between `<!-- results:NAME -->` markers are regenerated from
  * that JSON, so the README cannot drift from what the command produced. `docs/results.json`
@@ -31,6 +32,7 @@ import { main as cfmTableMain } from "./cfm_table.ts";
 import { main as gmmTableMain } from "./gmm_table.ts";
 import { main as shortcutTableMain } from "./shortcut_table.ts";
 import { main as flowmapTableMain } from "./flowmap_table.ts";
+import { main as imagesTableMain } from "./images_table.ts";
 import { outPath, readmeBlock, tableArgs, type TableName, TABLES } from "../cli/tables/readme.ts";
 
 export { readmeBlock, type TableName, TABLES } from "../cli/tables/readme.ts";
@@ -44,7 +46,7 @@ export { readmeBlock, type TableName, TABLES } from "../cli/tables/readme.ts";
  * import { RESULTS_FLAGS } from "./results.ts";
  * assert.equal(
  *   RESULTS_FLAGS.find((f) => f.name === "only")?.default,
- *   "gmm,cfm,shortcut,shortcut-fmnist,flowmap",
+ *   "gmm,cfm,shortcut,shortcut-fmnist,flowmap,images",
  * );
  * ```
  */
@@ -87,6 +89,7 @@ export async function main(argv: readonly string[]): Promise<Record<string, unkn
     shortcut: shortcutTableMain,
     "shortcut-fmnist": shortcutTableMain,
     flowmap: flowmapTableMain,
+    images: imagesTableMain,
   };
   for (const t of only) {
     const args = tableArgs(t, f.quick, f.outDir);

@@ -15,31 +15,26 @@
  *     --proj-encoder runs/classifier-fmnist --proj-weight-schedule sigmoid   # VA-REPA
  *
  * Image data (`--data-dir fashion-mnist`, or an `.npz` whose `x` is [N, H, W] or [N, C, H, W])
- * get a sample grid per class instead of the scatter: `samples/samples-step-N.png` (raw) and
- * `.svg` (upscaled, class names on the rows).
+ * get a sample grid per class instead of the scatter, guided by `--cfg-scale` (default 3):
+ * `samples/samples-step-N.png` (raw) and `.svg` (upscaled, class names on the rows).
+ * On Fashion-MNIST `--eval-samples` guided samples (default 2000; 0: off) are then scored with
+ * `--classifier` (the shipped one by default): FD on its features against the test split, the
+ * real-train-vs-test floor and class agreement (tasks/_stablevm_final.ts).
  *   deno task train:stablevm --resume runs/train-stablevm-20260101-120000
  * @module
  */
 import {
   checkStableVmModel,
   embeddedRing,
-  encodePng,
-  fisherDivergence,
   fit,
   Generator,
-  integrate,
   type LabelledSet,
   loadLabelledNpz,
   loadRepaEncoder,
   openTrainingRun,
-  type SampleContext,
-  stableVmField,
-  type StableVmNet,
   stableVmTrainer,
-  tensor,
   withPhase,
 } from "../mod.ts";
-import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
 import { runTask, taskSignal } from "../cli/mod.ts";
 import {
   fashionRows,
@@ -49,6 +44,8 @@ import {
   type TrainStableVmConfig,
   warnIgnoredFlags,
 } from "./_stablevm.ts";
+import { type FinalFigures, finalFigures, finalReport } from "./_stablevm_final.ts";
+import { checkImageFlags, IMAGE_SCHEDULE, scoringClassifier } from "./_stablevm_images.ts";
 
 export {
   LOSS_TYPES,
@@ -68,77 +65,10 @@ export interface TrainStableVmResult {
   finalLoss: number;
   /** Mean Fisher divergence of the EMA model against the exact class-conditional field. */
   fisher: number | null;
-}
-
-/** Samples and the Fisher divergence with the EMA weights (dropout off). */
-async function finalFigures(
-  ctx: SampleContext<StableVmNet>,
-  c: TrainStableVmConfig,
-  data: LabelledSet,
-): Promise<{ plot: string; fisher: number | null }> {
-  const C = data.numClasses, d = data.dim, model = ctx.model;
-  const img = imageShape(data);
-  // Images: 8 samples of each of (up to) 10 classes, one class per row; else a scatter.
-  const rows = Math.min(C, 10), per = 8, nS = img ? rows * per : 1024;
-  const labels = Float32Array.from({ length: nS }, (_, i) => img ? Math.floor(i / per) : i % C);
-  const y = tensor(labels);
-  const x0 = new Generator(c.seed + 4242).normal([nS, d]);
-  const res = await integrate(stableVmField(model, img ?? undefined), x0, {
-    method: "midpoint",
-    steps: c.sampleSteps,
-    cond: y,
-  });
-  const xs = await res.x.data();
-  [res.x, x0, y].forEach((t) => t.dispose());
-  const step6 = String(ctx.step).padStart(6, "0");
-  if (img) {
-    const grid = imageGrid(xs, {
-      n: nS,
-      channels: img[0],
-      height: img[1],
-      width: img[2],
-      nrow: per,
-    });
-    const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
-    await ctx.run.writeFile(
-      `samples/samples-step-${step6}.svg`,
-      await labelledGridSvg(xs, img, {
-        cols: per,
-        rowLabels: names.slice(0, rows),
-        title: `Samples at step ${ctx.step} (${c.lossType}, EMA)`,
-      }),
-    );
-    const png = await encodePng(grid.width, grid.height, grid.rgba);
-    return {
-      plot: await ctx.run.writeFile(`samples/samples-step-${step6}.png`, png),
-      fisher: null,
-    };
-  }
-  const two = (a: Float32Array) =>
-    d === 2
-      ? a
-      : Float32Array.from({ length: (a.length / d) * 2 }, (_, i) =>
-        a[Math.floor(i / 2) * d + (i % 2)]!);
-  const dataIdx = Array.from({ length: nS }, (_, i) => Math.floor((i * data.n) / nS));
-  const dataPts = new Float32Array(nS * d);
-  dataIdx.forEach((j, i) => dataPts.set(data.x.subarray(j * d, (j + 1) * d), i * d));
-  const png = await scatterPanels([
-    { points: two(dataPts), labels: dataIdx.map((j) => data.labels[j]!), title: "data" },
-    { points: two(xs), labels, title: `samples (${c.lossType}, step ${ctx.step})` },
-  ]);
-  const plot = await ctx.run.writeFile(`samples/samples-step-${step6}.png`, png);
-  if (!data.gmm) return { plot, fisher: null };
-  const fd = await fisherDivergence(stableVmField(model), data.gmm, {
-    generator: new Generator(c.seed + 99),
-    n: c.fisherSamples,
-    conditional: true,
-  });
-  const fisher = fd.reduce((a, p) => a + p.value, 0) / fd.length;
-  await ctx.log({
-    "eval/fisher_divergence": fisher,
-    ...Object.fromEntries(fd.map((p) => [`eval/fisher_t${p.t}`, p.value])),
-  });
-  return { plot, fisher };
+  /** Fashion-MNIST: FD, its floor and class agreement of the guided EMA samples (else null). */
+  eval: FinalFigures["scores"];
+  /** Mean wall time of this session's training steps (ms; logging and checkpoints included). */
+  stepMs: number;
 }
 
 /**
@@ -169,6 +99,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   // when the data are bad); the class count is part of its config.
   const fresh = flags.resume ? null : await load(flags);
   if (fresh) checkStableVmModel(flags, fresh);
+  if (fresh) checkImageFlags(flags, fresh, given);
   // REPA's encoder is read and checked against the images and the DiT before the run exists.
   const encoder = (c: TrainStableVmConfig, d: LabelledSet) =>
     c.useProjLoss
@@ -180,6 +111,10 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       })
       : null;
   const enc = fresh && await encoder(flags, fresh);
+  const clf0 = fresh && await scoringClassifier(flags, fresh).catch((e) => {
+    enc?.model.dispose();
+    throw e;
+  });
   const { run, config: c, resume } = await openTrainingRun({
     task: "train:stablevm",
     config: fresh
@@ -196,11 +131,27 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     outputDir: flags.outputDir,
     expName: flags.expName,
   });
+  // A run from before the image flags existed takes their values from this command line.
+  for (const k of IMAGE_SCHEDULE) if (c[k] === undefined) Object.assign(c, { [k]: flags[k] });
   const data = fresh ?? await load(c);
+  if (!fresh) checkImageFlags(c, data, given);
   const repa = enc || await encoder(c, data) || undefined;
+  const clf = fresh ? clf0 : await scoringClassifier(c, data).catch((e) => {
+    repa?.model.dispose();
+    throw e;
+  });
   const trainer = stableVmTrainer(c, data, repa);
-  let out = { plot: "", fisher: null as number | null };
-  trainer.sample = async (ctx) => void (out = await finalFigures(ctx, c, data));
+  let out: FinalFigures = { plot: "", fisher: null, scores: null };
+  let t0 = 0, s0 = 0, tEnd = 0;
+  const setup = trainer.setup;
+  trainer.setup = async (ctx) => {
+    await setup?.(ctx);
+    [t0, s0] = [performance.now(), ctx.step];
+  };
+  trainer.sample = async (ctx) => {
+    tEnd = performance.now();
+    out = await finalFigures(ctx, c, data, clf);
+  };
   try {
     const r = await fit(trainer, {
       run,
@@ -214,16 +165,12 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       label: "train:stablevm",
       signal: taskSignal(),
     });
+    const stepMs = r.step > s0 ? ((tEnd || performance.now()) - t0) / (r.step - s0) : NaN;
     console.log(`checkpoint:   ${r.checkpoint}`);
     console.log(`metrics:      ${run.metricsPath}`);
     console.log(`sample plot:  ${out.plot}`);
-    console.log(
-      out.fisher === null
-        ? "fisher divergence: n/a (no exact field for --data-dir data)"
-        : `fisher divergence (EMA model vs exact class-conditional velocity, t = 0.5…0.8): ${
-          out.fisher.toFixed(4)
-        }`,
-    );
+    console.log(`step time:    ${stepMs.toFixed(1)} ms (this session; logging, checkpoints incl.)`);
+    console.log(finalReport(out));
     return {
       runDir: run.dir,
       checkpoint: r.checkpoint ?? run.checkpoints.lastPath,
@@ -232,12 +179,15 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       steps: r.step,
       finalLoss: r.loss,
       fisher: out.fisher,
+      eval: out.scores,
+      stepMs,
     };
   } finally {
     trainer.model.dispose();
     trainer.optimizer.dispose();
     trainer.ema?.dispose();
     repa?.model.dispose();
+    clf?.model.dispose();
   }
 }
 

@@ -470,6 +470,7 @@ export class DiT extends Module {
     const grid = c.inputSize / c.patchSize;
     const pe = get2dSinCosPosEmbed(hs, grid);
     this.posEmbed = this.buffer("pos_embed", reshape(pe, [1, grid * grid, hs]));
+    pe.dispose(); // the buffer is a view sharing its storage
     this.blocks = this.module(
       "blocks",
       new Sequential(

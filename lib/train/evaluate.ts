@@ -1,11 +1,19 @@
 /**
  * @file Scoring a `train:cfm` checkpoint against fresh data: exact W2, histogram KL, RBF
- * MMD, straightness of the sampled paths and NFE (the `eval` and `cfm:table` tasks).
+ * MMD, straightness of the sampled paths and NFE (the `eval` and `cfm:table` tasks); and
+ * the image scores every image trainer shares (`scoreImages`: FD on a classifier's features
+ * and class agreement; `evaluateImageField`: sample a class-conditional velocity with CFG
+ * and score it against Fashion-MNIST, as `train:stablevm` does after training).
  * @module
  */
 import { Generator } from "../random.ts";
 import { loadFashionMnist, sampleToy } from "../data/mod.ts";
-import { disposeRecorded, type SamplerMethod } from "../flow/mod.ts";
+import {
+  disposeRecorded,
+  generateSamples,
+  type SamplerMethod,
+  type VelocityFn,
+} from "../flow/mod.ts";
 import { frechetDistance, histogramKL, mmdRbf, straightness, w2 } from "../metrics/mod.ts";
 import type * as nn from "../nn/mod.ts";
 import { classifierAccuracy, featureStats } from "./classifier.ts";
@@ -283,15 +291,14 @@ export async function evaluateCfm(
         out.lengthRatio = s.lengthRatio;
       } else if (m === "nfe") out.nfe = gen.nfe;
       else if (m === "fd") {
-        const clf = o.classifier!;
-        const test = await featureStats(clf, ref!);
-        out.fd = frechetDistance(await featureStats(clf, x), test);
         const train = await loadFashionMnist({ split: "train", limit: o.numSamples });
-        out.fdRealTrainTest = frechetDistance(await featureStats(clf, train.images), test);
+        const s = await scoreImages(o.classifier!, x, { reference: ref!, real: train.images });
+        out.fd = s.fd;
+        out.fdRealTrainTest = s.fdRealTrainTest;
       } else if (m === "class-acc") {
-        const r = await classifierAccuracy(o.classifier!, x, labels!);
-        out.classAcc = r.accuracy;
-        out.classAccPerClass = r.perClass;
+        const s = await scoreImages(o.classifier!, x, { labels: labels! });
+        out.classAcc = s.classAcc;
+        out.classAccPerClass = s.classAccPerClass;
       }
     }
     stage(null);
@@ -299,4 +306,200 @@ export async function evaluateCfm(
     disposeRecorded(gen.recorded);
   }
   return out;
+}
+
+/** What {@linkcode scoreImages} measured: each field is there when its input was given. */
+export interface ImageScores {
+  /**
+   * Fréchet distance between Gaussian fits of the classifier's penultimate features of the
+   * samples and of `reference` (FD, not the Inception FID).
+   */
+  fd?: number;
+  /** The same FD for `real` against `reference`: the floor a perfect model would reach. */
+  fdRealTrainTest?: number;
+  /** Fraction of samples the classifier assigns to the class they were drawn for. */
+  classAcc?: number;
+  /** `classAcc` per class (NaN for a class with no samples). */
+  classAccPerClass?: number[];
+}
+
+/** The real images and intended labels {@linkcode scoreImages} compares samples with. */
+export interface ImageScoreOptions {
+  /** Real images whose features are the FD reference (e.g. the test split): gives `fd`. */
+  reference?: Float32Array;
+  /**
+   * Other real images (e.g. as many training images as samples), scored against `reference`
+   * the same way: gives `fdRealTrainTest`. Needs `reference`.
+   */
+  real?: Float32Array;
+  /** The class each sample was drawn for: gives `classAcc` and `classAccPerClass`. */
+  labels?: ArrayLike<number>;
+}
+
+/**
+ * Score image samples `x` (rows of `classifier.inputDim` values in [−1, 1]) with a
+ * `train:classifier` model: FD of their penultimate features against `reference`, the floor
+ * (`real` against `reference`), and the class agreement with `labels`. The FD lives in the
+ * classifier's feature space: compare only numbers from the same classifier and sample
+ * counts. `evaluateCfm` (the `eval` task) and `train:stablevm` score with this.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { classifierPredict, nn, randn, scoreImages } from "../../mod.ts";
+ * const clf = new nn.MLPClassifier({ inputDim: 6, hidden: [8, 4], numClasses: 3, seed: 0 });
+ * const x = await randn([200, 6], { seed: 1 }).data();
+ * const y = await randn([200, 6], { seed: 2 }).data();
+ * const s = await scoreImages(clf, x, {
+ *   reference: x, real: y, labels: await classifierPredict(clf, x),
+ * });
+ * assert.ok(Math.abs(s.fd!) < 1e-6); // the same images: no distance
+ * assert.ok(s.fdRealTrainTest! > s.fd!); // other draws of the same law: a small positive floor
+ * assert.equal(s.classAcc, 1); // the classifier agrees with its own predictions
+ * assert.equal(s.classAccPerClass!.length, 3);
+ * ```
+ */
+export async function scoreImages(
+  classifier: nn.MLPClassifier,
+  x: Float32Array,
+  o: ImageScoreOptions,
+): Promise<ImageScores> {
+  const w = classifier.inputDim;
+  for (const [name, a] of [["samples", x], ["reference", o.reference], ["real", o.real]] as const) {
+    if (a && (a.length === 0 || a.length % w !== 0)) {
+      throw new RangeError(
+        `Expected ${name} to be rows of the classifier's ${w} inputs but found ${a.length} values`,
+      );
+    }
+  }
+  if (o.real && !o.reference) {
+    throw new TypeError("scoreImages: real images are scored against a reference; pass both");
+  }
+  const out: ImageScores = {};
+  if (o.reference) {
+    const ref = await featureStats(classifier, o.reference);
+    out.fd = frechetDistance(await featureStats(classifier, x), ref);
+    if (o.real) out.fdRealTrainTest = frechetDistance(await featureStats(classifier, o.real), ref);
+  }
+  if (o.labels) {
+    const r = await classifierAccuracy(classifier, x, o.labels);
+    out.classAcc = r.accuracy;
+    out.classAccPerClass = r.perClass;
+  }
+  return out;
+}
+
+/** Options of {@linkcode evaluateImageField}. */
+export interface ImageFieldOptions {
+  /** Extents of one sample (e.g. [1, 28, 28]); the velocity sees rows of their product. */
+  dataShape: readonly number[];
+  /** Classes C; the model's null (unconditional) label is C. */
+  numClasses: number;
+  /** The `train:classifier` model whose features and predictions score the samples. */
+  classifier: nn.MLPClassifier;
+  /** Samples (labels 0, 1, …, C − 1, 0, … : balanced); as many reference images. */
+  n: number;
+  /** Steps of the sampler. */
+  steps: number;
+  /** Classifier-free guidance scale (1: the conditional velocity, no guidance). */
+  cfgScale: number;
+  /** Seed of the noise. */
+  seed: number;
+  /** Sampler (default "midpoint"). */
+  sampler?: SamplerMethod;
+  /** Rows per integration batch (default 250; guidance doubles it). */
+  batch?: number;
+  /**
+   * Real images: `test` is the FD reference, `real` the floor's images (each ≥ n rows; the
+   * first n are used). Default: the first n images of Fashion-MNIST's test and train splits.
+   */
+  images?: { test: Float32Array; real: Float32Array };
+  /** Called after each sampling batch with the samples done and n. */
+  onBatch?: (done: number, total: number) => void;
+}
+
+/** What {@linkcode evaluateImageField} returns. */
+export type ImageFieldScores = Required<ImageScores> & {
+  /** Samples scored. */
+  numSamples: number;
+  /** Sampler steps. */
+  steps: number;
+  /** Guidance scale. */
+  cfgScale: number;
+  /** Sampler. */
+  sampler: SamplerMethod;
+};
+
+/**
+ * Sample a class-conditional image velocity (ours: t = 0 noise, t = 1 data) with balanced
+ * labels and classifier-free guidance (null label `numClasses`), then
+ * {@linkcode scoreImages} against real images: FD, the real-train-vs-test floor, and class
+ * agreement overall and per class.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { evaluateImageField, nn, randn, type Tensor } from "../../mod.ts";
+ * const clf = new nn.MLPClassifier({ inputDim: 4, hidden: [6], numClasses: 2, seed: 0 });
+ * const real = await randn([40, 4], { seed: 3 }).data();
+ * // v = −x: the midpoint steps shrink the noise toward 0 for either label.
+ * const s = await evaluateImageField((x: Tensor) => x.mul(-1), {
+ *   dataShape: [4], numClasses: 2, classifier: clf, n: 20, steps: 2, cfgScale: 3, seed: 0,
+ *   images: { test: real, real: real.subarray(0, 80) },
+ * });
+ * assert.ok(Math.abs(s.fdRealTrainTest) < 1e-6); // the floor's images are the reference's
+ * assert.ok(s.fd > 0 && s.classAcc >= 0 && s.classAcc <= 1);
+ * assert.equal(s.classAccPerClass.length, 2);
+ * ```
+ */
+export async function evaluateImageField(
+  velocity: VelocityFn,
+  o: ImageFieldOptions,
+): Promise<ImageFieldScores> {
+  const C = o.numClasses, n = o.n, sampler = o.sampler ?? "midpoint";
+  const width = o.dataShape.reduce((a, b) => a * b, 1);
+  if (o.classifier.inputDim !== width || o.classifier.numClasses !== C) {
+    throw new RangeError(
+      `The classifier takes ${o.classifier.inputDim} inputs and tells ${o.classifier.numClasses} ` +
+        `classes, but the samples have shape [${o.dataShape}] and ${C} classes`,
+    );
+  }
+  const images = o.images ?? {
+    test: await referenceData("fashion-mnist", n, o.seed),
+    real: (await loadFashionMnist({ split: "train", limit: n })).images,
+  };
+  for (const [k, a] of Object.entries(images)) {
+    if (a.length < n * width) {
+      throw new RangeError(
+        `Expected at least ${n} ${k} images of ${width} values but found ${a.length / width}`,
+      );
+    }
+  }
+  const labels = Float32Array.from({ length: n }, (_, i) => i % C);
+  const g = await generateSamples(velocity, [width], {
+    n,
+    sampler,
+    steps: o.steps,
+    seed: o.seed,
+    nullLabel: C,
+    labels,
+    cfgScale: o.cfgScale,
+    batch: o.batch ?? 250,
+    onBatch: o.onBatch,
+  });
+  const s = await scoreImages(o.classifier, g.x, {
+    reference: images.test.subarray(0, n * width),
+    real: images.real.subarray(0, n * width),
+    labels,
+  });
+  return {
+    fd: s.fd!,
+    fdRealTrainTest: s.fdRealTrainTest!,
+    classAcc: s.classAcc!,
+    classAccPerClass: s.classAccPerClass!,
+    numSamples: n,
+    steps: o.steps,
+    cfgScale: o.cfgScale,
+    sampler,
+  };
 }

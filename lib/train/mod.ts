@@ -97,8 +97,14 @@ export {
   type EvalMetric,
   type EvalRecord,
   evaluateCfm,
+  evaluateImageField,
   type EvaluateOptions,
+  type ImageFieldOptions,
+  type ImageFieldScores,
+  type ImageScoreOptions,
+  type ImageScores,
   referenceData,
+  scoreImages,
 } from "./evaluate.ts";
 export {
   buildFlowMapModel,

@@ -215,10 +215,15 @@ export class MetricWindow {
     return { device, host };
   }
 
-  /** Restore contents saved by `state()` (replaces the current ones). */
+  /**
+   * Restore contents saved by `state()` (replaces the current ones). The sums are known on
+   * the host, so they count as read: `state()` works at once (a run resumed at the end of its
+   * budget saves its checkpoint again without a step).
+   */
   load(st: WindowState | undefined): void {
     this.dispose();
     if (!st) return;
+    const means: Record<string, number> = {};
     for (const [name, [sum, n]] of Object.entries(st.device ?? {})) {
       this.#dev.set(name, {
         sum: keep(tensor([sum])),
@@ -226,8 +231,14 @@ export class MetricWindow {
         badValue: keep(tensor([0])),
         n,
       });
+      this.#sums.set(name, sum);
+      means[name] = sum / n;
     }
-    for (const [name, [sum, n]] of Object.entries(st.host ?? {})) this.#host.set(name, [sum, n]);
+    for (const [name, [sum, n]] of Object.entries(st.host ?? {})) {
+      this.#host.set(name, [sum, n]);
+      means[name] = sum / n;
+    }
+    this.#last = { means, nonFinite: null };
   }
 
   /**

@@ -235,6 +235,32 @@ Deno.test("fit after a resume keeps no duplicate records and rewrites those past
   );
 });
 
+Deno.test("fit resumed at the end of its budget, its window partly filled, saves the same checkpoint and samples again", async () => {
+  await onCpu(() =>
+    withDir(async (dir) => {
+      // Step 7 is off the log cadence (2): the final checkpoint keeps a window of one step.
+      const a = await runToy(dir, "e", 7);
+      const before = await tensorsOf(a.checkpoint!);
+      const saved = (await loadCheckpoint(a.checkpoint!)).extra?.window;
+      assert.ok(Object.keys((saved as { device: object }).device).length > 0);
+      const run = (await openTrainingRun({ task: "toy", config: {}, resume: `${dir}/e` })).run;
+      const t = toy();
+      const finals: boolean[] = [];
+      t.trainer.sample = (ctx) => void finals.push(ctx.final);
+      try {
+        const r = await fit(t.trainer, { ...TOY_FIT, run, maxSteps: 7, resume: true });
+        assert.deepEqual([r.startStep, r.step], [7, 7]);
+        assert.deepEqual(finals, [true]);
+        const again = await loadCheckpoint(r.checkpoint!);
+        assert.deepEqual(again.extra?.window, saved);
+        assert.deepEqual((await tensorsOf(r.checkpoint!)).tensors, before.tensors);
+      } finally {
+        t.dispose();
+      }
+    })
+  );
+});
+
 Deno.test("openTrainingRun + fit: a resumed run keeps the run's schedule unless given", async () => {
   await withDir(async (dir) => {
     const schedule = ["maxSteps", "logEvery", "checkpointEvery"] as const;
