@@ -66,7 +66,7 @@ const FLAG: Record<keyof StableVmImageConfig, string> = {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { resolveImageFlags } from "./_stablevm_final.ts";
+ * import { resolveImageFlags } from "./_stablevm_images.ts";
  * const f = { cfgScale: 2, evalSamples: 0, evalSteps: 10, classifier: "c.safetensors" };
  * assert.equal(resolveImageFlags(f, new Set(["cfgScale"])).cfgScale, 2);
  * assert.throws(() => resolveImageFlags(f, new Set(["evalSteps"])), /--eval-steps has no effect with --eval-samples 0/);
@@ -76,6 +76,9 @@ export function resolveImageFlags(
   f: StableVmImageConfig,
   given: ReadonlySet<string>,
 ): StableVmImageConfig {
+  if (f.evalSamples === 1) {
+    throw new RangeError("Expected --eval-samples to be 0 (off) or at least 2 (an FD) but found 1");
+  }
   if (f.evalSamples === 0) {
     for (const k of ["evalSteps", "classifier"] as const) {
       if (given.has(k)) throw new RangeError(`${FLAG[k]} has no effect with --eval-samples 0`);
@@ -113,7 +116,7 @@ export function scoresImages(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { embeddedRing } from "../mod.ts";
- * import { checkImageFlags } from "./_stablevm_final.ts";
+ * import { checkImageFlags } from "./_stablevm_images.ts";
  * const c = { cfgScale: 3, evalSamples: 100, evalSteps: 50, classifier: "x", dataDir: null };
  * assert.throws(() => checkImageFlags(c, embeddedRing(0), new Set(["evalSamples"])),
  *   /--eval-samples scores class-conditional Fashion-MNIST samples.*2-D vectors/);

@@ -33,7 +33,10 @@ import { DEFAULT_CLASSIFIER } from "./eval.ts";
 import { IMAGE_VARIANTS, type ImagesRow, renderImagesMarkdown } from "../cli/tables/images.ts";
 
 /**
- * The flags (the defaults keep a run short on the 2-core CPU).
+ * The flags. The defaults are provisional, sized for the 2-core CPU: on `wasm` with other
+ * jobs sharing the cores, the DiT 128 × 4 took 4.3 (CFM), 4.8 (StableVM) and 6.2 s (+ VA-REPA,
+ * whose encoder also runs) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps
+ * rows through it (midpoint, guided; about 20 ms a row): a quarter of the training time.
  *
  * @example
  * ```ts
@@ -60,13 +63,14 @@ export const IMAGES_TABLE_FLAGS = [
   {
     name: "eval-samples",
     type: "int",
-    default: 2000,
+    default: 1000,
     min: 2,
     max: 10000,
     help: "guided samples scored per run (and test/train images in the FD)",
   },
-  { name: "eval-steps", type: "int", default: 50, min: 1, help: "midpoint steps of those" },
+  { name: "eval-steps", type: "int", default: 25, min: 1, help: "midpoint steps of those" },
   { name: "cfg-scale", type: "number", default: 3, min: 0, help: "guidance (grid and scores)" },
+  { name: "grid-steps", type: "int", default: 50, min: 1, help: "midpoint steps of the grid" },
   { name: "classifier", type: "string", default: DEFAULT_CLASSIFIER, help: "scores the samples" },
   {
     name: "proj-encoder",
@@ -122,7 +126,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
   const write = async (rows: ImagesRow[]) => {
     await Deno.mkdir(mdDir, { recursive: true });
     await Deno.writeTextFile(f.out, renderImagesMarkdown(rows, mdDir));
-    await Deno.writeTextFile(json, JSON.stringify({ table: "images", rows }, null, 1) + "\n");
+    await Deno.writeTextFile(json, JSON.stringify({ table: "images", rows }, null, 2) + "\n");
     console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
   };
   if (f.renderOnly) {
@@ -147,7 +151,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
   const scoring = [
     ...["--max-train-steps", String(f.maxTrainSteps), "--eval-samples", String(f.evalSamples)],
     ...["--eval-steps", String(f.evalSteps), "--cfg-scale", String(f.cfgScale)],
-    ...["--classifier", f.classifier],
+    ...["--classifier", f.classifier, "--sample-steps", String(f.gridSteps)],
   ];
   for (const seed of seeds) {
     for (const variant of variants) {

@@ -66,7 +66,7 @@ export function tableArgs(t: TableName, quick: boolean, dir: string): string[] {
       ...(quick
         ? [
           ...["--max-train-steps", "10", "--batch-size", "16", "--hidden", "16", "--blocks", "1"],
-          ...["--eval-samples", "100", "--eval-steps", "4"],
+          ...["--eval-samples", "100", "--eval-steps", "4", "--grid-steps", "4"],
         ]
         : []),
     ];

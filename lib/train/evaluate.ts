@@ -407,7 +407,7 @@ export interface ImageFieldOptions {
   seed: number;
   /** Sampler (default "midpoint"). */
   sampler?: SamplerMethod;
-  /** Rows per integration batch (default 250; guidance doubles it). */
+  /** Rows per integration batch (default 64; guidance doubles it). */
   batch?: number;
   /**
    * Real images: `test` is the FD reference, `real` the floor's images (each ≥ n rows; the
@@ -484,7 +484,7 @@ export async function evaluateImageField(
     nullLabel: C,
     labels,
     cfgScale: o.cfgScale,
-    batch: o.batch ?? 250,
+    batch: o.batch ?? 64,
     onBatch: o.onBatch,
   });
   const s = await scoreImages(o.classifier, g.x, {

@@ -201,6 +201,8 @@ Deno.test({
           "30",
           "--sample-steps",
           "1",
+          "--eval-samples",
+          "0",
           "--seed",
           "5",
           "--output-dir",

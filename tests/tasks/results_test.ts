@@ -56,11 +56,36 @@ Deno.test("results --quick --render-only: README blocks carry mean ± std over t
       commit: "abc1234",
     }));
     await Deno.writeTextFile(`${dir}/shortcut_results.json`, JSON.stringify({ rows: sc }));
+    // images: CFM FD 30, 40, 50 → 40 ± 10; class agreement 0.7 at every seed.
+    const img = [30, 40, 50].map((fd, seed) => ({
+      variant: "cfm",
+      seed,
+      steps: 10,
+      batchSize: 8,
+      learningRate: 3e-4,
+      hidden: 16,
+      blocks: 1,
+      evalSamples: 20,
+      evalSteps: 2,
+      cfgScale: 3,
+      fd,
+      fdRealTrainTest: 5,
+      classAcc: 0.7,
+      classAccPerClass: [],
+      seconds: 60,
+      stepMs: 10,
+      resumed: false,
+      backend: "wasm",
+      ...(seed === 0 ? { grid: "docs/img/images_table_cfm_seed0.png" } : {}),
+      command: "",
+      commit: "abc1234",
+    }));
+    await Deno.writeTextFile(`${dir}/images_table.json`, JSON.stringify({ rows: img }));
     const idx = await main([
       "--quick",
       "--render-only",
       "--only",
-      "gmm,cfm,shortcut",
+      "gmm,cfm,shortcut,images",
       "--out-dir",
       dir,
     ]);
@@ -81,7 +106,12 @@ Deno.test("results --quick --render-only: README blocks carry mean ± std over t
     );
     // shortcut: W2 @ 1 over 0, 1, 2 → 1 ± 1.
     assert.match(flat, /\| shortcut \| 3 \| 1\.000 ± 1\.000 \| 1\.000 ± 0\.000 \|/);
-    for (const t of ["gmm", "cfm", "shortcut"]) {
+    assert.match(
+      flat,
+      /\| CFM \(`--loss-type si`\) \| 3 \| 40\.00 ± 10\.00 \| 5\.00 \| 0\.700 ± 0\.000 \|/,
+    );
+    assert.match(flat, /!\[CFM class grid, seed 0\]\(docs\/img\/images_table_cfm_seed0\.png\)/);
+    for (const t of ["gmm", "cfm", "shortcut", "images"]) {
       assert.match(md, new RegExp(`<!-- results:${t} -->[^]*<!-- /results:${t} -->`));
     }
     assert.match(flat, /rows from commit\(s\) abc1234/);
@@ -109,10 +139,9 @@ Deno.test("results: the committed README's tables are what docs/*.json render to
   // deno fmt pads table cells and widens the --- rules: compare without either.
   const norm = (s: string) => s.replace(/\s+/g, "").replace(/-{3,}/g, "---");
   // Every table the README shows (at least these three) matches its JSON.
-  const shown = (["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap"] as TableName[]).filter((
-    t,
-  ) => readme.includes(`<!-- results:${t} -->`));
-  for (const t of ["gmm", "cfm", "shortcut", "shortcut-fmnist"]) {
+  const shown = (["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap", "images"] as TableName[])
+    .filter((t) => readme.includes(`<!-- results:${t} -->`));
+  for (const t of ["gmm", "cfm", "shortcut", "shortcut-fmnist", "images"]) {
     assert.ok(shown.includes(t as TableName), t);
   }
   for (const t of shown) {
@@ -121,9 +150,11 @@ Deno.test("results: the committed README's tables are what docs/*.json render to
     );
     assert.ok(m, `README has the ${t} block`);
     // The path as `deno task results` writes it (the tests run from the repository root).
-    const md = { "shortcut-fmnist": "shortcut_results_fmnist", flowmap: "flowmap_table" }[
-      t as string
-    ] ?? `${t}_results`;
+    const md = {
+      "shortcut-fmnist": "shortcut_results_fmnist",
+      flowmap: "flowmap_table",
+      images: "images_table",
+    }[t as string] ?? `${t}_results`;
     assert.equal(norm(m[1]!), norm(await readmeBlock(t, `docs/${md}.md`)), t);
   }
 });

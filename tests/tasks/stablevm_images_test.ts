@@ -214,6 +214,7 @@ Deno.test("train:stablevm image flags on the wrong data are refused, naming the 
       () => main(["--cfg-scale", "-1", ...quick]),
       /Expected --cfg-scale to be a number >= 0 but found -1/,
     );
+    await assert.rejects(() => main(["--eval-samples", "1", ...quick]), /0 \(off\) or at least 2/);
     await assert.rejects(
       () => main(["--eval-samples", "0", "--eval-steps", "4", ...quick]),
       /--eval-steps has no effect with --eval-samples 0/,
