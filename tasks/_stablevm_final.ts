@@ -140,6 +140,9 @@ async function imageFigures(
   clf: LoadedClassifier | null,
 ): Promise<FinalFigures> {
   const img = imageShape(data)!, C = data.numClasses;
+  // The field is in our time (t = 0 noise, t = 1 data), as the unguided grid always was; CFG
+  // wraps that same field, v_u + s·(v_c − v_u) with the null label C (the 10% the loss
+  // drops), over the whole of [0, 1], so no guidance interval needs converting.
   const field = stableVmField(ctx.model, img);
   const cfg = C >= 2 ? c.cfgScale : 1;
   const rows = Math.min(C, 10), per = 8, nS = rows * per;

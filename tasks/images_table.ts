@@ -8,7 +8,7 @@
  * commit and command. Rows accumulate in `<output-dir>/results.jsonl`; the markdown (mean ±
  * std per variant, a verdict that claims a difference only beyond the seed spread, per-class
  * agreement, the runs) and its JSON are rewritten after every run, and seed 0's class grids
- * are copied to `img/` beside `--out`. A run directory left by an interrupted invocation is
+ * go to `img/` beside `--out` (upscaled, the rows named by class). A run directory left by an interrupted invocation is
  * resumed, not restarted; the committed JSON beside `--out` seeds a missing `results.jsonl`,
  * so a session adds runs to what earlier ones measured. `--render-only` rewrites the files.
  *
@@ -27,16 +27,17 @@ import {
   readJsonl,
   runTask,
 } from "../cli/mod.ts";
-import { getBackend } from "../mod.ts";
+import { decodePng, encodePng, FASHION_MNIST_CLASSES, getBackend } from "../mod.ts";
+import { labelGridRows } from "../viz/mod.ts";
 import { main as trainMain } from "./train_stablevm.ts";
 import { DEFAULT_CLASSIFIER } from "./eval.ts";
 import { IMAGE_VARIANTS, type ImagesRow, renderImagesMarkdown } from "../cli/tables/images.ts";
 
 /**
  * The flags. The defaults are provisional, sized for the 2-core CPU: on `wasm` with other
- * jobs sharing the cores, the DiT 128 × 4 took 4.3 (CFM), 4.8 (StableVM) and 6.2 s (+ VA-REPA,
- * whose encoder also runs) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps
- * rows through it (midpoint, guided; about 20 ms a row): a quarter of the training time.
+ * jobs sharing the cores (load 6–8), the DiT 128 × 4 took 1.9 (CFM), 2.2–3.6 (StableVM) and
+ * 2.4–3.2 s (+ VA-REPA) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps rows
+ * through it (midpoint, guided; 10–13 ms a row): about 20 min against 50–90 of training.
  *
  * @example
  * ```ts
@@ -187,7 +188,11 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
       if (seed === 0) {
         grid = `${mdDir}/img/images_table_${variant}_seed0.png`;
         await Deno.mkdir(`${mdDir}/img`, { recursive: true });
-        await Deno.copyFile(r.samplePlot, grid);
+        // The run's raw grid, upscaled ×2 with each row named by its class.
+        const raw = await decodePng(await Deno.readFile(r.samplePlot), r.samplePlot);
+        const rgba = { width: raw.width, height: raw.height, rgba: raw.data }; // written as RGBA
+        const c = labelGridRows(rgba, FASHION_MNIST_CLASSES, { scale: 2 });
+        await Deno.writeFile(grid, await encodePng(c.width, c.height, c.rgba));
       }
       const row: ImagesRow = {
         variant,

@@ -195,19 +195,34 @@ function compare(a: ImagesRow[], b: ImagesRow[], an: string, bn: string): string
  *   seconds: 60, stepMs: 100, resumed: false, backend: "wasm", command: "", commit: "x" });
  * const v = imagesVerdict([0, 1, 2].flatMap((s) => [row("cfm", s, 50 + s), row("stablevm", s, 40 + s)]));
  * assert.match(v, /StableVM vs CFM: FD lower beyond the seed spread \(41\.00 ± 1\.00 vs 51\.00 ± 1\.00; better\); class agreement not separated/);
+ * assert.doesNotMatch(v, /^At /); // one setting: no need to name it
+ * // Rows of a second setting (more steps) are compared among themselves, each verdict named.
+ * const more = [0, 1].map((s) => ({ ...row("cfm", s, 30 + s), steps: 20 }));
+ * const w = imagesVerdict([...more, ...[0, 1].map((s) => ({ ...row("stablevm", s, 31 + s), steps: 20 }))]
+ *   .concat([0, 1, 2].flatMap((s) => [row("cfm", s, 50 + s), row("stablevm", s, 40 + s)])));
+ * assert.match(w, /^At 20 steps × batch 4, .*: StableVM vs CFM: FD not separated/);
+ * assert.match(w, /\n\nAt 10 steps × batch 4, .*: StableVM vs CFM: FD lower/);
  * ```
  */
 export function imagesVerdict(rows: readonly ImagesRow[]): string {
   const out: string[] = [];
-  for (const [, rs] of bySetting(rows)) {
+  const settings = bySetting(rows);
+  for (const [setting, rs] of settings) {
     const of = (v: string) => rs.filter((r) => r.variant === v);
+    const said: string[] = [];
     for (
       const [a, b] of [["stablevm", "cfm"], ["stablevm-repa", "cfm"], ["stablevm-repa", "stablevm"]]
     ) {
-      if (of(a!).length && of(b!).length) out.push(compare(of(a!), of(b!), SHORT[a!]!, SHORT[b!]!));
+      if (of(a!).length && of(b!).length) {
+        said.push(compare(of(a!), of(b!), SHORT[a!]!, SHORT[b!]!));
+      }
+    }
+    // With several settings in the table, each verdict names its own.
+    if (said.length) {
+      out.push(settings.length > 1 ? `At ${setting}: ${said.join(" ")}` : said.join(" "));
     }
   }
-  return out.join(" ");
+  return out.join("\n\n");
 }
 
 /** A path as seen from directory `dir` (stripped of it when it lies inside). */

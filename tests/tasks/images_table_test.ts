@@ -10,6 +10,7 @@ import { main } from "../../tasks/images_table.ts";
 import { main as trainMain } from "../../tasks/train_stablevm.ts";
 import type { ImagesRow } from "../../cli/tables/images.ts";
 import { readJsonl } from "../../cli/mod.ts";
+import { decodePng } from "../../mod.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
@@ -47,13 +48,24 @@ Deno.test({
           r.command,
           /^deno task train:stablevm --data-dir fashion-mnist --model dit-tiny /,
         );
-        // Seed 0's grid, a copy of the run's final sample grid.
+        // Seed 0's grid: the run's final sample grid upscaled ×2 after a margin of class names.
         assert.equal(r.grid, `${dir}/docs/img/images_table_${r.variant}_seed0.png`);
         const name = r.command.match(/--exp-name (\S+)/)![1]!;
-        assert.deepEqual(
-          await Deno.readFile(r.grid!),
+        const raw = await decodePng(
           await Deno.readFile(`${runs}/${name}/samples/samples-step-000002.png`),
         );
+        const big = await decodePng(await Deno.readFile(r.grid!));
+        assert.deepEqual([raw.channels, big.channels, big.height], [4, 4, 2 * raw.height]);
+        const margin = big.width - 2 * raw.width;
+        assert.ok(margin > 20, `label margin ${margin}`);
+        for (const [x, y] of [[0, 0], [40, 33], [raw.width - 1, raw.height - 1]]) {
+          const at = (
+            img: typeof raw,
+            u: number,
+            v: number,
+          ) => [...img.data.subarray((v * img.width + u) * 4, (v * img.width + u) * 4 + 4)];
+          assert.deepEqual(at(big, margin + 2 * x! + 1, 2 * y! + 1), at(raw, x!, y!));
+        }
       }
       // The variants differ in their loss flags only; the floor is the same data for all.
       const [cfm, svm, repa] = rows as [ImagesRow, ImagesRow, ImagesRow];
