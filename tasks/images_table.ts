@@ -35,9 +35,9 @@ import { IMAGE_VARIANTS, type ImagesRow, renderImagesMarkdown } from "../cli/tab
 
 /**
  * The flags. The defaults are provisional, sized for the 2-core CPU: on `wasm` with other
- * jobs sharing the cores (load 6–8), the DiT 128 × 4 took 1.9 (CFM), 2.2–3.6 (StableVM) and
- * 2.4–3.2 s (+ VA-REPA) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps rows
- * through it (midpoint, guided; 10–13 ms a row): about 20 min against 50–90 of training.
+ * jobs sharing the cores (load 6–8), the DiT 128 × 4 took 1.4–1.9 (CFM), 2.2–3.6 (StableVM)
+ * and 2.4–3.2 s (+ VA-REPA) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps
+ * rows through it (midpoint, guided; 10–13 ms a row): about 20 min against 35–90 of training.
  *
  * @example
  * ```ts
