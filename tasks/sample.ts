@@ -14,10 +14,7 @@
  * @module
  */
 import {
-  atomicWrite,
   cfmModelFromCheckpoint,
-  encodePng,
-  FASHION_MNIST_CLASSES,
   Generator,
   Progress,
   readCfmCheckpoint,
@@ -25,13 +22,13 @@ import {
   SAMPLER_METHODS,
   type SamplerMethod,
   samplesAsData,
-  saveNpz,
-  toUint8Nhwc,
 } from "../mod.ts";
-import { imageGrid, labelGridRows, scatterPlot } from "../viz/mod.ts";
 import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
 import { flowMapCheckpointIn } from "./_flowmap.ts";
 import { main as sampleFlowMap } from "./sample_flowmap.ts";
+import { samplerOf, writeSamples } from "./_sample_out.ts";
+
+export { samplerOf } from "./_sample_out.ts";
 
 /**
  * The flags.
@@ -217,77 +214,19 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   }
   // A latent run's samples are codes: decoded to images by its autoencoder.
   const { x, shape } = await samplesAsData(ck.config, g.x);
-  // A flat Fashion-MNIST model (--model velocity-mlp) samples 784-D rows: 28×28 images.
-  const flatImages = ck.config.dataset === "fashion-mnist" && shape.length === 1;
-  const image = shape.length === 3 || flatImages;
-  if (!image && shape.length !== 1) {
-    throw new RangeError(`Cannot write samples of shape [${shape}]`);
-  }
-  if (ext === "png") {
-    let png: Uint8Array;
-    if (image) {
-      const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
-      const raw = imageGrid(x, {
-        n,
-        channels: ch,
-        height: h,
-        width: w,
-        nrow: f.classGrid ? f.samplesPerClass : undefined,
-      });
-      // A class grid is for reading: upscaled, each row named by its class.
-      const names = ck.config.dataset === "fashion-mnist"
-        ? FASHION_MNIST_CLASSES
-        : Array.from({ length: C }, (_, k) => `class ${k}`);
-      const grid = f.classGrid && f.upscale > 1
-        ? labelGridRows(raw, names.slice(0, C), { scale: f.upscale })
-        : raw;
-      png = await encodePng(grid.width, grid.height, grid.rgba);
-    } else {
-      if (shape[0] !== 2) {
-        throw new RangeError(
-          `A .png scatter needs 2-D samples but they have ${shape[0]} dims; use .npz`,
-        );
-      }
-      png = await scatterPlot(x, {
-        title: `${ck.config.dataset}: ${sampler}${
-          sampler === "dopri5" ? "" : ` ${f.numSteps}`
-        }, NFE ${g.nfe}`,
-        labels: labels ? Array.from(labels) : undefined,
-      });
-    }
-    await atomicWrite(f.out, png);
-  } else if (image) {
-    const [ch, h, w] = (flatImages ? [1, 28, 28] : shape) as [number, number, number];
-    const u8 = toUint8Nhwc(x, { n, channels: ch, height: h, width: w, rgb: true });
-    await saveNpz(f.out, { arr_0: { shape: [n, h, w, 3], data: u8 } });
-  } else {
-    await saveNpz(f.out, { x: { shape: [n, shape[0]!], data: x } });
-  }
+  await writeSamples(f.out, x, shape, {
+    n,
+    dataset: ck.config.dataset,
+    numClasses: C,
+    labels,
+    classGridCols: f.classGrid ? f.samplesPerClass : undefined,
+    upscale: f.upscale,
+    title: `${ck.config.dataset}: ${sampler}${
+      sampler === "dopri5" ? "" : ` ${f.numSteps}`
+    }, NFE ${g.nfe}`,
+  });
   console.log(`sample: ${n} samples of [${shape}] with ${sampler}, NFE ${g.nfe} -> ${f.out}`);
   return { out: f.out, n, shape: [...shape], nfe: g.nfe, checkpoint: ck.path, cfgScale, sampler };
-}
-
-/**
- * The sampler `--mode` selects: `ode` keeps `--sampler`; `sde` is Euler–Maruyama, and a
- * `--sampler` given with it must be that one (REPA's `--mode sde` has no other).
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { samplerOf } from "./sample.ts";
- * assert.equal(samplerOf("sde", "euler", []), "euler-maruyama");
- * assert.throws(() => samplerOf("sde", "heun", ["--sampler", "heun"]), /--mode sde/);
- * ```
- */
-export function samplerOf(mode: string, sampler: string, argv: readonly string[]): SamplerMethod {
-  if (mode !== "sde") return sampler as SamplerMethod;
-  const given = argv.some((a) => /^--sampler(=|$)/.test(a));
-  if (given && sampler !== "euler-maruyama") {
-    throw new RangeError(
-      `--mode sde samples with Euler–Maruyama, but --sampler ${sampler} was given: drop one`,
-    );
-  }
-  return "euler-maruyama";
 }
 
 if (import.meta.main) await runTask("sample", main);
