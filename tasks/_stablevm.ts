@@ -50,6 +50,7 @@ export interface TrainStableVmConfig
 /** Keys a resumed run takes from the command line when given; the rest come from config.json. */
 export const STABLEVM_SCHEDULE = [
   "maxTrainSteps",
+  "warmupSteps",
   "checkpointEvery",
   "logEvery",
   "sampleSteps",
@@ -66,13 +67,7 @@ export const TRAIN_STABLEVM_FLAGS = [
     default: "stablevm",
     help: "CFM (si) or StableVM",
   },
-  {
-    name: "bank-capacity-per-class",
-    type: "int",
-    default: 256,
-    min: 1,
-    help: "StableVM bank entries per class",
-  },
+  { name: "bank-capacity-per-class", type: "int", default: 256, min: 1, help: "bank size" },
   {
     name: "prefill-bank-fully",
     type: "bool",
@@ -122,6 +117,7 @@ export const TRAIN_STABLEVM_FLAGS = [
   { name: "dropout", type: "number", default: 0.1, min: 0, max: 1, help: "dropout" },
   ...REPA_FLAGS,
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
+  { name: "warmup-steps", type: "int", default: 0, min: 0, help: "linear learning-rate warm-up" },
   {
     name: "checkpoint-every",
     type: "int",
@@ -199,6 +195,7 @@ export function parseTrainFlags(
     maxTrainSteps: f.maxTrainSteps,
     batchSize: f.batchSize,
     learningRate: f.learningRate,
+    warmupSteps: f.warmupSteps,
     maxGradNorm: f.maxGradNorm,
     seed: f.seed,
     outputDir: f.outputDir,

@@ -34,10 +34,10 @@ import { DEFAULT_CLASSIFIER } from "./eval.ts";
 import { IMAGE_VARIANTS, type ImagesRow, renderImagesMarkdown } from "../cli/tables/images.ts";
 
 /**
- * The flags. The defaults are provisional, sized for the 2-core CPU: on `wasm` with other
- * jobs sharing the cores (load 6–8), the DiT 128 × 4 took 1.4–1.9 (CFM), 2.2–3.6 (StableVM)
- * and 2.4–3.2 s (+ VA-REPA) a step at batch 64, and scoring runs 4 · eval-samples · eval-steps
- * rows through it (midpoint, guided; 10–13 ms a row): about 20 min against 35–90 of training.
+ * The flags. The defaults are sized for the 2-core CPU on `wasm`: the DiT 128 × 4 trains at
+ * ~0.7 s a step at batch 64 for each variant (StableVM's bank target is two [64, R] matmuls;
+ * VA-REPA adds the encoder), and scoring runs 4 · eval-samples · eval-steps rows through it
+ * (midpoint, guided; ~5 ms a row): ~12 min of training and ~6 of scoring and grid a run.
  *
  * @example
  * ```ts
@@ -49,22 +49,23 @@ import { IMAGE_VARIANTS, type ImagesRow, renderImagesMarkdown } from "../cli/tab
 export const IMAGES_TABLE_FLAGS = [
   { name: "variants", type: "string", default: IMAGE_VARIANTS.join(","), help: "variants" },
   { name: "seeds", type: "string", default: "0,1,2", help: "training seeds" },
-  { name: "max-train-steps", type: "int", default: 1500, min: 1, help: "steps per run" },
+  { name: "max-train-steps", type: "int", default: 1000, min: 1, help: "steps per run" },
   { name: "batch-size", type: "int", default: 64, min: 1, help: "batch size" },
   {
     name: "learning-rate",
     type: "number",
-    default: 3e-4,
+    default: 1e-3,
     min: 0,
     aliases: ["lr"],
     help: "Adam learning rate",
   },
+  { name: "warmup-steps", type: "int", default: 200, min: 0, help: "linear lr warm-up" },
   { name: "hidden", type: "int", default: 128, min: 4, help: "DiT width (patch 4)" },
   { name: "blocks", type: "int", default: 4, min: 1, help: "DiT blocks" },
   {
     name: "eval-samples",
     type: "int",
-    default: 1000,
+    default: 500,
     min: 2,
     max: 10000,
     help: "guided samples scored per run (and test/train images in the FD)",
@@ -139,6 +140,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
     steps: f.maxTrainSteps,
     batchSize: f.batchSize,
     learningRate: f.learningRate,
+    warmupSteps: f.warmupSteps,
     hidden: f.hidden,
     blocks: f.blocks,
     evalSamples: f.evalSamples,
@@ -164,6 +166,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
         ...["--data-dir", "fashion-mnist", "--model", "dit-tiny", "--hidden", String(f.hidden)],
         ...["--blocks", String(f.blocks), "--batch-size", String(f.batchSize)],
         ...["--learning-rate", String(f.learningRate), "--seed", String(seed)],
+        ...["--warmup-steps", String(f.warmupSteps)],
         ...(variant === "cfm" ? ["--loss-type", "si"] : ["--loss-type", "stablevm"]),
         ...(variant === "cfm" ? [] : ["--prefill-bank-fully"]),
         ...(variant === "stablevm-repa"

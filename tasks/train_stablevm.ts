@@ -32,6 +32,7 @@ import {
   loadLabelledNpz,
   loadRepaEncoder,
   openTrainingRun,
+  optim,
   stableVmTrainer,
   withPhase,
 } from "../mod.ts";
@@ -159,6 +160,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
       logEvery: c.logEvery,
       checkpointEvery: c.checkpointEvery,
       gradClip: c.maxGradNorm,
+      lrSchedule: (c.warmupSteps ?? 0) > 0 ? optim.linearWarmup(c.warmupSteps!) : undefined,
       generator: new Generator(c.seed),
       resume,
       config: c,

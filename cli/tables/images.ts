@@ -36,6 +36,8 @@ export interface ImagesRow {
   batchSize: number;
   /** Adam learning rate. */
   learningRate: number;
+  /** Steps of linear learning-rate warm-up (absent in rows that had none). */
+  warmupSteps?: number;
   /** DiT width. */
   hidden: number;
   /** DiT blocks. */
@@ -89,6 +91,7 @@ export function imageSetting(
     | "steps"
     | "batchSize"
     | "learningRate"
+    | "warmupSteps"
     | "hidden"
     | "blocks"
     | "evalSamples"
@@ -96,7 +99,8 @@ export function imageSetting(
     | "cfgScale"
   >,
 ): string {
-  return `${r.steps} steps × batch ${r.batchSize}, lr ${r.learningRate}, DiT ${r.hidden} × ` +
+  const warm = r.warmupSteps ? ` (${r.warmupSteps} warm-up)` : "";
+  return `${r.steps} steps × batch ${r.batchSize}, lr ${r.learningRate}${warm}, DiT ${r.hidden} × ` +
     `${r.blocks}; ${r.evalSamples} samples, ${r.evalSteps} midpoint steps, CFG ${r.cfgScale}`;
 }
 

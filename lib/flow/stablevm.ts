@@ -627,6 +627,43 @@ function bankMeanChunked(
   return out;
 }
 
+// Σ_j w_j b_j (S1) over each row's own label's entries, for a batch of mixed labels: the
+// entries of every label present, concatenated [R, d], one [n, R] logits matmul and one
+// [n, R]·[R, d] mean, other labels' entries masked out. The per-row [n, m, d] gather
+// (`bank.refs` + `bankMean`) is the same sum, but its difference tensor costs n·m·d values a
+// step (51 MB at Fashion-MNIST's n 64, m 256, d 784) and ran ~1 s a step on the CPU backends.
+function groupedMean(
+  bank: MemoryBank,
+  labels: ArrayLike<number>,
+  xt: Tensor,
+  tc: Tensor,
+): Tensor {
+  const n = labels.length, d = bank.dim;
+  const present = [...new Set(Array.from(labels))].sort((a, b) => a - b);
+  const parts = present.map((l) => bank.entries(l));
+  const offset = new Map<number, [number, number]>();
+  let R = 0;
+  present.forEach((l, i) => {
+    // An empty label leaves its rows all masked: 0/0, NaN, and the plain target (SV's fallback).
+    const c = parts[i]!.length / d;
+    offset.set(l, [R, R + c]);
+    R += c;
+  });
+  if (R === 0) return full([n, d], NaN);
+  const all = new Float32Array(R * d);
+  parts.forEach((p, i) => all.set(p, offset.get(present[i]!)![0] * d));
+  const mk = new Float32Array(n * R);
+  for (let i = 0; i < n; i++) {
+    const [a, b] = offset.get(labels[i]!)!;
+    mk.fill(1, i * R + a, i * R + b);
+  }
+  const refs = tensor(all, [R, d]), mask = tensor(mk, [n, R]);
+  // Masked entries sit at the floor, as in bankLogits, so the row max is a valid entry's.
+  const l = where(mask, sharedLogits(xt, tc, refs), full([n, R], LOGIT_FLOOR));
+  const e = mul(exp(clamp(sub(l, max(l, 1, true)), SHIFTED_FLOOR, Infinity)), mask);
+  return matmul(e.div(sum(e, 1, true)), refs);
+}
+
 function sameLabel(labels: ArrayLike<number>): number | null {
   for (let i = 1; i < labels.length; i++) if (labels[i] !== labels[0]) return null;
   return labels.length > 0 ? labels[0]! : null;
@@ -681,8 +718,7 @@ export function stableVmTarget(
         const e = bank.entries(shared);
         stable = stfTarget(xt, t, tensor(e, [e.length / bank.dim, bank.dim]), kind);
       } else {
-        const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
-        stable = stableTarget(xt, t, refs, mask, kind);
+        stable = toField(groupedMean(bank, labels, xt, tc), xt, tc, kind);
       }
     } else {
       // Any affine path x_t = α·x1 + σ·x0 is the linear path at s = α/(α+σ) scaled by α+σ, so
@@ -697,10 +733,7 @@ export function stableVmTarget(
       else if (shared !== null) {
         const e = bank.entries(shared);
         mean1 = sharedMean(xs, reshape(s, [n, 1]), tensor(e, [e.length / bank.dim, bank.dim]));
-      } else {
-        const { refs, mask } = bank.refs(labels, 0, Math.max(1, bank.maxCount(labels)));
-        mean1 = bankMean(xs, s, refs, mask);
-      }
+      } else mean1 = groupedMean(bank, labels, xs, reshape(s, [n, 1]));
       plain = affineField(x, xt, c, kind);
       stable = affineField(mean1, xt, c, kind);
     }

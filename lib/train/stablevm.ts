@@ -161,6 +161,8 @@ export interface StableVmTrainerConfig {
   batchSize: number;
   /** Adam learning rate. */
   learningRate: number;
+  /** Steps of linear learning-rate warm-up (0 or absent, as in configs written before it: none). */
+  warmupSteps?: number;
   /** MLP width. */
   hidden: number;
   /** MLP blocks. */

@@ -462,3 +462,28 @@ Deno.test("sampleTimes 'lognormal' is SV's weighting: logit(t) ~ N(1.2, 1.2²), 
   assert.ok(Math.abs(sd - 1.2) < 0.05, `std ${sd}`);
   assert.ok(t.every((v) => v >= 1e-4 - 1e-9 && v <= 1 - 1e-4 + 1e-7));
 });
+
+Deno.test("stableVmTarget on image-sized rows (d 784, mixed labels, the null pool) matches plain JS", async () => {
+  // The mixed-label path expands ‖x_t − t·b‖² as ‖x_t‖² − 2t·x_t·b + t²‖b‖² in one matmul: at
+  // Fashion-MNIST's dimension that must still give the posterior of the direct differences.
+  const gen = new Generator(5), d = 784;
+  const bank = new MemoryBank({ numClasses: 4, capacityPerClass: 12, dim: d });
+  const u = await gen.uniform([30, d]).data();
+  const px = u.map((v) => 2 * v - 1);
+  bank.add(px, Array.from({ length: 30 }, (_, i) => i % 3)); // class 3 stays empty
+  const labels = [0, 1, 2, 0, 4, 4, 1, 2]; // 4: the null label's global pool
+  const tv = [0.05, 0.2, 0.3, 0.45, 0.4, 0.25, 0.49, 0.1];
+  const n = labels.length;
+  const x = tensor(px.subarray(0, n * d), [n, d]), eps = gen.normal([n, d]);
+  const t = tensor(tv);
+  const xt = eps.mul(tensor(tv.map((v) => 1 - v), [n, 1])).add(x.mul(tensor(tv, [n, 1])));
+  const got = await stableVmTarget(bank, labels, { x, eps, xt, t }).data();
+  const xtH = await xt.data();
+  for (let i = 0; i < n; i++) {
+    const e = bank.entries(labels[i]!);
+    const row = got.subarray(d * i, d * i + d);
+    const refs = Array.from({ length: e.length / d }, (_, j) => [...e.subarray(j * d, j * d + d)]);
+    const want = stableJs([...xtH.subarray(d * i, d * i + d)], tv[i]!, refs);
+    assertClose(row, want, { rtol: 1e-3, atol: 1e-3 });
+  }
+});
