@@ -5,6 +5,7 @@
  */
 import {
   type LabelledSet,
+  type LatentSpec,
   loadFashionMnist,
   PATH_TYPES,
   type PathType,
@@ -19,6 +20,7 @@ import {
   STABLEVM_IMAGE_FLAGS,
   type StableVmImageConfig,
 } from "./_stablevm_images.ts";
+import { resolveLatentFlag, STABLEVM_LATENT_FLAGS } from "./_stablevm_latent.ts";
 
 export { imageShape } from "./_stablevm_images.ts";
 
@@ -39,6 +41,8 @@ export interface TrainStableVmConfig
   outputDir: string;
   expName: string | null;
   dataDir: string | null;
+  /** `--latents` as given, replaced by the autoencoder's record when the run is created. */
+  latents: LatentSpec | string | null;
   model: typeof MODELS[number];
   checkpointEvery: number;
   logEvery: number;
@@ -136,6 +140,7 @@ export const TRAIN_STABLEVM_FLAGS = [
     help: "samples per time for the Fisher divergence",
   },
   ...STABLEVM_IMAGE_FLAGS,
+  ...STABLEVM_LATENT_FLAGS,
   // Accepted for pasted SV commands; they mean nothing on this engine.
   { name: "report-to", type: "string", help: "ignored (wandb)" },
   { name: "allow-tf32", type: "bool", help: "ignored" },
@@ -200,7 +205,7 @@ export function parseTrainFlags(
     seed: f.seed,
     outputDir: f.outputDir,
     expName: f.expName ?? null,
-    dataDir: f.dataDir ?? null,
+    ...resolveLatentFlag(f),
     model: checkChoice("--model", f.model, MODELS),
     hidden: f.hidden,
     blocks: f.blocks,

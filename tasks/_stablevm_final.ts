@@ -25,7 +25,7 @@ import {
   tensor,
 } from "../mod.ts";
 import { imageGrid, labelledGridSvg, scatterPanels } from "../viz/mod.ts";
-import { imageShape, type StableVmImageConfig } from "./_stablevm_images.ts";
+import { figureShape, imageShape, type StableVmImageConfig } from "./_stablevm_images.ts";
 
 /** The figure and numbers of the end of a run. */
 export interface FinalFigures {
@@ -52,7 +52,7 @@ export function finalFigures(
   data: LabelledSet,
   clf: LoadedClassifier | null,
 ): Promise<FinalFigures> {
-  return imageShape(data) ? imageFigures(ctx, c, data, clf) : vectorFigures(ctx, c, data);
+  return figureShape(data) ? imageFigures(ctx, c, data, clf) : vectorFigures(ctx, c, data);
 }
 
 /**
@@ -139,11 +139,13 @@ async function imageFigures(
   data: LabelledSet,
   clf: LoadedClassifier | null,
 ): Promise<FinalFigures> {
-  const img = imageShape(data)!, C = data.numClasses;
+  const img = figureShape(data)!, C = data.numClasses;
   // The field is in our time (t = 0 noise, t = 1 data), as the unguided grid always was; CFG
   // wraps that same field, v_u + s·(v_c − v_u) with the null label C (the 10% the loss
-  // drops), over the whole of [0, 1], so no guidance interval needs converting.
-  const field = stableVmField(ctx.model, img);
+  // drops), over the whole of [0, 1], so no guidance interval needs converting. On codes
+  // (--latents) the model is an MLP on flat rows, and the samples are decoded to images.
+  const field = stableVmField(ctx.model, imageShape(data) ?? undefined);
+  const decoded = data.decoded;
   const cfg = C >= 2 ? c.cfgScale : 1;
   const rows = Math.min(C, 10), per = 8, nS = rows * per;
   const g = await generateSamples(field, [data.dim], {
@@ -155,17 +157,18 @@ async function imageFigures(
     labels: Float32Array.from({ length: nS }, (_, i) => Math.floor(i / per)),
     cfgScale: cfg,
   });
+  const pics = decoded ? await decoded.decode(g.x) : g.x;
   const step6 = String(ctx.step).padStart(6, "0");
   const names = data.classNames ?? Array.from({ length: C }, (_, k) => `class ${k}`);
   await ctx.run.writeFile(
     `samples/samples-step-${step6}.svg`,
-    await labelledGridSvg(g.x, img, {
+    await labelledGridSvg(pics, img, {
       cols: per,
       rowLabels: names.slice(0, rows),
       title: `Samples at step ${ctx.step} (${c.lossType}, EMA${cfg !== 1 ? `, CFG ${cfg}` : ""})`,
     }),
   );
-  const grid = imageGrid(g.x, {
+  const grid = imageGrid(pics, {
     n: nS,
     channels: img[0],
     height: img[1],
@@ -181,7 +184,8 @@ async function imageFigures(
   const p = new Progress(n, { label: "train:stablevm eval", unit: "sample", every: 1 });
   p.start(`${n} samples, midpoint ${c.evalSteps} steps, CFG ${cfg}`);
   const s = await evaluateImageField(field, {
-    dataShape: [data.dim],
+    dataShape: img,
+    ...(decoded ? { decode: { dim: data.dim, fn: decoded.decode } } : {}),
     numClasses: C,
     classifier: clf.model,
     n,

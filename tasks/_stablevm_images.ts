@@ -98,12 +98,30 @@ export function imageShape(data: LabelledSet): [number, number, number] | null {
   return s?.length === 3 && (s[0] === 1 || s[0] === 3) ? [s[0]!, s[1]!, s[2]!] : null;
 }
 
+/**
+ * [C, H, W] of the images the run's samples become: the rows' own shape, or for an
+ * autoencoder's codes (`--latents`) the decoded images'; null for vectors.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { embeddedRing } from "../mod.ts";
+ * import { figureShape } from "./_stablevm_images.ts";
+ * assert.equal(figureShape(embeddedRing(0)), null);
+ * const codes = { ...embeddedRing(0), decoded: { shape: [1, 28, 28], decode: () => Promise.resolve(new Float32Array(0)) } };
+ * assert.deepEqual(figureShape(codes), [1, 28, 28]);
+ * ```
+ */
+export function figureShape(data: LabelledSet): [number, number, number] | null {
+  return data.decoded ? imageShape({ ...data, shape: data.decoded.shape }) : imageShape(data);
+}
+
 /** Whether the run's samples are scored: Fashion-MNIST and `--eval-samples` > 0. */
 export function scoresImages(
   c: StableVmImageConfig & { dataDir: string | null },
   data: LabelledSet,
 ): boolean {
-  return c.dataDir === "fashion-mnist" && imageShape(data) !== null && c.evalSamples > 0;
+  return c.dataDir === "fashion-mnist" && figureShape(data) !== null && c.evalSamples > 0;
 }
 
 /**
@@ -128,7 +146,7 @@ export function checkImageFlags(
   data: LabelledSet,
   given: ReadonlySet<string>,
 ): void {
-  const img = imageShape(data),
+  const img = figureShape(data),
     what = img
       ? `${c.dataDir}: images of shape [${img}] with ${data.numClasses} class(es)`
       : `${data.dim}-D vectors`;
@@ -159,11 +177,12 @@ export async function scoringClassifier(
 ): Promise<LoadedClassifier | null> {
   if (!scoresImages(c, data)) return null;
   const clf = await loadClassifier(c.classifier);
-  if (clf.model.inputDim !== data.dim || clf.model.numClasses !== data.numClasses) {
+  const width = figureShape(data)!.reduce((a, b) => a * b, 1);
+  if (clf.model.inputDim !== width || clf.model.numClasses !== data.numClasses) {
     clf.model.dispose();
     throw new RangeError(
       `--classifier ${c.classifier}: it takes ${clf.model.inputDim} inputs and tells ` +
-        `${clf.model.numClasses} classes, but the images have ${data.dim} values and ` +
+        `${clf.model.numClasses} classes, but the images have ${width} values and ` +
         `${data.numClasses} classes`,
     );
   }

@@ -13,6 +13,7 @@
  *   deno task train:stablevm --data-dir fashion-mnist --max-train-steps 2000
  *   deno task train:stablevm --data-dir fashion-mnist --model dit-tiny --use-proj-loss \
  *     --proj-encoder runs/classifier-fmnist --proj-weight-schedule sigmoid   # VA-REPA
+ *   deno task train:stablevm --latents runs/autoencoder-fmnist --hidden 256   # on codes
  *
  * Image data (`--data-dir fashion-mnist`, or an `.npz` whose `x` is [N, H, W] or [N, C, H, W])
  * get a sample grid per class instead of the scatter, guided by `--cfg-scale` (default 3):
@@ -29,6 +30,7 @@ import {
   fit,
   Generator,
   type LabelledSet,
+  type LoadedAutoencoder,
   loadLabelledNpz,
   loadRepaEncoder,
   openTrainingRun,
@@ -47,6 +49,7 @@ import {
 } from "./_stablevm.ts";
 import { type FinalFigures, finalFigures, finalReport } from "./_stablevm_final.ts";
 import { checkImageFlags, IMAGE_SCHEDULE, scoringClassifier } from "./_stablevm_images.ts";
+import { latentRows } from "./_stablevm_latent.ts";
 
 export {
   LOSS_TYPES,
@@ -88,8 +91,16 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
   const flags = parseTrainFlags(argv, given);
   if (!flags) return null;
   warnIgnoredFlags(given);
+  // --latents: the autoencoder is kept for decoding the final samples; the config records it.
+  let ae: LoadedAutoencoder | null = null;
   const load = (c: TrainStableVmConfig) =>
-    c.dataDir
+    c.latents
+      ? withPhase("train:stablevm", `encoding fashion-mnist (--latents)`, async () => {
+        const r = await latentRows(c.latents!, 10_000);
+        [ae, c.latents] = [r.ae, r.spec];
+        return r.data;
+      })
+      : c.dataDir
       ? withPhase(
         "train:stablevm",
         `loading ${c.dataDir}`,
@@ -190,6 +201,7 @@ export async function main(argv: readonly string[]): Promise<TrainStableVmResult
     trainer.ema?.dispose();
     repa?.model.dispose();
     clf?.model.dispose();
+    (ae as LoadedAutoencoder | null)?.model.dispose();
   }
 }
 

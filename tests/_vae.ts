@@ -127,3 +127,27 @@ export function loss64(
   const recon = se / (n * px);
   return { loss: recon + beta * kl / n, recon, kl: kl / n };
 }
+
+/** The f64 decoder applied to normalised codes z: decode(mean + std·z), via μ = code, ε = 0. */
+export function decode64(
+  p: Params64,
+  z: Float32Array,
+  mean: number[],
+  std: number[],
+): number[] {
+  const d = mean.length;
+  const names = p.names.filter((k) => k.startsWith("decoder."));
+  const get = (n: string) => p.values[p.names.indexOf(n)]!;
+  const out: number[] = [];
+  for (let r = 0; r < z.length / d; r++) {
+    let h = Array.from({ length: d }, (_, k) => mean[k]! + std[k]! * z[r * d + k]!);
+    const layers = names.filter((k) => k.endsWith(".weight")).map((k) => k.slice(0, -7));
+    layers.forEach((l, i) => {
+      const W = get(`${l}.weight`), b = get(`${l}.bias`);
+      const y = Array.from(b, (bo, o) => h.reduce((s, v, j) => s + W[o * h.length + j]! * v, bo));
+      h = i + 1 < layers.length ? y.map((v) => Math.max(v, 0)) : y.map(Math.tanh);
+    });
+    out.push(...h);
+  }
+  return out;
+}

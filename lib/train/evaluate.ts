@@ -416,6 +416,11 @@ export interface ImageFieldOptions {
   images?: { test: Float32Array; real: Float32Array };
   /** Called after each sampling batch with the samples done and n. */
   onBatch?: (done: number, total: number) => void;
+  /**
+   * A latent field: it samples codes of `dim` values, which `fn` turns into images of
+   * `dataShape` before they are scored (an autoencoder's decoder).
+   */
+  decode?: { dim: number; fn: (codes: Float32Array) => Promise<Float32Array> };
 }
 
 /** What {@linkcode evaluateImageField} returns. */
@@ -434,7 +439,7 @@ export type ImageFieldScores = Required<ImageScores> & {
  * Sample a class-conditional image velocity (ours: t = 0 noise, t = 1 data) with balanced
  * labels and classifier-free guidance (null label `numClasses`), then
  * {@linkcode scoreImages} against real images: FD, the real-train-vs-test floor, and class
- * agreement overall and per class.
+ * agreement overall and per class. A latent field's codes are decoded first (`decode`).
  *
  * @example
  * ```ts
@@ -476,7 +481,7 @@ export async function evaluateImageField(
     }
   }
   const labels = Float32Array.from({ length: n }, (_, i) => i % C);
-  const g = await generateSamples(velocity, [width], {
+  const g = await generateSamples(velocity, [o.decode?.dim ?? width], {
     n,
     sampler,
     steps: o.steps,
@@ -487,7 +492,13 @@ export async function evaluateImageField(
     batch: o.batch ?? 64,
     onBatch: o.onBatch,
   });
-  const s = await scoreImages(o.classifier, g.x, {
+  const x = o.decode ? await o.decode.fn(g.x) : g.x;
+  if (x.length !== n * width) {
+    throw new RangeError(
+      `Expected ${n} decoded images of ${width} values but found ${x.length} values`,
+    );
+  }
+  const s = await scoreImages(o.classifier, x, {
     reference: images.test.subarray(0, n * width),
     real: images.real.subarray(0, n * width),
     labels,

@@ -22,6 +22,7 @@ import {
   type LoadedAutoencoder,
 } from "./autoencoder.ts";
 import type { CfmData } from "./cfm.ts";
+import type { LabelledSet } from "./stablevm.ts";
 
 /** What a latent flow run records in its config under `latents`. */
 export interface LatentSpec extends LatentNormalisation {
@@ -76,11 +77,8 @@ export function latentSpecOf(ae: LoadedAutoencoder): LatentSpec {
  * ```
  */
 export async function latentCfmData(ae: LoadedAutoencoder, ds: ImageDataset): Promise<CfmData> {
-  checkAutoencoderData(ae, ds.shape, "--latents", `the dataset`);
   const d = ae.config.latentDim;
-  const codes = await encodeImages(ae.model, ds.images);
-  const { latentMean: m, latentStd: s } = ae.config;
-  for (let i = 0; i < codes.length; i++) codes[i] = (codes[i]! - m[i % d]!) / s[i % d]!;
+  const codes = await normalisedCodes(ae, ds);
   return {
     shape: [d],
     numClasses: ds.numClasses,
@@ -100,6 +98,52 @@ export async function latentCfmData(ae: LoadedAutoencoder, ds: ImageDataset): Pr
         labels: idx.map((i) => ds.labels[i]!),
       });
     },
+  };
+}
+
+// Every image of ds encoded once (μ), normalised per dimension with the autoencoder's stored
+// mean and std.
+async function normalisedCodes(ae: LoadedAutoencoder, ds: ImageDataset): Promise<Float32Array> {
+  checkAutoencoderData(ae, ds.shape, "--latents", `the dataset`);
+  const d = ae.config.latentDim;
+  const codes = await encodeImages(ae.model, ds.images);
+  const { latentMean: m, latentStd: s } = ae.config;
+  for (let i = 0; i < codes.length; i++) codes[i] = (codes[i]! - m[i % d]!) / s[i % d]!;
+  return codes;
+}
+
+/**
+ * The rows of a latent `train:stablevm` run: every image of `ds` encoded once (μ, normalised)
+ * with its label, and `decoded` turning sampled rows back into images with `ae` (keep its
+ * model alive while the set is used). A `RangeError` naming `--latents` refuses an autoencoder
+ * whose image shape is not the dataset's.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { latentLabelledSet, nn } from "../../mod.ts";
+ * const config = { dataShape: [1, 2, 2], latentDim: 2, hidden: [3], seed: 0, latentMean: [0, 0], latentStd: [1, 1] };
+ * const ae = { path: "ae", model: new nn.VAE({ inputDim: 4, latentDim: 2, hidden: [3], seed: 0 }), config, step: 1 };
+ * const ds = { images: new Float32Array(12), labels: new Float32Array([0, 1, 2]), n: 3, shape: [1, 2, 2] as [number, number, number], numClasses: 3, classNames: ["a", "b", "c"] };
+ * const set = await latentLabelledSet(ae, ds);
+ * assert.deepEqual([set.n, set.dim, [...set.labels]], [3, 2, [0, 1, 2]]);
+ * assert.equal((await set.decoded!.decode(new Float32Array(4))).length, 8); // two 2 × 2 images
+ * ```
+ */
+export async function latentLabelledSet(
+  ae: LoadedAutoencoder,
+  ds: ImageDataset,
+): Promise<LabelledSet> {
+  const x = await normalisedCodes(ae, ds);
+  return {
+    x,
+    labels: Int32Array.from(ds.labels),
+    n: ds.n,
+    dim: ae.config.latentDim,
+    numClasses: ds.numClasses,
+    gmm: null,
+    classNames: ds.classNames,
+    decoded: { shape: [...ds.shape], decode: (rows) => decodeLatents(ae, rows) },
   };
 }
 
@@ -201,7 +245,7 @@ function isLatentSpec(v: unknown): v is LatentSpec {
 export interface LatentRunConfig {
   /** The dataset the codes come from (must be "fashion-mnist"). */
   dataset: string;
-  /** The velocity network (must be "velocity-mlp": codes are flat vectors). */
+  /** The velocity network (an MLP, "velocity-mlp" or "adaln-mlp": codes are flat vectors). */
   model: string;
   /** Shape of one training sample (set to [latentDim]). */
   dataShape: number[];
@@ -216,7 +260,7 @@ export interface LatentRunConfig {
 /**
  * Settle a flow run's `--latents`: with a path, load that autoencoder (errors name
  * `--latents` and say what was expected) and check the run can train on its codes (Fashion-MNIST,
- * `--model velocity-mlp`, no REPA); with a recorded autoencoder (a resumed run), re-open it
+ * an MLP model, no REPA); with a recorded autoencoder (a resumed run), re-open it
  * (see {@linkcode openLatentAutoencoder}). Returns the configuration to store (`latents`
  * recorded, `dataShape` [latentDim], no input skip) and the autoencoder (dispose its model),
  * or the configuration unchanged and null without latents.
@@ -244,9 +288,10 @@ export async function withLatents<C extends LatentRunConfig>(
         `not ${c.dataset}`,
     );
   }
-  if (c.model !== "velocity-mlp") {
+  if (c.model !== "velocity-mlp" && c.model !== "adaln-mlp") {
     throw new RangeError(
-      `${flag}: codes are flat vectors for --model velocity-mlp; ${c.model} needs images`,
+      `${flag}: codes are flat vectors for an MLP (--model velocity-mlp in train:cfm, ` +
+        `adaln-mlp in train:stablevm); ${c.model} needs images`,
     );
   }
   if (c.useProjLoss) {

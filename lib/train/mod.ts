@@ -170,6 +170,7 @@ export {
 export {
   decodeLatents,
   latentCfmData,
+  latentLabelledSet,
   type LatentRunConfig,
   type LatentSpec,
   latentSpecOf,

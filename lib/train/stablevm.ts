@@ -40,6 +40,11 @@ export interface LabelledSet {
   shape?: number[];
   /** Class names by label, for figures. */
   classNames?: readonly string[];
+  /**
+   * When the rows are an autoencoder's codes (`train:stablevm --latents`): the shape of the
+   * images they stand for, and how sampled rows become those images, for figures and scores.
+   */
+  decoded?: { shape: number[]; decode: (rows: Float32Array) => Promise<Float32Array> };
 }
 
 /**

@@ -28,7 +28,7 @@ import { main as sample } from "../../tasks/sample.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
 import { main as cluster } from "../../tasks/cluster.ts";
 import { assertClose } from "../_helpers.ts";
-import { forward64, params64 } from "../_vae.ts";
+import { decode64, forward64, params64 } from "../_vae.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
@@ -46,30 +46,6 @@ async function quiet<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
-
-/** The f64 decoder applied to normalised codes z: decode(mean + std·z), via μ = code, ε = 0. */
-function decode64(
-  p: Awaited<ReturnType<typeof params64>>,
-  z: Float32Array,
-  mean: number[],
-  std: number[],
-): number[] {
-  const d = mean.length;
-  const names = p.names.filter((k) => k.startsWith("decoder."));
-  const get = (n: string) => p.values[p.names.indexOf(n)]!;
-  const out: number[] = [];
-  for (let r = 0; r < z.length / d; r++) {
-    let h = Array.from({ length: d }, (_, k) => mean[k]! + std[k]! * z[r * d + k]!);
-    const layers = names.filter((k) => k.endsWith(".weight")).map((k) => k.slice(0, -7));
-    layers.forEach((l, i) => {
-      const W = get(`${l}.weight`), b = get(`${l}.bias`);
-      const y = Array.from(b, (bo, o) => h.reduce((s, v, j) => s + W[o * h.length + j]! * v, bo));
-      h = i + 1 < layers.length ? y.map((v) => Math.max(v, 0)) : y.map(Math.tanh);
-    });
-    out.push(...h);
-  }
-  return out;
-}
 
 Deno.test({
   name:
@@ -279,7 +255,7 @@ Deno.test({
         );
         await assert.rejects(
           cfm("--latents", aeDir, "--model", "dit-tiny"),
-          /--latents .*: codes are flat vectors for --model velocity-mlp; dit-tiny needs images/,
+          /--latents .*: codes are flat vectors for an MLP \(--model velocity-mlp in train:cfm, adaln-mlp in train:stablevm\); dit-tiny needs images/,
         );
         // An autoencoder of 8×8 images does not fit Fashion-MNIST.
         const small = new nn.VAE({ inputDim: 64, latentDim: 2, hidden: [4], seed: 0 });

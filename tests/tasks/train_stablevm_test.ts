@@ -5,6 +5,7 @@
 import { strict as assert } from "node:assert";
 import { decodePng, encodeNpz, getBackend, loadCheckpoint, readMetrics } from "../../mod.ts";
 import { main, parseTrainFlags } from "../../tasks/train_stablevm.ts";
+import { assertClose } from "../_helpers.ts";
 
 const QUICK = ["--sample-steps", "4", "--fisher-samples", "128", "--log-every", "5"];
 
@@ -180,6 +181,29 @@ Deno.test("train:stablevm: --use-proj-loss without a DiT, image data or an encod
       /--model dit-tiny needs image rows \(e.g. --data-dir fashion-mnist\) but the data are 2-D/,
     );
     assert.deepEqual([...Deno.readDirSync(out)], [], "nothing written");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("train:stablevm --warmup-steps ramps the learning rate linearly, then holds it", async () => {
+  const out = await Deno.makeTempDir({ prefix: "stablevm-warm-" });
+  try {
+    const r = (await main([
+      ...QUICK,
+      ...["--max-train-steps", "12", "--warmup-steps", "8", "--log-every", "2"],
+      ...["--batch-size", "32", "--output-dir", out, "--exp-name", "w"],
+    ]))!;
+    const lr = (await readMetrics(r.metrics)).filter((x) => "training/lr" in x);
+    // Step s trains at lr·min(1, s/8) (optim.linearWarmup of the step index s − 1).
+    assert.deepEqual(lr.map((x) => x.step), [2, 4, 6, 8, 10, 12]);
+    for (const x of lr) {
+      assertClose([x["training/lr"] as number], [1e-3 * Math.min(1, (x.step as number) / 8)], {
+        rtol: 1e-9,
+      });
+    }
+    const cfg = JSON.parse(await Deno.readTextFile(`${out}/w/config.json`));
+    assert.equal(cfg.warmup_steps, 8);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
