@@ -125,3 +125,17 @@ export function whereOn(
     shape,
   )[0]!;
 }
+
+/**
+ * Run `fn` with `console.log`, `console.error` and `console.warn` silenced (a task's progress
+ * lines), restoring them however it ends.
+ */
+export async function quiet<T>(fn: () => Promise<T>): Promise<T> {
+  const { log, error, warn } = console;
+  console.log = console.error = console.warn = () => {};
+  try {
+    return await fn();
+  } finally {
+    Object.assign(console, { log, error, warn });
+  }
+}

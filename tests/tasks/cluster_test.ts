@@ -15,7 +15,7 @@ import {
   setBackend,
 } from "../../mod.ts";
 import { main } from "../../tasks/cluster.ts";
-import { assertClose } from "../_helpers.ts";
+import { assertClose, quiet } from "../_helpers.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -27,17 +27,6 @@ async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     setBackend(prev);
-  }
-}
-
-/** Run `fn` with console.log/console.error captured. */
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const log = console.log, err = console.error;
-  console.log = console.error = () => {};
-  try {
-    return await fn();
-  } finally {
-    console.log = log, console.error = err;
   }
 }
 

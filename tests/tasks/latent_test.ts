@@ -27,23 +27,12 @@ import { main as trainCfm } from "../../tasks/train_cfm.ts";
 import { main as sample } from "../../tasks/sample.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
 import { main as cluster } from "../../tasks/cluster.ts";
-import { assertClose } from "../_helpers.ts";
+import { assertClose, quiet } from "../_helpers.ts";
 import { decode64, forward64, params64 } from "../_vae.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
 if (!hasFashion) console.log(`latent tests ignored: ${FASHION} missing (dataset-fashion-mnist)`);
-
-/** Run `fn` with console output captured (returned with the result). */
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const { log, error, warn } = console;
-  console.log = console.error = console.warn = () => {};
-  try {
-    return await fn();
-  } finally {
-    Object.assign(console, { log, error, warn });
-  }
-}
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 

@@ -16,6 +16,7 @@ import {
 } from "../../mod.ts";
 import { main as trainCfm } from "../../tasks/train_cfm.ts";
 import { main as trainStableVm } from "../../tasks/train_stablevm.ts";
+import { quiet } from "../_helpers.ts";
 
 const HAS_FMNIST = (() => {
   try {
@@ -31,16 +32,6 @@ async function writeEncoder(path: string, inputDim: number, hidden: number[]): P
   const m = new nn.MLPClassifier({ inputDim, hidden, numClasses: 10, seed: 4 });
   await saveCheckpoint(path, { model: m.stateDict(), step: 1, config });
   m.dispose();
-}
-
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const log = console.log, err = console.error, warn = console.warn;
-  console.log = console.error = console.warn = () => {};
-  try {
-    return await fn();
-  } finally {
-    Object.assign(console, { log, error: err, warn });
-  }
 }
 
 const DIT = [

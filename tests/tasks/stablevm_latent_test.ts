@@ -9,21 +9,11 @@ import { decodePng, latentLabelledSet, loadAutoencoder, loadFashionMnist } from 
 import { imageGrid } from "../../viz/mod.ts";
 import { main as trainAe } from "../../tasks/train_autoencoder.ts";
 import { main as trainSvm } from "../../tasks/train_stablevm.ts";
-import { assertClose } from "../_helpers.ts";
+import { assertClose, quiet } from "../_helpers.ts";
 import { decode64, forward64, params64 } from "../_vae.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
-
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const { log, error, warn } = console;
-  console.log = console.error = console.warn = () => {};
-  try {
-    return await fn();
-  } finally {
-    Object.assign(console, { log, error, warn });
-  }
-}
 
 Deno.test({
   name:

@@ -17,6 +17,7 @@ import {
 } from "../../mod.ts";
 import { main as convert } from "../../tasks/convert.ts";
 import { parseTrainCfmFlags } from "../../tasks/train_cfm.ts";
+import { quiet } from "../_helpers.ts";
 
 const PY = "/usr/bin/python3";
 const DIT: ModelConfig & { task: string; dataset: string } = {
@@ -33,16 +34,6 @@ const DIT: ModelConfig & { task: string; dataset: string } = {
 
 async function tmp(): Promise<string> {
   return await Deno.makeTempDir({ dir: "/tmp", prefix: "flowgpu-convert-" });
-}
-
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const log = console.log;
-  console.log = () => {};
-  try {
-    return await fn();
-  } finally {
-    console.log = log;
-  }
 }
 
 async function rejects(p: Promise<unknown>, ...parts: string[]): Promise<string> {

@@ -23,6 +23,7 @@ import { main as trainMain } from "../../tasks/train_flowmap.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { evalAny } from "../../tasks/eval.ts";
 import { flowMapKLReport } from "../../tasks/_flowmap.ts";
+import { quiet } from "../_helpers.ts";
 
 /** Run on the CPU backend (bit-exact), restoring the previous backend afterwards. */
 async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
@@ -32,16 +33,6 @@ async function onCpu<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     setBackend(prev);
-  }
-}
-
-async function quiet<T>(fn: () => Promise<T>): Promise<T> {
-  const [log, err] = [console.log, console.error];
-  console.log = console.error = () => {};
-  try {
-    return await fn();
-  } finally {
-    [console.log, console.error] = [log, err];
   }
 }
 
