@@ -8,60 +8,22 @@
  */
 import { strict as assert } from "node:assert";
 import {
-  CLASSIFIER_TASK,
   encodeNpz,
   getBackend,
   loadClassifier,
   loadFashionMnist,
-  nn,
   readMetrics,
-  saveCheckpoint,
   scoreImages,
   tensor,
 } from "../../mod.ts";
 import { main } from "../../tasks/train_stablevm.ts";
 import { assertClose } from "../_helpers.ts";
+import { fd2, PIXELS, saveClassifier } from "../_image_scoring.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
 if (!hasFashion) {
   console.log(`stablevm image tests ignored: ${FASHION} missing (dataset-fashion-mnist)`);
-}
-
-const PIXELS = [14 * 28 + 14, 10 * 28 + 20]; // two pixels inside most garments
-
-/** Save a 784 → 2 → 10 classifier with the given weights as a train:classifier checkpoint. */
-async function saveClassifier(path: string, w1: Float32Array, b1: Float32Array, b2: Float32Array) {
-  const c = new nn.MLPClassifier({ inputDim: 784, hidden: [2], numClasses: 10, seed: 0 });
-  const sd = c.stateDict();
-  const keys = Object.keys(sd).sort(); // net.0.bias, net.0.weight, net.2.bias, net.2.weight
-  const values = [b1, w1, b2, new Float32Array(20)];
-  const model = Object.fromEntries(keys.map((k, i) => [k, tensor(values[i]!, sd[k]!.shape)]));
-  await saveCheckpoint(path, {
-    model,
-    step: 1,
-    config: { task: CLASSIFIER_TASK, inputDim: 784, hidden: [2], numClasses: 10, seed: 0 },
-  });
-  for (const t of Object.values(model)) t.dispose();
-  c.dispose();
-}
-
-/** Host f64 FD of two 2-D samples: tr √(Σ1Σ2) = √(tr M + 2√det M) for M = Σ1Σ2. */
-function fd2(a: number[][], b: number[][]): number {
-  const stats = (x: number[][]) => {
-    const n = x.length;
-    const m = [0, 1].map((j) => x.reduce((s, r) => s + r[j]!, 0) / n);
-    const c = (i: number, j: number) =>
-      x.reduce((s, r) => s + (r[i]! - m[i]!) * (r[j]! - m[j]!), 0) / (n - 1);
-    return { m, s: [c(0, 0), c(0, 1), c(1, 1)] };
-  };
-  const p = stats(a), q = stats(b);
-  const [a0, a1, a2] = p.s as [number, number, number];
-  const [b0, b1, b2] = q.s as [number, number, number];
-  const trM = a0 * b0 + 2 * a1 * b1 + a2 * b2;
-  const detM = (a0 * a2 - a1 * a1) * (b0 * b2 - b1 * b1);
-  const d = (p.m[0]! - q.m[0]!) ** 2 + (p.m[1]! - q.m[1]!) ** 2;
-  return d + a0 + a2 + b0 + b2 - 2 * Math.sqrt(trM + 2 * Math.sqrt(detM));
 }
 
 Deno.test({
