@@ -30,6 +30,7 @@ export {
   TaskStop,
 } from "./task.ts";
 export { REPA_FLAGS, type RepaFlags, resolveRepaFlags } from "./repa.ts";
+export { resumableRun, TableRows, type TableRowsOptions } from "./tables/store.ts";
 export {
   fmtMeanStd,
   gitCommit,

@@ -21,8 +21,9 @@ import {
   parseList,
   parseSeeds,
   parseTaskFlags,
-  readJsonl,
+  resumableRun,
   runTask,
+  TableRows,
 } from "../cli/mod.ts";
 import { main as trainMain } from "./train_flowmap.ts";
 import { type FlowMapRow, renderFlowMapMarkdown } from "../cli/tables/flowmap.ts";
@@ -49,8 +50,6 @@ export const FLOWMAP_TABLE_FLAGS = [
 
 const METHODS = ["lsd", "psd", "esd"];
 
-const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
-
 /**
  * Run the table; returns every row now in it (or `null` for `--help`).
  *
@@ -69,32 +68,21 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
   if (!f) return null;
   const methods = parseList("--methods", f.methods, METHODS);
   const seeds = parseSeeds("--seeds", f.seeds);
-  await Deno.mkdir(f.outputDir, { recursive: true });
-  const rowsPath = `${f.outputDir}/results.jsonl`;
-  const json = f.out.replace(/\.md$/, "") + ".json";
-  // Run directories do not travel with the repository; the committed JSON's rows do.
-  if (!(await exists(rowsPath)) && await exists(json)) {
-    const saved = JSON.parse(await Deno.readTextFile(json)) as { rows?: FlowMapRow[] };
-    const rows = saved.rows ?? [];
-    if (rows.length) {
-      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
-      console.log(`rows: ${rows.length} from ${json}`);
-    }
-  }
-  const write = async (rows: FlowMapRow[]) => {
-    await Deno.writeTextFile(f.out, renderFlowMapMarkdown(rows));
-    await Deno.writeTextFile(json, JSON.stringify({ table: "flowmap", rows }, null, 1) + "\n");
-    console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
-  };
+  const table = await TableRows.open<FlowMapRow>({
+    table: "flowmap",
+    outputDir: f.outputDir,
+    out: f.out,
+    render: renderFlowMapMarkdown,
+  });
   if (f.renderOnly) {
-    const rows = await readJsonl<FlowMapRow>(rowsPath);
-    await write(rows);
+    const rows = await table.rows();
+    await table.write(rows);
     return rows;
   }
   const commit = await gitCommit();
   for (const seed of seeds) {
     for (const method of methods) {
-      const have = (await readJsonl<FlowMapRow>(rowsPath)).some((r) =>
+      const have = (await table.rows()).some((r) =>
         r.method === method && r.seed === seed && r.steps === f.maxTrainSteps &&
         r.evalSamples === f.evalSamples
       );
@@ -116,8 +104,7 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
         name,
       ];
       // An interrupted run of an earlier invocation continues where its checkpoint left it.
-      const resume = await exists(`${dir}/checkpoints/last.safetensors`);
-      if (!resume) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      const resume = await resumableRun(dir);
       const t0 = performance.now();
       const r = await trainMain(resume ? ["--resume", dir] : args);
       const row: FlowMapRow = {
@@ -132,16 +119,12 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
         command: `deno task train:flowmap ${args.join(" ")}`,
         commit,
       };
-      const rows = (await readJsonl<FlowMapRow>(rowsPath)).filter((x) =>
-        !(x.method === method && x.seed === seed && x.steps === row.steps &&
-          x.evalSamples === f.evalSamples)
-      );
-      rows.push(row);
-      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
-      await write(rows);
+      await table.put(row, (x) =>
+        x.method === method && x.seed === seed && x.steps === row.steps &&
+        x.evalSamples === f.evalSamples);
     }
   }
-  return await readJsonl<FlowMapRow>(rowsPath);
+  return await table.rows();
 }
 
 if (import.meta.main) await runTask("flowmap_table", main);

@@ -18,8 +18,8 @@ import {
   parseList,
   parseSeeds,
   parseTaskFlags,
-  readJsonl,
   runTask,
+  TableRows,
 } from "../cli/mod.ts";
 import { main as gmmMain } from "./gmm.ts";
 import { type GmmRow, renderGmmMarkdown } from "../cli/tables/gmm.ts";
@@ -66,17 +66,15 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
   if (!f) return null;
   const exps = parseList("--exps", f.exps, EXPS);
   const seeds = parseSeeds("--seeds", f.seeds);
-  await Deno.mkdir(f.outputDir, { recursive: true });
-  const rowsPath = `${f.outputDir}/results.jsonl`;
-  const write = async (rows: GmmRow[]) => {
-    await Deno.writeTextFile(f.out, renderGmmMarkdown(rows));
-    const json = f.out.replace(/\.md$/, "") + ".json";
-    await Deno.writeTextFile(json, JSON.stringify({ table: "gmm", rows }, null, 1) + "\n");
-    console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
-  };
+  const table = await TableRows.open<GmmRow>({
+    table: "gmm",
+    outputDir: f.outputDir,
+    out: f.out,
+    render: renderGmmMarkdown,
+  });
   if (f.renderOnly) {
-    const rows = await readJsonl<GmmRow>(rowsPath);
-    await write(rows);
+    const rows = await table.rows();
+    await table.write(rows);
     return rows;
   }
   const commit = await gitCommit();
@@ -120,15 +118,13 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
         command: `deno task gmm ${args.join(" ")}`,
         commit,
       };
-      const rows = (await readJsonl<GmmRow>(rowsPath)).filter((x) =>
-        !(x.exp === exp && x.seed === seed && x.steps === f.maxTrainSteps)
+      await table.put(
+        row,
+        (x) => x.exp === exp && x.seed === seed && x.steps === f.maxTrainSteps,
       );
-      rows.push(row);
-      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
-      await write(rows);
     }
   }
-  return await readJsonl<GmmRow>(rowsPath);
+  return await table.rows();
 }
 
 if (import.meta.main) await runTask("gmm_table", main);

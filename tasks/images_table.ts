@@ -24,8 +24,9 @@ import {
   parseList,
   parseSeeds,
   parseTaskFlags,
-  readJsonl,
+  resumableRun,
   runTask,
+  TableRows,
 } from "../cli/mod.ts";
 import { decodePng, encodePng, FASHION_MNIST_CLASSES, getBackend } from "../mod.ts";
 import { labelGridRows } from "../viz/mod.ts";
@@ -86,7 +87,6 @@ export const IMAGES_TABLE_FLAGS = [
   { name: "render-only", type: "bool", help: "re-render --out from the rows, no training" },
 ] as const satisfies readonly FlagSpec[];
 
-const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
 
 /**
@@ -112,28 +112,17 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
       `Expected --hidden to be a multiple of 4 (DiT heads) but found ${f.hidden}`,
     );
   }
-  await Deno.mkdir(f.outputDir, { recursive: true });
-  const rowsPath = `${f.outputDir}/results.jsonl`;
-  const json = f.out.replace(/\.md$/, "") + ".json";
   const mdDir = dirOf(f.out);
-  // Run directories do not travel with the repository; the committed JSON's rows do.
-  if (!(await exists(rowsPath)) && await exists(json)) {
-    const saved = JSON.parse(await Deno.readTextFile(json)) as { rows?: ImagesRow[] };
-    const rows = saved.rows ?? [];
-    if (rows.length) {
-      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
-      console.log(`rows: ${rows.length} from ${json}`);
-    }
-  }
-  const write = async (rows: ImagesRow[]) => {
-    await Deno.mkdir(mdDir, { recursive: true });
-    await Deno.writeTextFile(f.out, renderImagesMarkdown(rows, mdDir));
-    await Deno.writeTextFile(json, JSON.stringify({ table: "images", rows }, null, 2) + "\n");
-    console.log(`table: ${f.out}, ${json} (${rows.length} rows)`);
-  };
+  const table = await TableRows.open<ImagesRow>({
+    table: "images",
+    outputDir: f.outputDir,
+    out: f.out,
+    render: (rows) => renderImagesMarkdown(rows, mdDir),
+    indent: 2,
+  });
   if (f.renderOnly) {
-    const rows = await readJsonl<ImagesRow>(rowsPath);
-    await write(rows);
+    const rows = await table.rows();
+    await table.write(rows);
     return rows;
   }
   const setting = {
@@ -158,7 +147,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
   ];
   for (const seed of seeds) {
     for (const variant of variants) {
-      if ((await readJsonl<ImagesRow>(rowsPath)).some((r) => same(r, variant, seed))) continue;
+      if ((await table.rows()).some((r) => same(r, variant, seed))) continue;
       const name = `${variant}-s${seed}-${f.maxTrainSteps}x${f.batchSize}-` +
         `h${f.hidden}b${f.blocks}-lr${f.learningRate}`;
       const dir = `${f.outputDir}/${name}`;
@@ -181,8 +170,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
       ];
       // An interrupted run of an earlier invocation continues where its checkpoint left it
       // (a finished one is only scored again, with this invocation's scoring flags).
-      const resume = await exists(`${dir}/checkpoints/last.safetensors`);
-      if (!resume) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      const resume = await resumableRun(dir);
       const t0 = performance.now();
       const r = (await trainMain(resume ? ["--resume", dir, ...scoring] : args))!;
       const seconds = (performance.now() - t0) / 1000;
@@ -214,13 +202,10 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
         command: `deno task train:stablevm ${args.join(" ")}`,
         commit,
       };
-      const rows = (await readJsonl<ImagesRow>(rowsPath)).filter((x) => !same(x, variant, seed));
-      rows.push(row);
-      await Deno.writeTextFile(rowsPath, rows.map((x) => JSON.stringify(x)).join("\n") + "\n");
-      await write(rows);
+      await table.put(row, (x) => same(x, variant, seed));
     }
   }
-  return await readJsonl<ImagesRow>(rowsPath);
+  return await table.rows();
 }
 
 if (import.meta.main) await runTask("images:table", main);
