@@ -4,7 +4,8 @@
  * process and run alternately, so load from other jobs hits both. At the DiT bench's MLP size
  * ([3136, 512] = 1.6M elements, tokens [64·49, 128]):
  *
- * - `gelu_tanh fwd (ops)`: `nn.geluTanh` as the library runs it (one call per op);
+ * - `gelu_tanh fwd (ops)`: `nn.geluTanh` as the library runs it (one call per op before the
+ *   `geluTanh` row of lib/ir.ts, one call since);
  * - `gelu_tanh fwd+bwd (ops)`: the same with its vjp;
  * - `gelu_tanh (one DAG)`: the forward as one expression (a kernel of ~40 vector ops);
  * - `bwd-like DAG (2 inputs)`: g·(½(1 + t) + ½x(1 − t²)·c·(1 + 3·0.044715x²)), t = tanh(…);

@@ -143,6 +143,9 @@ const ERF_A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429
 const ERF_P = 0.3275911;
 const INV_SQRT_2PI = 0.3989422804014327;
 const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+// GELU's tanh approximation, u = √(2/π)(x + 0.044715·x³): PyTorch's kBeta and kKappa.
+const SQRT_2_OVER_PI = 0.7978845608028654;
+const GELU_KAPPA = 0.044715;
 
 /**
  * The erf approximation both backends use (A&S 7.1.26).
@@ -249,6 +252,12 @@ function tanhCpu(x: number): number {
   const y = (1 - e) / (1 + e);
   return x < 0 ? -y : y;
 }
+// x³ as x·x·x and the factors in the order of PyTorch's gelu kernel (approximate="tanh"), so the
+// f32 kernels round where PyTorch's does (a pow would also cost pow_'s special-case branches).
+function geluTanhCpu(x: number): number {
+  const u = SQRT_2_OVER_PI * (x + GELU_KAPPA * (x * x * x));
+  return 0.5 * x * (1 + tanhCpu(u));
+}
 // C99 pow (Annex F.9.4.4), as torch.pow; `pow_` in WGSL_HELPERS follows it branch for branch.
 function powCpu(x: number, y: number): number {
   if (y === 0 || x === 1) return 1;
@@ -313,6 +322,7 @@ export type UnaryOp =
   | "sigmoid"
   | "silu"
   | "gelu"
+  | "geluTanh"
   | "relu"
   | "abs"
   | "sign"
@@ -374,6 +384,21 @@ export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
       const cdf = x.affine(Math.SQRT1_2, 0).un("erf").affine(0.5, 0.5);
       const pdf = x.square().affine(-0.5, 0).un("exp").affine(INV_SQRT_2PI, 0);
       return cdf.add(x.mul(pdf));
+    },
+  },
+  // GELU with the tanh approximation (torch.nn.GELU(approximate="tanh"), DiT's MLP) as one op:
+  // one kernel and one tape node instead of eight. tanh_ saturates to ±1 without overflow, so
+  // large |x| gives x or −0 and a derivative of 1 or 0 (the (1 − t²) factor is exactly 0 there).
+  geluTanh: {
+    cpu: geluTanhCpu,
+    wgsl: `0.5 * x * (1.0 + tanh_(${SQRT_2_OVER_PI} * (x + ${GELU_KAPPA} * (x * x * x))))`,
+    // ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715·x²), t = tanh(u), grouped as PyTorch's
+    // backward: ½x(1 − t²) first, so where t saturates it is 0 before the x² factor can make the
+    // product overflow (finite up to |x| ≈ 1.8e19, where x² itself does).
+    d: ({ x }) => {
+      const t = x.mul(x).mul(x).affine(GELU_KAPPA, 0).add(x).affine(SQRT_2_OVER_PI, 0).un("tanh");
+      const inner = x.square().affine(3 * GELU_KAPPA * SQRT_2_OVER_PI, SQRT_2_OVER_PI);
+      return t.affine(0.5, 0.5).add(x.affine(0.5, 0).mul(t.square().affine(-1, 1)).mul(inner));
     },
   },
   // From the output (relu(x) > 0 exactly when x > 0), so a fused linear layer's backward

@@ -1051,8 +1051,8 @@ export class WasmBackend extends CpuBackend {
     // Layout from `base`: inputs, outputs, constants, each padded to whole vectors (+1 spare);
     // of an input only what the kernel reads (n values, one, a row's cols, a column's rows).
     // An input that is an output of the last call, still in the memory, is read where it is
-    // (a chain of ops, e.g. GELU-tanh's, passes ~40 % of a DiT step's input bytes that way);
-    // the new regions then go below those if they fit there, else above.
+    // (a chain of ops: GELU-tanh's, before it was one op, passed ~40 % of a DiT step's input
+    // bytes that way); the new regions then go below those if they fit there, else above.
     const pad = (len: number) => up4(len) + 4;
     const need = (a: SimdAccess) =>
       a === "dense" ? n : a === "scalar" ? 1 : a === "row" ? cols : rows;

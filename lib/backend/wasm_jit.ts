@@ -3,9 +3,9 @@
  * WebAssembly function over `f32x4` vectors, assembled here byte by byte (a few dozen opcodes
  * of the core and SIMD specs; no assembler at run time). Transcendentals are the usual f32
  * approximations: exp by Cody–Waite reduction and Cephes' degree-6 polynomial (≤ 2 ulp), and
- * sigmoid, tanh, SiLU, erf and GELU built on it as the CPU backend builds them on Math.exp —
- * so results agree with the CPU backend to a few ulp, not bit for bit (the JavaScript loops
- * stay the fallback for ops without a vector form: log, sin, cos, pow, clamp …).
+ * sigmoid, tanh, SiLU, erf and both GELUs built on it as the CPU backend builds them on
+ * Math.exp — so results agree with the CPU backend to a few ulp, not bit for bit (the
+ * JavaScript loops stay the fallback for ops without a vector form: log, sin, cos, pow, clamp …).
  *
  * Why: the JavaScript loop ran Math.exp at ~13 ns an element, which made SiLU's forward,
  * backward and tangent passes as costly as the matmuls of a flow-map step; four lanes of a
@@ -150,6 +150,7 @@ const UNARY_SIMD = new Set([
   "sigmoid",
   "silu",
   "gelu",
+  "geluTanh",
   "erf",
   "relu",
   "abs",
@@ -196,7 +197,7 @@ export function simdSupports(outputs: readonly Expr[]): boolean {
 
 // Ops built on exp (a ~20-instruction polynomial and a division or two) and the other ops with
 // a division or square root: they weigh more in simdCost.
-const EXP_BASED = new Set(["exp", "tanh", "sigmoid", "silu", "gelu", "erf"]);
+const EXP_BASED = new Set(["exp", "tanh", "sigmoid", "silu", "gelu", "geluTanh", "erf"]);
 const SLOW = new Set(["sqrt", "rsqrt", "reciprocal", "div"]);
 
 /**
@@ -412,6 +413,25 @@ export function compileSimd(
     body.get(e).get(dn).simd(S.div).splat(1).get(dn).simd(S.div).get(x).splat(0).simd(S.lt)
       .simd(S.bitselect);
   };
+  // tanh(x) of the vector in local `x`, left on the stack. |x| ≥ 0.625: (1 − e)/(1 + e),
+  // e = exp(−2|x|), signed; below, Cephes tanhf's odd polynomial (the quotient would cancel to
+  // a few ulp near 0 in f32).
+  const tanhOf = (x: number) => {
+    const e2 = tmp(), na = tmp(), big = tmp(), z = tmp();
+    body.get(x).simd(S.abs).splat(-2).simd(S.mul).set(na);
+    expOf(na);
+    body.set(e2);
+    body.splat(1).get(e2).simd(S.sub).splat(1).get(e2).simd(S.add).simd(S.div);
+    signOf(x);
+    body.set(big);
+    body.get(x).get(x).simd(S.mul).set(z);
+    body.splat(-5.70498872745e-3).get(z).simd(S.mul).splat(2.06390887954e-2).simd(S.add)
+      .get(z).simd(S.mul).splat(-5.37397155531e-2).simd(S.add)
+      .get(z).simd(S.mul).splat(1.33314422036e-1).simd(S.add)
+      .get(z).simd(S.mul).splat(-3.33332819422e-1).simd(S.add)
+      .get(z).simd(S.mul).get(x).simd(S.mul).get(x).simd(S.add);
+    body.get(big).get(x).simd(S.abs).splat(0.625).simd(S.lt).simd(S.bitselect);
+  };
   const visit = (e: Expr): number => {
     const have = ids.get(e);
     if (have !== undefined) return have;
@@ -468,23 +488,16 @@ export function compileSimd(
           sigmoidOf(x);
           body.get(x).simd(S.mul);
           break;
-        case "tanh": {
-          // |x| ≥ 0.625: (1 − e)/(1 + e), e = exp(−2|x|), signed; below, Cephes tanhf's odd
-          // polynomial (the quotient would cancel to a few ulp near 0 in f32).
-          const e2 = tmp(), na = tmp(), big = tmp(), z = tmp();
-          body.get(x).simd(S.abs).splat(-2).simd(S.mul).set(na);
-          expOf(na);
-          body.set(e2);
-          body.splat(1).get(e2).simd(S.sub).splat(1).get(e2).simd(S.add).simd(S.div);
-          signOf(x);
-          body.set(big);
-          body.get(x).get(x).simd(S.mul).set(z);
-          body.splat(-5.70498872745e-3).get(z).simd(S.mul).splat(2.06390887954e-2).simd(S.add)
-            .get(z).simd(S.mul).splat(-5.37397155531e-2).simd(S.add)
-            .get(z).simd(S.mul).splat(1.33314422036e-1).simd(S.add)
-            .get(z).simd(S.mul).splat(-3.33332819422e-1).simd(S.add)
-            .get(z).simd(S.mul).get(x).simd(S.mul).get(x).simd(S.add);
-          body.get(big).get(x).simd(S.abs).splat(0.625).simd(S.lt).simd(S.bitselect);
+        case "tanh":
+          tanhOf(x);
+          break;
+        case "geluTanh": {
+          // ½x(1 + tanh(√(2/π)(x + 0.044715·x·x·x))) in lib/ir.ts's order of operations.
+          const u = tmp();
+          body.get(x).get(x).simd(S.mul).get(x).simd(S.mul).splat(0.044715).simd(S.mul)
+            .get(x).simd(S.add).splat(0.7978845608028654).simd(S.mul).set(u);
+          tanhOf(u);
+          body.splat(1).simd(S.add).get(x).simd(S.mul).splat(0.5).simd(S.mul);
           break;
         }
         case "erf": {

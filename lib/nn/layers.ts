@@ -163,7 +163,8 @@ export type ActivationName = typeof ACTIVATIONS[number];
 
 /**
  * GELU with the tanh approximation (`torch.nn.GELU(approximate="tanh")`, used by DiT):
- * ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+ * ½x(1 + tanh(√(2/π)(x + 0.044715x³))), as one elementwise op (`unary("geluTanh", x)`) with its
+ * own derivative.
  *
  * @example
  * ```ts
@@ -176,11 +177,10 @@ export type ActivationName = typeof ACTIVATIONS[number];
  * ```
  */
 export function geluTanh(x: Tensor): Tensor {
-  const c = Math.sqrt(2 / Math.PI);
-  // x³ as x·x·x in f32, as PyTorch's kernel computes it (and a product has a SIMD form on every
-  // backend, where pow falls back to a scalar loop on wasm: 12 ns against 0.3 an element).
-  const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(c);
-  return x.mul(unary("affine", tanh(inner), 0.5, 0.5));
+  // One row of the op table, because DiT runs it in every MLP block: one kernel forward and one
+  // backward, where the formula in tensor ops ran eight kernels (an output array each) forward,
+  // as many rules backward, and eight tape nodes.
+  return unary("geluTanh", x);
 }
 
 const SELU_ALPHA = 1.6732632423543772;

@@ -7,12 +7,12 @@
  *
  * Comparison: the classes (NaN, +∞, −∞, +0, −0, finite) must agree, then finite values within
  * the op's tolerance. Exact rows must agree bit for bit up to the NaN payload, so a −0 where +0
- * is due fails. Tolerances: approximations of the closed form (tanh, sigmoid, silu via exp;
- * gelu, erf via A&S 7.1.26, |error| < 1.5e-7) rtol 1e-6, atol 2e-7; on WebGPU transcendental
- * rows rtol 2e-5, atol 2e-6 (Vulkan allows a few ulp) and f32 arithmetic that may be fused or
- * approximated (div, reciprocal, sqrt, rsqrt, affine) rtol 1e-6. WebGPU may flush subnormal
- * results to zero (WGSL allows it; lavapipe does, e.g. exp(−100)), so a CPU subnormal matches a
- * WebGPU zero.
+ * is due fails. Tolerances: approximations of the closed form (tanh, sigmoid, silu, geluTanh
+ * via exp; gelu, erf via A&S 7.1.26, |error| < 1.5e-7) rtol 1e-6, atol 2e-7; on WebGPU
+ * transcendental rows rtol 2e-5, atol 2e-6 (Vulkan allows a few ulp) and f32 arithmetic that
+ * may be fused or approximated (div, reciprocal, sqrt, rsqrt, affine) rtol 1e-6. WebGPU may
+ * flush subnormal results to zero (WGSL allows it; lavapipe does, e.g. exp(−100)), so a CPU
+ * subnormal matches a WebGPU zero.
  * @module
  */
 import { strict as assert } from "node:assert";
@@ -48,6 +48,8 @@ const CLOSED_UNARY: Record<UnaryOp, (x: number, p0: number, p1: number) => numbe
   sigmoid,
   silu: (x) => x * sigmoid(x),
   gelu: (x) => 0.5 * x * (1 + erf64(x * Math.SQRT1_2)),
+  // torch.nn.GELU(approximate="tanh"); at −∞ it is −∞·0 = NaN, as exact gelu here and in torch.
+  geluTanh: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
   relu: nanOr((x) => stdMax(x, 0) === 0 ? 0 : x),
   abs: Math.abs,
   sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0),
@@ -105,6 +107,7 @@ const CPU_TOL: Partial<Record<UnaryOp | BinaryOp, Tol>> = {
   sigmoid: CLOSE,
   silu: CLOSE,
   gelu: CLOSE,
+  geluTanh: CLOSE,
   erf: CLOSE,
 };
 const TRANS = { rtol: 2e-5, atol: 2e-6 };
@@ -118,6 +121,7 @@ const GPU_TOL: Partial<Record<UnaryOp | BinaryOp, Tol>> = {
   sigmoid: TRANS,
   silu: TRANS,
   gelu: TRANS,
+  geluTanh: TRANS,
   erf: TRANS,
   pow: TRANS,
   powScalar: TRANS,

@@ -10,7 +10,7 @@
  *   random uniform and bits.
  * - f32 elementwise (rtol 1e-5, atol 1e-6): div, reciprocal, sqrt, rsqrt, affine, clamp.
  * - transcendental (rtol 2e-5, atol 2e-6): exp, log, sin, cos, tanh, sigmoid, silu, gelu,
- *   erf, pow; the GPU's exp/log/sin/cos may be a few ulp off (Vulkan allows more).
+ *   geluTanh, erf, pow; the GPU's exp/log/sin/cos may be a few ulp off (Vulkan allows more).
  * - sums (rtol 1e-5, atol 1e-5·√n): the CPU accumulates in f64, the GPU in f32 (Kahan or
  *   pairwise).
  * - matmul (rtol 1e-4, atol 1e-5·√k): f64 vs f32 accumulation.
@@ -103,6 +103,7 @@ const UNARY_TOL: Record<UnaryOp, { rtol: number; atol: number }> = {
   sigmoid: TRANS,
   silu: TRANS,
   gelu: TRANS,
+  geluTanh: TRANS,
   relu: EXACT,
   abs: EXACT,
   sign: EXACT,

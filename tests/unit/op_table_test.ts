@@ -8,8 +8,15 @@
  * Tolerances: first derivatives rtol 2e-3, atol 2e-4 (f32 evaluation against f64 differences
  * with h = 1e-3·max(1, |x|)); second derivatives rtol 1e-2, atol 1e-2 (differences of f32
  * first derivatives with h = 1e-2).
+ *
+ * `geluTanh` (DiT's activation, one row standing for eight ops) also gets its own tests on every
+ * backend here (cpu, wasm, webgpu), from 0 to |x| = 1e4: its value, reverse- and forward-mode
+ * derivative against the CPU backend, a closed form written out in f64, and central differences
+ * of that closed form; and `nn.geluTanh` as one kernel each way. Tolerances there are stated
+ * beside them.
  * @module
  */
+import { strict as assert } from "node:assert";
 import {
   type Backend,
   backendByName,
@@ -18,15 +25,17 @@ import {
   getBackend,
   grad,
   jvp,
+  nn,
   setBackend,
   type Tensor,
   tensor,
   unary,
   type UnaryOp,
   valueAndGrad,
+  vjp,
 } from "../../mod.ts";
 import { BINARY, UNARY } from "../../lib/ir.ts";
-import { assertClose, CPU, HAS_WEBGPU } from "../_helpers.ts";
+import { assertClose, BACKENDS_HERE, CPU, HAS_WEBGPU } from "../_helpers.ts";
 
 const BACKENDS: Backend[] = [CPU, ...(HAS_WEBGPU ? [backendByName("webgpu")!] : [])];
 
@@ -160,6 +169,124 @@ for (const be of BACKENDS) {
       assertClose(gb!, db, { ...tol, msg: `${be.name} ∂b ${op}` });
       const sum = da.reduce((p, q) => p + q, 0) + db.reduce((p, q) => p + q, 0);
       assertClose(tan!, [sum], { rtol: 2e-3, atol: 1e-3, msg: `${be.name} jvp ${op}` });
+    }
+  });
+}
+
+// ---- geluTanh: the fused op on every backend
+
+const BETA = Math.sqrt(2 / Math.PI), KAPPA = 0.044715;
+/** torch.nn.GELU(approximate="tanh") in f64. */
+const geluTanh64 = (x: number) => 0.5 * x * (1 + Math.tanh(BETA * (x + KAPPA * x ** 3)));
+/** Its derivative written out by hand (independent of the row's expression). */
+const dGeluTanh64 = (x: number) => {
+  const t = Math.tanh(BETA * (x + KAPPA * x ** 3));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * BETA * (1 + 3 * KAPPA * x * x);
+};
+/** Central difference of the f64 closed form (h = 1e-6·max(1, |x|), see tests/_fd.ts). */
+const fdGeluTanh = (x: number) => {
+  const h = 1e-6 * Math.max(1, Math.abs(x));
+  return (geluTanh64(x + h) - geluTanh64(x - h)) / (2 * h);
+};
+
+// 0, both tails (saturated in f32 from |x| ≈ 4.5 on) and the curved middle, as f32 values.
+const GELU_XS = [-1e4, -30, -4, -2.5, -1.2, -0.7, -0.1, 0, 0.1, 0.7, 1.2, 2.5, 4, 30, 1e4].map(f32);
+// Weights of the cotangent and tangents of the tangent: distinct, so a swapped element shows.
+const GELU_W = GELU_XS.map((_, i) => 0.5 + 0.125 * i);
+
+/**
+ * Check `got` against `want` elementwise: within rtol 1e-6 (an f32 rounding, and the central
+ * difference's own error), plus, where |x| < 10, the error of t = tanh(u) in f32 carried
+ * through: a kernel rounds t to a few ulp of 1 (≤ 2.4e-7) and 1 ± t cancels in the tails, so
+ * the allowance is that error times what t is multiplied by: ½|x| in the value,
+ * ½ + |x|·√(2/π)(1 + 3·0.044715x²) in the derivative (0.3 % of it at x = 4). Where |x| ≥ 10,
+ * t is exactly ±1 in f32 and in f64, so the value (x or 0) and derivative (1 or 0) get no more.
+ */
+function assertGelu(
+  got: ArrayLike<number>,
+  want: readonly number[],
+  deriv: boolean,
+  msg: string,
+): void {
+  assert.equal(got.length, want.length, msg);
+  GELU_XS.forEach((x, i) => {
+    const g = got[i]!, w = want[i]!;
+    const a = Math.abs(x);
+    const sens = deriv ? 0.5 + a * BETA * (1 + 3 * KAPPA * x * x) : 0.5 * a;
+    const tol = 1e-6 * Math.abs(w) + (a >= 10 ? 0 : 2.4e-7 * sens * (deriv ? GELU_W[i]! : 1));
+    assert.ok(
+      Number.isFinite(g) && Math.abs(g - w) <= tol,
+      `${msg} at x = ${x}: got ${g}, want ${w} (tol ${tol})`,
+    );
+  });
+}
+
+/** Value, reverse-mode gradient (cotangent w) and forward-mode tangent (tangent w) on `be`. */
+async function geluTanhOn(be: Backend): Promise<[Float32Array, Float32Array, Float32Array]> {
+  return await onBackend(be, async () => {
+    const x = tensor(GELU_XS), wt = tensor(GELU_W);
+    const y = unary("geluTanh", x);
+    const g = grad((x: Tensor) => unary("geluTanh", x).mul(wt).sum())(x);
+    const [yj, t] = jvp((x: Tensor) => unary("geluTanh", x), [x], [wt]);
+    const r: [Float32Array, Float32Array, Float32Array] = [
+      await y.data(),
+      await g.data(),
+      await t.data(),
+    ];
+    for (const z of [x, wt, y, g, yj, t]) z.dispose();
+    return r;
+  });
+}
+
+Deno.test("geluTanh: the f64 closed form's derivative is its central difference", () => {
+  // The references below must agree with each other before they can judge the engine.
+  for (const x of GELU_XS) {
+    assertClose([dGeluTanh64(x)], [fdGeluTanh(x)], { rtol: 1e-6, atol: 1e-8, msg: `x = ${x}` });
+  }
+});
+
+for (const name of BACKENDS_HERE) {
+  Deno.test(`geluTanh (${name}): value, vjp and jvp against the CPU backend, the closed form and central differences, |x| up to 1e4`, async () => {
+    const be = backendByName(name)!;
+    const [y, g, t] = await geluTanhOn(be);
+    const [cy, cg, ct] = await geluTanhOn(CPU);
+    const wantY = GELU_XS.map(geluTanh64);
+    const wantD = GELU_XS.map((x, i) => GELU_W[i]! * dGeluTanh64(x));
+    const fdD = GELU_XS.map((x, i) => GELU_W[i]! * fdGeluTanh(x));
+    assertGelu(y, wantY, false, `${name} value vs closed form`);
+    assertGelu(y, [...cy], false, `${name} value vs cpu`);
+    for (const [got, what] of [[g, "vjp"], [t, "jvp"]] as const) {
+      assertGelu(got, wantD, true, `${name} ${what} vs closed-form derivative`);
+      assertGelu(got, fdD, true, `${name} ${what} vs central differences`);
+    }
+    assertGelu(g, [...cg], true, `${name} vjp vs cpu`);
+    assertGelu(t, [...ct], true, `${name} jvp vs cpu`);
+  });
+
+  Deno.test(`geluTanh (${name}): nn.geluTanh is one elementwise kernel forward and one backward`, async () => {
+    const be = backendByName(name)!;
+    let calls = 0;
+    const own = Object.hasOwn(be, "elementwise");
+    const orig = be.elementwise;
+    be.elementwise = (...args: Parameters<Backend["elementwise"]>) => {
+      calls++;
+      return orig.apply(be, args);
+    };
+    try {
+      await onBackend(be, async () => {
+        const x = tensor(GELU_XS);
+        const [y, back] = vjp(nn.geluTanh, x);
+        assert.equal(calls, 1, "forward kernels");
+        const g = back(tensor(GELU_W));
+        assert.equal(calls, 2, "forward + backward kernels");
+        // The composed op is the op: same values as unary("geluTanh").
+        const u = unary("geluTanh", x);
+        assert.deepEqual([...await y.data()], [...await u.data()]);
+        for (const z of [x, y, g, u]) z.dispose();
+      });
+    } finally {
+      if (own) be.elementwise = orig;
+      else delete (be as { elementwise?: unknown }).elementwise;
     }
   });
 }

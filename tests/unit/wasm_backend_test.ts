@@ -10,8 +10,8 @@
 import { strict as assert } from "node:assert";
 import { CpuBackend } from "../../lib/backend/cpu.ts";
 import { createWasmBackend, type WasmBackend } from "../../lib/backend/wasm.ts";
-import { simdCost } from "../../lib/backend/wasm_jit.ts";
-import type { Expr, MatmulGeom } from "../../lib/ir.ts";
+import { simdCost, simdSupports } from "../../lib/backend/wasm_jit.ts";
+import { chain, type Expr, type MatmulGeom, unaryDerivative } from "../../lib/ir.ts";
 import type { Storage } from "../../lib/backend/backend.ts";
 import { rng as mulberry } from "../_ref.ts";
 
@@ -296,6 +296,7 @@ for (const [threads, split, label] of EW_CONFIGS) {
         ["tanh", 0, 0],
         ["erf", 0, 0],
         ["gelu", 0, 0],
+        ["geluTanh", 0, 0],
         ["gtScalar", 0.5, 0],
         ["geScalar", 0.5, 0],
         ["ltScalar", 0.5, 0],
@@ -320,6 +321,19 @@ for (const [threads, split, label] of EW_CONFIGS) {
           // own tanh is 0 below ~1e-8, where the quotient cancels).
           const truth = Float32Array.from(xs, TRUTH[op]!);
           assertUlps(be.readSync(g!), truth, 3, op);
+        } else if (op === "geluTanh") {
+          // Against the CPU backend (f64, rounded once): the kernel's tanh is ≤ 3 ulp of 1 off in
+          // f32 and 1 + tanh cancels for x < 0, so up to ½|x|·1.8e-7 on top of 3 ulp.
+          // Its forward and its backward (g·d, both DiT hot paths) must take the vector path: a
+          // fallback to the JavaScript loop would give the same values several times slower.
+          const back = chain(y, unaryDerivative("geluTanh", x, e, 0, 0)!);
+          assert.ok(simdSupports([e, back]), "geluTanh forward and backward have a vector form");
+          const gv = be.readSync(g!), wv = cpu.readSync(w!);
+          for (let i = 0; i < xs.length; i++) {
+            const ok = Object.is(gv[i], wv[i]) ||
+              Math.abs(gv[i]! - wv[i]!) <= 3 * ulp(wv[i]!) + 0.9e-7 * Math.abs(xs[i]!);
+            assert.ok(ok, `geluTanh(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
+          }
         } else {
           // erf/GELU: the A&S 7.1.26 approximation both backends implement (|error| ≤ 1.5e-7),
           // evaluated in f32 here and f64 there: equal to a few 1e-7 absolute.
