@@ -3,8 +3,9 @@
  * (28×28×1, patch 4 → 49 tokens, hidden 128, depth 4, 4 heads, MLP ratio 4, 10 classes with
  * 10 % label dropout; the `train:cfm --model dit-tiny --hidden 128 --depth 4` network) with the
  * CFM loss and Adam(1e-4) at batch 64: ours vs PyTorch CPU (2 threads, the same network from
- * tasks/torch/models.py). There is no tfjs-webgpu figure: the record says why (`tfjs_skipped`). {@linkcode ditStep} is shared with
- * `bench/cases/dispatch_profile.ts dit`.
+ * tasks/torch/models.py) vs tfjs-webgpu on the same adapter (the same network again,
+ * `bench/peers/tfjs_dit.ts`, timed over fewer steps: see {@linkcode TFJS_DIT}).
+ * {@linkcode ditStep} is shared with `bench/cases/dispatch_profile.ts dit`.
  * @module
  */
 import process from "node:process";
@@ -20,6 +21,7 @@ import {
   tensor,
   valueAndGrad,
 } from "../../mod.ts";
+import { tfjsDit, type TfjsDitResult } from "../peers/tfjs_dit.ts";
 import { runTorch } from "../peers/torch.ts";
 import {
   BENCH_REPS,
@@ -64,6 +66,13 @@ export const DIT_BENCH: DitBenchConfig = {
   steps: 5,
   reps: BENCH_REPS,
 };
+
+/**
+ * How the tfjs-webgpu peer is timed: on a CPU adapter one of its DiT steps takes seconds, so it
+ * gets 1 warm-up step and up to 3 timed repetitions of 1 step each, none started after 60 s of
+ * timing. Each repetition ends with a 4-byte read of the loss, negligible beside such a step.
+ */
+export const TFJS_DIT = { warmup: 1, steps: 1, reps: 3, maxSeconds: 60 } as const;
 
 /** Images per data pool: steps cycle through pool / batch disjoint batches. */
 const POOL_BATCHES = 8;
@@ -328,15 +337,22 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
   if (!Number.isFinite(ours.lossFirst) || !Number.isFinite(ours.lossLast)) {
     throw new Error(`our DiT loss is not finite: ${ours.lossFirst} → ${ours.lossLast}`);
   }
+  // tfjs-webgpu, on the same batches (the pool is passed over), with its own step counts.
+  const tfjs = await ctx.tfjs();
+  const tfCfg = { ...cfg, ...(ctx.smoke ? { warmup: 1, steps: 1, reps: 1 } : TFJS_DIT) };
+  let tf: TfjsDitResult | null = null, tfSkip: string | undefined;
+  if (!tfjs) tfSkip = "tfjs failed to load";
+  else if (tfjs.backend !== "webgpu") tfSkip = "tfjs could not open WebGPU (CPU fallback)";
+  else {
+    try {
+      tf = await tfjsDit(tfCfg, await dataPool(cfg.batch * POOL_BATCHES, cfg.size));
+    } catch (e) {
+      tfSkip = why(e);
+    }
+  }
   // The same step on the wasm backend (WebAssembly SIMD on the CPU's cores).
   const wasm = await onWasm(() => oursDit(cfg));
   const w = "value" in wasm ? wasm.value : null;
-  // No tfjs peer: tfjs-core ships no gradients (the union package that registers them does not
-  // load in Deno, see peers/tfjs_cfm.ts), and a DiT step needs ~15 hand-registered ones
-  // (BatchMatMul with transposes, Softmax, Transpose, Reshape, Conv2D, GatherV2, Tanh, Rsqrt,
-  // Mean, Sum, SplitV, …) beside the 7 the toy-cfm MLP registers. Said in the record, not faked.
-  const tfSkip = "not written: tfjs-core registers no gradients in Deno and a DiT step needs " +
-    "~15 hand-registered ones (see bench/cases/dit.ts)";
   return [{
     case: "dit",
     batch: cfg.batch,
@@ -344,9 +360,10 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
     ...ourBackend(),
     unit: "steps/s",
     ours: round(ours.rate.median),
-    tfjs_webgpu: null,
+    tfjs_webgpu: round(tf?.stepsPerSec),
     torch_cpu: round(torch?.steps_per_s),
     ...spreadFields("ours", ours.rate),
+    ...spreadFields("tfjs_webgpu", tf ? { min: tf.stepsPerSecMin, max: tf.stepsPerSecMax } : null),
     ...spreadFields(
       "torch_cpu",
       torch ? { min: torch.steps_per_s_min, max: torch.steps_per_s_max } : null,
@@ -356,6 +373,7 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
     cpu_ms_per_step: {
       ours: round(ours.cpuMsPerStep),
       ours_wasm: round(w?.cpuMsPerStep),
+      tfjs_webgpu: round(tf?.cpuMsPerStep),
       torch_cpu: round(torch?.cpu_ms_per_step),
     },
     ours_wasm: round(w?.rate.median),
@@ -363,9 +381,10 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
     ratio_wasm_vs_torch_cpu: ratio(round(w?.rate.median), round(torch?.steps_per_s)),
     ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
     ...(w ? { wasm_loss: [round(w.lossFirst), round(w.lossLast)] } : {}),
-    ratio_vs_tfjs: null,
+    ratio_vs_tfjs: ratio(round(ours.rate.median), round(tf?.stepsPerSec)),
     ratio_vs_torch_cpu: ratio(round(ours.rate.median), round(torch?.steps_per_s)),
     loss: [round(ours.lossFirst), round(ours.lossLast)],
+    ...(tf ? { tfjs_loss: [round(tf.lossFirst), round(tf.lossLast)] } : {}),
     ...(torch ? { torch_loss: [round(torch.loss_first), round(torch.loss_last)] } : {}),
     data: ours.source,
     config: {
@@ -379,8 +398,20 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
       steps: cfg.steps,
       reps: cfg.reps,
     },
+    // tfjs times fewer steps than we do (TFJS_DIT): how many it timed, and its limits.
+    ...(tf
+      ? {
+        tfjs_steps_timed: tf.stepsTimed,
+        tfjs_config: {
+          warmup: tfCfg.warmup,
+          steps: tfCfg.steps,
+          reps: tfCfg.reps,
+          max_seconds: "maxSeconds" in tfCfg ? tfCfg.maxSeconds : null,
+        },
+      }
+      : {}),
     ...(torch ? { torch_threads: torch.threads, torch_attention: torch.attention } : {}),
-    tfjs_skipped: tfSkip,
+    ...(tfSkip ? { tfjs_skipped: tfSkip } : {}),
     ...(torchSkip ? { torch_skipped: torchSkip } : {}),
   }];
 }

@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { concat, mse, silu, type Tensor, tensor, valueAndGrad } from "../../mod.ts";
 import { CASES } from "../../bench/bench.ts";
 import { loadTfjs } from "../../bench/peers/tfjs.ts";
-import { registerTfjsGradients } from "../../bench/peers/tfjs_cfm.ts";
+import { registerTfjsGradients } from "../../bench/peers/tfjs_grads.ts";
 import { assertClose } from "../_helpers.ts";
 
 type Rec = Record<string, unknown>;
@@ -97,6 +97,12 @@ function checkRecord(r: Rec): void {
     const cpu = r.cpu_ms_per_step as Rec;
     assert.ok(isNum(cpu.ours), "dit: our CPU ms per step");
     assert.ok(cpu.torch_cpu === null || isNum(cpu.torch_cpu), "dit: PyTorch CPU ms per step");
+    // tfjs times fewer steps than we do: the record says how many, beside its losses.
+    if (r.tfjs_webgpu !== null) {
+      assert.ok(isNum(r.tfjs_steps_timed) && r.tfjs_steps_timed >= 1, "dit: tfjs_steps_timed");
+      const tl = r.tfjs_loss as unknown[];
+      assert.ok(Array.isArray(tl) && tl.length === 2 && tl.every(isNum), "dit: tfjs_loss");
+    }
   }
 }
 
