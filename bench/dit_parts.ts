@@ -4,11 +4,12 @@
  * timed in process CPU time (lavapipe's workers run in this process) and wall time, with the
  * dispatch count per call. Alternates the pieces in rounds so load from other jobs hits all.
  *
- *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND bench/dit_parts.ts [rounds]
+ *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND --allow-sys=loadavg bench/dit_parts.ts [rounds]
  * @module
  */
 import process from "node:process";
-import { getBackend, init, nn, randn, type Tensor, tidy, vjp } from "../mod.ts";
+import { getBackend, init, layerNormModulate, nn, randn, type Tensor, tidy, vjp } from "../mod.ts";
+import { _fusedLayerNormModulate } from "../lib/ops/layernorm.ts";
 
 type Part = { name: string; run: () => void };
 
@@ -38,8 +39,21 @@ if (import.meta.main) {
       back(g);
     });
   const qkv = randn([B, N, 3 * D], { seed: 5 });
+  // The block with LayerNorm + modulate as the composite (the switch off), for an A/B.
+  const composite = (f: () => void) => () => {
+    _fusedLayerNormModulate.enabled = false;
+    try {
+      f();
+    } finally {
+      _fusedLayerNormModulate.enabled = true;
+    }
+  };
   const parts: Part[] = [
     { name: "block fwd+bwd", run: () => bwd((h) => blk.forward(h, c), x, gy) },
+    {
+      name: "block fwd+bwd, composite norm+modulate",
+      run: composite(() => bwd((h) => blk.forward(h, c), x, gy)),
+    },
     { name: "attn (qkv, core, proj)", run: () => bwd((h) => blk.attn.forward(h), x, gy) },
     {
       name: "attn core only",
@@ -47,8 +61,12 @@ if (import.meta.main) {
     },
     { name: "mlp", run: () => bwd((h) => blk.mlp.forward(h), x, gy) },
     {
-      name: "norm+modulate",
+      name: "norm+modulate (composite)",
       run: () => bwd((h) => nn.modulate(blk.norm1.forward(h), c.mul(0.1), c.mul(0.2)), x, gy),
+    },
+    {
+      name: "layerNormModulate (fused)",
+      run: () => bwd((h) => layerNormModulate(h, c.mul(0.1), c.mul(0.2), 1e-6), x, gy),
     },
   ];
   for (const p of parts) p.run(); // compile

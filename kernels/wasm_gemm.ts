@@ -54,6 +54,8 @@ export function gemmWat(mr: number, fma: boolean, unroll: number): string {
  ${LSE}
  ${attnFwd(maddOf(fma))}
  ${attnBwd(maddOf(fma))}
+ ${LN_MOD_FWD}
+ ${LN_MOD_BWD}
 )`;
 }
 
@@ -791,3 +793,131 @@ function attnBwd(madd: Madd): string {
      (br $pairs)))
  )`;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fused LayerNorm (no affine, biased variance) + DiT's AdaLN modulation (Backend.
+// layerNormModulate / layerNormModulateBackward) over x [b, t, d] with per-sample shift and
+// scale rows [b, d], f32x4 over d (a multiple of 4, at least 4). Samples [b0, b1) per call, so
+// the threads' shares write disjoint rows of dshift and dscale (no reduction across threads).
+// Sums are f32 over 4 lanes (the CPU backend's are f64).
+
+// `body` for byte offsets $c = 0, 16, … < $d4 (d4 ≥ 16: a do-while).
+const overRow = (body: string) =>
+  `(local.set $c (i32.const 0))
+       (loop $cl ${body}
+         (br_if $cl (i32.lt_u (local.tee $c (i32.add (local.get $c) (i32.const 16))) (local.get $d4))))`;
+// Rows j < t of sample bi (a while: t may be 0), with $rp the row's byte offset in x, y, dy, dx.
+const overTokens = (body: string) =>
+  `(local.set $j (i32.const 0))
+     (block $rd (loop $rl
+       (br_if $rd (i32.ge_u (local.get $j) (local.get $t)))
+       (local.set $row (i32.add (i32.mul (local.get $bi) (local.get $t)) (local.get $j)))
+       (local.set $rp (i32.mul (local.get $row) (local.get $d4)))
+       ${body}
+       (local.set $j (i32.add (local.get $j) (i32.const 1)))
+       (br $rl)))`;
+const overSamples = (body: string) =>
+  `(local.set $d4 (i32.shl (local.get $d) (i32.const 2)))
+   (local.set $inv (f32.div (f32.const 1) (f32.convert_i32_u (local.get $d))))
+   (local.set $one (v128.const f32x4 1 1 1 1))
+   (local.set $bi (local.get $b0))
+   (block $done (loop $samples
+     (br_if $done (i32.ge_u (local.get $bi) (local.get $b1)))
+     (local.set $pp (i32.mul (local.get $bi) (local.get $d4)))
+     ${body}
+     (local.set $bi (i32.add (local.get $bi) (i32.const 1)))
+     (br $samples)))`;
+const LN_LOCALS = `(local $bi i32) (local $j i32) (local $c i32) (local $d4 i32) (local $row i32)
+   (local $rp i32) (local $pp i32) (local $inv f32) (local $mf f32) (local $rf f32)
+   (local $one v128) (local $mv v128) (local $rv v128) (local $a v128) (local $b v128)
+   (local $e v128) (local $g v128) (local $g0 v128)`;
+// Loads at byte offset $c of row $rp (x, dy) or of the sample's row $pp (shift, scale).
+const atRow = (base: string) =>
+  `(i32.add (local.get ${base}) (i32.add (local.get $rp) (local.get $c)))`;
+const atSample = (base: string) =>
+  `(i32.add (local.get ${base}) (i32.add (local.get $pp) (local.get $c)))`;
+// x̂ = (x − μ)·r at $c.
+const XHAT = `(f32x4.mul (f32x4.sub (v128.load ${atRow("$x")}) (local.get $mv)) (local.get $rv))`;
+
+/**
+ * `ln_mod_fwd(x, shift, scale, y, stats, t, d, eps, b0, b1)` for samples bi in [b0, b1): per
+ * row (bi, j), μ = mean(x), r = 1/√(mean((x − μ)²) + eps) (two passes: no cancellation in σ²),
+ * y = (x − μ)·r·(1 + scale[bi]) + shift[bi], and stats[row] = (μ, r). `eps` is the f32's bits.
+ */
+const LN_MOD_FWD = `(func (export "ln_mod_fwd") (param $x i32) (param $sh i32) (param $sc i32)
+   (param $y i32) (param $st i32) (param $t i32) (param $d i32) (param $eps i32) (param $b0 i32)
+   (param $b1 i32)
+   ${LN_LOCALS}
+   ${
+  overSamples(overTokens(`(local.set $a (v128.const i32x4 0 0 0 0))
+       ${overRow(`(local.set $a (f32x4.add (local.get $a) (v128.load ${atRow("$x")})))`)}
+       (local.set $mf (f32.mul ${hsum("(local.get $a)")} (local.get $inv)))
+       (local.set $mv (f32x4.splat (local.get $mf)))
+       (local.set $a (v128.const i32x4 0 0 0 0))
+       ${
+    overRow(`(local.set $e (f32x4.sub (v128.load ${atRow("$x")}) (local.get $mv)))
+         (local.set $a (f32x4.add (local.get $a) (f32x4.mul (local.get $e) (local.get $e))))`)
+  }
+       (local.set $rf (f32.div (f32.const 1) (f32.sqrt (f32.add
+         (f32.mul ${
+    hsum("(local.get $a)")
+  } (local.get $inv)) (f32.reinterpret_i32 (local.get $eps))))))
+       (local.set $rv (f32x4.splat (local.get $rf)))
+       ${
+    overRow(`(v128.store ${atRow("$y")} (f32x4.add
+         (f32x4.mul ${XHAT} (f32x4.add (local.get $one) (v128.load ${atSample("$sc")})))
+         (v128.load ${atSample("$sh")})))`)
+  }
+       (f32.store (i32.add (local.get $st) (i32.shl (local.get $row) (i32.const 3))) (local.get $mf))
+       (f32.store offset=4 (i32.add (local.get $st) (i32.shl (local.get $row) (i32.const 3)))
+         (local.get $rf))`))
+}
+ )`;
+
+/**
+ * `ln_mod_bwd(x, scale, stats, dy, dx, dshift, dscale, t, d, b0, b1)` for samples bi in
+ * [b0, b1): per row, with x̂ = (x − μ)·r from stats and g = dy·(1 + scale[bi]),
+ * dx = r·((g − mean(g)) − x̂·mean(g·x̂)); per sample dshift = Σ_j dy and dscale = Σ_j dy·x̂ (stored
+ * by this call: no zeroed memory needed).
+ */
+const LN_MOD_BWD = `(func (export "ln_mod_bwd") (param $x i32) (param $sc i32) (param $st i32)
+   (param $dy i32) (param $dx i32) (param $dsh i32) (param $dsc i32) (param $t i32) (param $d i32)
+   (param $b0 i32) (param $b1 i32)
+   ${LN_LOCALS}
+   ${
+  overSamples(`${
+    overRow(`(v128.store ${atSample("$dsh")} (v128.const i32x4 0 0 0 0))
+       (v128.store ${atSample("$dsc")} (v128.const i32x4 0 0 0 0))`)
+  }
+     ${
+    overTokens(
+      `(local.set $mv (v128.load32_splat (i32.add (local.get $st) (i32.shl (local.get $row) (i32.const 3)))))
+       (local.set $rv (v128.load32_splat offset=4 (i32.add (local.get $st) (i32.shl (local.get $row) (i32.const 3)))))
+       (local.set $a (v128.const i32x4 0 0 0 0))
+       (local.set $b (v128.const i32x4 0 0 0 0))
+       ${
+        overRow(`(local.set $e ${XHAT})
+         (local.set $g0 (v128.load ${atRow("$dy")}))
+         (local.set $g (f32x4.mul (local.get $g0) (f32x4.add (local.get $one) (v128.load ${
+          atSample("$sc")
+        }))))
+         (local.set $a (f32x4.add (local.get $a) (local.get $g)))
+         (local.set $b (f32x4.add (local.get $b) (f32x4.mul (local.get $g) (local.get $e))))
+         (v128.store ${atSample("$dsh")} (f32x4.add (v128.load ${
+          atSample("$dsh")
+        }) (local.get $g0)))
+         (v128.store ${atSample("$dsc")} (f32x4.add (v128.load ${atSample("$dsc")})
+           (f32x4.mul (local.get $g0) (local.get $e))))`)
+      }
+       (local.set $a (f32x4.splat (f32.mul ${hsum("(local.get $a)")} (local.get $inv))))
+       (local.set $b (f32x4.splat (f32.mul ${hsum("(local.get $b)")} (local.get $inv))))
+       ${
+        overRow(`(local.set $g (f32x4.mul (v128.load ${atRow("$dy")})
+           (f32x4.add (local.get $one) (v128.load ${atSample("$sc")}))))
+         (v128.store ${atRow("$dx")} (f32x4.mul (local.get $rv)
+           (f32x4.sub (f32x4.sub (local.get $g) (local.get $a)) (f32x4.mul ${XHAT} (local.get $b)))))`)
+      }`,
+    )
+  }`)
+}
+ )`;

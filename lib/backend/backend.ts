@@ -165,6 +165,38 @@ export interface Backend {
     d: number,
     scale: number,
   ): Storage;
+  /**
+   * LayerNorm over the last axis without affine (biased variance) followed by DiT's AdaLN
+   * modulation, for `x [b, t, d]` and per-sample `shift`, `scale [b, d]` broadcast over the t
+   * tokens: with μ and σ² the mean and biased variance of row (i, j) and r = 1/√(σ² + eps),
+   * `y[i, j, :] = (x[i, j, :] − μ)·r · (1 + scale[i, :]) + shift[i, :]`. Returns `[y, stats]`:
+   * `stats [b·t, 2]` holds (μ, r) per row, which `layerNormModulateBackward` reuses. One kernel
+   * on WebGPU.
+   */
+  layerNormModulate(
+    x: Storage,
+    shift: Storage,
+    scale: Storage,
+    b: number,
+    t: number,
+    d: number,
+    eps: number,
+  ): [Storage, Storage];
+  /**
+   * The gradients of `layerNormModulate`'s `y` given the cotangent `dy [b, t, d]`, the forward's
+   * `stats` and `x`, `scale`: with x̂ = (x − μ)·r and g = dy·(1 + scale) per row,
+   * `dx = r·(g − mean(g) − x̂·mean(g·x̂))` (means over d), `dshift[i, :] = Σ_j dy[i, j, :]` and
+   * `dscale[i, :] = Σ_j dy[i, j, :]·x̂[i, j, :]`. Returns `[dx, dshift, dscale]`.
+   */
+  layerNormModulateBackward(
+    x: Storage,
+    scale: Storage,
+    stats: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage, Storage];
   /** dst[view dstView] = src[view srcView]; both views have the same shape. */
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void;
   /** out = x indexed along `axis` by `idx` (f32 integer values). */

@@ -460,6 +460,71 @@ export class CpuBackend implements Backend {
     }
     return this.wrap(Float32Array.from(dx));
   }
+  layerNormModulate(
+    x: Storage,
+    shift: Storage,
+    scale: Storage,
+    b: number,
+    t: number,
+    w: number,
+    eps: number,
+  ): [Storage, Storage] {
+    const xs = d(x), sh = d(shift), sc = d(scale);
+    const y = new Float32Array(b * t * w), st = new Float32Array(2 * b * t);
+    for (let i = 0; i < b; i++) {
+      const p = i * w;
+      for (let j = 0; j < t; j++) {
+        const row = i * t + j, o = row * w;
+        // Two passes in f64 (mean, then the centred squares): no cancellation in σ².
+        let s = 0;
+        for (let c = 0; c < w; c++) s += xs[o + c]!;
+        const mu = s / w;
+        let v = 0;
+        for (let c = 0; c < w; c++) v += (xs[o + c]! - mu) ** 2;
+        const r = 1 / Math.sqrt(v / w + eps);
+        for (let c = 0; c < w; c++) {
+          y[o + c] = (xs[o + c]! - mu) * r * (1 + sc[p + c]!) + sh[p + c]!;
+        }
+        st[2 * row] = mu;
+        st[2 * row + 1] = r;
+      }
+    }
+    return [this.wrap(y), this.wrap(st)];
+  }
+  layerNormModulateBackward(
+    x: Storage,
+    scale: Storage,
+    stats: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    w: number,
+  ): [Storage, Storage, Storage] {
+    const xs = d(x), sc = d(scale), st = d(stats), g = d(dy);
+    const dx = new Float32Array(b * t * w);
+    const dsh = new Float64Array(b * w), dsc = new Float64Array(b * w);
+    const gs = new Float64Array(w), xh = new Float64Array(w);
+    for (let i = 0; i < b; i++) {
+      const p = i * w;
+      for (let j = 0; j < t; j++) {
+        const row = i * t + j, o = row * w;
+        const mu = st[2 * row]!, r = st[2 * row + 1]!;
+        let a = 0, bb = 0;
+        for (let c = 0; c < w; c++) {
+          xh[c] = (xs[o + c]! - mu) * r;
+          gs[c] = g[o + c]! * (1 + sc[p + c]!);
+          a += gs[c]!;
+          bb += gs[c]! * xh[c]!;
+          dsh[p + c]! += g[o + c]!;
+          dsc[p + c]! += g[o + c]! * xh[c]!;
+        }
+        a /= w;
+        bb /= w;
+        for (let c = 0; c < w; c++) dx[o + c] = r * (gs[c]! - a - xh[c]! * bb);
+      }
+    }
+    return [this.wrap(dx), this.wrap(Float32Array.from(dsh)), this.wrap(Float32Array.from(dsc))];
+  }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     return this.wrap(randomStream(kind, size, st));
   }

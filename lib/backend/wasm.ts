@@ -2,7 +2,8 @@
  * @file The `wasm` backend: the CPU backend with the work that dominates training done fast —
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
  * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
- * self-attention forward and backward by SIMD kernels of the same module on the same threads,
+ * self-attention forward and backward by SIMD kernels of the same module on the same threads
+ * (and LayerNorm + AdaLN modulation, split by sample),
  * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per
  * structure into one `f32x4` WebAssembly function (lib/backend/wasm_jit.ts; big calls split in
  * chunks across the same threads, which compile the function from its bytes) or, for ops
@@ -308,7 +309,15 @@ function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean
 // address and length of its module's bytes in the memory (compiled on first use, then cached
 // by id: a worker may compile synchronously, a page's main thread could not), ctrl[5] the
 // address of the call's chunk block.
-const KERNELS = ["gemm_n", "gemm_t", "attn_fwd", "attn_bwd", "elementwise"] as const;
+const KERNELS = [
+  "gemm_n",
+  "gemm_t",
+  "attn_fwd",
+  "attn_bwd",
+  "ln_mod_fwd",
+  "ln_mod_bwd",
+  "elementwise",
+] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
@@ -426,6 +435,8 @@ const EW_CHUNK_WORK = 1 << 16;
 // page faults). Idle ones are kept up to the program's peak live bytes, or POOL_FLOOR.
 const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
+// Flops per element of a LayerNorm + modulate pass (for the split threshold).
+const LN_COST = 8;
 // Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
@@ -536,6 +547,8 @@ class Gemm {
   readonly lseCols: (...a: number[]) => void;
   readonly #attnFwd: (...a: number[]) => void;
   readonly #attnBwd: (...a: number[]) => void;
+  readonly #lnFwd: (...a: number[]) => void;
+  readonly #lnBwd: (...a: number[]) => void;
   readonly #workers: Helper[] = [];
   // Workers an elementwise call returned without waiting for (see runJit).
   #lagging: Int32Array[] = [];
@@ -566,6 +579,8 @@ class Gemm {
     this.lseCols = inst.exports.lse_cols as (...a: number[]) => void;
     this.#attnFwd = inst.exports.attn_fwd as (...a: number[]) => void;
     this.#attnBwd = inst.exports.attn_bwd as (...a: number[]) => void;
+    this.#lnFwd = inst.exports.ln_mod_fwd as (...a: number[]) => void;
+    this.#lnBwd = inst.exports.ln_mod_bwd as (...a: number[]) => void;
   }
 
   static async create(threads: number, pool: ArrayPool): Promise<Gemm> {
@@ -905,6 +920,93 @@ class Gemm {
     dq.set(f.subarray(DQ, DQ + b * n * ts));
     return dq;
   }
+
+  /** Threads for a LayerNorm + modulate call over n elements of b samples (split by sample). */
+  #lnParts(n: number, b: number): number {
+    // ~8 flops an element a pass: calls under EW_SPLIT_WORK stay on this thread, as
+    // elementwise calls do (waking a worker costs tens of µs).
+    return n * LN_COST < EW_SPLIT_WORK ? 1 : Math.min(this.#workers.length + 1, b);
+  }
+
+  /**
+   * LayerNorm + AdaLN modulation forward (kernels/wasm_gemm.ts `ln_mod_fwd`) over x [b, t, d]
+   * (d a multiple of 4): y [b, t, d] and stats [b·t, 2], the samples split across the threads.
+   */
+  layerNormModulate(
+    x: Float32Array,
+    sh: Float32Array,
+    sc: Float32Array,
+    b: number,
+    t: number,
+    d: number,
+    eps: number,
+  ): [Float32Array, Float32Array] {
+    const rows = b * t, n = rows * d;
+    const X = Gemm.BASE / 4, SH = X + up4(n), SC = SH + up4(b * d), Y = SC + up4(b * d);
+    const ST = Y + up4(n);
+    const f = this.view((ST + up4(2 * rows)) * 4);
+    f.set(x.subarray(0, n), X);
+    f.set(sh.subarray(0, b * d), SH);
+    f.set(sc.subarray(0, b * d), SC);
+    const e = f32Bits(eps);
+    this.#split(kernelIndex("ln_mod_fwd"), this.#lnFwd, b, this.#lnParts(n, b), (lo, hi) => [
+      X * 4,
+      SH * 4,
+      SC * 4,
+      Y * 4,
+      ST * 4,
+      t,
+      d,
+      e,
+      lo,
+      hi,
+    ]);
+    const y = this.pool.take(n), st = this.pool.take(2 * rows);
+    y.set(f.subarray(Y, Y + n));
+    st.set(f.subarray(ST, ST + 2 * rows));
+    return [y, st];
+  }
+
+  /**
+   * LayerNorm + AdaLN modulation backward (kernels/wasm_gemm.ts `ln_mod_bwd`): dx [b, t, d],
+   * dshift and dscale [b, d]; each thread's samples own their rows of dshift and dscale.
+   */
+  layerNormModulateBackward(
+    x: Float32Array,
+    sc: Float32Array,
+    st: Float32Array,
+    dy: Float32Array,
+    b: number,
+    t: number,
+    d: number,
+  ): [Float32Array, Float32Array, Float32Array] {
+    const rows = b * t, n = rows * d, p = b * d;
+    const X = Gemm.BASE / 4, SC = X + up4(n), ST = SC + up4(p), G = ST + up4(2 * rows);
+    const DX = G + up4(n), DSH = DX + up4(n), DSC = DSH + up4(p);
+    const f = this.view((DSC + up4(p)) * 4);
+    f.set(x.subarray(0, n), X);
+    f.set(sc.subarray(0, p), SC);
+    f.set(st.subarray(0, 2 * rows), ST);
+    f.set(dy.subarray(0, n), G);
+    this.#split(kernelIndex("ln_mod_bwd"), this.#lnBwd, b, this.#lnParts(2 * n, b), (lo, hi) => [
+      X * 4,
+      SC * 4,
+      ST * 4,
+      G * 4,
+      DX * 4,
+      DSH * 4,
+      DSC * 4,
+      t,
+      d,
+      lo,
+      hi,
+    ]);
+    const dx = this.pool.take(n), dsh = this.pool.take(p), dsc = this.pool.take(p);
+    dx.set(f.subarray(DX, DX + n));
+    dsh.set(f.subarray(DSH, DSH + p));
+    dsc.set(f.subarray(DSC, DSC + p));
+    return [dx, dsh, dsc];
+  }
 }
 
 /** Options of {@linkcode createWasmBackend}. */
@@ -1183,6 +1285,47 @@ export class WasmBackend extends CpuBackend {
     return this.wrap(
       this.#gemm.attentionBackward(d(qkv), d(o), d(lse), d(dO), b, n, heads, hd, scale),
     );
+  }
+
+  override layerNormModulate(
+    x: Storage,
+    shift: Storage,
+    scale: Storage,
+    b: number,
+    t: number,
+    w: number,
+    eps: number,
+  ): [Storage, Storage] {
+    // f32x4 over a row: other widths (and empty inputs) take the CPU backend's loops.
+    if (w % 4 !== 0 || b * t * w === 0) {
+      return super.layerNormModulate(x, shift, scale, b, t, w, eps);
+    }
+    const [y, st] = this.#gemm.layerNormModulate(d(x), d(shift), d(scale), b, t, w, eps);
+    return [this.wrap(y), this.wrap(st)];
+  }
+
+  override layerNormModulateBackward(
+    x: Storage,
+    scale: Storage,
+    stats: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    w: number,
+  ): [Storage, Storage, Storage] {
+    if (w % 4 !== 0 || b * t * w === 0) {
+      return super.layerNormModulateBackward(x, scale, stats, dy, b, t, w);
+    }
+    const [dx, dsh, dsc] = this.#gemm.layerNormModulateBackward(
+      d(x),
+      d(scale),
+      d(stats),
+      d(dy),
+      b,
+      t,
+      w,
+    );
+    return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
   }
 
   /**

@@ -43,6 +43,11 @@ import {
   attentionForwardKernel,
   attentionRows,
 } from "../../kernels/attention.ts";
+import {
+  lnModBackwardColsKernel,
+  lnModBackwardRowsKernel,
+  lnModForwardKernel,
+} from "../../kernels/layernorm.ts";
 import { fusedGroupsKernel, fusedGroupsParamWords } from "../../kernels/fused_groups.ts";
 import {
   buildMatmul,
@@ -871,6 +876,70 @@ export class WebGPUBackend implements Backend {
     );
     this.free(dv); // the pool hands it out again only after this work is submitted
     return dx;
+  }
+
+  layerNormModulate(
+    x: Storage,
+    shift: Storage,
+    scale: Storage,
+    b: number,
+    t: number,
+    d: number,
+    eps: number,
+  ): [Storage, Storage] {
+    const xb = this.#buf(x, "x"), shb = this.#buf(shift, "shift"), scb = this.#buf(scale, "scale");
+    const rows = b * t;
+    const y = this.#new(rows * d), st = this.#new(2 * rows);
+    if (rows === 0) return [y, st];
+    const vec4 = d % 4 === 0, wg = this.#cpuAdapter ? 8 : 64;
+    const k = this.runtime.kernel(`lnModF:${vec4}:${wg}`, () => lnModForwardKernel(vec4, wg));
+    this.runtime.dispatch(
+      k,
+      [xb, shb, scb, y.buffer!, st.buffer!],
+      [rows, t, vec4 ? d / 4 : d, d, f32Bits(eps)],
+      this.#grid(rows, wg),
+    );
+    return [y, st];
+  }
+
+  layerNormModulateBackward(
+    x: Storage,
+    scale: Storage,
+    stats: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage, Storage] {
+    const xb = this.#buf(x, "x"), scb = this.#buf(scale, "scale");
+    const stb = this.#buf(stats, "stats"), gb = this.#buf(dy, "dy");
+    const rows = b * t;
+    const dx = this.#new(rows * d);
+    // An empty token axis still has (zero) token sums.
+    if (rows === 0 || d === 0) return [dx, this.fill(b * d, 0), this.fill(b * d, 0)];
+    const dsh = this.#new(b * d), dsc = this.#new(b * d);
+    const vec4 = d % 4 === 0, wg = this.#cpuAdapter ? 8 : 64, dw = vec4 ? d / 4 : d;
+    const kr = this.runtime.kernel(
+      `lnModBR:${vec4}:${wg}`,
+      () => lnModBackwardRowsKernel(vec4, wg),
+    );
+    this.runtime.dispatch(
+      kr,
+      [xb, scb, stb, gb, dx.buffer!],
+      [rows, t, dw, d],
+      this.#grid(rows, wg),
+    );
+    const kc = this.runtime.kernel(
+      `lnModBC:${vec4}:${wg}`,
+      () => lnModBackwardColsKernel(vec4, wg),
+    );
+    this.runtime.dispatch(
+      kc,
+      [xb, stb, gb, dsh.buffer!, dsc.buffer!],
+      [b * dw, t, dw],
+      this.#grid(b * dw, wg),
+    );
+    return [dx, dsh, dsc];
   }
 
   random(kind: RandomKind, size: number, state: RandomState): Storage {

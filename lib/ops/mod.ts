@@ -1,6 +1,6 @@
 /**
  * @file The op vocabulary users call: the primitives and arithmetic of lib/tensor.ts, the
- * composites of ops.ts, fusion, `logSumExpAdd`, `selfAttention` and `linear`.
+ * composites of ops.ts, fusion, `logSumExpAdd`, `selfAttention`, `layerNormModulate` and `linear`.
  * @module
  */
 export * from "./ops.ts";
@@ -9,4 +9,5 @@ export { Fx, fx } from "../ir.ts";
 export { fusedGroups } from "./fused.ts";
 export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
 export { selfAttention, selfAttentionComposite, type SelfAttentionOptions } from "./attention.ts";
+export { layerNormModulate, layerNormModulateComposite } from "./layernorm.ts";
 export { linear, type LinearActivation, type LinearOpOptions } from "./linear.ts";
