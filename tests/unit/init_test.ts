@@ -6,7 +6,17 @@
  */
 import { strict as assert } from "node:assert";
 import * as fg from "../../mod.ts";
-import { HAS_WEBGPU } from "../_helpers.ts";
+import "../_helpers.ts";
+
+// Whether this machine has a WebGPU adapter, whatever FLOWGPU_BACKEND this test process runs
+// under (under `wasm` or `cpu` the helpers' init() never opens WebGPU): probed directly, the
+// default backend restored.
+const HAS_WEBGPU = await (async () => {
+  const prev = fg.getBackend().name;
+  const ok = await fg.init({ backend: "webgpu" }).then(() => true, () => false);
+  fg.setBackend(prev);
+  return ok;
+})();
 
 const MOD = new URL("../../mod.ts", import.meta.url).href;
 
