@@ -195,6 +195,11 @@ fn tanh_(x: f32) -> f32 {
   let y = (1.0 - e) / (1.0 + e);
   return select(y, -y, x < 0.0);
 }
+fn gelu_tanh_grad_(x: f32) -> f32 {
+  let t = tanh_(${SQRT_2_OVER_PI} * (x + ${GELU_KAPPA} * (x * x * x)));
+  let h = 0.5 * x * (1.0 - t * t);
+  return 0.5 * (1.0 + t) + (h * ${SQRT_2_OVER_PI} + h * x * x * ${3 * GELU_KAPPA * SQRT_2_OVER_PI});
+}
 fn sigmoid_(x: f32) -> f32 {
   let e = exp(-abs(x));
   return select(1.0 / (1.0 + e), e / (1.0 + e), x < 0.0);
@@ -257,6 +262,15 @@ function tanhCpu(x: number): number {
 function geluTanhCpu(x: number): number {
   const u = SQRT_2_OVER_PI * (x + GELU_KAPPA * (x * x * x));
   return 0.5 * x * (1 + tanhCpu(u));
+}
+// d geluTanh / dx = ½(1 + t) + h·√(2/π)(1 + 3·0.044715·x²) with h = ½x(1 − t²), as PyTorch's
+// GeluBackward (approximate="tanh"), the last product expanded to h·√(2/π) + ((h·x)·x)·3·0.044715
+// ·√(2/π): h is exactly 0 where t saturates, so in f32 (WGSL, wasm) the x² factor never meets
+// it as an overflow (0·∞); every finite x has a finite derivative, 1 or 0 in the tails.
+function geluTanhGradCpu(x: number): number {
+  const t = tanhCpu(SQRT_2_OVER_PI * (x + GELU_KAPPA * (x * x * x)));
+  const h = 0.5 * x * (1 - t * t);
+  return 0.5 * (1 + t) + (h * SQRT_2_OVER_PI + h * x * x * (3 * GELU_KAPPA * SQRT_2_OVER_PI));
 }
 // C99 pow (Annex F.9.4.4), as torch.pow; `pow_` in WGSL_HELPERS follows it branch for branch.
 function powCpu(x: number, y: number): number {
@@ -323,6 +337,7 @@ export type UnaryOp =
   | "silu"
   | "gelu"
   | "geluTanh"
+  | "geluTanhGrad"
   | "relu"
   | "abs"
   | "sign"
@@ -392,13 +407,26 @@ export const UNARY: { readonly [K in UnaryOp]: UnaryRow } = {
   geluTanh: {
     cpu: geluTanhCpu,
     wgsl: `0.5 * x * (1.0 + tanh_(${SQRT_2_OVER_PI} * (x + ${GELU_KAPPA} * (x * x * x))))`,
-    // ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715·x²), t = tanh(u), grouped as PyTorch's
-    // backward: ½x(1 − t²) first, so where t saturates it is 0 before the x² factor can make the
-    // product overflow (finite up to |x| ≈ 1.8e19, where x² itself does).
+    // One op of its own (below), so a backward pass is g·geluTanhGrad(x): one kernel of two ops
+    // where the derivative written in table ops was sixteen, tanh included.
+    d: ({ x }) => x.un("geluTanhGrad"),
+  },
+  // d geluTanh / dx = ½(1 + t) + ½x(1 − t²)·u', t = tanh(u), u' = √(2/π)(1 + 3·0.044715·x²): the
+  // backward of DiT's activation as one op. Its own derivative (second order) is composite:
+  // (1 − t²)·(√(2/π) + 6·0.044715·√(2/π)·x²) − x(1 − t²)·t·u'², products taken from the
+  // (1 − t²) side, so they are 0 where t saturates before x² can overflow.
+  geluTanhGrad: {
+    cpu: geluTanhGradCpu,
+    wgsl: "gelu_tanh_grad_(x)",
     d: ({ x }) => {
       const t = x.mul(x).mul(x).affine(GELU_KAPPA, 0).add(x).affine(SQRT_2_OVER_PI, 0).un("tanh");
-      const inner = x.square().affine(3 * GELU_KAPPA * SQRT_2_OVER_PI, SQRT_2_OVER_PI);
-      return t.affine(0.5, 0.5).add(x.affine(0.5, 0).mul(t.square().affine(-1, 1)).mul(inner));
+      const s = t.square().affine(-1, 1);
+      const up = x.square().affine(3 * GELU_KAPPA * SQRT_2_OVER_PI, SQRT_2_OVER_PI);
+      const sx = s.mul(x);
+      const even = s.affine(SQRT_2_OVER_PI, 0).add(
+        sx.mul(x).affine(6 * GELU_KAPPA * SQRT_2_OVER_PI, 0),
+      );
+      return even.sub(sx.mul(t).mul(up).mul(up));
     },
   },
   // From the output (relu(x) > 0 exactly when x > 0), so a fused linear layer's backward

@@ -50,6 +50,12 @@ const CLOSED_UNARY: Record<UnaryOp, (x: number, p0: number, p1: number) => numbe
   gelu: (x) => 0.5 * x * (1 + erf64(x * Math.SQRT1_2)),
   // torch.nn.GELU(approximate="tanh"); at −∞ it is −∞·0 = NaN, as exact gelu here and in torch.
   geluTanh: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
+  // Its derivative, PyTorch's GeluBackward: NaN at ±∞ (½x(1 − t²) is ∞·0 there, as in torch).
+  geluTanhGrad: (x) => {
+    const t = Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3));
+    const inner = Math.sqrt(2 / Math.PI) * (1 + 3 * 0.044715 * x * x);
+    return Number.isFinite(x) ? 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner : NaN;
+  },
   relu: nanOr((x) => stdMax(x, 0) === 0 ? 0 : x),
   abs: Math.abs,
   sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0),
@@ -108,6 +114,7 @@ const CPU_TOL: Partial<Record<UnaryOp | BinaryOp, Tol>> = {
   silu: CLOSE,
   gelu: CLOSE,
   geluTanh: CLOSE,
+  geluTanhGrad: CLOSE,
   erf: CLOSE,
 };
 const TRANS = { rtol: 2e-5, atol: 2e-6 };
@@ -122,6 +129,7 @@ const GPU_TOL: Partial<Record<UnaryOp | BinaryOp, Tol>> = {
   silu: TRANS,
   gelu: TRANS,
   geluTanh: TRANS,
+  geluTanhGrad: TRANS,
   erf: TRANS,
   pow: TRANS,
   powScalar: TRANS,

@@ -104,6 +104,7 @@ const UNARY_TOL: Record<UnaryOp, { rtol: number; atol: number }> = {
   silu: TRANS,
   gelu: TRANS,
   geluTanh: TRANS,
+  geluTanhGrad: TRANS,
   relu: EXACT,
   abs: EXACT,
   sign: EXACT,

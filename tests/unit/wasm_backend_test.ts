@@ -297,6 +297,7 @@ for (const [threads, split, label] of EW_CONFIGS) {
         ["erf", 0, 0],
         ["gelu", 0, 0],
         ["geluTanh", 0, 0],
+        ["geluTanhGrad", 0, 0],
         ["gtScalar", 0.5, 0],
         ["geScalar", 0.5, 0],
         ["ltScalar", 0.5, 0],
@@ -333,6 +334,19 @@ for (const [threads, split, label] of EW_CONFIGS) {
             const ok = Object.is(gv[i], wv[i]) ||
               Math.abs(gv[i]! - wv[i]!) <= 3 * ulp(wv[i]!) + 0.9e-7 * Math.abs(xs[i]!);
             assert.ok(ok, `geluTanh(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
+          }
+        } else if (op === "geluTanhGrad") {
+          // Against the CPU backend (f64, rounded once): s = σ(2u) within a few ulp, plus the
+          // rounding of the second term ½x(1 − t²)·u' (≤ |x|·u'/4) at a few ulp of its size.
+          // Every finite input must give a finite derivative (1 or 0 in the tails), as there.
+          const gv = be.readSync(g!), wv = cpu.readSync(w!);
+          for (let i = 0; i < xs.length; i++) {
+            const a = Math.abs(xs[i]!);
+            const term = a < 10 ? 0.25 * a * 0.798 * (1 + 0.134 * a * a) : 0;
+            const ok = Object.is(gv[i], wv[i]) ||
+              Math.abs(gv[i]! - wv[i]!) <= 3 * ulp(wv[i]!) + 1e-6 * term + 3e-8;
+            assert.ok(ok, `geluTanhGrad(${xs[i]}): ${gv[i]} vs ${wv[i]}`);
+            if (Number.isFinite(xs[i]!)) assert.ok(Number.isFinite(gv[i]!), `finite at ${xs[i]}`);
           }
         } else {
           // erf/GELU: the A&S 7.1.26 approximation both backends implement (|error| ≤ 1.5e-7),

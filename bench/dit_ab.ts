@@ -1,0 +1,100 @@
+/**
+ * @file A/B of whole DiT training steps between this checkout and another commit, alternating in
+ * one process: `--base DIR` is a plain copy of the other commit's tree (e.g.
+ * `git archive <rev> | tar -x -C DIR`), whose `mod.ts` and bench/cases/dit.ts are imported as a
+ * second module graph with a backend of its own (its own workers; each waits in `Atomics.wait`
+ * while the other runs). Both run bench/cases/dit.ts's step (hidden 128, depth 4, batch 64) on
+ * the backend `FLOWGPU_BACKEND` names. Median (and min) wall and process CPU ms per step over
+ * `--rounds` rounds of `--reps` steps per variant, the two losses of the last step (the same
+ * data and seeds: they differ only by rounding), then the load average. Unlike a switch inside
+ * one graph, this measures every change between the commits at once.
+ *
+ *   git archive 3bb5259 | tar -x -C /tmp/base
+ *   FLOWGPU_BACKEND=wasm deno run --allow-read --allow-env --allow-sys=loadavg \
+ *     bench/dit_ab.ts --base /tmp/base
+ * @module
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { pathToFileURL } from "node:url";
+
+interface Variant {
+  name: string;
+  step: () => { item(): Promise<number>; dispose(): void };
+  sync: () => Promise<void>;
+  close: () => void;
+}
+
+/** Median of a non-empty list. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+// One module graph's step: its mod.ts (init, getBackend) and its bench case.
+async function load(name: string, root: URL): Promise<Variant> {
+  const lib = await import(new URL("mod.ts", root).href);
+  const dit = await import(new URL("bench/cases/dit.ts", root).href);
+  await lib.init();
+  const be = lib.getBackend();
+  const s = await dit.ditStep(dit.DIT_BENCH);
+  return {
+    name,
+    step: s.step,
+    sync: () => be.sync(),
+    close: () => {
+      s.dispose();
+      be.close?.();
+    },
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      base: { type: "string" },
+      rounds: { type: "string", default: "5" },
+      reps: { type: "string", default: "2" },
+    },
+  });
+  if (!values.base) throw new RangeError("--base: expected the directory of the other commit");
+  const rounds = Number(values.rounds), reps = Number(values.reps);
+  const here = new URL("../", import.meta.url);
+  const base = pathToFileURL(Deno.realPathSync(values.base) + "/");
+  const variants = [await load("base", base), await load("this", here)];
+  const last = new Map<string, number>();
+  const run = async (v: Variant, n: number) => {
+    for (let i = 0; i < n; i++) {
+      const l = v.step();
+      if (i === n - 1) last.set(v.name, await l.item());
+      l.dispose();
+    }
+    await v.sync();
+  };
+  for (const v of variants) await run(v, 2); // warm-up: compiles, fills the array pools
+  const res = new Map<string, { wall: number[]; cpu: number[] }>();
+  for (let r = 0; r < rounds; r++) {
+    // Alternate which goes first, so neither always follows the other's garbage.
+    for (const v of r % 2 ? [...variants].reverse() : variants) {
+      const t0 = performance.now(), c0 = process.cpuUsage();
+      await run(v, reps);
+      const cu = process.cpuUsage(c0);
+      const e = res.get(v.name) ?? { wall: [], cpu: [] };
+      e.wall.push((performance.now() - t0) / reps);
+      e.cpu.push((cu.user + cu.system) / 1000 / reps);
+      res.set(v.name, e);
+    }
+  }
+  for (const [name, e] of res) {
+    console.log(JSON.stringify({
+      variant: name,
+      stepWallMs: +median(e.wall).toFixed(1),
+      stepWallMinMs: +Math.min(...e.wall).toFixed(1),
+      stepCpuMs: +median(e.cpu).toFixed(1),
+      lastLoss: last.get(name),
+    }));
+  }
+  console.log(JSON.stringify({ rounds, reps, load: Deno.loadavg() }));
+  for (const v of variants) v.close();
+}
