@@ -7,6 +7,9 @@ import { strict as assert } from "node:assert";
 import { decodePng, parseConfigFile, readMetrics } from "../../mod.ts";
 import { main, splitImagesArgs } from "../../tasks/train_images.ts";
 import { DEFAULT_CLASSIFIER } from "../../tasks/eval.ts";
+// The default backend, as `deno task` selects it: without init() the DiT would run on the CPU
+// backend's plain loops (minutes for a two-step run).
+import "../_helpers.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const ready = await Promise.all(
@@ -78,4 +81,33 @@ Deno.test("train:images splits its own flags (any spelling) from train:cfm's", (
   ]);
   assert.deepEqual(own, ["--samples_per_class", "4", "--classifier=x.safetensors"]);
   assert.deepEqual(rest, ["--model=dit-tiny", "--lr", "1e-4"]);
+});
+
+Deno.test({
+  name: "train:images --model dit-tiny takes the DiT preset (user flags still win)",
+  ignore: !ready.every((x) => x),
+  fn: async () => {
+    const out = await Deno.makeTempDir({ prefix: "train-images-dit-" });
+    try {
+      const r = (await main([
+        ...["--model", "dit-tiny", "--max-train-steps", "2", "--batch-size", "8"],
+        ...["--output-dir", out, "--exp-name", "d", "--eval-samples", "20", "--eval-steps", "1"],
+        ...["--samples-per-class", "1", "--checkpoint-every", "2", "--sample-steps", "1"],
+      ]))!;
+      const cfg = parseConfigFile(await Deno.readTextFile(`${out}/d/config.json`)) as Record<
+        string,
+        unknown
+      >;
+      // DIT_PRESET's recipe, not the MLP's 3 × 512 at lr 1e-3 / batch 128 / 6000 steps.
+      assert.deepEqual(
+        [cfg.model, cfg.hidden, cfg.depth, cfg.learningRate ?? cfg.lr, cfg.warmupSteps],
+        ["dit-tiny", 128, 4, 1e-3, 500],
+      );
+      assert.deepEqual([cfg.batchSize, cfg.maxTrainSteps], [8, 2]);
+      assert.deepEqual(cfg.dataShape, [1, 28, 28]);
+      assert.ok(r.classAcc >= 0 && r.classAcc <= 1);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
 });
