@@ -24,13 +24,20 @@ export const GEMM_NR = 8;
 /**
  * The WAT of the module: two SGEMM kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
  * `gemm_t` (A stored transposed, (i, p) at `A + 4·(p·M + i)`), each
- * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K)`: for row blocks `ib` in `[ib0, ib1)` and
+ * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K, kc)`: for row blocks `ib` in `[ib0, ib1)` and
  * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)`, where
  * B's element (p, jp·8 + c) is at `B + 4·(p·sBk + jp·sBp + c)` — so B is read in place when
  * it is row-major (sBk = N, sBp = 8) and from a packed copy otherwise (sBk = 8, sBp = 8·K).
  * Neither A nor a row-major B is copied: the packing of the classic design cost more than
  * the multiply here. Rows past M and columns past N are computed from whatever memory
  * follows and must be discarded by the caller (C has `ldc ≥ 8·np` floats per row).
+ * The sum runs in k blocks of `kc` (≥ 1; `kc ≥ K` is one pass): every row block and panel for
+ * p in [0, kc), then again for [kc, 2·kc) from the partial sums left in C, and so on. So the
+ * part of B one block reads (kc × 8·np floats) stays in L2 across the row blocks, and MR rows
+ * of A (kc cache lines when A is transposed) stay in L1 across the panels; without it a long K
+ * (the weight gradients' 3136 rows) streamed all of B from L3 for every row block. Each output
+ * is still one chain of f32 multiply-adds in order of p (stored and reloaded between blocks,
+ * which is exact), so the result has the same bits whatever `kc` is.
  * `fma` uses `f32x4.relaxed_madd` (a fused multiply-add where the CPU has one); without it, a
  * multiply then an add (plain SIMD, for engines without relaxed SIMD). The attention kernels
  * (`attn_fwd`, `attn_bwd`; see their comments below) follow the same choice.
@@ -275,54 +282,76 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
 (local.set $cp (i32.add (local.get $cp) (local.get $ldc4)))
 `;
   }
+  // A(ib·MR + r, p0): transposed, row p0 of [K, M]; row-major, element p0 of each of MR rows.
   const aStart = transA
-    ? `(local.set $ap (i32.add (local.get $A) (i32.mul (local.get $ib) (i32.const ${mr * 4}))))`
+    ? `(local.set $ap (i32.add (i32.add (local.get $A) (i32.mul (local.get $p0) (local.get $ak)))
+        (i32.mul (local.get $ib) (i32.const ${mr * 4}))))`
     : rows.map((r) =>
-      `(local.set $ap${r} (i32.add (local.get $A) (i32.shl (i32.mul (i32.add
-        (i32.mul (local.get $ib) (i32.const ${mr})) (i32.const ${r})) (local.get $K)) (i32.const 2))))`
+      `(local.set $ap${r} (i32.add (local.get $A) (i32.shl (i32.add (i32.mul (i32.add
+        (i32.mul (local.get $ib) (i32.const ${mr})) (i32.const ${r})) (local.get $K)) (local.get $p0))
+        (i32.const 2))))`
     ).join("\n");
+  // The first k block starts from zero, later ones from the partial sums they stored in C: the
+  // same chain of f32 multiply-adds as one pass over K, so the same bits whatever the block.
+  let load = "";
+  for (const r of rows) {
+    load += `(local.set $c${r}_0 (v128.load offset=0 (local.get $cp)))
+(local.set $c${r}_1 (v128.load offset=16 (local.get $cp)))
+(local.set $cp (i32.add (local.get $cp) (local.get $ldc4)))
+`;
+  }
+  const cStart = `(local.set $cp (i32.add (local.get $C) (i32.shl (i32.add
+         (i32.mul (i32.mul (local.get $ib) (i32.const ${mr})) (local.get $ldc))
+         (i32.shl (local.get $jp) (i32.const 3))) (i32.const 2))))`;
   return `(func (export "${name}") (param $A i32) (param $M i32) (param $B i32) (param $sBk i32)
    (param $sBp i32) (param $C i32) (param $ldc i32) (param $ib0 i32) (param $ib1 i32)
-   (param $np i32) (param $K i32)
+   (param $np i32) (param $K i32) (param $kc i32)
    (local $ib i32) (local $jp i32) (local $k i32) (local $ap i32) (local $bp i32) (local $cp i32)
-   (local $ak i32) (local $bk i32) (local $ldc4 i32)
+   (local $ak i32) (local $bk i32) (local $ldc4 i32) (local $p0 i32) (local $kb i32)
    ${rows.map((r) => `(local $ap${r} i32)`).join(" ")}
    (local $a v128) (local $b0 v128) (local $b1 v128)
    ${acc.map((c) => `(local ${c} v128)`).join(" ")}
    (local.set $ak (i32.shl (local.get $M) (i32.const 2)))
    (local.set $bk (i32.shl (local.get $sBk) (i32.const 2)))
    (local.set $ldc4 (i32.shl (local.get $ldc) (i32.const 2)))
+   ;; k blocks [p0, p0 + kb), kb = min(kc, K − p0); at least one (K = 0 stores zeros)
+   (local.set $p0 (i32.const 0))
+   (loop $kblocks
+   (local.set $kb (select (local.get $kc) (i32.sub (local.get $K) (local.get $p0))
+     (i32.lt_s (local.get $kc) (i32.sub (local.get $K) (local.get $p0)))))
    (local.set $ib (local.get $ib0))
    (block $done (loop $rows
      (br_if $done (i32.ge_u (local.get $ib) (local.get $ib1)))
      (local.set $jp (i32.const 0))
      (block $pdone (loop $panels
        (br_if $pdone (i32.ge_u (local.get $jp) (local.get $np)))
-       ${acc.map((c) => `(local.set ${c} (v128.const i32x4 0 0 0 0))`).join(" ")}
+       (if (i32.eqz (local.get $p0))
+         (then ${acc.map((c) => `(local.set ${c} (v128.const i32x4 0 0 0 0))`).join(" ")})
+         (else ${cStart}
+           ${load}))
        ${aStart}
-       (local.set $bp (i32.add (local.get $B)
+       (local.set $bp (i32.add (i32.add (local.get $B) (i32.mul (local.get $p0) (local.get $bk)))
          (i32.shl (i32.mul (local.get $jp) (local.get $sBp)) (i32.const 2))))
-       (local.set $k (local.get $K))
+       (local.set $k (local.get $kb))
        (block $kdone
          (br_if $kdone (i32.lt_s (local.get $k) (i32.const ${unroll})))
          (loop $kl
            ${Array.from({ length: unroll }, step).join("")}
            (local.set $k (i32.sub (local.get $k) (i32.const ${unroll})))
            (br_if $kl (i32.ge_s (local.get $k) (i32.const ${unroll})))))
-       ;; the k remainder (K not a multiple of the unroll)
+       ;; the k remainder (kb not a multiple of the unroll)
        (block $tdone (loop $tl
          (br_if $tdone (i32.eqz (local.get $k)))
          ${step()}
          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
          (br $tl)))
-       (local.set $cp (i32.add (local.get $C) (i32.shl (i32.add
-         (i32.mul (i32.mul (local.get $ib) (i32.const ${mr})) (local.get $ldc))
-         (i32.shl (local.get $jp) (i32.const 3))) (i32.const 2))))
+       ${cStart}
        ${store}
        (local.set $jp (i32.add (local.get $jp) (i32.const 1)))
        (br $panels)))
      (local.set $ib (i32.add (local.get $ib) (i32.const 1)))
      (br $rows)))
+   (br_if $kblocks (i32.lt_s (local.tee $p0 (i32.add (local.get $p0) (local.get $kc))) (local.get $K))))
  )`;
 }
 

@@ -414,6 +414,19 @@ async function startWorker(
 
 // Row-major B at least this wide is packed (measured: n = 1024 ran at half speed in place).
 const PACK_N = 512;
+// The SGEMM's k block (kernels/wasm_gemm.ts: the sum runs over GEMM_KC rows of B at a time, the
+// partial sums kept in C), for a transposed A only. Its MR columns are one cache line per k, which
+// stay in L1 across the panels only for a short k: the weight gradients dW = dzᵀ·x of a DiT step
+// have k = 3136, and one pass re-read A's lines from L2 for every panel and all of B from L3 for
+// every row block (30 GFLOP/s against ~47 for the forward products). Kernel alone, one thread,
+// k = 3136: blocks of 64–256 measured alike (42–49 GFLOP/s for m × n of 128 × 512, 128 × 768
+// and 512 × 128, within the load's noise), one pass 33–35. A row-major A (MR rows read
+// sequentially) gained nothing: [1024]² · [1024]² ran 49 GFLOP/s blocked against 51 in one pass.
+const GEMM_KC = 128;
+/** The SGEMM's k block for a product (see GEMM_KC); `k` itself means one pass. */
+function kBlock(k: number, transA: boolean): number {
+  return transA && k > GEMM_KC ? GEMM_KC : Math.max(1, k);
+}
 // Calls with fewer multiply-adds than this stay on one thread (waking a worker costs tens of µs).
 const SPLIT_WORK = 1 << 18;
 // Elementwise calls split across the threads need elements × (simdCost − EW_MEMORY_COST) of
@@ -678,7 +691,11 @@ class Gemm {
     // the kernel) or packed into [np/8][k][8] panels when transposed. Rows past m and columns
     // past n read whatever follows (slack keeps those reads inside the memory) and are dropped.
     const slack = mr + GEMM_NR;
-    const pack = g.transB || n >= PACK_N;
+    const kc = kBlock(k, g.transA);
+    // With a transposed A the k blocks keep B's block in L2 and MR columns of A in L1, and B
+    // read in place ran as fast as packed (42–49 GFLOP/s against 35–39 with the packing pass,
+    // at n = 384…768, k = 3136): pack only where rows 4 kB apart would alias in the caches.
+    const pack = g.transB || (n >= PACK_N && (!g.transA || n % 1024 === 0));
     const A = Gemm.BASE / 4, B = A + Math.max(mp * k, k * m + mr) + slack;
     // A packed B sits after its raw copy; an in-place B is read where it was copied.
     const P = pack ? B + k * n + slack : B;
@@ -702,7 +719,7 @@ class Gemm {
       gemm,
       mb,
       parts,
-      (ib0, ib1) => [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k],
+      (ib0, ib1) => [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k, kc],
     );
     return { at: C, stride: np, end: C + mp * np };
   }

@@ -136,6 +136,65 @@ for (const threads of [1, 2]) {
   });
 }
 
+/** A stored [rows, cols] as [cols, rows]. */
+function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(a.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
+  return t;
+}
+
+// A transposed A runs its sum in k blocks (128 rows of B at a time, partial sums kept in C):
+// k below, at and past a block, not a multiple of it, 1, and the DiT's weight-gradient length
+// plus one; ragged m and n; B read in place (narrow, and wide but not 4 kB-strided) and packed
+// (transposed, or 1024 wide). Each product is checked against an f64 product, and against the
+// same product with A row-major (one pass): the blocks keep each output's chain of f32
+// multiply-adds in order, so the bits must be equal — on one thread and on two.
+Deno.test("wasm backend: k-blocked products (transposed A) at the block boundaries", async () => {
+  const shapes: [number, number, number][] = [
+    [13, 17, 1],
+    [13, 17, 5],
+    [7, 9, 127],
+    [7, 9, 128],
+    [7, 9, 129],
+    [19, 23, 255],
+    [19, 23, 256],
+    [19, 23, 257],
+    [25, 31, 3137],
+    [37, 520, 300], // wide B read in place
+    [11, 1024, 200], // B rows 4 kB apart: packed
+  ];
+  const bits = new Map<string, Float32Array>();
+  for (const threads of [1, 2]) {
+    await withWasm(threads, (be) => {
+      for (const [m, n, k] of shapes) {
+        const rng = new Rand(m * 7919 + n * 31 + k); // the same operands on both thread counts
+        const a = rng.floats(m * k, -1, 1), aT = transposed(a, m, k);
+        for (const transB of [false, true]) {
+          const b = rng.floats(k * n, -1, 1);
+          const g = { batch: 1, m, n, k, transA: true, transB, aBatchStride: 0, bBatchStride: 0 };
+          const what = `${m}x${k}x${n} tB=${transB} threads=${threads}`;
+          const got = be.readSync(be.matmul(be.upload(aT), be.upload(b), g));
+          const want = f64Product(aT, b, g);
+          const tol = 1e-6 * (k + 1) * 4;
+          for (let i = 0; i < want.length; i++) {
+            assert.ok(
+              Math.abs(got[i]! - want[i]!) <= tol,
+              `${what} [${i}]: ${got[i]} vs ${want[i]}`,
+            );
+          }
+          const onePass = be.readSync(
+            be.matmul(be.upload(a), be.upload(b), { ...g, transA: false }),
+          );
+          assert.deepEqual(got, onePass, `${what}: blocked vs one pass`);
+          const key = `${m}x${k}x${n} ${transB}`;
+          if (bits.has(key)) assert.deepEqual(got, bits.get(key), `${what}: vs one thread`);
+          else bits.set(key, got);
+        }
+      }
+    });
+  }
+});
+
 Deno.test("wasm backend: a matmul epilogue (bias + silu) is the CPU backend's on the same product", async () => {
   await withWasm(2, (be) => {
     const rng = new Rand(3);
@@ -925,4 +984,38 @@ Deno.test("wasm backend: the plain-SIMD module (no relaxed SIMD) has attention k
   assertAttnClose(f.slice(O, M), cpu.readSync(wo), "plain o");
   const lse = Float32Array.from({ length: rows }, (_, k) => f[M + k]! + Math.log(f[L + k]!));
   assertAttnClose(lse, cpu.readSync(wl), "plain lse");
+});
+
+Deno.test("wasm backend: the plain-SIMD module's transposed-A SGEMM gives the same bits in k blocks", async () => {
+  const { GEMM_PLAIN_WASM } = await import("../../kernels/wasm_gemm_bin.ts");
+  const bytes = Uint8Array.from(atob(GEMM_PLAIN_WASM.base64), (ch) => ch.charCodeAt(0));
+  const mem = new WebAssembly.Memory({ initial: 16, maximum: 64, shared: true });
+  const inst = new WebAssembly.Instance(await WebAssembly.compile(bytes), { env: { mem } });
+  const gemmT = inst.exports.gemm_t as (...a: number[]) => void;
+  // A [k, m] (transposed), B [k, n] read in place, C [mp, np]: the host's layout, by hand.
+  const [m, n, k, mr] = [9, 12, 37, GEMM_PLAIN_WASM.mr], mb = Math.ceil(m / mr), np = 16;
+  const rng = new Rand(53);
+  const a = rng.floats(k * m, -1, 1), b = rng.floats(k * n, -1, 1);
+  const A = 256, B = A + k * m + 16, C = B + k * n + 16;
+  const f = new Float32Array(mem.buffer);
+  f.set(a, A);
+  f.set(b, B);
+  const run = (kc: number) => {
+    f.fill(NaN, C, C + mb * mr * np); // later blocks must add to this call's own partial sums
+    gemmT(A * 4, m, B * 4, n, 8, C * 4, np, 0, mb, np / 8, k, kc);
+    return Float32Array.from({ length: m * n }, (_, i) => f[C + Math.floor(i / n) * np + (i % n)]!);
+  };
+  const onePass = run(k);
+  const want = f64Product(a, b, {
+    batch: 1,
+    m,
+    n,
+    k,
+    transA: true,
+    transB: false,
+    aBatchStride: 0,
+    bBatchStride: 0,
+  });
+  onePass.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= 1e-4, `one pass [${i}]`));
+  for (const kc of [1, 3, 8, 36]) assert.deepEqual(run(kc), onePass, `kc = ${kc}`);
 });
