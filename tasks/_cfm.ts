@@ -6,7 +6,6 @@
 import {
   CFM_DATASETS,
   CFM_MODELS,
-  CFM_OPTIMIZERS,
   type CfmDataset,
   type CfmModel,
   type CfmTrainerConfig,
@@ -15,6 +14,7 @@ import {
   TIME_SCHEDULES,
 } from "../mod.ts";
 import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
+import { OPTIMIZER_FLAGS, resolveOptimizerFlags } from "./_optimizer.ts";
 
 /**
  * Valid `--ot` values (bare `--ot` means `argmax`, seed 003's hard assignment).
@@ -138,8 +138,7 @@ export const TRAIN_CFM_FLAGS = [
     aliases: ["learning-rate"],
     help: "Adam/AdamW learning rate (muon: of the AdamW part)",
   },
-  { name: "optimizer", type: "choice", choices: CFM_OPTIMIZERS, default: "adam", help: "rule" },
-  { name: "muon-lr", type: "number", min: 0, help: "Muon's rate for matrices (0.02; muon only)" },
+  ...OPTIMIZER_FLAGS,
   { name: "max-train-steps", type: "int", default: 2000, min: 1, help: "optimizer steps" },
   { name: "warmup-steps", type: "int", default: 0, min: 0, help: "linear learning-rate warm-up" },
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
@@ -206,9 +205,7 @@ export function parseTrainCfmFlags(
   if (!images && model === "dit-tiny") {
     throw new RangeError(`--model dit-tiny needs images; use it with --dataset fashion-mnist`);
   }
-  if (f.muonLr !== undefined && f.optimizer !== "muon") {
-    throw new RangeError(`--muon-lr is Muon's learning rate: use it with --optimizer muon`);
-  }
+  resolveOptimizerFlags(f);
   if (f.ot !== "none" && f.otReg <= 0) {
     throw new RangeError(`Expected --ot-reg to be a number > 0 but found ${f.otReg}`);
   }

@@ -21,6 +21,7 @@ import {
   type StableVmImageConfig,
 } from "./_stablevm_images.ts";
 import { resolveLatentFlag, STABLEVM_LATENT_FLAGS } from "./_stablevm_latent.ts";
+import { OPTIMIZER_FLAGS, resolveOptimizerFlags } from "./_optimizer.ts";
 
 export { imageShape } from "./_stablevm_images.ts";
 
@@ -99,8 +100,9 @@ export const TRAIN_STABLEVM_FLAGS = [
     default: 1e-3,
     min: 0,
     aliases: ["lr"],
-    help: "Adam learning rate",
+    help: "Adam/AdamW learning rate (muon: of the AdamW part)",
   },
+  ...OPTIMIZER_FLAGS,
   { name: "max-grad-norm", type: "number", default: 1, min: 0, help: "gradient clipping norm" },
   { name: "seed", type: "int", default: 0, min: 0, help: "random seed" },
   { name: "output-dir", type: "string", default: "runs", help: "parent of the run directory" },
@@ -122,23 +124,11 @@ export const TRAIN_STABLEVM_FLAGS = [
   ...REPA_FLAGS,
   { name: "ema-decay", type: "number", default: 0.999, min: 0, max: 1, help: "EMA decay" },
   { name: "warmup-steps", type: "int", default: 0, min: 0, help: "linear learning-rate warm-up" },
-  {
-    name: "checkpoint-every",
-    type: "int",
-    default: 500,
-    min: 1,
-    help: "steps between checkpoints",
-  },
+  { name: "checkpoint-every", type: "int", default: 500, min: 1, help: "checkpoint interval" },
   { name: "log-every", type: "int", default: 50, min: 1, help: "steps between metric lines" },
   { name: "resume", type: "string", help: "a run directory (or a checkpoint in one) to continue" },
   { name: "sample-steps", type: "int", default: 50, min: 1, help: "ODE steps for the sample plot" },
-  {
-    name: "fisher-samples",
-    type: "int",
-    default: 4096,
-    min: 1,
-    help: "samples per time for the Fisher divergence",
-  },
+  { name: "fisher-samples", type: "int", default: 4096, min: 1, help: "Fisher samples per t" },
   ...STABLEVM_IMAGE_FLAGS,
   ...STABLEVM_LATENT_FLAGS,
   // Accepted for pasted SV commands; they mean nothing on this engine.
@@ -200,6 +190,7 @@ export function parseTrainFlags(
     maxTrainSteps: f.maxTrainSteps,
     batchSize: f.batchSize,
     learningRate: f.learningRate,
+    ...resolveOptimizerFlags(f),
     warmupSteps: f.warmupSteps,
     maxGradNorm: f.maxGradNorm,
     seed: f.seed,

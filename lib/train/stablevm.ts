@@ -11,7 +11,8 @@ import { checkStepFits, mlpStepSize } from "./budget.ts";
 import type { Tensor } from "../tensor.ts";
 import { Generator } from "../random.ts";
 import * as nn from "../nn/mod.ts";
-import { Adam, EMA } from "../optim/mod.ts";
+import { EMA } from "../optim/mod.ts";
+import { buildOptimizer, type CfmOptimizer } from "./cfm.ts";
 import { FileFormatError, type HostArray } from "../io/mod.ts";
 import { loadArrayDataset } from "../data/arrays.ts";
 import { GaussianMixture } from "../data/gmm.ts";
@@ -166,6 +167,10 @@ export interface StableVmTrainerConfig {
   batchSize: number;
   /** Adam learning rate. */
   learningRate: number;
+  /** The update rule (absent, as in configs written before it: Adam). */
+  optimizer?: CfmOptimizer;
+  /** Muon's learning rate for the weight matrices (default 0.02; `optimizer` "muon" only). */
+  muonLr?: number;
   /** Steps of linear learning-rate warm-up (0 or absent, as in configs written before it: none). */
   warmupSteps?: number;
   /** MLP width. */
@@ -289,7 +294,7 @@ export function checkStableVmModel(
 }
 
 /**
- * The `train:stablevm` trainer: the AdaLN-Zero MLP (or a DiT for image rows), Adam, EMA,
+ * The `train:stablevm` trainer: the AdaLN-Zero MLP (or a DiT for image rows), Adam (or AdamW, Muon), EMA,
  * and the memory bank (prefilled on a fresh run, restored from the checkpoint on resume).
  * With `useProjLoss` (a DiT and `repa`, the encoder) the loss adds REPA's projection term
  * coeff · projLoss with the VA-REPA schedule, logged as `training/loss_proj`.
@@ -371,7 +376,10 @@ export function stableVmTrainer(
   let batch: { x: Float32Array; labels: Int32Array } | undefined;
   return {
     model,
-    optimizer: new Adam({ lr: c.learningRate }),
+    optimizer: buildOptimizer(c.optimizer ?? "adam", model, {
+      lr: c.learningRate,
+      muonLr: c.muonLr,
+    }),
     ema: new EMA(model, { decay: c.emaDecay }),
     ...(repa ? { lossMetric: "training/loss" } : {}),
     bank,

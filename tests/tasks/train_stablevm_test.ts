@@ -208,3 +208,34 @@ Deno.test("train:stablevm --warmup-steps ramps the learning rate linearly, then 
     await Deno.remove(out, { recursive: true });
   }
 });
+
+Deno.test("train:stablevm --optimizer muon: Muon state for the matrices, AdamW's for the rest; resume continues it", async () => {
+  const out = await Deno.makeTempDir({ prefix: "stablevm-muon-" });
+  try {
+    const common = ["--optimizer", "muon", "--muon-lr", "0.01", ...QUICK, "--batch-size", "32"];
+    const where = ["--checkpoint-every", "2", "--output-dir", out];
+    const a = (await main([...common, ...where, "--max-train-steps", "4", "--exp-name", "a"]))!;
+    await main([...common, ...where, "--max-train-steps", "2", "--exp-name", "b"]);
+    const b = (await main(["--resume", `${out}/b`, "--max-train-steps", "4"]))!;
+    const cfg = JSON.parse(await Deno.readTextFile(`${out}/a/config.json`));
+    assert.deepEqual([cfg.optimizer, cfg.muon_lr], ["muon", 0.01]);
+    const ca = await loadCheckpoint(a.checkpoint), cb = await loadCheckpoint(b.checkpoint);
+    const names = Object.keys(ca.model), keys = Object.keys(ca.optimizer!);
+    // Muon's rule: hidden weight matrices; embedding tables, biases and norms go to AdamW.
+    names.forEach((n, i) => {
+      const matrix = ca.model[n]!.shape.length === 2 && !n.includes("embedding");
+      assert.equal(keys.includes(`momentum_buffer.${i}`), matrix, n);
+      assert.equal(keys.includes(`exp_avg.${i}`), !matrix, n);
+    });
+    assert.ok(keys.some((k) => k.startsWith("momentum_buffer.")));
+    // The resumed run's optimizer state has the same slots, and the same step count.
+    assert.deepEqual(Object.keys(cb.optimizer!).sort(), [...keys].sort());
+    assert.equal(cb.step, 4);
+    await assert.rejects(
+      main(["--muon-lr", "0.01", "--output-dir", out]),
+      /--muon-lr is Muon's learning rate: use it with --optimizer muon/,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
