@@ -19,17 +19,16 @@ import {
   getBackend,
   grad,
   jvp,
-  nn,
   randn,
   selfAttention,
   selfAttentionComposite,
   setBackend,
   type Tensor,
   tensor,
-  valueAndGrad,
 } from "../../mod.ts";
 import { _fusedAttention } from "../../lib/ops/attention.ts";
 import type { WebGPUBackend } from "../../lib/backend/webgpu.ts";
+import { assertDitStepUnchanged } from "../_dit_switch.ts";
 import { assertClose, HAS_WEBGPU } from "../_helpers.ts";
 
 type Arr = { shape: number[]; data: Float32Array };
@@ -184,51 +183,12 @@ Deno.test("selfAttention rejects inputs that are not [B, N, 3·heads·d]", () =>
 });
 
 Deno.test("a DiT training step has the same loss and gradients with the fused attention", async () => {
-  await onEachBackend(async (be) => {
-    const net = new nn.DiT({
-      inputSize: 8,
-      patchSize: 2,
-      inChannels: 1,
-      hiddenSize: 16,
-      depth: 2,
-      numHeads: 2,
-      numClasses: 3,
-      classDropoutProb: 0,
-      seed: 0,
-    });
-    // Non-zero adaLN and final layers, so the attention branches carry gradient.
-    for (const [k, p] of net.namedParameters()) {
-      if (k.includes("adaLN_modulation") || k.startsWith("final_layer.linear")) {
-        const r = randn(p.shape, { seed: k.length }).mul(0.1);
-        p._assign(r);
-        r.dispose();
-      }
-    }
-    const x = randn([3, 1, 8, 8], { seed: 1 }), t = tensor([0.2, 0.5, 0.9]);
-    const y = tensor([0, 2, 1]), target = randn([3, 1, 8, 8], { seed: 2 });
-    const params = net.parameters();
-    const step = () =>
-      valueAndGrad((_p: Tensor[]) => net.forward(x, t, y).sub(target).square().mean())(params);
-    const prev = _fusedAttention.enabled;
-    let fused, plain;
-    try {
-      _fusedAttention.enabled = true;
-      fused = step();
-      _fusedAttention.enabled = false;
-      plain = step();
-    } finally {
-      _fusedAttention.enabled = prev;
-    }
-    const [lf, gf] = fused, [lp, gp] = plain;
-    close(await lf.data(), await lp.data(), `${be} loss`);
-    const names = [...net.namedParameters().keys()];
-    let attnGrad = 0;
-    for (let i = 0; i < gf.length; i++) {
-      const a = await gf[i]!.data(), b = await gp[i]!.data();
-      close(a, b, `${be} grad ${names[i]}`, 1e-4);
-      if (names[i]!.includes("attn.qkv")) attnGrad = Math.max(attnGrad, maxAbs(b));
-    }
-    assert.ok(attnGrad > 1e-4, `the qkv weights get gradient (${attnGrad})`);
-    net.dispose();
-  });
+  await onEachBackend((be) =>
+    assertDitStepUnchanged(_fusedAttention, {
+      backend: be,
+      watch: "attn.qkv",
+      lossFrac: 1e-5,
+      close,
+    })
+  );
 });

@@ -24,14 +24,13 @@ import {
   jvp,
   layerNormModulate,
   layerNormModulateComposite,
-  nn,
   randn,
   setBackend,
   type Tensor,
   tensor,
-  valueAndGrad,
 } from "../../mod.ts";
 import { _fusedLayerNormModulate } from "../../lib/ops/layernorm.ts";
+import { assertDitStepUnchanged } from "../_dit_switch.ts";
 import { assertClose, BACKENDS_HERE } from "../_helpers.ts";
 import { fdGrad, fdJvp } from "../_fd.ts";
 
@@ -307,52 +306,13 @@ Deno.test("the composite switch: layerNormModulate without fusion is the composi
 });
 
 Deno.test("a DiT training step has the same loss and gradients with the fused LayerNorm + modulate", async () => {
-  await onEachBackend(async (be) => {
-    const net = new nn.DiT({
-      inputSize: 8,
-      patchSize: 2,
-      inChannels: 1,
-      hiddenSize: 16,
-      depth: 2,
-      numHeads: 2,
-      numClasses: 3,
-      classDropoutProb: 0,
-      seed: 0,
-    });
-    // Non-zero adaLN and final layers, so every shift and scale carries gradient.
-    for (const [k, p] of net.namedParameters()) {
-      if (k.includes("adaLN_modulation") || k.startsWith("final_layer.linear")) {
-        const r = randn(p.shape, { seed: k.length }).mul(0.1);
-        p._assign(r);
-        r.dispose();
-      }
-    }
-    const x = randn([3, 1, 8, 8], { seed: 1 }), t = tensor([0.2, 0.5, 0.9]);
-    const y = tensor([0, 2, 1]), target = randn([3, 1, 8, 8], { seed: 2 });
-    const params = net.parameters();
-    const step = () =>
-      valueAndGrad((_p: Tensor[]) => net.forward(x, t, y).sub(target).square().mean())(params);
-    const prev = _fusedLayerNormModulate.enabled;
-    let fused, plain;
-    try {
-      _fusedLayerNormModulate.enabled = true;
-      fused = step();
-      _fusedLayerNormModulate.enabled = false;
-      plain = step();
-    } finally {
-      _fusedLayerNormModulate.enabled = prev;
-    }
-    const [lf, gf] = fused, [lp, gp] = plain;
-    close(await lf.data(), await lp.data(), `${be} loss`, 1e-5);
-    const names = [...net.namedParameters().keys()];
-    let modGrad = 0;
-    for (let i = 0; i < gf.length; i++) {
-      const a = await gf[i]!.data(), b = await gp[i]!.data();
-      close(a, b, `${be} grad ${names[i]}`, 1e-4);
-      if (names[i]!.includes("adaLN_modulation.1.weight")) modGrad = Math.max(modGrad, maxAbs(b));
-    }
-    assert.ok(modGrad > 1e-4, `the adaLN weights get gradient (${modGrad})`);
-    net.dispose();
-  });
+  await onEachBackend((be) =>
+    assertDitStepUnchanged(_fusedLayerNormModulate, {
+      backend: be,
+      watch: "adaLN_modulation.1.weight",
+      lossFrac: 1e-5,
+      close,
+    })
+  );
   setBackend("cpu");
 });
