@@ -3,7 +3,7 @@
  * rewrite them: seed 003's CFM vs OT-CFM (`cfm:table`), seed 002's Fisher table (`gmm:table`),
  * seed 000's shortcut/locality table (`shortcut:table`), seed 004's flow-map KL table
  * (`flowmap:table`), issue 14's CFM vs StableVM vs StableVM + VA-REPA image table
- * (`images:table`). Every table runs ≥ 3 seeds and reports
+ * (`images:table`), and `train:images`'s preset over seeds (`images:preset`). Every table runs ≥ 3 seeds and reports
  * mean ± std; its JSON (rows with the commit each ran on) is written beside its markdown in
  * docs/, and the README's tables between `<!-- results:NAME -->` markers are regenerated from
  * that JSON, so the README cannot drift from what the command produced. `docs/results.json`
@@ -33,7 +33,15 @@ import { main as gmmTableMain } from "./gmm_table.ts";
 import { main as shortcutTableMain } from "./shortcut_table.ts";
 import { main as flowmapTableMain } from "./flowmap_table.ts";
 import { main as imagesTableMain } from "./images_table.ts";
-import { outPath, readmeBlock, tableArgs, type TableName, TABLES } from "../cli/tables/readme.ts";
+import { main as imagesPresetMain } from "./images_preset.ts";
+import {
+  outPath,
+  readmeBlock,
+  tableArgs,
+  type TableName,
+  TABLES,
+  tableTask,
+} from "../cli/tables/readme.ts";
 
 export { readmeBlock, type TableName, TABLES } from "../cli/tables/readme.ts";
 
@@ -46,7 +54,7 @@ export { readmeBlock, type TableName, TABLES } from "../cli/tables/readme.ts";
  * import { RESULTS_FLAGS } from "./results.ts";
  * assert.equal(
  *   RESULTS_FLAGS.find((f) => f.name === "only")?.default,
- *   "gmm,cfm,shortcut,shortcut-fmnist,flowmap,images",
+ *   "gmm,cfm,shortcut,shortcut-fmnist,flowmap,images,images-preset",
  * );
  * ```
  */
@@ -90,12 +98,13 @@ export async function main(argv: readonly string[]): Promise<Record<string, unkn
     "shortcut-fmnist": shortcutTableMain,
     flowmap: flowmapTableMain,
     images: imagesTableMain,
+    "images-preset": imagesPresetMain,
   };
   for (const t of only) {
     const args = tableArgs(t, f.quick, f.outDir);
     const md = outPath(t, f.quick, f.outDir);
     if (!f.renderOnly) {
-      console.error(`results: ${t} table: deno task ${t}:table ${args.join(" ")}`);
+      console.error(`results: ${t} table: deno task ${tableTask(t)} ${args.join(" ")}`);
       const t0 = performance.now();
       await mains[t](args);
       console.error(`results: ${t} done in ${((performance.now() - t0) / 60000).toFixed(1)} min`);
@@ -103,7 +112,7 @@ export async function main(argv: readonly string[]): Promise<Record<string, unkn
     (index.tables as Record<string, unknown>)[t] = {
       markdown: md,
       json: md.replace(/\.md$/, "") + ".json",
-      command: `deno task ${t}:table ${args.join(" ")}`,
+      command: `deno task ${tableTask(t)} ${args.join(" ")}`,
     };
   }
   // Markdown tables as deno fmt writes them, so `deno fmt --check` stays green.

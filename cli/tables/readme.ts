@@ -8,12 +8,39 @@ import { cfmSummary, cfmTable, type TableRow } from "./cfm.ts";
 import { type GmmRow, gmmTable, gmmVerdict } from "./gmm.ts";
 import { type FlowMapRow, flowMapTable } from "./flowmap.ts";
 import { imagesGrids, type ImagesRow, imagesTable, imagesVerdict } from "./images.ts";
+import { type PresetRow, presetTable } from "./images_preset.ts";
 
 /** The tables `results` knows, in the order it runs them. */
-export const TABLES = ["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap", "images"] as const;
+export const TABLES = [
+  "gmm",
+  "cfm",
+  "shortcut",
+  "shortcut-fmnist",
+  "flowmap",
+  "images",
+  "images-preset",
+] as const;
 
 /** A table's name. */
 export type TableName = typeof TABLES[number];
+
+/**
+ * The `deno task` that makes table `t`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { tableTask } from "./readme.ts";
+ * assert.equal(tableTask("gmm"), "gmm:table");
+ * assert.equal(tableTask("shortcut-fmnist"), "shortcut:table"); // with --dataset fashion-mnist
+ * assert.equal(tableTask("images-preset"), "images:preset");
+ * ```
+ */
+export function tableTask(t: TableName): string {
+  if (t === "shortcut-fmnist") return "shortcut:table";
+  if (t === "images-preset") return "images:preset";
+  return `${t}:table`;
+}
 
 /** Where each table's markdown goes (its JSON beside it). */
 export function outPath(t: TableName, quick: boolean, dir: string): string {
@@ -24,6 +51,7 @@ export function outPath(t: TableName, quick: boolean, dir: string): string {
     "shortcut-fmnist": "shortcut_results_fmnist",
     flowmap: "flowmap_table",
     images: "images_table",
+    "images-preset": "images_preset",
   }[t];
   return quick ? `${dir}/${base}.md` : `docs/${base}.md`;
 }
@@ -68,6 +96,15 @@ export function tableArgs(t: TableName, quick: boolean, dir: string): string[] {
           ...["--max-train-steps", "10", "--batch-size", "16", "--hidden", "16", "--blocks", "1"],
           ...["--eval-samples", "100", "--eval-steps", "4", "--grid-steps", "4"],
         ]
+        : []),
+    ];
+  }
+  if (t === "images-preset") {
+    return [
+      ...out,
+      ...runs("images-preset"),
+      ...(quick
+        ? ["--models", "velocity-mlp", "--max-train-steps", "3", "--eval-samples", "20"]
         : []),
     ];
   }
@@ -188,6 +225,13 @@ export async function readmeBlock(t: TableName, mdPath: string): Promise<string>
     const rows = d.rows as ImagesRow[];
     const parts = [imagesTable(rows), imagesVerdict(rows), imagesGrids(rows), src];
     return parts.filter((x) => x).join("\n\n");
+  }
+  if (t === "images-preset") {
+    const rows = d.rows as PresetRow[];
+    const grids = rows.filter((r) => r.seed === 0 && r.grid).map((r) =>
+      `![train:images ${r.model} class grid, seed 0](${r.grid})`
+    );
+    return [presetTable(rows), ...grids, src].join("\n\n");
   }
   // deno-lint-ignore no-explicit-any
   if (t === "shortcut-fmnist") return `${fmnistBlock(d.rows as any)}\n\n${src}`;

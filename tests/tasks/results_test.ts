@@ -139,7 +139,15 @@ Deno.test("results: the committed README's tables are what docs/*.json render to
   // deno fmt pads table cells and widens the --- rules: compare without either.
   const norm = (s: string) => s.replace(/\s+/g, "").replace(/-{3,}/g, "---");
   // Every table the README shows (at least these three) matches its JSON.
-  const shown = (["gmm", "cfm", "shortcut", "shortcut-fmnist", "flowmap", "images"] as TableName[])
+  const shown = ([
+    "gmm",
+    "cfm",
+    "shortcut",
+    "shortcut-fmnist",
+    "flowmap",
+    "images",
+    "images-preset",
+  ] as TableName[])
     .filter((t) => readme.includes(`<!-- results:${t} -->`));
   for (const t of ["gmm", "cfm", "shortcut", "shortcut-fmnist", "images"]) {
     assert.ok(shown.includes(t as TableName), t);
@@ -154,6 +162,7 @@ Deno.test("results: the committed README's tables are what docs/*.json render to
       "shortcut-fmnist": "shortcut_results_fmnist",
       flowmap: "flowmap_table",
       images: "images_table",
+      "images-preset": "images_preset",
     }[t as string] ?? `${t}_results`;
     assert.equal(norm(m[1]!), norm(await readmeBlock(t, `docs/${md}.md`)), t);
   }

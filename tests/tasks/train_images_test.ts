@@ -7,6 +7,7 @@ import { strict as assert } from "node:assert";
 import { decodePng, parseConfigFile, readMetrics } from "../../mod.ts";
 import { main, splitImagesArgs } from "../../tasks/train_images.ts";
 import { DEFAULT_CLASSIFIER } from "../../tasks/eval.ts";
+import { main as presetMain } from "../../tasks/images_preset.ts";
 // The default backend, as `deno task` selects it: without init() the DiT would run on the CPU
 // backend's plain loops (minutes for a two-step run).
 import "../_helpers.ts";
@@ -108,6 +109,57 @@ Deno.test({
       assert.ok(r.classAcc >= 0 && r.classAcc <= 1);
     } finally {
       await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "images:preset: one row per seed from train:images's own scores; reruns skip; render-only",
+  ignore: !ready.every((x) => x),
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "images-preset-" });
+    try {
+      const argv = [
+        ...["--models", "velocity-mlp", "--seeds", "0,1", "--max-train-steps", "3"],
+        ...["--eval-samples", "20", "--eval-steps", "1"],
+        ...["--output-dir", `${dir}/runs`, "--out", `${dir}/t.md`],
+      ];
+      const rows = (await presetMain(argv))!;
+      assert.deepEqual(rows.map((r) => [r.model, r.seed, r.steps]), [
+        ["velocity-mlp", 0, 3],
+        ["velocity-mlp", 1, 3],
+      ]);
+      for (const r of rows) {
+        // The row is eval's record of that run (its eval.jsonl), not a number of its own.
+        const run = `${dir}/runs/velocity-mlp-s${r.seed}-3`;
+        const ev = JSON.parse(
+          (await Deno.readTextFile(`${run}/eval.jsonl`)).trim().split("\n").at(-1)!,
+        );
+        assert.deepEqual([r.classAcc, r.fd, r.evalSamples], [ev.class_acc, ev.fd, 20]);
+        const cfg = parseConfigFile(await Deno.readTextFile(`${run}/config.json`)) as Record<
+          string,
+          unknown
+        >;
+        assert.deepEqual([cfg.seed, cfg.maxTrainSteps, cfg.hidden], [r.seed, 3, 512]);
+        assert.equal(r.resumed, false);
+      }
+      // Seed 0's grid is copied beside the table and linked from it.
+      assert.ok((await Deno.stat(`${dir}/img/images_preset_velocity-mlp_seed0.png`)).isFile);
+      const md = await Deno.readTextFile(`${dir}/t.md`);
+      assert.match(md, /\(img\/images_preset_velocity-mlp_seed0\.png\)/);
+      assert.match(md, /\| MLP 3 × 512 \(default preset\) \| 2 \| 3 \|/);
+      // A rerun finds both rows and trains nothing; --render-only rewrites from the rows.
+      const before = (await Deno.stat(`${dir}/runs/velocity-mlp-s0-3/config.json`)).mtime;
+      assert.deepEqual(await presetMain(argv), rows);
+      assert.deepEqual(
+        (await Deno.stat(`${dir}/runs/velocity-mlp-s0-3/config.json`)).mtime,
+        before,
+      );
+      await Deno.remove(`${dir}/t.md`);
+      await presetMain([...argv, "--render-only"]);
+      assert.equal(await Deno.readTextFile(`${dir}/t.md`), md);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

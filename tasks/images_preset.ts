@@ -1,0 +1,150 @@
+/**
+ * @file `deno task images:preset` — `deno task train:images` at its defaults over seeds, one
+ * row a run, against issue 14's bar for the preset (done within 30 minutes end to end on the
+ * 2-core CPU, ≥ 80% class agreement). `--models dit-tiny` (the default) runs
+ * `train:images --model dit-tiny --seed N`; `velocity-mlp` the MLP preset. Each row records the
+ * end-to-end wall time, FD and class agreement, the commit and the command; rows accumulate in
+ * `<output-dir>/results.jsonl` (seeded from the committed JSON beside `--out`), and the markdown
+ * and JSON are rewritten after every run. An interrupted run resumes from its last checkpoint
+ * (its row is marked: its wall time covers the last part only). `--render-only` rewrites the
+ * files from the rows.
+ *
+ *   deno task images:preset                          # the DiT preset, seeds 0, 1, 2 (~1.5 h)
+ *   deno task images:preset --models velocity-mlp,dit-tiny --seeds 0
+ *   deno task images:preset --max-train-steps 20 --eval-samples 40 --out /tmp/p/t.md \
+ *     --output-dir /tmp/p/runs                       # a quick look (not the preset's budget)
+ * @module
+ */
+import {
+  type FlagSpec,
+  gitCommit,
+  parseList,
+  parseSeeds,
+  parseTaskFlags,
+  resumableRun,
+  runTask,
+  TableRows,
+} from "../cli/mod.ts";
+import { getBackend } from "../mod.ts";
+import { main as imagesMain, presetFor, TRAIN_IMAGES_FLAGS } from "./train_images.ts";
+import {
+  PRESET_MODELS,
+  type PresetRow,
+  renderPresetMarkdown,
+} from "../cli/tables/images_preset.ts";
+
+/**
+ * The flags. `--max-train-steps`, `--eval-samples` and `--eval-steps` override the preset for
+ * a quick look; rows made so are a different setting and never replace the preset's.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { IMAGES_PRESET_FLAGS } from "./images_preset.ts";
+ * assert.equal(IMAGES_PRESET_FLAGS.find((f) => f.name === "models")?.default, "dit-tiny");
+ * ```
+ */
+export const IMAGES_PRESET_FLAGS = [
+  { name: "models", type: "string", default: "dit-tiny", help: "velocity-mlp, dit-tiny" },
+  { name: "seeds", type: "string", default: "0,1,2", help: "training seeds" },
+  { name: "max-train-steps", type: "int", min: 1, help: "override the preset's steps" },
+  { name: "eval-samples", type: "int", min: 10, help: "override the preset's scored samples" },
+  { name: "eval-steps", type: "int", min: 1, help: "override the preset's midpoint steps" },
+  { name: "output-dir", type: "string", default: "runs/images-preset", help: "where runs go" },
+  { name: "out", type: "string", default: "docs/images_preset.md", help: "the markdown table" },
+  { name: "render-only", type: "bool", help: "re-render --out from the rows, no training" },
+] as const satisfies readonly FlagSpec[];
+
+const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
+const flagValue = (preset: readonly string[], name: string) =>
+  Number(preset[preset.indexOf(name) + 1]);
+
+/**
+ * Run the table; returns every row now in it (or `null` for `--help`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { main } from "./images_preset.ts";
+ * assert.equal(await main(["--help"]), null); // after printing the usage
+ * ```
+ */
+export async function main(argv: readonly string[]): Promise<PresetRow[] | null> {
+  const f = parseTaskFlags(argv, IMAGES_PRESET_FLAGS, {
+    task: "images:preset",
+    usage: "deno task train:images at its defaults over seeds, against issue 14's bar.",
+  });
+  if (!f) return null;
+  const models = parseList("--models", f.models, PRESET_MODELS);
+  const seeds = parseSeeds("--seeds", f.seeds);
+  const mdDir = dirOf(f.out);
+  const table = await TableRows.open<PresetRow>({
+    table: "images-preset",
+    outputDir: f.outputDir,
+    out: f.out,
+    render: (rows) => renderPresetMarkdown(rows, mdDir),
+    indent: 2,
+  });
+  if (f.renderOnly) {
+    const rows = await table.rows();
+    await table.write(rows);
+    return rows;
+  }
+  const commit = await gitCommit();
+  for (const model of models) {
+    const preset = presetFor(["--model", model]);
+    const steps = f.maxTrainSteps ?? flagValue(preset.train, "--max-train-steps");
+    const evalSamples = f.evalSamples ?? preset.eval.evalSamples;
+    const evalSteps = f.evalSteps ?? preset.eval.evalSteps;
+    const same = (r: PresetRow, seed: number) =>
+      r.model === model && r.seed === seed && r.steps === steps &&
+      r.evalSamples === evalSamples && r.evalSteps === evalSteps;
+    for (const seed of seeds) {
+      if ((await table.rows()).some((r) => same(r, seed))) continue;
+      const name = `${model}-s${seed}-${steps}`;
+      const dir = `${f.outputDir}/${name}`;
+      const overrides = [
+        ...(f.maxTrainSteps ? ["--max-train-steps", String(steps)] : []),
+        ...(f.evalSamples ? ["--eval-samples", String(evalSamples)] : []),
+        ...(f.evalSteps ? ["--eval-steps", String(evalSteps)] : []),
+      ];
+      const args = [
+        ...["--model", model, "--seed", String(seed), ...overrides],
+        ...["--output-dir", f.outputDir, "--exp-name", name],
+      ];
+      const resume = await resumableRun(dir);
+      const r = (await imagesMain(
+        resume ? ["--model", model, "--resume", dir, ...overrides] : args,
+      ))!;
+      let grid: string | undefined;
+      if (seed === 0) {
+        grid = `${mdDir}/img/images_preset_${model}_seed0.png`;
+        await Deno.mkdir(`${mdDir}/img`, { recursive: true });
+        // train:images's grid is already upscaled with its rows named by class.
+        await Deno.copyFile(r.grid, grid);
+      }
+      const cfgScale = TRAIN_IMAGES_FLAGS.find((x) => x.name === "cfg-scale")!.default;
+      await table.put({
+        model,
+        seed,
+        steps,
+        evalSamples,
+        evalSteps,
+        cfgScale: Number(cfgScale),
+        fd: r.fd,
+        fdRealTrainTest: r.fdRealTrainTest,
+        classAcc: r.classAcc,
+        classAccPerClass: r.classAccPerClass,
+        seconds: r.seconds,
+        resumed: resume,
+        backend: getBackend().name,
+        ...(grid ? { grid } : {}),
+        command: `deno task train:images ${args.slice(0, -4).join(" ")}`,
+        commit,
+      }, (x) => same(x, seed));
+    }
+  }
+  return await table.rows();
+}
+
+if (import.meta.main) await runTask("images:preset", main);
