@@ -7,16 +7,11 @@
  *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND --allow-sys=loadavg bench/attention_ab.ts
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { getBackend, init, randn, selfAttention, type Tensor, tidy, vjp } from "../mod.ts";
 import { _fusedAttention } from "../lib/ops/attention.ts";
 import type { WebGPUBackend } from "../lib/backend/webgpu.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
+import { alternate, summary } from "./_ab.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -49,7 +44,6 @@ if (import.meta.main) {
       }
     });
   const rounds = Number(values.rounds), reps = Number(values.reps);
-  const res = new Map<string, { cpu: number[]; wall: number[]; disp: number }>();
   const set = (v: (typeof variants)[number]) => {
     _fusedAttention.enabled = v.fused;
     if ("attentionRowsOverride" in be) be.attentionRowsOverride = v.rows;
@@ -59,31 +53,26 @@ if (import.meta.main) {
     run("fwd+bwd"); // compile
   }
   await be.sync();
-  for (let r = 0; r < rounds; r++) {
-    for (const v of variants) {
-      set(v);
-      for (const mode of ["fwd", "fwd+bwd"] as const) {
-        const d0 = be.stats?.().dispatches ?? 0;
-        const t0 = performance.now(), c0 = process.cpuUsage();
-        for (let i = 0; i < reps; i++) run(mode);
-        await be.sync();
-        const cu = process.cpuUsage(c0);
-        const key = `${v.name} ${mode}`;
-        const e = res.get(key) ?? { cpu: [], wall: [], disp: 0 };
-        e.cpu.push((cu.user + cu.system) / 1000 / reps);
-        e.wall.push((performance.now() - t0) / reps);
-        e.disp = ((be.stats?.().dispatches ?? 0) - d0) / reps;
-        res.set(key, e);
-      }
-    }
-  }
+  // Dispatches per call, of each variant's last run.
+  const disp = new Map<string, number>();
+  const runs = variants.flatMap((v) =>
+    (["fwd", "fwd+bwd"] as const).map((mode) => ({ name: `${v.name} ${mode}`, v, mode }))
+  );
+  const res = await alternate(runs, { rounds, reps }, async ({ name, v, mode }, n) => {
+    set(v);
+    const d0 = be.stats?.().dispatches ?? 0;
+    for (let i = 0; i < n; i++) run(mode);
+    await be.sync();
+    disp.set(name, ((be.stats?.().dispatches ?? 0) - d0) / n);
+  });
   for (const [k, e] of res) {
+    const s = summary(e);
     console.log(JSON.stringify({
       variant: k,
-      cpuMs: +median(e.cpu).toFixed(1),
-      cpuMsMin: +Math.min(...e.cpu).toFixed(1),
-      wallMs: +median(e.wall).toFixed(1),
-      dispatches: e.disp,
+      cpuMs: s.cpuMs,
+      cpuMsMin: s.cpuMinMs,
+      wallMs: s.wallMs,
+      dispatches: disp.get(k),
     }));
   }
   console.log(JSON.stringify({ load: Deno.loadavg?.()[0], adapter: be.description }));

@@ -10,26 +10,13 @@
  *   deno run --allow-read=. --allow-sys=loadavg,cpus bench/attention_wasm_ab.ts [--step]
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../lib/backend/cpu.ts";
 import { WasmBackend } from "../lib/backend/wasm.ts";
 import { init } from "../mod.ts";
 import { DIT_BENCH, ditStep } from "./cases/dit.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
-
-/** Seeded uniform floats in [−1, 1) (an LCG: the numbers only need to be non-degenerate). */
-function floats(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
+import { floats, median } from "./cases/common.ts";
+import { alternate, summary } from "./_ab.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -69,16 +56,6 @@ if (import.meta.main) {
   };
   const variants = ["cpu loops", "wasm"] as const;
   const rounds = Number(values.rounds), reps = Number(values.reps);
-  const res = new Map<string, { wall: number[]; cpu: number[] }>();
-  const time = (key: string, n: number, f: () => void) => {
-    const t0 = performance.now(), c0 = process.cpuUsage();
-    for (let i = 0; i < n; i++) f();
-    const cu = process.cpuUsage(c0);
-    const e = res.get(key) ?? { wall: [], cpu: [] };
-    e.wall.push((performance.now() - t0) / n);
-    e.cpu.push((cu.user + cu.system) / 1000 / n);
-    res.set(key, e);
-  };
   let step: Awaited<ReturnType<typeof ditStep>> | undefined;
   if (values.step) step = await ditStep(DIT_BENCH);
   for (const v of variants) {
@@ -86,21 +63,32 @@ if (import.meta.main) {
     call("fwd+bwd"); // warm up (V8 tiers up the loops; wasm compiles lazily)
     if (step) step.step().dispose();
   }
-  for (let r = 0; r < rounds; r++) {
-    for (const v of variants) {
-      use(v);
-      for (const mode of ["fwd", "fwd+bwd"] as const) time(`${v} ${mode}`, reps, () => call(mode));
-      if (step) time(`${v} DiT step`, 2, () => step!.step().dispose());
+  const runs = variants.flatMap((v) => [
+    ...(["fwd", "fwd+bwd"] as const).map((mode) => ({ name: `${v} ${mode}`, v, mode })),
+    ...(step ? [{ name: `${v} DiT step`, v, mode: "step" as const }] : []),
+  ]);
+  // Switched only when the variant changes: a write to the prototype may drop its callers' inline
+  // caches, which would then be timed in every run.
+  let current: (typeof variants)[number] | undefined;
+  const res = await alternate(runs, { rounds, reps }, ({ v, mode }, n) => {
+    if (v !== current) use(current = v);
+    if (mode !== "step") {
+      for (let i = 0; i < n; i++) call(mode);
+      return;
     }
-  }
+    // Two steps a run, whatever `--reps`: a step costs as much as many calls.
+    for (let i = 0; i < 2; i++) step!.step().dispose();
+    return 2;
+  });
   use("wasm");
   step?.dispose();
   for (const [k, e] of res) {
+    const s = summary(e, 2);
     console.log(JSON.stringify({
       variant: k,
-      wallMs: +median(e.wall).toFixed(2),
-      wallMsMin: +Math.min(...e.wall).toFixed(2),
-      cpuMs: +median(e.cpu).toFixed(2),
+      wallMs: s.wallMs,
+      wallMsMin: s.wallMinMs,
+      cpuMs: s.cpuMs,
     }));
   }
   for (const mode of ["fwd", "fwd+bwd", "DiT step"]) {

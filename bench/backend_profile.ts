@@ -16,12 +16,7 @@
 import { getBackend, init } from "../mod.ts";
 import type { Expr } from "../lib/ir.ts";
 import { DIT_BENCH, ditStep } from "./cases/dit.ts";
-
-/** Median of a non-empty list. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
+import { median } from "./cases/common.ts";
 
 // The ops of an expression DAG, in order of first visit ("mul+add", "geluTanh'" …).
 function opsOf(outputs: readonly Expr[]): string {

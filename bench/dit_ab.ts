@@ -14,21 +14,15 @@
  *     bench/dit_ab.ts --base /tmp/base
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { pathToFileURL } from "node:url";
+import { alternate, summary } from "./_ab.ts";
 
 interface Variant {
   name: string;
   step: () => { item(): Promise<number>; dispose(): void };
   sync: () => Promise<void>;
   close: () => void;
-}
-
-/** Median of a non-empty list. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
 // One module graph's step: its mod.ts (init, getBackend) and its bench case.
@@ -73,25 +67,14 @@ if (import.meta.main) {
     await v.sync();
   };
   for (const v of variants) await run(v, 2); // warm-up: compiles, fills the array pools
-  const res = new Map<string, { wall: number[]; cpu: number[] }>();
-  for (let r = 0; r < rounds; r++) {
-    // Alternate which goes first, so neither always follows the other's garbage.
-    for (const v of r % 2 ? [...variants].reverse() : variants) {
-      const t0 = performance.now(), c0 = process.cpuUsage();
-      await run(v, reps);
-      const cu = process.cpuUsage(c0);
-      const e = res.get(v.name) ?? { wall: [], cpu: [] };
-      e.wall.push((performance.now() - t0) / reps);
-      e.cpu.push((cu.user + cu.system) / 1000 / reps);
-      res.set(v.name, e);
-    }
-  }
+  const res = await alternate(variants, { rounds, reps, alternateOrder: true }, run);
   for (const [name, e] of res) {
+    const s = summary(e);
     console.log(JSON.stringify({
       variant: name,
-      stepWallMs: +median(e.wall).toFixed(1),
-      stepWallMinMs: +Math.min(...e.wall).toFixed(1),
-      stepCpuMs: +median(e.cpu).toFixed(1),
+      stepWallMs: s.wallMs,
+      stepWallMinMs: s.wallMinMs,
+      stepCpuMs: s.cpuMs,
       lastLoss: last.get(name),
     }));
   }

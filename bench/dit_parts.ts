@@ -7,17 +7,11 @@
  *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND --allow-sys=loadavg bench/dit_parts.ts [rounds]
  * @module
  */
-import process from "node:process";
 import { getBackend, init, layerNormModulate, nn, randn, type Tensor, tidy, vjp } from "../mod.ts";
 import { _fusedLayerNormModulate } from "../lib/ops/layernorm.ts";
+import { alternate, summary } from "./_ab.ts";
 
 type Part = { name: string; run: () => void };
-
-/** Median of a non-empty list. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
 
 if (import.meta.main) {
   await init();
@@ -71,27 +65,21 @@ if (import.meta.main) {
   ];
   for (const p of parts) p.run(); // compile
   await be.sync();
-  const res = new Map<string, { cpu: number[]; wall: number[]; disp: number }>();
-  for (let r = 0; r < rounds; r++) {
-    for (const p of parts) {
-      const d0 = be.stats?.().dispatches ?? 0;
-      const t0 = performance.now(), c0 = process.cpuUsage();
-      for (let i = 0; i < reps; i++) p.run();
-      await be.sync();
-      const cu = process.cpuUsage(c0);
-      const e = res.get(p.name) ?? { cpu: [], wall: [], disp: 0 };
-      e.cpu.push((cu.user + cu.system) / 1000 / reps);
-      e.wall.push((performance.now() - t0) / reps);
-      e.disp = ((be.stats?.().dispatches ?? 0) - d0) / reps;
-      res.set(p.name, e);
-    }
-  }
+  // Dispatches per call, of each part's last run.
+  const disp = new Map<string, number>();
+  const res = await alternate(parts, { rounds, reps }, async (p, n) => {
+    const d0 = be.stats?.().dispatches ?? 0;
+    for (let i = 0; i < n; i++) p.run();
+    await be.sync();
+    disp.set(p.name, ((be.stats?.().dispatches ?? 0) - d0) / n);
+  });
   for (const [name, e] of res) {
+    const s = summary(e);
     console.log(JSON.stringify({
       part: name,
-      cpuMs: +median(e.cpu).toFixed(1),
-      wallMs: +median(e.wall).toFixed(1),
-      dispatches: e.disp,
+      cpuMs: s.cpuMs,
+      wallMs: s.wallMs,
+      dispatches: disp.get(name),
     }));
   }
   console.log(JSON.stringify({ load: Deno.loadavg?.()[0] }));

@@ -19,23 +19,10 @@
  *     bench/elementwise_wasm_ab.ts --base DIR [--step]
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import type { Expr } from "../lib/ir.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
-
-/** Seeded uniform floats in [−2, 2) (an LCG: the numbers only need to be non-degenerate). */
-function floats(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 30 - 2;
-  });
-}
+import { floats } from "./cases/common.ts";
+import { alternate, summary } from "./_ab.ts";
 
 const X: Expr = { kind: "input", index: 0 }, G: Expr = { kind: "input", index: 1 };
 const k = (value: number): Expr => ({ kind: "const", value });
@@ -92,10 +79,10 @@ if (import.meta.main) {
   for (const [label, lib, dir] of libs) {
     const be = await lib.init({ backend: "wasm" });
     if (be.name !== "wasm") throw new Error(`${label}: expected the wasm backend, got ${be.name}`);
-    const x = lib.tensor(floats(n, 1), [M, N]), g = lib.tensor(floats(n, 2), [M, N]);
-    const a = be.upload(floats(M * K, 3)), w = be.upload(floats(K * N, 4));
-    const bias = be.upload(floats(N, 5));
-    const xs = be.upload(floats(n, 1)), gs = be.upload(floats(n, 2));
+    const x = lib.tensor(floats(n, 1, 2), [M, N]), g = lib.tensor(floats(n, 2, 2), [M, N]);
+    const a = be.upload(floats(M * K, 3, 2)), w = be.upload(floats(K * N, 4, 2));
+    const bias = be.upload(floats(N, 5, 2));
+    const xs = be.upload(floats(n, 1, 2)), gs = be.upload(floats(n, 2, 2));
     const epi: Expr = {
       kind: "unary",
       op: "gelu",
@@ -154,36 +141,21 @@ if (import.meta.main) {
     variants.push({ label, items, done: dispose });
   }
   const rounds = Number(values.rounds), reps = Number(values.reps);
-  const res = new Map<string, { wall: number[]; cpu: number[] }>();
-  for (let r = 0; r < rounds; r++) {
-    // Alternate which variant goes first, so a slow phase of the machine hits both.
-    const order = r % 2 ? [...variants].reverse() : variants;
-    for (let i = 0; i < variants[0]!.items.length; i++) {
-      for (const v of order) {
-        const it = v.items[i]!;
-        const t0 = performance.now(), c0 = process.cpuUsage();
-        for (let j = 0; j < reps; j++) it.run();
-        const cu = process.cpuUsage(c0);
-        const key = `${it.name}\u0000${v.label}`;
-        const e = res.get(key) ?? { wall: [], cpu: [] };
-        const units = reps * (it.per ?? 1);
-        e.wall.push((performance.now() - t0) / units);
-        e.cpu.push((cu.user + cu.system) / 1000 / units);
-        res.set(key, e);
-      }
-    }
-  }
-  const r2 = (x: number) => Math.round(x * 100) / 100;
+  const key = (item: string, label: string) => `${item}\u0000${label}`;
+  // The variants of an item run next to each other, and every other round backwards, so which
+  // goes first flips and a slow phase of the machine hits both.
+  const runs = variants[0]!.items.flatMap((_, i) =>
+    variants.map((v) => ({ name: key(v.items[i]!.name, v.label), it: v.items[i]! }))
+  );
+  const res = await alternate(runs, { rounds, reps, alternateOrder: true }, ({ it }, n) => {
+    for (let j = 0; j < n; j++) it.run();
+    return n * (it.per ?? 1);
+  });
   for (const it of variants[0]!.items) {
     const row: Record<string, unknown> = { item: it.name };
     for (const v of variants) {
-      const e = res.get(`${it.name}\u0000${v.label}`)!;
-      row[v.label] = {
-        wallMs: r2(median(e.wall)),
-        wallMin: r2(Math.min(...e.wall)),
-        cpuMs: r2(median(e.cpu)),
-        cpuMin: r2(Math.min(...e.cpu)),
-      };
+      const s = summary(res.get(key(it.name, v.label))!, 2);
+      row[v.label] = { wallMs: s.wallMs, wallMin: s.wallMinMs, cpuMs: s.cpuMs, cpuMin: s.cpuMinMs };
     }
     console.log(JSON.stringify(row));
   }

@@ -29,6 +29,7 @@ import {
   valueAndGrad,
 } from "../mod.ts";
 import { runTorch } from "./peers/torch.ts";
+import { median } from "./cases/common.ts";
 import process from "node:process";
 
 const HIDDEN = 256, DEPTH = 4, ROWS = 2048, DIAG = 1536;
@@ -39,11 +40,6 @@ const F = 2 * (4 * HIDDEN + (DEPTH - 1) * HIDDEN * HIDDEN + HIDDEN * 2);
  * tangent fwd 2, their bwd 4, teacher 1; PSD student fwd+bwd 3, two teachers 2; ESD as LSD.
  */
 const PASSES: Record<string, number> = { lsd: 7, psd: 5, esd: 7 };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
 
 function stats(): { dispatches: number } | null {
   // deno-lint-ignore no-explicit-any

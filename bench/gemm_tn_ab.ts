@@ -17,6 +17,8 @@
  */
 import { parseArgs } from "node:util";
 import { pathToFileURL } from "node:url";
+import { floats, median } from "./cases/common.ts";
+import { alternate } from "./_ab.ts";
 
 /** One product: C [m, n] = op(A)·op(B) with inner dimension k. */
 interface Shape {
@@ -53,21 +55,6 @@ interface Be {
   close?(): void;
 }
 
-/** Median of a non-empty list. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
-
-/** Seeded uniform floats in [−1, 1) (an LCG: the numbers only need to be non-degenerate). */
-function floats(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
-
 // One module graph's wasm backend (2 threads unless --threads says otherwise).
 async function load(root: URL, threads: number): Promise<Be> {
   const lib = await import(new URL("lib/backend/wasm.ts", root).href);
@@ -95,38 +82,31 @@ if (import.meta.main) {
   variants.push({ name: "this", be: await load(new URL("../", import.meta.url), threads) });
   const shapes = SHAPES.filter((s) => !values.only || s.name.includes(values.only));
   for (const s of shapes) {
-    const ins = variants.map(({ be }) => ({
+    const g = { batch: 1, ...s, aBatchStride: 0, bBatchStride: 0 };
+    const ins = variants.map(({ name, be }) => ({
+      name,
+      be,
       a: be.upload(floats(s.m * s.k, 1)),
       b: be.upload(floats(s.k * s.n, 2)),
     }));
-    const g = { batch: 1, ...s, aBatchStride: 0, bBatchStride: 0 };
-    const call = (i: number) => {
-      const { be } = variants[i]!;
-      be.free(be.matmul(ins[i]!.a, ins[i]!.b, g));
+    const call = ({ be, a, b }: (typeof ins)[number], n: number) => {
+      for (let j = 0; j < n; j++) be.free(be.matmul(a, b, g));
     };
-    for (let i = 0; i < variants.length; i++) for (let w = 0; w < 2; w++) call(i); // warm-up
-    const ms: number[][] = variants.map(() => []);
-    for (let r = 0; r < rounds; r++) {
-      const order = variants.map((_, i) => i);
-      if (r % 2) order.reverse();
-      for (const i of order) {
-        const t0 = performance.now();
-        for (let j = 0; j < reps; j++) call(i);
-        ms[i]!.push((performance.now() - t0) / reps);
-      }
-    }
+    for (const v of ins) call(v, 2); // warm-up
+    const res = await alternate(ins, { rounds, reps, alternateOrder: true }, call);
     const flop = 2 * s.m * s.n * s.k;
-    variants.forEach(({ name, be }, i) => {
+    for (const { name, be, a, b } of ins) {
+      const ms = res.get(name)!.wall;
       console.log(JSON.stringify({
         shape: s.name,
         variant: name,
-        ms: +median(ms[i]!).toFixed(2),
-        gflops: +(flop / median(ms[i]!) / 1e6).toFixed(1),
-        bestGflops: +(flop / Math.min(...ms[i]!) / 1e6).toFixed(1),
+        ms: +median(ms).toFixed(2),
+        gflops: +(flop / median(ms) / 1e6).toFixed(1),
+        bestGflops: +(flop / Math.min(...ms) / 1e6).toFixed(1),
       }));
-      be.free(ins[i]!.a);
-      be.free(ins[i]!.b);
-    });
+      be.free(a);
+      be.free(b);
+    }
   }
   console.log(JSON.stringify({ rounds, reps, threads, load: Deno.loadavg() }));
   for (const { be } of variants) be.close?.();

@@ -10,16 +10,11 @@
  *   deno run --allow-read=. --allow-env=FLOWGPU_BACKEND --allow-sys=loadavg bench/lnmod_ab.ts
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { getBackend, init } from "../mod.ts";
 import { _fusedLayerNormModulate } from "../lib/ops/layernorm.ts";
 import { DIT_BENCH, ditStep } from "./cases/dit.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
+import { alternate, summary } from "./_ab.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -33,8 +28,8 @@ if (import.meta.main) {
   await init();
   const be = getBackend();
   const { step, dispose } = await ditStep(DIT_BENCH);
-  const variants = [["fused", true], ["composite", false]] as const;
-  const run = async (fused: boolean, n: number) => {
+  const variants = [{ name: "fused", fused: true }, { name: "composite", fused: false }];
+  const run = async ({ fused }: { fused: boolean }, n: number) => {
     _fusedLayerNormModulate.enabled = fused;
     try {
       for (let i = 0; i < n; i++) step().dispose();
@@ -43,26 +38,16 @@ if (import.meta.main) {
       _fusedLayerNormModulate.enabled = true;
     }
   };
-  for (const [, fused] of variants) await run(fused, 1); // warm-up (compiles, fills pools)
-  const res = new Map<string, { wall: number[]; cpu: number[] }>();
-  for (let r = 0; r < rounds; r++) {
-    for (const [name, fused] of variants) {
-      const t0 = performance.now(), c0 = process.cpuUsage();
-      await run(fused, reps);
-      const cu = process.cpuUsage(c0);
-      const e = res.get(name) ?? { wall: [], cpu: [] };
-      e.wall.push((performance.now() - t0) / reps);
-      e.cpu.push((cu.user + cu.system) / 1000 / reps);
-      res.set(name, e);
-    }
-  }
+  for (const v of variants) await run(v, 1); // warm-up (compiles, fills pools)
+  const res = await alternate(variants, { rounds, reps }, run);
   for (const [name, e] of res) {
+    const s = summary(e);
     console.log(JSON.stringify({
       backend: be.name,
       variant: name,
-      stepWallMs: +median(e.wall).toFixed(1),
-      stepWallMinMs: +Math.min(...e.wall).toFixed(1),
-      stepCpuMs: +median(e.cpu).toFixed(1),
+      stepWallMs: s.wallMs,
+      stepWallMinMs: s.wallMinMs,
+      stepCpuMs: s.cpuMs,
     }));
   }
   console.log(JSON.stringify({ load: Deno.loadavg()[0] }));

@@ -1,6 +1,7 @@
 /**
- * @file Shared pieces of the flow benchmark cases (`toy-cfm`, `sinkhorn`, `sample`): the
- * context they need from `bench/bench.ts`, number formatting, and timing helpers.
+ * @file Shared pieces of the flow benchmark cases (`toy-cfm`, `sinkhorn`, `sample`) and of the
+ * A/B scripts of bench/: the context they need from `bench/bench.ts`, number formatting, timing
+ * helpers, and seeded inputs.
  * @module
  */
 import type { Gpu } from "../harness.ts";
@@ -44,6 +45,28 @@ export function median(xs: readonly number[]): number {
   if (xs.length === 0) throw new RangeError("Expected a non-empty list of samples but found []");
   const s = [...xs].sort((x, y) => x - y), h = s.length >> 1;
   return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+/**
+ * `n` seeded uniform floats in [−scale, scale), made on the host by an LCG: the numbers only need
+ * to be non-degenerate, and any backend (another checkout's too) can upload them.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { floats } from "./common.ts";
+ * const x = floats(1000, 1), y = floats(1000, 1, 2);
+ * assert.deepEqual(x, floats(1000, 1));
+ * assert.notDeepEqual(x, floats(1000, 2));
+ * assert.ok(x.every((v) => v >= -1 && v < 1) && y.every((v, i) => v === 2 * x[i]!));
+ * ```
+ */
+export function floats(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return scale * (s / 2 ** 31 - 1);
+  });
 }
 
 /** Median, min and max of a list of repetitions. */
