@@ -38,6 +38,7 @@ export {
   meanStd,
   parseList,
   parseSeeds,
+  parseWidths,
   readJsonl,
   replaceBlock,
   separated,

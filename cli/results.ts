@@ -175,6 +175,30 @@ export function parseSeeds(flag: string, s: string): number[] {
 }
 
 /**
+ * A comma-separated list of layer widths, each an integer >= 1 (`--hidden 512,256`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { parseWidths } from "./results.ts";
+ * assert.deepEqual(parseWidths("--hidden", "512, 256"), [512, 256]);
+ * assert.throws(
+ *   () => parseWidths("--hidden", "512,0"),
+ *   /Expected --hidden to be comma-separated widths >= 1 but found 512,0/,
+ * );
+ * assert.throws(() => parseWidths("--hidden", "512,"), RangeError); // an empty width is 0
+ * ```
+ */
+export function parseWidths(flag: string, s: string): number[] {
+  // Not parseList: that drops empty items, and "512," must stay an error here.
+  const widths = s.split(",").map((x) => Number(x.trim()));
+  if (widths.some((w) => !Number.isInteger(w) || w < 1)) {
+    throw new RangeError(`Expected ${flag} to be comma-separated widths >= 1 but found ${s}`);
+  }
+  return widths;
+}
+
+/**
  * The records of a JSON-lines file (a table's `results.jsonl`); `[]` when it does not exist.
  *
  * @example

@@ -13,7 +13,7 @@ import {
   type RepaSettings,
   TIME_SCHEDULES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 import { OPTIMIZER_FLAGS, resolveOptimizerFlags } from "./_optimizer.ts";
 
 /**
@@ -189,15 +189,13 @@ export function parseTrainCfmFlags(
   argv: readonly string[],
   given?: Set<string>,
 ): TrainCfmConfig | null {
-  let help = false;
   given ??= new Set<string>();
-  const f = parseFlags(expandBareOt(argv), TRAIN_CFM_FLAGS, {
+  const f = parseTaskFlags(expandBareOt(argv), TRAIN_CFM_FLAGS, {
     task: "train:cfm",
     given,
     usage: ABOUT,
-    onHelp: (text) => void (console.log(text), help = true),
   });
-  if (help) return null;
+  if (!f) return null;
   // Latent codes are Fashion-MNIST's (withLatents checks the rest): an MLP on flat vectors.
   if (f.latents !== undefined && !given.has("dataset")) f.dataset = "fashion-mnist";
   const images = f.dataset === "fashion-mnist";

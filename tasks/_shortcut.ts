@@ -5,7 +5,13 @@
  * @module
  */
 import { CFM_DATASETS, type ShortcutTrainerConfig, TOY_LABEL_CLASSES } from "../mod.ts";
-import { type FlagSpec, parseFlags } from "../cli/mod.ts";
+// Imported under another name: this module exports its own parseTaskFlags (task and usage
+// positional, `given` returned) that train:shortcut, train:local and train:anchor call.
+import {
+  type FlagSpec,
+  type ParsedFlags,
+  parseTaskFlags as parseCliTaskFlags,
+} from "../cli/mod.ts";
 
 /**
  * Flags of all three tasks (SC's train.py names and defaults as aliases).
@@ -114,19 +120,10 @@ export function parseTaskFlags<const S extends readonly FlagSpec[]>(
   spec: S,
   task: string,
   usage: string,
-): { f: ReturnType<typeof parseFlags<S>>; given: Set<string> } | null {
-  let help = false;
+): { f: ParsedFlags<S>; given: Set<string> } | null {
   const given = new Set<string>();
-  const f = parseFlags(argv, spec, {
-    task,
-    usage,
-    given,
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
-  });
-  return help ? null : { f, given };
+  const f = parseCliTaskFlags(argv, spec, { task, usage, given });
+  return f && { f, given };
 }
 
 /**
@@ -150,7 +147,7 @@ export function parseTaskFlags<const S extends readonly FlagSpec[]>(
  */
 export function commonConfig(
   task: string,
-  f: ReturnType<typeof parseFlags<typeof COMMON_FLAGS>>,
+  f: ParsedFlags<typeof COMMON_FLAGS>,
 ): ShortcutTaskConfig {
   const images = f.dataset === "fashion-mnist";
   const model = f.model ?? (images ? "dit-tiny" : "velocity-mlp");

@@ -12,7 +12,7 @@ import {
   type RepaSettings,
   type StableVmTrainerConfig,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, REPA_FLAGS, resolveRepaFlags } from "../cli/mod.ts";
 import { checkChoice } from "../lib/_util.ts";
 import {
   IMAGE_SCHEDULE,
@@ -156,17 +156,12 @@ export function parseTrainFlags(
   argv: readonly string[],
   given?: Set<string>,
 ): TrainStableVmConfig | null {
-  let help = false;
-  const f = parseFlags(argv, TRAIN_STABLEVM_FLAGS, {
+  const f = parseTaskFlags(argv, TRAIN_STABLEVM_FLAGS, {
     task: "train:stablevm",
     given,
     usage: ABOUT,
-    onHelp: (text) => {
-      console.log(text);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.model !== "dit-tiny" && /^(SiT|DiT)-/i.test(f.model)) {
     throw new RangeError(
       `--model ${f.model}: SV's SiT/DiT sizes are not built here; use --model dit-tiny ` +

@@ -27,7 +27,7 @@ import {
   tensor,
   TOY_NAMES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 
 /** Datasets `--dataset` accepts: Fashion-MNIST, the 2-D toys, and `npy` (with `--data-dir`). */
 export const CLUSTER_DATASETS = ["fashion-mnist", ...TOY_NAMES, "npy"] as const;
@@ -135,13 +135,11 @@ async function load(
  * ```
  */
 export async function main(argv: readonly string[]): Promise<ClusterResult | null> {
-  let help = false;
-  const f = parseFlags(argv, CLUSTER_FLAGS, {
+  const f = parseTaskFlags(argv, CLUSTER_FLAGS, {
     task: "cluster",
     usage: USAGE,
-    onHelp: (t) => void (console.log(t), help = true),
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.nClusters > f.nSamples) {
     throw new RangeError(
       `Expected --n-clusters (${f.nClusters}) to be at most --n-samples (${f.nSamples})`,

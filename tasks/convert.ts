@@ -24,7 +24,7 @@ import {
   parseConfigFile,
   saveCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -149,17 +149,12 @@ export interface ConvertResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<ConvertResult | null> {
-  let help = false;
-  const f = parseFlags(argv, CONVERT_FLAGS, {
+  const f = parseTaskFlags(argv, CONVERT_FLAGS, {
     task: "convert",
     usage: "convert <in.safetensors> <out.safetensors>: PyTorch state dict ⇄ flowgpu checkpoint.",
     positionals: true,
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   const [input, out, ...rest] = f._;
   if (!input || !out || rest.length) {
     throw new RangeError(

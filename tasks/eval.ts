@@ -20,7 +20,7 @@ import {
   SAMPLER_METHODS,
   snakeKeys,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 import { flowMapCheckpointIn } from "./_flowmap.ts";
 import { type FlowMapEvalRecord, main as evalFlowMap } from "./eval_flowmap.ts";
 
@@ -113,16 +113,11 @@ export function parseMetrics(list: string): EvalMetric[] {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<EvalRecord | null> {
-  let help = false;
-  const f = parseFlags(argv, EVAL_FLAGS, {
+  const f = parseTaskFlags(argv, EVAL_FLAGS, {
     task: "eval",
     usage: "Sample a train:cfm checkpoint and score it against fresh data; prints one JSON object.",
-    onHelp: (text) => {
-      console.log(text);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.checkpoint === undefined) {
     throw new RangeError("Expected --checkpoint (a checkpoint file, run directory or URL)");
   }

@@ -17,7 +17,7 @@ import {
   readFlowMapCheckpoint,
   snakeKeys,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 import { flowMapKLReport } from "./_flowmap.ts";
 
 /**
@@ -105,16 +105,11 @@ export async function main(
   argv: readonly string[],
   loaded?: LoadedFlowMapCheckpoint,
 ): Promise<FlowMapEvalRecord | null> {
-  let help = false;
-  const f = parseFlags(argv, EVAL_FLOWMAP_FLAGS, {
+  const f = parseTaskFlags(argv, EVAL_FLOWMAP_FLAGS, {
     task: "eval (flow map)",
     usage: "Histogram KL of a train:flowmap checkpoint at several step counts N (seed 004).",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.checkpoint === undefined) {
     throw new RangeError(
       "Expected --checkpoint (a flow-map checkpoint file, run directory or URL)",

@@ -14,7 +14,7 @@
  *   deno task fuzz --seed 7 --target npz --case 1234   # rerun one case
  * @module
  */
-import { formatUsage, parseFlags } from "../cli/mod.ts";
+import { formatUsage, parseTaskFlags } from "../cli/mod.ts";
 
 /**
  * What a worker reports for one target (the shape of `FuzzReport` in tests/fuzz/lib.ts,
@@ -149,16 +149,11 @@ export function formatReport(r: FuzzReport): string {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<FuzzReport[] | null> {
-  let help = false;
-  const f = parseFlags(argv, FLAGS, {
+  const f = parseTaskFlags(argv, FLAGS, {
     task: "fuzz",
     usage: "Mutation-fuzz the file and flag parsers; exit 1 on any failure.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   const targets = f.target === "all" ? FUZZ_TARGETS : f.target.split(",").map((s) => s.trim());
   for (const t of targets) {
     if (!FUZZ_TARGETS.includes(t)) {

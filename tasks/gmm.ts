@@ -46,7 +46,7 @@ import {
   type VarianceCurvesForDim,
   type VarianceTarget,
 } from "../mod.ts";
-import { parseFlags, runTask, taskSignal } from "../cli/mod.ts";
+import { parseTaskFlags, runTask, taskSignal } from "../cli/mod.ts";
 import { GMM_FLAGS, GMM_SCHEDULE } from "./_gmm_flags.ts";
 import {
   fieldGif,
@@ -85,18 +85,13 @@ export interface GmmResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<GmmResult | null> {
-  let help = false;
   const given = new Set<string>();
-  const flags = parseFlags(argv, GMM_FLAGS, {
+  const flags = parseTaskFlags(argv, GMM_FLAGS, {
     task: "gmm",
     given,
     usage: ABOUT,
-    onHelp: (text) => {
-      console.log(text);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!flags) return null;
   let f = flags;
   if (f.useWandb) console.warn("gmm: --use-wandb has no effect (metrics go to metrics.jsonl)");
   if (f.imagenetDataPath) {

@@ -23,7 +23,7 @@ import {
   type SamplerMethod,
   samplesAsData,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 import { flowMapCheckpointIn } from "./_flowmap.ts";
 import { main as sampleFlowMap } from "./sample_flowmap.ts";
 import { samplerOf, writeSamples } from "./_sample_out.ts";
@@ -132,16 +132,11 @@ export async function main(argv: readonly string[]): Promise<SampleResult | null
   // A train:flowmap checkpoint samples by composing its map (tasks/sample_flowmap.ts).
   const fm = await flowMapCheckpointIn(argv);
   if (fm) return await sampleFlowMap(argv, fm);
-  let help = false;
-  const f = parseFlags(argv, SAMPLE_FLAGS, {
+  const f = parseTaskFlags(argv, SAMPLE_FLAGS, {
     task: "sample",
     usage: "Draw samples from a train:cfm checkpoint and write them as PNG or NPZ.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.checkpoint === undefined) {
     throw new RangeError("Expected --checkpoint (a checkpoint file, run directory or URL)");
   }

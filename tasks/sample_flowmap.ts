@@ -18,7 +18,7 @@ import {
   saveNpz,
 } from "../mod.ts";
 import { scatterPlot } from "../viz/mod.ts";
-import { type FlagSpec, parseFlags, runTask } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -68,16 +68,11 @@ export async function main(
   argv: readonly string[],
   loaded?: LoadedFlowMapCheckpoint,
 ): Promise<SampleFlowMapResult | null> {
-  let help = false;
-  const f = parseFlags(argv, SAMPLE_FLOWMAP_FLAGS, {
+  const f = parseTaskFlags(argv, SAMPLE_FLOWMAP_FLAGS, {
     task: "sample (flow map)",
     usage: "Sample a train:flowmap checkpoint with N map evaluations; write PNG or NPZ.",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
   });
-  if (help) return null;
+  if (!f) return null;
   if (f.checkpoint === undefined) {
     throw new RangeError(
       "Expected --checkpoint (a flow-map checkpoint file, run directory or URL)",

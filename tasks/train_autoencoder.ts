@@ -35,7 +35,7 @@ import {
   withPhase,
 } from "../mod.ts";
 import { imageGrid, labelledGridSvg } from "../viz/mod.ts";
-import { type FlagSpec, parseFlags, runTask, taskSignal } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, parseWidths, runTask, taskSignal } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -106,21 +106,14 @@ export interface TrainAutoencoderResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainAutoencoderResult | null> {
-  let help = false;
   const given = new Set<string>();
-  const f = parseFlags(argv, TRAIN_AUTOENCODER_FLAGS, {
+  const f = parseTaskFlags(argv, TRAIN_AUTOENCODER_FLAGS, {
     task: "train:autoencoder",
     given,
     usage: "Train the MLP VAE whose codes train:cfm --latents and cluster --encoder use.",
-    onHelp: (t) => void (console.log(t), help = true),
   });
-  if (help) return null;
-  const hidden = f.hidden.split(",").map((s) => Number(s.trim()));
-  if (!hidden.length || hidden.some((h) => !Number.isInteger(h) || h < 1)) {
-    throw new RangeError(
-      `Expected --hidden to be comma-separated widths >= 1 but found ${f.hidden}`,
-    );
-  }
+  if (!f) return null;
+  const hidden = parseWidths("--hidden", f.hidden);
   const task = "train:autoencoder";
   // The images a run trains on come from its config, so a resumed run sees the same ones.
   const load = (c: { dataDir?: string | null; trainLimit?: number | null }) =>

@@ -23,7 +23,7 @@ import {
   optim,
   saveCheckpoint,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask, taskSignal } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, parseWidths, runTask, taskSignal } from "../cli/mod.ts";
 
 /**
  * The flags.
@@ -88,21 +88,14 @@ export interface TrainClassifierResult {
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainClassifierResult | null> {
-  let help = false;
   const given = new Set<string>();
-  const f = parseFlags(argv, TRAIN_CLASSIFIER_FLAGS, {
+  const f = parseTaskFlags(argv, TRAIN_CLASSIFIER_FLAGS, {
     task: "train:classifier",
     given,
     usage: "Train the Fashion-MNIST MLP classifier used for FD and class accuracy.",
-    onHelp: (t) => void (console.log(t), help = true),
   });
-  if (help) return null;
-  const hidden = f.hidden.split(",").map((s) => Number(s.trim()));
-  if (!hidden.length || hidden.some((h) => !Number.isInteger(h) || h < 1)) {
-    throw new RangeError(
-      `Expected --hidden to be comma-separated widths >= 1 but found ${f.hidden}`,
-    );
-  }
+  if (!f) return null;
+  const hidden = parseWidths("--hidden", f.hidden);
   // The images come from the run's config, so a resumed run trains on the same ones.
   const load = (c: { dataDir?: string | null; trainLimit?: number | null }) =>
     Promise.all([

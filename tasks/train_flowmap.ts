@@ -21,7 +21,7 @@ import {
   PSD_MODES,
   TOY_NAMES,
 } from "../mod.ts";
-import { type FlagSpec, parseFlags, runTask, taskSignal } from "../cli/mod.ts";
+import { type FlagSpec, parseTaskFlags, runTask, taskSignal } from "../cli/mod.ts";
 import { flowMapKLReport } from "./_flowmap.ts";
 
 const ACTS = ["silu", "gelu", "relu", "tanh"] as const;
@@ -93,18 +93,13 @@ const SCHEDULE = [
  * ```
  */
 export async function main(argv: readonly string[]): Promise<TrainFlowMapResult | null> {
-  let help = false;
   const given = new Set<string>();
-  const f = parseFlags(argv, TRAIN_FLOWMAP_FLAGS, {
+  const f = parseTaskFlags(argv, TRAIN_FLOWMAP_FLAGS, {
     task: FLOWMAP_TASK,
     usage: "Train a flow map by self-distillation (LSD/PSD/ESD) on a 2-D toy (seed 004).",
-    onHelp: (t) => {
-      console.log(t);
-      help = true;
-    },
     given,
   });
-  if (help) return null;
+  if (!f) return null;
   const diagonalRows = f.diagonalRows ?? Math.round(f.diagonalFraction * f.batchSize);
   if (diagonalRows > f.batchSize) {
     throw new RangeError(
