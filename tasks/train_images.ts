@@ -4,27 +4,29 @@
  * its class grid (classifier-free guidance) and its measured quality (FD and class agreement
  * from the shipped classifier). It is `train:cfm` with these defaults, followed by `sample` and
  * `eval` on the run: no training loop of its own. Any `train:cfm` flag may be given and wins over
- * the preset (e.g. `--model dit-tiny`, `--max-train-steps`, `--data-dir` is not needed for the
- * Debian package's Fashion-MNIST).
+ * the preset (e.g. `--model velocity-mlp`, `--max-train-steps`; `--data-dir` is not needed for
+ * the Debian package's Fashion-MNIST).
  *
- *   deno task train:images                      # the preset (13 min on the idle 2-core machine)
- *   deno task train:images --max-train-steps 500 --eval-samples 500   # a quick look
- *   deno task train:images --latents runs/autoencoder-fmnist   # on a train:autoencoder's codes
- *   deno task train:images --model dit-tiny                    # the DiT preset (~30 min)
+ *   deno task train:images                      # the DiT preset (DIT_PRESET_MEASURED)
+ *   deno task train:images --max-train-steps 500 --eval-samples 200   # a quick look
+ *   deno task train:images --model velocity-mlp # the flat-pixel MLP preset (13 min)
+ *   deno task train:images --latents runs/autoencoder-fmnist   # the MLP on a train:autoencoder's codes
  *
- * Deviation from issue 14 (which asks for a DiT): the default network is a flat-pixel
- * VelocityMLP (3 × 512, SiLU, label embedding, gated input skip), measured over 3 seeds;
- * `--model dit-tiny` trains the DiT with its own preset (`DIT_PRESET`: 2500 steps of 64, scored on
- * 500 samples), measured on one seed so far (29 min, 81.6% class agreement).
+ * The default network is issue 14's class-conditional DiT (patch 4, hidden 128, 4 blocks;
+ * `DIT_PRESET`), measured over 3 seeds by `deno task images:preset` (README). The MLP preset
+ * (`IMAGES_PRESET`: 3 × 512, SiLU, label embedding, gated input skip) is faster and scores higher
+ * on this classifier; it serves `--latents`, whose codes are flat vectors.
  * @module
  */
 import { type FlagSpec, parseTaskFlags, runTask } from "../cli/mod.ts";
 import { main as trainMain } from "./train_cfm.ts";
 import { main as sampleMain } from "./sample.ts";
 import { DEFAULT_CLASSIFIER, main as evalMain } from "./eval.ts";
+import { parseConfigFile } from "../mod.ts";
 
 /**
- * The `train:cfm` flags of the preset (given before the user's, so the user's win).
+ * The `train:cfm` flags of the MLP preset (`--model velocity-mlp`, and `--latents`), given
+ * before the user's so the user's win.
  *
  * @example
  * ```ts
@@ -41,10 +43,10 @@ export const IMAGES_PRESET: readonly string[] = [
 ];
 
 /**
- * The `train:cfm` flags of the preset with `--model dit-tiny`: the DiT at patch 4 (hidden 128,
- * 4 blocks) on batches of 64 with a higher learning rate, sized so that training, the grid and
- * the scores fit half an hour on the 2-core CPU (`wasm`): one seed of this recipe took 29 min
- * end to end at 81.6% class agreement (README). The MLP's 6000 steps of 128 would take hours.
+ * The `train:cfm` flags of the default preset: the DiT at patch 4 (hidden 128, 4 blocks) on
+ * batches of 64, lr 1e-3 after a 500-step warm-up, sized so that training, the grid and the
+ * scores fit half an hour on the 2-core CPU (`wasm`; `deno task images:preset` measures it). The
+ * MLP's 6000 steps of 128 would take the DiT hours.
  *
  * @example
  * ```ts
@@ -62,30 +64,52 @@ export const DIT_PRESET: readonly string[] = [
 
 /**
  * The preset's `train:cfm` flags and scoring defaults for the model `argv` asks for: the DiT's
- * with `--model dit-tiny` (500 samples at 25 midpoint steps: 2000 at 50 would take the DiT
- * ~1 h), else the MLP's (2000 samples at 50 steps).
+ * by default (500 samples at 25 midpoint steps: 2000 at 50 would take the DiT ~1 h), the MLP's
+ * with `--model velocity-mlp` or `--latents` (codes are flat vectors: 2000 samples at 50 steps).
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { DIT_PRESET, IMAGES_PRESET, presetFor } from "./train_images.ts";
- * assert.equal(presetFor(["--model=dit-tiny"]).train, DIT_PRESET);
- * assert.deepEqual(presetFor(["--model", "dit-tiny"]).eval, { evalSamples: 500, evalSteps: 25 });
- * assert.equal(presetFor(["--hidden", "64"]).train, IMAGES_PRESET);
+ * assert.equal(presetFor([]).train, DIT_PRESET);
+ * assert.deepEqual(presetFor(["--hidden", "64"]).eval, { evalSamples: 500, evalSteps: 25 });
+ * assert.equal(presetFor(["--model=velocity-mlp"]).train, IMAGES_PRESET);
+ * assert.equal(presetFor(["--latents", "runs/ae"]).train, IMAGES_PRESET);
  * ```
  */
 export function presetFor(argv: readonly string[]): {
   train: readonly string[];
   eval: { evalSamples: number; evalSteps: number };
 } {
-  let model: string | undefined;
+  let model: string | undefined, latents = false;
   argv.forEach((a, i) => {
     const m = /^--model(?:=(.*))?$/.exec(a);
     if (m) model = m[1] ?? argv[i + 1];
+    if (/^--latents(=|$)/.test(a)) latents = true;
   });
+  model ??= latents ? "velocity-mlp" : "dit-tiny";
   return model === "dit-tiny"
     ? { train: DIT_PRESET, eval: { evalSamples: 500, evalSteps: 25 } }
     : { train: IMAGES_PRESET, eval: { evalSamples: 2000, evalSteps: 50 } };
+}
+
+/**
+ * The network of the run `--resume` names (its config.json), as a `--model` flag for
+ * {@linkcode presetFor}, so a resumed run is scored by its own preset; `[]` when argv has no
+ * `--resume` or already names the model.
+ */
+async function resumedModel(argv: readonly string[]): Promise<string[]> {
+  const i = argv.findIndex((a) => /^--resume(=|$)/.test(a));
+  if (i < 0 || argv.some((a) => /^--model(=|$)/.test(a))) return [];
+  const dir = (argv[i]!.includes("=") ? argv[i]!.split("=")[1]! : argv[i + 1] ?? "")
+    .replace(/\/(config\.json|checkpoints\/[^/]+)$/, "");
+  try {
+    const cfg = parseConfigFile(await Deno.readTextFile(`${dir}/config.json`));
+    const model = (cfg as { model?: unknown }).model;
+    return typeof model === "string" ? ["--model", model] : [];
+  } catch {
+    return []; // train:cfm names the problem with the run
+  }
 }
 
 /**
@@ -105,13 +129,13 @@ export const TRAIN_IMAGES_FLAGS = [
     name: "eval-samples",
     type: "int",
     min: 10,
-    help: "samples for fd/class-acc (default 2000; 500 with --model dit-tiny)",
+    help: "samples for fd/class-acc (default 500; 2000 with --model velocity-mlp)",
   },
   {
     name: "eval-steps",
     type: "int",
     min: 1,
-    help: "midpoint steps, grid and eval (default 50; 25 with --model dit-tiny)",
+    help: "midpoint steps, grid and eval (default 25; 50 with --model velocity-mlp)",
   },
   { name: "classifier", type: "string", default: DEFAULT_CLASSIFIER, help: "for fd/class-acc" },
 ] as const satisfies readonly FlagSpec[];
@@ -178,8 +202,8 @@ export async function main(argv: readonly string[]): Promise<TrainImagesResult |
   if (argv.includes("--help")) {
     console.log(
       "train:images: a class-conditional Fashion-MNIST model, its class grid and its FD and " +
-        `class agreement.\nPreset train:cfm flags (yours win): ${IMAGES_PRESET.join(" ")}\n` +
-        `With --model dit-tiny: ${DIT_PRESET.join(" ")}\n` +
+        `class agreement.\nPreset train:cfm flags (yours win): ${DIT_PRESET.join(" ")}\n` +
+        `With --model velocity-mlp or --latents: ${IMAGES_PRESET.join(" ")}\n` +
         "Every train:cfm flag is accepted (deno task train:cfm --help lists them); the preset's own:",
     );
   }
@@ -188,7 +212,7 @@ export async function main(argv: readonly string[]): Promise<TrainImagesResult |
   });
   if (!f) return null;
   const t0 = performance.now();
-  const preset = presetFor(rest);
+  const preset = presetFor([...rest, ...(await resumedModel(rest))]);
   const evalSamples = f.evalSamples ?? preset.eval.evalSamples;
   const evalSteps = f.evalSteps ?? preset.eval.evalSteps;
   const tr = await trainMain([...preset.train, ...rest]);

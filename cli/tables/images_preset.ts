@@ -12,8 +12,8 @@ import { fmtMeanStd, meanStd } from "../results.ts";
 export const PRESET_MODELS = ["velocity-mlp", "dit-tiny"] as const;
 
 const NAMES: Record<string, string> = {
-  "velocity-mlp": "MLP 3 × 512 (default preset)",
-  "dit-tiny": "DiT 128 × 4, patch 4 (`--model dit-tiny`)",
+  "velocity-mlp": "MLP 3 × 512 (`--model velocity-mlp`)",
+  "dit-tiny": "DiT 128 × 4, patch 4 (the default)",
 };
 
 /** Issue 14's bar for the preset: wall time (min) and class agreement. */
@@ -93,7 +93,7 @@ export function meetsBar(rows: readonly Pick<PresetRow, "classAcc" | "seconds" |
  *   classAcc, classAccPerClass: [], seconds: 1500 + 60 * seed, resumed: false,
  *   backend: "wasm", command: "", commit: "x" });
  * const t = presetTable([row(0, 0.8), row(1, 0.84), row(2, 0.82)]);
- * assert.match(t, /\| DiT 128 × 4, patch 4 \(`--model dit-tiny`\) \| 3 \| 2500 \| 82\.0 ± 2\.0 \| 80\.0 \| 101\.00 ± 1\.00 \| 29\.00 \| 26\.0 ± 1\.0 \| 27\.0 \| yes \|/);
+ * assert.match(t, /\| DiT 128 × 4, patch 4 \(the default\) \| 3 \| 2500 \| 82\.0 ± 2\.0 \| 80\.0 \| 101\.00 ± 1\.00 \| 29\.00 \| 26\.0 ± 1\.0 \| 27\.0 \| yes \|/);
  * assert.match(presetTable([]), /no rows yet/);
  * ```
  */
@@ -140,8 +140,8 @@ export function renderPresetMarkdown(rows: readonly PresetRow[], dir = "docs"): 
     "# `deno task train:images` over seeds",
     "",
     "Produced by `deno task images:preset` (tasks/images_preset.ts); rows from commit(s) " +
-    `${commits}, backend(s) ${backends}. Each row is one \`deno task train:images [--model ` +
-    "dit-tiny] --seed N` at the preset's defaults, end to end on the 2-core CPU: training, the " +
+    `${commits}, backend(s) ${backends}. Each row is one \`deno task train:images --model M ` +
+    "--seed N` at the preset's defaults, end to end on the 2-core CPU: training, the " +
     "CFG class grid, then FD and class agreement of the guided EMA samples by the shipped " +
     "classifier (`assets/classifier_fmnist.safetensors`; FD on its penultimate features, " +
     "**not the Inception FID**). Issue 14's bar for the preset: done within 30 minutes and " +

@@ -28,7 +28,8 @@ Deno.test({
     const out = await Deno.makeTempDir({ prefix: "train-images-" });
     try {
       const argv = [
-        ...["--max-train-steps", "12", "--hidden", "32", "--warmup-steps", "4"],
+        ...["--model", "velocity-mlp", "--max-train-steps", "12", "--hidden", "32"],
+        ...["--warmup-steps", "4"],
         ...["--output-dir", out, "--exp-name", "r", "--seed", "3"],
         ...["--eval-samples", "40", "--eval-steps", "2", "--samples-per-class", "2"],
         ...["--cfg-scale", "2", "--checkpoint-every", "12", "--log-every", "1"],
@@ -85,13 +86,13 @@ Deno.test("train:images splits its own flags (any spelling) from train:cfm's", (
 });
 
 Deno.test({
-  name: "train:images --model dit-tiny takes the DiT preset (user flags still win)",
+  name: "train:images takes the DiT preset by default (user flags still win)",
   ignore: !ready.every((x) => x),
   fn: async () => {
     const out = await Deno.makeTempDir({ prefix: "train-images-dit-" });
     try {
       const r = (await main([
-        ...["--model", "dit-tiny", "--max-train-steps", "2", "--batch-size", "8"],
+        ...["--max-train-steps", "2", "--batch-size", "8"],
         ...["--output-dir", out, "--exp-name", "d", "--eval-samples", "20", "--eval-steps", "1"],
         ...["--samples-per-class", "1", "--checkpoint-every", "2", "--sample-steps", "1"],
       ]))!;
@@ -147,7 +148,7 @@ Deno.test({
       assert.ok((await Deno.stat(`${dir}/img/images_preset_velocity-mlp_seed0.png`)).isFile);
       const md = await Deno.readTextFile(`${dir}/t.md`);
       assert.match(md, /\(img\/images_preset_velocity-mlp_seed0\.png\)/);
-      assert.match(md, /\| MLP 3 × 512 \(default preset\) \| 2 \| 3 \|/);
+      assert.match(md, /\| MLP 3 × 512 \(`--model velocity-mlp`\) \| 2 \| 3 \|/);
       // A rerun finds both rows and trains nothing; --render-only rewrites from the rows.
       const before = (await Deno.stat(`${dir}/runs/velocity-mlp-s0-3/config.json`)).mtime;
       assert.deepEqual(await presetMain(argv), rows);
