@@ -74,11 +74,7 @@ export async function main(argv: readonly string[]): Promise<FlowMapRow[] | null
     out: f.out,
     render: renderFlowMapMarkdown,
   });
-  if (f.renderOnly) {
-    const rows = await table.rows();
-    await table.write(rows);
-    return rows;
-  }
+  if (f.renderOnly) return await table.rewrite();
   const commit = await gitCommit();
   for (const seed of seeds) {
     for (const method of methods) {

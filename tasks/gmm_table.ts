@@ -72,11 +72,7 @@ export async function main(argv: readonly string[]): Promise<GmmRow[] | null> {
     out: f.out,
     render: renderGmmMarkdown,
   });
-  if (f.renderOnly) {
-    const rows = await table.rows();
-    await table.write(rows);
-    return rows;
-  }
+  if (f.renderOnly) return await table.rewrite();
   const commit = await gitCommit();
   for (const seed of seeds) {
     for (const exp of exps) {

@@ -85,11 +85,7 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
     render: (rows) => renderPresetMarkdown(rows, mdDir),
     indent: 2,
   });
-  if (f.renderOnly) {
-    const rows = await table.rows();
-    await table.write(rows);
-    return rows;
-  }
+  if (f.renderOnly) return await table.rewrite();
   const commit = await gitCommit();
   for (const model of models) {
     const preset = presetFor(["--model", model]);

@@ -120,11 +120,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
     render: (rows) => renderImagesMarkdown(rows, mdDir),
     indent: 2,
   });
-  if (f.renderOnly) {
-    const rows = await table.rows();
-    await table.write(rows);
-    return rows;
-  }
+  if (f.renderOnly) return await table.rewrite();
   const setting = {
     steps: f.maxTrainSteps,
     batchSize: f.batchSize,

@@ -24,24 +24,12 @@ const SHORT: Record<string, string> = {
   "stablevm-repa": "StableVM + VA-REPA",
 };
 
-/** One `train:stablevm` run of the table. */
-export interface ImagesRow {
-  /** `cfm`, `stablevm` or `stablevm-repa`. */
-  variant: string;
+/** What every image-model results row records of its run: scoring, scores, provenance. */
+export interface ImageRunScores {
   /** Training seed. */
   seed: number;
   /** Training steps. */
   steps: number;
-  /** Batch size. */
-  batchSize: number;
-  /** Adam learning rate. */
-  learningRate: number;
-  /** Steps of linear learning-rate warm-up (absent in rows that had none). */
-  warmupSteps?: number;
-  /** DiT width. */
-  hidden: number;
-  /** DiT blocks. */
-  blocks: number;
   /** Samples scored (and test/train images in the FD). */
   evalSamples: number;
   /** Midpoint steps of the scored samples. */
@@ -58,18 +46,34 @@ export interface ImagesRow {
   classAccPerClass: number[];
   /** Wall time of this invocation's part of the run, training and scoring (s). */
   seconds: number;
-  /** Mean wall time of a training step (ms; null when this session trained none). */
-  stepMs: number | null;
   /** Whether the run continued an interrupted one (then `seconds` is the last part only). */
   resumed: boolean;
   /** The backend the run used. */
   backend: string;
   /** The class grid copied beside the table (seed 0), when there is one. */
   grid?: string;
-  /** The `deno task train:stablevm` command of the run. */
+  /** The `deno task` command of the run. */
   command: string;
   /** The commit the run (or its last part) ran on. */
   commit: string;
+}
+
+/** One `train:stablevm` run of the table. */
+export interface ImagesRow extends ImageRunScores {
+  /** `cfm`, `stablevm` or `stablevm-repa`. */
+  variant: string;
+  /** Batch size. */
+  batchSize: number;
+  /** Adam learning rate. */
+  learningRate: number;
+  /** Steps of linear learning-rate warm-up (absent in rows that had none). */
+  warmupSteps?: number;
+  /** DiT width. */
+  hidden: number;
+  /** DiT blocks. */
+  blocks: number;
+  /** Mean wall time of a training step (ms; null when this session trained none). */
+  stepMs: number | null;
 }
 
 /**

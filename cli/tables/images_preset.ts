@@ -7,6 +7,7 @@
  */
 import { FASHION_MNIST_CLASSES as CLASSES } from "../../mod.ts";
 import { fmtMeanStd, meanStd } from "../results.ts";
+import type { ImageRunScores } from "./images.ts";
 
 /** The networks `images:preset` runs `train:images` with (`--model`). */
 export const PRESET_MODELS = ["velocity-mlp", "dit-tiny"] as const;
@@ -19,40 +20,10 @@ const NAMES: Record<string, string> = {
 /** Issue 14's bar for the preset: wall time (min) and class agreement. */
 export const PRESET_BAR = { minutes: 30, classAcc: 0.8 } as const;
 
-/** One `train:images` run of the table. */
-export interface PresetRow {
+/** One `train:images` run of the table (its wall time is end to end: training, grid, scores). */
+export interface PresetRow extends ImageRunScores {
   /** `velocity-mlp` or `dit-tiny`. */
   model: string;
-  /** Training seed. */
-  seed: number;
-  /** Training steps (the preset's). */
-  steps: number;
-  /** Samples scored (and test/train images in the FD). */
-  evalSamples: number;
-  /** Midpoint steps of the grid and the scored samples. */
-  evalSteps: number;
-  /** Guidance scale. */
-  cfgScale: number;
-  /** FD on the classifier's features (not the Inception FID). */
-  fd: number;
-  /** FD of as many real training images: the floor. */
-  fdRealTrainTest: number;
-  /** Class agreement of the samples. */
-  classAcc: number;
-  /** Class agreement per class. */
-  classAccPerClass: number[];
-  /** Wall time end to end: training, grid and scores (s). */
-  seconds: number;
-  /** Whether the run continued an interrupted one (then `seconds` is the last part only). */
-  resumed: boolean;
-  /** The backend the run used. */
-  backend: string;
-  /** The class grid copied beside the table (seed 0), when there is one. */
-  grid?: string;
-  /** The `deno task train:images` command of the run. */
-  command: string;
-  /** The commit the run ran on. */
-  commit: string;
 }
 
 const of = (rows: readonly PresetRow[], m: string) => rows.filter((r) => r.model === m);

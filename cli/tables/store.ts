@@ -89,6 +89,13 @@ export class TableRows<R> {
     console.log(`table: ${this.#o.out}, ${this.json} (${rows.length} rows)`);
   }
 
+  /** Rewrite the markdown and the JSON from the saved rows (a table's `--render-only`). */
+  async rewrite(): Promise<R[]> {
+    const rows = await this.rows();
+    await this.write(rows);
+    return rows;
+  }
+
   /** Add `row` in place of any row `same` matches; save the rows and rewrite the files. */
   async put(row: R, same: (r: R) => boolean): Promise<R[]> {
     const rows = (await this.rows()).filter((r) => !same(r));
