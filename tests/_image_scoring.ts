@@ -3,7 +3,7 @@
  * Fashion-MNIST): classifiers whose outputs are known in closed form, and the FD of 2-D
  * features computed on the host in f64.
  */
-import { CLASSIFIER_TASK, nn, saveCheckpoint, tensor } from "../mod.ts";
+import { buildCfmModel, CLASSIFIER_TASK, nn, saveCheckpoint, tensor } from "../mod.ts";
 
 export const PIXELS = [14 * 28 + 14, 10 * 28 + 20]; // two pixels inside most garments
 
@@ -26,6 +26,43 @@ export async function saveClassifier(
   });
   for (const t of Object.values(model)) t.dispose();
   c.dispose();
+}
+
+/**
+ * Two classifiers in `dir` with closed-form outputs: `pick` (features = pixels `PIXELS` + 1,
+ * in [0, 2], so the ReLU passes them unchanged) and `three` (every image → class 3).
+ */
+export async function scoringClassifiers(dir: string): Promise<{ pick: string; three: string }> {
+  const w1 = new Float32Array(2 * 784);
+  w1[PIXELS[0]!] = 1;
+  w1[784 + PIXELS[1]!] = 1;
+  const pick = `${dir}/pick.safetensors`, three = `${dir}/three.safetensors`;
+  await saveClassifier(pick, w1, new Float32Array([1, 1]), new Float32Array(10));
+  const b2 = new Float32Array(10);
+  b2[3] = 10;
+  await saveClassifier(three, new Float32Array(2 * 784), new Float32Array(2), b2);
+  return { pick, three };
+}
+
+/** The config of a tiny class-conditional `train:cfm` DiT (hidden 8, one block). */
+export const TINY_DIT = {
+  task: "train:cfm",
+  dataset: "fashion-mnist",
+  model: "dit-tiny",
+  hidden: 8,
+  depth: 1,
+  dataShape: [1, 28, 28],
+  numClasses: 10,
+  cfgDropout: 0.1,
+  seed: 0,
+};
+
+/** Save an untrained {@linkcode TINY_DIT} (with `over` on its config) as a checkpoint. */
+export async function saveTinyDit(path: string, over: Record<string, unknown> = {}) {
+  const config = { ...TINY_DIT, ...over };
+  const net = buildCfmModel(config as Parameters<typeof buildCfmModel>[0]);
+  await saveCheckpoint(path, { model: net.stateDict(), step: 0, config });
+  net.dispose();
 }
 
 /** Host f64 FD of two 2-D samples: tr √(Σ1Σ2) = √(tr M + 2√det M) for M = Σ1Σ2. */

@@ -6,10 +6,10 @@
  * balanced intended labels i mod 10 is exactly 1/10, all of it in class 3).
  */
 import { strict as assert } from "node:assert";
-import { buildCfmModel, loadFashionMnist, saveCheckpoint } from "../../mod.ts";
+import { loadFashionMnist } from "../../mod.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
 import { assertClose } from "../_helpers.ts";
-import { fd2, PIXELS, saveClassifier } from "../_image_scoring.ts";
+import { fd2, PIXELS, saveTinyDit, scoringClassifiers } from "../_image_scoring.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
@@ -24,33 +24,8 @@ Deno.test({
   fn: async () => {
     const out = await Deno.makeTempDir({ prefix: "eval-images-" });
     try {
-      const cfg = {
-        task: "train:cfm",
-        dataset: "fashion-mnist",
-        model: "dit-tiny",
-        hidden: 8,
-        depth: 1,
-        dataShape: [1, 28, 28],
-        numClasses: 10,
-        cfgDropout: 0.1,
-        seed: 0,
-      };
-      const net = buildCfmModel(cfg as Parameters<typeof buildCfmModel>[0]);
-      await saveCheckpoint(`${out}/dit.safetensors`, {
-        model: net.stateDict(),
-        step: 0,
-        config: cfg,
-      });
-      net.dispose();
-      // Features = the two pixels + 1 (in [0, 2], so the ReLU passes them unchanged).
-      const w1 = new Float32Array(2 * 784);
-      w1[PIXELS[0]!] = 1;
-      w1[784 + PIXELS[1]!] = 1;
-      const pick = `${out}/pick.safetensors`, three = `${out}/three.safetensors`;
-      await saveClassifier(pick, w1, new Float32Array([1, 1]), new Float32Array(10));
-      const b2 = new Float32Array(10);
-      b2[3] = 10;
-      await saveClassifier(three, new Float32Array(2 * 784), new Float32Array(2), b2);
+      await saveTinyDit(`${out}/dit.safetensors`);
+      const { pick, three } = await scoringClassifiers(out);
       const n = 60;
       const common = ["--checkpoint", `${out}/dit.safetensors`, "--num-samples", `${n}`];
       const r =
@@ -82,12 +57,7 @@ Deno.test({
       assert.equal(s.cfgScale, 1);
 
       // An unconditional or 2-D checkpoint, and a classifier of the wrong width, are refused.
-      await saveCheckpoint(`${out}/uncond.safetensors`, {
-        model: buildCfmModel({ ...cfg, numClasses: 0 } as Parameters<typeof buildCfmModel>[0])
-          .stateDict(),
-        step: 0,
-        config: { ...cfg, numClasses: 0 },
-      });
+      await saveTinyDit(`${out}/uncond.safetensors`, { numClasses: 0 });
       await assert.rejects(
         () =>
           evalMain([

@@ -18,7 +18,7 @@ import {
 } from "../../mod.ts";
 import { main } from "../../tasks/train_stablevm.ts";
 import { assertClose } from "../_helpers.ts";
-import { fd2, PIXELS, saveClassifier } from "../_image_scoring.ts";
+import { fd2, PIXELS, scoringClassifiers } from "../_image_scoring.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const hasFashion = await Deno.stat(FASHION).then(() => true, () => false);
@@ -73,14 +73,7 @@ Deno.test({
   fn: async () => {
     const out = await Deno.makeTempDir({ prefix: "stablevm-img-" });
     try {
-      const w1 = new Float32Array(2 * 784);
-      w1[PIXELS[0]!] = 1;
-      w1[784 + PIXELS[1]!] = 1;
-      const pick = `${out}/pick.safetensors`, three = `${out}/three.safetensors`;
-      await saveClassifier(pick, w1, new Float32Array([1, 1]), new Float32Array(10));
-      const b2 = new Float32Array(10);
-      b2[3] = 10;
-      await saveClassifier(three, new Float32Array(2 * 784), new Float32Array(2), b2);
+      const { pick, three } = await scoringClassifiers(out);
       const n = 60;
       const base = [
         ...["--data-dir", "fashion-mnist", "--model", "dit-tiny", "--hidden", "16"],

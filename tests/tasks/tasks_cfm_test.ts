@@ -29,6 +29,7 @@ import {
 import { main as trainMain } from "../../tasks/train_cfm.ts";
 import { main as sampleMain } from "../../tasks/sample.ts";
 import { main as evalMain } from "../../tasks/eval.ts";
+import { saveTinyDit } from "../_image_scoring.ts";
 
 const TINY = ["--batch-size", "32", "--hidden", "16", "--depth", "2", "--sample-steps", "2"];
 
@@ -391,24 +392,7 @@ Deno.test("sample writes images as uint8 [N, H, W, 3] arr_0 and a class-grid PNG
   const out = await tmp();
   try {
     // A tiny class-conditional DiT checkpoint written directly (no dataset needed).
-    const cfg = {
-      task: "train:cfm",
-      dataset: "fashion-mnist",
-      model: "dit-tiny",
-      hidden: 8,
-      depth: 1,
-      dataShape: [1, 28, 28],
-      numClasses: 10,
-      cfgDropout: 0.1,
-      seed: 0,
-    };
-    const net = buildModel(cfg as Parameters<typeof buildModel>[0]);
-    await saveCheckpoint(`${out}/dit.safetensors`, {
-      model: net.stateDict(),
-      step: 0,
-      config: cfg,
-    });
-    net.dispose();
+    await saveTinyDit(`${out}/dit.safetensors`);
     const r = await sampleMain([
       "--checkpoint",
       `${out}/dit.safetensors`,
