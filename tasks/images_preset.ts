@@ -1,16 +1,16 @@
 /**
  * @file `deno task images:preset` — `deno task train:images` at its defaults over seeds, one
  * row a run, against issue 14's bar for the preset (done within 30 minutes end to end on the
- * 2-core CPU, ≥ 80% class agreement). `--models dit-tiny` (the default) runs
- * `train:images --model dit-tiny --seed N`; `velocity-mlp` the MLP preset. Each row records the
+ * 2-core CPU, ≥ 80% class agreement): `train:images --model M --seed N` for the DiT preset
+ * (`dit-tiny`, the default network) and the MLP preset (`velocity-mlp`). Each row records the
  * end-to-end wall time, FD and class agreement, the commit and the command; rows accumulate in
  * `<output-dir>/results.jsonl` (seeded from the committed JSON beside `--out`), and the markdown
  * and JSON are rewritten after every run. An interrupted run resumes from its last checkpoint
  * (its row is marked: its wall time covers the last part only). `--render-only` rewrites the
  * files from the rows.
  *
- *   deno task images:preset                          # the DiT preset, seeds 0, 1, 2 (~1.5 h)
- *   deno task images:preset --models velocity-mlp,dit-tiny --seeds 0
+ *   deno task images:preset                          # both presets, seeds 0, 1, 2 (~2 h)
+ *   deno task images:preset --models dit-tiny --seeds 0
  *   deno task images:preset --max-train-steps 20 --eval-samples 40 --out /tmp/p/t.md \
  *     --output-dir /tmp/p/runs                       # a quick look (not the preset's budget)
  * @module
@@ -41,11 +41,16 @@ import {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { IMAGES_PRESET_FLAGS } from "./images_preset.ts";
- * assert.equal(IMAGES_PRESET_FLAGS.find((f) => f.name === "models")?.default, "dit-tiny");
+ * assert.equal(IMAGES_PRESET_FLAGS.find((f) => f.name === "models")?.default, "dit-tiny,velocity-mlp");
  * ```
  */
 export const IMAGES_PRESET_FLAGS = [
-  { name: "models", type: "string", default: "dit-tiny", help: "velocity-mlp, dit-tiny" },
+  {
+    name: "models",
+    type: "string",
+    default: "dit-tiny,velocity-mlp",
+    help: "presets to run: dit-tiny (the default network), velocity-mlp",
+  },
   { name: "seeds", type: "string", default: "0,1,2", help: "training seeds" },
   { name: "max-train-steps", type: "int", min: 1, help: "override the preset's steps" },
   { name: "eval-samples", type: "int", min: 10, help: "override the preset's scored samples" },
