@@ -7,9 +7,9 @@
  * the preset (e.g. `--model velocity-mlp`, `--max-train-steps`; `--data-dir` is not needed for
  * the Debian package's Fashion-MNIST).
  *
- *   deno task train:images                      # the DiT preset (DIT_PRESET_MEASURED)
+ *   deno task train:images                      # the DiT preset (~20 min on the idle 2-core machine)
  *   deno task train:images --max-train-steps 500 --eval-samples 200   # a quick look
- *   deno task train:images --model velocity-mlp # the flat-pixel MLP preset (13 min)
+ *   deno task train:images --model velocity-mlp # the flat-pixel MLP preset (~5 min)
  *   deno task train:images --latents runs/autoencoder-fmnist   # the MLP on a train:autoencoder's codes
  *
  * The default network is issue 14's class-conditional DiT (patch 4, hidden 128, 4 blocks;
