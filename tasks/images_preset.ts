@@ -2,14 +2,17 @@
  * @file `deno task images:preset` — `deno task train:images` at its defaults over seeds, one
  * row a run, against issue 14's bar for the preset (done within 30 minutes end to end on the
  * 2-core CPU, ≥ 80% class agreement): `train:images --model M --seed N` for the DiT preset
- * (`dit-tiny`, the default network) and the MLP preset (`velocity-mlp`). Each row records the
+ * (`dit-tiny`, the default network) and the MLP preset (`velocity-mlp`), and
+ * `train:images --latents AE --seed N` (`latents`: the MLP preset on the codes of the
+ * `train:autoencoder` run `--autoencoder`, which is trained at its defaults into
+ * `<output-dir>/autoencoder` first when not given; its time is not in the rows). Each row records the
  * end-to-end wall time, FD and class agreement, the commit and the command; rows accumulate in
  * `<output-dir>/results.jsonl` (seeded from the committed JSON beside `--out`), and the markdown
  * and JSON are rewritten after every run. An interrupted run resumes from its last checkpoint
  * (its row is marked: its wall time covers the last part only). `--render-only` rewrites the
  * files from the rows.
  *
- *   deno task images:preset                          # both presets, seeds 0, 1, 2 (~2 h)
+ *   deno task images:preset                          # every preset, seeds 0, 1, 2 (~1.5 h)
  *   deno task images:preset --models dit-tiny --seeds 0
  *   deno task images:preset --max-train-steps 20 --eval-samples 40 --out /tmp/p/t.md \
  *     --output-dir /tmp/p/runs                       # a quick look (not the preset's budget)
@@ -27,6 +30,7 @@ import {
 } from "../cli/mod.ts";
 import { getBackend } from "../mod.ts";
 import { main as imagesMain, presetFor, TRAIN_IMAGES_FLAGS } from "./train_images.ts";
+import { main as aeMain } from "./train_autoencoder.ts";
 import {
   PRESET_MODELS,
   type PresetRow,
@@ -41,15 +45,23 @@ import {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { IMAGES_PRESET_FLAGS } from "./images_preset.ts";
- * assert.equal(IMAGES_PRESET_FLAGS.find((f) => f.name === "models")?.default, "dit-tiny,velocity-mlp");
+ * assert.equal(
+ *   IMAGES_PRESET_FLAGS.find((f) => f.name === "models")?.default,
+ *   "dit-tiny,velocity-mlp,latents",
+ * );
  * ```
  */
 export const IMAGES_PRESET_FLAGS = [
   {
     name: "models",
     type: "string",
-    default: "dit-tiny,velocity-mlp",
-    help: "presets to run: dit-tiny (the default network), velocity-mlp",
+    default: "dit-tiny,velocity-mlp,latents",
+    help: "presets to run: dit-tiny (the default network), velocity-mlp, latents",
+  },
+  {
+    name: "autoencoder",
+    type: "string",
+    help: "the train:autoencoder run of `latents` (default: trained into <output-dir>/autoencoder)",
   },
   { name: "seeds", type: "string", default: "0,1,2", help: "training seeds" },
   { name: "max-train-steps", type: "int", min: 1, help: "override the preset's steps" },
@@ -59,6 +71,23 @@ export const IMAGES_PRESET_FLAGS = [
   { name: "out", type: "string", default: "docs/images_preset.md", help: "the markdown table" },
   { name: "render-only", type: "bool", help: "re-render --out from the rows, no training" },
 ] as const satisfies readonly FlagSpec[];
+
+const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+
+/**
+ * The autoencoder of `latents`: `given`, or `<outputDir>/autoencoder` trained at its defaults
+ * (resumed when an earlier invocation was interrupted; reused once its eval.json is written).
+ */
+async function autoencoderRun(given: string | undefined, outputDir: string): Promise<string> {
+  if (given) return given;
+  const dir = `${outputDir}/autoencoder`;
+  if (await exists(`${dir}/eval.json`)) return dir;
+  const resume = await exists(`${dir}/checkpoints/last.safetensors`);
+  await aeMain(
+    resume ? ["--resume", dir] : ["--output-dir", outputDir, "--exp-name", "autoencoder"],
+  );
+  return dir;
+}
 
 const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
 const flagValue = (preset: readonly string[], name: string) =>
@@ -82,6 +111,11 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
   if (!f) return null;
   const models = parseList("--models", f.models, PRESET_MODELS);
   const seeds = parseSeeds("--seeds", f.seeds);
+  if (f.autoencoder !== undefined && !models.includes("latents")) {
+    throw new RangeError(
+      `--autoencoder serves the latents preset, but --models is ${f.models}: add latents`,
+    );
+  }
   const mdDir = dirOf(f.out);
   const table = await TableRows.open<PresetRow>({
     table: "images-preset",
@@ -93,12 +127,14 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
   if (f.renderOnly) return await table.rewrite();
   const commit = await gitCommit();
   for (const model of models) {
-    const preset = presetFor(["--model", model]);
+    const ae = model === "latents" ? await autoencoderRun(f.autoencoder, f.outputDir) : undefined;
+    const which = ae ? ["--latents", ae] : ["--model", model];
+    const preset = presetFor(which);
     const steps = f.maxTrainSteps ?? flagValue(preset.train, "--max-train-steps");
     const evalSamples = f.evalSamples ?? preset.eval.evalSamples;
     const evalSteps = f.evalSteps ?? preset.eval.evalSteps;
     const same = (r: PresetRow, seed: number) =>
-      r.model === model && r.seed === seed && r.steps === steps &&
+      r.model === model && r.seed === seed && r.steps === steps && r.autoencoder === ae &&
       r.evalSamples === evalSamples && r.evalSteps === evalSteps;
     for (const seed of seeds) {
       if ((await table.rows()).some((r) => same(r, seed))) continue;
@@ -110,12 +146,12 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
         ...(f.evalSteps ? ["--eval-steps", String(evalSteps)] : []),
       ];
       const args = [
-        ...["--model", model, "--seed", String(seed), ...overrides],
+        ...[...which, "--seed", String(seed), ...overrides],
         ...["--output-dir", f.outputDir, "--exp-name", name],
       ];
       const resume = await resumableRun(dir);
       const r = (await imagesMain(
-        resume ? ["--model", model, "--resume", dir, ...overrides] : args,
+        resume ? [...which, "--resume", dir, ...overrides] : args,
       ))!;
       let grid: string | undefined;
       if (seed === 0) {
@@ -127,6 +163,7 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
       const cfgScale = TRAIN_IMAGES_FLAGS.find((x) => x.name === "cfg-scale")!.default;
       await table.put({
         model,
+        ...(ae ? { autoencoder: ae } : {}),
         seed,
         steps,
         evalSamples,

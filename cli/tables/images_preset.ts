@@ -9,12 +9,16 @@ import { FASHION_MNIST_CLASSES as CLASSES } from "../../mod.ts";
 import { fmtMeanStd, meanStd } from "../results.ts";
 import type { ImageRunScores } from "./images.ts";
 
-/** The networks `images:preset` runs `train:images` with (`--model`). */
-export const PRESET_MODELS = ["velocity-mlp", "dit-tiny"] as const;
+/**
+ * The presets `images:preset` runs: `train:images --model velocity-mlp`, the default DiT, and
+ * `--latents` (the MLP preset on a `train:autoencoder` run's codes).
+ */
+export const PRESET_MODELS = ["velocity-mlp", "dit-tiny", "latents"] as const;
 
 const NAMES: Record<string, string> = {
   "velocity-mlp": "MLP 3 × 512 (`--model velocity-mlp`)",
   "dit-tiny": "DiT 128 × 4, patch 4 (the default)",
+  latents: "MLP 3 × 512 on the VAE's 16-D codes (`--latents`)",
 };
 
 /** Issue 14's bar for the preset: wall time (min) and class agreement. */
@@ -22,8 +26,10 @@ export const PRESET_BAR = { minutes: 30, classAcc: 0.8 } as const;
 
 /** One `train:images` run of the table (its wall time is end to end: training, grid, scores). */
 export interface PresetRow extends ImageRunScores {
-  /** `velocity-mlp` or `dit-tiny`. */
+  /** `velocity-mlp`, `dit-tiny` or `latents`. */
   model: string;
+  /** With `latents`: the `train:autoencoder` run whose codes it trained on. */
+  autoencoder?: string;
 }
 
 const of = (rows: readonly PresetRow[], m: string) => rows.filter((r) => r.model === m);

@@ -8,9 +8,10 @@ import { decodePng, parseConfigFile, readMetrics } from "../../mod.ts";
 import { main, splitImagesArgs } from "../../tasks/train_images.ts";
 import { DEFAULT_CLASSIFIER } from "../../tasks/eval.ts";
 import { main as presetMain } from "../../tasks/images_preset.ts";
+import { main as trainAe } from "../../tasks/train_autoencoder.ts";
 // The default backend, as `deno task` selects it: without init() the DiT would run on the CPU
 // backend's plain loops (minutes for a two-step run).
-import "../_helpers.ts";
+import { quiet } from "../_helpers.ts";
 
 const FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const ready = await Promise.all(
@@ -159,6 +160,52 @@ Deno.test({
       await Deno.remove(`${dir}/t.md`);
       await presetMain([...argv, "--render-only"]);
       assert.equal(await Deno.readTextFile(`${dir}/t.md`), md);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "images:preset --models latents: train:images --latents on the given autoencoder's codes",
+  ignore: !ready.every((x) => x),
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "images-preset-lat-" });
+    try {
+      const base = ["--seeds", "0", "--max-train-steps", "3", "--eval-samples", "20"];
+      const where = ["--output-dir", `${dir}/runs`, "--out", `${dir}/t.md`];
+      // An --autoencoder that no preset would use is refused before anything runs.
+      await assert.rejects(
+        () => presetMain(["--models", "velocity-mlp", "--autoencoder", "x", ...base, ...where]),
+        /--autoencoder serves the latents preset/,
+      );
+      await quiet(() =>
+        trainAe([
+          ...["--hidden", "64", "--latent-dim", "4", "--max-train-steps", "20"],
+          ...["--output-dir", dir, "--exp-name", "ae"],
+        ])
+      );
+      const rows = (await presetMain([
+        ...["--models", "latents", "--autoencoder", `${dir}/ae`, "--eval-steps", "1"],
+        ...base,
+        ...where,
+      ]))!;
+      assert.equal(rows.length, 1);
+      const r = rows[0]!;
+      assert.deepEqual([r.model, r.autoencoder, r.seed, r.steps], ["latents", `${dir}/ae`, 0, 3]);
+      const run = `${dir}/runs/latents-s0-3`;
+      const cfg = parseConfigFile(await Deno.readTextFile(`${run}/config.json`)) as Record<
+        string,
+        unknown
+      >;
+      // The MLP preset on the codes: a flat 4-D input, the autoencoder recorded.
+      assert.deepEqual([cfg.model, cfg.hidden, cfg.dataShape], ["velocity-mlp", 512, [4]]);
+      assert.match(JSON.stringify(cfg.latents), /ae/);
+      const ev = JSON.parse(
+        (await Deno.readTextFile(`${run}/eval.jsonl`)).trim().split("\n").at(-1)!,
+      );
+      assert.deepEqual([r.classAcc, r.fd], [ev.class_acc, ev.fd]);
+      assert.match(r.command, /--latents .*\/ae --seed 0/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
