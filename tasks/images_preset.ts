@@ -75,18 +75,16 @@ export const IMAGES_PRESET_FLAGS = [
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
 /**
- * The autoencoder of `latents`: `given`, or `<outputDir>/autoencoder` trained at its defaults
- * (resumed when an earlier invocation was interrupted; reused once its eval.json is written).
+ * Train the `latents` preset's own autoencoder into `dir` (`<output-dir>/autoencoder`) at
+ * `train:autoencoder`'s defaults, unless its eval.json says it finished; an interrupted one
+ * resumes. Called only when a row still needs it, so a table with every row does not retrain it.
  */
-async function autoencoderRun(given: string | undefined, outputDir: string): Promise<string> {
-  if (given) return given;
-  const dir = `${outputDir}/autoencoder`;
-  if (await exists(`${dir}/eval.json`)) return dir;
+async function ensureAutoencoder(dir: string, outputDir: string): Promise<void> {
+  if (await exists(`${dir}/eval.json`)) return;
   const resume = await exists(`${dir}/checkpoints/last.safetensors`);
   await aeMain(
     resume ? ["--resume", dir] : ["--output-dir", outputDir, "--exp-name", "autoencoder"],
   );
-  return dir;
 }
 
 const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
@@ -127,7 +125,7 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
   if (f.renderOnly) return await table.rewrite();
   const commit = await gitCommit();
   for (const model of models) {
-    const ae = model === "latents" ? await autoencoderRun(f.autoencoder, f.outputDir) : undefined;
+    const ae = model === "latents" ? f.autoencoder ?? `${f.outputDir}/autoencoder` : undefined;
     const which = ae ? ["--latents", ae] : ["--model", model];
     const preset = presetFor(which);
     const steps = f.maxTrainSteps ?? flagValue(preset.train, "--max-train-steps");
@@ -138,6 +136,7 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
       r.evalSamples === evalSamples && r.evalSteps === evalSteps;
     for (const seed of seeds) {
       if ((await table.rows()).some((r) => same(r, seed))) continue;
+      if (ae && f.autoencoder === undefined) await ensureAutoencoder(ae, f.outputDir);
       const name = `${model}-s${seed}-${steps}`;
       const dir = `${f.outputDir}/${name}`;
       const overrides = [
