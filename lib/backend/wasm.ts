@@ -25,6 +25,7 @@ import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "
 import { stridesOf } from "../shape.ts";
 import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
 import { GEMM_NR } from "../../kernels/wasm_gemm.ts";
+import { Arena } from "./wasm_arena.ts";
 import {
   compileSimd,
   type SimdAccess,
@@ -316,6 +317,7 @@ const KERNELS = [
   "attn_bwd",
   "ln_mod_fwd",
   "ln_mod_bwd",
+  "col_sum",
   "elementwise",
 ] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
@@ -448,6 +450,11 @@ const EW_CHUNK_WORK = 1 << 16;
 // page faults). Idle ones are kept up to the program's peak live bytes, or POOL_FLOOR.
 const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
+// Sums of at least this many elements over a middle axis run in WebAssembly (Gemm.colSum).
+const COL_SUM_MIN = 4096;
+// ... and split across the threads from this many (memory-bound: [3136, 512] ran 0.9 ms on one
+// thread, 1.6 split in two under load).
+const COL_SUM_SPLIT = 1 << 22;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
 // Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
@@ -522,6 +529,21 @@ class ArrayPool {
   }
 }
 
+// The most bytes the backend's arrays take in the memory by default (a WebAssembly memory has at
+// most 4 GiB and never shrinks): past it, results are plain arrays, copied in and out of calls.
+const ARENA_BYTES = 2 ** 31;
+
+/**
+ * An input of a kernel call (Gemm.frame): `len` floats of `a` from element `off` (default 0),
+ * of which the kernel may read up to `read` (default len).
+ */
+interface StagedInput {
+  a: Float32Array;
+  off?: number;
+  len: number;
+  read?: number;
+}
+
 /** A run-time compiled elementwise kernel with the id the workers cache it by. */
 interface JitKernel extends SimdKernel {
   readonly id: number;
@@ -562,10 +584,14 @@ class Gemm {
   readonly #attnBwd: (...a: number[]) => void;
   readonly #lnFwd: (...a: number[]) => void;
   readonly #lnBwd: (...a: number[]) => void;
+  readonly #colSum: (...a: number[]) => void;
   readonly #workers: Helper[] = [];
   // Workers an elementwise call returned without waiting for (see runJit).
   #lagging: Int32Array[] = [];
-  #generation = 0;
+  /** Where the backend's arrays live (regions of the memory). */
+  readonly arena: Arena;
+  #scratchAt = 0;
+  #scratchCap = 0;
   /** Where results are copied out to. */
   readonly pool: ArrayPool;
   // Bytes 0..1023 of the memory: one 64-byte control block per worker (at most 15).
@@ -577,12 +603,15 @@ class Gemm {
     module: WebAssembly.Module,
     threads: number,
     pool: ArrayPool,
+    arenaBytes: number,
   ) {
     this.mr = mr;
     this.fma = fma;
     this.threads = threads;
     this.pool = pool;
     this.#mem = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+    this.arena = new Arena(this.#mem, Gemm.BASE / 4, Math.floor(arenaBytes / 4));
+    this.arena.beforeReuse = () => this.#settle(true);
     const inst = new WebAssembly.Instance(module, { env: { mem: this.#mem } });
     this.#gemmN = inst.exports.gemm_n as (...a: number[]) => void;
     this.#gemmT = inst.exports.gemm_t as (...a: number[]) => void;
@@ -594,16 +623,17 @@ class Gemm {
     this.#attnBwd = inst.exports.attn_bwd as (...a: number[]) => void;
     this.#lnFwd = inst.exports.ln_mod_fwd as (...a: number[]) => void;
     this.#lnBwd = inst.exports.ln_mod_bwd as (...a: number[]) => void;
+    this.#colSum = inst.exports.col_sum as (...a: number[]) => void;
   }
 
-  static async create(threads: number, pool: ArrayPool): Promise<Gemm> {
+  static async create(threads: number, pool: ArrayPool, arenaBytes: number): Promise<Gemm> {
     const fmaBytes = decode(GEMM_FMA_WASM.base64) as BufferSource;
     const fma = WebAssembly.validate(fmaBytes);
     const spec = fma ? GEMM_FMA_WASM : GEMM_PLAIN_WASM;
     const module = await WebAssembly.compile(
       fma ? fmaBytes : decode(GEMM_PLAIN_WASM.base64) as BufferSource,
     );
-    const g = new Gemm(spec.mr, fma, module, threads, pool);
+    const g = new Gemm(spec.mr, fma, module, threads, pool, arenaBytes);
     await g.#startWorkers(module, threads - 1);
     return g;
   }
@@ -612,11 +642,6 @@ class Gemm {
     for (let w = 0; w < count; w++) {
       this.#workers.push(await startWorker(module, this.#mem, w * 64));
     }
-  }
-
-  /** Kernel calls so far (each starts with {@linkcode Gemm.view}): what says memory changed. */
-  get generation(): number {
-    return this.#generation;
   }
 
   /** Threads that can share a call (this one and the workers). */
@@ -646,18 +671,98 @@ class Gemm {
 
   /**
    * A view of the whole memory, grown first to at least `bytes`, once no worker is still in a
-   * call (every kernel call starts here, and counts as a new generation).
+   * call (every kernel call starts here).
    */
   view(bytes: number): Float32Array {
     this.#settle(true);
-    this.#generation++;
-    const have = this.#mem.buffer.byteLength;
-    if (bytes > have) this.#mem.grow(Math.ceil((bytes - have) / 65536));
+    this.arena.ensure(Math.ceil(bytes / 4));
     return new Float32Array(this.#mem.buffer);
   }
 
-  /** out[m, n] = A·B for one matrix pair (offsets in elements), f32 accumulation. */
-  run(
+  /** Wait for any worker an elementwise call left finishing a chunk (see #settle). */
+  settle(): void {
+    this.#settle(true);
+  }
+
+  /** A result array of `n` floats on a region of at least `cap`: in the memory when it fits. */
+  out(n: number, cap = n): Float32Array {
+    this.#settle(true);
+    return this.arena.take(n, cap) ?? this.pool.take(n);
+  }
+
+  /**
+   * Lay out one kernel call: the element offset of every input (an array in the memory is read
+   * where it is; any other is copied into the call's scratch), of every output (`outs`: arrays
+   * from {@linkcode Gemm.out}; one outside the memory is written in scratch and copied to it by
+   * `finish`), and of `extra` floats of scratch for the kernel. An input's `read` (≥ len) is how
+   * far past `off` the kernel may read (the SGEMM's rows past m): the memory is grown to cover it.
+   */
+  frame(
+    ins: readonly StagedInput[],
+    outs: readonly Float32Array[],
+    extra: number,
+  ): { ins: number[]; outs: number[]; scratch: number; finish(): void } {
+    this.#settle(true);
+    const arena = this.arena, pad = (len: number) => up4(len) + 4;
+    const inAt = ins.map(({ a, off = 0 }) => {
+      const at = arena.offsetOf(a);
+      return at < 0 ? -1 : at + off;
+    });
+    const outAt = outs.map((a) => arena.offsetOf(a));
+    let need = pad(extra);
+    ins.forEach((x, j) => {
+      if (inAt[j]! < 0) need += pad(x.read ?? x.len);
+    });
+    outs.forEach((a, j) => {
+      if (outAt[j]! < 0) need += pad(a.length);
+    });
+    let at = this.#scratch(need), end = at + need;
+    ins.forEach((x, j) => {
+      if (inAt[j]! < 0) {
+        inAt[j] = at;
+        at += pad(x.read ?? x.len);
+      } else end = Math.max(end, inAt[j]! + (x.read ?? x.len) + 4);
+    });
+    const back: number[] = [];
+    outs.forEach((a, j) => {
+      if (outAt[j]! < 0) {
+        back.push(j);
+        outAt[j] = at;
+        at += pad(a.length);
+      }
+    });
+    const f = this.view(Math.max(end, arena.top) * 4);
+    ins.forEach(({ a, off = 0, len }, j) => {
+      if (arena.offsetOf(a) < 0) f.set(a.subarray(off, off + len), inAt[j]!);
+    });
+    return {
+      ins: inAt,
+      outs: outAt,
+      scratch: at,
+      finish: () => {
+        const g = new Float32Array(this.#mem.buffer);
+        for (const j of back) outs[j]!.set(g.subarray(outAt[j]!, outAt[j]! + outs[j]!.length));
+      },
+    };
+  }
+
+  /** The element offset of a scratch region of at least `n` floats (one, reused by every call). */
+  #scratch(n: number): number {
+    if (n > this.#scratchCap) {
+      if (this.#scratchCap > 0) this.arena.release(this.#scratchAt, this.#scratchCap);
+      this.#scratchCap = Math.max(n, Math.ceil(this.#scratchCap * 1.5));
+      this.#scratchAt = this.arena.region(this.#scratchCap, true);
+    }
+    return this.#scratchAt;
+  }
+
+  /**
+   * out[oo .. oo + m·n) = A·B for one matrix pair (offsets in elements; m, n ≥ 1), f32
+   * accumulation. Written in place when `out` is in the memory, n is a multiple of 8 and `out`
+   * has room for the last row block's rows past m (see {@linkcode Gemm.productCap}); else in
+   * scratch, then copied.
+   */
+  product(
     as: Float32Array,
     ao: number,
     bs: Float32Array,
@@ -666,50 +771,37 @@ class Gemm {
     out: Float32Array,
     oo: number,
   ): void {
-    const { m, n } = g;
-    if (m === 0 || n === 0) return;
-    const { at: C, stride: np } = this.product(as, ao, bs, bo, g);
-    const f = new Float32Array(this.#mem.buffer);
-    if (np === n) out.set(f.subarray(C, C + m * n), oo);
-    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
-  }
-
-  /**
-   * A·B for one matrix pair (m, n ≥ 1) left in the memory: rows of `stride` floats from element
-   * `at` (the first n of each row are the product); memory from element `end` on is free.
-   */
-  product(
-    as: Float32Array,
-    ao: number,
-    bs: Float32Array,
-    bo: number,
-    g: MatmulGeom,
-  ): { at: number; stride: number; end: number } {
     const { m, n, k } = g, mr = this.mr;
     const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
-    // A as stored (row-major or transposed), B as stored when row-major (read in place by
-    // the kernel) or packed into [np/8][k][8] panels when transposed. Rows past m and columns
-    // past n read whatever follows (slack keeps those reads inside the memory) and are dropped.
-    const slack = mr + GEMM_NR;
+    // A as stored (row-major or transposed), B as stored when row-major (read in place by the
+    // kernel) or packed into [np/8][k][8] panels in scratch. Rows past m and columns past n read
+    // whatever follows (each input's `read` keeps those reads inside the memory) and are dropped.
     const kc = kBlock(k, g.transA);
     // With a transposed A the k blocks keep B's block in L2 and MR columns of A in L1, and B
     // read in place ran as fast as packed (42–49 GFLOP/s against 35–39 with the packing pass,
     // at n = 384…768, k = 3136): pack only where rows 4 kB apart would alias in the caches.
     const pack = g.transB || (n >= PACK_N && (!g.transA || n % 1024 === 0));
-    const A = Gemm.BASE / 4, B = A + Math.max(mp * k, k * m + mr) + slack;
-    // A packed B sits after its raw copy; an in-place B is read where it was copied.
-    const P = pack ? B + k * n + slack : B;
-    const C = P + (pack ? np * k : k * n + GEMM_NR) + slack;
-    const f = this.view((C + mp * np) * 4);
-    f.set(as.subarray(ao, ao + m * k), A);
-    f.set(bs.subarray(bo, bo + k * n), B);
-    let sBk = n, sBp = GEMM_NR;
+    const outAt = this.arena.offsetOf(out);
+    const direct = outAt >= 0 && np === n && this.arena.capacity(out) >= oo + mp * n;
+    const packed = pack ? up4(np * k) + 8 : 0;
+    const fr = this.frame(
+      [
+        { a: as, off: ao, len: m * k, read: g.transA ? k * m + mr : mp * k },
+        { a: bs, off: bo, len: k * n, read: k * n + GEMM_NR },
+      ],
+      [],
+      packed + (direct ? 0 : mp * np),
+    );
+    const [A, B] = fr.ins as [number, number];
+    const C = direct ? outAt + oo : fr.scratch + packed;
+    let sBk = n, sBp = GEMM_NR, Bat = B;
     if (pack) {
       // Panels [np/8][k][8]: contiguous for the kernel. A transposed B must be packed; a wide
       // row-major B is too (read in place it costs a new cache line, often a new page, per k).
       sBk = GEMM_NR;
       sBp = GEMM_NR * k;
-      (g.transB ? this.#packT : this.#packN)(B * 4, P * 4, n, k);
+      Bat = fr.scratch;
+      (g.transB ? this.#packT : this.#packN)(B * 4, Bat * 4, n, k);
     }
     const gemm = g.transA ? this.#gemmT : this.#gemmN;
     // Split the row blocks (big products only: waking a worker costs tens of µs).
@@ -719,17 +811,30 @@ class Gemm {
       gemm,
       mb,
       parts,
-      (ib0, ib1) => [A * 4, m, P * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k, kc],
+      (ib0, ib1) => [A * 4, m, Bat * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k, kc],
     );
-    return { at: C, stride: np, end: C + mp * np };
+    if (direct) return;
+    const f = new Float32Array(this.#mem.buffer);
+    if (np === n) out.set(f.subarray(C, C + m * n), oo);
+    else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+  }
+
+  /**
+   * Floats a product's output region needs for {@linkcode Gemm.product} to write it in place:
+   * each matrix's last row block writes rows past m (into the next matrix's rows, which are
+   * written after it, or past the last one).
+   */
+  productCap(g: MatmulGeom): number {
+    const mp = Math.ceil(g.m / this.mr) * this.mr;
+    return (g.batch - 1) * g.m * g.n + mp * g.n;
   }
 
   /**
    * Run a compiled elementwise kernel over a call's items on `parts` threads: this one alone,
    * or in chunks of ~EW_CHUNK_WORK that this thread and `parts − 1` workers claim until none
    * is left (drainChunks). `scratch` (an element offset) is free memory for the chunk block
-   * and the module's bytes. Returns once every chunk is done, possibly before every worker is
-   * (see #settle).
+   * and the module's bytes ({@linkcode Gemm.jitScratch} floats). Returns once every chunk is
+   * done, possibly before every worker is (see #settle).
    */
   runJit(k: JitKernel, call: JitCall, parts: number, scratch: number): void {
     const { base, step, total, flat, n, cols } = call;
@@ -740,7 +845,7 @@ class Gemm {
     // Chunks of ~EW_CHUNK_WORK, at least one item; the block, then the module's bytes.
     const np = base.length, chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
     const words = 7 + 2 * np + Math.ceil(total / chunk), code = scratch + up4(words);
-    const f = this.view((code + up4(Math.ceil(k.bytes.length / 4))) * 4);
+    const f = new Float32Array(this.#mem.buffer);
     new Uint8Array(f.buffer, code * 4, k.bytes.length).set(k.bytes);
     const blk = new Int32Array(f.buffer, scratch * 4, words);
     blk.set([0, np, total, chunk, flat ? 1 : 0, n, cols, ...base, ...step]);
@@ -769,6 +874,14 @@ class Gemm {
       }
       this.#settle(false);
     } else this.#join(busy, kernelIndex("elementwise"), err, true);
+  }
+
+  /** Scratch floats {@linkcode Gemm.runJit} needs for a call on `parts` threads. */
+  static jitScratch(k: JitKernel, call: JitCall, parts: number): number {
+    if (parts <= 1) return 0;
+    const chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
+    const words = 7 + 2 * call.base.length + Math.ceil(call.total / chunk);
+    return up4(words) + up4(Math.ceil(k.bytes.length / 4));
   }
 
   /**
@@ -855,14 +968,15 @@ class Gemm {
     scale: number,
   ): [Float32Array, Float32Array] {
     const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
-    const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), M = O + up4(b * n * hs);
-    const L = M + up4(pairs * n), S = L + up4(pairs * n), scr = up4((d + 1) * np);
+    const scr = up4((d + 1) * np);
     // About 2·n²·d multiply-adds a pair (scores, then P·V), plus n² exps.
     const parts = 2 * pairs * n * n * d < SPLIT_WORK
       ? 1
       : Math.min(this.#workers.length + 1, pairs);
-    const f = this.view((S + parts * scr) * 4);
-    f.set(x.subarray(0, b * n * ts), Q);
+    const o = this.out(b * n * hs);
+    const fr = this.frame([{ a: x, len: b * n * ts }], [o], 2 * up4(pairs * n) + parts * scr);
+    const [Q] = fr.ins as [number], [O] = fr.outs as [number];
+    const M = fr.scratch, L = M + up4(pairs * n), S = L + up4(pairs * n);
     const sc = f32Bits(scale);
     this.#split(kernelIndex("attn_fwd"), this.#attnFwd, pairs, parts, (lo, hi, w) => [
       Q * 4,
@@ -877,12 +991,11 @@ class Gemm {
       hi,
       (S + w * scr) * 4,
     ]);
-    const lse = new Float32Array(pairs * n);
+    fr.finish();
+    const lse = this.out(pairs * n), f = new Float32Array(this.#mem.buffer);
     // lse = m + log l here (pairs·n logarithms, not pairs·n²), in f64 then rounded, as the CPU
     // backend's; a NaN max (a NaN score) makes it NaN.
     for (let k = 0; k < lse.length; k++) lse[k] = f[M + k]! + Math.log(f[L + k]!);
-    const o = this.pool.take(b * n * hs);
-    o.set(f.subarray(O, O + b * n * hs));
     return [o, lse];
   }
 
@@ -905,18 +1018,24 @@ class Gemm {
     const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
     // Query rows per block: P and dS for rb rows stay in scratch (2·rb·np floats), whatever n.
     const rb = Math.min(ATTN_ROW_BLOCK, n);
-    const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), LS = O + up4(b * n * hs);
-    const G = LS + up4(pairs * n), DQ = G + up4(b * n * hs), S = DQ + up4(b * n * ts);
     const scr = up4(2 * (d + rb) * np);
     // About 5·n²·d multiply-adds a pair (scores, dO·Vᵀ, dQ, dK, dV).
     const parts = 5 * pairs * n * n * d < SPLIT_WORK
       ? 1
       : Math.min(this.#workers.length + 1, pairs);
-    const f = this.view((S + parts * scr) * 4);
-    f.set(x.subarray(0, b * n * ts), Q);
-    f.set(o.subarray(0, b * n * hs), O);
-    f.set(lse.subarray(0, pairs * n), LS);
-    f.set(dO.subarray(0, b * n * hs), G);
+    const dq = this.out(b * n * ts);
+    const fr = this.frame(
+      [
+        { a: x, len: b * n * ts },
+        { a: o, len: b * n * hs },
+        { a: lse, len: pairs * n },
+        { a: dO, len: b * n * hs },
+      ],
+      [dq],
+      parts * scr,
+    );
+    const [Q, O, LS, G] = fr.ins as [number, number, number, number];
+    const [DQ] = fr.outs as [number], S = fr.scratch;
     const sc = f32Bits(scale);
     this.#split(kernelIndex("attn_bwd"), this.#attnBwd, pairs, parts, (lo, hi, w) => [
       Q * 4,
@@ -933,9 +1052,34 @@ class Gemm {
       (S + w * scr) * 4,
       rb,
     ]);
-    const dq = this.pool.take(b * n * ts);
-    dq.set(f.subarray(DQ, DQ + b * n * ts));
+    fr.finish();
     return dq;
+  }
+
+  /**
+   * Sums over the middle axis of x [outer, red, inner] (kernels/wasm_gemm.ts `col_sum`: f64 in
+   * order, the CPU backend's bits), the columns split across the threads in blocks of 16.
+   */
+  colSum(x: Float32Array, outer: number, red: number, inner: number): Float32Array {
+    const o = this.out(outer * inner);
+    const fr = this.frame([{ a: x, len: outer * red * inner }], [o], 0);
+    const [X] = fr.ins as [number], [O] = fr.outs as [number];
+    const blocks = Math.ceil(inner / 16);
+    // Memory-bound (one f64 add a float): split only big sums.
+    const parts = outer * red * inner < COL_SUM_SPLIT
+      ? 1
+      : Math.min(this.#workers.length + 1, blocks);
+    this.#split(kernelIndex("col_sum"), this.#colSum, blocks, parts, (lo, hi) => [
+      X * 4,
+      O * 4,
+      outer,
+      red,
+      inner,
+      lo * 16,
+      Math.min(inner, hi * 16),
+    ]);
+    fr.finish();
+    return o;
   }
 
   /** Threads for a LayerNorm + modulate call over n elements of b samples (split by sample). */
@@ -959,12 +1103,14 @@ class Gemm {
     eps: number,
   ): [Float32Array, Float32Array] {
     const rows = b * t, n = rows * d;
-    const X = Gemm.BASE / 4, SH = X + up4(n), SC = SH + up4(b * d), Y = SC + up4(b * d);
-    const ST = Y + up4(n);
-    const f = this.view((ST + up4(2 * rows)) * 4);
-    f.set(x.subarray(0, n), X);
-    f.set(sh.subarray(0, b * d), SH);
-    f.set(sc.subarray(0, b * d), SC);
+    const y = this.out(n), st = this.out(2 * rows);
+    const fr = this.frame(
+      [{ a: x, len: n }, { a: sh, len: b * d }, { a: sc, len: b * d }],
+      [y, st],
+      0,
+    );
+    const [X, SH, SC] = fr.ins as [number, number, number];
+    const [Y, ST] = fr.outs as [number, number];
     const e = f32Bits(eps);
     this.#split(kernelIndex("ln_mod_fwd"), this.#lnFwd, b, this.#lnParts(n, b), (lo, hi) => [
       X * 4,
@@ -978,9 +1124,7 @@ class Gemm {
       lo,
       hi,
     ]);
-    const y = this.pool.take(n), st = this.pool.take(2 * rows);
-    y.set(f.subarray(Y, Y + n));
-    st.set(f.subarray(ST, ST + 2 * rows));
+    fr.finish();
     return [y, st];
   }
 
@@ -998,13 +1142,14 @@ class Gemm {
     d: number,
   ): [Float32Array, Float32Array, Float32Array] {
     const rows = b * t, n = rows * d, p = b * d;
-    const X = Gemm.BASE / 4, SC = X + up4(n), ST = SC + up4(p), G = ST + up4(2 * rows);
-    const DX = G + up4(n), DSH = DX + up4(n), DSC = DSH + up4(p);
-    const f = this.view((DSC + up4(p)) * 4);
-    f.set(x.subarray(0, n), X);
-    f.set(sc.subarray(0, p), SC);
-    f.set(st.subarray(0, 2 * rows), ST);
-    f.set(dy.subarray(0, n), G);
+    const dx = this.out(n), dsh = this.out(p), dsc = this.out(p);
+    const fr = this.frame(
+      [{ a: x, len: n }, { a: sc, len: p }, { a: st, len: 2 * rows }, { a: dy, len: n }],
+      [dx, dsh, dsc],
+      0,
+    );
+    const [X, SC, ST, G] = fr.ins as [number, number, number, number];
+    const [DX, DSH, DSC] = fr.outs as [number, number, number];
     this.#split(kernelIndex("ln_mod_bwd"), this.#lnBwd, b, this.#lnParts(2 * n, b), (lo, hi) => [
       X * 4,
       SC * 4,
@@ -1018,10 +1163,7 @@ class Gemm {
       lo,
       hi,
     ]);
-    const dx = this.pool.take(n), dsh = this.pool.take(p), dsc = this.pool.take(p);
-    dx.set(f.subarray(DX, DX + n));
-    dsh.set(f.subarray(DSH, DSH + p));
-    dsc.set(f.subarray(DSC, DSC + p));
+    fr.finish();
     return [dx, dsh, dsc];
   }
 }
@@ -1041,6 +1183,12 @@ export interface WasmBackendOptions {
    * call of more than one 4-float vector (or row).
    */
   elementwiseSplitWork?: number;
+  /**
+   * Bytes of the backend's arrays kept in its WebAssembly memory, where its kernels read and
+   * write them in place (default 2 GiB; the memory never shrinks, and has at most 4 GiB).
+   * Arrays past it are plain ones, copied into the memory and out for each kernel call.
+   */
+  arenaBytes?: number;
 }
 
 /**
@@ -1064,11 +1212,6 @@ export class WasmBackend extends CpuBackend {
   readonly #kernels = new Map<string, Kernel>();
   readonly #simdKernels = new Map<string, JitKernel>();
   readonly #splitWork: number;
-  // The last SIMD call's outputs and their element offsets in the memory: valid while no other
-  // call has used the memory (its generation unchanged) and the array is neither freed nor
-  // written (storages are written only by copyInto and elementwiseGroups' in-place outputs).
-  #resident = new Map<Float32Array, number>();
-  #residentGen = -1;
 
   private constructor(gemm: Gemm, splitWork: number) {
     super();
@@ -1082,9 +1225,13 @@ export class WasmBackend extends CpuBackend {
   }
 
   /** Create the backend (see {@linkcode createWasmBackend}). */
-  static async create(threads: number, splitWork = EW_SPLIT_WORK): Promise<WasmBackend> {
+  static async create(
+    threads: number,
+    splitWork = EW_SPLIT_WORK,
+    arenaBytes = ARENA_BYTES,
+  ): Promise<WasmBackend> {
     const pool = new ArrayPool(POOL_MIN, POOL_FLOOR);
-    const be = new WasmBackend(await Gemm.create(threads, pool), splitWork);
+    const be = new WasmBackend(await Gemm.create(threads, pool, arenaBytes), splitWork);
     pool.live = () => be.liveBytes();
     return be;
   }
@@ -1095,13 +1242,15 @@ export class WasmBackend extends CpuBackend {
     this.#gemm.pool.clear();
   }
 
-  /** Release `s`; its array is kept for a later result of the same length (ArrayPool). */
+  /**
+   * Release `s`: its region of the memory goes back to the arena (or its plain array to the
+   * ArrayPool) for a later result.
+   */
   override free(s: Storage): void {
     const a = d(s);
-    this.#resident.delete(a);
     super.free(s);
     // Recycled only when this call released it (not a second free of the same storage).
-    if (d(s) !== a) this.#gemm.pool.give(a);
+    if (d(s) !== a && !this.#gemm.arena.give(a)) this.#gemm.pool.give(a);
   }
 
   override elementwise(
@@ -1131,7 +1280,7 @@ export class WasmBackend extends CpuBackend {
       const low = lower(outputs, acc);
       let kernel = this.#kernels.get(low.key);
       if (!kernel) this.#kernels.set(low.key, kernel = low.build());
-      const outs = outputs.map(() => pool.take(n)); // every element is written
+      const outs = outputs.map(() => this.#gemm.out(n)); // every element is written
       kernel(low.fns, Float64Array.from(low.consts), ins, outs, rows, cols);
       return outs.map((o) => this.wrap(o));
     } finally {
@@ -1140,22 +1289,20 @@ export class WasmBackend extends CpuBackend {
   }
 
   /**
-   * The expressions as one SIMD kernel over the shared memory (inputs copied in, outputs
-   * copied out: ~0.3 ns an element against the JavaScript loop's Math.exp at ~13), or null
-   * when an op has no vector form or a per-row/column input meets rows of a width that is not
-   * a multiple of 4. An input given as a number is already in the memory at that element
-   * offset (dense), and the call's own regions start at element `base`. Big calls are split
-   * across the threads in chunks: of whole vectors for a flat kernel (dense and scalar
-   * inputs), of rows for a per-row/column one.
+   * The expressions as one SIMD kernel over the shared memory (inputs read where they are in
+   * it, or copied in; results written where their arrays are: ~0.3 ns an element against the
+   * JavaScript loop's Math.exp at ~13), or null when an op has no vector form or a per-row/
+   * column input meets rows of a width that is not a multiple of 4. Big calls are split across
+   * the threads in chunks: of whole vectors for a flat kernel (dense and scalar inputs), of
+   * rows for a per-row/column one.
    */
   #simd(
     outputs: readonly Expr[],
-    ins: readonly (Float32Array | number)[],
+    ins: readonly Float32Array[],
     access: readonly SimdAccess[],
     n: number,
     rows: number,
     cols: number,
-    base = Gemm.BASE / 4,
   ): Float32Array[] | null {
     if (n === 0 || !simdSupports(outputs)) return null;
     const flat = access.every((a) => a === "dense" || a === "scalar");
@@ -1167,76 +1314,46 @@ export class WasmBackend extends CpuBackend {
       kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
       this.#simdKernels.set(key, kernel);
     }
-    // Layout from `base`: inputs, outputs, constants, each padded to whole vectors (+1 spare);
-    // of an input only what the kernel reads (n values, one, a row's cols, a column's rows).
-    // An input that is an output of the last call, still in the memory, is read where it is
-    // (a chain of ops: GELU-tanh's, before it was one op, passed ~40 % of a DiT step's input
-    // bytes that way); the new regions then go below those if they fit there, else above.
-    const pad = (len: number) => up4(len) + 4;
+    // Of an input, only what the kernel reads: n values, one, a row's cols, a column's rows.
     const need = (a: SimdAccess) =>
       a === "dense" ? n : a === "scalar" ? 1 : a === "row" ? cols : rows;
-    const resident = this.#gemm.generation === this.#residentGen ? this.#resident : undefined;
-    const placed = ins.map((x) => (typeof x === "number" ? x : resident?.get(x)));
-    let lo = Infinity, hi = 0, size = pad(consts.length) + outputs.length * pad(n);
-    ins.forEach((x, j) => {
-      const p = placed[j];
-      if (p === undefined) size += pad(need(access[j]!));
-      else if (typeof x !== "number") [lo, hi] = [Math.min(lo, p), Math.max(hi, p + pad(x.length))];
-    });
-    let at = base + size > lo ? Math.max(base, hi) : base;
-    const inAt = ins.map((_, j) => {
-      const p = placed[j];
-      if (p !== undefined) return p;
-      const here = at;
-      at += pad(need(access[j]!));
-      return here;
-    });
-    const outAt = outputs.map(() => {
-      const here = at;
-      at += pad(n);
-      return here;
-    });
-    const constAt = at;
-    at += pad(consts.length);
-    const f = this.#gemm.view(Math.max(at, hi) * 4);
-    ins.forEach((x, j) => {
-      if (placed[j] === undefined) {
-        f.set((x as Float32Array).subarray(0, need(access[j]!)), inAt[j]!);
-      }
-    });
-    f.set(consts, constAt);
+    const outs = outputs.map(() => this.#gemm.out(n));
     // Items: whole vectors of a flat kernel (a chunk's last vector never spills into the next
     // chunk's), rows of a per-row/column one; small calls on this thread (see EW_SPLIT_WORK).
     const total = flat ? (n + 3) >> 2 : rows, cost = kernel.cost;
     const work = n * Math.max(0, cost - EW_MEMORY_COST);
     const parts = work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, total);
     const width = flat ? 4 : cols; // elements per item
-    this.#gemm.runJit(
-      kernel,
-      {
-        base: [...inAt, ...outAt, constAt].map((p) => p * 4),
-        step: [
-          ...access.map((a) => (a === "dense" ? width * 4 : a === "col" ? 4 : 0)),
-          ...outAt.map(() => width * 4),
-          0,
-        ],
-        total,
-        flat,
-        n,
-        cols,
-        itemWork: width * cost,
-      },
-      parts,
-      Math.max(at, hi),
+    const call: JitCall = {
+      base: [],
+      step: [
+        ...access.map((a) => (a === "dense" ? width * 4 : a === "col" ? 4 : 0)),
+        ...outs.map(() => width * 4),
+        0,
+      ],
+      total,
+      flat,
+      n,
+      cols,
+      itemWork: width * cost,
+    };
+    call.base.length = ins.length + outs.length + 1; // for the scratch size
+    const fr = this.#gemm.frame(
+      ins.map((a, j) => {
+        const len = need(access[j]!);
+        // A dense vector kernel reads whole vectors: the last one may pass the end.
+        return { a, len, read: up4(len) };
+      }),
+      outs,
+      up4(consts.length) + 4 + Gemm.jitScratch(kernel, call, parts),
     );
-    const res = outAt.map((a) => {
-      const o = this.#gemm.pool.take(n);
-      o.set(f.subarray(a, a + n));
-      return o;
-    });
-    this.#resident = new Map(res.map((o, i) => [o, outAt[i]!]));
-    this.#residentGen = this.#gemm.generation;
-    return res;
+    const constAt = fr.scratch;
+    const f = new Float32Array(this.#gemm.memory.buffer);
+    f.set(consts, constAt);
+    call.base = [...fr.ins, ...fr.outs, constAt].map((p) => p * 4);
+    this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4);
+    fr.finish();
+    return outs;
   }
 
   override logSumExpAdd(
@@ -1253,12 +1370,16 @@ export class WasmBackend extends CpuBackend {
     // potentials agree to ~1e-6 relative.
     const outN = axis === 1 ? rows : cols;
     const cp = axis === 1 ? cols : (cols + 3) & ~3;
-    const X = 1024 / 4, V = X + rows * cols + cp + 4, M = V + (axis === 1 ? cols : rows) + 4;
-    const S = M + cp + rows + 4;
-    const f = this.#gemm.view((S + cp + rows + 4) * 4);
-    f.set(d(x).subarray(0, rows * cols), X);
-    f.set(d(v), V);
+    const xs = d(x), vs = d(v);
+    const fr = this.#gemm.frame(
+      [{ a: xs, len: rows * cols, read: rows * cols + cp }, { a: vs, len: vs.length }],
+      [],
+      2 * (cp + rows + 4),
+    );
+    const [X, V] = fr.ins as [number, number];
+    const M = fr.scratch, S = M + cp + rows + 4;
     (axis === 1 ? this.#gemm.lseRows : this.#gemm.lseCols)(X * 4, V * 4, M * 4, S * 4, rows, cols);
+    const f = new Float32Array(this.#gemm.memory.buffer);
     const o = new Float32Array(outN);
     const sc = Math.fround(scale), sh = Math.fround(shift);
     for (let k = 0; k < outN; k++) {
@@ -1345,25 +1466,20 @@ export class WasmBackend extends CpuBackend {
     return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
   }
 
-  /**
-   * The CPU backend's groups (one elementwise call each); with in-place outputs, the next call
-   * reads no earlier output in place (a written input may be one).
-   */
+  /** The CPU backend's groups (one elementwise call each). */
   override elementwiseGroups(
     outputs: readonly Expr[],
     groups: readonly ElementwiseGroup[],
     scalars: readonly Storage[],
     inPlace?: readonly number[],
   ): Storage[][] {
-    const out = super.elementwiseGroups(outputs, groups, scalars, inPlace);
-    // Inputs written in place may be outputs of the last SIMD call (when the groups' own calls
-    // took the JavaScript loop, which leaves the memory as it was).
-    if (inPlace?.some((t) => t >= 0)) this.#resident.clear();
-    return out;
+    // In-place outputs are written by JavaScript: no worker may still be writing one.
+    this.#gemm.settle();
+    return super.elementwiseGroups(outputs, groups, scalars, inPlace);
   }
 
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
-    this.#resident.delete(d(dst));
+    this.#gemm.settle(); // no worker may still be writing dst
     stridedCopy(
       d(dst),
       dstView.offset,
@@ -1389,6 +1505,9 @@ export class WasmBackend extends CpuBackend {
     const prod = (a: number, b: number) => shape.slice(a, b).reduce((p, q) => p * q, 1);
     const first = axes[0]!, last = axes[axes.length - 1]! + 1;
     const outer = prod(0, first), red = prod(first, last), inner = prod(last, shape.length);
+    if (inner > 1 && outer * red * inner >= COL_SUM_MIN) {
+      return this.wrap(this.#gemm.colSum(xs, outer, red, inner));
+    }
     const o = new Float32Array(outer * inner);
     if (inner === 1) {
       for (let a = 0; a < outer; a++) {
@@ -1413,30 +1532,33 @@ export class WasmBackend extends CpuBackend {
 
   override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const as = d(a), bs = d(b);
-    if (
-      epilogue && g.batch === 1 && g.m * g.n > 0 && g.n % GEMM_NR === 0 &&
-      simdSupports([epilogue.expr])
-    ) {
-      // One product (a linear layer's) with rows of n floats in the memory: the epilogue's
-      // kernel reads it there, which saves copying m·n floats out and back in.
-      const c = this.#gemm.product(as, 0, bs, 0, g);
-      const outs = this.#simd(
-        [epilogue.expr],
-        [c.at, ...epilogue.rows.map(d)],
-        ["dense", ...epilogue.rows.map(() => "row" as const)],
-        g.m * g.n,
-        g.m,
-        g.n,
-        c.end,
-      );
-      return this.wrap(outs![0]!);
+    // The products are written where the result lives (room for the rows past m included).
+    const o = this.#gemm.out(g.batch * g.m * g.n, this.#gemm.productCap(g));
+    if (g.m * g.n > 0) {
+      for (let bi = 0; bi < g.batch; bi++) {
+        this.#gemm.product(as, bi * g.aBatchStride, bs, bi * g.bBatchStride, g, o, bi * g.m * g.n);
+      }
     }
-    const o = this.#gemm.pool.take(g.batch * g.m * g.n);
-    for (let bi = 0; bi < g.batch; bi++) {
-      this.#gemm.run(as, bi * g.aBatchStride, bs, bi * g.bBatchStride, g, o, bi * g.m * g.n);
+    if (!epilogue) return this.wrap(o);
+    const rowsOf = epilogue.rows.map(d);
+    // A linear layer's bias (and activation): one SIMD pass from the product to the result.
+    // Not in place: a split call's last thread redoes chunks a worker may be in (drainChunks),
+    // which must find their inputs unchanged.
+    const res = g.n % 4 === 0
+      ? this.#simd(
+        [epilogue.expr],
+        [o, ...rowsOf],
+        ["dense", ...rowsOf.map(() => "row" as const)],
+        g.batch * g.m * g.n,
+        g.batch * g.m,
+        g.n,
+      )
+      : null;
+    if (res) {
+      if (!this.#gemm.arena.give(o)) this.#gemm.pool.give(o);
+      return this.wrap(res[0]!);
     }
     const acc = this.wrap(o);
-    if (!epilogue) return acc;
     const [out] = this.elementwise(
       [epilogue.expr],
       [acc, ...epilogue.rows],
@@ -1488,5 +1610,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   if (!(split >= 0)) {
     throw new RangeError(`elementwiseSplitWork: expected a number >= 0, got ${split}`);
   }
-  return await WasmBackend.create(threads, split);
+  const arena = opts.arenaBytes ?? ARENA_BYTES;
+  if (!(arena >= 0 && arena <= 2 ** 32)) {
+    throw new RangeError(`arenaBytes: expected a number in [0, 2^32], got ${arena}`);
+  }
+  return await WasmBackend.create(threads, split, arena);
 }

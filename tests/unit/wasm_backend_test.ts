@@ -8,7 +8,7 @@
  * keep it alive).
  */
 import { strict as assert } from "node:assert";
-import { CpuBackend } from "../../lib/backend/cpu.ts";
+import { CpuBackend, type CpuStorage } from "../../lib/backend/cpu.ts";
 import { createWasmBackend, type WasmBackend } from "../../lib/backend/wasm.ts";
 import { simdCost, simdSupports } from "../../lib/backend/wasm_jit.ts";
 import { chain, type Expr, type MatmulGeom, unaryDerivative } from "../../lib/ir.ts";
@@ -704,6 +704,32 @@ Deno.test("wasm backend: sums equal the CPU backend bit for bit; other reduction
   });
 });
 
+for (const threads of [1, 2]) {
+  Deno.test(`wasm backend (${threads} thread(s)): big sums over a middle axis (the SIMD f64 column sums) equal the CPU backend bit for bit`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(90 + threads);
+      // inner: blocks of 8 columns, a pair and a single one left; the DiT's bias gradients.
+      const cases: [number[], number[]][] = [
+        [[3136, 24], [0]],
+        [[2, 700, 13], [1]],
+        [[5, 500, 2], [1]],
+        [[64, 49, 128], [1]],
+        [[40, 33, 7, 9], [1, 2]],
+        [[1, 5000, 3], [0, 1]],
+        [[2, 2100, 1000], [1]], // past COL_SUM_SPLIT: the columns split across the threads
+      ];
+      for (const [shape, axes] of cases) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        for (const xs of [rng.floats(n, -10, 10), specialFloats(rng, n, -1e30, 1e30)]) {
+          const got = be.readSync(be.reduce("sum", be.upload(xs), shape, axes));
+          const want = cpu.readSync(cpu.reduce("sum", cpu.upload(xs), shape, axes));
+          assertSameBits(got, want, `sum of [${shape}] over [${axes}]`);
+        }
+      }
+    });
+  });
+}
+
 Deno.test("wasm backend: the committed kernel bytes are what `deno task gen:wasm` assembles", async () => {
   const { wasmBinSource } = await import("../../tasks/gen_wasm.ts");
   const committed = await Deno.readTextFile(
@@ -1018,4 +1044,87 @@ Deno.test("wasm backend: the plain-SIMD module's transposed-A SGEMM gives the sa
   });
   onePass.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= 1e-4, `one pass [${i}]`));
   for (const kc of [1, 3, 8, 36]) assert.deepEqual(run(kc), onePass, `kc = ${kc}`);
+});
+
+Deno.test("wasm backend: arrays in its memory (the arena), in plain arrays past arenaBytes, or mixed give the same bits; freed regions are reused", async () => {
+  // A DiT block's kinds of calls in a chain, each reading the last one's results: a linear
+  // layer with its bias epilogue, LayerNorm + modulate, attention forward and backward, an
+  // elementwise chain, a transposed weight-gradient product and a bias-gradient sum.
+  const rng = new Rand(123);
+  const b = 6, t = 9, w = 32, heads = 2, hd = 16, rows = b * t;
+  const x = rng.floats(rows * w, -1, 1), wq = rng.floats(3 * w * w, -0.3, 0.3);
+  const bias = rng.floats(3 * w, -0.1, 0.1), sh = rng.floats(b * w, -1, 1);
+  const sc = rng.floats(b * w, -1, 1), dO = rng.floats(rows * w, -1, 1);
+  // Whether a result's array is a view of the backend's shared memory (the arena's).
+  const inMemory: boolean[][] = [];
+  const run = (be: WasmBackend): Float32Array[] => {
+    const ups: Storage[] = [];
+    const up = (a: Float32Array) => {
+      ups.push(be.upload(a));
+      return ups[ups.length - 1]!;
+    };
+    const [y, st] = be.layerNormModulate(up(x), up(sh), up(sc), b, t, w, 1e-6);
+    const qkv = be.matmul(y, up(wq), {
+      batch: 1,
+      m: rows,
+      n: 3 * w,
+      k: w,
+      transA: false,
+      transB: true,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    }, { expr: bin("add", X, Y), rows: [up(bias)] });
+    const [o, lse] = be.attention(qkv, b, t, heads, hd, 0.25);
+    const [g] = be.elementwise([un("tanh", bin("mul", X, Y))], [o, up(dO)], [[w, 1], [w, 1]], [
+      rows,
+      w,
+    ]);
+    const dq = be.attentionBackward(qkv, o, lse, g!, b, t, heads, hd, 0.25);
+    const dW = be.matmul(dq, y, {
+      batch: 1,
+      m: 3 * w,
+      n: w,
+      k: rows,
+      transA: true,
+      transB: false,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    });
+    const db = be.reduce("sum", dq, [rows, 3 * w], [0]);
+    const [dx, dsh, dsc] = be.layerNormModulateBackward(up(x), up(sc), st, g!, b, t, w);
+    const res = [qkv, o, lse, g!, dq, dW, db, dx, dsh, dsc];
+    inMemory.push(res.map((s) => (s as CpuStorage).data.buffer instanceof SharedArrayBuffer));
+    const out = res.map((s) => be.readSync(s));
+    for (const s of [y, st, qkv, o, lse, g!, dq, dW, db, dx, dsh, dsc, ...ups]) be.free(s);
+    return out;
+  };
+  const variants: WasmBackend[] = [];
+  try {
+    for (const arenaBytes of [undefined, 0, 20_000]) {
+      variants.push(await createWasmBackend({ threads: 2, elementwiseSplitWork: 0, arenaBytes }));
+    }
+    const [want, ...others] = variants.map((be) => run(be));
+    assert.ok(inMemory[0]!.every((m) => m), "by default every result is in the memory");
+    assert.ok(inMemory[1]!.every((m) => !m), "with arenaBytes 0 none is");
+    assert.ok(inMemory[2]!.some((m) => m) && inMemory[2]!.some((m) => !m), "20 kB: some are");
+    const names = ["qkv", "o", "lse", "g", "dq", "dW", "db", "dx", "dsh", "dsc"];
+    others.forEach((got, v) =>
+      got.forEach((a, i) => assertSameBits(a, want![i]!, `arena variant ${v + 1}: ${names[i]}`))
+    );
+    // The CPU backend agrees to rounding (the products accumulate in another order).
+    const dbCpu = cpu.readSync(cpu.reduce("sum", cpu.upload(want![4]!), [rows, 3 * w], [0]));
+    assertSameBits(want![6]!, dbCpu, "db against the CPU backend");
+    // A second run reuses the freed regions and leaves nothing live.
+    const be = variants[0]!, live = be.liveBytes();
+    const again = run(be);
+    again.forEach((a, i) => assertSameBits(a, want![i]!, `second run: ${names[i]}`));
+    assert.equal(be.liveBytes(), live);
+  } finally {
+    for (const be of variants) be.close();
+  }
+});
+
+Deno.test("wasm backend: arenaBytes outside [0, 2^32] is refused with a RangeError naming it", async () => {
+  await assert.rejects(() => createWasmBackend({ arenaBytes: -1 }), /arenaBytes/);
+  await assert.rejects(() => createWasmBackend({ arenaBytes: 2 ** 33 }), /arenaBytes/);
 });
