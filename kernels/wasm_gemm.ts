@@ -24,8 +24,9 @@ export const GEMM_NR = 8;
 /**
  * The WAT of the module: two SGEMM kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
  * `gemm_t` (A stored transposed, (i, p) at `A + 4·(p·M + i)`), each
- * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K, kc)`: for row blocks `ib` in `[ib0, ib1)` and
- * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)`, where
+ * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K, kc, bias)`: for row blocks `ib` in `[ib0, ib1)` and
+ * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)` (plus
+ * `bias[jp·8 + c]`, added to the finished sum, when the address `bias` is not 0), where
  * B's element (p, jp·8 + c) is at `B + 4·(p·sBk + jp·sBp + c)` — so B is read in place when
  * it is row-major (sBk = N, sBp = 8) and from a packed copy otherwise (sBk = 8, sBp = 8·K).
  * Neither A nor a row-major B is copied: the packing of the classic design cost more than
@@ -304,9 +305,16 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
   const cStart = `(local.set $cp (i32.add (local.get $C) (i32.shl (i32.add
          (i32.mul (i32.mul (local.get $ib) (i32.const ${mr})) (local.get $ldc))
          (i32.shl (local.get $jp) (i32.const 3))) (i32.const 2))))`;
+  // A linear layer's bias: added to the finished sums of the last k block as they are stored
+  // (fl(sum + b), the bits of the separate epilogue pass it replaces, which read and wrote the
+  // whole product once more).
+  const addBias = rows.map((r) =>
+    `(local.set $c${r}_0 (f32x4.add (local.get $c${r}_0) (local.get $b0)))
+       (local.set $c${r}_1 (f32x4.add (local.get $c${r}_1) (local.get $b1)))`
+  ).join("\n       ");
   return `(func (export "${name}") (param $A i32) (param $M i32) (param $B i32) (param $sBk i32)
    (param $sBp i32) (param $C i32) (param $ldc i32) (param $ib0 i32) (param $ib1 i32)
-   (param $np i32) (param $K i32) (param $kc i32)
+   (param $np i32) (param $K i32) (param $kc i32) (param $bias i32)
    (local $ib i32) (local $jp i32) (local $k i32) (local $ap i32) (local $bp i32) (local $cp i32)
    (local $ak i32) (local $bk i32) (local $ldc4 i32) (local $p0 i32) (local $kb i32)
    ${rows.map((r) => `(local $ap${r} i32)`).join(" ")}
@@ -346,6 +354,12 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
          ${step()}
          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
          (br $tl)))
+       (if (i32.and (i32.ne (local.get $bias) (i32.const 0))
+           (i32.ge_s (i32.add (local.get $p0) (local.get $kc)) (local.get $K)))
+         (then
+       (local.set $b0 (v128.load offset=0 (i32.add (local.get $bias) (i32.shl (local.get $jp) (i32.const 5)))))
+       (local.set $b1 (v128.load offset=16 (i32.add (local.get $bias) (i32.shl (local.get $jp) (i32.const 5)))))
+       ${addBias}))
        ${cStart}
        ${store}
        (local.set $jp (i32.add (local.get $jp) (i32.const 1)))

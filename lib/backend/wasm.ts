@@ -544,6 +544,12 @@ interface StagedInput {
   read?: number;
 }
 
+/** Whether an epilogue is input 0 + input 1 (the product plus a bias row, nothing else). */
+function isBiasAdd(e: Expr): boolean {
+  return e.kind === "binary" && e.op === "add" && e.a.kind === "input" && e.a.index === 0 &&
+    e.b.kind === "input" && e.b.index === 1;
+}
+
 /** A run-time compiled elementwise kernel with the id the workers cache it by. */
 interface JitKernel extends SimdKernel {
   readonly id: number;
@@ -758,9 +764,10 @@ class Gemm {
 
   /**
    * out[oo .. oo + m·n) = A·B for one matrix pair (offsets in elements; m, n ≥ 1), f32
-   * accumulation. Written in place when `out` is in the memory, n is a multiple of 8 and `out`
-   * has room for the last row block's rows past m (see {@linkcode Gemm.productCap}); else in
-   * scratch, then copied.
+   * accumulation, plus `bias` [n] on every row when given (added to each finished sum).
+   * Written in place when `out` is in the memory, n is a multiple of 8 and `out` has room for
+   * the last row block's rows past m (see {@linkcode Gemm.productCap}); else in scratch, then
+   * copied.
    */
   product(
     as: Float32Array,
@@ -770,6 +777,7 @@ class Gemm {
     g: MatmulGeom,
     out: Float32Array,
     oo: number,
+    bias: Float32Array | null = null,
   ): void {
     const { m, n, k } = g, mr = this.mr;
     const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
@@ -788,11 +796,13 @@ class Gemm {
       [
         { a: as, off: ao, len: m * k, read: g.transA ? k * m + mr : mp * k },
         { a: bs, off: bo, len: k * n, read: k * n + GEMM_NR },
+        // The kernel reads a whole panel's 8 columns of it (np).
+        ...(bias ? [{ a: bias, len: n, read: np }] : []),
       ],
       [],
       packed + (direct ? 0 : mp * np),
     );
-    const [A, B] = fr.ins as [number, number];
+    const [A, B, BIAS = 0] = fr.ins as [number, number, number?];
     const C = direct ? outAt + oo : fr.scratch + packed;
     let sBk = n, sBp = GEMM_NR, Bat = B;
     if (pack) {
@@ -811,7 +821,21 @@ class Gemm {
       gemm,
       mb,
       parts,
-      (ib0, ib1) => [A * 4, m, Bat * 4, sBk, sBp, C * 4, np, ib0, ib1, np / GEMM_NR, k, kc],
+      (ib0, ib1) => [
+        A * 4,
+        m,
+        Bat * 4,
+        sBk,
+        sBp,
+        C * 4,
+        np,
+        ib0,
+        ib1,
+        np / GEMM_NR,
+        k,
+        kc,
+        BIAS * 4,
+      ],
     );
     if (direct) return;
     const f = new Float32Array(this.#mem.buffer);
@@ -1532,14 +1556,19 @@ export class WasmBackend extends CpuBackend {
 
   override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
     const as = d(a), bs = d(b);
-    // The products are written where the result lives (room for the rows past m included).
+    // The products are written where the result lives (room for the rows past m included). A
+    // bias-only epilogue (a linear layer without activation) is added by the kernel itself.
     const o = this.#gemm.out(g.batch * g.m * g.n, this.#gemm.productCap(g));
+    const bias = epilogue && isBiasAdd(epilogue.expr) && epilogue.rows.length === 1
+      ? d(epilogue.rows[0]!)
+      : null;
     if (g.m * g.n > 0) {
       for (let bi = 0; bi < g.batch; bi++) {
-        this.#gemm.product(as, bi * g.aBatchStride, bs, bi * g.bBatchStride, g, o, bi * g.m * g.n);
+        const ao = bi * g.aBatchStride, bo = bi * g.bBatchStride;
+        this.#gemm.product(as, ao, bs, bo, g, o, bi * g.m * g.n, bias);
       }
     }
-    if (!epilogue) return this.wrap(o);
+    if (!epilogue || bias) return this.wrap(o);
     const rowsOf = epilogue.rows.map(d);
     // A linear layer's bias (and activation): one SIMD pass from the product to the result.
     // Not in place: a split call's last thread redoes chunks a worker may be in (drainChunks),
