@@ -169,42 +169,97 @@ export function randomBlocks(kind: RandomKind, size: number): number {
   return kind === "normal" ? Math.ceil(size / 2) : Math.ceil(size / 4);
 }
 
+// The high word of a 32x32-bit product without allocating or splitting into 16-bit halves:
+// `mt` is the multiplier times 2^-32 (exact, a power-of-two scaling), `b` the other factor and
+// `lo` the exact low word (Math.imul). mt·b is the product over 2^32 within 2^-22 (one rounding
+// of a value below 2^64); adding 0.5 and subtracting lo·2^-32 (exact) leaves hi + 0.5 within
+// 2^-19, so truncation gives hi exactly. Fewer operations than the halves, and floating-point
+// ones, which run beside the integer XORs.
+const TWO_M32 = 2 ** -32;
+const PHILOX_MT0 = PHILOX_M0 * TWO_M32;
+const PHILOX_MT1 = PHILOX_M1 * TWO_M32;
+
+function hi32(mt: number, b: number, lo: number): number {
+  return (mt * (b >>> 0) + 0.5 - (lo >>> 0) * TWO_M32) >>> 0;
+}
+
+/**
+ * Philox 4x32-10 of the four consecutive blocks whose 64-bit counters are (lo, hi) + 0..3, the
+ * low word carrying into the high one as in `randomElement`, into `w` (block j at words 4j..4j+3).
+ * The same rounds as `philox4x32`, four blocks interleaved: one block's rounds are a chain of
+ * dependent multiplies, and four independent chains keep the CPU busy while each waits.
+ */
+function philox4x32x4(lo: number, hi: number, k0: number, k1: number, w: Uint32Array): void {
+  let a0 = lo | 0, a1 = hi | 0, a2 = 0, a3 = 0;
+  let b0 = (lo + 1) | 0, b1 = (hi + (lo + 1 > 0xffffffff ? 1 : 0)) | 0, b2 = 0, b3 = 0;
+  let c0 = (lo + 2) | 0, c1 = (hi + (lo + 2 > 0xffffffff ? 1 : 0)) | 0, c2 = 0, c3 = 0;
+  let d0 = (lo + 3) | 0, d1 = (hi + (lo + 3 > 0xffffffff ? 1 : 0)) | 0, d2 = 0, d3 = 0;
+  for (let r = 0; r < 10; r++) {
+    const la0 = Math.imul(PHILOX_M0, a0), la2 = Math.imul(PHILOX_M1, a2);
+    const lb0 = Math.imul(PHILOX_M0, b0), lb2 = Math.imul(PHILOX_M1, b2);
+    const lc0 = Math.imul(PHILOX_M0, c0), lc2 = Math.imul(PHILOX_M1, c2);
+    const ld0 = Math.imul(PHILOX_M0, d0), ld2 = Math.imul(PHILOX_M1, d2);
+    const ha0 = hi32(PHILOX_MT0, a0, la0), ha2 = hi32(PHILOX_MT1, a2, la2);
+    const hb0 = hi32(PHILOX_MT0, b0, lb0), hb2 = hi32(PHILOX_MT1, b2, lb2);
+    const hc0 = hi32(PHILOX_MT0, c0, lc0), hc2 = hi32(PHILOX_MT1, c2, lc2);
+    const hd0 = hi32(PHILOX_MT0, d0, ld0), hd2 = hi32(PHILOX_MT1, d2, ld2);
+    a0 = ha2 ^ a1 ^ k0, a1 = la2, a2 = ha0 ^ a3 ^ k1, a3 = la0;
+    b0 = hb2 ^ b1 ^ k0, b1 = lb2, b2 = hb0 ^ b3 ^ k1, b3 = lb0;
+    c0 = hc2 ^ c1 ^ k0, c1 = lc2, c2 = hc0 ^ c3 ^ k1, c3 = lc0;
+    d0 = hd2 ^ d1 ^ k0, d1 = ld2, d2 = hd0 ^ d3 ^ k1, d3 = ld0;
+    k0 = (k0 + PHILOX_W0) | 0;
+    k1 = (k1 + PHILOX_W1) | 0;
+  }
+  w[0] = a0, w[1] = a1, w[2] = a2, w[3] = a3;
+  w[4] = b0, w[5] = b1, w[6] = b2, w[7] = b3;
+  w[8] = c0, w[9] = c1, w[10] = c2, w[11] = c3;
+  w[12] = d0, w[13] = d1, w[14] = d2, w[15] = d3;
+}
+
+// The words of four blocks, reused by every `randomStream` call (it never re-enters itself).
+const STREAM_WORDS = new Uint32Array(16);
+
 /**
  * A whole stream of `size` elements of `kind` from `st`, element `i` as `randomElement`
- * defines it (computed a block at a time): the CPU backend's `random`.
+ * defines it, bit for bit: the CPU and `wasm` backends' `random`. Computed four blocks at a
+ * time without allocating (a tail's unused blocks are computed and dropped), since a training
+ * step draws tens of thousands of normals through it.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { randomElement, randomStream } from "./philox.ts";
- * const st = { key: [1, 2], counter: [3, 0] } as const;
- * const u = randomStream("uniform", 5, st);
- * assert.equal(u.length, 5);
- * for (let i = 0; i < 5; i++) assert.equal(u[i], randomElement("uniform", i, st));
+ * const st = { key: [1, 2], counter: [0xfffffffe, 0] } as const; // carries into counter[1]
+ * for (const kind of ["uniform", "normal", "bits"] as const) {
+ *   const u = randomStream(kind, 13, st);
+ *   assert.equal(u.length, 13);
+ *   for (let i = 0; i < 13; i++) assert.ok(Object.is(u[i], randomElement(kind, i, st)));
+ * }
  * ```
  */
 export function randomStream(kind: RandomKind, size: number, st: RandomState): Float32Array {
   const o = new Float32Array(size);
   const u = new Uint32Array(o.buffer);
-  const blocks = randomBlocks(kind, size);
-  for (let b = 0; b < blocks; b++) {
-    const lo0 = st.counter[0] + b;
-    const w = philox4x32(
-      [lo0 >>> 0, (st.counter[1] + (lo0 > 0xffffffff ? 1 : 0)) >>> 0, 0, 0],
-      st.key,
-    );
+  const w = STREAM_WORDS;
+  const k0 = st.key[0], k1 = st.key[1], lo = st.counter[0], hi = st.counter[1];
+  // Elements per four blocks: a normal takes a pair of words, a uniform or bits one word.
+  const step = kind === "normal" ? 8 : 16;
+  for (let i0 = 0, b = 0; i0 < size; i0 += step, b += 4) {
+    const lo0 = lo + b;
+    philox4x32x4(lo0 >>> 0, (hi + (lo0 > 0xffffffff ? 1 : 0)) >>> 0, k0, k1, w);
+    const n = Math.min(step, size - i0);
     if (kind === "normal") {
-      for (let h = 0; h < 2 && 2 * b + h < size; h++) {
+      // Element i0 + h is block b + h/2, words 2(h % 2) and 2(h % 2) + 1: words 2h and 2h + 1.
+      for (let h = 0; h < n; h++) {
         // u1 in (0, 1] so the log is finite.
         const u1 = ((w[2 * h]! >>> 8) + 1) * (1 / 16777216);
         const u2 = u32ToUniform(w[2 * h + 1]!);
-        o[2 * b + h] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+        o[i0 + h] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
       }
+    } else if (kind === "bits") {
+      for (let h = 0; h < n; h++) u[i0 + h] = w[h]!;
     } else {
-      for (let h = 0; h < 4 && 4 * b + h < size; h++) {
-        if (kind === "bits") u[4 * b + h] = w[h]!;
-        else o[4 * b + h] = u32ToUniform(w[h]!);
-      }
+      for (let h = 0; h < n; h++) o[i0 + h] = u32ToUniform(w[h]!);
     }
   }
   return o;

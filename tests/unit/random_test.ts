@@ -6,7 +6,7 @@
  */
 import { strict as assert } from "node:assert";
 import * as fg from "../../mod.ts";
-import { philox4x32 } from "../../lib/philox.ts";
+import { philox4x32, randomElement, randomStream } from "../../lib/philox.ts";
 import { normalCdf } from "../_ref.ts";
 
 fg.setBackend("cpu");
@@ -37,6 +37,40 @@ Deno.test("philox4x32: Random123 known-answer vectors (zeros, ones, pi digits)",
 function wordsOf(f: Float32Array): number[] {
   return [...new Uint32Array(f.buffer, f.byteOffset, f.length)];
 }
+
+Deno.test("randomStream: every element is randomElement's, bit for bit, across the counter carry", () => {
+  // randomStream computes four blocks at a time with its own multiply; randomElement is the
+  // one-element definition on philox4x32. Counters near 2^32 make the low word wrap (and carry
+  // into the high word, which itself wraps for the last state) inside the stream; the sizes
+  // cover tails of every length against the four-block step and the two-or-four-word block.
+  const states = [
+    { key: [0, 0], counter: [0, 0] },
+    { key: [1, 2], counter: [3, 0] },
+    { key: [0xdeadbeef, 0xffffffff], counter: [0xfffffffd, 7] },
+    { key: [0x9e3779b9, 5], counter: [0xffffffff, 0xffffffff] },
+  ] as const;
+  for (const st of states) {
+    for (const size of [1, 2, 3, 5, 8, 9, 16, 17, 4097]) {
+      for (const kind of ["uniform", "normal", "bits"] as const) {
+        const s = randomStream(kind, size, st);
+        assert.equal(s.length, size);
+        const words = new Uint32Array(s.buffer);
+        for (let i = 0; i < size; i++) {
+          const e = randomElement(kind, i, st);
+          const where = () => `${kind} size ${size} element ${i} of ${JSON.stringify(st)}`;
+          if (!Object.is(s[i], e)) assert.fail(`${where()}: ${s[i]} vs ${e}`);
+          if (kind === "bits") {
+            // A NaN pattern compares equal to any NaN above, so check the word itself.
+            const lo = st.counter[0] + Math.floor(i / 4);
+            const hi = (st.counter[1] + (lo > 0xffffffff ? 1 : 0)) >>> 0;
+            const w = philox4x32([lo >>> 0, hi, 0, 0], st.key);
+            if (words[i] !== w[i % 4]) assert.fail(`${where()}: word ${words[i]} vs ${w[i % 4]}`);
+          }
+        }
+      }
+    }
+  }
+});
 
 Deno.test("Generator streams: bits are Philox blocks (key = seed, counter = block index)", async () => {
   const g = new fg.Generator(0);
