@@ -164,13 +164,15 @@ for (let r = 0; r < rows; r++) {
 /**
  * How each input is read over `outShape` collapsed to [rows, cols]: contiguous ("dense"),
  * one value ("scalar"), a vector along the columns ("row", e.g. a bias) or along the rows
- * ("col"). Inputs that fit none of these are copied dense first (as the CPU backend does).
+ * ("col"), or one row per `group` consecutive rows ("group": a per-sample vector broadcast
+ * over the tokens, such as DiT's AdaLN gate [b, 1, d] against [b, t, d]). Inputs that fit
+ * none of these are copied dense first (as the CPU backend does).
  */
 function plan(
   inputs: readonly Float32Array[],
   strides: readonly (readonly number[])[],
   shape: readonly number[],
-): { access: (Access | "copy")[]; rows: number; cols: number } {
+): { access: (Access | "group" | "copy")[]; rows: number; cols: number; group: number } {
   const n = shape.reduce((a, b) => a * b, 1);
   const live = (ax: number) => shape[ax]! > 1;
   const isDense = (st: readonly number[], from: number, to: number, base: number) => {
@@ -187,7 +189,7 @@ function plan(
     return true;
   };
   let split = -1;
-  const access: (Access | "copy")[] = inputs.map((x, j) => {
+  const access: (Access | "group" | "copy")[] = inputs.map((x, j) => {
     const st = strides[j]!;
     if (x.length === n && isDense(st, 0, shape.length, 1)) return "dense";
     if (zero(st, 0, shape.length)) return "scalar";
@@ -204,8 +206,29 @@ function plan(
     }
     return "copy";
   });
+  // Grouped rows: dense columns [p, end), zero strides over row axes [q, p) and the rows
+  // before q contiguous [·, cols]: row r reads row ⌊r / group⌋. One group size per call.
+  let group = 0;
+  const size = (a: number, b: number) => shape.slice(a, b).reduce((x, y) => x * y, 1);
+  access.forEach((a, j) => {
+    if (a !== "copy") return;
+    const st = strides[j]!;
+    for (let p = 1; p < shape.length; p++) {
+      if ((split !== -1 && p !== split) || !isDense(st, p, shape.length, 1)) continue;
+      for (let q = 1; q < p; q++) {
+        const g = size(q, p);
+        if (g <= 1 || (group !== 0 && g !== group) || size(0, q) <= 1) continue;
+        if (zero(st, q, p) && isDense(st, 0, q, size(p, shape.length))) {
+          split = p;
+          group = g;
+          access[j] = "group";
+          return;
+        }
+      }
+    }
+  });
   const cols = split === -1 ? n : shape.slice(split).reduce((a, b) => a * b, 1);
-  return { access, rows: cols === 0 ? 0 : n / cols, cols };
+  return { access, rows: cols === 0 ? 0 : n / cols, cols, group };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1285,30 +1308,35 @@ export class WasmBackend extends CpuBackend {
   ): Storage[] {
     const n = outShape.reduce((a, b) => a * b, 1);
     const arrays = inputs.map(d);
-    const { access, rows, cols } = plan(arrays, inputStrides, outShape);
-    // Inputs read through any other view are copied contiguous first, as the CPU backend does
-    // (into plain arrays: a JavaScript store loop into the shared memory runs ~4 ns an element).
-    const pool = this.#gemm.pool;
+    const planned = plan(arrays, inputStrides, outShape);
+    const { rows, cols } = planned;
+    // Grouped rows run as one kernel call per group (#simd) when the call is not split across
+    // threads and its ops have vector forms; else they are copied like any other view.
+    const grouped = n > 0 && planned.group > 0 && simdSupports(outputs) && cols % 4 === 0 &&
+      n * Math.max(0, simdCost(outputs) - EW_MEMORY_COST) < this.#splitWork;
+    const access = planned.access.map((a) => (a === "group" && !grouped ? "copy" : a));
+    // Inputs read through any other view are copied contiguous first, as the CPU backend does.
     const temps: Float32Array[] = [];
     const ins = arrays.map((src, j) => {
       if (access[j] !== "copy") return src;
-      const o = pool.take(n);
+      const o = this.#gemm.out(n);
       stridedCopy(o, 0, stridesOf(outShape), src, 0, inputStrides[j]!, outShape);
       temps.push(o);
       return o;
     });
     const acc = access.map((a) => (a === "copy" ? "dense" : a));
     try {
-      const simd = this.#simd(outputs, ins, acc, n, rows, cols);
+      const simd = this.#simd(outputs, ins, acc, n, rows, cols, grouped ? planned.group : 0);
       if (simd) return simd.map((o) => this.wrap(o));
-      const low = lower(outputs, acc);
+      if (grouped) throw new Error("wasm backend: a grouped call left the SIMD path (a bug)");
+      const low = lower(outputs, acc as SimdAccess[]);
       let kernel = this.#kernels.get(low.key);
       if (!kernel) this.#kernels.set(low.key, kernel = low.build());
       const outs = outputs.map(() => this.#gemm.out(n)); // every element is written
       kernel(low.fns, Float64Array.from(low.consts), ins, outs, rows, cols);
       return outs.map((o) => this.wrap(o));
     } finally {
-      for (const t of temps) pool.give(t);
+      for (const t of temps) if (!this.#gemm.arena.give(t)) this.#gemm.pool.give(t);
     }
   }
 
@@ -1318,17 +1346,20 @@ export class WasmBackend extends CpuBackend {
    * JavaScript loop's Math.exp at ~13), or null when an op has no vector form or a per-row/
    * column input meets rows of a width that is not a multiple of 4. Big calls are split across
    * the threads in chunks: of whole vectors for a flat kernel (dense and scalar inputs), of
-   * rows for a per-row/column one.
+   * rows for a per-row/column one. With "group" inputs (rows of `group` rows each read one of
+   * their rows), the kernel treats them as rows and runs once per group on this thread.
    */
   #simd(
     outputs: readonly Expr[],
     ins: readonly Float32Array[],
-    access: readonly SimdAccess[],
+    accessIn: readonly (SimdAccess | "group")[],
     n: number,
     rows: number,
     cols: number,
+    group = 0,
   ): Float32Array[] | null {
     if (n === 0 || !simdSupports(outputs)) return null;
+    const access = accessIn.map((a) => (a === "group" ? "row" : a));
     const flat = access.every((a) => a === "dense" || a === "scalar");
     if (!flat && cols % 4 !== 0) return null;
     const { key, consts } = simdKey(outputs, access);
@@ -1338,15 +1369,24 @@ export class WasmBackend extends CpuBackend {
       kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
       this.#simdKernels.set(key, kernel);
     }
-    // Of an input, only what the kernel reads: n values, one, a row's cols, a column's rows.
-    const need = (a: SimdAccess) =>
-      a === "dense" ? n : a === "scalar" ? 1 : a === "row" ? cols : rows;
+    // Of an input, only what the kernel reads: n values, one, a row's cols, a column's rows,
+    // a row per group.
+    const need = (a: SimdAccess | "group") =>
+      a === "dense"
+        ? n
+        : a === "scalar"
+        ? 1
+        : a === "row"
+        ? cols
+        : a === "group"
+        ? (rows / group) * cols
+        : rows;
     const outs = outputs.map(() => this.#gemm.out(n));
     // Items: whole vectors of a flat kernel (a chunk's last vector never spills into the next
     // chunk's), rows of a per-row/column one; small calls on this thread (see EW_SPLIT_WORK).
     const total = flat ? (n + 3) >> 2 : rows, cost = kernel.cost;
     const work = n * Math.max(0, cost - EW_MEMORY_COST);
-    const parts = work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, total);
+    const parts = group > 0 || work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, total);
     const width = flat ? 4 : cols; // elements per item
     const call: JitCall = {
       base: [],
@@ -1364,7 +1404,7 @@ export class WasmBackend extends CpuBackend {
     call.base.length = ins.length + outs.length + 1; // for the scratch size
     const fr = this.#gemm.frame(
       ins.map((a, j) => {
-        const len = need(access[j]!);
+        const len = need(accessIn[j]!);
         // A dense vector kernel reads whole vectors: the last one may pass the end.
         return { a, len, read: up4(len) };
       }),
@@ -1375,7 +1415,23 @@ export class WasmBackend extends CpuBackend {
     const f = new Float32Array(this.#gemm.memory.buffer);
     f.set(consts, constAt);
     call.base = [...fr.ins, ...fr.outs, constAt].map((p) => p * 4);
-    this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4);
+    if (group > 0) {
+      // Per group: dense inputs and outputs advance `group` rows, a group's row one row, a
+      // per-row (col) input `group` values; rows and scalars stay.
+      const gs = [
+        ...accessIn.map((a) =>
+          a === "dense" ? group * cols * 4 : a === "group" ? cols * 4 : a === "col" ? group * 4 : 0
+        ),
+        ...outs.map(() => group * cols * 4),
+        0,
+      ];
+      const args = call.base.slice();
+      args.push(group, cols);
+      for (let g = 0; g < rows / group; g++) {
+        for (let i = 0; i < gs.length; i++) args[i] = call.base[i]! + g * gs[i]!;
+        kernel.run(...args);
+      }
+    } else this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4);
     fr.finish();
     return outs;
   }

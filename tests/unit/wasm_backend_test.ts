@@ -1128,3 +1128,43 @@ Deno.test("wasm backend: arenaBytes outside [0, 2^32] is refused with a RangeErr
   await assert.rejects(() => createWasmBackend({ arenaBytes: -1 }), /arenaBytes/);
   await assert.rejects(() => createWasmBackend({ arenaBytes: 2 ** 33 }), /arenaBytes/);
 });
+
+Deno.test("wasm backend: a per-sample row broadcast over the tokens (grouped rows) equals the CPU backend bit for bit", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(321);
+    // out shape, then each input's shape (broadcast to out): a gate [b, 1, d] against [b, t, d],
+    // with a bias row [d], a per-row value [b, t, 1] and a scalar; and two grouped axes.
+    const cases: [number[], number[][]][] = [
+      [[6, 7, 8], [[6, 7, 8], [6, 1, 8]]],
+      [[6, 7, 8], [[6, 1, 8], [6, 7, 8], [8], [6, 7, 1], [1]]],
+      [[3, 2, 5, 12], [[3, 1, 1, 12], [3, 2, 5, 12]]],
+      [[4, 9, 16], [[4, 1, 16], [4, 1, 16]]],
+    ];
+    const expr = bin("add", bin("mul", X, Y), bin("mul", Y, Y));
+    for (const [out, shapes] of cases) {
+      const arrays = shapes.map((s) => specialFloats(rng, s.reduce((a, b) => a * b, 1), -3, 3));
+      // Strides of each input broadcast to `out` (0 on its size-1 or missing axes).
+      const strides = shapes.map((s) => {
+        const full = [...Array(out.length - s.length).fill(1), ...s];
+        let acc = 1;
+        const st = full.map(() => 0);
+        for (let ax = out.length - 1; ax >= 0; ax--) {
+          st[ax] = full[ax] === 1 ? 0 : acc;
+          acc *= full[ax]!;
+        }
+        return st;
+      });
+      // X·Y + Y·Y over the first two inputs, then X times each other input.
+      const exprs = [
+        expr,
+        ...shapes.slice(2).map((_, j) => bin("mul", X, { kind: "input", index: j + 2 } as Expr)),
+      ];
+      for (const e of exprs) {
+        const got = be.elementwise([e], arrays.map((a) => be.upload(a)), strides, out);
+        const want = cpu.elementwise([e], arrays.map((a) => cpu.upload(a)), strides, out);
+        const what = `${JSON.stringify(shapes)} → [${out}]`;
+        assertSameBits(be.readSync(got[0]!), cpu.readSync(want[0]!), what);
+      }
+    }
+  });
+});
