@@ -473,6 +473,9 @@ const EW_CHUNK_WORK = 1 << 16;
 // page faults). Idle ones are kept up to the program's peak live bytes, or POOL_FLOOR.
 const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
+// Uploaded, allocated and filled arrays of at least this many floats are put in the memory
+// (smaller ones are copied into a call's scratch for less than the bookkeeping would cost).
+const ARENA_MIN = 1024;
 // Sums of at least this many elements over a middle axis run in WebAssembly (Gemm.colSum).
 const COL_SUM_MIN = 4096;
 // ... and split across the threads from this many (memory-bound: [3136, 512] ran 0.9 ms on one
@@ -1287,6 +1290,21 @@ export class WasmBackend extends CpuBackend {
   close(): void {
     this.#gemm.close();
     this.#gemm.pool.clear();
+  }
+
+  // New arrays of these sizes go in the memory too, so kernels read them where they are.
+  override upload(data: Float32Array): Storage {
+    if (data.length < ARENA_MIN) return super.upload(data);
+    const o = this.#gemm.out(data.length);
+    o.set(data);
+    return this.wrap(o);
+  }
+  override alloc(size: number): Storage {
+    return size < ARENA_MIN ? super.alloc(size) : this.fill(size, 0);
+  }
+  override fill(size: number, value: number): Storage {
+    if (size < ARENA_MIN) return super.fill(size, value);
+    return this.wrap(this.#gemm.out(size).fill(value));
   }
 
   /**
