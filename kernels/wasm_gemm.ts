@@ -391,20 +391,26 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
 // multiple of 4, at least 4; n ≥ 1). Sums are f32 (the CPU backend's are f64).
 //
 // Every product (scores q·k and dO·v, P·V, dS·K, dSᵀ·Q, Pᵀ·dO) is the SGEMM's register block
-// (the module doc): ATTN_R rows × 2 f32x4 vectors of accumulators; per step ATTN_R broadcast
-// loads and 2 vector loads for 12 multiply-adds, each vector reused by every row. One query row
-// at a time (a row vector times Kᵀ) needed a vector load per multiply-add and ran at a sixth of
-// the SGEMM's rate. The broadcast operand is laid out so that the block's rows are adjacent
-// floats (constant load offsets, no address arithmetic in the loop): a group of query rows (and
-// of dO rows) packed as [d][rows], Kᵀ and Vᵀ as [d][np], P and dS as rows [i][np] for the
-// backward's dSᵀ·Q and Pᵀ·dO, and dS once more as [j][i] for dS·K. Each output is still one
-// chain of f32 multiply-adds in the order of the sum's index (c, j or i), as in a row at a time.
+// (the module doc): ATTN_R rows × 2 f32x4 vectors of accumulators; per step 2 vector loads of
+// the B operand, each reused by every row, and the rows' floats of the A operand (a vector load
+// and lane broadcasts) for 10 multiply-adds. In V8 (Deno) every memory access carries an
+// explicit bounds check (~4 instructions), so loads per multiply-add set the speed: one query
+// row at a time (a row vector times Kᵀ) needed a vector load per multiply-add and ran at a sixth
+// of the SGEMM's rate. The A operand is laid out so that the block's rows are adjacent floats
+// (constant load offsets, no address arithmetic in the loop): Qᵀ and dOᵀ as [d][np] for the
+// scores (Kᵀ and Vᵀ the B operand), P transposed per group of rows for P·V, P and dS as rows
+// [i][np] for the backward's dSᵀ·Q and Pᵀ·dO, and dS once more as [j][i] for dS·K. Each output
+// is still one chain of f32 multiply-adds in the order of the sum's index (c, j or i), as in a
+// row at a time. While a pair computes, one float of each cache line of the next pair's rows is
+// loaded (`touch`): its transposes otherwise wait on memory, ~15 % of the time at the DiT shape.
 
 /**
- * Rows (or keys) per register block of the attention kernels: 6 × 2 vectors = 12 accumulators,
- * plus 2 vector and 1 broadcast registers: the 15 SIMD registers V8 allocates on x86-64.
+ * Rows (or keys) per register block of the attention kernels: 5 × 2 vectors = 10 accumulators,
+ * plus the 2 B vectors, the A vector and a broadcast: 14 of the 15 SIMD registers V8 allocates
+ * on x86-64. (6 rows, as the SGEMM's 12 accumulators, leave no register for the A vector: by
+ * broadcast loads instead they measured ~8 % slower in the backward, the same in the forward.)
  */
-export const ATTN_R = 6;
+export const ATTN_R = 5;
 
 /** WAT helpers: unique labels, counted loops and "blocks of 2 vectors, then of 1" sweeps. */
 class Wat {
@@ -472,10 +478,30 @@ const rowAt = (base: string, k: number, stride: string) =>
     ? `(local.get ${base})`
     : `(i32.add (local.get ${base}) (i32.mul (i32.const ${k}) (local.get ${stride})))`;
 
+// Sets $x to the step's float of row k (of r) of the A operand at $ap: rows by fours from one
+// vector load into $y (8 bytes for 2 or 3 rows) and a lane broadcast (a shuffle: no memory
+// access), a single row by a broadcast load. Reads no float past row r − 1.
+const bcast = (r: number, k: number) => {
+  const k4 = k % 4, q = Math.min(4, r - (k - k4)); // rows of k's four
+  if (q === 1 || (q === 3 && k4 === 2)) {
+    return `(local.set $x (v128.load32_splat offset=${4 * k} (local.get $ap)))`;
+  }
+  const load = k4 !== 0
+    ? ""
+    : `(local.set $y (${q === 4 ? "v128.load" : "v128.load64_zero"} offset=${
+      4 * k
+    } (local.get $ap)))
+       `;
+  return `${load}(local.set $x (i8x16.shuffle ${
+    lanes(k4, k4, k4, k4)
+  } (local.get $y) (local.get $y)))`;
+};
+
 /**
  * The register block: $z{k}{t} (k < r, t < wv) = Σ over `steps` (≥ 1) steps of
- * splat(f32 at $ap + 4k) · (v128 at $bp + 16t), with $ap = a, $bp = b at the first step and
- * $ap += sa, $bp += sb after each.
+ * (row k's float at $ap, broadcast) · (v128 at $bp + 16t), with $ap = a, $bp = b at the first
+ * step and $ap += sa, $bp += sb after each; the step loop unrolled by 2 (its overhead, with V8's
+ * interrupt check, is ~6 instructions).
  */
 function regBlock(
   madd: Madd,
@@ -486,21 +512,13 @@ function regBlock(
   [b, sb]: [string, string],
   steps: string,
 ): string {
-  const l = w.label();
-  return `${
-    ts(r).flatMap((k) => ts(wv).map((t) => `(local.set ${z(k, t)} (v128.const i32x4 0 0 0 0))`))
-      .join(" ")
-  }
-     (local.set $ap ${a})
-     (local.set $bp ${b})
-     (local.set $ae (i32.add (local.get $ap) (i32.mul ${steps} ${sa})))
-     (loop ${l}
-       ${
+  const l = w.label(), o = w.label();
+  const step = `${
     ts(wv).map((t) => `(local.set $u${t} (v128.load offset=${16 * t} (local.get $bp)))`).join(" ")
   }
        ${
     ts(r).map((k) =>
-      `(local.set $x (v128.load32_splat offset=${4 * k} (local.get $ap)))
+      `${bcast(r, k)}
        ${
         ts(wv).map((t) =>
           `(local.set ${z(k, t)} ${
@@ -511,7 +529,20 @@ function regBlock(
     ).join("\n       ")
   }
        (local.set $bp (i32.add (local.get $bp) ${sb}))
-       (br_if ${l} (i32.lt_u (local.tee $ap (i32.add (local.get $ap) ${sa})) (local.get $ae))))`;
+       (local.set $ap (i32.add (local.get $ap) ${sa}))`;
+  return `${
+    ts(r).flatMap((k) => ts(wv).map((t) => `(local.set ${z(k, t)} (v128.const i32x4 0 0 0 0))`))
+      .join(" ")
+  }
+     (local.set $ap ${a})
+     (local.set $bp ${b})
+     (local.set $ae (i32.add (local.get $ap) (i32.mul (i32.sub ${steps} (i32.const 1)) ${sa})))
+     (block ${o} (loop ${l}
+       (br_if ${o} (i32.ge_u (local.get $ap) (local.get $ae)))
+       ${step}
+       ${step}
+       (br ${l})))
+     (if (i32.eq (local.get $ap) (local.get $ae)) (then ${step}))`;
 }
 
 // Stores the register block's rows: v128 `val(k, t)` at `addr(k)` + 16t.
@@ -626,7 +657,8 @@ const PAIR_LOCALS =
    (local $np i32) (local $np4 i32) (local $q0 i32) (local $k0 i32) (local $v0 i32) (local $r0 i32)
    (local $i i32) (local $j i32) (local $c i32) (local $k i32) (local $jb i32) (local $cb i32)
    (local $rem i32) (local $sp i32) (local $dp i32) (local $kp i32) (local $tp i32)
-   (local $ap i32) (local $bp i32) (local $ae i32)
+   (local $ap i32) (local $bp i32) (local $ae i32) (local $nb i32) (local $nq i32) (local $nr i32)
+   (local $tf f32)
    (local $sc v128) (local $x v128) (local $y v128) (local $a0 v128) (local $u0 v128) (local $u1 v128)
    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
    ${
@@ -651,6 +683,38 @@ const PAIR_START = `(local.set $bi (i32.div_u (local.get $bh) (local.get $heads)
 // Byte offset of row i of pair bh in the [pairs][n] statistics (m, l, lse).
 const STAT_AT =
   `(i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2))`;
+// The next pair's q (token 0, head h', slot q; $nq) and o/dO row 0 offset ($nr), for touching
+// its rows while this pair computes: the pair's first reads of qkv (its transposes) otherwise
+// wait on memory, ~15 % of a pair's time at the DiT shape. The last pair of a share touches
+// itself (past it there may be no memory).
+const NEXT_PAIR = `(local.set $nb (select (i32.add (local.get $bh) (i32.const 1)) (local.get $bh)
+       (i32.lt_u (i32.add (local.get $bh) (i32.const 1)) (local.get $bh1))))
+     (local.set $nq (i32.add (local.get $qkv) (i32.add
+       (i32.mul (i32.mul (i32.div_u (local.get $nb) (local.get $heads)) (local.get $n)) (local.get $rs))
+       (i32.mul (i32.rem_u (local.get $nb) (local.get $heads)) (local.get $hd4)))))
+     (local.set $nr (i32.add
+       (i32.mul (i32.mul (i32.div_u (local.get $nb) (local.get $heads)) (local.get $n)) (local.get $hs4))
+       (i32.mul (i32.rem_u (local.get $nb) (local.get $heads)) (local.get $hd4))))`;
+// Loads (summed into $tf, stored once a call so they stay) one float of each cache line of the
+// d floats at each of `rows` (byte addresses of row starts).
+function touch(w: Wat, rows: string[]): string {
+  const l = w.label();
+  return `(local.set $c (i32.const 0))
+       (loop ${l}
+         ${
+    rows.map((r) =>
+      `(local.set $tf (f32.add (local.get $tf) (f32.load (i32.add ${r} (local.get $c)))))`
+    )
+      .join("\n         ")
+  }
+         (br_if ${l} (i32.lt_u (local.tee $c (i32.add (local.get $c) (i32.const 64))) (local.get $hd4))))
+       ${
+    rows.map((r) =>
+      `(local.set $tf (f32.add (local.get $tf) (f32.load (i32.sub (i32.add ${r} (local.get $hd4)) (i32.const 4)))))`
+    ).join("\n       ")
+  }`;
+}
+
 // The register block's A operand for rows $i .. of a transposed [d][np] matrix at `at`: the rows'
 // c-th floats adjacent, np4 bytes a step.
 const rowsOf = (at: string): [string, string] => [
@@ -771,6 +835,15 @@ function attnFwd(madd: Madd): string {
          (local.set $tp (i32.add (local.get $tp) (i32.const 16)))`,
           )
         }
+       ;; the next pair's q, k, v of token i + k
+       (local.set $tp (i32.add (local.get $nq) (i32.mul (i32.add (local.get $i) (local.get $k)) (local.get $rs))))
+       ${
+          touch(w, [
+            "(local.get $tp)",
+            "(i32.add (local.get $tp) (local.get $hs4))",
+            "(i32.add (local.get $tp) (i32.shl (local.get $hs4) (i32.const 1)))",
+          ])
+        }
        (f32.store (i32.add (i32.add (local.get $m) ${STAT_AT}) (i32.shl (local.get $k) (i32.const 2)))
          (f32.max (f32.max (f32x4.extract_lane 0 (local.get $x)) (f32x4.extract_lane 1 (local.get $x)))
            (f32.max (f32x4.extract_lane 2 (local.get $x)) (f32x4.extract_lane 3 (local.get $x)))))`,
@@ -824,11 +897,13 @@ function attnFwd(madd: Madd): string {
    (block $done (loop $pairs
      (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
      ${PAIR_START}
+     ${NEXT_PAIR}
      ${transpose(w, "(local.get $k0)", "(local.get $kt)", "$rs")}
      ${transpose(w, "(local.get $q0)", "(local.get $qt)", "$rs")}
      ${w.groups("$i", "(i32.const 0)", "(local.get $n)", group)}
      (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
      (br $pairs)))
+   (f32.store (local.get $scr) (local.get $tf))
  )`;
 }
 
@@ -951,6 +1026,25 @@ function attnBwd(madd: Madd): string {
             (k, t) => `(f32x4.mul (local.get ${z(k, t)}) (local.get $sc))`,
           )
         }`)
+    }
+     ;; the next pair's q, k, v, dO and o of the group's tokens
+     ${
+      w.count(
+        "$k",
+        "(local.get $i)",
+        `(i32.add (local.get $i) (i32.const ${r}))`,
+        `(local.set $tp (i32.add (local.get $nq) (i32.mul (local.get $k) (local.get $rs))))
+       (local.set $dp (i32.add (local.get $nr) (i32.mul (local.get $k) (local.get $hs4))))
+       ${
+          touch(w, [
+            "(local.get $tp)",
+            "(i32.add (local.get $tp) (local.get $hs4))",
+            "(i32.add (local.get $tp) (i32.shl (local.get $hs4) (i32.const 1)))",
+            "(i32.add (local.get $dO) (local.get $dp))",
+            "(i32.add (local.get $o) (local.get $dp))",
+          ])
+        }`,
+      )
     }`;
   // dK_j, dV_j over the block's rows for keys $j .. $j + r and d columns $cb ..: the first block
   // stores, later ones add.
@@ -1035,6 +1129,7 @@ function attnBwd(madd: Madd): string {
    (block $done (loop $pairs
      (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
      ${PAIR_START}
+     ${NEXT_PAIR}
      ${transpose(w, "(local.get $k0)", "(local.get $kt)", "$rs")}
      ${transpose(w, "(local.get $v0)", "(local.get $vt)", "$rs")}
      ${transpose(w, "(local.get $q0)", "(local.get $qt)", "$rs")}
@@ -1080,6 +1175,7 @@ function attnBwd(madd: Madd): string {
        (br $blocks)))
      (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
      (br $pairs)))
+   (f32.store (local.get $scr) (local.get $tf))
  )`;
 }
 

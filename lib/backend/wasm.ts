@@ -450,7 +450,7 @@ const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
-// Query rows per block of the attention backward (its P, dS and dSᵀ scratch is 3 · this · n floats).
+// Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
 const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
@@ -856,8 +856,7 @@ class Gemm {
   ): [Float32Array, Float32Array] {
     const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
     const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), M = O + up4(b * n * hs);
-    const L = M + up4(pairs * n), S = L + up4(pairs * n);
-    const scr = up4((2 * d + 2 * ATTN_R) * np); // see kernels/wasm_gemm.ts attn_fwd
+    const L = M + up4(pairs * n), S = L + up4(pairs * n), scr = up4((2 * d + 2 * ATTN_R) * np);
     // About 2·n²·d multiply-adds a pair (scores, then P·V), plus n² exps.
     const parts = 2 * pairs * n * n * d < SPLIT_WORK
       ? 1
@@ -908,7 +907,7 @@ class Gemm {
     const rb = Math.min(ATTN_ROW_BLOCK, n);
     const Q = Gemm.BASE / 4, O = Q + up4(b * n * ts), LS = O + up4(b * n * hs);
     const G = LS + up4(pairs * n), DQ = G + up4(b * n * hs), S = DQ + up4(b * n * ts);
-    const scr = up4((4 * d + 3 * rb) * np + rb); // see attn_bwd
+    const scr = up4((4 * d + 3 * rb) * np + rb);
     // About 5·n²·d multiply-adds a pair (scores, dO·Vᵀ, dQ, dK, dV).
     const parts = 5 * pairs * n * n * d < SPLIT_WORK
       ? 1
