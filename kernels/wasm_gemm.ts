@@ -73,33 +73,63 @@ type Madd = (a: string, b: string, c: string) => string;
 const maddOf = (fma: boolean): Madd => (a, b, c) =>
   fma ? `(f32x4.relaxed_madd ${a} ${b} ${c})` : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
 
+const v4 = (x: string) => `(v128.const f32x4 ${x} ${x} ${x} ${x})`;
 // exp over f32x4 (Cephes expf: n = round(x·log2 e), r = x − n·ln 2 in two parts, a degree-6
 // polynomial, then 2^n as 2^h·2^(n−h), h = ⌊n/2⌋, so subnormal results and overflow land where
-// f32 puts them); the same steps as lib/backend/wasm_jit.ts's vector exp.
-const EXP = `(func $exp (param $x v128) (result v128)
-   (local $xc v128) (local $n v128) (local $r v128) (local $ni v128) (local $h v128)
-   (local.set $xc (f32x4.max (f32x4.min (local.get $x) (v128.const f32x4 89 89 89 89))
-     (v128.const f32x4 -104 -104 -104 -104)))
-   (local.set $n (f32x4.nearest (f32x4.mul (local.get $xc)
-     (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
-   (local.set $r (f32x4.sub (f32x4.sub (local.get $xc)
-     (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
-     (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
-   (local.set $ni (i32x4.trunc_sat_f32x4_s (local.get $n)))
-   (local.set $h (i32x4.shr_s (local.get $ni) (i32.const 1)))
-   (f32x4.mul (f32x4.mul
-     (f32x4.add (f32x4.add (f32x4.mul (f32x4.mul (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul
-       (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul (f32x4.add (f32x4.mul
-       (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4) (local.get $r))
-       (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3)) (local.get $r))
-       (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3)) (local.get $r))
-       (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2)) (local.get $r))
-       (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1)) (local.get $r))
-       (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
-       (local.get $r)) (local.get $r)) (local.get $r)) (v128.const f32x4 1 1 1 1))
-     (i32x4.shl (i32x4.add (local.get $h) (i32x4.splat (i32.const 127))) (i32.const 23)))
-     (i32x4.shl (i32x4.add (i32x4.sub (local.get $ni) (local.get $h)) (i32x4.splat (i32.const 127)))
-       (i32.const 23)))
+// f32 puts them); the same steps as lib/backend/wasm_jit.ts's vector exp. Inline code that sets
+// local `out` from the expression `x`, with locals $e1 .. $e3 as temporaries: the attention
+// kernels run it per score, where a call cost as much again. The clamp is pmin/pmax (one
+// instruction each; f32x4.min/max are ~8 in V8): both return their first operand x when it is
+// NaN, so NaN still propagates (through r). n = round(xc·log2 e) by adding and subtracting
+// 1.5·2^23 (ties to even, as f32x4.nearest, for |n| < 2^22): the sum's low mantissa bits are n
+// itself, so n as an integer is an i32 subtraction of bit patterns, not i32x4.trunc_sat_f32x4_s
+// (a ~6-instruction sequence in V8). The same bits as nearest and trunc_sat. `madd` runs the
+// polynomial (the attention kernels pass their module's: fused where it has relaxed SIMD).
+const EXP_CONSTS: [string, string][] = [
+  ["$eHi", v4("89")],
+  ["$eLo", v4("-104")],
+  ["$eLog2e", v4("1.44269504088896341")],
+  ["$eMagic", v4("12582912")],
+  ["$eLn2a", v4("0.693359375")],
+  ["$eLn2b", v4("-2.12194440e-4")],
+  ["$eMagicBits", "(v128.const i32x4 0x4b400000 0x4b400000 0x4b400000 0x4b400000)"],
+  ["$eP0", v4("1.9875691500e-4")],
+  ["$eP1", v4("1.3981999507e-3")],
+  ["$eP2", v4("8.3334519073e-3")],
+  ["$eP3", v4("4.1665795894e-2")],
+  ["$eP4", v4("1.6666665459e-1")],
+  ["$eP5", v4("5.0000001201e-1")],
+  ["$eOne", v4("1")],
+  ["$eBias", "(v128.const i32x4 127 127 127 127)"],
+];
+// The locals expInto uses, and the code that sets its constants (V8 builds each v128.const in
+// ~4 instructions wherever it appears: set once per call, they are a register or a reload).
+const EXP_LOCALS = `(local $e1 v128) (local $e2 v128) (local $e3 v128) ${
+  EXP_CONSTS.map(([l]) => `(local ${l} v128)`).join(" ")
+}`;
+const EXP_SETUP = EXP_CONSTS.map(([l, v]) => `(local.set ${l} ${v})`).join("\n   ");
+const c = (l: string) => `(local.get ${l})`;
+const expInto = (out: string, x: string, madd: Madd = maddOf(false)) => {
+  const r = "(local.get $e1)";
+  let poly = c("$eP0");
+  for (const k of [1, 2, 3, 4, 5]) poly = madd(poly, r, c(`$eP${k}`));
+  return `(local.set $e1 (f32x4.pmax (f32x4.pmin ${x} ${c("$eHi")}) ${c("$eLo")}))
+   (local.set $e2 (f32x4.add (f32x4.mul (local.get $e1) ${c("$eLog2e")}) ${c("$eMagic")}))
+   (local.set $e3 (f32x4.sub (local.get $e2) ${c("$eMagic")}))
+   (local.set $e1 (f32x4.sub (f32x4.sub (local.get $e1) (f32x4.mul (local.get $e3) ${c("$eLn2a")}))
+     (f32x4.mul (local.get $e3) ${c("$eLn2b")})))
+   (local.set $e2 (i32x4.sub (local.get $e2) ${c("$eMagicBits")}))
+   (local.set $e3 (i32x4.shr_s (local.get $e2) (i32.const 1)))
+   (local.set ${out} (f32x4.mul (f32x4.mul
+     (f32x4.add ${madd(`(f32x4.mul ${poly} ${r})`, r, r)} ${c("$eOne")})
+     (i32x4.shl (i32x4.add (local.get $e3) ${c("$eBias")}) (i32.const 23)))
+     (i32x4.shl (i32x4.add (i32x4.sub (local.get $e2) (local.get $e3)) ${c("$eBias")})
+       (i32.const 23))))`;
+};
+const EXP = `(func $exp (param $x v128) (result v128) (local $y v128) ${EXP_LOCALS}
+   ${EXP_SETUP}
+   ${expInto("$y", "(local.get $x)")}
+   (local.get $y)
  )`;
 
 // Log-sum-exp statistics for Sinkhorn (Backend.logSumExpAdd), two passes over x [rows, cols]:
@@ -374,8 +404,30 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
 // Fused self-attention (Backend.attention / attentionBackward) over timm's packed qkv
 // [b, n, 3, heads, d], one (batch, head) pair at a time, f32x4 over the head width d (a
 // multiple of 4, at least 4; n ≥ 1). Sums are f32 (the CPU backend's are f64).
+//
+// Every product (scores q·k and dO·v, P·V, dS·K, dSᵀ·Q, Pᵀ·dO) is the SGEMM's register block
+// (the module doc): ATTN_R rows × 2 f32x4 vectors of accumulators; per step 2 vector loads of
+// the B operand, each reused by every row, and the rows' floats of the A operand (a vector load
+// and lane broadcasts) for 10 multiply-adds. In V8 (Deno) every memory access carries an
+// explicit bounds check (~4 instructions), so loads per multiply-add set the speed: one query
+// row at a time (a row vector times Kᵀ) needed a vector load per multiply-add and ran at a sixth
+// of the SGEMM's rate. The A operand is laid out so that the block's rows are adjacent floats
+// (constant load offsets, no address arithmetic in the loop): Qᵀ and dOᵀ as [d][np] for the
+// scores (Kᵀ and Vᵀ the B operand), P transposed per group of rows for P·V, P and dS as rows
+// [i][np] for the backward's dSᵀ·Q and Pᵀ·dO, and dS once more as [j][i] for dS·K. Each output
+// is still one chain of f32 multiply-adds in the order of the sum's index (c, j or i), as in a
+// row at a time. While a pair computes, one float of each cache line of the next pair's rows is
+// loaded (`touch`): its transposes otherwise wait on memory, ~15 % of the time at the DiT shape.
 
-/** WAT helpers: unique labels, counted loops and "blocks of 4 vectors, then of 1" sweeps. */
+/**
+ * Rows (or keys) per register block of the attention kernels: 5 × 2 vectors = 10 accumulators,
+ * plus the 2 B vectors, the A vector and a broadcast: 14 of the 15 SIMD registers V8 allocates
+ * on x86-64. (6 rows, as the SGEMM's 12 accumulators, leave no register for the A vector: by
+ * broadcast loads instead they measured ~8 % slower in the backward, the same in the forward.)
+ */
+export const ATTN_R = 5;
+
+/** WAT helpers: unique labels, counted loops and "blocks of 2 vectors, then of 1" sweeps. */
 class Wat {
   #label = 0;
   /** A fresh label. */
@@ -390,59 +442,214 @@ class Wat {
        (br_if ${l} (i32.lt_u (local.tee ${v} (i32.add (local.get ${v}) (i32.const 1))) ${to})))`;
   }
   /**
-   * `body(w)` over `v` = 0, 4, 8, … < `limit` (a multiple of 4): blocks of w = 4 vectors (16
-   * floats) while they fit, then single vectors, so 4 accumulators cover most of a line.
+   * `body(w)` over `v` = 0, 4, 8, … < `limit` (a multiple of 4): blocks of w = 2 vectors (8
+   * floats, the register block's width) while they fit, then single vectors.
    */
   sweep(v: string, limit: string, body: (w: number) => string): string {
-    const o16 = this.label(), l16 = this.label(), o4 = this.label(), l4 = this.label();
+    const o8 = this.label(), l8 = this.label(), o4 = this.label(), l4 = this.label();
     return `(local.set ${v} (i32.const 0))
-     (block ${o16} (loop ${l16}
-       (br_if ${o16} (i32.gt_u (i32.add (local.get ${v}) (i32.const 16)) ${limit}))
-       ${body(4)}
-       (local.set ${v} (i32.add (local.get ${v}) (i32.const 16)))
-       (br ${l16})))
+     (block ${o8} (loop ${l8}
+       (br_if ${o8} (i32.gt_u (i32.add (local.get ${v}) (i32.const 8)) ${limit}))
+       ${body(2)}
+       (local.set ${v} (i32.add (local.get ${v}) (i32.const 8)))
+       (br ${l8})))
      (block ${o4} (loop ${l4}
        (br_if ${o4} (i32.ge_u (local.get ${v}) ${limit}))
        ${body(1)}
        (local.set ${v} (i32.add (local.get ${v}) (i32.const 4)))
        (br ${l4})))`;
   }
+  /**
+   * `body(r)` for `v` = `from`, `from` + ATTN_R, … with r = ATTN_R while that many are left
+   * before `to`, then once with r = the 1 … ATTN_R − 1 left, if any (each r its own code: the
+   * register block's row count is part of its instructions). `body` must keep `$rem`.
+   */
+  groups(v: string, from: string, to: string, body: (r: number) => string): string {
+    const o = this.label(), l = this.label();
+    return `(local.set ${v} ${from})
+     (block ${o} (loop ${l}
+       (br_if ${o} (i32.gt_u (i32.add (local.get ${v}) (i32.const ${ATTN_R})) ${to}))
+       ${body(ATTN_R)}
+       (local.set ${v} (i32.add (local.get ${v}) (i32.const ${ATTN_R})))
+       (br ${l})))
+     (local.set $rem (i32.sub ${to} (local.get ${v})))
+     ${
+      ts(ATTN_R - 1).map((k) =>
+        `(if (i32.eq (local.get $rem) (i32.const ${k + 1})) (then ${body(k + 1)}))`
+      ).join("\n     ")
+    }`;
+  }
 }
 
 const ts = (w: number) => Array.from({ length: w }, (_, t) => t);
-const zero = (names: string[]) =>
-  names.map((a) => `(local.set ${a} (v128.const i32x4 0 0 0 0))`).join(" ");
 const hsum = (v: string) =>
   `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v}))
      (f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v})))`;
+// The register block's accumulator of row k, vector t.
+const z = (k: number, t: number) => `$z${k}${t}`;
+// `base` + k·`stride` (locals), as WAT.
+const rowAt = (base: string, k: number, stride: string) =>
+  k === 0
+    ? `(local.get ${base})`
+    : `(i32.add (local.get ${base}) (i32.mul (i32.const ${k}) (local.get ${stride})))`;
 
-// Kᵀ (and Vᵀ) of one pair into scratch as [d][np] (np = n rounded up to 4, zero columns past
-// n), so scores for 4 keys are one vector: s[j..j+4] = Σ_c q_c · Kᵀ[c][j..j+4], no horizontal
-// sums. O(n·d) copying against the O(n²·d) products.
-function transpose(w: Wat, src: string, dst: string): string {
-  return `${
-    w.count(
-      "$j",
-      "(i32.const 0)",
-      "(local.get $n)",
-      `(local.set $sp (i32.add ${src} (i32.mul (local.get $j) (local.get $rs))))
-       (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
+// Sets $x to the step's float of row k (of r) of the A operand at $ap: rows by fours from one
+// vector load into $y (8 bytes for 2 or 3 rows) and a lane broadcast (a shuffle: no memory
+// access), a single row by a broadcast load. Reads no float past row r − 1.
+const bcast = (r: number, k: number) => {
+  const k4 = k % 4, q = Math.min(4, r - (k - k4)); // rows of k's four
+  if (q === 1 || (q === 3 && k4 === 2)) {
+    return `(local.set $x (v128.load32_splat offset=${4 * k} (local.get $ap)))`;
+  }
+  const load = k4 !== 0
+    ? ""
+    : `(local.set $y (${q === 4 ? "v128.load" : "v128.load64_zero"} offset=${
+      4 * k
+    } (local.get $ap)))
+       `;
+  return `${load}(local.set $x (i8x16.shuffle ${
+    lanes(k4, k4, k4, k4)
+  } (local.get $y) (local.get $y)))`;
+};
+
+/**
+ * The register block: $z{k}{t} (k < r, t < wv) = Σ over `steps` (≥ 1) steps of
+ * (row k's float at $ap, broadcast) · (v128 at $bp + 16t), with $ap = a, $bp = b at the first
+ * step and $ap += sa, $bp += sb after each; the step loop unrolled by 2 (its overhead, with V8's
+ * interrupt check, is ~6 instructions).
+ */
+function regBlock(
+  madd: Madd,
+  w: Wat,
+  r: number,
+  wv: number,
+  [a, sa]: [string, string],
+  [b, sb]: [string, string],
+  steps: string,
+): string {
+  const l = w.label(), o = w.label();
+  const step = `${
+    ts(wv).map((t) => `(local.set $u${t} (v128.load offset=${16 * t} (local.get $bp)))`).join(" ")
+  }
        ${
-        w.count(
-          "$c",
-          "(i32.const 0)",
-          "(local.get $d)",
-          `(f32.store (local.get $dp) (f32.load (local.get $sp)))
-           (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
-           (local.set $dp (i32.add (local.get $dp) (local.get $np4)))`,
-        )
-      }`,
+    ts(r).map((k) =>
+      `${bcast(r, k)}
+       ${
+        ts(wv).map((t) =>
+          `(local.set ${z(k, t)} ${
+            madd("(local.get $x)", `(local.get $u${t})`, `(local.get ${z(k, t)})`)
+          })`
+        ).join(" ")
+      }`
+    ).join("\n       ")
+  }
+       (local.set $bp (i32.add (local.get $bp) ${sb}))
+       (local.set $ap (i32.add (local.get $ap) ${sa}))`;
+  return `${
+    ts(r).flatMap((k) => ts(wv).map((t) => `(local.set ${z(k, t)} (v128.const i32x4 0 0 0 0))`))
+      .join(" ")
+  }
+     (local.set $ap ${a})
+     (local.set $bp ${b})
+     (local.set $ae (i32.add (local.get $ap) (i32.mul (i32.sub ${steps} (i32.const 1)) ${sa})))
+     (block ${o} (loop ${l}
+       (br_if ${o} (i32.ge_u (local.get $ap) (local.get $ae)))
+       ${step}
+       ${step}
+       (br ${l})))
+     (if (i32.eq (local.get $ap) (local.get $ae)) (then ${step}))`;
+}
+
+// Stores the register block's rows: v128 `val(k, t)` at `addr(k)` + 16t.
+const storeBlock = (
+  r: number,
+  wv: number,
+  addr: (k: number) => string,
+  val: (k: number, t: number) => string,
+) =>
+  ts(r).flatMap((k) => ts(wv).map((t) => `(v128.store offset=${16 * t} ${addr(k)} ${val(k, t)})`))
+    .join("\n       ");
+
+// The 4×4 transpose of the f32x4 rows in $t0 .. $t3: leaves the columns (a0 b0 c0 d0), …,
+// (a3 b3 c3 d3) in $t0 .. $t3, by 8 shuffles of the unpack and move-halves patterns (one
+// instruction each in V8), where storing lanes one at a time costs 16 stores.
+const lanes = (...l: number[]) => l.flatMap((k) => ts(4).map((b) => 4 * k + b)).join(" ");
+const TRANSPOSE4 = `(local.set $u0 (i8x16.shuffle ${
+  lanes(0, 4, 1, 5)
+} (local.get $t0) (local.get $t1)))
+       (local.set $u1 (i8x16.shuffle ${lanes(2, 6, 3, 7)} (local.get $t0) (local.get $t1)))
+       (local.set $t0 (i8x16.shuffle ${lanes(0, 4, 1, 5)} (local.get $t2) (local.get $t3)))
+       (local.set $t1 (i8x16.shuffle ${lanes(2, 6, 3, 7)} (local.get $t2) (local.get $t3)))
+       (local.set $t2 (i8x16.shuffle ${lanes(0, 1, 4, 5)} (local.get $u1) (local.get $t1)))
+       (local.set $t3 (i8x16.shuffle ${lanes(2, 3, 6, 7)} (local.get $u1) (local.get $t1)))
+       (local.set $t1 (i8x16.shuffle ${lanes(2, 3, 6, 7)} (local.get $u0) (local.get $t0)))
+       (local.set $t0 (i8x16.shuffle ${lanes(0, 1, 4, 5)} (local.get $u0) (local.get $t0)))`;
+
+// Lanes 0 .. q − 1 (q ≤ 4) of the v128 `v` at `addr` + `off` (`addr` is read twice when q = 3).
+const storeLanes = (addr: string, off: number, v: string, q: number) =>
+  q === 4
+    ? `(v128.store offset=${off} ${addr} ${v})`
+    : q === 2
+    ? `(v128.store64_lane offset=${off} 0 ${addr} ${v})`
+    : q === 1
+    ? `(v128.store32_lane offset=${off} 0 ${addr} ${v})`
+    : `(v128.store64_lane offset=${off} 0 ${addr} ${v}) (v128.store32_lane offset=${
+      off + 8
+    } 2 ${addr} ${v})`;
+
+// The columns of a [rows][d] matrix (row j at `src` + j·`stride` bytes; `stride` a local) into
+// `dst` as [d][np] (np = n rounded up to 4, zero columns past n): Kᵀ and Vᵀ, so the scores of 4
+// keys are one vector (s[j..j+4] = Σ_c q_c · Kᵀ[c][j..j+4], no horizontal sums), and Qᵀ and dOᵀ,
+// so the floats a register block broadcasts in one step (its rows' c-th) are adjacent. Blocks of
+// 4 rows × 4 of d through TRANSPOSE4, the last n mod 4 rows a float at a time (nothing is read
+// past row n − 1: past the last pair's rows there may be no memory). O(n·d) copying against the
+// O(n²·d) products.
+function transpose(w: Wat, src: string, dst: string, stride: string): string {
+  const lj = w.label(),
+    lc = w.label(),
+    tz = w.label(),
+    tl = w.label(),
+    pz = w.label(),
+    pl = w.label();
+  return `(local.set $j (i32.const 0))
+     (block ${lj}
+       (br_if ${lj} (i32.lt_u (local.get $n) (i32.const 4)))
+       (loop ${lc}
+         (local.set $sp (i32.add ${src} (i32.mul (local.get $j) (local.get ${stride}))))
+         (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
+         ${
+    w.count(
+      "$c",
+      "(i32.const 0)",
+      "(i32.shr_u (local.get $d) (i32.const 2))",
+      `${ts(4).map((k) => `(local.set $t${k} (v128.load ${rowAt("$sp", k, stride)}))`).join(" ")}
+       ${TRANSPOSE4}
+       ${ts(4).map((c) => `(v128.store ${rowAt("$dp", c, "$np4")} (local.get $t${c}))`).join(" ")}
+       (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
+       (local.set $dp (i32.add (local.get $dp) (i32.shl (local.get $np4) (i32.const 2))))`,
     )
   }
+         (br_if ${lc} (i32.le_u (local.tee $j (i32.add (local.get $j) (i32.const 4)))
+           (i32.sub (local.get $n) (i32.const 4))))))
+     (block ${tz} (loop ${tl}
+       (br_if ${tz} (i32.ge_u (local.get $j) (local.get $n)))
+       (local.set $sp (i32.add ${src} (i32.mul (local.get $j) (local.get ${stride}))))
+       (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
+       ${
+    w.count(
+      "$c",
+      "(i32.const 0)",
+      "(local.get $d)",
+      `(f32.store (local.get $dp) (f32.load (local.get $sp)))
+           (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+           (local.set $dp (i32.add (local.get $dp) (local.get $np4)))`,
+    )
+  }
+       (local.set $j (i32.add (local.get $j) (i32.const 1)))
+       (br ${tl})))
      ;; the padding columns j in [n, np): zero
-     (local.set $j (local.get $n))
-     (block $pz (loop $pl
-       (br_if $pz (i32.ge_u (local.get $j) (local.get $np)))
+     (block ${pz} (loop ${pl}
+       (br_if ${pz} (i32.ge_u (local.get $j) (local.get $np)))
        (local.set $dp (i32.add ${dst} (i32.shl (local.get $j) (i32.const 2))))
        ${
     w.count(
@@ -454,7 +661,7 @@ function transpose(w: Wat, src: string, dst: string): string {
     )
   }
        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-       (br $pl)))`;
+       (br ${pl})))`;
 }
 
 // The locals and per-pair pointers both kernels share: for pair bh = bi·heads + h, q0/k0/v0
@@ -463,16 +670,22 @@ function transpose(w: Wat, src: string, dst: string): string {
 const PAIR_LOCALS =
   `(local $bh i32) (local $bi i32) (local $hd4 i32) (local $hs4 i32) (local $rs i32)
    (local $np i32) (local $np4 i32) (local $q0 i32) (local $k0 i32) (local $v0 i32) (local $r0 i32)
-   (local $i i32) (local $j i32) (local $c i32) (local $jb i32) (local $cb i32)
-   (local $sp i32) (local $dp i32) (local $qp i32) (local $kp i32) (local $vp i32) (local $gp i32)
-   (local $sc v128) (local $x v128) (local $y v128)
-   (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)`;
+   (local $i i32) (local $j i32) (local $c i32) (local $k i32) (local $jb i32) (local $cb i32)
+   (local $rem i32) (local $sp i32) (local $dp i32) (local $kp i32) (local $tp i32)
+   (local $ap i32) (local $bp i32) (local $ae i32) (local $nb i32) (local $nq i32) (local $nr i32)
+   (local $tf f32)
+   (local $sc v128) (local $x v128) (local $y v128) (local $a0 v128) (local $u0 v128) (local $u1 v128)
+   (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+   ${
+    ts(ATTN_R).flatMap((k) => ts(2).map((t) => `(local ${z(k, t)} v128)`)).join(" ")
+  } ${EXP_LOCALS}`;
 const PAIR_SETUP = `(local.set $sc (f32x4.splat (f32.reinterpret_i32 (local.get $scale))))
    (local.set $hd4 (i32.shl (local.get $d) (i32.const 2)))
    (local.set $hs4 (i32.mul (local.get $heads) (local.get $hd4)))
    (local.set $rs (i32.mul (local.get $hs4) (i32.const 3)))
    (local.set $np (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))
-   (local.set $np4 (i32.shl (local.get $np) (i32.const 2)))`;
+   (local.set $np4 (i32.shl (local.get $np) (i32.const 2)))
+   ${EXP_SETUP}`;
 const PAIR_START = `(local.set $bi (i32.div_u (local.get $bh) (local.get $heads)))
      (local.set $q0 (i32.add (local.get $qkv) (i32.add
        (i32.mul (i32.mul (local.get $bi) (local.get $n)) (local.get $rs))
@@ -482,151 +695,230 @@ const PAIR_START = `(local.set $bi (i32.div_u (local.get $bh) (local.get $heads)
      (local.set $r0 (i32.add
        (i32.mul (i32.mul (local.get $bi) (local.get $n)) (local.get $hs4))
        (i32.mul (i32.rem_u (local.get $bh) (local.get $heads)) (local.get $hd4))))`;
+// Byte offset of row i of pair bh in the [pairs][n] statistics (m, l, lse).
+const STAT_AT =
+  `(i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2))`;
+// The next pair's q (token 0, head h', slot q; $nq) and o/dO row 0 offset ($nr), for touching
+// its rows while this pair computes: the pair's first reads of qkv (its transposes) otherwise
+// wait on memory, ~15 % of a pair's time at the DiT shape. The last pair of a share touches
+// itself (past it there may be no memory).
+const NEXT_PAIR = `(local.set $nb (select (i32.add (local.get $bh) (i32.const 1)) (local.get $bh)
+       (i32.lt_u (i32.add (local.get $bh) (i32.const 1)) (local.get $bh1))))
+     (local.set $nq (i32.add (local.get $qkv) (i32.add
+       (i32.mul (i32.mul (i32.div_u (local.get $nb) (local.get $heads)) (local.get $n)) (local.get $rs))
+       (i32.mul (i32.rem_u (local.get $nb) (local.get $heads)) (local.get $hd4)))))
+     (local.set $nr (i32.add
+       (i32.mul (i32.mul (i32.div_u (local.get $nb) (local.get $heads)) (local.get $n)) (local.get $hs4))
+       (i32.mul (i32.rem_u (local.get $nb) (local.get $heads)) (local.get $hd4))))`;
+// Loads (summed into $tf, stored once a call so they stay) one float of each cache line of the
+// d floats at each of `rows` (byte addresses of row starts).
+function touch(w: Wat, rows: string[]): string {
+  const l = w.label();
+  return `(local.set $c (i32.const 0))
+       (loop ${l}
+         ${
+    rows.map((r) =>
+      `(local.set $tf (f32.add (local.get $tf) (f32.load (i32.add ${r} (local.get $c)))))`
+    )
+      .join("\n         ")
+  }
+         (br_if ${l} (i32.lt_u (local.tee $c (i32.add (local.get $c) (i32.const 64))) (local.get $hd4))))
+       ${
+    rows.map((r) =>
+      `(local.set $tf (f32.add (local.get $tf) (f32.load (i32.sub (i32.add ${r} (local.get $hd4)) (i32.const 4)))))`
+    ).join("\n       ")
+  }`;
+}
+
+// The register block's A operand for rows $i .. of a transposed [d][np] matrix at `at`: the rows'
+// c-th floats adjacent, np4 bytes a step.
+const rowsOf = (at: string): [string, string] => [
+  `(i32.add (local.get ${at}) (i32.shl (local.get $i) (i32.const 2)))`,
+  "(local.get $np4)",
+];
+// The B operand: 8 keys (2 vectors) from $jb of a transposed [d][np] matrix at `at`.
+const keysOf = (at: string): [string, string] => [
+  `(i32.add (local.get ${at}) (i32.shl (local.get $jb) (i32.const 2)))`,
+  "(local.get $np4)",
+];
 
 /**
  * `attn_fwd(qkv, o, m, l, n, heads, d, scale, bh0, bh1, scratch)` for pairs bh in [bh0, bh1):
  * o[bi, i, h, :] = Σ_j p_ij v_j / l_i with p_ij = exp(s_ij − m_i), s_ij = scale·q_i·k_j,
- * m_i = max_j s_ij (NaN if any s_ij is NaN: f32x4.max propagates it) and l_i = Σ_j p_ij, stored
- * at m[bh·n + i] and l[bh·n + i]; the host finishes lse = m + log l (no log in the kernel).
- * `scale` is the f32's bits (every argument an i32, so the worker protocol stays one shape).
- * Scratch: Kᵀ [d][np], then one score row [np].
+ * m_i = max_j s_ij and l_i = Σ_j p_ij, stored at m[bh·n + i] and l[bh·n + i]; the host
+ * finishes lse = m + log l (no log in the kernel). A NaN score makes l_i, hence lse_i, and the
+ * row of o NaN (m_i may or may not be: see the max below). `scale` is the f32's bits (every
+ * argument an i32, so the worker protocol stays one shape).
+ * Query rows go in groups of ATTN_R: the group's scores (register blocks of its rows × 8 keys),
+ * each row's max, the group's p by fours of rows (so p goes to Pᵀ by 4×4 transposes), then P·V
+ * (blocks of its rows × 8 of d), divided by l.
+ * Scratch ((2·d + 2·ATTN_R)·np floats): Kᵀ [d][np], Qᵀ [d][np], the group's score rows [R][np]
+ * and its P transposed [np][R] (R = the group's rows).
  */
 function attnFwd(madd: Madd): string {
   const w = new Wat();
-  const acc = (n: number) => ts(n).map((t) => `$a${t}`);
-  // Scores s[jb .. jb + 4·wv) of row i (q at $qi): Σ_c splat(q_c) · Kᵀ[c][jb..].
-  const scores = (wv: number) =>
-    `${zero(acc(wv))}
-       (local.set $qp (local.get $sp))
-       (local.set $kp (i32.add (local.get $scr) (i32.shl (local.get $jb) (i32.const 2))))
-       ${
-      w.count(
-        "$c",
-        "(i32.const 0)",
-        "(local.get $d)",
-        `(local.set $x (v128.load32_splat (local.get $qp)))
-         ${
-          ts(wv).map((t) =>
-            `(local.set $a${t} ${
-              madd(
-                "(local.get $x)",
-                `(v128.load offset=${16 * t} (local.get $kp))`,
-                `(local.get $a${t})`,
-              )
-            })`
-          ).join("\n         ")
-        }
-         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
-         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))`,
-      )
+  const R = ATTN_R;
+  // p = exp(s − m) of the group's rows 4q .. 4q + nq (nq ≤ 4) for all keys, into Pᵀ (column k
+  // at $pt + 4k), and l = Σ_j p (lanes: the rows; in order of j) to the l array.
+  const probs = (r: number, q: number, nq: number) =>
+    `${
+      ts(nq).map((k) =>
+        `(local.set $z${k}0 (v128.load32_splat offset=${4 * (4 * q + k)} (local.get $kp)))`
+      ).join(" ")
     }
-       ${
-      ts(wv).map((t) =>
-        `(v128.store offset=${
-          16 * t
-        } (i32.add (local.get $srow) (i32.shl (local.get $jb) (i32.const 2)))
-         (f32x4.mul (local.get $a${t}) (local.get $sc)))`
-      ).join("\n       ")
-    }`;
-  // o[i, cb .. cb + 4·wv) = Σ_j splat(p_j) · v_j[cb..] / l.
-  const out = (wv: number) =>
-    `${zero(acc(wv))}
-       (local.set $vp (i32.add (local.get $v0) (i32.shl (local.get $cb) (i32.const 2))))
-       (local.set $kp (local.get $srow))
+       (local.set $a0 (v128.const i32x4 0 0 0 0))
+       (local.set $tp (i32.add (local.get $srow) (i32.mul (i32.const ${4 * q}) (local.get $np4))))
+       (local.set $dp (i32.add (local.get $pt) (i32.const ${16 * q})))
        ${
       w.count(
         "$j",
         "(i32.const 0)",
-        "(local.get $n)",
-        `(local.set $x (v128.load32_splat (local.get $kp)))
-         ${
-          ts(wv).map((t) =>
-            `(local.set $a${t} ${
-              madd(
-                "(local.get $x)",
-                `(v128.load offset=${16 * t} (local.get $vp))`,
-                `(local.get $a${t})`,
+        "(i32.shr_u (local.get $np) (i32.const 2))",
+        `${
+          ts(4).map((k) =>
+            k < nq
+              ? expInto(
+                `$t${k}`,
+                `(f32x4.sub (v128.load ${rowAt("$tp", k, "$np4")}) (local.get $z${k}0))`,
+                madd,
               )
-            })`
+              : `(local.set $t${k} (v128.const i32x4 0 0 0 0))`
           ).join("\n         ")
         }
-         (local.set $kp (i32.add (local.get $kp) (i32.const 4)))
-         (local.set $vp (i32.add (local.get $vp) (local.get $rs)))`,
+         ${TRANSPOSE4}
+         ${
+          ts(4).map((c) =>
+            `${storeLanes("(local.get $dp)", 4 * r * c, `(local.get $t${c})`, nq)}
+         (local.set $a0 (f32x4.add (local.get $a0) (local.get $t${c})))`
+          ).join("\n         ")
+        }
+         (local.set $tp (i32.add (local.get $tp) (i32.const 16)))
+         (local.set $dp (i32.add (local.get $dp) (i32.const ${16 * r})))`,
       )
     }
        ${
-      ts(wv).map((t) =>
-        `(v128.store offset=${
-          16 * t
-        } (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))
-         (f32x4.div (local.get $a${t}) (local.get $y)))`
-      ).join("\n       ")
+      storeLanes(
+        `(i32.add (local.get $l) ${STAT_AT})`,
+        16 * q,
+        "(local.get $a0)",
+        nq,
+      )
     }`;
-  return `(func (export "attn_fwd") (param $qkv i32) (param $o i32) (param $m i32) (param $l i32)
-   (param $n i32) (param $heads i32) (param $d i32) (param $scale i32) (param $bh0 i32)
-   (param $bh1 i32) (param $scr i32)
-   ${PAIR_LOCALS} (local $srow i32) (local $mf f32) (local $lf f32)
-   ${PAIR_SETUP}
-   (local.set $srow (i32.add (local.get $scr) (i32.mul (local.get $d) (local.get $np4))))
-   (local.set $bh (local.get $bh0))
-   (block $done (loop $pairs
-     (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
-     ${PAIR_START}
-     ${transpose(w, "(local.get $k0)", "(local.get $scr)")}
+  // Rows $i .. $i + r.
+  const group = (r: number) =>
+    `;; s = scale·q·k for keys $jb .. (row k at $srow + k·np4; padding keys past n score 0)
      ${
-    w.count(
-      "$i",
-      "(i32.const 0)",
-      "(local.get $n)",
-      `(local.set $sp (i32.add (local.get $q0) (i32.mul (local.get $i) (local.get $rs))))
-       ${w.sweep("$jb", "(local.get $np)", scores)}
+      w.sweep("$jb", "(local.get $np)", (wv) =>
+        `${regBlock(madd, w, r, wv, rowsOf("$qt"), keysOf("$kt"), "(local.get $d)")}
+       (local.set $tp (i32.add (local.get $srow) (i32.shl (local.get $jb) (i32.const 2))))
+       ${
+          storeBlock(
+            r,
+            wv,
+            (k) =>
+              rowAt("$tp", k, "$np4"),
+            (k, t) =>
+              `(f32x4.mul (local.get ${z(k, t)}) (local.get $sc))`,
+          )
+        }`)
+    }
+     ;; each row's max, to the m array
+     ${
+      w.count(
+        "$k",
+        "(i32.const 0)",
+        `(i32.const ${r})`,
+        `(local.set $tp (i32.add (local.get $srow) (i32.mul (local.get $k) (local.get $np4))))
        ;; padding lanes −∞: they take no part in the max and exp to 0 in the sum
        (local.set $j (local.get $n))
        (block $mz (loop $ml
          (br_if $mz (i32.ge_u (local.get $j) (local.get $np)))
-         (f32.store (i32.add (local.get $srow) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))
+         (f32.store (i32.add (local.get $tp) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))
          (local.set $j (i32.add (local.get $j) (i32.const 1)))
          (br $ml)))
-       ;; the row max (f32x4.max and f32.max propagate NaN)
+       ;; by pmax: one instruction where f32x4.max's NaN handling is a chain of ~8 in V8 (this
+       ;; loop's latency). pmax may drop a NaN score (it keeps its first operand unless that is
+       ;; less than the second), but then that score's p = exp(NaN − m) is NaN, so l, lse and
+       ;; the row's o are NaN all the same; f32.max keeps a NaN that got in.
        (local.set $x (v128.const f32x4 -inf -inf -inf -inf))
-       (local.set $kp (local.get $srow))
        ${
-        w.count(
-          "$j",
-          "(i32.const 0)",
-          "(i32.shr_u (local.get $np) (i32.const 2))",
-          `(local.set $x (f32x4.max (local.get $x) (v128.load (local.get $kp))))
-         (local.set $kp (i32.add (local.get $kp) (i32.const 16)))`,
-        )
-      }
-       (local.set $mf (f32.max (f32.max (f32x4.extract_lane 0 (local.get $x)) (f32x4.extract_lane 1 (local.get $x)))
-         (f32.max (f32x4.extract_lane 2 (local.get $x)) (f32x4.extract_lane 3 (local.get $x)))))
-       ;; p = exp(s − m) in place, l = Σ p
-       (local.set $x (f32x4.splat (local.get $mf)))
-       (local.set $a0 (v128.const i32x4 0 0 0 0))
-       (local.set $kp (local.get $srow))
+          w.count(
+            "$j",
+            "(i32.const 0)",
+            "(i32.shr_u (local.get $np) (i32.const 2))",
+            `(local.set $x (f32x4.pmax (local.get $x) (v128.load (local.get $tp))))
+         (local.set $tp (i32.add (local.get $tp) (i32.const 16)))`,
+          )
+        }
+       ;; the next pair's q, k, v of token i + k
+       (local.set $tp (i32.add (local.get $nq) (i32.mul (i32.add (local.get $i) (local.get $k)) (local.get $rs))))
        ${
-        w.count(
-          "$j",
-          "(i32.const 0)",
-          "(i32.shr_u (local.get $np) (i32.const 2))",
-          `(local.set $y (call $exp (f32x4.sub (v128.load (local.get $kp)) (local.get $x))))
-         (v128.store (local.get $kp) (local.get $y))
-         (local.set $a0 (f32x4.add (local.get $a0) (local.get $y)))
-         (local.set $kp (i32.add (local.get $kp) (i32.const 16)))`,
-        )
-      }
-       (local.set $lf ${hsum("(local.get $a0)")})
-       (local.set $y (f32x4.splat (local.get $lf)))
-       (local.set $dp (i32.add (local.get $o) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
-       ${w.sweep("$cb", "(local.get $d)", out)}
-       (local.set $j (i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2)))
-       (f32.store (i32.add (local.get $m) (local.get $j)) (local.get $mf))
-       (f32.store (i32.add (local.get $l) (local.get $j)) (local.get $lf))`,
-    )
-  }
+          touch(w, [
+            "(local.get $tp)",
+            "(i32.add (local.get $tp) (local.get $hs4))",
+            "(i32.add (local.get $tp) (i32.shl (local.get $hs4) (i32.const 1)))",
+          ])
+        }
+       (f32.store (i32.add (i32.add (local.get $m) ${STAT_AT}) (i32.shl (local.get $k) (i32.const 2)))
+         (f32.max (f32.max (f32x4.extract_lane 0 (local.get $x)) (f32x4.extract_lane 1 (local.get $x)))
+           (f32.max (f32x4.extract_lane 2 (local.get $x)) (f32x4.extract_lane 3 (local.get $x)))))`,
+      )
+    }
+     ;; p and l by fours of rows
+     (local.set $kp (i32.add (local.get $m) ${STAT_AT}))
+     ${ts(Math.ceil(r / 4)).map((q) => probs(r, q, Math.min(4, r - 4 * q))).join("\n     ")}
+     ;; o = Σ_j p_j v_j / l for d columns $cb .. (keys past n are not summed)
+     (local.set $kp (i32.add (local.get $l) ${STAT_AT}))
+     (local.set $sp (i32.add (local.get $o) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+     ${
+      w.sweep("$cb", "(local.get $d)", (wv) =>
+        `${
+          regBlock(
+            madd,
+            w,
+            r,
+            wv,
+            ["(local.get $pt)", `(i32.const ${4 * r})`],
+            [
+              "(i32.add (local.get $v0) (i32.shl (local.get $cb) (i32.const 2)))",
+              "(local.get $rs)",
+            ],
+            "(local.get $n)",
+          )
+        }
+       (local.set $tp (i32.add (local.get $sp) (i32.shl (local.get $cb) (i32.const 2))))
+       ${
+          storeBlock(
+            r,
+            wv,
+            (k) => rowAt("$tp", k, "$hs4"),
+            (k, t) =>
+              `(f32x4.div (local.get ${z(k, t)}) (v128.load32_splat offset=${
+                4 * k
+              } (local.get $kp)))`,
+          )
+        }`)
+    }`;
+  return `(func (export "attn_fwd") (param $qkv i32) (param $o i32) (param $m i32) (param $l i32)
+   (param $n i32) (param $heads i32) (param $d i32) (param $scale i32) (param $bh0 i32)
+   (param $bh1 i32) (param $scr i32)
+   ${PAIR_LOCALS} (local $kt i32) (local $qt i32) (local $srow i32) (local $pt i32)
+   ${PAIR_SETUP}
+   (local.set $kt (local.get $scr))
+   (local.set $qt (i32.add (local.get $kt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $srow (i32.add (local.get $qt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $pt (i32.add (local.get $srow) (i32.mul (i32.const ${R}) (local.get $np4))))
+   (local.set $bh (local.get $bh0))
+   (block $done (loop $pairs
+     (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
+     ${PAIR_START}
+     ${NEXT_PAIR}
+     ${transpose(w, "(local.get $k0)", "(local.get $kt)", "$rs")}
+     ${transpose(w, "(local.get $q0)", "(local.get $qt)", "$rs")}
+     ${w.groups("$i", "(i32.const 0)", "(local.get $n)", group)}
      (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
      (br $pairs)))
+   (f32.store (local.get $scr) (local.get $tf))
  )`;
 }
 
@@ -638,159 +930,239 @@ function attnFwd(madd: Madd): string {
  * dK_j += scale Σ_i ds_ij q_i and dV_j += Σ_i p_ij dO_i — accumulated in registers over the
  * block's rows and written to dqkv (the packed layout) once per block: the first block stores,
  * later ones add, so dqkv's memory needs no zeroing and no two pairs touch the same floats.
- * Scratch: Kᵀ [d][np], Vᵀ [d][np], P [rb][np], dS [rb][np].
+ * Within a block, query rows go in groups of ATTN_R (P, then dS, then the group's dQ; register
+ * blocks of its rows × 8 keys or 8 of d), then keys in groups of ATTN_R (dK and dV: blocks of
+ * its keys × 8 of d).
+ * Scratch ((4·d + 3·rb)·np + rb floats): Kᵀ, Vᵀ, Qᵀ, dOᵀ [d][np], P [rb][np], dS [rb][np],
+ * dSᵀ [np][rb], D [rb].
  */
 function attnBwd(madd: Madd): string {
   const w = new Wat();
-  const acc = (p: string, n: number) => ts(n).map((t) => `$${p}${t}`);
-  const mul = (p: string, ptr: string, t: number) =>
-    `(local.set $${p}${t} ${
-      madd(
-        "(local.get $x)",
-        `(v128.load offset=${16 * t} (local.get ${ptr}))`,
-        `(local.get $${p}${t})`,
-      )
-    })`;
-  const mulY = (p: string, ptr: string, t: number) =>
-    `(local.set $${p}${t} ${
-      madd(
-        "(local.get $y)",
-        `(v128.load offset=${16 * t} (local.get ${ptr}))`,
-        `(local.get $${p}${t})`,
-      )
-    })`;
-  // Row i's p and ds over keys jb .. jb + 4·wv: scores from Kᵀ and dO_i·v_j from Vᵀ together.
-  const rowPds = (wv: number) =>
-    `${zero([...acc("a", wv), ...acc("b", wv)])}
-       (local.set $qp (local.get $sp))
-       (local.set $gp (local.get $gi))
-       (local.set $kp (i32.add (local.get $kt) (i32.shl (local.get $jb) (i32.const 2))))
-       (local.set $vp (i32.add (local.get $vt) (i32.shl (local.get $jb) (i32.const 2))))
-       ${
-      w.count(
-        "$c",
-        "(i32.const 0)",
-        "(local.get $d)",
-        `(local.set $x (v128.load32_splat (local.get $qp)))
-         (local.set $y (v128.load32_splat (local.get $gp)))
-         ${ts(wv).map((t) => `${mul("a", "$kp", t)} ${mulY("b", "$vp", t)}`).join("\n         ")}
-         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
-         (local.set $gp (i32.add (local.get $gp) (i32.const 4)))
-         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))
-         (local.set $vp (i32.add (local.get $vp) (local.get $np4)))`,
-      )
-    }
-       ${
-      ts(wv).map((t) =>
-        `(local.set $a${t} (call $exp (f32x4.sub (f32x4.mul (local.get $a${t}) (local.get $sc)) (local.get $lv))))
-       (v128.store offset=${
-          16 * t
-        } (i32.add (local.get $prow) (i32.shl (local.get $jb) (i32.const 2)))
-         (local.get $a${t}))
-       (v128.store offset=${
-          16 * t
-        } (i32.add (local.get $dsrow) (i32.shl (local.get $jb) (i32.const 2)))
-         (f32x4.mul (local.get $a${t}) (f32x4.sub (local.get $b${t}) (local.get $dv))))`
-      ).join("\n       ")
-    }`;
-  // dQ_i[cb .. cb + 4·wv) = scale Σ_j ds_ij k_j[cb..].
-  const dq = (wv: number) =>
-    `${zero(acc("a", wv))}
-       (local.set $kp (i32.add (local.get $k0) (i32.shl (local.get $cb) (i32.const 2))))
-       (local.set $qp (local.get $dsrow))
-       ${
-      w.count(
-        "$j",
-        "(i32.const 0)",
-        "(local.get $n)",
-        `(local.set $x (v128.load32_splat (local.get $qp)))
-         ${ts(wv).map((t) => mul("a", "$kp", t)).join("\n         ")}
-         (local.set $qp (i32.add (local.get $qp) (i32.const 4)))
-         (local.set $kp (i32.add (local.get $kp) (local.get $rs)))`,
-      )
-    }
-       ${
-      ts(wv).map((t) =>
-        `(v128.store offset=${
-          16 * t
-        } (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))
-         (f32x4.mul (local.get $a${t}) (local.get $sc)))`
-      ).join("\n       ")
-    }`;
-  // dK_j, dV_j [cb .. cb + 4·wv) over the block's rows: Σ_i ds_ij q_i and Σ_i p_ij dO_i.
-  const upd = (at: string, v: string) =>
-    `(v128.store ${at} (f32x4.add ${v} (select (result v128) (v128.const i32x4 0 0 0 0)
-         (v128.load ${at}) (local.get $first))))`;
-  const dkv = (wv: number) =>
-    `${zero([...acc("a", wv), ...acc("b", wv)])}
-       (local.set $qp (i32.add (i32.add (local.get $q0) (i32.mul (local.get $i0) (local.get $rs)))
-         (i32.shl (local.get $cb) (i32.const 2))))
-       (local.set $gp (i32.add (i32.add (local.get $dO) (i32.add (local.get $r0)
-         (i32.mul (local.get $i0) (local.get $hs4)))) (i32.shl (local.get $cb) (i32.const 2))))
-       (local.set $kp (i32.add (local.get $ds) (i32.shl (local.get $j) (i32.const 2))))
-       (local.set $vp (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2))))
-       ${
-      w.count(
-        "$i",
-        "(local.get $i0)",
-        "(local.get $i1)",
-        `(local.set $x (v128.load32_splat (local.get $kp)))
-         (local.set $y (v128.load32_splat (local.get $vp)))
-         ${ts(wv).map((t) => `${mul("a", "$qp", t)} ${mulY("b", "$gp", t)}`).join("\n         ")}
-         (local.set $kp (i32.add (local.get $kp) (local.get $np4)))
-         (local.set $vp (i32.add (local.get $vp) (local.get $np4)))
-         (local.set $qp (i32.add (local.get $qp) (local.get $rs)))
-         (local.set $gp (i32.add (local.get $gp) (local.get $hs4)))`,
-      )
-    }
+  // dSᵀ[jb + m][k + 4q ..] (m < 4·wv) of the group's rows 4q .. 4q + nq, from dS in $z: 4×4
+  // transposes, 4·wv stores of up to 4 rows.
+  const dsT = (wv: number, q: number, nq: number) =>
+    `(local.set $dp (i32.add (i32.add (local.get $dst) (i32.mul (local.get $jb) (local.get $rb4)))
+         (i32.shl (local.get $k) (i32.const 2))))
        ${
       ts(wv).map((t) =>
         `${
-          upd(
-            `offset=${16 * t} (i32.add (local.get $dp) (i32.shl (local.get $cb) (i32.const 2)))`,
-            `(f32x4.mul (local.get $a${t}) (local.get $sc))`,
-          )
+          ts(4).map((k) =>
+            `(local.set $t${k} ${
+              k < nq ? `(local.get ${z(4 * q + k, t)})` : "(v128.const i32x4 0 0 0 0)"
+            })`
+          ).join(" ")
         }
+       ${TRANSPOSE4}
        ${
-          upd(
-            `offset=${16 * t} (i32.add (local.get $sp) (i32.shl (local.get $cb) (i32.const 2)))`,
-            `(local.get $b${t})`,
-          )
+          ts(4).map((c) =>
+            `${storeLanes("(local.get $dp)", 16 * q, `(local.get $t${c})`, nq)}
+       (local.set $dp (i32.add (local.get $dp) (local.get $rb4)))`
+          ).join("\n       ")
         }`
       ).join("\n       ")
+    }`;
+  // Rows $i .. $i + r of the block $i0 .. $i1 ($k: their first row in the block's scratch).
+  const group = (r: number) =>
+    `(local.set $k (i32.sub (local.get $i) (local.get $i0)))
+     ;; p = exp(scale·q·k − lse) for keys $jb .. (row k at $p + k·np4)
+     (local.set $kp (i32.add (local.get $lse) ${STAT_AT}))
+     ${
+      w.sweep("$jb", "(local.get $np)", (wv) =>
+        `${regBlock(madd, w, r, wv, rowsOf("$qt"), keysOf("$kt"), "(local.get $d)")}
+       (local.set $tp (i32.add (i32.add (local.get $p) (i32.mul (local.get $k) (local.get $np4)))
+         (i32.shl (local.get $jb) (i32.const 2))))
+       ${
+          ts(r).flatMap((k) =>
+            ts(wv).map((t) =>
+              expInto(
+                z(k, t),
+                `(f32x4.sub (f32x4.mul (local.get ${z(k, t)}) (local.get $sc))
+         (v128.load32_splat offset=${4 * k} (local.get $kp)))`,
+                madd,
+              )
+            )
+          ).join("\n       ")
+        }
+       ${
+          storeBlock(r, wv, (k) => rowAt("$tp", k, "$np4"), (k, t) => `(local.get ${z(k, t)})`)
+        }`)
+    }
+     ;; ds = p (dO·v − D) into dS (row k at $ds + k·np4) and dSᵀ (column k at $dst + 4k)
+     (local.set $kp (i32.add (local.get $dd) (i32.shl (local.get $k) (i32.const 2))))
+     ${
+      w.sweep("$jb", "(local.get $np)", (wv) =>
+        `${regBlock(madd, w, r, wv, rowsOf("$gt"), keysOf("$vt"), "(local.get $d)")}
+       (local.set $tp (i32.add (i32.mul (local.get $k) (local.get $np4)) (i32.shl (local.get $jb) (i32.const 2))))
+       ${
+          ts(r).flatMap((k) =>
+            ts(wv).map((t) =>
+              `(local.set ${z(k, t)} (f32x4.mul (v128.load offset=${
+                16 * t
+              } (i32.add (local.get $p) ${rowAt("$tp", k, "$np4")}))
+         (f32x4.sub (local.get ${z(k, t)}) (v128.load32_splat offset=${4 * k} (local.get $kp)))))`
+            )
+          ).join("\n       ")
+        }
+       (local.set $tp (i32.add (local.get $ds) (local.get $tp)))
+       ${
+          storeBlock(r, wv, (k) => rowAt("$tp", k, "$np4"), (k, t) =>
+            `(local.get ${z(k, t)})`)
+        }
+       ${ts(Math.ceil(r / 4)).map((q) => dsT(wv, q, Math.min(4, r - 4 * q))).join("\n       ")}`)
+    }
+     ;; dQ = scale Σ_j ds_j k_j for d columns $cb ..
+     (local.set $sp (i32.add (local.get $dqkv) (i32.sub
+       (i32.add (local.get $q0) (i32.mul (local.get $i) (local.get $rs))) (local.get $qkv))))
+     ${
+      w.sweep("$cb", "(local.get $d)", (wv) =>
+        `${
+          regBlock(
+            madd,
+            w,
+            r,
+            wv,
+            [
+              "(i32.add (local.get $dst) (i32.shl (local.get $k) (i32.const 2)))",
+              "(local.get $rb4)",
+            ],
+            [
+              "(i32.add (local.get $k0) (i32.shl (local.get $cb) (i32.const 2)))",
+              "(local.get $rs)",
+            ],
+            "(local.get $n)",
+          )
+        }
+       (local.set $tp (i32.add (local.get $sp) (i32.shl (local.get $cb) (i32.const 2))))
+       ${
+          storeBlock(
+            r,
+            wv,
+            (k) => rowAt("$tp", k, "$rs"),
+            (k, t) => `(f32x4.mul (local.get ${z(k, t)}) (local.get $sc))`,
+          )
+        }`)
+    }
+     ;; the next pair's q, k, v, dO and o of the group's tokens
+     ${
+      w.count(
+        "$k",
+        "(local.get $i)",
+        `(i32.add (local.get $i) (i32.const ${r}))`,
+        `(local.set $tp (i32.add (local.get $nq) (i32.mul (local.get $k) (local.get $rs))))
+       (local.set $dp (i32.add (local.get $nr) (i32.mul (local.get $k) (local.get $hs4))))
+       ${
+          touch(w, [
+            "(local.get $tp)",
+            "(i32.add (local.get $tp) (local.get $hs4))",
+            "(i32.add (local.get $tp) (i32.shl (local.get $hs4) (i32.const 1)))",
+            "(i32.add (local.get $dO) (local.get $dp))",
+            "(i32.add (local.get $o) (local.get $dp))",
+          ])
+        }`,
+      )
+    }`;
+  // dK_j, dV_j over the block's rows for keys $j .. $j + r and d columns $cb ..: the first block
+  // stores, later ones add.
+  const upd = (at: string, v: string) =>
+    `(v128.store ${at} (f32x4.add ${v} (select (result v128) (v128.const i32x4 0 0 0 0)
+         (v128.load ${at}) (local.get $first))))`;
+  const keys = (r: number) =>
+    `(local.set $sp (i32.add (local.get $dqkv) (i32.sub
+       (i32.add (local.get $k0) (i32.mul (local.get $j) (local.get $rs))) (local.get $qkv))))
+     ${
+      w.sweep("$cb", "(local.get $d)", (wv) =>
+        `${
+          regBlock(
+            madd,
+            w,
+            r,
+            wv,
+            [
+              "(i32.add (local.get $ds) (i32.shl (local.get $j) (i32.const 2)))",
+              "(local.get $np4)",
+            ],
+            [
+              "(i32.add (i32.add (local.get $q0) (i32.mul (local.get $i0) (local.get $rs))) (i32.shl (local.get $cb) (i32.const 2)))",
+              "(local.get $rs)",
+            ],
+            "(i32.sub (local.get $i1) (local.get $i0))",
+          )
+        }
+       (local.set $tp (i32.add (local.get $sp) (i32.shl (local.get $cb) (i32.const 2))))
+       ${
+          ts(r).flatMap((k) =>
+            ts(wv).map((t) =>
+              upd(
+                `offset=${16 * t} ${rowAt("$tp", k, "$rs")}`,
+                `(f32x4.mul (local.get ${z(k, t)}) (local.get $sc))`,
+              )
+            )
+          ).join("\n       ")
+        }
+       ${
+          regBlock(
+            madd,
+            w,
+            r,
+            wv,
+            ["(i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 2)))", "(local.get $np4)"],
+            [
+              `(i32.add (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i0) (local.get $hs4))))
+         (i32.shl (local.get $cb) (i32.const 2)))`,
+              "(local.get $hs4)",
+            ],
+            "(i32.sub (local.get $i1) (local.get $i0))",
+          )
+        }
+       (local.set $tp (i32.add (local.get $tp) (local.get $hs4)))
+       ${
+          ts(r).flatMap((k) =>
+            ts(wv).map((t) =>
+              upd(`offset=${16 * t} ${rowAt("$tp", k, "$rs")}`, `(local.get ${z(k, t)})`)
+            )
+          ).join("\n       ")
+        }`)
     }`;
   return `(func (export "attn_bwd") (param $qkv i32) (param $o i32) (param $lse i32) (param $dO i32)
    (param $dqkv i32) (param $n i32) (param $heads i32) (param $d i32) (param $scale i32)
    (param $bh0 i32) (param $bh1 i32) (param $scr i32) (param $rb i32)
-   ${PAIR_LOCALS} (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
-   (local $kt i32) (local $vt i32) (local $p i32) (local $ds i32) (local $prow i32) (local $dsrow i32)
-   (local $i0 i32) (local $i1 i32) (local $gi i32) (local $first i32) (local $lv v128) (local $dv v128)
+   ${PAIR_LOCALS}
+   (local $kt i32) (local $vt i32) (local $qt i32) (local $gt i32) (local $p i32) (local $ds i32)
+   (local $dst i32) (local $dd i32) (local $rb4 i32) (local $gi i32)
+   (local $i0 i32) (local $i1 i32) (local $first i32)
    ${PAIR_SETUP}
+   (local.set $rb4 (i32.shl (local.get $rb) (i32.const 2)))
    (local.set $kt (local.get $scr))
    (local.set $vt (i32.add (local.get $kt) (i32.mul (local.get $d) (local.get $np4))))
-   (local.set $p (i32.add (local.get $vt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $qt (i32.add (local.get $vt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $gt (i32.add (local.get $qt) (i32.mul (local.get $d) (local.get $np4))))
+   (local.set $p (i32.add (local.get $gt) (i32.mul (local.get $d) (local.get $np4))))
    (local.set $ds (i32.add (local.get $p) (i32.mul (local.get $rb) (local.get $np4))))
+   (local.set $dst (i32.add (local.get $ds) (i32.mul (local.get $rb) (local.get $np4))))
+   (local.set $dd (i32.add (local.get $dst) (i32.mul (local.get $np) (local.get $rb4))))
    (local.set $bh (local.get $bh0))
    (block $done (loop $pairs
      (br_if $done (i32.ge_u (local.get $bh) (local.get $bh1)))
      ${PAIR_START}
-     ${transpose(w, "(local.get $k0)", "(local.get $kt)")}
-     ${transpose(w, "(local.get $v0)", "(local.get $vt)")}
+     ${NEXT_PAIR}
+     ${transpose(w, "(local.get $k0)", "(local.get $kt)", "$rs")}
+     ${transpose(w, "(local.get $v0)", "(local.get $vt)", "$rs")}
+     ${transpose(w, "(local.get $q0)", "(local.get $qt)", "$rs")}
+     ${transpose(w, "(i32.add (local.get $dO) (local.get $r0))", "(local.get $gt)", "$hs4")}
      (local.set $i0 (i32.const 0))
      (block $bdone (loop $blocks
        (br_if $bdone (i32.ge_u (local.get $i0) (local.get $n)))
        (local.set $i1 (select (local.get $n) (i32.add (local.get $i0) (local.get $rb))
          (i32.gt_u (i32.add (local.get $i0) (local.get $rb)) (local.get $n))))
        (local.set $first (i32.eqz (local.get $i0)))
+       ;; D_i = dO_i · O_i for the block's rows, at $dd + 4·(i − i0)
        ${
     w.count(
       "$i",
       "(local.get $i0)",
       "(local.get $i1)",
-      `(local.set $sp (i32.add (local.get $q0) (i32.mul (local.get $i) (local.get $rs))))
-       (local.set $gi (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
+      `(local.set $gi (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
        (local.set $dp (i32.add (local.get $o) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
-       ;; D_i = dO_i · O_i
        (local.set $x (v128.const i32x4 0 0 0 0))
        ${
         w.count(
@@ -808,33 +1180,17 @@ function attnBwd(madd: Madd): string {
          (local.set $dp (i32.add (local.get $dp) (i32.const 16)))`,
         )
       }
-       (local.set $dv (f32x4.splat ${hsum("(local.get $x)")}))
-       (local.set $gi (i32.add (local.get $dO) (i32.add (local.get $r0) (i32.mul (local.get $i) (local.get $hs4)))))
-       (local.set $lv (v128.load32_splat (i32.add (local.get $lse)
-         (i32.shl (i32.add (i32.mul (local.get $bh) (local.get $n)) (local.get $i)) (i32.const 2)))))
-       (local.set $prow (i32.add (local.get $p) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $np4))))
-       (local.set $dsrow (i32.add (local.get $ds) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $np4))))
-       ${w.sweep("$jb", "(local.get $np)", rowPds)}
-       (local.set $dp (i32.add (local.get $dqkv) (i32.sub (local.get $sp) (local.get $qkv))))
-       ${w.sweep("$cb", "(local.get $d)", dq)}`,
+       (f32.store (i32.add (local.get $dd) (i32.shl (i32.sub (local.get $i) (local.get $i0)) (i32.const 2)))
+         ${hsum("(local.get $x)")})`,
     )
   }
-       ${
-    w.count(
-      "$j",
-      "(i32.const 0)",
-      "(local.get $n)",
-      `;; dp: dK_j, sp: dV_j
-       (local.set $dp (i32.add (local.get $dqkv) (i32.sub
-         (i32.add (local.get $k0) (i32.mul (local.get $j) (local.get $rs))) (local.get $qkv))))
-       (local.set $sp (i32.add (local.get $dp) (local.get $hs4)))
-       ${w.sweep("$cb", "(local.get $d)", dkv)}`,
-    )
-  }
+       ${w.groups("$i", "(local.get $i0)", "(local.get $i1)", group)}
+       ${w.groups("$j", "(i32.const 0)", "(local.get $n)", keys)}
        (local.set $i0 (local.get $i1))
        (br $blocks)))
      (local.set $bh (i32.add (local.get $bh) (i32.const 1)))
      (br $pairs)))
+   (f32.store (local.get $scr) (local.get $tf))
  )`;
 }
 
@@ -973,6 +1329,7 @@ const LN_MOD_BWD = `(func (export "ln_mod_bwd") (param $x i32) (param $sc i32) (
 // (promotion is exact, f64x2.add is the IEEE add JavaScript does, demotion rounds to nearest).
 // Columns in blocks of 16 (8 f64x2 accumulators: a cache line a row), then pairs, then one.
 // The JavaScript loop it replaces ran ~1 ns an element (1.5 ms of a [3136, 512] sum).
+const colAcc = Array.from({ length: 8 }, (_, t) => t);
 const colPair = (off: number) =>
   `(f64x2.promote_low_f32x4 (v128.load64_zero offset=${off} (local.get $p)))`;
 const COL_SUM = `(func (export "col_sum") (param $x i32) (param $o i32) (param $outer i32)
@@ -989,13 +1346,13 @@ const COL_SUM = `(func (export "col_sum") (param $x i32) (param $o i32) (param $
      (local.set $c (local.get $c0))
      (block $bd (loop $bl
        (br_if $bd (i32.gt_u (i32.add (local.get $c) (i32.const 16)) (local.get $c1)))
-       ${zero(ts(8).map((t) => `$s${t}`))}
+       ${colAcc.map((t) => `(local.set $s${t} (v128.const i32x4 0 0 0 0))`).join(" ")}
        (local.set $p (i32.add (local.get $base) (i32.shl (local.get $c) (i32.const 2))))
        (local.set $r (i32.const 0))
        (block $rd (loop $rl
          (br_if $rd (i32.ge_u (local.get $r) (local.get $red)))
          ${
-  ts(8).map((t) => `(local.set $s${t} (f64x2.add (local.get $s${t}) ${colPair(8 * t)}))`).join(
+  colAcc.map((t) => `(local.set $s${t} (f64x2.add (local.get $s${t}) ${colPair(8 * t)}))`).join(
     "\n         ",
   )
 }

@@ -24,7 +24,7 @@ import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { stridesOf } from "../shape.ts";
 import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
-import { GEMM_NR } from "../../kernels/wasm_gemm.ts";
+import { ATTN_R, GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import { Arena } from "./wasm_arena.ts";
 import {
   compileSimd,
@@ -483,7 +483,7 @@ const COL_SUM_MIN = 4096;
 const COL_SUM_SPLIT = 1 << 22;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
-// Query rows per block of the attention backward (its P and dS scratch is 2 · this · n floats).
+// Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
 const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
@@ -1018,7 +1018,7 @@ class Gemm {
     scale: number,
   ): [Float32Array, Float32Array] {
     const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
-    const scr = up4((d + 1) * np);
+    const scr = up4((2 * d + 2 * ATTN_R) * np);
     // About 2·n²·d multiply-adds a pair (scores, then P·V), plus n² exps.
     const parts = 2 * pairs * n * n * d < SPLIT_WORK
       ? 1
@@ -1066,9 +1066,9 @@ class Gemm {
     scale: number,
   ): Float32Array {
     const hs = heads * d, ts = 3 * hs, pairs = b * heads, np = up4(n);
-    // Query rows per block: P and dS for rb rows stay in scratch (2·rb·np floats), whatever n.
+    // Query rows per block: P, dS and dSᵀ for rb rows stay in scratch (3·rb·np floats), whatever n.
     const rb = Math.min(ATTN_ROW_BLOCK, n);
-    const scr = up4(2 * (d + rb) * np);
+    const scr = up4((4 * d + 3 * rb) * np + rb);
     // About 5·n²·d multiply-adds a pair (scores, dO·Vᵀ, dQ, dK, dV).
     const parts = 5 * pairs * n * n * d < SPLIT_WORK
       ? 1

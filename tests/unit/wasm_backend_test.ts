@@ -906,9 +906,10 @@ for (const threads of [1, 2]) {
   Deno.test(`wasm backend (${threads} thread(s)): fused attention forward (o, lse) and backward (dqkv) match the CPU backend`, async () => {
     await withWasm(threads, (be) => {
       const rng = new Rand(40 + threads);
-      // [b, n, heads, d]: n not a multiple of 4 (and 1); d covering 16-float blocks (32), single
-      // vectors (4, 8, 12) and both (20); n > 64 runs the backward in several row blocks; the
-      // larger shapes are split across threads, the small ones not.
+      // [b, n, heads, d]: n not a multiple of 4 (and 1), every remainder of the kernels' groups
+      // of 5 rows (and keys); d covering blocks of 2 vectors (16, 32, 64), single vectors (4,
+      // 12) and both (20); n > 64 runs the backward in several row blocks; the larger shapes
+      // are split across threads, the small ones not.
       const shapes: [number, number, number, number][] = [
         [1, 7, 1, 4],
         [5, 7, 3, 8],
@@ -918,6 +919,8 @@ for (const threads of [1, 2]) {
         [1, 1, 2, 4],
         [2, 70, 2, 12],
         [1, 130, 1, 32],
+        [3, 3, 2, 16],
+        [2, 53, 3, 64],
       ];
       for (const [b, n, heads, hd] of shapes) {
         for (const scale of [1 / Math.sqrt(hd), 0.5]) {
