@@ -478,9 +478,10 @@ const POOL_FLOOR = 64 << 20;
 const ARENA_MIN = 1024;
 // Sums of at least this many elements over a middle axis run in WebAssembly (Gemm.colSum).
 const COL_SUM_MIN = 4096;
-// ... and split across the threads from this many (memory-bound: [3136, 512] ran 0.9 ms on one
-// thread, 1.6 split in two under load).
-const COL_SUM_SPLIT = 1 << 22;
+// ... and split across the threads from this many (memory-bound: on the idle machine, cache hot,
+// [3136, 384] ran 0.23 ms on one thread and 0.18 on two, [3136, 128] 0.08 and 0.09; under load
+// a split call waits for a descheduled worker).
+const COL_SUM_SPLIT = 1 << 20;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
 // Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
