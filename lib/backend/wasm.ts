@@ -1384,7 +1384,7 @@ export class WasmBackend extends CpuBackend {
     const { key, consts } = simdKey(outputs, access);
     let kernel = this.#simdKernels.get(key);
     if (!kernel) {
-      const k = compileSimd(outputs, access, ins.length, this.#gemm.memory);
+      const k = compileSimd(outputs, access, ins.length, this.#gemm.memory, this.#gemm.fma);
       kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
       this.#simdKernels.set(key, kernel);
     }

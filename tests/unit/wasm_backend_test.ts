@@ -1171,3 +1171,21 @@ Deno.test("wasm backend: a per-sample row broadcast over the tokens (grouped row
     }
   });
 });
+
+Deno.test("wasm_jit: exp's polynomial with and without relaxed multiply-add is within 3 ulp of f64 exp rounded once", async () => {
+  const { compileSimd } = await import("../../lib/backend/wasm_jit.ts");
+  const mem = new WebAssembly.Memory({ initial: 2, maximum: 16, shared: true });
+  const rng = new Rand(55);
+  const n = 4096;
+  const xs = rng.floats(n, -100, 90);
+  xs.set([0, -0, 1e-30, -87.3, 88.7, -103.9, 88.73, NaN, Infinity, -Infinity], 0);
+  const f = new Float32Array(mem.buffer);
+  f.set(xs, 1024);
+  for (const fma of [false, true]) {
+    const k = compileSimd([un("exp", X)], ["dense"], 1, mem, fma);
+    k.run(1024 * 4, 8192 * 4, 0, 1, n);
+    const got = f.slice(8192, 8192 + n);
+    const truth = Float32Array.from(xs, (x) => Math.exp(x));
+    assertUlps(got, truth, 3, `exp (fma ${fma})`);
+  }
+});
