@@ -1189,3 +1189,34 @@ Deno.test("wasm_jit: exp's polynomial with and without relaxed multiply-add is w
     assertUlps(got, truth, 3, `exp (fma ${fma})`);
   }
 });
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm backend (${threads} thread(s)): a wide weight gradient computed as (xᵀ·dz)ᵀ has the bits of the direct product`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(700 + threads);
+      for (const [m, n, k] of [[16, 64, 1100], [128, 512, 1030], [8, 40, 2049]]) {
+        const a = specialFloats(rng, k * m, -1, 1), b = rng.floats(k * n, -1, 1);
+        const g = {
+          batch: 1,
+          m,
+          n,
+          k,
+          transA: true,
+          transB: false,
+          aBatchStride: 0,
+          bBatchStride: 0,
+        };
+        const got = be.readSync(be.matmul(be.upload(a), be.upload(b), g));
+        // batch 2 of the same pair takes the direct kernel (the swap is for one matrix only).
+        const direct = be.readSync(be.matmul(be.upload(a), be.upload(b), { ...g, batch: 2 }));
+        assertSameBits(got, direct.subarray(0, m * n), `[${m}, ${n}], k ${k}`);
+        // And against f64 sums: within f32 accumulation error.
+        const want = f64Product(a, b, g);
+        for (let i = 0; i < m * n; i++) {
+          if (!Number.isFinite(want[i]!)) continue;
+          assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-4 * k, `[${i}] ${got[i]} vs ${want[i]}`);
+        }
+      }
+    });
+  });
+}
