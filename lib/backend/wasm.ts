@@ -885,9 +885,11 @@ class Gemm {
    * or in chunks of ~EW_CHUNK_WORK that this thread and `parts − 1` workers claim until none
    * is left (drainChunks). `scratch` (an element offset) is free memory for the chunk block
    * and the module's bytes ({@linkcode Gemm.jitScratch} floats). Returns once every chunk is
-   * done, possibly before every worker is (see #settle).
+   * done, possibly before every worker is (see #settle). Without `redo` (outputs written over
+   * inputs, where running a chunk twice would read its own results) this thread does not redo
+   * chunks a worker holds: it waits for the workers instead.
    */
-  runJit(k: JitKernel, call: JitCall, parts: number, scratch: number): void {
+  runJit(k: JitKernel, call: JitCall, parts: number, scratch: number, redo = true): void {
     const { base, step, total, flat, n, cols } = call;
     if (parts <= 1) {
       k.run(...base, flat ? 1 : total, flat ? n : cols);
@@ -912,11 +914,12 @@ class Gemm {
     let err: unknown = null;
     try {
       drainChunks(k.run, blk, false);
-      drainChunks(k.run, blk, true);
+      if (redo) drainChunks(k.run, blk, true);
     } catch (e) {
       err = e; // rethrown once the workers are idle again (they share this call's memory)
     }
-    if (err === null) {
+    if (!redo) this.#join(busy, kernelIndex("elementwise"), err, false);
+    else if (err === null) {
       // Every chunk is done: a worker still in one is rewriting the same bits, and the next
       // call waits for it (view) before it touches the memory. Under load (~8 here, on 2
       // cores) a worker paused mid-chunk otherwise held calls up by a scheduler time slice.
@@ -1376,6 +1379,7 @@ export class WasmBackend extends CpuBackend {
     rows: number,
     cols: number,
     group = 0,
+    into?: readonly (Float32Array | undefined)[],
   ): Float32Array[] | null {
     if (n === 0 || !simdSupports(outputs)) return null;
     const access = accessIn.map((a) => (a === "group" ? "row" : a));
@@ -1400,7 +1404,9 @@ export class WasmBackend extends CpuBackend {
         : a === "group"
         ? (rows / group) * cols
         : rows;
-    const outs = outputs.map(() => this.#gemm.out(n));
+    // An output given in `into` is written there (possibly over one of the inputs: a flat
+    // kernel reads every input of a vector before it stores any output).
+    const outs = outputs.map((_, t) => into?.[t] ?? this.#gemm.out(n));
     // Items: whole vectors of a flat kernel (a chunk's last vector never spills into the next
     // chunk's), rows of a per-row/column one; small calls on this thread (see EW_SPLIT_WORK).
     const total = flat ? (n + 3) >> 2 : rows, cost = kernel.cost;
@@ -1450,7 +1456,9 @@ export class WasmBackend extends CpuBackend {
         for (let i = 0; i < gs.length; i++) args[i] = call.base[i]! + g * gs[i]!;
         kernel.run(...args);
       }
-    } else this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4);
+    } else {
+      this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4, into === undefined);
+    }
     fr.finish();
     return outs;
   }
@@ -1565,16 +1573,40 @@ export class WasmBackend extends CpuBackend {
     return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
   }
 
-  /** The CPU backend's groups (one elementwise call each). */
+  /**
+   * One SIMD call per group, in-place outputs written where their inputs are (an optimizer's
+   * p, m and v: the CPU backend's way, a new output copied back, cost three extra passes over
+   * the parameters a step); the CPU backend's groups when an op has no vector form.
+   */
   override elementwiseGroups(
     outputs: readonly Expr[],
     groups: readonly ElementwiseGroup[],
     scalars: readonly Storage[],
     inPlace?: readonly number[],
   ): Storage[][] {
-    // In-place outputs are written by JavaScript: no worker may still be writing one.
+    // In-place outputs may be written by JavaScript: no worker may still be writing one.
     this.#gemm.settle();
-    return super.elementwiseGroups(outputs, groups, scalars, inPlace);
+    const arena = this.#gemm.arena, vector = simdSupports(outputs);
+    const fits = (g: ElementwiseGroup) =>
+      vector && g.size > 0 && g.inputs.every((x) => d(x).length === g.size) &&
+      // In place only over whole arrays of the memory, whose regions hold the last vector's
+      // padding (a plain one, e.g. a bias under ARENA_MIN floats, takes the CPU backend's way).
+      (inPlace ?? []).every((i) => i < 0 || arena.capacity(d(g.inputs[i]!)) >= up4(g.size));
+    const sc = scalars.map(d);
+    return groups.map((g) => {
+      if (!fits(g)) return super.elementwiseGroups(outputs, [g], scalars, inPlace)[0]!;
+      const ins = [...g.inputs.map(d), ...sc];
+      const access: SimdAccess[] = [
+        ...g.inputs.map(() => "dense" as const),
+        ...sc.map(() => "scalar" as const),
+      ];
+      const into = outputs.map((_, t) => {
+        const i = inPlace?.[t] ?? -1;
+        return i < 0 ? undefined : d(g.inputs[i]!);
+      });
+      const res = this.#simd(outputs, ins, access, g.size, 1, g.size, 0, into)!;
+      return res.map((o, t) => ((inPlace?.[t] ?? -1) < 0 ? this.wrap(o) : g.inputs[inPlace![t]!]!));
+    });
   }
 
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {

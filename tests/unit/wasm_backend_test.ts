@@ -1220,3 +1220,45 @@ for (const threads of [1, 2]) {
     });
   });
 }
+
+Deno.test("wasm backend (2 threads, every call split): in-place groups (an optimizer's p, m, v) equal the CPU backend bit for bit and update their inputs", async () => {
+  await withWasm(2, (be) => {
+    const rng = new Rand(808);
+    // p' = p − 0.01·m', m' = 0.9·m + 0.1·g, v' = v + g·g, and a fresh output p'·g.
+    const P = X,
+      G = Y,
+      M: Expr = { kind: "input", index: 2 },
+      V: Expr = { kind: "input", index: 3 };
+    const S: Expr = { kind: "input", index: 4 };
+    const m2 = bin("add", bin("mul", M, S), bin("mul", G, un("affine", S, -1, 1)));
+    const outs = [
+      bin("sub", P, bin("mul", m2, { kind: "const", value: 0.01 })),
+      m2,
+      bin("add", V, bin("mul", G, G)),
+      bin("mul", P, G),
+    ];
+    const sizes = [5, 1000, 1030, 70_001, 262_147];
+    const data = sizes.map((n) => [0, 1, 2, 3].map(() => specialFloats(rng, n, -2, 2)));
+    const run = (b: CpuBackend | WasmBackend) => {
+      const groups = data.map((arrs, i) => ({
+        inputs: arrs.map((a) => b.upload(a)),
+        size: sizes[i]!,
+      }));
+      const res = b.elementwiseGroups(outs, groups, [b.upload(new Float32Array([0.9]))], [
+        0,
+        2,
+        3,
+        -1,
+      ]);
+      res.forEach((r, i) => {
+        assert.equal(r[0], groups[i]!.inputs[0], "output 0 is the group's input 0");
+        assert.equal(r[1], groups[i]!.inputs[2], "output 1 is the group's input 2");
+      });
+      return res.map((r) => r.map((s) => b.readSync(s)));
+    };
+    const want = run(cpu), got = run(be);
+    want.forEach((w, i) =>
+      w.forEach((a, t) => assertSameBits(got[i]![t]!, a, `size ${sizes[i]} output ${t}`))
+    );
+  }, 0);
+});
