@@ -22,7 +22,7 @@ import {
   valueAndGrad,
 } from "../../mod.ts";
 import { tfjsDit, type TfjsDitResult } from "../peers/tfjs_dit.ts";
-import { runTorch } from "../peers/torch.ts";
+import { runTorch, startTorch } from "../peers/torch.ts";
 import {
   BENCH_REPS,
   type BenchRecord,
@@ -73,6 +73,9 @@ export const DIT_BENCH: DitBenchConfig = {
  * timing. Each repetition ends with a 4-byte read of the loss, negligible beside such a step.
  */
 export const TFJS_DIT = { warmup: 1, steps: 1, reps: 3, maxSeconds: 60 } as const;
+
+/** Rounds of the alternating wasm-vs-PyTorch measurement ({@linkcode pairedDit}). */
+const PAIRED_ROUNDS = 9;
 
 /** Images per data pool: steps cycle through pool / batch disjoint batches. */
 const POOL_BATCHES = 8;
@@ -214,7 +217,8 @@ export async function oursDit(
   }
 }
 
-const TORCH_DIT = `
+// The PyTorch step, shared by the one-shot run (TORCH_DIT) and the alternating one (TORCH_SERVE).
+const TORCH_SETUP = `
 import gzip, os, sys, time, torch
 import numpy as np
 sys.path.insert(0, ARGS["models_dir"])
@@ -257,6 +261,9 @@ def step():
     loss.backward()
     opt.step()
     losses.append(loss.detach())
+`;
+
+const TORCH_DIT = `${TORCH_SETUP}
 for _ in range(ARGS["warmup"]):
     step()
 rates = []
@@ -276,6 +283,97 @@ print(json.dumps({"steps_per_s": median(rates), "steps_per_s_min": min(rates),
                   "version": torch.__version__, "source": source,
                   "attention": "F.scaled_dot_product_attention" if sdpa else "matmul-softmax-matmul"}))
 `;
+
+// Warm up, say so, then time ARGS["steps"] steps for every line read (one JSON line each).
+const TORCH_SERVE = `${TORCH_SETUP}
+for _ in range(ARGS["warmup"]):
+    step()
+print(json.dumps({"ready": True}))
+for line in sys.stdin:
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for _ in range(ARGS["steps"]):
+        step()
+    float(losses[-1])
+    dt = time.perf_counter() - t0
+    losses.clear()
+    print(json.dumps({"steps_per_s": ARGS["steps"] / dt,
+                      "cpu_ms_per_step": (time.process_time() - c0) * 1e3 / ARGS["steps"]}))
+`;
+
+/** The alternating measurement of {@linkcode pairedDit}. */
+export interface PairedDitResult {
+  /** Our steps/s over PyTorch's, per round. */
+  ratio: Spread;
+  ours: Spread;
+  torch: Spread;
+  rounds: number;
+}
+
+/**
+ * Our step on the current backend against PyTorch's, alternating: `rounds` rounds of one
+ * repetition (`cfg.steps` steps) each, the order flipping every round, PyTorch in one process
+ * kept running (bench/peers/torch.ts `startTorch`). Each round's ratio compares two runs a few
+ * seconds apart, so a machine whose speed drifts over minutes (a shared VM: the same step
+ * measured 250–390 ms within half an hour here) moves both alike; the one-shot figures of the
+ * `dit` case run minutes apart. `null` without PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { pairedDit } from "./dit.ts";
+ * const r = await pairedDit({ batch: 2, hidden: 16, depth: 1, heads: 2, patch: 4, size: 8, classes: 10, warmup: 1, steps: 1, reps: 1 }, 1);
+ * if (r !== null && !(r.ratio.median > 0)) throw new Error("bad");
+ * ```
+ */
+export async function pairedDit(
+  cfg: DitBenchConfig,
+  rounds: number,
+): Promise<PairedDitResult | null> {
+  const modelsDir = new URL("../../tasks/torch/", import.meta.url).pathname;
+  const torch = await startTorch(TORCH_SERVE, {
+    ...cfg,
+    pool_batches: POOL_BATCHES,
+    models_dir: modelsDir,
+  });
+  if (torch === null) return null;
+  const be = getBackend();
+  const s = await ditStep(cfg);
+  try {
+    for (let i = 0; i < cfg.warmup; i++) s.step().dispose();
+    await be.sync();
+    const oursRep = async () => {
+      const losses: Tensor[] = [];
+      const t0 = performance.now();
+      for (let i = 0; i < cfg.steps; i++) losses.push(s.step());
+      await losses[losses.length - 1]!.item();
+      const rate = cfg.steps / ((performance.now() - t0) / 1000);
+      for (const l of losses) l.dispose();
+      return rate;
+    };
+    const torchRep = async () => {
+      const r = await torch.ask("rep") as { steps_per_s: number };
+      return r.steps_per_s;
+    };
+    const ours: number[] = [], theirs: number[] = [], ratios: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      let a: number, b: number;
+      if (r % 2 === 0) {
+        a = await oursRep();
+        b = await torchRep();
+      } else {
+        b = await torchRep();
+        a = await oursRep();
+      }
+      ours.push(a);
+      theirs.push(b);
+      ratios.push(a / b);
+    }
+    return { ratio: spread(ratios), ours: spread(ours), torch: spread(theirs), rounds };
+  } finally {
+    s.dispose();
+    await torch.close();
+  }
+}
 
 /** The PyTorch peer's measurements. */
 export interface TorchDitResult {
@@ -353,6 +451,12 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
   // The same step on the wasm backend (WebAssembly SIMD on the CPU's cores).
   const wasm = await onWasm(() => oursDit(cfg));
   const w = "value" in wasm ? wasm.value : null;
+  // Then wasm and PyTorch alternating (the ratio to quote on a machine whose speed drifts).
+  let paired: PairedDitResult | null = null;
+  if (torch && w) {
+    const p = await onWasm(() => pairedDit(cfg, ctx.smoke ? 1 : PAIRED_ROUNDS));
+    if ("value" in p) paired = p.value;
+  }
   return [{
     case: "dit",
     batch: cfg.batch,
@@ -379,6 +483,15 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
     ours_wasm: round(w?.rate.median),
     ...spreadFields("ours_wasm", w?.rate ?? null),
     ratio_wasm_vs_torch_cpu: ratio(round(w?.rate.median), round(torch?.steps_per_s)),
+    ...(paired
+      ? {
+        paired_wasm_vs_torch_cpu: round(paired.ratio.median),
+        ...spreadFields("paired_wasm_vs_torch_cpu", paired.ratio),
+        paired_ours_wasm: round(paired.ours.median),
+        paired_torch_cpu: round(paired.torch.median),
+        paired_rounds: paired.rounds,
+      }
+      : {}),
     ...("value" in wasm ? { wasm_device: wasm.device } : { wasm_skipped: wasm.skipped }),
     ...(w ? { wasm_loss: [round(w.lossFirst), round(w.lossLast)] } : {}),
     ratio_vs_tfjs: ratio(round(ours.rate.median), round(tf?.stepsPerSec)),

@@ -67,6 +67,81 @@ export async function runTorch(script: string, args: unknown): Promise<unknown |
   return JSON.parse(lines[lines.length - 1]!);
 }
 
+/** A PyTorch script kept running: one JSON reply per request line (see {@linkcode startTorch}). */
+export interface TorchSession {
+  /** Send one request line and wait for the JSON object the script prints for it. */
+  ask(line: string): Promise<unknown>;
+  /** End the process (closing its stdin), waiting for it to exit. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start `script` under PyTorch (with `ARGS = args`) as a long-lived process: it prints one JSON
+ * line when ready, then one per line it reads from stdin, and exits at end of input. `null`
+ * without PyTorch. Lets a bench alternate our runs with PyTorch's in one process each, so a
+ * machine whose speed drifts (a shared VM) slows both sides of a comparison alike.
+ *
+ * @example
+ * ```ts
+ * import { startTorch } from "./torch.ts";
+ * const s = await startTorch(
+ *   "import json, sys\nprint(json.dumps({'ready': 1}), flush=True)\n" +
+ *     "for line in sys.stdin:\n    print(json.dumps({'y': int(line) * ARGS['k']}), flush=True)",
+ *   { k: 3 },
+ * );
+ * if (s !== null) {
+ *   const r = await s.ask("2") as { y: number };
+ *   await s.close();
+ *   if (r.y !== 6) throw new Error("bad");
+ * }
+ * ```
+ */
+export async function startTorch(script: string, args: unknown): Promise<TorchSession | null> {
+  const py = await findTorchPython();
+  if (py === null) return null;
+  const code = `import json\nARGS = json.loads(${JSON.stringify(JSON.stringify(args))})\n${script}`;
+  const child = new Deno.Command(py, {
+    args: ["-u", "-c", code],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = new Response(child.stderr).text();
+  const writer = child.stdin.getWriter();
+  let buf = "";
+  const next = async (): Promise<unknown> => {
+    for (;;) {
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line.startsWith("{")) return JSON.parse(line);
+        continue;
+      }
+      const { value, done } = await lines.read();
+      if (done) {
+        await child.status;
+        throw new Error(`PyTorch peer exited:\n${await stderr}`);
+      }
+      buf += value;
+    }
+  };
+  await next(); // ready
+  return {
+    async ask(line: string) {
+      await writer.write(new TextEncoder().encode(`${line}\n`));
+      return await next();
+    },
+    async close() {
+      await writer.close();
+      await lines.cancel();
+      await child.status;
+      await stderr;
+    },
+  };
+}
+
 const MATMUL = `
 import os, time, torch
 # Debian's build may start with one OpenMP thread; use every core, as the WebGPU adapter does.

@@ -103,6 +103,14 @@ function checkRecord(r: Rec): void {
       const tl = r.tfjs_loss as unknown[];
       assert.ok(Array.isArray(tl) && tl.length === 2 && tl.every(isNum), "dit: tfjs_loss");
     }
+    // With PyTorch and wasm: the alternating measurement, its ratio that of its own medians'
+    // rounds (one round in a smoke run: exactly their quotient).
+    if (r.torch_cpu !== null && r.ours_wasm !== null && r.ours_wasm !== undefined) {
+      assert.equal(r.paired_rounds, 1, "dit: paired_rounds");
+      const pr = r.paired_wasm_vs_torch_cpu, po = r.paired_ours_wasm, pt = r.paired_torch_cpu;
+      assert.ok(isNum(pr) && isNum(po) && isNum(pt) && po > 0 && pt > 0, "dit: paired fields");
+      assertClose([pr], [po / pt], { rtol: 2e-3, msg: "dit: paired ratio" });
+    }
   }
 }
 
