@@ -8,8 +8,9 @@
  * structure into one `f32x4` WebAssembly function (lib/backend/wasm_jit.ts; big calls split in
  * chunks across the same threads, which compile the function from its bytes) or, for ops
  * without a vector form, one JavaScript loop (V8 inlines the op table's functions into it).
- * Results leave the shared memory by a copy into recycled arrays (ArrayPool), and a matmul's
- * epilogue reads the product where the kernel left it. Everything else is the CPU backend's.
+ * The backend's arrays are views of the same WebAssembly memory (lib/backend/wasm_arena.ts), so
+ * kernels read their inputs and write their results in place; arrays from elsewhere (and past
+ * `arenaBytes`) are copied into a call's scratch. Everything else is the CPU backend's.
  * Elementwise results and sums are bit-identical to the CPU backend for exact ops (the same
  * f32 rounding per node, the same f64 summation order; transcendentals within a few ulp);
  * matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
@@ -467,10 +468,11 @@ const EW_MEMORY_COST = 8;
 // Work of one chunk of a split elementwise call (~10 µs of one thread: the calls into the
 // kernel, ~0.2 µs each, stay ~2 % of it, and a late worker holds the call up by one chunk).
 const EW_CHUNK_WORK = 1 << 16;
-// Output arrays at least this long (128 kB) are recycled (ArrayPool). CPU per copy-out into a
-// fresh array / a recycled one, load ~7.5: 6 / 0.6 µs at 4096 elements, 10 / 4 at 32k, 600 /
-// 27 at 128k, 6400 / 110 at 512k (past the allocator's mmap threshold every fresh array costs
-// page faults). Idle ones are kept up to the program's peak live bytes, or POOL_FLOOR.
+// Plain output arrays (past the arena) at least this long (128 kB) are recycled (ArrayPool).
+// CPU per copy-out into a fresh array / a recycled one, load ~7.5: 6 / 0.6 µs at 4096 elements,
+// 10 / 4 at 32k, 600 / 27 at 128k, 6400 / 110 at 512k (past the allocator's mmap threshold every
+// fresh array costs page faults). Idle ones are kept up to the program's peak live bytes, or
+// POOL_FLOOR.
 const POOL_MIN = 1 << 15;
 const POOL_FLOOR = 64 << 20;
 // Uploaded, allocated and filled arrays of at least this many floats are put in the memory
@@ -495,8 +497,9 @@ function f32Bits(x: number): number {
 }
 
 /**
- * Freed output arrays kept for reuse, by length. Every result leaves the shared memory by a copy
- * into a plain array (storages are plain Float32Arrays); into a fresh array that copy cost ~30
+ * Freed plain result arrays kept for reuse, by length: results past the arena's `arenaBytes`
+ * (and before the arena, every result) leave the shared memory by a copy into a plain array;
+ * into a fresh array that copy cost ~30
  * ms for 6.4 MB at load 8 (new pages: faults and zeroing; ~1.6 M-element DiT activations), into
  * a recycled one 0.5 ms. Only arrays this pool handed out come back (its WeakSet). It keeps at
  * most the larger of `floorBytes` and the most the program has had live at once (`live()` at
