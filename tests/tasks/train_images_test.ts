@@ -67,6 +67,26 @@ Deno.test({
       assert.equal(ev.num_samples, 40);
       assert.ok(r.classAcc >= 0 && r.classAcc <= 1 && r.classAccPerClass.length === 10);
       assert.ok(r.fd > r.fdRealTrainTest, "12 steps are far from the data");
+      // Resumed without --model: the preset is the run's own (velocity-mlp, from its
+      // config.json), not the default DiT's — scored with the MLP preset's 50 sampler steps,
+      // not the DiT's 25 — and the run goes on from step 12.
+      const again = (await main([
+        ...["--resume", `${out}/r`, "--max-train-steps", "16", "--log-every", "1"],
+        ...["--eval-samples", "40", "--samples-per-class", "2"],
+      ]))!;
+      const cfg2 = parseConfigFile(await Deno.readTextFile(`${out}/r/config.json`)) as Record<
+        string,
+        unknown
+      >;
+      assert.equal(cfg2.model, "velocity-mlp");
+      assert.equal(cfg2.hidden, 32);
+      const steps = (await readMetrics(`${out}/r/metrics.jsonl`))
+        .filter((x) => "training/lr" in x).map((x) => x.step as number);
+      assert.equal(Math.max(...steps), 16);
+      const evs = (await Deno.readTextFile(`${out}/r/eval.jsonl`)).trim().split("\n");
+      assert.equal(evs.length, 2, "the resumed run is scored again");
+      assert.equal(JSON.parse(evs[1]!).class_acc, again.classAcc);
+      assert.equal(JSON.parse(evs[1]!).num_steps, 50, "the MLP preset's sampler steps");
     } finally {
       await Deno.remove(out, { recursive: true });
     }
