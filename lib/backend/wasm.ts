@@ -342,6 +342,7 @@ const KERNELS = [
   "ln_mod_fwd",
   "ln_mod_bwd",
   "col_sum",
+  "lse_rows",
   "elementwise",
 ] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
@@ -484,6 +485,9 @@ const COL_SUM_MIN = 4096;
 // [3136, 384] ran 0.23 ms on one thread and 0.18 on two, [3136, 128] 0.08 and 0.09; under load
 // a split call waits for a descheduled worker).
 const COL_SUM_SPLIT = 1 << 20;
+// Row log-sum-exps of at least this many elements split their rows across the threads (an exp
+// an element: ~65 µs of one thread).
+const LSE_SPLIT = 1 << 16;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
 // Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
@@ -1139,6 +1143,22 @@ class Gemm {
     return o;
   }
 
+  /**
+   * `lse_rows` (per-row max and Σ exp; element offsets) with the rows split across the
+   * threads: each row's statistics are computed as on one thread, so the same bits.
+   */
+  lseRowsSplit(X: number, V: number, M: number, S: number, rows: number, cols: number): void {
+    const parts = rows * cols < LSE_SPLIT ? 1 : Math.min(this.#workers.length + 1, rows);
+    this.#split(kernelIndex("lse_rows"), this.lseRows, rows, parts, (lo, hi) => [
+      (X + lo * cols) * 4,
+      V * 4,
+      (M + lo) * 4,
+      (S + lo) * 4,
+      hi - lo,
+      cols,
+    ]);
+  }
+
   /** Threads for a LayerNorm + modulate call over n elements of b samples (split by sample). */
   #lnParts(n: number, b: number): number {
     // ~8 flops an element a pass: calls under EW_SPLIT_WORK stay on this thread, as
@@ -1488,7 +1508,8 @@ export class WasmBackend extends CpuBackend {
     );
     const [X, V] = fr.ins as [number, number];
     const M = fr.scratch, S = M + cp + rows + 4;
-    (axis === 1 ? this.#gemm.lseRows : this.#gemm.lseCols)(X * 4, V * 4, M * 4, S * 4, rows, cols);
+    if (axis === 1) this.#gemm.lseRowsSplit(X, V, M, S, rows, cols);
+    else this.#gemm.lseCols(X * 4, V * 4, M * 4, S * 4, rows, cols);
     const f = new Float32Array(this.#gemm.memory.buffer);
     const o = new Float32Array(outN);
     const sc = Math.fround(scale), sh = Math.fround(shift);

@@ -814,6 +814,13 @@ Deno.test("wasm backend: logSumExpAdd (Sinkhorn's half-iteration) matches the CP
         for (let j = 0; j < cols; j++) xs[2 * cols + j] = -Infinity;
         xs[3 * cols + 2] = Infinity;
       }
+      // A NaN beside a +∞ in one line, and a NaN among −∞ in another: NaN either way.
+      if (rows > 5 && cols > 5) {
+        xs[4 * cols] = NaN;
+        xs[4 * cols + 1] = Infinity;
+        for (let j = 0; j < cols; j++) xs[5 * cols + j] = -Infinity;
+        xs[5 * cols + 3] = NaN;
+      }
       for (const axis of [0, 1] as const) {
         const vs = rng.floats(axis === 1 ? cols : rows, -2, 2);
         const got = be.readSync(
@@ -1261,4 +1268,22 @@ Deno.test("wasm backend (2 threads, every call split): in-place groups (an optim
       w.forEach((a, t) => assertSameBits(got[i]![t]!, a, `size ${sizes[i]} output ${t}`))
     );
   }, 0);
+});
+
+Deno.test("wasm backend: logSumExpAdd over rows split across threads has the bits of one thread", async () => {
+  const rng = new Rand(14);
+  const rows = 301, cols = 400;
+  const xs = rng.floats(rows * cols, -30, 5), vs = rng.floats(cols, -2, 2);
+  xs[7] = NaN;
+  xs[cols * 9 + 3] = Infinity;
+  const run = async (threads: number) => {
+    let out: Float32Array = new Float32Array(0);
+    await withWasm(threads, (be) => {
+      out = be.readSync(be.logSumExpAdd(be.upload(xs), be.upload(vs), rows, cols, 1, -0.5, 0.25));
+    });
+    return out;
+  };
+  const one = await run(1), two = await run(2);
+  assertSameBits(two, one, "2 threads vs 1");
+  assert.ok(Number.isNaN(one[0]!) && one[9] === -Infinity, `${one[0]}, ${one[9]}`);
 });
