@@ -134,8 +134,10 @@ const EXP = `(func $exp (param $x v128) (result v128) (local $y v128) ${EXP_LOCA
 
 // Log-sum-exp statistics for Sinkhorn (Backend.logSumExpAdd), two passes over x [rows, cols]:
 // `lse_rows(x, v, m, s, rows, cols)` gives per row m = max_j (x + v[j]) (NaN if any term is
-// NaN) and s = Σ_j exp(x + v[j] − m); `lse_cols(x, v, m, s, rows, cols)` the same per column
-// with v[i] (cols a multiple of 4). The caller finishes m + log s on the host (rows or cols
+// NaN) and s = Σ_j exp(x + v[j] − m); `lse_cols(x, v, m, s, rows, cols, ld)` the same per
+// column with v[i], for `cols` columns of rows `ld` floats apart (4 columns a vector: the last
+// vector's extra lanes are computed from what follows and dropped by the caller, so a share of
+// the columns starts at a multiple of 4). The caller finishes m + log s on the host (rows or cols
 // logarithms, not rows·cols). x + v is rounded to f32 first, as an elementwise add would be.
 const LSE = `${EXP}
  (func (export "lse_rows") (param $x i32) (param $v i32) (param $m i32) (param $s i32)
@@ -199,10 +201,11 @@ const LSE = `${EXP}
      (br $row)))
  )
  (func (export "lse_cols") (param $x i32) (param $v i32) (param $m i32) (param $s i32)
-   (param $rows i32) (param $cols i32)
+   (param $rows i32) (param $cols i32) (param $ld i32)
    (local $i i32) (local $j i32) (local $p i32) (local $mx v128) (local $sm v128) (local $vi v128)
    (local $stride i32) (local $t v128) (local $nm v128)
-   (local.set $stride (i32.shl (local.get $cols) (i32.const 2)))
+   ;; rows are $ld floats apart: a share of the columns of a wider matrix
+   (local.set $stride (i32.shl (local.get $ld) (i32.const 2)))
    (block $done (loop $col
      (br_if $done (i32.ge_u (local.get $j) (local.get $cols)))
      ;; the max as lse_rows takes it (pmax, NaN lanes kept aside)

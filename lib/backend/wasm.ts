@@ -343,6 +343,7 @@ const KERNELS = [
   "ln_mod_bwd",
   "col_sum",
   "lse_rows",
+  "lse_cols",
   "elementwise",
 ] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
@@ -485,8 +486,8 @@ const COL_SUM_MIN = 4096;
 // [3136, 384] ran 0.23 ms on one thread and 0.18 on two, [3136, 128] 0.08 and 0.09; under load
 // a split call waits for a descheduled worker).
 const COL_SUM_SPLIT = 1 << 20;
-// Row log-sum-exps of at least this many elements split their rows across the threads (an exp
-// an element: ~65 µs of one thread).
+// Log-sum-exps of at least this many elements split their rows (or columns) across the threads
+// (an exp an element: ~65 µs of one thread).
 const LSE_SPLIT = 1 << 16;
 // Flops per element of a LayerNorm + modulate pass (for the split threshold).
 const LN_COST = 8;
@@ -1159,6 +1160,24 @@ class Gemm {
     ]);
   }
 
+  /**
+   * `lse_cols` (per-column max and Σ exp; element offsets) with the columns split across the
+   * threads in shares of whole 4-column vectors: each column as on one thread, the same bits.
+   */
+  lseColsSplit(X: number, V: number, M: number, S: number, rows: number, cols: number): void {
+    const vecs = Math.ceil(cols / 4);
+    const parts = rows * cols < LSE_SPLIT ? 1 : Math.min(this.#workers.length + 1, vecs);
+    this.#split(kernelIndex("lse_cols"), this.lseCols, vecs, parts, (lo, hi) => [
+      (X + 4 * lo) * 4,
+      V * 4,
+      (M + 4 * lo) * 4,
+      (S + 4 * lo) * 4,
+      rows,
+      Math.min(cols, 4 * hi) - 4 * lo,
+      cols,
+    ]);
+  }
+
   /** Threads for a LayerNorm + modulate call over n elements of b samples (split by sample). */
   #lnParts(n: number, b: number): number {
     // ~8 flops an element a pass: calls under EW_SPLIT_WORK stay on this thread, as
@@ -1509,7 +1528,7 @@ export class WasmBackend extends CpuBackend {
     const [X, V] = fr.ins as [number, number];
     const M = fr.scratch, S = M + cp + rows + 4;
     if (axis === 1) this.#gemm.lseRowsSplit(X, V, M, S, rows, cols);
-    else this.#gemm.lseCols(X * 4, V * 4, M * 4, S * 4, rows, cols);
+    else this.#gemm.lseColsSplit(X, V, M, S, rows, cols);
     const f = new Float32Array(this.#gemm.memory.buffer);
     const o = new Float32Array(outN);
     const sc = Math.fround(scale), sh = Math.fround(shift);
