@@ -942,7 +942,7 @@ class Gemm {
   static jitScratch(k: JitKernel, call: JitCall, parts: number): number {
     if (parts <= 1) return 0;
     const chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
-    const words = 7 + 2 * call.base.length + Math.ceil(call.total / chunk);
+    const words = 7 + 2 * call.step.length + Math.ceil(call.total / chunk); // a step per pointer
     return up4(words) + up4(Math.ceil(k.bytes.length / 4));
   }
 
@@ -1468,7 +1468,6 @@ export class WasmBackend extends CpuBackend {
       cols,
       itemWork: width * cost,
     };
-    call.base.length = ins.length + outs.length + 1; // for the scratch size
     const fr = this.#gemm.frame(
       ins.map((a, j) => {
         const len = need(accessIn[j]!);
