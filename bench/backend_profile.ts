@@ -130,7 +130,9 @@ if (import.meta.main) {
             transB: boolean;
           };
           elems = g.batch * g.m * g.n * g.k;
-          key = `matmul ${g.transA ? "T" : "N"}${g.transB ? "T" : "N"}${a[3] ? "+epilogue" : ""}`;
+          key = `matmul ${g.transA ? "T" : "N"}${g.transB ? "T" : "N"}${a[3] ? "+epilogue" : ""} ${
+            g.batch > 1 ? `${g.batch}×` : ""
+          }[${g.m},${g.n}] k=${g.k}`;
         } else if (m === "copyInto") {
           const v = a[1] as { shape: number[] };
           elems = v.shape.reduce((p, q) => p * q, 1);
@@ -193,6 +195,8 @@ if (import.meta.main) {
         msPerStep: per(r.ms),
         pct: pct(r.ms),
         mElemsPerStep: +(r.elems / steps / 1e6).toFixed(2),
+        // A matmul's rate (2·m·n·k flops a call).
+        ...(k.startsWith("matmul") ? { gflops: +(2 * r.elems / r.ms / 1e6).toFixed(1) } : {}),
       }),
     );
   }

@@ -42,6 +42,13 @@ const SHAPES: readonly Shape[] = [
   { name: "fwd NN [3136,128]·[128,512]", m: ROWS, n: 512, k: 128, transA: false, transB: false },
   { name: "fwd NT x·Wᵀ W[512,128]", m: ROWS, n: 512, k: 128, transA: false, transB: true },
   { name: "fwd NT x·Wᵀ W[128,512]", m: ROWS, n: 128, k: 512, transA: false, transB: true },
+  // The small ones: AdaLN's modulation MLP on [64, 128] conditionings (dx, forward, dW), the
+  // final layer's dx (k = 16 outputs a token) and the timestep MLP's dx.
+  { name: "small NN [64,128] k=768", m: 64, n: 128, k: 768, transA: false, transB: false },
+  { name: "small NT [64,768] k=128", m: 64, n: 768, k: 128, transA: false, transB: true },
+  { name: "small TN [768,128] k=64", m: 768, n: 128, k: 64, transA: true, transB: false },
+  { name: "small NN [3136,128] k=16", m: ROWS, n: 128, k: 16, transA: false, transB: false },
+  { name: "small NN [64,128] k=256", m: 64, n: 128, k: 256, transA: false, transB: false },
   // Not the DiT's: a long k with a row-major A (the k blocks' other case), and a transposed A
   // with a B whose rows are 4 kB apart (packed, not read in place).
   { name: "NN n=1024", m: 1024, n: 1024, k: 1024, transA: false, transB: false },

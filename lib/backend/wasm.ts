@@ -324,6 +324,42 @@ function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean
   }
 }
 
+/**
+ * Run an SGEMM kernel (`k`, with its 13 arguments `a`: a[7] the smallest share in row blocks, a[8]
+ * the row blocks in all) over shares of its row blocks claimed until none is left: the callers'
+ * thread from the last row block down, the workers from the first up, each share a
+ * 1/(2·parts) of what is left (guided scheduling, at least a[7] blocks). One i32 at `claim`
+ * counts the blocks taken from the front (low 16 bits) and from the back (high 16), changed by
+ * compare-and-swap so no block is run twice. A static split into halves left one thread idle
+ * while the other finished whenever the two ran at different speeds (another process on a
+ * core; a worker waking late): 6–19 ms a DiT step of the caller waiting. Each output is still
+ * one row block's whole k loop, so the bits do not depend on the shares.
+ */
+function claimRows(
+  k: (...a: number[]) => void,
+  a: number[],
+  claim: Int32Array,
+  parts: number,
+  fromBack: boolean,
+): void {
+  const min = a[7]!, total = a[8]!;
+  for (;;) {
+    const v = Atomics.load(claim, 0);
+    const front = v & 0xffff, back = v >>> 16, rest = total - front - back;
+    if (rest <= 0) return;
+    const size = Math.min(rest, Math.max(min, Math.ceil(rest / (2 * parts))));
+    if (Atomics.compareExchange(claim, 0, v, (v + (fromBack ? size << 16 : size)) | 0) !== v) {
+      continue;
+    }
+    const lo = fromBack ? total - back - size : front;
+    a[7] = lo;
+    a[8] = lo + size;
+    k(...a);
+    a[7] = min;
+    a[8] = total;
+  }
+}
+
 // The worker: instantiate the module on the shared memory, then serve kernel calls posted
 // through its control block (state 1 = posted: ctrl[1] the kernel's index in KERNELS,
 // ctrl[2..15] its arguments, all i32; 4 = taken by the worker; 0 = done; 3 = trapped; 2 =
@@ -333,7 +369,9 @@ function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean
 // is a kernel compiled at run time (lib/backend/wasm_jit.ts): ctrl[2] its id, ctrl[3..4] the
 // address and length of its module's bytes in the memory (compiled on first use, then cached
 // by id: a worker may compile synchronously, a page's main thread could not), ctrl[5] the
-// address of the call's chunk block.
+// address of the call's chunk block. "gemm_rows" runs an SGEMM over claimed shares of its row
+// blocks (claimRows): ctrl[2] the kernel's index plus the call's thread count · 256, ctrl[3..15]
+// the kernel's arguments.
 const KERNELS = [
   "gemm_n",
   "gemm_t",
@@ -345,8 +383,12 @@ const KERNELS = [
   "lse_rows",
   "lse_cols",
   "elementwise",
+  "gemm_rows",
 ] as const;
 const kernelIndex = (k: (typeof KERNELS)[number]): number => KERNELS.indexOf(k);
+// Byte address of claimRows' i32 (after the 15 control blocks of Gemm.BASE; one split call runs
+// at a time).
+const CLAIM_AT = 960;
 const WORKER_BODY = `
   const { module, mem, ctrlOffset } = data;
   const inst = new WebAssembly.Instance(module, { env: { mem } });
@@ -354,6 +396,8 @@ const WORKER_BODY = `
   const JIT = ${KERNELS.indexOf("elementwise")};
   const jit = new Map();
   const drainChunks = ${drainChunks.toString()};
+  const claimRows = ${claimRows.toString()};
+  const ROWS = ${KERNELS.indexOf("gemm_rows")};
   const ctrl = new Int32Array(mem.buffer, ctrlOffset, 16);
   post("ready");
   for (;;) {
@@ -371,6 +415,9 @@ const WORKER_BODY = `
           jit.set(ctrl[2], k);
         }
         drainChunks(k, new Int32Array(mem.buffer, ctrl[5]), false);
+      } else if (ctrl[1] === ROWS) {
+        claimRows(fns[ctrl[2] & 255], Array.from(ctrl.subarray(3, 16)),
+          new Int32Array(mem.buffer, ${CLAIM_AT}, 1), ctrl[2] >> 8, false);
       } else {
         // Extra arguments are ignored by a shorter kernel.
         fns[ctrl[1]](ctrl[2], ctrl[3], ctrl[4], ctrl[5], ctrl[6], ctrl[7], ctrl[8], ctrl[9],
@@ -454,6 +501,14 @@ const GEMM_KC = 128;
 /** The SGEMM's k block for a product (see GEMM_KC); `k` itself means one pass. */
 function kBlock(k: number, transA: boolean): number {
   return transA && k > GEMM_KC ? GEMM_KC : Math.max(1, k);
+}
+/**
+ * The smallest share of a split SGEMM's `mb` row blocks (Gemm.#splitRows). With k blocks
+ * (`kBlocked`) every share reads all of B once more from L3, so shares are an eighth of the
+ * rows at least; otherwise B's rows stay in L2 and 4 blocks (24 rows) are enough.
+ */
+function rowShare(mb: number, kBlocked: boolean): number {
+  return kBlocked ? Math.ceil(mb / 8) : 4;
 }
 // Calls with fewer multiply-adds than this stay on one thread (waking a worker costs tens of µs).
 const SPLIT_WORK = 1 << 18;
@@ -851,27 +906,12 @@ class Gemm {
     const gemm = g.transA ? this.#gemmT : this.#gemmN;
     // Split the row blocks (big products only: waking a worker costs tens of µs).
     const parts = m * n * k < SPLIT_WORK ? 1 : Math.min(this.#workers.length + 1, mb);
-    this.#split(
-      kernelIndex(g.transA ? "gemm_t" : "gemm_n"),
-      gemm,
-      mb,
-      parts,
-      (ib0, ib1) => [
-        A * 4,
-        m,
-        Bat * 4,
-        sBk,
-        sBp,
-        C * 4,
-        np,
-        ib0,
-        ib1,
-        np / GEMM_NR,
-        k,
-        kc,
-        BIAS * 4,
-      ],
-    );
+    const args = [A * 4, m, Bat * 4, sBk, sBp, C * 4, np, 0, mb, np / GEMM_NR, k, kc, BIAS * 4];
+    if (parts === 1) gemm(...args);
+    else {
+      const fn = kernelIndex(g.transA ? "gemm_t" : "gemm_n");
+      this.#splitRows(fn, gemm, mb, parts, rowShare(mb, kc < k), args);
+    }
     if (direct) return;
     const f = new Float32Array(this.#mem.buffer);
     if (np === n) out.set(f.subarray(C, C + m * n), oo);
@@ -1010,6 +1050,46 @@ class Gemm {
     let err: unknown = null;
     try {
       local(...args(mine, total, busy.length));
+    } catch (e) {
+      err = e; // rethrown once the workers are idle again (they share this call's memory)
+    }
+    this.#join(busy, fn, err, false);
+  }
+
+  /**
+   * Run SGEMM kernel `fn` (`local` this thread's instance) over `total` row blocks on `parts`
+   * threads, each claiming shares of at least `min` blocks until none is left (claimRows; this
+   * thread from the back). `args` are the kernel's 13 arguments (its row range is set per share).
+   */
+  #splitRows(
+    fn: number,
+    local: (...a: number[]) => void,
+    total: number,
+    parts: number,
+    min: number,
+    args: readonly number[],
+  ): void {
+    const a = [...args];
+    if (total > 0xffff) {
+      // The claim counts are 16 bits: more row blocks (393k rows) split in fixed shares.
+      this.#split(fn, local, total, parts, (lo, hi) => a.with(7, lo).with(8, hi));
+      return;
+    }
+    a[7] = Math.max(1, min);
+    a[8] = total;
+    const claim = new Int32Array(this.#mem.buffer, CLAIM_AT, 1);
+    Atomics.store(claim, 0, 0);
+    const busy: Int32Array[] = [];
+    for (let w = 0; w < parts - 1; w++) {
+      const { ctrl } = this.#workers[w]!;
+      ctrl.set([kernelIndex("gemm_rows"), fn + 256 * parts, ...a], 1);
+      Atomics.store(ctrl, 0, 1);
+      Atomics.notify(ctrl, 0);
+      busy.push(ctrl);
+    }
+    let err: unknown = null;
+    try {
+      claimRows(local, a, claim, parts, true);
     } catch (e) {
       err = e; // rethrown once the workers are idle again (they share this call's memory)
     }

@@ -110,6 +110,12 @@ function checkRecord(r: Rec): void {
       const pr = r.paired_wasm_vs_torch_cpu, po = r.paired_ours_wasm, pt = r.paired_torch_cpu;
       assert.ok(isNum(pr) && isNum(po) && isNum(pt) && po > 0 && pt > 0, "dit: paired fields");
       assertClose([pr], [po / pt], { rtol: 2e-3, msg: "dit: paired ratio" });
+      // One round: its mean is its ratio, with no spread.
+      assertClose([r.paired_wasm_vs_torch_cpu_mean as number], [po / pt], {
+        rtol: 2e-3,
+        msg: "dit: paired mean",
+      });
+      assert.equal(r.paired_wasm_vs_torch_cpu_std, 0, "dit: paired std of one round");
     }
   }
 }

@@ -195,6 +195,63 @@ Deno.test("wasm backend: k-blocked products (transposed A) at the block boundari
   }
 });
 
+// A split product's row blocks are claimed in shares (guided: a 1/(2·threads) of what is left,
+// this thread from the back, the workers from the front), so which thread computes a row depends
+// on timing. Every row must still be computed exactly once with its block's whole k loop: the
+// same bits on 1, 2 and 3 threads, in both kernels (row-major A; transposed A in k blocks), with
+// a bias, with m not a multiple of the block, and for a batch (one split per matrix).
+Deno.test("wasm backend: products split in claimed shares have one thread's bits", async () => {
+  const shapes: [number, number, number, number, boolean][] = [
+    [601, 40, 50, 1, false], // 101 row blocks, ragged last one
+    [1000, 64, 24, 1, false], // many shares of the smallest size
+    [301, 24, 700, 1, true], // transposed A, k blocks of 128
+    [97, 48, 80, 3, false], // a batch of three splits
+  ];
+  const bits = new Map<string, Float32Array>();
+  for (const threads of [1, 2, 3]) {
+    await withWasm(threads, (be) => {
+      for (const [m, n, k, batch, transA] of shapes) {
+        const rng = new Rand(m + n + k);
+        const a = rng.floats(batch * m * k, -1, 1), b = rng.floats(batch * k * n, -1, 1);
+        const bias = rng.floats(n, -1, 1);
+        const g = {
+          batch,
+          m,
+          n,
+          k,
+          transA,
+          transB: false,
+          aBatchStride: m * k,
+          bBatchStride: k * n,
+        };
+        const what = `${batch}×${m}x${k}x${n} tA=${transA} threads=${threads}`;
+        const got = be.readSync(be.matmul(be.upload(a), be.upload(b), g));
+        const want = f64Product(a, b, g);
+        for (let i = 0; i < want.length; i++) {
+          assert.ok(Math.abs(got[i]! - want[i]!) <= 4e-6 * (k + 1), `${what} [${i}]`);
+        }
+        const biased = batch === 1
+          ? be.readSync(be.matmul(be.upload(a), be.upload(b), g, {
+            expr: {
+              kind: "binary",
+              op: "add",
+              a: { kind: "input", index: 0 },
+              b: { kind: "input", index: 1 },
+            },
+            rows: [be.upload(bias)],
+          }))
+          : got;
+        const key = `${batch}x${m}x${k}x${n}`;
+        if (!bits.has(key)) bits.set(key, got), bits.set(`${key} bias`, biased);
+        else {
+          assert.deepEqual(got, bits.get(key), `${what}: vs one thread`);
+          assert.deepEqual(biased, bits.get(`${key} bias`), `${what} + bias: vs one thread`);
+        }
+      }
+    });
+  }
+});
+
 Deno.test("wasm backend: a matmul epilogue (bias + silu) is the CPU backend's on the same product", async () => {
   await withWasm(2, (be) => {
     const rng = new Rand(3);
