@@ -28,6 +28,7 @@ import {
   runTask,
   TableRows,
 } from "../cli/mod.ts";
+import { dirname } from "../lib/formats/fs.ts";
 import { getBackend } from "../mod.ts";
 import { main as imagesMain, presetFor, TRAIN_IMAGES_FLAGS } from "./train_images.ts";
 import { main as aeMain } from "./train_autoencoder.ts";
@@ -87,7 +88,6 @@ async function ensureAutoencoder(dir: string, outputDir: string): Promise<void> 
   );
 }
 
-const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
 const flagValue = (preset: readonly string[], name: string) =>
   Number(preset[preset.indexOf(name) + 1]);
 
@@ -114,7 +114,7 @@ export async function main(argv: readonly string[]): Promise<PresetRow[] | null>
       `--autoencoder serves the latents preset, but --models is ${f.models}: add latents`,
     );
   }
-  const mdDir = dirOf(f.out);
+  const mdDir = dirname(f.out);
   const table = await TableRows.open<PresetRow>({
     table: "images-preset",
     outputDir: f.outputDir,

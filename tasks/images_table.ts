@@ -28,6 +28,7 @@ import {
   runTask,
   TableRows,
 } from "../cli/mod.ts";
+import { dirname } from "../lib/formats/fs.ts";
 import { decodePng, encodePng, FASHION_MNIST_CLASSES, getBackend } from "../mod.ts";
 import { labelGridRows } from "../viz/mod.ts";
 import { main as trainMain } from "./train_stablevm.ts";
@@ -87,8 +88,6 @@ export const IMAGES_TABLE_FLAGS = [
   { name: "render-only", type: "bool", help: "re-render --out from the rows, no training" },
 ] as const satisfies readonly FlagSpec[];
 
-const dirOf = (p: string) => p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ".";
-
 /**
  * Run the table; returns every row now in it (or `null` for `--help`).
  *
@@ -112,7 +111,7 @@ export async function main(argv: readonly string[]): Promise<ImagesRow[] | null>
       `Expected --hidden to be a multiple of 4 (DiT heads) but found ${f.hidden}`,
     );
   }
-  const mdDir = dirOf(f.out);
+  const mdDir = dirname(f.out);
   const table = await TableRows.open<ImagesRow>({
     table: "images",
     outputDir: f.outputDir,
