@@ -76,6 +76,8 @@ export const TFJS_DIT = { warmup: 1, steps: 1, reps: 3, maxSeconds: 60 } as cons
 
 /** Rounds of the alternating wasm-vs-PyTorch measurement ({@linkcode pairedDit}). */
 const PAIRED_ROUNDS = 15;
+/** Pause before each of {@linkcode pairedDit}'s repetitions (see there). */
+const IDLE_MS = 400;
 
 /** Images per data pool: steps cycle through pool / batch disjoint batches. */
 const POOL_BATCHES = 8;
@@ -319,7 +321,8 @@ export interface PairedDitResult {
  * kept running (bench/peers/torch.ts `startTorch`). Each round's ratio compares two runs a few
  * seconds apart, so a machine whose speed drifts over minutes (a shared VM: the same step
  * measured 250–390 ms within half an hour here) moves both alike; the one-shot figures of the
- * `dit` case run minutes apart. `null` without PyTorch.
+ * `dit` case run minutes apart. Every repetition waits 400 ms first, so neither starts while the
+ * other's threads are still busy. `null` without PyTorch.
  *
  * @example
  * ```ts
@@ -358,14 +361,20 @@ export async function pairedDit(
       return r.steps_per_s;
     };
     const ours: number[] = [], theirs: number[] = [], ratios: number[] = [];
+    // Each repetition starts on an idle machine: after answering, PyTorch's BLAS/OpenMP threads
+    // keep spinning (measured: 80–120 ms of CPU in the 200 ms after a repetition), which slowed
+    // whatever ran next, i.e. our repetition in every other round.
+    const idle = () => new Promise((res) => setTimeout(res, IDLE_MS));
+    const oursRepIdle = async () => (await idle(), await oursRep());
+    const torchRepIdle = async () => (await idle(), await torchRep());
     for (let r = 0; r < rounds; r++) {
       let a: number, b: number;
       if (r % 2 === 0) {
-        a = await oursRep();
-        b = await torchRep();
+        a = await oursRepIdle();
+        b = await torchRepIdle();
       } else {
-        b = await torchRep();
-        a = await oursRep();
+        b = await torchRepIdle();
+        a = await oursRepIdle();
       }
       ours.push(a);
       theirs.push(b);
