@@ -385,6 +385,18 @@ export function compileSimd(
     return body;
   };
   const one = () => body.splat(1);
+  // a·b + c with a and b on the stack and `c` pushing c: one f32x4.relaxed_madd with `fma` (one
+  // rounding where the CPU has FMA, two where it has not), a multiply and an add without.
+  const mulAdd = (c: () => void) => {
+    if (fma) {
+      c();
+      body.simd(S.madd);
+    } else {
+      body.simd(S.mul);
+      c();
+      body.simd(S.add);
+    }
+  };
   // exp(x) of the vector in local `x`, left on the stack (Cephes expf: n = round(x·log2 e),
   // r = x − n·ln 2 in two parts, e^r by a degree-6 polynomial), scaled by 2^n as 2^h·2^(n−h)
   // with h = ⌊n/2⌋, both normal for n in [−150, 128], so the last multiply rounds into the
@@ -393,37 +405,47 @@ export function compileSimd(
   // (the comparison is false) and are one instruction each on x64, where f32x4.min/max's
   // NaN and ±0 rules cost ~7 (exp over 1.6M elements on one thread: 3.4 → 2.1 ms; GELU-tanh 5.5 → 4.6).
   const expOf = (x: number) => {
-    const xc = tmp(), m = tmp(), n = tmp(), r = tmp(), ni = tmp(), h = tmp();
+    const xc = tmp(), m = tmp(), n = tmp(), r = tmp(), r2 = tmp(), ni = tmp(), h = tmp();
     body.get(x).splat(89).simd(S.pmin).splat(-104).simd(S.pmax).set(xc);
     // n = round(xc·log2 e) by adding and subtracting 1.5·2^23 (ties to even, as f32x4.nearest,
     // for |n| < 2^22): the sum's low mantissa bits are n itself, so n as an integer is an i32
     // subtraction of bit patterns, not i32x4.trunc_sat_f32x4_s (a ~6-instruction sequence in V8).
-    body.get(xc).splat(1.44269504088896341).simd(S.mul).splat(EXP_MAGIC).simd(S.add).set(m);
+    body.get(xc).splat(1.44269504088896341);
+    mulAdd(() => body.splat(EXP_MAGIC));
+    body.set(m);
     body.get(m).splat(EXP_MAGIC).simd(S.sub).set(n);
-    body.get(xc).get(n).splat(0.693359375).simd(S.mul).simd(S.sub)
-      .get(n).splat(-2.12194440e-4).simd(S.mul).simd(S.sub).set(r);
+    // r = xc − n·0.693359375 − n·(−2.12194440e-4): the first product is exact (9 significant
+    // bits, |n| ≤ 150), so fused or not the steps round as Cephes' do.
+    body.get(n).splat(-0.693359375);
+    mulAdd(() => body.get(xc));
+    body.set(r).get(n).splat(2.12194440e-4);
+    mulAdd(() => body.get(r));
+    body.set(r);
     body.get(m).splatBits(EXP_MAGIC_BITS).simd(S.i32Sub).set(ni);
     body.get(ni).i32(1).simd(S.i32ShrS).set(h);
-    if (fma) {
-      // The same Horner steps as fused multiply-adds (relaxed_madd: one rounding each where
-      // the CPU has FMA; 6 ops fewer of GELU-tanh's ~45 an element).
-      body.splat(1.9875691500e-4).get(r).splat(1.3981999507e-3).simd(S.madd)
-        .get(r).splat(8.3334519073e-3).simd(S.madd)
-        .get(r).splat(4.1665795894e-2).simd(S.madd)
-        .get(r).splat(1.6666665459e-1).simd(S.madd)
-        .get(r).splat(5.0000001201e-1).simd(S.madd)
-        .get(r).get(r).simd(S.mul).get(r).simd(S.madd).splat(1).simd(S.add);
-    } else {
-      body.splat(1.9875691500e-4).get(r).simd(S.mul).splat(1.3981999507e-3).simd(S.add)
-        .get(r).simd(S.mul).splat(8.3334519073e-3).simd(S.add)
-        .get(r).simd(S.mul).splat(4.1665795894e-2).simd(S.add)
-        .get(r).simd(S.mul).splat(1.6666665459e-1).simd(S.add)
-        .get(r).simd(S.mul).splat(5.0000001201e-1).simd(S.add)
-        .get(r).simd(S.mul).get(r).simd(S.mul).get(r).simd(S.add).splat(1).simd(S.add);
-    }
-    body.get(h).splatBits(127).simd(S.i32Add).i32(23).simd(S.i32Shl).simd(S.mul);
-    body.get(ni).get(h).simd(S.i32Sub).splatBits(127).simd(S.i32Add).i32(23)
-      .simd(S.i32Shl).simd(S.mul);
+    // 1 + r + r²·P(r), P of degree 5 by Estrin's scheme ((c5 r + c4)·r² + (c3 r + c2))·r² +
+    // (c1 r + c0): a chain of 4 dependent multiply-adds where Horner's has 6.
+    body.get(r).get(r).simd(S.mul).set(r2);
+    body.splat(1.9875691500e-4).get(r);
+    mulAdd(() => body.splat(1.3981999507e-3));
+    body.get(r2);
+    mulAdd(() => {
+      body.splat(8.3334519073e-3).get(r);
+      mulAdd(() => body.splat(4.1665795894e-2));
+    });
+    body.get(r2);
+    mulAdd(() => {
+      body.splat(1.6666665459e-1).get(r);
+      mulAdd(() => body.splat(5.0000001201e-1));
+    });
+    body.get(r2);
+    mulAdd(() => body.get(r));
+    one().simd(S.add);
+    // ·2^h by adding h to the exponent field (exact: e^r·2^h stays normal for h ≥ −75), then
+    // ·2^(n−h), whose bits are (n − h)·2^23 + bits(1).
+    body.get(h).i32(23).simd(S.i32Shl).simd(S.i32Add);
+    body.get(ni).get(h).simd(S.i32Sub).i32(23).simd(S.i32Shl).splat(1).simd(S.i32Add)
+      .simd(S.mul);
   };
   // erf(a) for a ≥ 0 in local a (Abramowitz–Stegun 7.1.26, as lib/ir.ts's erfApprox).
   const erfPos = (a: number) => {
