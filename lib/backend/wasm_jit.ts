@@ -3,9 +3,10 @@
  * WebAssembly function over `f32x4` vectors, assembled here byte by byte (a few dozen opcodes
  * of the core and SIMD specs; no assembler at run time). Transcendentals are the usual f32
  * approximations: exp by Cody–Waite reduction and Cephes' degree-6 polynomial (≤ 2 ulp), and
- * sigmoid, tanh, SiLU, erf and both GELUs built on it as the CPU backend builds them on
- * Math.exp — so results agree with the CPU backend to a few ulp, not bit for bit (the
- * JavaScript loops stay the fallback for ops without a vector form: log, sin, cos, pow, clamp …).
+ * sigmoid, tanh, SiLU, erf and GELU built on it as the CPU backend builds them on Math.exp
+ * (GELU-tanh and its derivative on a cheaper 2^t of their own, see geluSigmoid) — so results
+ * agree with the CPU backend to a few ulp, not bit for bit (the JavaScript loops stay the
+ * fallback for ops without a vector form: log, sin, cos, pow, clamp …).
  *
  * Why: the JavaScript loop ran Math.exp at ~13 ns an element, which made SiLU's forward,
  * backward and tangent passes as costly as the matmuls of a flow-map step; four lanes of a
