@@ -3,9 +3,10 @@
  * WebAssembly function over `f32x4` vectors, assembled here byte by byte (a few dozen opcodes
  * of the core and SIMD specs; no assembler at run time). Transcendentals are the usual f32
  * approximations: exp by Cody–Waite reduction and Cephes' degree-6 polynomial (≤ 2 ulp), and
- * sigmoid, tanh, SiLU, erf and both GELUs built on it as the CPU backend builds them on
- * Math.exp — so results agree with the CPU backend to a few ulp, not bit for bit (the
- * JavaScript loops stay the fallback for ops without a vector form: log, sin, cos, pow, clamp …).
+ * sigmoid, tanh, SiLU, erf and GELU built on it as the CPU backend builds them on Math.exp
+ * (GELU-tanh and its derivative on a cheaper 2^t of their own, see geluSigmoid) — so results
+ * agree with the CPU backend to a few ulp, not bit for bit (the JavaScript loops stay the
+ * fallback for ops without a vector form: log, sin, cos, pow, clamp …).
  *
  * Why: the JavaScript loop ran Math.exp at ~13 ns an element, which made SiLU's forward,
  * backward and tangent passes as costly as the matmuls of a flow-map step; four lanes of a
@@ -385,6 +386,18 @@ export function compileSimd(
     return body;
   };
   const one = () => body.splat(1);
+  // a·b + c with a and b on the stack and `c` pushing c: one f32x4.relaxed_madd with `fma` (one
+  // rounding where the CPU has FMA, two where it has not), a multiply and an add without.
+  const mulAdd = (c: () => void) => {
+    if (fma) {
+      c();
+      body.simd(S.madd);
+    } else {
+      body.simd(S.mul);
+      c();
+      body.simd(S.add);
+    }
+  };
   // exp(x) of the vector in local `x`, left on the stack (Cephes expf: n = round(x·log2 e),
   // r = x − n·ln 2 in two parts, e^r by a degree-6 polynomial), scaled by 2^n as 2^h·2^(n−h)
   // with h = ⌊n/2⌋, both normal for n in [−150, 128], so the last multiply rounds into the
@@ -393,37 +406,47 @@ export function compileSimd(
   // (the comparison is false) and are one instruction each on x64, where f32x4.min/max's
   // NaN and ±0 rules cost ~7 (exp over 1.6M elements on one thread: 3.4 → 2.1 ms; GELU-tanh 5.5 → 4.6).
   const expOf = (x: number) => {
-    const xc = tmp(), m = tmp(), n = tmp(), r = tmp(), ni = tmp(), h = tmp();
+    const xc = tmp(), m = tmp(), n = tmp(), r = tmp(), r2 = tmp(), ni = tmp(), h = tmp();
     body.get(x).splat(89).simd(S.pmin).splat(-104).simd(S.pmax).set(xc);
     // n = round(xc·log2 e) by adding and subtracting 1.5·2^23 (ties to even, as f32x4.nearest,
     // for |n| < 2^22): the sum's low mantissa bits are n itself, so n as an integer is an i32
     // subtraction of bit patterns, not i32x4.trunc_sat_f32x4_s (a ~6-instruction sequence in V8).
-    body.get(xc).splat(1.44269504088896341).simd(S.mul).splat(EXP_MAGIC).simd(S.add).set(m);
+    body.get(xc).splat(1.44269504088896341);
+    mulAdd(() => body.splat(EXP_MAGIC));
+    body.set(m);
     body.get(m).splat(EXP_MAGIC).simd(S.sub).set(n);
-    body.get(xc).get(n).splat(0.693359375).simd(S.mul).simd(S.sub)
-      .get(n).splat(-2.12194440e-4).simd(S.mul).simd(S.sub).set(r);
+    // r = xc − n·0.693359375 − n·(−2.12194440e-4): the first product is exact (9 significant
+    // bits, |n| ≤ 150), so fused or not the steps round as Cephes' do.
+    body.get(n).splat(-0.693359375);
+    mulAdd(() => body.get(xc));
+    body.set(r).get(n).splat(2.12194440e-4);
+    mulAdd(() => body.get(r));
+    body.set(r);
     body.get(m).splatBits(EXP_MAGIC_BITS).simd(S.i32Sub).set(ni);
     body.get(ni).i32(1).simd(S.i32ShrS).set(h);
-    if (fma) {
-      // The same Horner steps as fused multiply-adds (relaxed_madd: one rounding each where
-      // the CPU has FMA; 6 ops fewer of GELU-tanh's ~45 an element).
-      body.splat(1.9875691500e-4).get(r).splat(1.3981999507e-3).simd(S.madd)
-        .get(r).splat(8.3334519073e-3).simd(S.madd)
-        .get(r).splat(4.1665795894e-2).simd(S.madd)
-        .get(r).splat(1.6666665459e-1).simd(S.madd)
-        .get(r).splat(5.0000001201e-1).simd(S.madd)
-        .get(r).get(r).simd(S.mul).get(r).simd(S.madd).splat(1).simd(S.add);
-    } else {
-      body.splat(1.9875691500e-4).get(r).simd(S.mul).splat(1.3981999507e-3).simd(S.add)
-        .get(r).simd(S.mul).splat(8.3334519073e-3).simd(S.add)
-        .get(r).simd(S.mul).splat(4.1665795894e-2).simd(S.add)
-        .get(r).simd(S.mul).splat(1.6666665459e-1).simd(S.add)
-        .get(r).simd(S.mul).splat(5.0000001201e-1).simd(S.add)
-        .get(r).simd(S.mul).get(r).simd(S.mul).get(r).simd(S.add).splat(1).simd(S.add);
-    }
-    body.get(h).splatBits(127).simd(S.i32Add).i32(23).simd(S.i32Shl).simd(S.mul);
-    body.get(ni).get(h).simd(S.i32Sub).splatBits(127).simd(S.i32Add).i32(23)
-      .simd(S.i32Shl).simd(S.mul);
+    // 1 + r + r²·P(r), P of degree 5 by Estrin's scheme ((c5 r + c4)·r² + (c3 r + c2))·r² +
+    // (c1 r + c0): a chain of 4 dependent multiply-adds where Horner's has 6.
+    body.get(r).get(r).simd(S.mul).set(r2);
+    body.splat(1.9875691500e-4).get(r);
+    mulAdd(() => body.splat(1.3981999507e-3));
+    body.get(r2);
+    mulAdd(() => {
+      body.splat(8.3334519073e-3).get(r);
+      mulAdd(() => body.splat(4.1665795894e-2));
+    });
+    body.get(r2);
+    mulAdd(() => {
+      body.splat(1.6666665459e-1).get(r);
+      mulAdd(() => body.splat(5.0000001201e-1));
+    });
+    body.get(r2);
+    mulAdd(() => body.get(r));
+    one().simd(S.add);
+    // ·2^h by adding h to the exponent field (exact: e^r·2^h stays normal for h ≥ −75), then
+    // ·2^(n−h), whose bits are (n − h)·2^23 + bits(1).
+    body.get(h).i32(23).simd(S.i32Shl).simd(S.i32Add);
+    body.get(ni).get(h).simd(S.i32Sub).i32(23).simd(S.i32Shl).splat(1).simd(S.i32Add)
+      .simd(S.mul);
   };
   // erf(a) for a ≥ 0 in local a (Abramowitz–Stegun 7.1.26, as lib/ir.ts's erfApprox).
   const erfPos = (a: number) => {
@@ -472,29 +495,66 @@ export function compileSimd(
       .get(z).simd(S.mul).get(x).simd(S.mul).get(x).simd(S.add);
     body.get(big).get(x).simd(S.abs).splat(0.625).simd(S.lt).simd(S.bitselect);
   };
-  // GELU-tanh or its derivative from s = σ(v), v = 2u = 2√(2/π)(x + 0.044715·x·x·x), left on
-  // the stack: with e = exp(−|v|) (never overflows), q = 1/(1 + e) and p = e·q, s is q for
-  // v ≥ 0 and p below, and s(1 − s) = p·q on both sides. Value x·s; derivative
-  // s + w·2√(2/π) + ((w·x)·x)·6·0.044715·√(2/π) with w = p·q·x: w is 0 in the tails (|x| ≳ 10)
-  // before x² can overflow (finite for every finite x, as the CPU's f64).
+  // GELU-tanh or its derivative from s = σ(v) = 1/(1 + e), v = 2u = 2√(2/π)(x + 0.044715·x³),
+  // e = exp(−v) = 2^t, left on the stack. A sign split (exp(−|v|), then a select) is not needed:
+  // e is exactly +∞ in the negative tail, where s is 0. Cheaper than expOf, as a GELU allows:
+  // - t = −v·log2 e = x·(a + b·x²) with log2 e folded into a and b: a square and a multiply-add.
+  //   Its rounding (a few ulp of t) costs what v's own already does (e's relative error ~|v|·ulp).
+  // - 2^t without a Cody–Waite reduction: f = t − round(t) is exact, 2^f is Cephes exp2f's
+  //   degree-6 polynomial (≤ 1.7e-7 relative) by Estrin's scheme.
+  // - 2^round(t) as an add to the exponent field, t clamped to [−126, 128]: every e is a normal
+  //   number, and at t = 128 (f = 0, 2^f = 1 exactly) the add gives the bits of +∞. m, the
+  //   rounding sum t + 1.5·2^23, holds round(t) in its low 9 bits (those of 1.5·2^23 are 0),
+  //   so bits(m) << 23 is the addend.
+  // Value x/(1 + e): one division, x where e ≤ 2^-126 (1 + e = 1) and x/∞ = −0 from v ≈ −88.7
+  // (x ≈ −10.06) on, as the CPU's 1 + tanh u = 0 (results below ~3e-38 in magnitude are −0:
+  // far inside the tests' |x|·0.9e-7). Derivative s + w·d, d = 2u' = 2√(2/π)(1 + 3·0.044715·x²),
+  // w = s(1 − s)·x with 1 − s = e·s (no cancellation as s → 1) capped at 1 (e·s is ∞·0 = NaN
+  // where e is +∞), and e set to 0 where t ≤ −126: w is exactly 0 in both tails (|x| ≳ 10) and
+  // d finite (x² capped), so every finite x has a finite derivative, as the CPU's f64.
+  // (409,600 elements on one thread, alternating A/B: value 0.90 → 0.35 ms, g·derivative
+  // 1.19 → 0.53 ms since the sign-split form on expOf; ~42 → ~22 vector ops in the value.)
   const geluSigmoid = (x: number, deriv: boolean) => {
-    const v = tmp(), e = tmp(), q = tmp(), p = tmp(), na = tmp(), w = tmp();
-    body.get(x).get(x).simd(S.mul).get(x).simd(S.mul).splat(0.044715).simd(S.mul)
-      .get(x).simd(S.add).splat(2 * 0.7978845608028654).simd(S.mul).set(v);
-    body.get(v).simd(S.abs).simd(S.neg).set(na);
-    expOf(na);
-    body.set(e);
-    body.splat(1).splat(1).get(e).simd(S.add).simd(S.div).set(q);
-    body.get(e).get(q).simd(S.mul).set(p);
-    body.get(p).get(q).get(v).splat(0).simd(S.lt).simd(S.bitselect);
+    const c = 2 * 0.7978845608028654, L = Math.LOG2E;
+    const x2 = tmp(), t = tmp(), m = tmp(), f = tmp(), f2 = tmp(), e = tmp(), s = tmp(), d = tmp();
+    body.get(x).get(x).simd(S.mul).tee(x2).splat(-c * 0.044715 * L);
+    mulAdd(() => body.splat(-c * L));
+    body.get(x).simd(S.mul).splat(128).simd(S.pmin).splat(-126).simd(S.pmax).set(t);
+    if (deriv) {
+      // d off the critical path, with x² capped at 1e30 (∞ beyond |x| ≈ 1.8e19 would meet
+      // w = 0 as 0·∞).
+      body.splat(1e30).get(x2).simd(S.pmin).splat(3 * 0.044715 * c);
+      mulAdd(() => body.splat(c));
+      body.set(d);
+    }
+    body.get(t).splat(EXP_MAGIC).simd(S.add).tee(m).splat(EXP_MAGIC).simd(S.sub).set(f);
+    body.get(t).get(f).simd(S.sub).tee(f).get(f).simd(S.mul).set(f2);
+    // 1 + f·(((q5 f + q4)·f² + (q3 f + q2))·f² + (q1 f + q0))
+    body.splat(1.535336188319500e-4).get(f);
+    mulAdd(() => body.splat(1.339887440266574e-3));
+    body.get(f2);
+    mulAdd(() => {
+      body.splat(9.618437357674640e-3).get(f);
+      mulAdd(() => body.splat(5.550332471162809e-2));
+    });
+    body.get(f2);
+    mulAdd(() => {
+      body.splat(2.402264791363012e-1).get(f);
+      mulAdd(() => body.splat(6.931472028550421e-1));
+    });
+    body.get(f);
+    mulAdd(one);
+    body.get(m).i32(23).simd(S.i32Shl).simd(S.i32Add);
     if (!deriv) {
-      body.get(x).simd(S.mul);
+      body.set(e).get(x).get(e);
+      one().simd(S.add).simd(S.div);
       return;
     }
-    body.get(p).get(q).simd(S.mul).get(x).simd(S.mul).set(w);
-    body.get(w).splat(2 * 0.7978845608028654).simd(S.mul)
-      .get(w).get(x).simd(S.mul).get(x).simd(S.mul).splat(6 * 0.044715 * 0.7978845608028654)
-      .simd(S.mul).simd(S.add).simd(S.add);
+    body.get(t).splat(-126).simd(S.gt).simd(S.and).tee(e);
+    one().simd(S.add).set(s);
+    one().get(s).simd(S.div).set(s);
+    one().get(e).get(s).simd(S.mul).simd(S.pmin).get(s).get(x).simd(S.mul).simd(S.mul).get(d);
+    mulAdd(() => body.get(s));
   };
   const visit = (e: Expr): number => {
     const have = ids.get(e);

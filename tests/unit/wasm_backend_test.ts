@@ -1254,6 +1254,59 @@ Deno.test("wasm_jit: exp's polynomial with and without relaxed multiply-add is w
   }
 });
 
+Deno.test("wasm_jit: geluTanh and g·geluTanhGrad with and without relaxed multiply-add match the CPU backend over every magnitude, the derivative finite for every finite x", async () => {
+  // The kernels build exp(−v) as 2^t from an exponent-field add over a clamped t, and rely on it
+  // being exactly 0 or +∞ in the tails: sweep both tails finely, every power of two of either
+  // sign, and the non-finite values, in both multiply-add modes (the backend test above runs
+  // only the engine's).
+  const { compileSimd } = await import("../../lib/backend/wasm_jit.ts");
+  const mem = new WebAssembly.Memory({ initial: 4, maximum: 16, shared: true });
+  const rng = new Rand(57);
+  const tails = Array.from({ length: 1600 }, (_, i) => 9.8 + i / 2000);
+  const pow2 = Array.from({ length: 277 }, (_, i) => 2 ** (i - 149));
+  const grid = [
+    ...rng.floats(2000, -12, 12),
+    ...tails,
+    ...tails.map((v) => -v),
+    ...pow2,
+    ...pow2.map((v) => -v),
+    3.4e38,
+    -3.4e38,
+    NaN,
+    Infinity,
+    -Infinity,
+    0,
+    -0,
+  ];
+  const n = grid.length, xs = Float32Array.from(grid);
+  const gs = Float32Array.from({ length: n }, (_, i) => 0.5 + (i % 7) / 4);
+  const f = new Float32Array(mem.buffer);
+  f.set(xs, 0);
+  f.set(gs, n);
+  const [wy] = cpu.elementwise([un("geluTanh", X)], [cpu.upload(xs)], [[1]], [n]);
+  const back = bin("mul", Y, un("geluTanhGrad", X));
+  const [wd] = cpu.elementwise([back], [cpu.upload(xs), cpu.upload(gs)], [[1], [1]], [n]);
+  const wantY = cpu.readSync(wy!), wantD = cpu.readSync(wd!);
+  for (const fma of [false, true]) {
+    compileSimd([un("geluTanh", X)], ["dense"], 1, mem, fma).run(0, 8 * n, 16 * n, 1, n);
+    const kb = compileSimd([back], ["dense", "dense"], 2, mem, fma);
+    kb.run(0, 4 * n, 12 * n, 16 * n, 1, n);
+    const y = f.slice(2 * n, 3 * n), d = f.slice(3 * n, 4 * n);
+    for (let i = 0; i < n; i++) {
+      const x = xs[i]!, a = Math.abs(x), what = `(fma ${fma}) at ${x}`;
+      // The tolerances of the backend test above (value; derivative, scaled by g).
+      const okY = Object.is(y[i], wantY[i]) ||
+        Math.abs(y[i]! - wantY[i]!) <= 3 * ulp(wantY[i]!) + 0.9e-7 * a;
+      assert.ok(okY, `geluTanh ${what}: ${y[i]} vs ${wantY[i]}`);
+      const term = a < 10 ? 0.25 * a * 0.798 * (1 + 0.134 * a * a) : 0;
+      const okD = Object.is(d[i], wantD[i]) ||
+        Math.abs(d[i]! - wantD[i]!) <= 3 * ulp(wantD[i]!) + gs[i]! * (1e-6 * term + 3e-8);
+      assert.ok(okD, `g·geluTanhGrad ${what}: ${d[i]} vs ${wantD[i]}`);
+      if (Number.isFinite(x)) assert.ok(Number.isFinite(d[i]!), `finite derivative ${what}`);
+    }
+  }
+});
+
 for (const threads of [1, 2]) {
   Deno.test(`wasm backend (${threads} thread(s)): a wide weight gradient computed as (xᵀ·dz)ᵀ has the bits of the direct product`, async () => {
     await withWasm(threads, (be) => {
