@@ -288,11 +288,12 @@ const PACK =
 
 function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll: number): string {
   // The transposed-A kernel (the weight gradients dzᵀ·x, k = 3136) runs twice the unroll: 4 k
-  // steps an iteration ran the DiT's dW products 2–7 % faster on 2 threads than 2 (alternating,
-  // bench/gemm_tn_ab.ts: 80–82 → 83–85 GFLOP/s at [512, 128] and [128, 512], 66.7 → 71.4 at
-  // [128, 128]; 8 steps measured the same as 4). Its A and B pointers advance by strides known
-  // only at run time, so each step carries two adds besides its loads and multiply-adds, and the
-  // loop's count, compare and branch were the rest of the overhead.
+  // steps an iteration ran the DiT's dW products 3–11 % faster than 2 on 2 threads (alternating,
+  // bench/gemm_tn_ab.ts, three runs: [512, 128] 81.9 → 85.1 and 67.0 → 71.7 GFLOP/s, [128, 128]
+  // 66.7 → 71.4 and 53.9 → 59.3), 0.5–7 % on one; 8 steps measured as 4, and the forward
+  // products' row-major kernel is left at 2. Its A and B pointers advance by strides known only
+  // at run time, so every step carries two adds besides its loads and multiply-adds; the loop's
+  // count, compare and branch were the rest of the overhead.
   const u = transA ? 2 * unroll : unroll;
   const acc: string[] = [];
   for (let r = 0; r < mr; r++) for (let v = 0; v < 2; v++) acc.push(`$c${r}_${v}`);
