@@ -497,6 +497,11 @@ const PACK_N = 512;
 // k = 3136: blocks of 64–256 measured alike (42–49 GFLOP/s for m × n of 128 × 512, 128 × 768
 // and 512 × 128, within the load's noise), one pass 33–35. A row-major A (MR rows read
 // sequentially) gained nothing: [1024]² · [1024]² ran 49 GFLOP/s blocked against 51 in one pass.
+// Re-measured with the inputs cold (64 MB written between calls, A freshly produced by another
+// product, as in a step), 2 threads: 64 and 128 alike, 32 5–15 % slower. Neither an A packed
+// into contiguous MR-wide panels (read with constant offsets) nor panels outer / row blocks inner
+// gained over A read in place (±2 %, kernel alone, one thread); loading one float of each cache
+// line of the block's A and B before it ran up to 5 % faster alone and 1–3 % slower in the step.
 const GEMM_KC = 128;
 /** The SGEMM's k block for a product (see GEMM_KC); `k` itself means one pass. */
 function kBlock(k: number, transA: boolean): number {
@@ -505,7 +510,10 @@ function kBlock(k: number, transA: boolean): number {
 /**
  * The smallest share of a split SGEMM's `mb` row blocks (Gemm.#splitRows). With k blocks
  * (`kBlocked`) every share reads all of B once more from L3, so shares are an eighth of the
- * rows at least; otherwise B's rows stay in L2 and 4 blocks (24 rows) are enough.
+ * rows at least; otherwise B's rows stay in L2 and 4 blocks (24 rows) are enough. (Halves, one
+ * share a thread, ran the DiT's dW products 2–10 % faster alone but the whole step 2–3 % slower
+ * (a late or preempted thread holds half the work); 4 blocks, a sixteenth and a quarter measured
+ * as an eighth in the step, ±1 %.)
  */
 function rowShare(mb: number, kBlocked: boolean): number {
   return kBlocked ? Math.ceil(mb / 8) : 4;
@@ -877,7 +885,9 @@ class Gemm {
     const kc = kBlock(k, g.transA);
     // With a transposed A the k blocks keep B's block in L2 and MR columns of A in L1, and B
     // read in place ran as fast as packed (42–49 GFLOP/s against 35–39 with the packing pass,
-    // at n = 384…768, k = 3136): pack only where rows 4 kB apart would alias in the caches.
+    // at n = 384…768, k = 3136): pack only where rows 4 kB apart would alias in the caches. (With
+    // a vector copy instead of pack_n's scalar one, packing [3136, 128] still ran the dW products
+    // 2–10 % slower on 2 threads: the pass runs on one thread before the split.)
     const pack = g.transB || (n >= PACK_N && (!g.transA || n % 1024 === 0));
     const outAt = this.arena.offsetOf(out);
     const direct = outAt >= 0 && np === n && this.arena.capacity(out) >= oo + mp * n;
