@@ -1404,3 +1404,85 @@ Deno.test("wasm backend: logSumExpAdd split across threads (rows, or 4-column sh
     assert.ok(Number.isNaN(one[nanAt]!) && one[infAt] === -Infinity, `axis ${axis}`);
   }
 });
+
+// The wasm kernels' LayerNorm + modulate (kernels/wasm_gemm.ts `ln_mod_fwd`, `ln_mod_bwd`) in
+// scalar f32 steps, one row at a time: sums per lane of f32x4 over the row's vectors in order,
+// lanes summed as (l0 + l1) + (l2 + l3), then the same products and sums as the kernels'.
+// (A double op on f32 operands rounded to f32 is the f32 op: the kernel's bits.)
+function lnModScalar(
+  x: Float32Array,
+  sh: Float32Array,
+  sc: Float32Array,
+  dy: Float32Array,
+  b: number,
+  t: number,
+  d: number,
+  eps: number,
+): Float32Array[] {
+  const f = Math.fround, inv = f(1 / d), e32 = f(eps);
+  const y = new Float32Array(b * t * d), st = new Float32Array(2 * b * t);
+  const dx = new Float32Array(b * t * d), dsh = new Float32Array(b * d);
+  const dsc = new Float32Array(b * d);
+  const hsum = (a: number[]) => f(f(a[0]! + a[1]!) + f(a[2]! + a[3]!));
+  // Σ over the row's elements of `term(i)` in the kernel's order.
+  const sum = (r: number, term: (i: number) => number) => {
+    const a = [0, 0, 0, 0];
+    for (let i = 0; i < d; i++) a[i % 4] = f(a[i % 4]! + term(r * d + i));
+    return hsum(a);
+  };
+  for (let bi = 0; bi < b; bi++) {
+    for (let j = 0; j < t; j++) {
+      const r = bi * t + j;
+      const m = f(sum(r, (i) => x[i]!) * inv);
+      const v = sum(r, (i) => f(f(x[i]! - m) * f(x[i]! - m)));
+      const rs = f(1 / f(Math.sqrt(f(f(v * inv) + e32))));
+      st[2 * r] = m, st[2 * r + 1] = rs;
+      const xh = (i: number) => f(f(x[i]! - m) * rs), s = (i: number) => f(1 + sc[bi * d + i % d]!);
+      for (let i = r * d; i < (r + 1) * d; i++) y[i] = f(f(xh(i) * s(i)) + sh[bi * d + i % d]!);
+      const g = (i: number) => f(dy[i]! * s(i));
+      const ga = f(sum(r, g) * inv), gb = f(sum(r, (i) => f(g(i) * xh(i))) * inv);
+      for (let i = r * d; i < (r + 1) * d; i++) {
+        dx[i] = f(rs * f(f(g(i) - ga) - f(xh(i) * gb)));
+        const p = bi * d + i % d;
+        dsh[p] = f(dsh[p]! + dy[i]!), dsc[p] = f(dsc[p]! + f(dy[i]! * xh(i)));
+      }
+    }
+  }
+  return [y, st, dx, dsh, dsc];
+}
+
+Deno.test("wasm backend: layerNormModulate forward and backward have the bits of a scalar f32 model of the kernels' order (any t, d/4 odd or even)", async () => {
+  const rng = new Rand(77);
+  const be = await createWasmBackend({ threads: 2 });
+  try {
+    // Tokens t by fours, twos and ones (the kernels interleave a few rows and then go a row at
+    // a time), vectors a row d/4 odd and even; [64, 49, 128] is split across the threads.
+    for (
+      const [b, t, d] of [
+        [3, 1, 4],
+        [3, 2, 12],
+        [2, 3, 132],
+        [2, 5, 8],
+        [2, 6, 12],
+        [1, 7, 4],
+        [2, 49, 132],
+        [64, 49, 128],
+      ] as const
+    ) {
+      const n = b * t * d, eps = 1e-5;
+      const x = rng.floats(n, -2, 3), sh = rng.floats(b * d, -1, 1);
+      const sc = rng.floats(b * d, -1, 1), dy = rng.floats(n, -1, 1);
+      const want = lnModScalar(x, sh, sc, dy, b, t, d, eps);
+      const [X, SH, SC, DY] = [x, sh, sc, dy].map((a) => be.upload(a)) as Storage[];
+      const [y, st] = be.layerNormModulate(X!, SH!, SC!, b, t, d, eps);
+      const grads = be.layerNormModulateBackward(X!, SC!, st, DY!, b, t, d);
+      const got = [y, st, ...grads].map((s) => be.readSync(s));
+      ["y", "stats", "dx", "dshift", "dscale"].forEach((what, k) =>
+        assertSameBits(got[k]!, want[k]!, `[${b}, ${t}, ${d}] ${what}`)
+      );
+      for (const s of [X!, SH!, SC!, DY!, y, st, ...grads]) be.free(s);
+    }
+  } finally {
+    be.close();
+  }
+});
