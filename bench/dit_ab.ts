@@ -1,6 +1,6 @@
 /**
  * @file A/B of whole DiT training steps between this checkout and another commit, alternating in
- * one process: `--base DIR` is a plain copy of the other commit's tree (e.g.
+ * one process: `--base DIR` (or `DIR,DIR…`: several) is a plain copy of the other commit's tree (e.g.
  * `git archive <rev> | tar -x -C DIR`), whose `mod.ts` and bench/cases/dit.ts are imported as a
  * second module graph with a backend of its own (its own workers; each waits in `Atomics.wait`
  * while the other runs). Both run bench/cases/dit.ts's step (hidden 128, depth 4, batch 64) on
@@ -55,8 +55,13 @@ if (import.meta.main) {
   if (!values.base) throw new RangeError("--base: expected the directory of the other commit");
   const rounds = Number(values.rounds), reps = Number(values.reps);
   const here = new URL("../", import.meta.url);
-  const base = pathToFileURL(Deno.realPathSync(values.base) + "/");
-  const variants = [await load("base", base), await load("this", here)];
+  // Several directories (comma-separated) load as base, base2, …
+  const variants: Variant[] = [];
+  for (const [i, dir] of values.base.split(",").entries()) {
+    const root = pathToFileURL(Deno.realPathSync(dir) + "/");
+    variants.push(await load(i === 0 ? "base" : `base${i + 1}`, root));
+  }
+  variants.push(await load("this", here));
   const last = new Map<string, number>();
   const run = async (v: Variant, n: number) => {
     for (let i = 0; i < n; i++) {

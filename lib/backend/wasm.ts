@@ -300,23 +300,29 @@ function stridedCopy(
 /**
  * Run the chunks of a split elementwise call: on every thread of the call (the workers run
  * this function's source). `blk` (i32, in the shared memory): [0] the next chunk to claim, [1]
- * np pointer arguments, [2] items (4-float vectors of a flat kernel, or rows), [3] items per
- * chunk, [4] flat?, [5] elements, [6] columns, then np base addresses, np byte steps per item
- * and one done flag per chunk. Claims chunks until none is left; with `redo`, instead runs
- * every chunk not yet done (the caller's last step: a worker the scheduler has paused in the
- * middle of a chunk does not hold the call up, and writing the same bits twice is harmless).
+ * np pointer arguments, [2] segments (arrays of one call: a group of elementwiseGroups each),
+ * [3] items (4-float vectors of a flat kernel, or rows) per chunk, [4] flat?, [5] columns, [6]
+ * chunks in all, then np byte steps per item, then per segment its first chunk, items,
+ * elements and np base addresses, then one done flag per chunk (a chunk lies in one segment).
+ * Claims chunks until none is left; with `redo`, instead runs every chunk not yet done (the
+ * caller's last step: a worker the scheduler has paused in the middle of a chunk does not hold
+ * the call up, and writing the same bits twice is harmless).
  */
 function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean): void {
-  const np = blk[1]!, total = blk[2]!, chunk = blk[3]!, flat = blk[4]!, n = blk[5]!;
-  const cols = blk[6]!, done = 7 + 2 * np, chunks = Math.ceil(total / chunk);
+  const np = blk[1]!, segs = blk[2]!, chunk = blk[3]!, flat = blk[4]!, cols = blk[5]!;
+  const chunks = blk[6]!, seg0 = 7 + np, sw = 3 + np, done = seg0 + segs * sw;
   const args: number[] = new Array(np + 2);
+  let s = 0;
   for (let next = 0;; next++) {
     let c = next;
     if (!redo) c = Atomics.add(blk, 0, 1);
     else if (c < chunks && Atomics.load(blk, done + c) !== 0) continue;
     if (c >= chunks) return;
-    const lo = c * chunk, len = Math.min(total - lo, chunk);
-    for (let i = 0; i < np; i++) args[i] = blk[7 + i]! + lo * blk[7 + np + i]!;
+    // A thread's chunks come in increasing order: its segment only moves forward.
+    while (s + 1 < segs && blk[seg0 + (s + 1) * sw]! <= c) s++;
+    const at = seg0 + s * sw, lo = (c - blk[at]!) * chunk, n = blk[at + 2]!;
+    const len = Math.min(blk[at + 1]! - lo, chunk);
+    for (let i = 0; i < np; i++) args[i] = blk[at + 3 + i]! + lo * blk[7 + i]!;
     args[np] = flat ? 1 : len;
     args[np + 1] = flat ? Math.min(n - 4 * lo, 4 * len) : cols;
     k(...args);
@@ -530,6 +536,14 @@ const SPLIT_WORK = 1 << 18;
 // elements ran up to 1.8× slower split).
 const EW_SPLIT_WORK = 1 << 20;
 const EW_MEMORY_COST = 8;
+// An elementwiseGroups call (all its groups one kernel call) discounts this many units of its
+// per-element cost for every dense array it reads or writes instead (at least EW_MEMORY_COST):
+// an optimizer's update streams p, g, m and v in and p, m, v out (28 bytes an element) and is
+// memory-bound. Adam (cost 26, 7 arrays) over the bench DiT's ~1.2M parameters in one call,
+// alternating A/B (bench/adam_ab.ts, load 1.7–2): 1.3–1.8 ms wall and 1.4–2.1 ms CPU a step on
+// one thread, 1.4–1.7 wall and 2.3–2.8 CPU split across 2 (and 2.8 against 2.3 wall once
+// another job held a core: the in-place call waits for a descheduled worker's last chunk).
+const EW_STREAM_COST = 4;
 // Work of one chunk of a split elementwise call (~10 µs of one thread: the calls into the
 // kernel, ~0.2 µs each, stay ~2 % of it, and a late worker holds the call up by one chunk).
 const EW_CHUNK_WORK = 1 << 16;
@@ -668,6 +682,18 @@ interface JitCall {
   n: number;
   cols: number;
   itemWork: number;
+  /**
+   * More arrays of the same kernel in the same call (elementwiseGroups' groups): each its own
+   * base addresses, items and elements, the steps and columns shared; their chunks are claimed
+   * after the first array's, by the same threads.
+   */
+  more?: readonly { base: readonly number[]; total: number; n: number }[];
+}
+
+/** A call's arrays (see JitCall.more) and the chunks of each at `chunk` items a chunk. */
+function segmentsOf(call: JitCall, chunk: number) {
+  const segs = [{ base: call.base, total: call.total, n: call.n }, ...(call.more ?? [])];
+  return { segs, chunks: segs.reduce((a, s) => a + Math.ceil(s.total / chunk), 0) };
 }
 
 /** The kernels' runtime (SGEMM and the rest): module, shared memory, helper workers. */
@@ -948,19 +974,29 @@ class Gemm {
    * chunks a worker holds: it waits for the workers instead.
    */
   runJit(k: JitKernel, call: JitCall, parts: number, scratch: number, redo = true): void {
-    const { base, step, total, flat, n, cols } = call;
+    const { step, flat, cols } = call;
     if (parts <= 1) {
-      k.run(...base, flat ? 1 : total, flat ? n : cols);
+      for (const { base, total, n } of segmentsOf(call, 1).segs) {
+        k.run(...base, flat ? 1 : total, flat ? n : cols);
+      }
       return;
     }
     // Chunks of ~EW_CHUNK_WORK, at least one item; the block, then the module's bytes.
-    const np = base.length, chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
-    const words = 7 + 2 * np + Math.ceil(total / chunk), code = scratch + up4(words);
+    const np = step.length, chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
+    const { segs, chunks } = segmentsOf(call, chunk);
+    const head = 7 + np + segs.length * (3 + np);
+    const words = head + chunks, code = scratch + up4(words);
     const f = new Float32Array(this.#mem.buffer);
     new Uint8Array(f.buffer, code * 4, k.bytes.length).set(k.bytes);
     const blk = new Int32Array(f.buffer, scratch * 4, words);
-    blk.set([0, np, total, chunk, flat ? 1 : 0, n, cols, ...base, ...step]);
-    blk.fill(0, 7 + 2 * np);
+    blk.set([0, np, segs.length, chunk, flat ? 1 : 0, cols, chunks, ...step]);
+    let first = 0, at = 7 + np;
+    for (const { base, total, n } of segs) {
+      blk.set([first, total, n, ...base], at);
+      at += 3 + np;
+      first += Math.ceil(total / chunk);
+    }
+    blk.fill(0, head);
     const busy: Int32Array[] = [];
     for (let w = 0; w < parts - 1; w++) {
       const { ctrl } = this.#workers[w]!;
@@ -991,9 +1027,9 @@ class Gemm {
   /** Scratch floats {@linkcode Gemm.runJit} needs for a call on `parts` threads. */
   static jitScratch(k: JitKernel, call: JitCall, parts: number): number {
     if (parts <= 1) return 0;
-    const chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork));
-    const words = 7 + 2 * call.step.length + Math.ceil(call.total / chunk); // a step per pointer
-    return up4(words) + up4(Math.ceil(k.bytes.length / 4));
+    const chunk = Math.max(1, Math.ceil(EW_CHUNK_WORK / call.itemWork)), np = call.step.length;
+    const { segs, chunks } = segmentsOf(call, chunk);
+    return up4(7 + np + segs.length * (3 + np) + chunks) + up4(Math.ceil(k.bytes.length / 4));
   }
 
   /**
@@ -1503,6 +1539,21 @@ export class WasmBackend extends CpuBackend {
    * rows for a per-row/column one. With "group" inputs (rows of `group` rows each read one of
    * their rows), the kernel treats them as rows and runs once per group on this thread.
    */
+  /** The compiled SIMD kernel of the expressions over inputs read as `access` (cached). */
+  #jitKernel(
+    outputs: readonly Expr[],
+    access: readonly SimdAccess[],
+  ): { kernel: JitKernel; consts: number[] } {
+    const { key, consts } = simdKey(outputs, access);
+    let kernel = this.#simdKernels.get(key);
+    if (!kernel) {
+      const k = compileSimd(outputs, access, access.length, this.#gemm.memory, this.#gemm.fma);
+      kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
+      this.#simdKernels.set(key, kernel);
+    }
+    return { kernel, consts };
+  }
+
   #simd(
     outputs: readonly Expr[],
     ins: readonly Float32Array[],
@@ -1517,13 +1568,7 @@ export class WasmBackend extends CpuBackend {
     const access = accessIn.map((a) => (a === "group" ? "row" : a));
     const flat = access.every((a) => a === "dense" || a === "scalar");
     if (!flat && cols % 4 !== 0) return null;
-    const { key, consts } = simdKey(outputs, access);
-    let kernel = this.#simdKernels.get(key);
-    if (!kernel) {
-      const k = compileSimd(outputs, access, ins.length, this.#gemm.memory, this.#gemm.fma);
-      kernel = { ...k, id: this.#simdKernels.size, cost: simdCost(outputs) };
-      this.#simdKernels.set(key, kernel);
-    }
+    const { kernel, consts } = this.#jitKernel(outputs, access);
     // Of an input, only what the kernel reads: n values, one, a row's cols, a column's rows,
     // a row per group.
     const need = (a: SimdAccess | "group") =>
@@ -1706,9 +1751,11 @@ export class WasmBackend extends CpuBackend {
   }
 
   /**
-   * One SIMD call per group, in-place outputs written where their inputs are (an optimizer's
-   * p, m and v: the CPU backend's way, a new output copied back, cost three extra passes over
-   * the parameters a step); the CPU backend's groups when an op has no vector form.
+   * All the groups as one SIMD call (a multi-tensor apply: one kernel over every group's
+   * arrays, big calls split in chunks across the threads, runJit), in-place outputs written
+   * where their inputs are (an optimizer's p, m and v: the CPU backend's way, a new output
+   * copied back, cost three extra passes over the parameters a step); the CPU backend's groups
+   * when an op has no vector form.
    */
   override elementwiseGroups(
     outputs: readonly Expr[],
@@ -1719,26 +1766,95 @@ export class WasmBackend extends CpuBackend {
     // In-place outputs may be written by JavaScript: no worker may still be writing one.
     this.#gemm.settle();
     const arena = this.#gemm.arena, vector = simdSupports(outputs);
+    const into = (g: ElementwiseGroup, t: number) => {
+      const i = inPlace?.[t] ?? -1;
+      return i < 0 ? undefined : d(g.inputs[i]!);
+    };
     const fits = (g: ElementwiseGroup) =>
       vector && g.size > 0 && g.inputs.every((x) => d(x).length === g.size) &&
-      // In place only over whole arrays of the memory, whose regions hold the last vector's
-      // padding (a plain one, e.g. a bias under ARENA_MIN floats, takes the CPU backend's way).
-      (inPlace ?? []).every((i) => i < 0 || arena.capacity(d(g.inputs[i]!)) >= up4(g.size));
-    const sc = scalars.map(d);
-    return groups.map((g) => {
-      if (!fits(g)) return super.elementwiseGroups(outputs, [g], scalars, inPlace)[0]!;
-      const ins = [...g.inputs.map(d), ...sc];
-      const access: SimdAccess[] = [
-        ...g.inputs.map(() => "dense" as const),
-        ...sc.map(() => "scalar" as const),
-      ];
-      const into = outputs.map((_, t) => {
-        const i = inPlace?.[t] ?? -1;
-        return i < 0 ? undefined : d(g.inputs[i]!);
+      // In place over whole arrays of the memory, whose regions hold the last vector's padding,
+      // or over plain ones (e.g. a bias under ARENA_MIN floats), which the call copies into its
+      // scratch and back (frame).
+      outputs.every((_, t) => {
+        const a = into(g, t);
+        return a === undefined || arena.offsetOf(a) < 0 || arena.capacity(a) >= up4(g.size);
       });
-      const res = this.#simd(outputs, ins, access, g.size, 1, g.size, 0, into)!;
-      return res.map((o, t) => ((inPlace?.[t] ?? -1) < 0 ? this.wrap(o) : g.inputs[inPlace![t]!]!));
+    const res: Storage[][] = new Array(groups.length);
+    const mine: number[] = [];
+    groups.forEach((g, i) => {
+      if (fits(g)) mine.push(i);
+      else res[i] = super.elementwiseGroups(outputs, [g], scalars, inPlace)[0]!;
     });
+    if (mine.length === 0) return res;
+    const sc = scalars.map(d), nIn = groups[mine[0]!]!.inputs.length;
+    const access: SimdAccess[] = [
+      ...Array.from({ length: nIn }, () => "dense" as const),
+      ...sc.map(() => "scalar" as const),
+    ];
+    const { kernel, consts } = this.#jitKernel(outputs, access);
+    const outs = mine.map((i) => {
+      const g = groups[i]!;
+      return outputs.map((_, t) => into(g, t) ?? this.#gemm.out(g.size));
+    });
+    // One call for every group (a kernel call, a frame and a split decision a group before:
+    // Adam over the bench DiT's 51 groups took 2.3–4.1 ms a step, now 1.3–1.8; its 11 biases
+    // of 128 floats went the CPU backend's way, ~33 µs each). Big calls split, the threads
+    // claiming chunks across the groups; memory-bound ones do not (see EW_STREAM_COST).
+    const total = mine.reduce((a, i) => a + groups[i]!.size, 0);
+    const memory = Math.max(EW_MEMORY_COST, EW_STREAM_COST * (nIn + outputs.length));
+    const work = total * Math.max(0, kernel.cost - memory);
+    const parts = work < this.#splitWork ? 1 : this.#gemm.parts;
+    const call: JitCall = {
+      base: [],
+      step: [...access.map((a) => (a === "dense" ? 16 : 0)), ...outputs.map(() => 16), 0],
+      total: 0,
+      flat: true,
+      n: 0,
+      cols: 0,
+      itemWork: 4 * kernel.cost,
+      more: mine.map((i) => {
+        const n = groups[i]!.size;
+        return { base: [], total: (n + 3) >> 2, n };
+      }),
+    };
+    const fr = this.#gemm.frame(
+      [
+        ...mine.flatMap((i) => {
+          const g = groups[i]!;
+          // A dense vector kernel reads whole vectors: the last one may pass the end.
+          return g.inputs.map((x) => ({ a: d(x), len: g.size, read: up4(g.size) }));
+        }),
+        ...sc.map((a) => ({ a, len: 1, read: 4 })),
+      ],
+      outs.flat(),
+      up4(consts.length) + 4 + Gemm.jitScratch(kernel, call, parts),
+    );
+    const constAt = fr.scratch;
+    new Float32Array(this.#gemm.memory.buffer).set(consts, constAt);
+    const scAt = fr.ins.slice(nIn * mine.length);
+    const segs = mine.map((_, s) =>
+      [
+        ...fr.ins.slice(s * nIn, (s + 1) * nIn),
+        ...scAt,
+        ...fr.outs.slice(s * outputs.length, (s + 1) * outputs.length),
+        constAt,
+      ].map((p) => p * 4)
+    );
+    const [first, ...rest] = call.more!;
+    call.base = segs[0]!;
+    call.total = first!.total;
+    call.n = first!.n;
+    call.more = rest.map((m, s) => ({ ...m, base: segs[s + 1]! }));
+    const inPlaceAny = (inPlace ?? []).some((i) => i >= 0);
+    this.#gemm.runJit(kernel, call, parts, constAt + up4(consts.length) + 4, !inPlaceAny);
+    fr.finish();
+    mine.forEach((i, s) => {
+      const g = groups[i]!;
+      res[i] = outs[s]!.map((o, t) =>
+        (inPlace?.[t] ?? -1) < 0 ? this.wrap(o) : g.inputs[inPlace![t]!]!
+      );
+    });
+    return res;
   }
 
   override copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {

@@ -1380,6 +1380,50 @@ Deno.test("wasm backend (2 threads, every call split): in-place groups (an optim
   }, 0);
 });
 
+for (const threads of [2, 3]) {
+  Deno.test(`wasm backend (${threads} threads, every call split): one multi-group in-place call (chunks claimed across ragged groups, plain small ones copied in and back) equals the CPU backend bit for bit`, async () => {
+    await withWasm(threads, (be) => {
+      const rng = new Rand(909 + threads);
+      const P = X,
+        G = Y,
+        M: Expr = { kind: "input", index: 2 },
+        V: Expr = { kind: "input", index: 3 };
+      const S: Expr = { kind: "input", index: 4 }, T: Expr = { kind: "input", index: 5 };
+      // Adam-like: m' = s·m + (1 − s)·g, v' = t·v + g², p' = p − 0.01·m'/(√v' + 1e-3), and a
+      // fresh output p'·g.
+      const m2 = bin("add", bin("mul", M, S), bin("mul", G, un("affine", S, -1, 1)));
+      const v2 = bin("add", bin("mul", V, T), bin("mul", G, G));
+      const step = bin("div", m2, bin("add", un("sqrt", v2), { kind: "const", value: 1e-3 }));
+      const p2 = bin("sub", P, bin("mul", step, { kind: "const", value: 0.01 }));
+      const outs = [p2, m2, v2, bin("mul", p2, G)];
+      // Several chunks each, none a whole number of chunks or of vectors; 3 and 128 are plain
+      // arrays (under ARENA_MIN), 1030 barely in the memory.
+      const sizes = [70_001, 3, 131_075, 1030, 128, 9_999, 262_147];
+      const data = sizes.map((n) => [0, 1, 2, 3].map(() => specialFloats(rng, n, -2, 2)));
+      data.forEach((arrs) => arrs[3]!.forEach((x, j, a) => (a[j] = Math.abs(x))));
+      const run = (b: CpuBackend | WasmBackend) => {
+        const groups = data.map((arrs, i) => ({
+          inputs: arrs.map((a) => b.upload(a)),
+          size: sizes[i]!,
+        }));
+        const sc = [new Float32Array([0.9]), new Float32Array([0.999])].map((a) => b.upload(a));
+        const res = b.elementwiseGroups(outs, groups, sc, [0, 2, 3, -1]);
+        res.forEach((r, i) => {
+          assert.equal(r[0], groups[i]!.inputs[0], "output 0 is the group's input 0");
+          assert.equal(r[1], groups[i]!.inputs[2], "output 1 is the group's input 2");
+          assert.equal(r[2], groups[i]!.inputs[3], "output 2 is the group's input 3");
+          assert.notEqual(r[3], groups[i]!.inputs[0], "output 3 is new");
+        });
+        return res.map((r) => r.map((s) => b.readSync(s)));
+      };
+      const want = run(cpu), got = run(be);
+      want.forEach((w, i) =>
+        w.forEach((a, t) => assertSameBits(got[i]![t]!, a, `size ${sizes[i]} output ${t}`))
+      );
+    }, 0);
+  });
+}
+
 Deno.test("wasm backend: logSumExpAdd split across threads (rows, or 4-column shares) has the bits of one thread", async () => {
   const rng = new Rand(14);
   const rows = 301, cols = 401; // neither a multiple of 4
