@@ -307,6 +307,8 @@ for line in sys.stdin:
 export interface PairedDitResult {
   /** Our steps/s over PyTorch's, per round. */
   ratio: Spread;
+  /** Every round's ratio, in order. */
+  ratios: number[];
   /** The rounds' ratios' mean and sample standard deviation (0 for one round). */
   ratioMean: number;
   ratioStd: number;
@@ -386,6 +388,7 @@ export async function pairedDit(
       : 0;
     return {
       ratio: spread(ratios),
+      ratios,
       ratioMean: mean,
       ratioStd: std,
       ours: spread(ours),
@@ -514,6 +517,7 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
         // spread only when mean − std ≥ x (min and max show single disturbed rounds).
         paired_wasm_vs_torch_cpu_mean: round(paired.ratioMean),
         paired_wasm_vs_torch_cpu_std: round(paired.ratioStd),
+        paired_ratios: paired.ratios.map((x) => round(x)),
         paired_ours_wasm: round(paired.ours.median),
         paired_torch_cpu: round(paired.torch.median),
         paired_rounds: paired.rounds,

@@ -116,6 +116,7 @@ function checkRecord(r: Rec): void {
         msg: "dit: paired mean",
       });
       assert.equal(r.paired_wasm_vs_torch_cpu_std, 0, "dit: paired std of one round");
+      assert.deepEqual(r.paired_ratios, [pr], "dit: the rounds' ratios");
     }
   }
 }
