@@ -6,6 +6,7 @@
  * @module
  */
 import process from "node:process";
+import { pathToFileURL } from "node:url";
 import { median } from "./cases/common.ts";
 
 /** Per-unit times of one variant, one entry a round. */
@@ -109,4 +110,27 @@ export function summary(e: Timings, digits = 1): Summary {
     cpuMs: r(median(e.cpu)),
     cpuMinMs: r(Math.min(...e.cpu)),
   };
+}
+
+/**
+ * The checkouts an A/B script compares: each directory of `--base` (comma-separated; a plain
+ * copy of another commit's tree, e.g. `git archive <rev> | tar -x -C DIR`), named `base`,
+ * `base2`, …, then this checkout, named `this`. Throws when `--base` is missing.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { abRoots } from "./_ab.ts";
+ * const roots = abRoots(".", new URL("../", import.meta.url));
+ * assert.deepEqual(roots.map((r) => r.name), ["base", "this"]);
+ * assert.throws(() => abRoots(undefined, new URL("../", import.meta.url)), RangeError);
+ * ```
+ */
+export function abRoots(base: string | undefined, here: URL): { name: string; root: URL }[] {
+  if (!base) throw new RangeError("--base: expected the directory of the other commit");
+  const roots = base.split(",").map((dir, i) => ({
+    name: i === 0 ? "base" : `base${i + 1}`,
+    root: pathToFileURL(Deno.realPathSync(dir) + "/"),
+  }));
+  return [...roots, { name: "this", root: here }];
 }

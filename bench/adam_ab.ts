@@ -12,8 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { pathToFileURL } from "node:url";
-import { alternate, summary } from "./_ab.ts";
+import { abRoots, alternate, summary } from "./_ab.ts";
 
 interface Variant {
   name: string;
@@ -64,16 +63,11 @@ if (import.meta.main) {
       reps: { type: "string", default: "20" },
     },
   });
-  if (!values.base) throw new RangeError("--base: expected the directory of the other commit");
   const rounds = Number(values.rounds), reps = Number(values.reps);
-  const here = new URL("../", import.meta.url);
-  // Several directories (comma-separated) load as base, base2, …
   const variants: Variant[] = [];
-  for (const [i, dir] of values.base.split(",").entries()) {
-    const root = pathToFileURL(Deno.realPathSync(dir) + "/");
-    variants.push(await load(i === 0 ? "base" : `base${i + 1}`, root));
+  for (const { name, root } of abRoots(values.base, new URL("../", import.meta.url))) {
+    variants.push(await load(name, root));
   }
-  variants.push(await load("this", here));
   const run = async (v: Variant, n: number) => {
     for (let i = 0; i < n; i++) v.step();
     await v.sync();
