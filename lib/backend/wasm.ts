@@ -332,7 +332,7 @@ function drainChunks(k: (...a: number[]) => void, blk: Int32Array, redo: boolean
 
 /**
  * Run an SGEMM kernel (`k`, with its 13 arguments `a`: a[7] the smallest share in row blocks, a[8]
- * the row blocks in all) over shares of its row blocks claimed until none is left: the callers'
+ * the row blocks in all) over shares of its row blocks claimed until none is left: the caller's
  * thread from the last row block down, the workers from the first up, each share a
  * 1/(2·parts) of what is left (guided scheduling, at least a[7] blocks). One i32 at `claim`
  * counts the blocks taken from the front (low 16 bits) and from the back (high 16), changed by
@@ -1530,15 +1530,6 @@ export class WasmBackend extends CpuBackend {
     }
   }
 
-  /**
-   * The expressions as one SIMD kernel over the shared memory (inputs read where they are in
-   * it, or copied in; results written where their arrays are: ~0.3 ns an element against the
-   * JavaScript loop's Math.exp at ~13), or null when an op has no vector form or a per-row/
-   * column input meets rows of a width that is not a multiple of 4. Big calls are split across
-   * the threads in chunks: of whole vectors for a flat kernel (dense and scalar inputs), of
-   * rows for a per-row/column one. With "group" inputs (rows of `group` rows each read one of
-   * their rows), the kernel treats them as rows and runs once per group on this thread.
-   */
   /** The compiled SIMD kernel of the expressions over inputs read as `access` (cached). */
   #jitKernel(
     outputs: readonly Expr[],
@@ -1554,6 +1545,15 @@ export class WasmBackend extends CpuBackend {
     return { kernel, consts };
   }
 
+  /**
+   * The expressions as one SIMD kernel over the shared memory (inputs read where they are in
+   * it, or copied in; results written where their arrays are: ~0.3 ns an element against the
+   * JavaScript loop's Math.exp at ~13), or null when an op has no vector form or a per-row/
+   * column input meets rows of a width that is not a multiple of 4. Big calls are split across
+   * the threads in chunks: of whole vectors for a flat kernel (dense and scalar inputs), of
+   * rows for a per-row/column one. With "group" inputs (rows of `group` rows each read one of
+   * their rows), the kernel treats them as rows and runs once per group on this thread.
+   */
   #simd(
     outputs: readonly Expr[],
     ins: readonly Float32Array[],
