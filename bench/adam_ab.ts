@@ -26,18 +26,8 @@ async function load(name: string, root: URL): Promise<Variant> {
   const dit = await import(new URL("bench/cases/dit.ts", root).href);
   await lib.init();
   const be = lib.getBackend();
-  const cfg = dit.DIT_BENCH;
-  const net = new lib.nn.DiT({
-    inputSize: cfg.size,
-    patchSize: cfg.patch,
-    inChannels: 1,
-    hiddenSize: cfg.hidden,
-    depth: cfg.depth,
-    numHeads: cfg.heads,
-    numClasses: cfg.classes,
-    classDropoutProb: 0.1,
-    seed: 0,
-  });
+  // The bench DiT's network (ditStep's; its step and data are not used).
+  const { net } = await dit.ditStep(dit.DIT_BENCH);
   const params = net.parameters() as { shape: number[]; data(): Promise<Float32Array> }[];
   let seed = 1;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 1e-2;
