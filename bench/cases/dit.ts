@@ -314,6 +314,15 @@ export interface PairedDitResult {
   ratioStd: number;
   ours: Spread;
   torch: Spread;
+  /** Every round's steps/s, ours and PyTorch's, in order (which side a disturbance hit). */
+  oursRates: number[];
+  torchRates: number[];
+  /**
+   * Every round's process CPU ms per step over PyTorch's (ours / theirs: below 1 is less
+   * work): time a thread spent descheduled by another job does not count, so a round that
+   * only one side's wall-clock shows disturbed keeps its ratio here.
+   */
+  cpuRatios: number[];
   rounds: number;
 }
 
@@ -349,20 +358,24 @@ export async function pairedDit(
   try {
     for (let i = 0; i < cfg.warmup; i++) s.step().dispose();
     await be.sync();
+    let oursCpu = 0, torchCpu = 0;
     const oursRep = async () => {
       const losses: Tensor[] = [];
-      const t0 = performance.now();
+      const c0 = process.cpuUsage(), t0 = performance.now();
       for (let i = 0; i < cfg.steps; i++) losses.push(s.step());
       await losses[losses.length - 1]!.item();
       const rate = cfg.steps / ((performance.now() - t0) / 1000);
+      const cu = process.cpuUsage(c0);
+      oursCpu = (cu.user + cu.system) / 1000 / cfg.steps;
       for (const l of losses) l.dispose();
       return rate;
     };
     const torchRep = async () => {
-      const r = await torch.ask("rep") as { steps_per_s: number };
+      const r = await torch.ask("rep") as { steps_per_s: number; cpu_ms_per_step: number };
+      torchCpu = r.cpu_ms_per_step;
       return r.steps_per_s;
     };
-    const ours: number[] = [], theirs: number[] = [], ratios: number[] = [];
+    const ours: number[] = [], theirs: number[] = [], ratios: number[] = [], cpu: number[] = [];
     // Each repetition starts on an idle machine: after answering, PyTorch's BLAS/OpenMP threads
     // keep spinning (measured: 80–120 ms of CPU in the 200 ms after a repetition), which slowed
     // whatever ran next, i.e. our repetition in every other round.
@@ -381,6 +394,7 @@ export async function pairedDit(
       ours.push(a);
       theirs.push(b);
       ratios.push(a / b);
+      cpu.push(oursCpu / torchCpu);
     }
     const mean = ratios.reduce((a, x) => a + x, 0) / rounds;
     const std = rounds > 1
@@ -393,6 +407,9 @@ export async function pairedDit(
       ratioStd: std,
       ours: spread(ours),
       torch: spread(theirs),
+      oursRates: ours,
+      torchRates: theirs,
+      cpuRatios: cpu,
       rounds,
     };
   } finally {
@@ -518,6 +535,9 @@ export async function ditCase(ctx: CaseContext): Promise<BenchRecord[]> {
         paired_wasm_vs_torch_cpu_mean: round(paired.ratioMean),
         paired_wasm_vs_torch_cpu_std: round(paired.ratioStd),
         paired_ratios: paired.ratios.map((x) => round(x)),
+        paired_ours_rounds: paired.oursRates.map((x) => round(x)),
+        paired_torch_rounds: paired.torchRates.map((x) => round(x)),
+        paired_cpu_ratios: paired.cpuRatios.map((x) => round(x)),
         paired_ours_wasm: round(paired.ours.median),
         paired_torch_cpu: round(paired.torch.median),
         paired_rounds: paired.rounds,

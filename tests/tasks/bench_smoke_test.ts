@@ -117,6 +117,13 @@ function checkRecord(r: Rec): void {
       });
       assert.equal(r.paired_wasm_vs_torch_cpu_std, 0, "dit: paired std of one round");
       assert.deepEqual(r.paired_ratios, [pr], "dit: the rounds' ratios");
+      assert.deepEqual(r.paired_ours_rounds, [po], "dit: our rounds");
+      assert.deepEqual(r.paired_torch_rounds, [pt], "dit: PyTorch's rounds");
+      const cr = r.paired_cpu_ratios as unknown[];
+      assert.ok(
+        Array.isArray(cr) && cr.length === 1 && isNum(cr[0]) && cr[0] > 0,
+        "dit: cpu ratio",
+      );
     }
   }
 }
