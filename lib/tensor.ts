@@ -61,6 +61,8 @@ interface TapeNode {
   out: Tensor;
   inputs: Tensor[];
   vjp: VjpRule;
+  /** Set when the output is the box of input 0 at this offset (a slice): see PrimRules.region. */
+  region?: readonly number[];
 }
 
 /** A reverse-mode tape: nodes in creation (topological) order. */
@@ -336,6 +338,13 @@ export class Tensor {
 export interface PrimRules {
   vjp?: VjpRule;
   jvp?: JvpRule;
+  /**
+   * The output is the box of its one input that starts at this offset (a slice), so the vjp
+   * is that box's cotangent zero-padded to the input's shape. The reverse pass may instead
+   * write the cotangent into the input's cotangent by region (lib/autodiff `backward`): the
+   * pieces of a `split` then make one array, not one zero-padded array each and their sum.
+   */
+  region?: readonly number[];
 }
 
 /**
@@ -380,7 +389,7 @@ export function attachRules(out: Tensor, inputs: readonly Tensor[], rules: PrimR
     for (const tape of activeTapes) {
       if (inputs.some((x) => x._tapes?.has(tape.id))) {
         (out._tapes ??= new Set()).add(tape.id);
-        tape.nodes.push({ out, inputs: [...inputs], vjp: rules.vjp });
+        tape.nodes.push({ out, inputs: [...inputs], vjp: rules.vjp, region: rules.region });
         // Untracked inputs (constants, masks) are read by the vjp rule during the backward
         // pass, so a tidy or dispose inside the differentiated function must not free them.
         for (const x of inputs) if (!x._tapes?.has(tape.id)) (x._held ??= new Set()).add(tape.id);
@@ -1086,6 +1095,7 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
   attachRules(out, [x], {
     vjp: (g) => [padSlice(g, from, begin)],
     jvp: ([t]) => slice(t!, begin, sz),
+    region: [...begin],
   });
   return out;
 }

@@ -10,6 +10,7 @@ import {
   _pushScope,
   binary,
   identity,
+  padSlice,
   Tape,
   Tensor,
   type TensorTree,
@@ -18,6 +19,7 @@ import {
   zerosOn,
 } from "../tensor.ts";
 import { fmtShape } from "../_util.ts";
+import { stridesOf } from "../shape.ts";
 
 const { activeTapes, activeJvpLevels } = _autodiffState;
 
@@ -26,16 +28,80 @@ function releaseHeld(tape: Tape): void {
   for (const n of tape.nodes) for (const x of n.inputs) x._held?.delete(tape.id);
 }
 
+/** A slice's cotangent waiting to be written into its input's cotangent at `begin`. */
+interface Piece {
+  g: Tensor;
+  begin: readonly number[];
+}
+
+// Whether two boxes (offset, extent per axis) share an element.
+function overlap(a: Piece, b: Piece): boolean {
+  return a.begin.every((o, i) =>
+    o < b.begin[i]! + b.g.shape[i]! && b.begin[i]! < o + a.g.shape[i]!
+  );
+}
+
+/**
+ * The cotangent of `x` from the cotangents of slices of it (and `dense`, the sum of its other
+ * cotangents, if any): one array with each piece copied into its box, where slice's vjp made a
+ * zero-padded array per piece and the tape added them (a DiT block's 6-way split of its AdaLN
+ * output: 6 fills, 6 copies and 5 adds of the whole [B, 6·D] became one copy per piece).
+ * Pieces that overlap take the vjp's way. The result is a fresh array with no autodiff rules:
+ * only for a reverse pass that is not itself differentiated.
+ */
+function assemble(x: Tensor, dense: Tensor | undefined, pieces: Piece[]): Tensor {
+  const be = x.backend, st = stridesOf(x.shape);
+  const disjoint = pieces.every((p, i) => pieces.slice(0, i).every((q) => !overlap(p, q)));
+  let out: Tensor;
+  if (!disjoint) {
+    out = pieces.map((p) => padSlice(p.g, x.shape, p.begin)).reduce((a, b) => binary("add", a, b));
+  } else {
+    const dst = be.fill(x.size, 0);
+    for (const p of pieces) {
+      be.copyInto(
+        dst,
+        { shape: p.g.shape, strides: st, offset: p.begin.reduce((a, b, i) => a + b * st[i]!, 0) },
+        p.g.storage,
+        { shape: p.g.shape, strides: stridesOf(p.g.shape), offset: 0 },
+      );
+    }
+    out = Tensor._fromStorage(dst, x.shape, be);
+  }
+  return dense ? binary("add", dense, out) : out;
+}
+
 function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[]): Tensor[] {
   const cot = new Map<Tensor, Tensor>();
+  // Slices' cotangents by the tensor sliced, written into its cotangent when that is read.
+  // Only when the reverse pass is not recorded by an outer tape or a jvp (assemble's result
+  // has no rules); otherwise every slice runs its vjp.
+  const pieces = new Map<Tensor, Piece[]>();
+  const byRegion = activeTapes.length === 0 && activeJvpLevels.length === 0;
+  const cotOf = (x: Tensor): Tensor | undefined => {
+    const ps = pieces.get(x);
+    if (!ps) return cot.get(x);
+    pieces.delete(x);
+    const g = assemble(x, cot.get(x), ps);
+    cot.set(x, g);
+    return g;
+  };
   cot.set(out, seed);
   const want = new Set(wrt);
   for (let i = tape.nodes.length - 1; i >= 0; i--) {
     const node = tape.nodes[i]!;
-    const g = cot.get(node.out);
+    const g = cotOf(node.out);
     if (!g) continue;
     if (!want.has(node.out)) cot.delete(node.out);
     const need = node.inputs.map((x) => x._tapes?.has(tape.id) === true);
+    if (node.region && byRegion) {
+      const x = node.inputs[0]!;
+      if (need[0]) {
+        const ps = pieces.get(x);
+        if (ps) ps.push({ g, begin: node.region });
+        else pieces.set(x, [{ g, begin: node.region }]);
+      }
+      continue;
+    }
     const gs = node.vjp(g, need);
     node.inputs.forEach((x, j) => {
       const gx = gs[j];
@@ -44,7 +110,7 @@ function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[])
       cot.set(x, prev ? binary("add", prev, gx) : gx);
     });
   }
-  return wrt.map((w) => cot.get(w) ?? zerosOn(w.backend, w.shape));
+  return wrt.map((w) => cotOf(w) ?? zerosOn(w.backend, w.shape));
 }
 
 /** Options for `valueAndGrad` and `grad`. */

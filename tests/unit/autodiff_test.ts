@@ -14,6 +14,7 @@ import { strict as assert } from "node:assert";
 import * as fg from "../../mod.ts";
 import type { Tensor } from "../../mod.ts";
 import { dot, fdGrad, fdJvp } from "../_fd.ts";
+import { HAS_WASM } from "../_helpers.ts";
 import {
   type Arr,
   bget,
@@ -887,3 +888,86 @@ Deno.test("grad and vjp: basic contracts", async () => {
   assert.deepEqual([...await tan.d[0]!.data()], [1, -1]);
   assert.throws(() => fg.jvp((a: Tensor) => a, [fg.tensor([1, 2])], [fg.tensor([1])]), RangeError);
 });
+
+for (const backend of ["cpu", "wasm"] as const) {
+  Deno.test({
+    name:
+      `slices' cotangents written by region equal the padded sum (${backend}: split, gaps, overlaps, nesting)`,
+    ignore: backend === "wasm" && !HAS_WASM,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => sliceCotangents(backend),
+  });
+}
+
+async function sliceCotangents(backend: "cpu" | "wasm"): Promise<void> {
+  fg.setBackend(backend);
+  // Freed arrays full of NaN first: an assembled cotangent that leaves a gap unwritten shows.
+  for (let i = 0; i < 4; i++) fg.full([256, 6], NaN).dispose();
+  // f(x) = Σ c·p² over pieces p of x [256, 6] (past the wasm backend's small-array size) plus Σ d·x: the gradient is 2·c·p in each piece's
+  // box (summed where boxes overlap) plus d, in f64.
+  const r = rng(7);
+  const xs = Float64Array.from({ length: 1536 }, () => r() * 2 - 1);
+  const d = Float64Array.from({ length: 1536 }, () => r() * 2 - 1);
+  const boxes = [
+    // a split of columns [0, 6) (disjoint, covering) …
+    { b: [0, 0], s: [256, 1], c: 0.5 },
+    { b: [0, 1], s: [256, 2], c: -1.5 },
+    { b: [0, 3], s: [256, 3], c: 2 },
+  ];
+  const cases: { name: string; boxes: typeof boxes; dense: boolean; nested?: boolean }[] = [
+    { name: "covering split", boxes, dense: false },
+    { name: "covering split + dense use", boxes, dense: true },
+    { name: "gaps", boxes: [boxes[0]!, { b: [1, 3], s: [200, 2], c: 3 }], dense: false },
+    {
+      name: "overlaps",
+      boxes: [{ b: [0, 0], s: [100, 4], c: 1 }, { b: [50, 2], s: [206, 4], c: -2 }],
+      dense: true,
+    },
+    // Cut from a slice of columns [1, 6): the inner slices' cotangents reach x through it.
+    { name: "slice of a slice", boxes: [boxes[1]!, boxes[2]!], dense: false, nested: true },
+  ];
+  for (const k of cases) {
+    const x = fg.tensor(Float32Array.from(xs), [256, 6]);
+    const dT = fg.tensor(Float32Array.from(d), [256, 6]);
+    const [v, g] = fg.valueAndGrad((p: Tensor) => {
+      const src = k.nested ? fg.slice(p, [0, 1], [256, 5]) : p;
+      let s: Tensor = k.dense ? fg.sum(fg.mul(p, dT)) : fg.tensor(0);
+      for (const { b, s: sz, c } of k.boxes) {
+        const piece = fg.slice(src, k.nested ? [b[0]!, b[1]! - 1] : b, sz);
+        s = fg.add(s, fg.mul(fg.sum(fg.mul(piece, piece)), c));
+      }
+      return s;
+    })(x);
+    const want = new Float64Array(1536);
+    if (k.dense) want.set(d);
+    for (const { b, s: sz, c } of k.boxes) {
+      for (let i = b[0]!; i < b[0]! + sz[0]!; i++) {
+        for (let j = b[1]!; j < b[1]! + sz[1]!; j++) want[i * 6 + j]! += 2 * c * xs[i * 6 + j]!;
+      }
+    }
+    assertGradClose(await g.data(), want, k.name);
+    v.dispose();
+    g.dispose();
+  }
+  // Under an outer tape (grad of a gradient) the slices run their vjp, which is differentiable:
+  // d/dx Σ (∂f/∂x)² for f = Σ c·p² is 8·c²·x inside each piece's box.
+  const x = fg.tensor(Float32Array.from(xs), [256, 6]);
+  const [, gg] = fg.valueAndGrad((p: Tensor) => {
+    const [, inner] = fg.valueAndGrad((q: Tensor) => {
+      const [a, b2, c3] = fg.split(q, [1, 2, 3], 1) as [Tensor, Tensor, Tensor];
+      return fg.add(
+        fg.add(fg.mul(fg.sum(fg.mul(a, a)), 0.5), fg.mul(fg.sum(fg.mul(b2, b2)), -1.5)),
+        fg.mul(fg.sum(fg.mul(c3, c3)), 2),
+      );
+    })(p);
+    return fg.sum(fg.mul(inner, inner));
+  })(x);
+  const cOf = (j: number) => (j < 1 ? 0.5 : j < 3 ? -1.5 : 2);
+  assertGradClose(
+    await gg.data(),
+    Float64Array.from(xs, (v, i) => 8 * cOf(i % 6) ** 2 * v),
+    "grad of grad through split",
+  );
+  fg.setBackend("cpu");
+}
