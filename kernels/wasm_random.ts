@@ -70,6 +70,23 @@ export function randomGroup(kind: RandomKind): number {
   return kind === "normal" ? 8 : 16;
 }
 
+/**
+ * A kind's rough cost per element in the units of lib/backend/wasm_jit.ts's `simdCost` (one
+ * cheap vector op, ~0.2 ns): what decides whether a call is split across threads, and the size
+ * of its chunks (powers of two, so a chunk is whole groups). Measured on one thread, 50,176
+ * elements: normals ~16 ns an element, uniforms ~2.4.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { randomCost } from "./wasm_random.ts";
+ * assert.ok(randomCost("normal") > randomCost("uniform"));
+ * ```
+ */
+export function randomCost(kind: RandomKind): number {
+  return kind === "normal" ? 128 : 16;
+}
+
 // --- a minimal binary encoder ----------------------------------------------------------------
 
 function uleb(out: number[], v: number): void {
@@ -104,6 +121,7 @@ const I32_GE_U = 0x4f, I32_LT_U = 0x49, I32_ADD = 0x6a, I32_MUL = 0x6c, I32_AND 
 const I32_SHL = 0x74, I32_SHR_U = 0x76;
 // SIMD opcodes (prefix 0xfd).
 const V = {
+  load: 0x00,
   store: 0x0b,
   const: 0x0c,
   shuffle: 0x0d,
@@ -126,6 +144,7 @@ const V = {
   i64Add: 0xce,
   i64Sub: 0xd1,
   i64GtS: 0xd9,
+  i64FromI32Low: 0xc7, // i64x2.extend_low_i32x4_s
   extmulLowU: 0xde, // i64x2.extmul_low_i32x4_u
   extmulHighU: 0xdf,
   f32Mul: 0xe6,
@@ -353,8 +372,22 @@ export function randomModule(kind: RandomKind): Uint8Array {
   }
   g.op(END);
 
+  // One i32 local (4) in flag: the list index.
+  return assemble([
+    { params: 5, i32s: NI, v128s: nextV - NP - NI, body: f.b },
+    { params: 4, i32s: 1, v128s: 0, body: g.b },
+  ]);
+}
+
+/**
+ * A module importing `env.mem` (shared) whose functions take i32 parameters only and return
+ * nothing; the first is exported as `k`.
+ */
+function assemble(fns: { params: number; i32s: number; v128s: number; body: number[] }[]) {
   const mod = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-  section(mod, 1, [2, 0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]);
+  const types: number[] = [fns.length];
+  for (const { params } of fns) types.push(0x60, params, ...new Array(params).fill(0x7f), 0);
+  section(mod, 1, types);
   const imp: number[] = [1];
   for (const s of ["env", "mem"]) {
     uleb(imp, s.length);
@@ -364,19 +397,63 @@ export function randomModule(kind: RandomKind): Uint8Array {
   uleb(imp, 1);
   uleb(imp, 65536);
   section(mod, 2, imp);
-  section(mod, 3, [2, 0, 1]);
+  section(mod, 3, [fns.length, ...fns.map((_, i) => i)]);
   section(mod, 7, [1, 1, 0x6b, /* "k" */ 0x00, 0]);
-  const fn0: number[] = [2, NI, 0x7f];
-  uleb(fn0, nextV - NP - NI);
-  fn0.push(0x7b, ...f.b);
-  const fn1: number[] = [1, 1, 0x7f, ...g.b]; // one i32 local (4): the list index
-  const code: number[] = [2];
-  for (const fb of [fn0, fn1]) {
+  const code: number[] = [fns.length];
+  for (const { i32s, v128s, body } of fns) {
+    const fb: number[] = [2];
+    uleb(fb, i32s);
+    fb.push(0x7f);
+    uleb(fb, v128s);
+    fb.push(0x7b, ...body);
     uleb(code, fb.length);
     code.push(...fb);
   }
   section(mod, 10, code);
   return new Uint8Array(mod);
+}
+
+/**
+ * The normals' two factors, for checking them against JavaScript's: `k(a, b, out, n)` reads n
+ * (even) words at `a` (u1's) and at `b` (u2's) and writes, per pair of elements j, at out + 48j
+ * the f64 pairs sqrt(−2·log u1), cos(fl(2π·u2)) and their product, as the `normal` module
+ * computes them (bench/random_factors.ts runs every one of the 2^24 values of each).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { randomFactorsModule } from "./wasm_random.ts";
+ * const mem = new WebAssembly.Memory({ initial: 1, maximum: 16, shared: true });
+ * const k = new WebAssembly.Instance(new WebAssembly.Module(randomFactorsModule() as BufferSource), {
+ *   env: { mem },
+ * }).exports.k as (...a: number[]) => void;
+ * // u1 = 1 (top 24 bits all ones, plus one) and u2 = 0: sqrt(−2·log 1) = −0, cos 0 = 1.
+ * new Uint32Array(mem.buffer).set([0xffffff00, 0xffffff00, 0, 0], 0);
+ * k(0, 8, 64, 2);
+ * assert.deepEqual([...new Float64Array(mem.buffer, 64, 6)], [-0, -0, 1, 1, -0, -0]);
+ * ```
+ */
+export function randomFactorsModule(): Uint8Array {
+  const P_A = 0, P_B = 1, P_OUT = 2, P_N = 3, NP = 4, L_J = 4;
+  let nextV = NP + 1;
+  const vl = () => nextV++;
+  const u1 = vl(), u2 = vl(), out = vl();
+  const t = {} as Temps;
+  for (const name of TEMP_NAMES) t[name] = vl();
+  const f = new Code();
+  f.i32(0).set(L_J).op(BLOCK, 0x40, LOOP, 0x40);
+  f.get(L_J).get(P_N).op(I32_GE_U, BR_IF, 1);
+  f.get(P_A).v(V.load).op(4, 0).i32(8).v(V.i32ShrU).i32x4(1, 1, 1, 1).v(V.i32Add);
+  f.v(V.f64FromU32).f64x2(U24).v(V.f64Mul).set(u1);
+  f.get(P_B).v(V.load).op(4, 0).i32(8).v(V.i32ShrU);
+  f.v(V.f64FromU32).f64x2(U24).v(V.f64Mul).set(u2);
+  for (const _ of boxMuller(f, u1, u2, out, t));
+  f.get(P_OUT).get(t.rb).store(0).get(P_OUT).get(t.lg).store(16).get(P_OUT).get(out).store(32);
+  for (const [p, d] of [[P_A, 8], [P_B, 8], [P_OUT, 48], [L_J, 2]]) {
+    f.get(p!).i32(d!).op(I32_ADD).set(p!);
+  }
+  f.op(BR, 0, END, END, END);
+  return assemble([{ params: NP, i32s: 1, v128s: nextV - NP - 1, body: f.b }]);
 }
 
 interface NormalRegs {
@@ -404,85 +481,87 @@ function emitNormals(f: Code, r: NormalRegs): void {
   f.get(r.c1).i32(8).v(V.i32ShrU).set(a2);
   f.get(r.c2).i32(8).v(V.i32ShrU).i32x4(1, 1, 1, 1).v(V.i32Add).set(b1);
   f.get(r.c3).i32(8).v(V.i32ShrU).set(b2);
-  const u1 = vl(), u2 = vl(), out = vl();
-  const tmp = { bits: vl(), m: vl(), i: vl(), fv: vl(), s: vl(), z: vl(), w: vl(), R: vl() };
-  const tmp2 = { hfsq: vl(), dk: vl(), cond: vl(), lg: vl(), rb: vl(), x: vl(), n: vl() };
-  const tmp3 = { rr: vl(), t: vl(), ww: vl(), y0: vl(), y1: vl(), kc: vl(), ks: vl(), v: vl() };
-  const T = { ...tmp, ...tmp2, ...tmp3 };
+  const mk = vl();
   const d = [vl(), vl(), vl(), vl()]; // demoted: (low, even), (low, odd), (high, even), (high, odd)
-  for (let h = 0; h < 2; h++) {
-    for (let p = 0; p < 2; p++) {
-      const [wa, wb] = p === 0 ? [a1, a2] : [b1, b2];
+  const temps = (): Temps => {
+    const t = {} as Temps;
+    for (const name of TEMP_NAMES) t[name] = vl();
+    return t;
+  };
+  // The four pairs' computations, INTERLEAVE at a time statement by statement.
+  const pairs = [0, 1, 2, 3].map((q) => {
+    const h = q >> 1, p = q & 1;
+    const u1 = vl(), u2 = vl(), out = vl();
+    const [wa, wb] = p === 0 ? [a1, a2] : [b1, b2];
+    return { h, p, u1, u2, out, wa, wb, t: temps() };
+  });
+  for (let q0 = 0; q0 < 4; q0 += INTERLEAVE) {
+    const gens = pairs.slice(q0, q0 + INTERLEAVE).map(({ h, u1, u2, out, wa, wb, t }) => {
       // Lanes 2h, 2h + 1 of the words as f64, times 2^-24 (exact).
       for (const [src, dst] of [[wa, u1], [wb, u2]] as const) {
         f.get(src);
         if (h === 1) f.get(src).lanes32(2, 3, 2, 3);
         f.v(V.f64FromU32).f64x2(U24).v(V.f64Mul).set(dst);
       }
-      boxMuller(f, u1, u2, out, T);
-      // Elements base + 4h + p and + 2: their f32 roundings at v(1 ∓ ε) must agree.
-      const e0 = () => f.get(r.P_IDX).i32(2).op(I32_SHR_U).get(r.L_E).op(I32_ADD).i32(4 * h + p).op(I32_ADD);
-      f.get(out).f64x2(1 - RANDOM_EPS).v(V.f64Mul).v(V.demote);
-      f.get(out).f64x2(1 + RANDOM_EPS).v(V.f64Mul).v(V.demote);
-      f.v(V.f32Ne).v(V.i32Bitmask).tee(r.L_BM).op(IF, 0x40);
-      f.get(r.P_CP);
-      e0();
-      f.get(r.L_BM).i32(2).op(CALL, 1, END);
-      f.get(out).v(V.demote).set(d[2 * h + p]!);
+      return boxMuller(f, u1, u2, out, t);
+    });
+    for (let live = gens.length; live > 0;) {
+      live = 0;
+      for (const g of gens) if (!g.next().done) live++;
     }
+  }
+  for (const { h, p, out } of pairs) {
+    // Elements base + 4h + p and + 2: their f32 roundings at v(1 ∓ ε) must agree.
+    f.get(out).f64x2(1 - RANDOM_EPS).v(V.f64Mul).v(V.demote);
+    f.get(out).f64x2(1 + RANDOM_EPS).v(V.f64Mul).v(V.demote);
+    f.v(V.f32Ne).tee(mk).v(V.i32Bitmask).tee(r.L_BM).op(IF, 0x40);
+    f.get(r.P_CP).get(r.P_IDX).i32(2).op(I32_SHR_U).get(r.L_E).op(I32_ADD);
+    f.i32(4 * h + p).op(I32_ADD).get(r.L_BM).i32(2).op(CALL, 1);
+    // Those written NaN (never a normal's value), so an element the caller did not fix shows.
+    f.f64x2(NaN).get(out).get(mk).v(V.i64FromI32Low).v(V.bitselect).set(out);
+    f.op(END);
+    f.get(out).v(V.demote).set(d[2 * h + p]!);
   }
   // [e, e+2] and [e+1, e+3] → [e, e+1, e+2, e+3].
   f.get(r.P_OUT).get(d[0]!).get(d[1]!).lanes32(0, 4, 1, 5).store(0);
   f.get(r.P_OUT).get(d[2]!).get(d[3]!).lanes32(0, 4, 1, 5).store(16);
 }
 
-type Temps = Record<
-  | "bits"
-  | "m"
-  | "i"
-  | "fv"
-  | "s"
-  | "z"
-  | "w"
-  | "R"
-  | "hfsq"
-  | "dk"
-  | "cond"
-  | "lg"
-  | "rb"
-  | "x"
-  | "n"
-  | "rr"
-  | "t"
-  | "ww"
-  | "y0"
-  | "y1"
-  | "kc"
-  | "ks"
-  | "v",
-  number
->;
+const TEMP_NAMES = [
+  "bits", "m", "i", "fv", "s", "z", "w", "R", "hfsq", "dk", "cond", "lg", "rb", "x", "n", "rr",
+  "t", "ww", "y0", "y1", "kc", "ks", "v",
+] as const;
+type Temps = Record<(typeof TEMP_NAMES)[number], number>;
+// Pairs of normals computed interleaved, statement by statement: one pair is a chain of
+// dependent f64 operations (a division and a square root among them), and four chains side by
+// side ran 50,176 normals in 0.82 ms against 0.97 one after another (0.89 two by two).
+const INTERLEAVE = 4;
 
 /** out = sqrt(−2·log u1) · cos(fl(2π·u2)) in f64x2 (see the file comment). */
-function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void {
+function* boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): Generator<void> {
   const mul = () => f.v(V.f64Mul), add = () => f.v(V.f64Add), sub = () => f.v(V.f64Sub);
   const k = (x: number) => f.f64x2(x);
   // log(u1), fdlibm: u1 = 2^k·(1 + f) with 1 + f in [√2/2, √2).
   f.get(u1).i64x2(0x000fffffffffffffn).v(V.and).set(t.m);
+  yield;
   f.get(t.m).i64x2(0x00095f6400000000n).v(V.i64Add).i64x2(0x0010000000000000n).v(V.and).set(t.i);
+  yield;
   f.get(t.m).get(t.i).i64x2(0x3ff0000000000000n).v(V.xor).v(V.or);
   k(1);
   sub();
   f.set(t.fv);
+  yield;
   // dk = k as f64: (biased exponent + i's bit) | 2^52's bits is 2^52 + that, exactly.
   f.get(u1).i32(52).v(V.i64ShrU).get(t.i).i32(52).v(V.i64ShrU).v(V.i64Add);
   f.i64x2(0x4330000000000000n).v(V.or);
   k(2 ** 52 + 1023);
   sub();
   f.set(t.dk);
+  yield;
   // fdlibm's choice of formula: hx (the high mantissa bits) in (0x6147a, 0x6b851).
   f.get(t.m).i32(32).v(V.i64ShrU).tee(t.bits).i64x2(0x6147an).v(V.i64Sub);
   f.i64x2(0x6b851n).get(t.bits).v(V.i64Sub).v(V.or).i64x2(0n).v(V.i64GtS).set(t.cond);
+  yield;
   // s = f/(2+f), z = s², w = z², R = t2 + t1.
   f.get(t.fv).get(t.fv);
   k(2);
@@ -492,6 +571,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.tee(t.z).get(t.z);
   mul();
   f.set(t.w);
+  yield;
   // t2 = z·(Lg1 + w·(Lg3 + w·(Lg5 + w·Lg7)))
   f.get(t.z);
   k(LG[0]!);
@@ -512,6 +592,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   mul(), add(), mul(), add(), mul();
   add();
   f.set(t.R);
+  yield;
   // hfsq = 0.5·f·f
   k(0.5);
   f.get(t.fv);
@@ -519,6 +600,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.get(t.fv);
   mul();
   f.set(t.hfsq);
+  yield;
   // A: dk·ln2_hi − ((hfsq − (s·(hfsq + R) + dk·ln2_lo)) − f)
   f.get(t.dk);
   k(LN2_HI);
@@ -546,6 +628,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   k(-2);
   mul();
   f.v(V.f64Sqrt).set(t.rb);
+  yield;
 
   // x = fl(2π·u2); n = nearest(x·2/π); (y0, y1) = x − n·π/2 (fdlibm's second step always).
   f.get(u2);
@@ -555,17 +638,21 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   k(INVPIO2);
   mul();
   f.v(V.f64Nearest).set(t.n);
+  yield;
   f.get(t.x).get(t.n);
   k(PIO2_1);
   mul(), sub();
   f.set(t.t); // r, exact
+  yield;
   f.get(t.n);
   k(PIO2_2);
   mul();
   f.set(t.w);
+  yield;
   f.get(t.t).get(t.w);
   sub();
   f.set(t.rr); // r = t − w
+  yield;
   // w = n·pio2_2t − ((t − r) − w)
   f.get(t.n);
   k(PIO2_2T);
@@ -575,14 +662,17 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.get(t.w);
   sub(), sub();
   f.set(t.w);
+  yield;
   f.get(t.rr).get(t.w);
   sub();
   f.set(t.y0);
+  yield;
   f.get(t.rr).get(t.y0);
   sub();
   f.get(t.w);
   sub();
   f.set(t.y1);
+  yield;
   // z = y0², and kcos: w = z², r = z(C1 + z(C2 + zC3)) + w²(C4 + z(C5 + zC6)),
   // hz = z/2, ww = 1 − hz, ww + (((1 − ww) − hz) + (z·r − y0·y1)).
   f.get(t.y0).get(t.y0);
@@ -590,6 +680,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.tee(t.z).get(t.z);
   mul();
   f.set(t.s); // w
+  yield;
   f.get(t.z);
   k(C[0]!);
   f.get(t.z);
@@ -606,10 +697,12 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   k(C[5]!);
   mul(), add(), mul(), add(), mul(), add();
   f.set(t.R); // r
+  yield;
   k(0.5);
   f.get(t.z);
   mul();
   f.set(t.hfsq); // hz
+  yield;
   k(1);
   f.get(t.hfsq);
   sub();
@@ -624,10 +717,12 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.get(t.y0).get(t.y1);
   mul(), sub(), add(), add();
   f.set(t.kc);
+  yield;
   // ksin: v = z·y0, r = S2 + z(S3 + z(S4 + z(S5 + zS6))), y0 − ((z(y1/2 − v·r) − y1) − v·S1).
   f.get(t.z).get(t.y0);
   mul();
   f.set(t.v);
+  yield;
   k(S[1]!);
   f.get(t.z);
   k(S[2]!);
@@ -639,6 +734,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   k(S[5]!);
   mul(), add(), mul(), add(), mul(), add(), mul(), add();
   f.set(t.R);
+  yield;
   f.get(t.y0).get(t.z);
   k(0.5);
   f.get(t.y1);
@@ -651,6 +747,7 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   k(S[0]!);
   mul(), sub(), sub();
   f.set(t.ks);
+  yield;
   // cos x by quadrant n (0..4): cos, −sin, −cos, sin, cos.
   f.get(t.ks).get(t.kc);
   f.get(t.n);
@@ -663,7 +760,10 @@ function boxMuller(f: Code, u1: number, u2: number, out: number, t: Temps): void
   f.v(V.f64Eq).get(t.n);
   k(2);
   f.v(V.f64Eq).v(V.or).i64x2(0x8000000000000000n).v(V.and).v(V.xor);
-  f.get(t.rb);
+  f.set(t.lg);
+  yield;
+  f.get(t.lg).get(t.rb);
   mul();
   f.set(out);
+  yield;
 }

@@ -28,6 +28,13 @@ import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
 import { ATTN_R, GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import { Arena } from "./wasm_arena.ts";
 import {
+  RANDOM_CONST_WORDS,
+  randomCost,
+  randomGroup,
+  randomModule,
+} from "../../kernels/wasm_random.ts";
+import { randomElement, type RandomKind, type RandomState, randomStream } from "../philox.ts";
+import {
   compileSimd,
   type SimdAccess,
   simdCost,
@@ -571,6 +578,9 @@ const LN_COST = 8;
 // Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
+// Room for this many indices of normals whose f32 rounding the kernel could not decide (see
+// kernels/wasm_random.ts; ~1.4e-6 of them): past it the whole stream is recomputed in JavaScript.
+const RANDOM_FLAGS = 252;
 const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
 /** An f32's bits as an i32 (every kernel argument is an i32, so one worker protocol fits all). */
 function f32Bits(x: number): number {
@@ -1433,6 +1443,7 @@ export class WasmBackend extends CpuBackend {
   readonly #gemm: Gemm;
   readonly #kernels = new Map<string, Kernel>();
   readonly #simdKernels = new Map<string, JitKernel>();
+  readonly #randomKernels = new Map<RandomKind, JitKernel>();
   readonly #splitWork: number;
 
   private constructor(gemm: Gemm, splitWork: number) {
@@ -1967,6 +1978,67 @@ export class WasmBackend extends CpuBackend {
     );
     this.free(acc);
     return out!;
+  }
+
+  /**
+   * A Philox stream by a SIMD kernel (kernels/wasm_random.ts): `randomStream`'s elements bit
+   * for bit, the normals' rare undecided f32 roundings recomputed by `randomElement`. Big
+   * calls (normals from ~8k) split in chunks across the threads, like elementwise calls. Even
+   * a few elements: ~1.6–2 µs a call, as randomStream's for 4 uniforms or 8 normals (2.5
+   * against 5.6 for 64 normals, 3.9 against 11.6 for 1024 uniforms).
+   */
+  override random(kind: RandomKind, size: number, st: RandomState): Storage {
+    if (size === 0) return super.random(kind, size, st);
+    let kernel = this.#randomKernels.get(kind);
+    if (!kernel) {
+      const bytes = randomModule(kind);
+      const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
+        env: { mem: this.#gemm.memory },
+      });
+      // Ids below 0: the workers cache compiled kernels by id with the elementwise ones (≥ 0).
+      const id = -1 - ["bits", "uniform", "normal"].indexOf(kind);
+      kernel = { run: inst.exports.k as (...a: number[]) => void, bytes, id, cost: randomCost(kind) };
+      this.#randomKernels.set(kind, kernel);
+    }
+    const group = randomGroup(kind), total = (size + 3) >> 2;
+    // The kernel writes whole groups: up to group − 1 floats past `size`.
+    const o = this.#gemm.out(size, Math.ceil(size / group) * group);
+    const parts = size * (kernel.cost - EW_MEMORY_COST) < this.#splitWork
+      ? 1
+      : Math.min(this.#gemm.parts, total);
+    // Items of 4 elements: the output advances 16 bytes, and so does the second pointer, which
+    // the kernel reads as 4 × the index of its first element.
+    const call: JitCall = {
+      base: [],
+      step: [16, 16, 0],
+      total,
+      flat: true,
+      n: size,
+      cols: size,
+      itemWork: 4 * kernel.cost,
+    };
+    // Scratch: room for a group past an output copied out of it, the constant block, runJit's.
+    const words = up4(RANDOM_CONST_WORDS + RANDOM_FLAGS);
+    const fr = this.#gemm.frame([], [o], 16 + words + Gemm.jitScratch(kernel, call, parts));
+    const cp = fr.scratch + 16;
+    const block = new Int32Array(this.#gemm.memory.buffer, cp * 4, words);
+    block.set([st.key[0], st.key[1], st.counter[0], st.counter[1], 0, RANDOM_FLAGS]);
+    call.base = [fr.outs[0]! * 4, 0, cp * 4];
+    this.#gemm.runJit(kernel, call, parts, cp + words);
+    const flagged = Atomics.load(block, 4);
+    fr.finish();
+    if (flagged > 0) {
+      // A worker still in a chunk the caller redid rewrites the kernel's values: wait for it.
+      this.#gemm.settle();
+      if (flagged > RANDOM_FLAGS) o.set(randomStream(kind, size, st));
+      else {
+        for (let j = 0; j < flagged; j++) {
+          const i = block[RANDOM_CONST_WORDS + j]!;
+          if (i < size) o[i] = randomElement(kind, i, st);
+        }
+      }
+    }
+    return this.wrap(o);
   }
 }
 
