@@ -9,13 +9,19 @@
  * `sqrt(−2·log u1) · cos(fl(2π·u2))`, log by fdlibm's e_log.c and cos by fdlibm's reduction (two
  * Cody–Waite steps, 118 bits of π/2) and FreeBSD's k_cos.c / k_sin.c, then rounded to f32. Those
  * are not the engine's `Math.log` / `Math.cos`, so the f64 product may differ from JavaScript's in
- * its last bits (measured over every one of the 2^24 values each factor can take, see
- * bench/random_ab.ts `--exhaustive`: log and cos within 1 ulp of V8's). The f32 rounding hides
- * that except when the product lies within that difference of a rounding boundary between two
- * f32s: each normal is rounded at v·(1 − ε) and v·(1 + ε) (ε = {@linkcode RANDOM_EPS}, 2^-44,
- * ~500 times the difference), and where the two f32s differ its index goes to a list that the
- * caller recomputes in JavaScript (`randomElement`): ~1.4e-6 of the elements, 0.07 of a DiT
- * step's 50,176.
+ * its last bits: over every one of the 2^24 values each factor can take (bench/random_factors.ts),
+ * sqrt(−2·log u1) differs from V8's in 3.6 % of them and cos in 3.1 %, each by one ulp (2^-52
+ * relative at most). The f32 rounding hides that except where the product lies that close to a
+ * boundary between two f32 roundings: each normal is rounded at v·(1 − ε) and v·(1 + ε)
+ * (ε = {@linkcode RANDOM_EPS}, 2^-44, 256 times the factors' largest difference), and where the
+ * two f32s differ the kernel writes NaN and appends the index to a list, for the caller to
+ * recompute in JavaScript (`randomElement`): 1.35e-6 of them (1,419 in 2^30 normals), 0.07 of
+ * a DiT step's 50,176. (An f32 Box–Muller would cost less but be a few ulp off: the CPU and
+ * `wasm` backends have drawn the same noise so far, so a run or a test moved from one to the
+ * other sees the same draws.)
+ *
+ * Speed (one thread, 50,176 normals): ~0.82 ms against randomStream's ~2.6; Philox is ~0.22 of
+ * it, log and cos ~0.3 each.
  *
  * The function `k(out, idx, cp, one, n)` writes elements [s, s + n) of the stream at byte `out`
  * (whole groups of 8 normals or 16 uniforms: up to 15 floats past n), where s = idx / 4 is a
@@ -31,7 +37,8 @@ const M0 = 0xd2511f53, M1 = 0xcd9e8d57, W0 = 0x9e3779b9, W1 = 0xbb67ae85;
 
 /**
  * The relative margin around a normal's f64 value inside which its f32 rounding is checked:
- * 2^-44, against a measured difference from JavaScript's product of ≤ 2^-51.
+ * 2^-44, against a difference from JavaScript's product of at most ~2^-51 (two factors each
+ * within 2^-52 of V8's, and one rounding).
  *
  * @example
  * ```ts
@@ -528,8 +535,29 @@ function emitNormals(f: Code, r: NormalRegs): void {
 }
 
 const TEMP_NAMES = [
-  "bits", "m", "i", "fv", "s", "z", "w", "R", "hfsq", "dk", "cond", "lg", "rb", "x", "n", "rr",
-  "t", "ww", "y0", "y1", "kc", "ks", "v",
+  "bits",
+  "m",
+  "i",
+  "fv",
+  "s",
+  "z",
+  "w",
+  "R",
+  "hfsq",
+  "dk",
+  "cond",
+  "lg",
+  "rb",
+  "x",
+  "n",
+  "rr",
+  "t",
+  "ww",
+  "y0",
+  "y1",
+  "kc",
+  "ks",
+  "v",
 ] as const;
 type Temps = Record<(typeof TEMP_NAMES)[number], number>;
 // Pairs of normals computed interleaved, statement by statement: one pair is a chain of

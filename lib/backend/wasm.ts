@@ -10,7 +10,8 @@
  * without a vector form, one JavaScript loop (V8 inlines the op table's functions into it).
  * The backend's arrays are views of the same WebAssembly memory (lib/backend/wasm_arena.ts), so
  * kernels read their inputs and write their results in place; arrays from elsewhere (and past
- * `arenaBytes`) are copied into a call's scratch. Everything else is the CPU backend's.
+ * `arenaBytes`) are copied into a call's scratch. Random streams come from a SIMD Philox kernel
+ * (kernels/wasm_random.ts) with the CPU backend's bits. Everything else is the CPU backend's.
  * Elementwise results and sums are bit-identical to the CPU backend for exact ops (the same
  * f32 rounding per node, the same f64 summation order; transcendentals within a few ulp);
  * matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
@@ -1408,7 +1409,8 @@ export interface WasmBackendOptions {
    */
   threads?: number;
   /**
-   * Elementwise calls with less work than this stay on the calling thread. Work is elements
+   * Elementwise calls (and random streams) with less work than this stay on the calling
+   * thread. Work is elements
    * times a per-element cost beyond memory traffic: ~1 per cheap vector op, 16 per exp-based
    * one (tanh, sigmoid, GELU …), minus 8 (the loads and stores; a DAG of a few adds never
    * splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
@@ -1997,7 +1999,12 @@ export class WasmBackend extends CpuBackend {
       });
       // Ids below 0: the workers cache compiled kernels by id with the elementwise ones (≥ 0).
       const id = -1 - ["bits", "uniform", "normal"].indexOf(kind);
-      kernel = { run: inst.exports.k as (...a: number[]) => void, bytes, id, cost: randomCost(kind) };
+      kernel = {
+        run: inst.exports.k as (...a: number[]) => void,
+        bytes,
+        id,
+        cost: randomCost(kind),
+      };
       this.#randomKernels.set(kind, kernel);
     }
     const group = randomGroup(kind), total = (size + 3) >> 2;

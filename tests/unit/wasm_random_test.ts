@@ -142,7 +142,8 @@ Deno.test("wasm random kernel: sqrt(−2·log u1) and cos(2π·u2) within 2^-51 
   for (let i = 0; i < n; i++) {
     const m = u[i]! >>> 8, j = i >> 1, l = i & 1;
     const r = out[6 * j + l]!, c = out[6 * j + 2 + l]!, p = out[6 * j + 4 + l]!;
-    const rj = Math.sqrt(-2 * Math.log((m + 1) / 2 ** 24)), cj = Math.cos(2 * Math.PI * m / 2 ** 24);
+    const rj = Math.sqrt(-2 * Math.log((m + 1) / 2 ** 24)),
+      cj = Math.cos(2 * Math.PI * m / 2 ** 24);
     if (rj === 0) assert.ok(Object.is(r, rj), `sqrt(−2·log 1) is ${rj}, got ${r}`);
     else worst = Math.max(worst, Math.abs(r - rj) / rj);
     worst = Math.max(worst, Math.abs(c - cj) / Math.abs(cj));
