@@ -1410,10 +1410,9 @@ export interface WasmBackendOptions {
   threads?: number;
   /**
    * Elementwise calls (and random streams) with less work than this stay on the calling
-   * thread. Work is elements
-   * times a per-element cost beyond memory traffic: ~1 per cheap vector op, 16 per exp-based
-   * one (tanh, sigmoid, GELU …), minus 8 (the loads and stores; a DAG of a few adds never
-   * splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
+   * thread. Work is elements times a per-element cost beyond memory traffic: ~1 per cheap
+   * vector op, 16 per exp-based one (tanh, sigmoid, GELU …), 128 per normal, minus 8 (the loads
+   * and stores; a DAG of a few adds never splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
    * call of more than one 4-float vector (or row).
    */
   elementwiseSplitWork?: number;
@@ -1985,7 +1984,7 @@ export class WasmBackend extends CpuBackend {
   /**
    * A Philox stream by a SIMD kernel (kernels/wasm_random.ts): `randomStream`'s elements bit
    * for bit, the normals' rare undecided f32 roundings recomputed by `randomElement`. Big
-   * calls (normals from ~8k) split in chunks across the threads, like elementwise calls. Even
+   * calls (normals from ~8.7k) split in chunks across the threads, like elementwise calls. Even
    * a few elements: ~1.6–2 µs a call, as randomStream's for 4 uniforms or 8 normals (2.5
    * against 5.6 for 64 normals, 3.9 against 11.6 for 1024 uniforms).
    */
