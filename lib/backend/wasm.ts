@@ -1412,8 +1412,8 @@ export interface WasmBackendOptions {
    * Elementwise calls (and random streams) with less work than this stay on the calling
    * thread. Work is elements times a per-element cost beyond memory traffic: ~1 per cheap
    * vector op, 16 per exp-based one (tanh, sigmoid, GELU …), 128 per normal, minus 8 (the loads
-   * and stores; a DAG of a few adds never splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
-   * call of more than one 4-float vector (or row).
+   * and stores; a DAG of a few adds never splits). Default 2^20 (GELU over ~100k elements,
+   * ~0.4 ms of one thread); 0 splits every call of more than one 4-float vector (or row).
    */
   elementwiseSplitWork?: number;
   /**
