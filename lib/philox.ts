@@ -221,7 +221,8 @@ const STREAM_WORDS = new Uint32Array(16);
 
 /**
  * A whole stream of `size` elements of `kind` from `st`, element `i` as `randomElement`
- * defines it, bit for bit: the CPU and `wasm` backends' `random`. Computed four blocks at a
+ * defines it, bit for bit: the CPU backend's `random` (the `wasm` backend's kernel,
+ * kernels/wasm_random.ts, gives the same bits). Computed four blocks at a
  * time without allocating (a tail's unused blocks are computed and dropped), since a training
  * step draws tens of thousands of normals through it.
  *

@@ -10,7 +10,8 @@
  * without a vector form, one JavaScript loop (V8 inlines the op table's functions into it).
  * The backend's arrays are views of the same WebAssembly memory (lib/backend/wasm_arena.ts), so
  * kernels read their inputs and write their results in place; arrays from elsewhere (and past
- * `arenaBytes`) are copied into a call's scratch. Everything else is the CPU backend's.
+ * `arenaBytes`) are copied into a call's scratch. Random streams come from a SIMD Philox kernel
+ * (kernels/wasm_random.ts) with the CPU backend's bits. Everything else is the CPU backend's.
  * Elementwise results and sums are bit-identical to the CPU backend for exact ops (the same
  * f32 rounding per node, the same f64 summation order; transcendentals within a few ulp);
  * matmul and attention accumulate in f32 in a different order, like the WebGPU kernels.
@@ -27,6 +28,13 @@ import { stridesOf } from "../shape.ts";
 import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
 import { ATTN_R, GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import { Arena } from "./wasm_arena.ts";
+import {
+  RANDOM_CONST_WORDS,
+  randomCost,
+  randomGroup,
+  randomModule,
+} from "../../kernels/wasm_random.ts";
+import { randomElement, type RandomKind, type RandomState, randomStream } from "../philox.ts";
 import {
   compileSimd,
   type SimdAccess,
@@ -571,6 +579,9 @@ const LN_COST = 8;
 // Query rows per block of the attention backward (its P, dS, dSᵀ scratch is 3 · this · n floats).
 const ATTN_ROW_BLOCK = 64;
 const up4 = (k: number) => (k + 3) & ~3;
+// Room for this many indices of normals whose f32 rounding the kernel could not decide (see
+// kernels/wasm_random.ts; ~1.4e-6 of them): past it the whole stream is recomputed in JavaScript.
+const RANDOM_FLAGS = 252;
 const bitsF32 = new Float32Array(1), bitsI32 = new Int32Array(bitsF32.buffer);
 /** An f32's bits as an i32 (every kernel argument is an i32, so one worker protocol fits all). */
 function f32Bits(x: number): number {
@@ -1398,11 +1409,11 @@ export interface WasmBackendOptions {
    */
   threads?: number;
   /**
-   * Elementwise calls with less work than this stay on the calling thread. Work is elements
-   * times a per-element cost beyond memory traffic: ~1 per cheap vector op, 16 per exp-based
-   * one (tanh, sigmoid, GELU …), minus 8 (the loads and stores; a DAG of a few adds never
-   * splits). Default 2^20 (GELU over ~100k elements, ~0.4 ms of one thread); 0 splits every
-   * call of more than one 4-float vector (or row).
+   * Elementwise calls (and random streams) with less work than this stay on the calling
+   * thread. Work is elements times a per-element cost beyond memory traffic: ~1 per cheap
+   * vector op, 16 per exp-based one (tanh, sigmoid, GELU …), 128 per normal, minus 8 (the loads
+   * and stores; a DAG of a few adds never splits). Default 2^20 (GELU over ~100k elements,
+   * ~0.4 ms of one thread); 0 splits every call of more than one 4-float vector (or row).
    */
   elementwiseSplitWork?: number;
   /**
@@ -1433,6 +1444,7 @@ export class WasmBackend extends CpuBackend {
   readonly #gemm: Gemm;
   readonly #kernels = new Map<string, Kernel>();
   readonly #simdKernels = new Map<string, JitKernel>();
+  readonly #randomKernels = new Map<RandomKind, JitKernel>();
   readonly #splitWork: number;
 
   private constructor(gemm: Gemm, splitWork: number) {
@@ -1967,6 +1979,72 @@ export class WasmBackend extends CpuBackend {
     );
     this.free(acc);
     return out!;
+  }
+
+  /**
+   * A Philox stream by a SIMD kernel (kernels/wasm_random.ts): `randomStream`'s elements bit
+   * for bit, the normals' rare undecided f32 roundings recomputed by `randomElement`. Big
+   * calls (normals from ~8.7k) split in chunks across the threads, like elementwise calls. Even
+   * a few elements: ~1.6–2 µs a call, as randomStream's for 4 uniforms or 8 normals (2.5
+   * against 5.6 for 64 normals, 3.9 against 11.6 for 1024 uniforms).
+   */
+  override random(kind: RandomKind, size: number, st: RandomState): Storage {
+    if (size === 0) return super.random(kind, size, st);
+    let kernel = this.#randomKernels.get(kind);
+    if (!kernel) {
+      const bytes = randomModule(kind);
+      const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
+        env: { mem: this.#gemm.memory },
+      });
+      // Ids below 0: the workers cache compiled kernels by id with the elementwise ones (≥ 0).
+      const id = -1 - ["bits", "uniform", "normal"].indexOf(kind);
+      kernel = {
+        run: inst.exports.k as (...a: number[]) => void,
+        bytes,
+        id,
+        cost: randomCost(kind),
+      };
+      this.#randomKernels.set(kind, kernel);
+    }
+    const group = randomGroup(kind), total = (size + 3) >> 2;
+    // The kernel writes whole groups: up to group − 1 floats past `size`.
+    const o = this.#gemm.out(size, Math.ceil(size / group) * group);
+    const parts = size * (kernel.cost - EW_MEMORY_COST) < this.#splitWork
+      ? 1
+      : Math.min(this.#gemm.parts, total);
+    // Items of 4 elements: the output advances 16 bytes, and so does the second pointer, which
+    // the kernel reads as 4 × the index of its first element.
+    const call: JitCall = {
+      base: [],
+      step: [16, 16, 0],
+      total,
+      flat: true,
+      n: size,
+      cols: size,
+      itemWork: 4 * kernel.cost,
+    };
+    // Scratch: room for a group past an output copied out of it, the constant block, runJit's.
+    const words = up4(RANDOM_CONST_WORDS + RANDOM_FLAGS);
+    const fr = this.#gemm.frame([], [o], 16 + words + Gemm.jitScratch(kernel, call, parts));
+    const cp = fr.scratch + 16;
+    const block = new Int32Array(this.#gemm.memory.buffer, cp * 4, words);
+    block.set([st.key[0], st.key[1], st.counter[0], st.counter[1], 0, RANDOM_FLAGS]);
+    call.base = [fr.outs[0]! * 4, 0, cp * 4];
+    this.#gemm.runJit(kernel, call, parts, cp + words);
+    const flagged = Atomics.load(block, 4);
+    fr.finish();
+    if (flagged > 0) {
+      // A worker still in a chunk the caller redid rewrites the kernel's values: wait for it.
+      this.#gemm.settle();
+      if (flagged > RANDOM_FLAGS) o.set(randomStream(kind, size, st));
+      else {
+        for (let j = 0; j < flagged; j++) {
+          const i = block[RANDOM_CONST_WORDS + j]!;
+          if (i < size) o[i] = randomElement(kind, i, st);
+        }
+      }
+    }
+    return this.wrap(o);
   }
 }
 
