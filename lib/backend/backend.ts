@@ -197,6 +197,21 @@ export interface Backend {
     t: number,
     d: number,
   ): [Storage, Storage, Storage];
+  /**
+   * The gradients of a gated residual `out = x + g·a` (per-sample gate `g [b, d]` broadcast over
+   * the t tokens of `a [b, t, d]`, DiT's AdaLN-Zero branches) given the cotangent `dy [b, t, d]`:
+   * `da[i, j, :] = g[i, :]·dy[i, j, :]` and the token sums `dg[i, :] = Σ_j a[i, j, :]·dy[i, j, :]`
+   * (each product rounded to f32, as an elementwise multiply would). Returns `[da, dg]` (dx is dy
+   * itself). One pass over a and dy on `wasm`.
+   */
+  gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage];
   /** dst[view dstView] = src[view srcView]; both views have the same shape. */
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void;
   /** out = x indexed along `axis` by `idx` (f32 integer values). */

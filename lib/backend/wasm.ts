@@ -28,6 +28,7 @@ import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
 import { ATTN_R, GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import { Arena } from "./wasm_arena.ts";
 import {
+  compileGatedBackward,
   compileSimd,
   type SimdAccess,
   simdCost,
@@ -1748,6 +1749,56 @@ export class WasmBackend extends CpuBackend {
       w,
     );
     return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
+  }
+
+  /**
+   * The gated residual's backward as one compiled kernel (wasm_jit.ts compileGatedBackward, one
+   * per token count): da = g·dy and the token sums dg in one pass over a and dy, samples split
+   * across the threads in chunks (runJit) only when elementwise calls of its cost would be. Each dg
+   * element is summed by one thread in token order: the same bits on any number of threads.
+   * Widths that are not a multiple of 4 (and empty calls) take the CPU backend's loops.
+   */
+  override gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    w: number,
+  ): [Storage, Storage] {
+    if (w % 4 !== 0 || b * t * w === 0) return super.gatedResidualBackward(g, a, dy, b, t, w);
+    const key = `gatedResidualBackward;${t}`;
+    let kernel = this.#simdKernels.get(key);
+    if (!kernel) {
+      const k = compileGatedBackward(t, this.#gemm.memory);
+      // cost: per element 2 loads, a store, 2 multiplies and an add.
+      kernel = { ...k, id: this.#simdKernels.size, cost: 6 };
+      this.#simdKernels.set(key, kernel);
+    }
+    const n = b * t * w;
+    const da = this.#gemm.out(n), dg = this.#gemm.out(b * w);
+    const call: JitCall = {
+      base: [],
+      step: [4 * w, 4 * t * w, 4 * t * w, 4 * t * w, 4 * w, 0],
+      total: b,
+      flat: false,
+      n,
+      cols: w,
+      itemWork: t * w * kernel.cost,
+    };
+    // Memory-bound, so not split (as elementwise calls; see EW_MEMORY_COST): at [64, 49, 128]
+    // (bench/gated_ab.ts) two threads took the same wall time as one at twice the CPU time.
+    const work = n * Math.max(0, kernel.cost - EW_MEMORY_COST);
+    const parts = work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, b);
+    const fr = this.#gemm.frame(
+      [{ a: d(g), len: b * w }, { a: d(a), len: n }, { a: d(dy), len: n }],
+      [da, dg],
+      4 + Gemm.jitScratch(kernel, call, parts),
+    );
+    call.base = [...fr.ins, ...fr.outs, fr.scratch].map((p) => p * 4);
+    this.#gemm.runJit(kernel, call, parts, fr.scratch + 4);
+    fr.finish();
+    return [this.wrap(da), this.wrap(dg)];
   }
 
   /**

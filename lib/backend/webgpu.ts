@@ -942,6 +942,32 @@ export class WebGPUBackend implements Backend {
     return [dx, dsh, dsc];
   }
 
+  gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage] {
+    // The unfused ops' kernels (g·dy and a·dy in one elementwise dispatch, then the token sum):
+    // two dispatches, as before the fused op existed.
+    const shape = [b, t, d], dense = [t * d, d, 1];
+    const [ga, gd, gy]: Expr[] = [0, 1, 2].map((index) => ({ kind: "input", index }));
+    const [da, ady] = this.elementwise(
+      [
+        { kind: "binary", op: "mul", a: ga!, b: gy! },
+        { kind: "binary", op: "mul", a: gd!, b: gy! },
+      ],
+      [g, a, dy],
+      [[d, 0, 1], dense, dense],
+      shape,
+    ) as [Storage, Storage];
+    const dg = this.reduce("sum", ady, shape, [1]);
+    this.free(ady);
+    return [da, dg];
+  }
+
   random(kind: RandomKind, size: number, state: RandomState): Storage {
     const out = this.#new(size);
     if (size === 0) return out;
