@@ -39,7 +39,7 @@ if (import.meta.main) {
   const host = [floats(B * D, 1), floats(n, 2), floats(n, 3), floats(n, 4)];
   const on = (be: WasmBackend) => host.map((h) => be.upload(h));
   const [g1, a1, y1, x1] = on(one) as Storage[];
-  const [g2, a2, y2, x2] = on(two) as Storage[];
+  const [g2, a2, y2] = on(two) as Storage[];
   const unfusedBwd = (be: WasmBackend, g: Storage, a: Storage, dy: Storage) => {
     const [da, ady] = be.elementwise([mul(i0!, i2!), mul(i1!, i2!)], [g, a, dy], [
       gate,
