@@ -36,12 +36,22 @@ function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[])
     if (!g) continue;
     if (!want.has(node.out)) cot.delete(node.out);
     const need = node.inputs.map((x) => x._tapes?.has(tape.id) === true);
-    const gs = node.vjp(g, need);
+    // A rule that accumulates gets the cotangents so far of the inputs it lists (an input passed
+    // twice: at its first position only) and returns their totals, so the add below disappears
+    // into its kernel (DiT's residual stream: dy + the LayerNorm backward's dx).
+    const acc = node.accumulates
+      ? node.inputs.map((x, j) =>
+        need[j] && node.accumulates!.includes(j) && node.inputs.indexOf(x) === j
+          ? cot.get(x) ?? null
+          : null
+      )
+      : undefined;
+    const gs = acc ? node.vjp(g, need, acc) : node.vjp(g, need);
     node.inputs.forEach((x, j) => {
       const gx = gs[j];
       if (!gx || !x._tapes?.has(tape.id)) return;
       const prev = cot.get(x);
-      cot.set(x, prev ? binary("add", prev, gx) : gx);
+      cot.set(x, prev && !acc?.[j] ? binary("add", prev, gx) : gx);
     });
   }
   return wrt.map((w) => cot.get(w) ?? zerosOn(w.backend, w.shape));

@@ -499,8 +499,9 @@ export class CpuBackend implements Backend {
     b: number,
     t: number,
     w: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
-    const xs = d(x), sc = d(scale), st = d(stats), g = d(dy);
+    const xs = d(x), sc = d(scale), st = d(stats), g = d(dy), ac = acc ? d(acc) : null;
     const dx = new Float32Array(b * t * w);
     const dsh = new Float64Array(b * w), dsc = new Float64Array(b * w);
     const gs = new Float64Array(w), xh = new Float64Array(w);
@@ -521,6 +522,7 @@ export class CpuBackend implements Backend {
         a /= w;
         bb /= w;
         for (let c = 0; c < w; c++) dx[o + c] = r * (gs[c]! - a - xh[c]! * bb);
+        if (ac) { for (let c = 0; c < w; c++) dx[o + c]! += ac[o + c]!; }
       }
     }
     return [this.wrap(dx), this.wrap(Float32Array.from(dsh)), this.wrap(Float32Array.from(dsc))];

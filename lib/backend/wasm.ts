@@ -1352,8 +1352,9 @@ class Gemm {
   }
 
   /**
-   * LayerNorm + AdaLN modulation backward (kernels/wasm_gemm.ts `ln_mod_bwd`): dx [b, t, d],
-   * dshift and dscale [b, d]; each thread's samples own their rows of dshift and dscale.
+   * LayerNorm + AdaLN modulation backward (kernels/wasm_gemm.ts `ln_mod_bwd`): dx [b, t, d]
+   * (dx + acc with `acc`), dshift and dscale [b, d]; each thread's samples own their rows of
+   * dshift and dscale.
    */
   layerNormModulateBackward(
     x: Float32Array,
@@ -1363,15 +1364,22 @@ class Gemm {
     b: number,
     t: number,
     d: number,
+    acc: Float32Array | null = null,
   ): [Float32Array, Float32Array, Float32Array] {
     const rows = b * t, n = rows * d, p = b * d;
     const dx = this.out(n), dsh = this.out(p), dsc = this.out(p);
     const fr = this.frame(
-      [{ a: x, len: n }, { a: sc, len: p }, { a: st, len: 2 * rows }, { a: dy, len: n }],
+      [
+        { a: x, len: n },
+        { a: sc, len: p },
+        { a: st, len: 2 * rows },
+        { a: dy, len: n },
+        ...(acc ? [{ a: acc, len: n }] : []),
+      ],
       [dx, dsh, dsc],
       0,
     );
-    const [X, SC, ST, G] = fr.ins as [number, number, number, number];
+    const [X, SC, ST, G, ACC = 0] = fr.ins as [number, number, number, number, number?];
     const [DX, DSH, DSC] = fr.outs as [number, number, number];
     this.#split(kernelIndex("ln_mod_bwd"), this.#lnBwd, b, this.#lnParts(2 * n, b), (lo, hi) => [
       X * 4,
@@ -1385,6 +1393,8 @@ class Gemm {
       d,
       lo,
       hi,
+      // Always passed: a worker calls with its control block's 14 words, stale past a call's own.
+      ACC * 4,
     ]);
     fr.finish();
     return [dx, dsh, dsc];
@@ -1735,9 +1745,10 @@ export class WasmBackend extends CpuBackend {
     b: number,
     t: number,
     w: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
     if (w % 4 !== 0 || b * t * w === 0) {
-      return super.layerNormModulateBackward(x, scale, stats, dy, b, t, w);
+      return super.layerNormModulateBackward(x, scale, stats, dy, b, t, w, acc);
     }
     const [dx, dsh, dsc] = this.#gemm.layerNormModulateBackward(
       d(x),
@@ -1747,6 +1758,7 @@ export class WasmBackend extends CpuBackend {
       b,
       t,
       w,
+      acc ? d(acc) : null,
     );
     return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
   }

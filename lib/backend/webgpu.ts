@@ -910,7 +910,21 @@ export class WebGPUBackend implements Backend {
     b: number,
     t: number,
     d: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
+    if (acc) {
+      // The sum as its own dispatch (what the tape's add was): the rows kernel stays as it is.
+      const [dx0, dsh, dsc] = this.layerNormModulateBackward(x, scale, stats, dy, b, t, d);
+      const [i0, i1]: Expr[] = [0, 1].map((index) => ({ kind: "input", index }));
+      const [dx] = this.elementwise(
+        [{ kind: "binary", op: "add", a: i0!, b: i1! }],
+        [dx0, acc],
+        [[1], [1]],
+        [b * t * d],
+      );
+      this.free(dx0);
+      return [dx!, dsh, dsc];
+    }
     const xb = this.#buf(x, "x"), scb = this.#buf(scale, "scale");
     const stb = this.#buf(stats, "stats"), gb = this.#buf(dy, "dy");
     const rows = b * t;
