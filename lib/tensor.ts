@@ -399,7 +399,7 @@ export function attachRules(out: Tensor, inputs: readonly Tensor[], rules: PrimR
           out,
           inputs: [...inputs],
           vjp: rules.vjp,
-          ...(rules.accumulates ? { accumulates: rules.accumulates } : {}),
+          ...(rules.accumulates?.length ? { accumulates: rules.accumulates } : {}),
         });
         // Untracked inputs (constants, masks) are read by the vjp rule during the backward
         // pass, so a tidy or dispose inside the differentiated function must not free them.
