@@ -3,7 +3,8 @@
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
  * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
  * self-attention forward and backward by SIMD kernels of the same module on the same threads
- * (and LayerNorm + AdaLN modulation, split by sample),
+ * (and LayerNorm + AdaLN modulation, split by sample; the gated residual's backward is a kernel
+ * compiled at run time, lib/backend/wasm_jit.ts),
  * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per
  * structure into one `f32x4` WebAssembly function (lib/backend/wasm_jit.ts; big calls split in
  * chunks across the same threads, which compile the function from its bytes) or, for ops
@@ -1766,9 +1767,9 @@ export class WasmBackend extends CpuBackend {
   /**
    * The gated residual's backward as one compiled kernel (wasm_jit.ts compileGatedBackward, one
    * per token count): da = g·dy and the token sums dg in one pass over a and dy, samples split
-   * across the threads in chunks (runJit) only when elementwise calls of its cost would be. Each dg
-   * element is summed by one thread in token order: the same bits on any number of threads.
-   * Widths that are not a multiple of 4 (and empty calls) take the CPU backend's loops.
+   * across the threads in chunks (runJit) only when elementwise calls of its cost would be.
+   * Each dg element is summed by one thread in token order: the same bits on any number of
+   * threads. Widths that are not a multiple of 4 (and empty calls) take the CPU backend's loops.
    */
   override gatedResidualBackward(
     g: Storage,
