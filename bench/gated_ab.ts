@@ -3,10 +3,12 @@
  * on the `wasm` backend, alternating in one process: the backward as the unfused ops ran it (one
  * elementwise call writing g·dy and a·dy, then the token sum of a·dy) against the fused
  * `gatedResidualBackward` on one thread and split across two; the forward as a multiply then an
- * add against the one fused expression. At the DiT bench's shape by default ([64, 49, 128]).
+ * add against the one fused expression; the LayerNorm + modulate backward then the residual
+ * gradient's add against the backward adding it as it stores dx (`acc`). At the DiT bench's shape
+ * by default ([64, 49, 128]).
  * Median (and min) wall and process CPU ms per call over `--rounds` rounds of `--reps` calls,
- * the largest difference of the fused results from the unfused (da and the forward: 0; dg: f32
- * against f64 summation), then the load average.
+ * the largest difference of the fused results from the unfused (da, the forward and dx + acc: 0;
+ * dg: f32 against f64 summation), then the load average.
  *
  *   deno run --allow-read --allow-sys=loadavg,cpus bench/gated_ab.ts
  * @module
@@ -39,7 +41,7 @@ if (import.meta.main) {
   const host = [floats(B * D, 1), floats(n, 2), floats(n, 3), floats(n, 4)];
   const on = (be: WasmBackend) => host.map((h) => be.upload(h));
   const [g1, a1, y1, x1] = on(one) as Storage[];
-  const [g2, a2, y2] = on(two) as Storage[];
+  const [g2, a2, y2, x2] = on(two) as Storage[];
   const unfusedBwd = (be: WasmBackend, g: Storage, a: Storage, dy: Storage) => {
     const [da, ady] = be.elementwise([mul(i0!, i2!), mul(i1!, i2!)], [g, a, dy], [
       gate,
@@ -58,6 +60,24 @@ if (import.meta.main) {
   };
   const fusedFwd = (be: WasmBackend, x: Storage, g: Storage, a: Storage) =>
     be.elementwise([add(i0!, mul(i1!, i2!))], [x, g, a], [dense, gate, dense], shape);
+  const [lnY, lnSt] = two.layerNormModulate(x2!, g2!, g2!, B, T, D, 1e-6);
+  two.free(lnY);
+  const lnAdd = (be: WasmBackend, acc: boolean) => {
+    const [dx, dsh, dsc] = be.layerNormModulateBackward(
+      x2!,
+      g2!,
+      lnSt,
+      y2!,
+      B,
+      T,
+      D,
+      acc ? a2 : undefined,
+    );
+    if (acc) return [dx, dsh, dsc];
+    const [s] = be.elementwise([add(i0!, i1!)], [a2!, dx], [dense, dense], shape);
+    be.free(dx);
+    return [s!, dsh, dsc];
+  };
   const variants = [
     { name: "bwd unfused", f: () => unfusedBwd(one, g1, a1, y1), be: one },
     {
@@ -72,6 +92,10 @@ if (import.meta.main) {
     },
     { name: "fwd unfused", f: () => unfusedFwd(one, x1, g1, a1), be: one },
     { name: "fwd fused", f: () => fusedFwd(one, x1, g1, a1), be: one },
+    // The residual stream's gradient: the LayerNorm backward's dx, then the tape's add, against
+    // dx + acc added in the backward's store (both split over two threads, as in a DiT step).
+    { name: "ln bwd + add", f: () => lnAdd(two, false), be: two },
+    { name: "ln bwd (acc)", f: () => lnAdd(two, true), be: two },
   ];
   // Warm-up, and the results' differences.
   const res = variants.map((v) => v.f().map((s) => Float32Array.from(v.be.readSync(s))));
@@ -94,6 +118,7 @@ if (import.meta.main) {
     maxDiffDg: Math.max(diff(res[1]![1]!, res[0]![1]!), diff(res[2]![1]!, res[0]![1]!)),
     dgThreadsBitsEqual: res[1]![1]!.every((v, i) => Object.is(v, res[2]![1]![i])),
     maxDiffForward: diff(res[4]![0]!, res[3]![0]!),
+    maxDiffLnAcc: diff(res[6]![0]!, res[5]![0]!),
     load: Deno.loadavg(),
   }));
   one.close();
