@@ -90,6 +90,7 @@ if (import.meta.main) {
     "attentionBackward",
     "layerNormModulate",
     "layerNormModulateBackward",
+    "gatedResidualBackward",
     "copyInto",
     "gather",
     "scatterAdd",

@@ -6,7 +6,8 @@
  * while the other runs). Both run bench/cases/dit.ts's step (hidden 128, depth 4, batch 64) on
  * the backend `FLOWGPU_BACKEND` names. Median (and min) wall and process CPU ms per step over
  * `--rounds` rounds of `--reps` steps per variant, the two losses of the last step (the same
- * data and seeds: they differ only by rounding), then the load average. Unlike a switch inside
+ * data and seeds: they differ only by rounding), each variant's median per-round ratio to the
+ * first (base), then the load average. Unlike a switch inside
  * one graph, this measures every change between the commits at once.
  *
  *   git archive 3bb5259 | tar -x -C /tmp/base
@@ -16,6 +17,7 @@
  */
 import { parseArgs } from "node:util";
 import { abRoots, alternate, summary } from "./_ab.ts";
+import { median } from "./cases/common.ts";
 
 interface Variant {
   name: string;
@@ -75,6 +77,18 @@ if (import.meta.main) {
       stepWallMinMs: s.wallMinMs,
       stepCpuMs: s.cpuMs,
       lastLoss: last.get(name),
+    }));
+  }
+  // Each round's ratio to the first variant's run of the same round (the two ran back to back,
+  // under the same load): its median moves less with the other jobs than the medians above.
+  const first = res.get(variants[0]!.name)!;
+  for (const [name, e] of [...res].slice(1)) {
+    const ratio = (a: number[], b: number[]) => +median(a.map((x, i) => x / b[i]!)).toFixed(4);
+    console.log(JSON.stringify({
+      variant: name,
+      against: variants[0]!.name,
+      pairedWallRatio: ratio(e.wall, first.wall),
+      pairedCpuRatio: ratio(e.cpu, first.cpu),
     }));
   }
   console.log(JSON.stringify({ rounds, reps, load: Deno.loadavg() }));

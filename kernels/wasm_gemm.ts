@@ -1395,14 +1395,33 @@ const LN_MOD_FWD = `(func (export "ln_mod_fwd") (param $x i32) (param $sh i32) (
  )`;
 
 /**
- * `ln_mod_bwd(x, scale, stats, dy, dx, dshift, dscale, t, d, b0, b1)` for samples bi in
+ * `ln_mod_bwd(x, scale, stats, dy, dx, dshift, dscale, t, d, b0, b1, acc)` for samples bi in
  * [b0, b1): per row, with x̂ = (x − μ)·r from stats and g = dy·(1 + scale[bi]),
  * dx = r·((g − mean(g)) − x̂·mean(g·x̂)); per sample dshift = Σ_j dy and dscale = Σ_j dy·x̂ (stored
- * by this call: no zeroed memory needed).
+ * by this call: no zeroed memory needed). With `acc` ≠ 0 (a byte address; arrays never start at
+ * 0, the control blocks' region), dx + acc[row] is stored instead (the f32 add of the rounded
+ * dx, as an elementwise add would): the residual stream's gradient sum costs no pass of its own.
  */
+// The dx pass of n rows: dx (plus acc's rows when `acc`; the branch is taken per rows, not
+// per vector).
+const lnBwdStore = (n: number, acc: boolean) =>
+  overRow(`(local.set $s (f32x4.add (local.get $one) (v128.load ${atSample("$sc")})))
+         ${
+    each(n, (k) => {
+      const dx = `(f32x4.mul (local.get $rv${k})
+           (f32x4.sub (f32x4.sub (local.get $g${k}) (local.get $sa${k})) (f32x4.mul ${
+        XHAT(k)
+      } (local.get $sb${k}))))`;
+      return `(local.set $g${k} (f32x4.mul (v128.load ${atRow("$dy", k)}) (local.get $s)))
+         (v128.store ${atRow("$dx", k)} ${
+        acc ? `(f32x4.add ${dx} (v128.load ${atRow("$acc", k)}))` : dx
+      })`;
+    })
+  }`);
+
 const LN_MOD_BWD = `(func (export "ln_mod_bwd") (param $x i32) (param $sc i32) (param $st i32)
    (param $dy i32) (param $dx i32) (param $dsh i32) (param $dsc i32) (param $t i32) (param $d i32)
-   (param $b0 i32) (param $b1 i32)
+   (param $b0 i32) (param $b1 i32) (param $acc i32)
    ${LN_LOCALS}
    ${
   overSamples(`${
@@ -1449,17 +1468,7 @@ const LN_MOD_BWD = `(func (export "ln_mod_bwd") (param $x i32) (param $sc i32) (
           } (local.get $inv))))
        (local.set $sb${k} (f32x4.splat (f32.mul ${hsum(`(local.get $sb${k})`)} (local.get $inv))))`)
       }
-       ${
-        overRow(`(local.set $s (f32x4.add (local.get $one) (v128.load ${atSample("$sc")})))
-         ${
-          each(n, (k) =>
-            `(local.set $g${k} (f32x4.mul (v128.load ${atRow("$dy", k)}) (local.get $s)))
-         (v128.store ${atRow("$dx", k)} (f32x4.mul (local.get $rv${k})
-           (f32x4.sub (f32x4.sub (local.get $g${k}) (local.get $sa${k})) (f32x4.mul ${
-              XHAT(k)
-            } (local.get $sb${k})))))`)
-        }`)
-      }`)
+       (if (local.get $acc) (then ${lnBwdStore(n, true)}) (else ${lnBwdStore(n, false)}))`)
   }`)
 }
  )`;

@@ -51,9 +51,17 @@ let nextId = 1;
 /**
  * A vjp rule: cotangent of the output -> cotangents of the inputs (null = no gradient).
  * `need[i]` says whether input i is differentiated at all; rules skip the work for the others
- * (e.g. a network's input batch, or constants fed to a matmul).
+ * (e.g. a network's input batch, or constants fed to a matmul). Only a rule recorded with
+ * `accumulates` (see {@linkcode PrimRules}) is given `acc`: for each input i it lists, `acc[i]`,
+ * when not null, is the cotangent input i has gathered so far, and the rule must then return
+ * input i's total, acc[i] + its own gradient (which its kernel may add as it stores, saving the
+ * tape's add); `acc[i]` is null for every other input.
  */
-export type VjpRule = (g: Tensor, need: readonly boolean[]) => (Tensor | null)[];
+export type VjpRule = (
+  g: Tensor,
+  need: readonly boolean[],
+  acc?: readonly (Tensor | null)[],
+) => (Tensor | null)[];
 /** A jvp rule: tangents of the inputs (null = zero) -> tangent of the output. */
 export type JvpRule = (tangents: (Tensor | null)[]) => Tensor | null;
 
@@ -63,6 +71,7 @@ interface TapeNode {
   vjp: VjpRule;
   /** Set when the output is the box of input 0 at this offset (a slice): see PrimRules.region. */
   region?: readonly number[];
+  accumulates?: readonly number[];
 }
 
 /** A reverse-mode tape: nodes in creation (topological) order. */
@@ -345,6 +354,12 @@ export interface PrimRules {
    * pieces of a `split` then make one array, not one zero-padded array each and their sum.
    */
   region?: readonly number[];
+  /**
+   * The inputs (indices) whose cotangents so far the vjp takes (`acc`, see {@linkcode VjpRule})
+   * and returns their totals: a fused backward adds the residual stream's gradient in its own
+   * store.
+   */
+  accumulates?: readonly number[];
 }
 
 /**
@@ -389,7 +404,13 @@ export function attachRules(out: Tensor, inputs: readonly Tensor[], rules: PrimR
     for (const tape of activeTapes) {
       if (inputs.some((x) => x._tapes?.has(tape.id))) {
         (out._tapes ??= new Set()).add(tape.id);
-        tape.nodes.push({ out, inputs: [...inputs], vjp: rules.vjp, region: rules.region });
+        tape.nodes.push({
+          out,
+          inputs: [...inputs],
+          vjp: rules.vjp,
+          ...(rules.region ? { region: rules.region } : {}),
+          ...(rules.accumulates?.length ? { accumulates: rules.accumulates } : {}),
+        });
         // Untracked inputs (constants, masks) are read by the vjp rule during the backward
         // pass, so a tidy or dispose inside the differentiated function must not free them.
         for (const x of inputs) if (!x._tapes?.has(tape.id)) (x._held ??= new Set()).add(tape.id);

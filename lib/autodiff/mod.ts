@@ -102,12 +102,23 @@ function backward(tape: Tape, out: Tensor, seed: Tensor, wrt: readonly Tensor[])
       }
       continue;
     }
-    const gs = node.vjp(g, need);
+    // A rule that accumulates gets the cotangents so far of the inputs it lists (slices' pieces
+    // included; an input passed twice: at its first position only) and returns their totals,
+    // so the add below disappears into its kernel (DiT's residual stream: dy + the LayerNorm
+    // backward's dx).
+    const acc = node.accumulates
+      ? node.inputs.map((x, j) =>
+        need[j] && node.accumulates!.includes(j) && node.inputs.indexOf(x) === j
+          ? cotOf(x) ?? null
+          : null
+      )
+      : undefined;
+    const gs = acc ? node.vjp(g, need, acc) : node.vjp(g, need);
     node.inputs.forEach((x, j) => {
       const gx = gs[j];
       if (!gx || !x._tapes?.has(tape.id)) return;
       const prev = cot.get(x);
-      cot.set(x, prev ? binary("add", prev, gx) : gx);
+      cot.set(x, prev && !acc?.[j] ? binary("add", prev, gx) : gx);
     });
   }
   return wrt.map((w) => cotOf(w) ?? zerosOn(w.backend, w.shape));

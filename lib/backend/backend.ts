@@ -186,7 +186,10 @@ export interface Backend {
    * The gradients of `layerNormModulate`'s `y` given the cotangent `dy [b, t, d]`, the forward's
    * `stats` and `x`, `scale`: with x̂ = (x − μ)·r and g = dy·(1 + scale) per row,
    * `dx = r·(g − mean(g) − x̂·mean(g·x̂))` (means over d), `dshift[i, :] = Σ_j dy[i, j, :]` and
-   * `dscale[i, :] = Σ_j dy[i, j, :]·x̂[i, j, :]`. Returns `[dx, dshift, dscale]`.
+   * `dscale[i, :] = Σ_j dy[i, j, :]·x̂[i, j, :]`. Returns `[dx, dshift, dscale]`. With `acc`
+   * ([b, t, d]: the cotangent x has gathered elsewhere, e.g. a residual connection's), the first
+   * result is dx + acc instead (dx rounded to f32, then the f32 add: an elementwise add's bits),
+   * added as dx is stored where the backend can.
    */
   layerNormModulateBackward(
     x: Storage,
@@ -196,7 +199,23 @@ export interface Backend {
     b: number,
     t: number,
     d: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage];
+  /**
+   * The gradients of a gated residual `out = x + g·a` (per-sample gate `g [b, d]` broadcast over
+   * the t tokens of `a [b, t, d]`, DiT's AdaLN-Zero branches) given the cotangent `dy [b, t, d]`:
+   * `da[i, j, :] = g[i, :]·dy[i, j, :]` and the token sums `dg[i, :] = Σ_j a[i, j, :]·dy[i, j, :]`
+   * (each product rounded to f32, as an elementwise multiply would). Returns `[da, dg]` (dx is dy
+   * itself). One pass over a and dy on `wasm`.
+   */
+  gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage];
   /** dst[view dstView] = src[view srcView]; both views have the same shape. */
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void;
   /** out = x indexed along `axis` by `idx` (f32 integer values). */

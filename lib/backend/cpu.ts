@@ -499,8 +499,9 @@ export class CpuBackend implements Backend {
     b: number,
     t: number,
     w: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
-    const xs = d(x), sc = d(scale), st = d(stats), g = d(dy);
+    const xs = d(x), sc = d(scale), st = d(stats), g = d(dy), ac = acc ? d(acc) : null;
     const dx = new Float32Array(b * t * w);
     const dsh = new Float64Array(b * w), dsc = new Float64Array(b * w);
     const gs = new Float64Array(w), xh = new Float64Array(w);
@@ -521,9 +522,35 @@ export class CpuBackend implements Backend {
         a /= w;
         bb /= w;
         for (let c = 0; c < w; c++) dx[o + c] = r * (gs[c]! - a - xh[c]! * bb);
+        if (ac) { for (let c = 0; c < w; c++) dx[o + c]! += ac[o + c]!; }
       }
     }
     return [this.wrap(dx), this.wrap(Float32Array.from(dsh)), this.wrap(Float32Array.from(dsc))];
+  }
+  gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    w: number,
+  ): [Storage, Storage] {
+    const gs = d(g), as = d(a), ys = d(dy);
+    const da = new Float32Array(b * t * w);
+    // f32 products summed in f64 over the tokens in order: the bits of reduce("sum") over the
+    // product an elementwise multiply writes (the unfused ops).
+    const dg = new Float64Array(b * w);
+    for (let i = 0; i < b; i++) {
+      const p = i * w;
+      for (let j = 0; j < t; j++) {
+        const o = (i * t + j) * w;
+        for (let c = 0; c < w; c++) {
+          da[o + c] = gs[p + c]! * ys[o + c]!;
+          dg[p + c]! += Math.fround(as[o + c]! * ys[o + c]!);
+        }
+      }
+    }
+    return [this.wrap(da), this.wrap(Float32Array.from(dg))];
   }
   random(kind: RandomKind, size: number, st: RandomState): Storage {
     return this.wrap(randomStream(kind, size, st));

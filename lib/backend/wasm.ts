@@ -3,7 +3,8 @@
  * matmul by a WebAssembly SIMD kernel (kernels/wasm_gemm.ts, packed Goto/BLIS blocks, run on
  * the calling thread and `threads − 1` workers sharing one WebAssembly memory), fused
  * self-attention forward and backward by SIMD kernels of the same module on the same threads
- * (and LayerNorm + AdaLN modulation, split by sample),
+ * (and LayerNorm + AdaLN modulation, split by sample; the gated residual's backward is a kernel
+ * compiled at run time, lib/backend/wasm_jit.ts),
  * Sinkhorn's log-sum-exp by another, and every elementwise expression compiled once per
  * structure into one `f32x4` WebAssembly function (lib/backend/wasm_jit.ts; big calls split in
  * chunks across the same threads, which compile the function from its bytes) or, for ops
@@ -36,6 +37,7 @@ import {
 } from "../../kernels/wasm_random.ts";
 import { randomElement, type RandomKind, type RandomState, randomStream } from "../philox.ts";
 import {
+  compileGatedBackward,
   compileSimd,
   type SimdAccess,
   simdCost,
@@ -1362,8 +1364,9 @@ class Gemm {
   }
 
   /**
-   * LayerNorm + AdaLN modulation backward (kernels/wasm_gemm.ts `ln_mod_bwd`): dx [b, t, d],
-   * dshift and dscale [b, d]; each thread's samples own their rows of dshift and dscale.
+   * LayerNorm + AdaLN modulation backward (kernels/wasm_gemm.ts `ln_mod_bwd`): dx [b, t, d]
+   * (dx + acc with `acc`), dshift and dscale [b, d]; each thread's samples own their rows of
+   * dshift and dscale.
    */
   layerNormModulateBackward(
     x: Float32Array,
@@ -1373,15 +1376,22 @@ class Gemm {
     b: number,
     t: number,
     d: number,
+    acc: Float32Array | null = null,
   ): [Float32Array, Float32Array, Float32Array] {
     const rows = b * t, n = rows * d, p = b * d;
     const dx = this.out(n), dsh = this.out(p), dsc = this.out(p);
     const fr = this.frame(
-      [{ a: x, len: n }, { a: sc, len: p }, { a: st, len: 2 * rows }, { a: dy, len: n }],
+      [
+        { a: x, len: n },
+        { a: sc, len: p },
+        { a: st, len: 2 * rows },
+        { a: dy, len: n },
+        ...(acc ? [{ a: acc, len: n }] : []),
+      ],
       [dx, dsh, dsc],
       0,
     );
-    const [X, SC, ST, G] = fr.ins as [number, number, number, number];
+    const [X, SC, ST, G, ACC = 0] = fr.ins as [number, number, number, number, number?];
     const [DX, DSH, DSC] = fr.outs as [number, number, number];
     this.#split(kernelIndex("ln_mod_bwd"), this.#lnBwd, b, this.#lnParts(2 * n, b), (lo, hi) => [
       X * 4,
@@ -1395,6 +1405,8 @@ class Gemm {
       d,
       lo,
       hi,
+      // Always passed: a worker calls with its control block's 14 words, stale past a call's own.
+      ACC * 4,
     ]);
     fr.finish();
     return [dx, dsh, dsc];
@@ -1746,9 +1758,10 @@ export class WasmBackend extends CpuBackend {
     b: number,
     t: number,
     w: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
     if (w % 4 !== 0 || b * t * w === 0) {
-      return super.layerNormModulateBackward(x, scale, stats, dy, b, t, w);
+      return super.layerNormModulateBackward(x, scale, stats, dy, b, t, w, acc);
     }
     const [dx, dsh, dsc] = this.#gemm.layerNormModulateBackward(
       d(x),
@@ -1758,8 +1771,59 @@ export class WasmBackend extends CpuBackend {
       b,
       t,
       w,
+      acc ? d(acc) : null,
     );
     return [this.wrap(dx), this.wrap(dsh), this.wrap(dsc)];
+  }
+
+  /**
+   * The gated residual's backward as one compiled kernel (wasm_jit.ts compileGatedBackward, one
+   * per token count): da = g·dy and the token sums dg in one pass over a and dy, samples split
+   * across the threads in chunks (runJit) only when elementwise calls of its cost would be.
+   * Each dg element is summed by one thread in token order: the same bits on any number of
+   * threads. Widths that are not a multiple of 4 (and empty calls) take the CPU backend's loops.
+   */
+  override gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    w: number,
+  ): [Storage, Storage] {
+    if (w % 4 !== 0 || b * t * w === 0) return super.gatedResidualBackward(g, a, dy, b, t, w);
+    const key = `gatedResidualBackward;${t}`;
+    let kernel = this.#simdKernels.get(key);
+    if (!kernel) {
+      const k = compileGatedBackward(t, this.#gemm.memory);
+      // cost: per element 2 loads, a store, 2 multiplies and an add.
+      kernel = { ...k, id: this.#simdKernels.size, cost: 6 };
+      this.#simdKernels.set(key, kernel);
+    }
+    const n = b * t * w;
+    const da = this.#gemm.out(n), dg = this.#gemm.out(b * w);
+    const call: JitCall = {
+      base: [],
+      step: [4 * w, 4 * t * w, 4 * t * w, 4 * t * w, 4 * w, 0],
+      total: b,
+      flat: false,
+      n,
+      cols: w,
+      itemWork: t * w * kernel.cost,
+    };
+    // Memory-bound, so not split (as elementwise calls; see EW_MEMORY_COST): at [64, 49, 128]
+    // (bench/gated_ab.ts) two threads took the same wall time as one at twice the CPU time.
+    const work = n * Math.max(0, kernel.cost - EW_MEMORY_COST);
+    const parts = work < this.#splitWork ? 1 : Math.min(this.#gemm.parts, b);
+    const fr = this.#gemm.frame(
+      [{ a: d(g), len: b * w }, { a: d(a), len: n }, { a: d(dy), len: n }],
+      [da, dg],
+      4 + Gemm.jitScratch(kernel, call, parts),
+    );
+    call.base = [...fr.ins, ...fr.outs, fr.scratch].map((p) => p * 4);
+    this.#gemm.runJit(kernel, call, parts, fr.scratch + 4);
+    fr.finish();
+    return [this.wrap(da), this.wrap(dg)];
   }
 
   /**

@@ -30,8 +30,11 @@ const enum Op {
   localSet = 0x21,
   localTee = 0x22,
   i32Const = 0x41,
+  i32LtU = 0x49,
+  i32GtU = 0x4b,
   i32GeU = 0x4f,
   i32Add = 0x6a,
+  i32Mul = 0x6c,
   i32Shl = 0x74,
 }
 // SIMD opcodes (prefix 0xfd).
@@ -719,9 +722,22 @@ export function compileSimd(
   f.op(Op.br, 0).op(Op.end, Op.end);
   f.get(L_R).i32(1).op(Op.i32Add).set(L_R);
   f.op(Op.br, 0).op(Op.end, Op.end);
-  f.op(Op.end);
+  return assemble(nParams, 4, nextV - (nParams + 4), f, mem);
+}
 
-  // The module: type, memory import, function, export "k", code.
+/**
+ * The module of one exported function "k" with `nParams` i32 parameters, then `i32s` i32 and
+ * `v128s` v128 locals, and body `f` (without its final `end`), instantiated on `mem` (imported
+ * as env.mem: shared, up to 4 GiB).
+ */
+function assemble(
+  nParams: number,
+  i32s: number,
+  v128s: number,
+  f: Code,
+  mem: WebAssembly.Memory,
+): SimdKernel {
+  f.op(Op.end);
   const mod = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
   const type: number[] = [1, 0x60];
   uleb(type, nParams);
@@ -740,8 +756,10 @@ export function compileSimd(
   section(mod, 3, [1, 0]);
   section(mod, 7, [1, 1, 0x6b, /* "k" */ 0x00, 0]);
   const fn: number[] = [];
-  const locals: number[] = [2, 4, 0x7f];
-  uleb(locals, nextV - (nParams + 4));
+  const locals: number[] = [2];
+  uleb(locals, i32s);
+  locals.push(0x7f);
+  uleb(locals, v128s);
   locals.push(0x7b);
   fn.push(...locals, ...f.b);
   const bodyBytes: number[] = [];
@@ -751,4 +769,83 @@ export function compileSimd(
   const bytes = new Uint8Array(mod);
   const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } });
   return { run: inst.exports.k as (...args: number[]) => void, bytes };
+}
+
+/**
+ * The backward pass of a gated residual `out = x + g·a` (g [b, d] broadcast over the `tokens`
+ * rows of a sample of a [b, tokens, d]) as one kernel: `run(g, a, dy, da, dg, constPtr, rows,
+ * cols)` on byte addresses of the shared memory, for `rows` samples of `cols` = d (a multiple of
+ * 4) columns, writes da = g·dy and dg[i, :] = Σ_j a[i, j, :]·dy[i, j, :] (constPtr is unused: the
+ * signature is {@linkcode compileSimd}'s, so Gemm.runJit splits calls by sample across the
+ * threads). One read of a and dy and one write of da, where the unfused ops made two more
+ * passes (a·dy written by the multiply, then read by the token sum).
+ *
+ * Column blocks of 16 floats (one cache line of each row; 4 vectors, then single vectors for
+ * the rest of the row) walk the sample's tokens with the block's sums in registers: each dg
+ * element is one f32 chain of mul-then-add over the tokens in order, so its bits depend on
+ * neither the thread count nor the chunking, and a chunk run twice (runJit's redo) writes the
+ * same values. `tokens` (≥ 1) is compiled in.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { compileGatedBackward } from "./wasm_jit.ts";
+ * const mem = new WebAssembly.Memory({ initial: 1, maximum: 16, shared: true });
+ * const f = new Float32Array(mem.buffer);
+ * // One sample, 2 tokens, d = 4: g at float 0, a at 16, dy at 32; da at 64, dg at 96.
+ * f.set([1, 2, 3, 4], 0);
+ * f.set([1, 1, 1, 1, 2, 2, 2, 2], 16);
+ * f.set([1, 2, 3, 4, 5, 6, 7, 8], 32);
+ * compileGatedBackward(2, mem).run(0, 64, 128, 256, 384, 0, 1, 4);
+ * assert.deepEqual([...f.subarray(64, 72)], [1, 4, 9, 16, 5, 12, 21, 32]); // g·dy
+ * assert.deepEqual([...f.subarray(96, 100)], [11, 14, 17, 20]); // 1·dy₀ + 2·dy₁
+ * ```
+ */
+export function compileGatedBackward(tokens: number, mem: WebAssembly.Memory): SimdKernel {
+  if (!Number.isInteger(tokens) || tokens < 1) {
+    throw new RangeError(`compileGatedBackward: tokens must be an integer >= 1, got ${tokens}`);
+  }
+  const G = 0, A = 1, DY = 2, DA = 3, DG = 4, ROWS = 6, COLS = 7, nParams = 8;
+  const S_ = 8, RB = 9, SB = 10, JB = 11, P = 12;
+  const ACC = [13, 14, 15, 16], GV = [17, 18, 19, 20], DYV = 21;
+  const f = new Code();
+  // Bytes of a row and of a sample.
+  f.get(COLS).i32(2).op(Op.i32Shl).tee(RB).i32(tokens).op(Op.i32Mul).set(SB);
+  // Column blocks of v vectors while a whole block fits the row.
+  const blocks = (v: number) => {
+    f.op(Op.block, 0x40).op(Op.loop, 0x40);
+    f.get(JB).i32(16 * v).op(Op.i32Add).get(RB).op(Op.i32GtU).op(Op.brIf, 1);
+    for (let k = 0; k < v; k++) {
+      f.get(G).get(JB).op(Op.i32Add).simd(S.load, 16 * k).set(GV[k]!);
+      f.splat(0).set(ACC[k]!);
+    }
+    f.get(JB).set(P);
+    // The tokens (a do-while: tokens ≥ 1), P the block's byte offset in the sample.
+    f.op(Op.loop, 0x40);
+    for (let k = 0; k < v; k++) {
+      f.get(DY).get(P).op(Op.i32Add).simd(S.load, 16 * k).set(DYV);
+      f.get(DA).get(P).op(Op.i32Add).get(GV[k]!).get(DYV).simd(S.mul).simd(S.store, 16 * k);
+      f.get(ACC[k]!).get(A).get(P).op(Op.i32Add).simd(S.load, 16 * k).get(DYV).simd(S.mul)
+        .simd(S.add).set(ACC[k]!);
+    }
+    f.get(P).get(RB).op(Op.i32Add).tee(P).get(SB).op(Op.i32LtU).op(Op.brIf, 0);
+    f.op(Op.end);
+    for (let k = 0; k < v; k++) {
+      f.get(DG).get(JB).op(Op.i32Add).get(ACC[k]!).simd(S.store, 16 * k);
+    }
+    f.get(JB).i32(16 * v).op(Op.i32Add).set(JB);
+    f.op(Op.br, 0).op(Op.end, Op.end);
+  };
+  // for s < rows { blocks of 4 vectors, then of 1; next sample }
+  f.op(Op.block, 0x40).op(Op.loop, 0x40);
+  f.get(S_).get(ROWS).op(Op.i32GeU).op(Op.brIf, 1);
+  f.i32(0).set(JB);
+  blocks(4);
+  blocks(1);
+  for (const [p, by] of [[G, RB], [DG, RB], [A, SB], [DY, SB], [DA, SB]] as const) {
+    f.get(p).get(by).op(Op.i32Add).set(p);
+  }
+  f.get(S_).i32(1).op(Op.i32Add).set(S_);
+  f.op(Op.br, 0).op(Op.end, Op.end);
+  return assemble(nParams, 5, 9, f, mem);
 }

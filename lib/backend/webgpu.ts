@@ -910,7 +910,21 @@ export class WebGPUBackend implements Backend {
     b: number,
     t: number,
     d: number,
+    acc?: Storage,
   ): [Storage, Storage, Storage] {
+    if (acc) {
+      // The sum as its own dispatch (what the tape's add was): the rows kernel stays as it is.
+      const [dx0, dsh, dsc] = this.layerNormModulateBackward(x, scale, stats, dy, b, t, d);
+      const [i0, i1]: Expr[] = [0, 1].map((index) => ({ kind: "input", index }));
+      const [dx] = this.elementwise(
+        [{ kind: "binary", op: "add", a: i0!, b: i1! }],
+        [dx0, acc],
+        [[1], [1]],
+        [b * t * d],
+      );
+      this.free(dx0);
+      return [dx!, dsh, dsc];
+    }
     const xb = this.#buf(x, "x"), scb = this.#buf(scale, "scale");
     const stb = this.#buf(stats, "stats"), gb = this.#buf(dy, "dy");
     const rows = b * t;
@@ -940,6 +954,32 @@ export class WebGPUBackend implements Backend {
       this.#grid(b * dw, wg),
     );
     return [dx, dsh, dsc];
+  }
+
+  gatedResidualBackward(
+    g: Storage,
+    a: Storage,
+    dy: Storage,
+    b: number,
+    t: number,
+    d: number,
+  ): [Storage, Storage] {
+    // The unfused ops' kernels (g·dy and a·dy in one elementwise dispatch, then the token sum):
+    // two dispatches, as before the fused op existed.
+    const shape = [b, t, d], dense = [t * d, d, 1];
+    const [ga, gd, gy]: Expr[] = [0, 1, 2].map((index) => ({ kind: "input", index }));
+    const [da, ady] = this.elementwise(
+      [
+        { kind: "binary", op: "mul", a: ga!, b: gy! },
+        { kind: "binary", op: "mul", a: gd!, b: gy! },
+      ],
+      [g, a, dy],
+      [[d, 0, 1], dense, dense],
+      shape,
+    ) as [Storage, Storage];
+    const dg = this.reduce("sum", ady, shape, [1]);
+    this.free(ady);
+    return [da, dg];
   }
 
   random(kind: RandomKind, size: number, state: RandomState): Storage {

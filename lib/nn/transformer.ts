@@ -9,6 +9,7 @@ import type { Tensor } from "../tensor.ts";
 import { reshape, split, tensor, transpose } from "../ops/ops.ts";
 import { selfAttention } from "../ops/attention.ts";
 import { layerNormModulate } from "../ops/layernorm.ts";
+import { gatedResidual } from "../ops/gated.ts";
 import type { RandomOptions } from "../random.ts";
 import { checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { Module, Sequential } from "./module.ts";
@@ -199,10 +200,9 @@ export class AdaLNZeroBlock extends Module {
       Tensor,
       Tensor,
     ];
-    const b = x.shape[0]!, d = x.shape[2]!;
-    const g1 = reshape(gMsa, [b, 1, d]), g2 = reshape(gMlp, [b, 1, d]);
-    const h = x.add(g1.mul(this.attn.forward(normModulate(this.norm1, x, shMsa, scMsa))));
-    return h.add(g2.mul(this.mlp.forward(normModulate(this.norm2, h, shMlp, scMlp))));
+    // x + gate·branch, the gate [B, D] broadcast over the tokens: one fused op each way.
+    const h = gatedResidual(x, gMsa, this.attn.forward(normModulate(this.norm1, x, shMsa, scMsa)));
+    return gatedResidual(h, gMlp, this.mlp.forward(normModulate(this.norm2, h, shMlp, scMlp)));
   }
 }
 

@@ -147,11 +147,15 @@ export function layerNormModulate(x: Tensor, shift: Tensor, scale: Tensor, eps =
   // Under a tape, stats lives as long as the graph (valueAndGrad's scope frees it with the
   // other intermediates).
   attachRules(out, inputs, {
-    vjp: (gy, need) => {
+    // x's cotangent so far (DiT: the residual connection's dy) comes in as acc[0] and is added
+    // as dx is stored, instead of by the tape in a pass of its own.
+    accumulates: [0],
+    vjp: (gy, need, acc) => {
+      const ax = acc?.[0] ?? null;
       // A gradient that is itself differentiated (an outer tape tracks these) needs rules for
       // the backward: take the composite's, whose every op has them.
-      const grads = differentiating([...inputs, out, gy])
-        ? compositeVjp(x, scale, gy, g)
+      const grads = differentiating([...inputs, out, gy, ...(ax ? [ax] : [])])
+        ? compositeVjp(x, scale, gy, g, ax)
         : be.layerNormModulateBackward(
           x.storage,
           scale.storage,
@@ -160,6 +164,7 @@ export function layerNormModulate(x: Tensor, shift: Tensor, scale: Tensor, eps =
           g.b,
           g.t,
           g.d,
+          ax?.storage,
         ).map((s, i) => Tensor._fromStorage(s, i === 0 ? x.shape : [g.b, g.d], be));
       return grads.map((t, i) => {
         if (need[i] !== false) return t;
@@ -180,17 +185,24 @@ function normalized(x: Tensor, g: Geometry): { xh: Tensor; r: Tensor } {
   return { xh: binary("mul", c, r), r };
 }
 
-// With g = dy·(1 + scale): dx = r·(g − mean(g) − x̂·mean(g·x̂)), dshift = Σ_t dy,
-// dscale = Σ_t dy·x̂.
-function compositeVjp(x: Tensor, scale: Tensor, gy: Tensor, g: Geometry): Tensor[] {
+// With g = dy·(1 + scale): dx = r·(g − mean(g) − x̂·mean(g·x̂)) (plus acc, x's cotangent so
+// far, when given), dshift = Σ_t dy, dscale = Σ_t dy·x̂.
+function compositeVjp(
+  x: Tensor,
+  scale: Tensor,
+  gy: Tensor,
+  g: Geometry,
+  acc: Tensor | null,
+): Tensor[] {
   return tidy(() => {
     const { xh, r } = normalized(x, g);
     const dy = reshape(gy, [g.b, g.t, g.d]);
     const gs = binary("mul", dy, unary("affine", perSample(scale, g), 1, 1));
     const proj = binary("mul", xh, mean(binary("mul", gs, xh), 2, true));
     const dx = binary("mul", r, binary("sub", binary("sub", gs, mean(gs, 2, true)), proj));
+    const dxs = reshape(dx, x.shape);
     return [
-      reshape(dx, x.shape),
+      acc ? binary("add", acc, dxs) : dxs,
       reduce("sum", dy, [1]),
       reduce("sum", binary("mul", dy, xh), [1]),
     ];

@@ -971,3 +971,45 @@ async function sliceCotangents(backend: "cpu" | "wasm"): Promise<void> {
   );
   fg.setBackend("cpu");
 }
+
+// A rule recorded with `accumulates` gets, for the inputs it lists, their cotangents so far and
+// returns the totals (the fused LayerNorm backward's way to add the residual stream's gradient).
+// Here f(a, b) = 2a + 3b, accumulating both: with x passed as a and as b, and x's other use
+// recorded after f (so its cotangent exists when f's rule runs), x must get 2 + 3 + 5 = 10 once
+// each, not the earlier 5 twice; an input the rule does not list gets null and the tape's add.
+Deno.test("an accumulating vjp rule gets the listed inputs' cotangents so far, a repeated input once", async () => {
+  const { attachRules, binary } = await import("../../lib/tensor.ts");
+  const seen: ((number | null)[] | undefined)[] = [];
+  const f = (a: Tensor, b: Tensor, list: number[]) => {
+    const out = fg.add(a.mul(2), b.mul(3)).detach();
+    attachRules(out, [a, b], {
+      accumulates: list,
+      vjp: (g, _need, acc) => {
+        // Each given cotangent by its first value.
+        seen.push(acc?.map((t) => (t ? t.dataSync()[0]! : null)));
+        const own = [g.mul(2), g.mul(3)];
+        return own.map((o, i) => (acc?.[i] ? binary("add", acc[i]!, o) : o));
+      },
+    });
+    return out;
+  };
+  const x = fg.tensor([1, 2]), y = fg.tensor([3, 4]);
+  for (const list of [[0, 1], [1], []]) {
+    seen.length = 0;
+    const [gx, gy] = fg.grad(([p, q]: Tensor[]) =>
+      f(p!, p!, list).sum().add(p!.mul(5).sum()).add(f(q!, p!, list).sum())
+    )([x, y]);
+    // x: 2 + 3 from the first f, 5 from its own use, 3 from the second f; y: 2.
+    assert.deepEqual([...await gx!.data()], [13, 13], `list [${list}]`);
+    assert.deepEqual([...await gy!.data()], [2, 2], `list [${list}]`);
+    // The second f's rule runs first (reverse order), when nothing is gathered yet for p;
+    // the first f's then sees x's cotangent at its first position only, if listed.
+    assert.deepEqual(seen[0], list.length ? [null, null] : undefined, `list [${list}] 2nd f`);
+    const firstListed = list.includes(0) ? 5 + 3 : null;
+    assert.deepEqual(
+      seen[1],
+      list.length ? [firstListed, null] : undefined,
+      `list [${list}] 1st f`,
+    );
+  }
+});

@@ -31,7 +31,8 @@ import {
 } from "../../mod.ts";
 import { _fusedLayerNormModulate } from "../../lib/ops/layernorm.ts";
 import { assertDitStepUnchanged } from "../_dit_switch.ts";
-import { assertClose, BACKENDS_HERE } from "../_helpers.ts";
+import { assertClose, BACKENDS_HERE, HAS_WASM } from "../_helpers.ts";
+import { createWasmBackend } from "../../lib/backend/wasm.ts";
 import { fdGrad, fdJvp } from "../_fd.ts";
 
 const EPS = 1e-6;
@@ -263,6 +264,104 @@ Deno.test("the backends' layerNormModulate methods equal the CPU backend's (y, s
   } finally {
     setBackend(prev);
   }
+});
+
+// The backward's `acc` (the cotangent x has gathered elsewhere, added as dx is stored): dx + acc
+// with the bits of the backend's own dx plus acc in f32, on 1 and 2 wasm threads too.
+Deno.test("layerNormModulateBackward with acc returns dx + acc, the f32 sum of its own dx, on every backend", async () => {
+  const prev = getBackend().name as BackendName;
+  const wasm = HAS_WASM
+    ? await Promise.all([1, 2].map((threads) => createWasmBackend({ threads })))
+    : [];
+  try {
+    for (const [b, t, d] of [[64, 49, 128], [3, 5, 7], [2, 1, 4], [1, 3, 6], [5, 3, 20]]) {
+      const n = b! * t! * d!;
+      setBackend("cpu");
+      const [hx, hs, hc, hg, ha] = await Promise.all([
+        randn([n], { seed: d! }).add(0.3).data(),
+        randn([b! * d!], { seed: 1 }).data(),
+        randn([b! * d!], { seed: 2 }).data(),
+        randn([n], { seed: 3 }).data(),
+        randn([n], { seed: 4 }).mul(3).data(),
+      ]);
+      const bes = [...BACKENDS_HERE.map((name) => setBackend(name)), ...wasm];
+      for (const [k, be] of bes.entries()) {
+        const [x, s, c, g, a] = [hx, hs, hc, hg, ha].map((v) => be.upload(v!));
+        const [y, st] = be.layerNormModulate(x!, s!, c!, b!, t!, d!, 1e-6);
+        const plain = be.layerNormModulateBackward(x!, c!, st, g!, b!, t!, d!);
+        const summed = be.layerNormModulateBackward(x!, c!, st, g!, b!, t!, d!, a!);
+        const [dx, dsh, dsc, dxa, dsha, dsca] = await Promise.all(
+          [...plain, ...summed].map((u) => be.read(u)),
+        );
+        const what = `${be.name}${
+          k >= BACKENDS_HERE.length ? ` (${k - BACKENDS_HERE.length + 1} thread(s))` : ""
+        } [${b}, ${t}, ${d}]`;
+        const want = new Float32Array(n);
+        for (let i = 0; i < n; i++) want[i] = dx![i]! + ha![i]!;
+        assert.ok(maxAbs(ha!) > 1 && maxAbs(dx!) > 1e-2, `${what}: both terms matter`);
+        for (let i = 0; i < n; i++) {
+          assert.ok(
+            Object.is(dxa![i], want[i]),
+            `${what} dx + acc [${i}]: ${dxa![i]} vs ${want[i]}`,
+          );
+        }
+        assert.deepEqual([...dsha!], [...dsh!], `${what} dshift unchanged`);
+        assert.deepEqual([...dsca!], [...dsc!], `${what} dscale unchanged`);
+        for (const u of [x!, s!, c!, g!, a!, y, st, ...plain, ...summed]) be.free(u);
+      }
+    }
+  } finally {
+    for (const be of wasm) be.close();
+    setBackend(prev);
+  }
+});
+
+// Under a tape, x's cotangent so far reaches the fused backward as `acc` when x's other use was
+// recorded after the LayerNorm (as in DiT's residual stream); before it, the tape adds. Both, a
+// shift that is also the scale (an input passed twice gets acc once), and second order, against
+// the composite.
+Deno.test("layerNormModulate: an input with other uses (a residual, a repeated input) gets the composite's gradient", async () => {
+  await onEachBackend(async (be) => {
+    const shape = [3, 5, 8], [b, , d] = shape as [number, number, number];
+    const { x, sh, sc, w } = inputs(shape, 31);
+    const w2 = randn(shape, { seed: 40 }), u = randn([b, d], { seed: 41 });
+    const fs: [string, (op: Op) => (ps: Tensor[]) => Tensor][] = [
+      // The residual recorded after the LayerNorm: acc is x's cotangent from it.
+      ["residual after", (op) => ([p, s, c]) => op(p!, s!, c!, EPS).mul(w).add(p!.mul(w2)).sum()],
+      // Before: the tape's add.
+      ["residual before", (op) => ([p, s, c]) => p!.mul(w2).add(op(p!, s!, c!, EPS).mul(w)).sum()],
+      // shift = scale = s, s also used after: acc goes to its first position only.
+      [
+        "shift = scale",
+        (op) => ([p, s]) => op(p!, s!, s!, EPS).mul(w).add(p!.mul(w2)).sum().add(s!.mul(u).sum()),
+      ],
+      // Two LayerNorms of x, one after the other: the second's acc is the first's dx.
+      [
+        "two norms",
+        (op) => ([p, s, c]) => op(p!, s!, c!, EPS).mul(w).add(op(p!, c!, s!, EPS).mul(w2)).sum(),
+      ],
+    ];
+    for (const [tag, f] of fs) {
+      const got = grad(f(layerNormModulate))([x, sh, sc]);
+      const want = grad(f(layerNormModulateComposite))([x, sh, sc]);
+      for (let k = 0; k < 3; k++) {
+        const ref = await want[k]!.data();
+        if (tag !== "shift = scale" || k < 2) assert.ok(maxAbs(ref) > 1e-2, `${tag} ${k}: signal`);
+        close(await got[k]!.data(), ref, `${be} ${tag} grad ${k}`, 1e-4);
+      }
+      // Second order through the accumulated backward (the composite rules and the tape's add).
+      const g2 = (op: Op) =>
+        grad((ps: Tensor[]) => {
+          const g = grad(f(op))(ps);
+          return g[0]!.square().sum().add(g[1]!.square().sum());
+        })([x, sh, sc]);
+      const [p2, r2] = [g2(layerNormModulate), g2(layerNormModulateComposite)];
+      for (let k = 0; k < 3; k++) {
+        close(await p2[k]!.data(), await r2[k]!.data(), `${be} ${tag} grad² ${k}`, 1e-4);
+      }
+    }
+  });
+  setBackend("cpu");
 });
 
 Deno.test("layerNormModulate rejects mismatched shapes with a RangeError naming the expected shape", () => {
