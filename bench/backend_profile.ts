@@ -85,6 +85,7 @@ if (import.meta.main) {
     "elementwiseGroups",
     "reduce",
     "matmul",
+    "matmulOutputs",
     "logSumExpAdd",
     "attention",
     "attentionBackward",
@@ -121,7 +122,7 @@ if (import.meta.main) {
           const shape = a[2] as number[];
           elems = shape.reduce((p, q) => p * q, 1);
           key = `reduce ${a[0]} [${shape}] over [${a[3]}]`;
-        } else if (m === "matmul") {
+        } else if (m === "matmul" || m === "matmulOutputs") {
           const g = a[2] as {
             m: number;
             n: number;
@@ -131,7 +132,13 @@ if (import.meta.main) {
             transB: boolean;
           };
           elems = g.batch * g.m * g.n * g.k;
-          key = `matmul ${g.transA ? "T" : "N"}${g.transB ? "T" : "N"}${a[3] ? "+epilogue" : ""} ${
+          // matmulOutputs: the product and its elementwise outputs (one call).
+          const epi = m === "matmulOutputs"
+            ? `→${opsOf((a[3] as { exprs: Expr[] }).exprs)}`
+            : a[3]
+            ? "+epilogue"
+            : "";
+          key = `matmul ${g.transA ? "T" : "N"}${g.transB ? "T" : "N"}${epi} ${
             g.batch > 1 ? `${g.batch}×` : ""
           }[${g.m},${g.n}] k=${g.k}`;
         } else if (m === "copyInto") {

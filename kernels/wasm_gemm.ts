@@ -22,11 +22,35 @@ export const GEMM_MR = 6;
 export const GEMM_NR = 8;
 
 /**
+ * What the SGEMM kernels store (word 0 of the 3-word block at their `epi` argument; word 1 is
+ * the byte address of a bias row of `8·np` floats, or 0; word 2 the byte address of `aux`, an
+ * array laid out like C with the same `ldc`). With z = the finished sum (plus the bias):
+ * - `plain`: C = z (a linear layer without activation);
+ * - `gelu`: C = geluTanh(z) and aux = geluTanh′(z), both from one exponential (a linear layer
+ *   and its GELU under a tape, which keeps the derivative for the backward pass);
+ * - `geluValue`: C = geluTanh(z) (the same layer outside a tape);
+ * - `mulAux`: C = z · aux (that backward pass: (dy·W)·geluTanh′(z) from the kept derivative).
+ *
+ * GELU-tanh and its derivative are lib/backend/wasm_jit.ts's vector forms (`geluSigmoid`), step
+ * for step, with the module's multiply-add: the same bits as the elementwise kernels they
+ * replace, which read and wrote the whole product once more each (memory-bound passes).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { GEMM_EPILOGUE, gemmWat } from "./wasm_gemm.ts";
+ * assert.equal(GEMM_EPILOGUE.plain, 0);
+ * assert.ok(gemmWat(6, true, 2).includes("(param $epi i32)"));
+ * ```
+ */
+export const GEMM_EPILOGUE = { plain: 0, gelu: 1, geluValue: 2, mulAux: 3 } as const;
+
+/**
  * The WAT of the module: two SGEMM kernels, `gemm_n` (A row-major, element (i, p) at `A + 4·(i·K + p)`) and
  * `gemm_t` (A stored transposed, (i, p) at `A + 4·(p·M + i)`), each
- * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K, kc, bias)`: for row blocks `ib` in `[ib0, ib1)` and
- * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)` (plus
- * `bias[jp·8 + c]`, added to the finished sum, when the address `bias` is not 0), where
+ * `(A, M, B, sBk, sBp, C, ldc, ib0, ib1, np, K, kc, epi)`: for row blocks `ib` in `[ib0, ib1)` and
+ * panels `jp < np`, `C[ib·MR + r][jp·8 + c] = Σ_p A(ib·MR + r, p) · B(p, jp·8 + c)` (or a
+ * function of that finished sum when the address `epi` is not 0: see {@linkcode GemmEpilogue}), where
  * B's element (p, jp·8 + c) is at `B + 4·(p·sBk + jp·sBp + c)` — so B is read in place when
  * it is row-major (sBk = N, sBp = 8) and from a packed copy otherwise (sBk = 8, sBp = 8·K).
  * Neither A nor a row-major B is copied: the packing of the classic design cost more than
@@ -315,6 +339,82 @@ const PACK =
      (br $pl)))
  )`;
 
+// An f32x4 constant by its bits (what the elementwise compiler's splat stores: fround(v)),
+// so no decimal is parsed differently by the assembler.
+const bitsOf = (v: number) => {
+  const f = new Float32Array([v]);
+  const b = `0x${new Uint32Array(f.buffer)[0]!.toString(16)}`;
+  return `(v128.const i32x4 ${b} ${b} ${b} ${b})`;
+};
+// GELU-tanh's constants (lib/backend/wasm_jit.ts geluSigmoid): t = x·(K1·x² + K2) = −2u·log2 e,
+// the derivative's 2u' = D1·x² + D0, exp2's degree-6 polynomial Q5 … Q0, the rounding magic.
+const GELU_C = 2 * 0.7978845608028654;
+const GELU_CONSTS: [string, number][] = [
+  ["$gK1", -GELU_C * 0.044715 * Math.LOG2E],
+  ["$gK2", -GELU_C * Math.LOG2E],
+  ["$gHi", 128],
+  ["$gLo", -126],
+  ["$gMagic", 12582912],
+  ["$gCap", 1e30],
+  ["$gD1", 3 * 0.044715 * GELU_C],
+  ["$gD0", GELU_C],
+  ["$gQ5", 1.535336188319500e-4],
+  ["$gQ4", 1.339887440266574e-3],
+  ["$gQ3", 9.618437357674640e-3],
+  ["$gQ2", 5.550332471162809e-2],
+  ["$gQ1", 2.402264791363012e-1],
+  ["$gQ0", 6.931472028550421e-1],
+  ["$gOne", 1],
+];
+const GELU_TEMPS = ["$gx", "$gx2", "$gt", "$gm", "$gf", "$gf2", "$ge", "$gp", "$gs", "$gd"];
+const GELU_LOCALS = [...GELU_CONSTS.map(([l]) => l), ...GELU_TEMPS]
+  .map((l) => `(local ${l} v128)`).join(" ");
+const GELU_SETUP = GELU_CONSTS.map(([l, v]) => `(local.set ${l} ${bitsOf(v)})`).join("\n   ");
+// GELU-tanh of the vector in local `x` into `x`, and with `deriv` its derivative into `$gd`:
+// geluSigmoid's steps (the elementwise compiler's) as WAT, value x/(1 + e), e = 2^t, and
+// derivative s + w·d with s = 1/(1 + e′), e′ = e where t > −126 else 0, w = min(1, e′s)·(s·x).
+function geluInto(x: string, madd: Madd, deriv: boolean): string {
+  const g = (l: string) => `(local.get ${l})`;
+  let out = `(local.set $gx2 (f32x4.mul ${g(x)} ${g(x)}))
+   (local.set $gt (f32x4.pmax (f32x4.pmin (f32x4.mul ${madd(g("$gx2"), g("$gK1"), g("$gK2"))}
+     ${g(x)}) ${g("$gHi")}) ${g("$gLo")}))\n`;
+  if (deriv) {
+    out += `   (local.set $gd ${
+      madd(`(f32x4.pmin ${g("$gCap")} ${g("$gx2")})`, g("$gD1"), g("$gD0"))
+    })\n`;
+  }
+  const f = g("$gf"), f2 = g("$gf2");
+  out += `   (local.set $gm (f32x4.add ${g("$gt")} ${g("$gMagic")}))
+   (local.set $gf (f32x4.sub ${g("$gt")} (f32x4.sub ${g("$gm")} ${g("$gMagic")})))
+   (local.set $gf2 (f32x4.mul ${f} ${f}))
+   (local.set $ge (i32x4.add ${
+    madd(
+      madd(
+        madd(madd(g("$gQ5"), f, g("$gQ4")), f2, madd(g("$gQ3"), f, g("$gQ2"))),
+        f2,
+        madd(g("$gQ1"), f, g("$gQ0")),
+      ),
+      f,
+      g("$gOne"),
+    )
+  } (i32x4.shl ${g("$gm")} (i32.const 23))))\n`;
+  if (deriv) {
+    out += `   (local.set $gp (v128.and ${g("$ge")} (f32x4.gt ${g("$gt")} ${g("$gLo")})))
+   (local.set $gs (f32x4.div ${g("$gOne")} (f32x4.add ${g("$gp")} ${g("$gOne")})))
+   (local.set $gd ${
+      madd(
+        `(f32x4.mul (f32x4.pmin ${g("$gOne")} (f32x4.mul ${g("$gp")} ${g("$gs")})) (f32x4.mul ${
+          g("$gs")
+        } ${g(x)}))`,
+        g("$gd"),
+        g("$gs"),
+      )
+    })\n`;
+  }
+  out += `   (local.set ${x} (f32x4.div ${g(x)} (f32x4.add ${g("$ge")} ${g("$gOne")})))`;
+  return out;
+}
+
 function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll: number): string {
   // The transposed-A kernel (the weight gradients dzᵀ·x, k = 3136) runs twice the unroll: 4 k
   // steps an iteration ran the DiT's dW products 3–11 % faster than 2 on 2 threads (alternating,
@@ -393,14 +493,53 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
     `(local.set $c${r}_0 (f32x4.add (local.get $c${r}_0) (local.get $b0)))
        (local.set $c${r}_1 (f32x4.add (local.get $c${r}_1) (local.get $b1)))`
   ).join("\n       ");
+  // The other epilogues (GEMM_EPILOGUE) on the finished sums of the last k block: C times aux at
+  // the same place, or GELU-tanh (and its derivative into aux) of each accumulator in turn.
+  const mulStore = rows.map((r) =>
+    `(v128.store offset=0 (local.get $cp) (f32x4.mul (local.get $c${r}_0)
+         (v128.load offset=0 (i32.add (local.get $cp) (local.get $dAux)))))
+       (v128.store offset=16 (local.get $cp) (f32x4.mul (local.get $c${r}_1)
+         (v128.load offset=16 (i32.add (local.get $cp) (local.get $dAux)))))
+       (local.set $cp (i32.add (local.get $cp) (local.get $ldc4)))`
+  ).join("\n       ");
+  // GELU over the block just stored, from L1: a loop over its MR rows with the registers the
+  // accumulators held free for GELU's constants and temporaries (in place of the accumulators,
+  // 12 live, they spilled).
+  const geluRows = (deriv: boolean) =>
+    `(local.set $r (i32.const ${mr}))
+       (loop $gl
+         ${
+      [0, 1].map((v) =>
+        `(local.set $gx (v128.load offset=${16 * v} (local.get $cp)))
+         ${geluInto("$gx", madd, deriv)}
+         ${
+          deriv
+            ? `(v128.store offset=${
+              16 * v
+            } (i32.add (local.get $cp) (local.get $dAux)) (local.get $gd))`
+            : ""
+        }
+         (v128.store offset=${16 * v} (local.get $cp) (local.get $gx))`
+      ).join("\n         ")
+    }
+         (local.set $cp (i32.add (local.get $cp) (local.get $ldc4)))
+         (br_if $gl (local.tee $r (i32.sub (local.get $r) (i32.const 1)))))`;
   return `(func (export "${name}") (param $A i32) (param $M i32) (param $B i32) (param $sBk i32)
    (param $sBp i32) (param $C i32) (param $ldc i32) (param $ib0 i32) (param $ib1 i32)
-   (param $np i32) (param $K i32) (param $kc i32) (param $bias i32)
+   (param $np i32) (param $K i32) (param $kc i32) (param $epi i32)
    (local $ib i32) (local $jp i32) (local $k i32) (local $ap i32) (local $bp i32) (local $cp i32)
    (local $ak i32) (local $bk i32) (local $ldc4 i32) (local $p0 i32) (local $kb i32)
+   (local $mode i32) (local $bias i32) (local $dAux i32) (local $last i32) (local $r i32)
    ${rows.map((r) => `(local $ap${r} i32)`).join(" ")}
    (local $a v128) (local $b0 v128) (local $b1 v128)
    ${acc.map((c) => `(local ${c} v128)`).join(" ")}
+   ${GELU_LOCALS}
+   ;; the epilogue block: mode, bias address, aux address (as an offset from C's)
+   (if (local.get $epi) (then
+     (local.set $mode (i32.load offset=0 (local.get $epi)))
+     (local.set $bias (i32.load offset=4 (local.get $epi)))
+     (local.set $dAux (i32.sub (i32.load offset=8 (local.get $epi)) (local.get $C)))))
+   ${GELU_SETUP}
    (local.set $ak (i32.shl (local.get $M) (i32.const 2)))
    (local.set $bk (i32.shl (local.get $sBk) (i32.const 2)))
    (local.set $ldc4 (i32.shl (local.get $ldc) (i32.const 2)))
@@ -435,14 +574,21 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
          ${step()}
          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
          (br $tl)))
-       (if (i32.and (i32.ne (local.get $bias) (i32.const 0))
-           (i32.ge_s (i32.add (local.get $p0) (local.get $kc)) (local.get $K)))
+       (local.set $last (i32.ge_s (i32.add (local.get $p0) (local.get $kc)) (local.get $K)))
+       (if (i32.and (i32.ne (local.get $bias) (i32.const 0)) (local.get $last))
          (then
        (local.set $b0 (v128.load offset=0 (i32.add (local.get $bias) (i32.shl (local.get $jp) (i32.const 5)))))
        (local.set $b1 (v128.load offset=16 (i32.add (local.get $bias) (i32.shl (local.get $jp) (i32.const 5)))))
        ${addBias}))
        ${cStart}
-       ${store}
+       (if (i32.and (local.get $last) (i32.eq (local.get $mode) (i32.const ${GEMM_EPILOGUE.mulAux})))
+         (then ${mulStore})
+         (else ${store}
+       (if (i32.and (local.get $last) (i32.ne (local.get $mode) (i32.const 0)))
+         (then ${cStart}
+       (if (i32.eq (local.get $mode) (i32.const ${GEMM_EPILOGUE.gelu}))
+         (then ${geluRows(true)})
+         (else ${geluRows(false)}))))))
        (local.set $jp (i32.add (local.get $jp) (i32.const 1)))
        (br $panels)))
      (local.set $ib (i32.add (local.get $ib) (i32.const 1)))

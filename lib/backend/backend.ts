@@ -48,6 +48,24 @@ export interface MatmulEpilogue {
 }
 
 /**
+ * The elementwise results of one matrix product (`Backend.matmulOutputs`): output `i` is
+ * `exprs[i]` over input 0, the accumulated product, inputs `1 … r`, the row vectors `rows`
+ * (each of `n` elements, broadcast along the output's last axis like a bias), and inputs
+ * `r + 1 …`, the `dense` arrays (each of `batch·m·n` elements laid out like the product).
+ * A linear layer and its activation under a tape store the activation and its derivative
+ * (two outputs), and the layer's backward pass the derivative times dy·W (a dense input)
+ * with no separate pass over either.
+ */
+export interface MatmulOutputs {
+  /** One expression per output, over the accumulator, the rows and the dense arrays. */
+  readonly exprs: readonly Expr[];
+  /** Row vectors of `n` elements broadcast along the output's last axis (e.g. a bias). */
+  readonly rows: readonly Storage[];
+  /** Arrays of the product's size and layout, read element by element. */
+  readonly dense: readonly Storage[];
+}
+
+/**
  * The interface both backends implement. Every method that returns a `Storage` allocates it;
  * inputs are never modified except `dst` in `copyInto` and the `inPlace` inputs of
  * `elementwiseGroups`.
@@ -114,6 +132,15 @@ export interface Backend {
    * own). The epilogue is applied even when `k = 0` (to an accumulator of 0).
    */
   matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage;
+  /**
+   * A batched matrix product (see `MatmulGeom`) and several elementwise results of it (see
+   * `MatmulOutputs`), one fresh storage per expression, with the same values as `matmul`
+   * followed by `elementwise` over the product: the product itself is not kept. The `wasm`
+   * backend computes GELU-tanh with its derivative, and a product times a dense array, as the
+   * product is stored; the others (and other expressions) run the product, then one
+   * elementwise pass.
+   */
+  matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[];
   /**
    * log Σ exp(x + v) along one axis of a contiguous `x [rows, cols]` in one pass (online
    * max and sum; one kernel on WebGPU): axis 1 gives `out[i] = log Σ_j exp(x[i, j] + v[j])`

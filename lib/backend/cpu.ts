@@ -3,7 +3,14 @@
  * WebGPU kernel is tested against, and the fallback when no adapter exists.
  * @module
  */
-import type { Backend, ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import type {
+  Backend,
+  ElementwiseGroup,
+  MatmulEpilogue,
+  MatmulOutputs,
+  Storage,
+  View,
+} from "./backend.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { type RandomKind, type RandomState, randomStream } from "../philox.ts";
 import { stridesOf } from "../shape.ts";
@@ -207,6 +214,20 @@ export class CpuBackend implements Backend {
     );
     this.free(acc);
     return out!;
+  }
+  matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
+    // The product, then one elementwise pass over it (the same f32 steps as matmul's epilogue).
+    const acc = this.matmul(a, b, g);
+    try {
+      return this.elementwise(
+        outputs.exprs,
+        [acc, ...outputs.rows, ...outputs.dense],
+        [[g.n, 1], ...outputs.rows.map(() => [0, 1]), ...outputs.dense.map(() => [g.n, 1])],
+        [g.batch * g.m, g.n],
+      );
+    } finally {
+      this.free(acc);
+    }
   }
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
     const ds = d(dst), ss = d(src);

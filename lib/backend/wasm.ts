@@ -22,12 +22,12 @@
  * core of the same machine (docs/engine_round2.md).
  * @module
  */
-import type { ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import type { ElementwiseGroup, MatmulEpilogue, MatmulOutputs, Storage, View } from "./backend.ts";
 import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { stridesOf } from "../shape.ts";
 import { GEMM_FMA_WASM, GEMM_PLAIN_WASM } from "../../kernels/wasm_gemm_bin.ts";
-import { ATTN_R, GEMM_NR } from "../../kernels/wasm_gemm.ts";
+import { ATTN_R, GEMM_EPILOGUE, GEMM_NR } from "../../kernels/wasm_gemm.ts";
 import { Arena } from "./wasm_arena.ts";
 import {
   RANDOM_CONST_WORDS,
@@ -675,6 +675,28 @@ function isBiasAdd(e: Expr): boolean {
     e.b.kind === "input" && e.b.index === 1;
 }
 
+const isInput = (e: Expr, i: number) => e.kind === "input" && e.index === i;
+
+/**
+ * `op(z)` with z the product (input 0) or the product plus a bias row (input 0 + input 1):
+ * "bias", "plain", or null when `e` is not of that form.
+ */
+function unaryOfProduct(e: Expr, op: string): "bias" | "plain" | null {
+  if (e.kind !== "unary" || e.op !== op) return null;
+  return isInput(e.x, 0) ? "plain" : isBiasAdd(e.x) ? "bias" : null;
+}
+
+/**
+ * What the SGEMM stores besides the sums (kernels/wasm_gemm.ts GEMM_EPILOGUE): the mode, the
+ * bias row or null, and `aux`, an array laid out like the output (at the same offset), written
+ * (`gelu`: the derivative) or read (`mulAux`).
+ */
+interface ProductEpilogue {
+  mode: number;
+  bias: Float32Array | null;
+  aux?: Float32Array;
+}
+
 /** A run-time compiled elementwise kernel with the id the workers cache it by. */
 interface JitKernel extends SimdKernel {
   readonly id: number;
@@ -901,10 +923,15 @@ class Gemm {
 
   /**
    * out[oo .. oo + m·n) = A·B for one matrix pair (offsets in elements; m, n ≥ 1), f32
-   * accumulation, plus `bias` [n] on every row when given (added to each finished sum).
-   * Written in place when `out` is in the memory, n is a multiple of 8 and `out` has room for
-   * the last row block's rows past m (see {@linkcode Gemm.productCap}); else in scratch, then
-   * copied.
+   * accumulation, plus `epi.bias` [n] on every row when given (added to each finished sum),
+   * then `epi.mode`'s function of the sum (kernels/wasm_gemm.ts GEMM_EPILOGUE) with `epi.aux`
+   * read or written from element `oo` as the output is. Written in place when `out` is in the
+   * memory, n is a multiple of 8 and `out` has room for the last row block's rows past m (see
+   * {@linkcode Gemm.productCap}); else in scratch, then copied. A mode with an aux array needs
+   * the output in place, and an aux output in place too ({@linkcode Gemm.auxFits}).
+   * The kernel's 13 arguments fill the worker protocol's slots (claimRows passes them
+   * through ctrl[3..15]), so the bias, mode and aux travel in a 3-word block in the call's
+   * scratch whose address is the last argument.
    */
   product(
     as: Float32Array,
@@ -914,8 +941,9 @@ class Gemm {
     g: MatmulGeom,
     out: Float32Array,
     oo: number,
-    bias: Float32Array | null = null,
+    epi: ProductEpilogue | null = null,
   ): void {
+    const bias = epi?.bias ?? null, mode = epi?.mode ?? GEMM_EPILOGUE.plain;
     const { m, n, k } = g, mr = this.mr;
     const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
     // A as stored (row-major or transposed), B as stored when row-major (read in place by the
@@ -931,18 +959,35 @@ class Gemm {
     const outAt = this.arena.offsetOf(out);
     const direct = outAt >= 0 && np === n && this.arena.capacity(out) >= oo + mp * n;
     const packed = pack ? up4(np * k) + 8 : 0;
+    // An aux array is laid out like the output: in place, as the output must then be.
+    const aux = mode === GEMM_EPILOGUE.plain ? undefined : epi!.aux;
+    if (aux && (!direct || (mode === GEMM_EPILOGUE.gelu && !this.auxFits(g, aux, oo)))) {
+      throw new Error("wasm backend: an SGEMM epilogue's output is not in place");
+    }
     const fr = this.frame(
       [
         { a: as, off: ao, len: m * k, read: g.transA ? k * m + mr : mp * k },
         { a: bs, off: bo, len: k * n, read: k * n + GEMM_NR },
         // The kernel reads a whole panel's 8 columns of it (np).
         ...(bias ? [{ a: bias, len: n, read: np }] : []),
+        // Read rows past m too (the last row block's, dropped).
+        ...(mode === GEMM_EPILOGUE.mulAux ? [{ a: aux!, off: oo, len: m * n, read: mp * n }] : []),
       ],
       [],
-      packed + (direct ? 0 : mp * np),
+      packed + (direct ? 0 : mp * np) + 4,
     );
-    const [A, B, BIAS = 0] = fr.ins as [number, number, number?];
+    const [A, B] = fr.ins as [number, number];
+    const BIAS = bias ? fr.ins[2]! : 0;
+    const AUX = mode === GEMM_EPILOGUE.mulAux
+      ? fr.ins[bias ? 3 : 2]!
+      : aux
+      ? this.arena.offsetOf(aux) + oo
+      : 0;
     const C = direct ? outAt + oo : fr.scratch + packed;
+    // The epilogue block (mode, bias, aux; byte addresses) after the call's other scratch.
+    const EPI = fr.scratch + packed + (direct ? 0 : mp * np);
+    const useEpi = bias !== null || mode !== GEMM_EPILOGUE.plain;
+    if (useEpi) new Int32Array(this.#mem.buffer, EPI * 4, 3).set([mode, BIAS * 4, AUX * 4]);
     let sBk = n, sBp = GEMM_NR, Bat = B;
     if (pack) {
       // Panels [np/8][k][8]: contiguous for the kernel. A transposed B must be packed; a wide
@@ -955,7 +1000,21 @@ class Gemm {
     const gemm = g.transA ? this.#gemmT : this.#gemmN;
     // Split the row blocks (big products only: waking a worker costs tens of µs).
     const parts = m * n * k < SPLIT_WORK ? 1 : Math.min(this.#workers.length + 1, mb);
-    const args = [A * 4, m, Bat * 4, sBk, sBp, C * 4, np, 0, mb, np / GEMM_NR, k, kc, BIAS * 4];
+    const args = [
+      A * 4,
+      m,
+      Bat * 4,
+      sBk,
+      sBp,
+      C * 4,
+      np,
+      0,
+      mb,
+      np / GEMM_NR,
+      k,
+      kc,
+      useEpi ? EPI * 4 : 0,
+    ];
     if (parts === 1) gemm(...args);
     else {
       const fn = kernelIndex(g.transA ? "gemm_t" : "gemm_n");
@@ -965,6 +1024,17 @@ class Gemm {
     const f = new Float32Array(this.#mem.buffer);
     if (np === n) out.set(f.subarray(C, C + m * n), oo);
     else for (let i = 0; i < m; i++) out.set(f.subarray(C + i * np, C + i * np + n), oo + i * n);
+  }
+
+  /**
+   * Whether {@linkcode Gemm.product} can write an output of `g` in place in `out` from element
+   * `oo` (in the memory, n a multiple of 8, room for the last row block's rows past m): what an
+   * epilogue's aux array (laid out like the output) needs.
+   */
+  auxFits(g: MatmulGeom, out: Float32Array, oo: number): boolean {
+    const mp = Math.ceil(g.m / this.mr) * this.mr;
+    return this.arena.offsetOf(out) >= 0 && g.n % GEMM_NR === 0 &&
+      this.arena.capacity(out) >= oo + mp * g.n;
   }
 
   /**
@@ -2004,18 +2074,19 @@ export class WasmBackend extends CpuBackend {
       return this.wrap(o);
     }
     // The products are written where the result lives (room for the rows past m included). A
-    // bias-only epilogue (a linear layer without activation) is added by the kernel itself.
+    // bias-only epilogue (a linear layer without activation) is added by the kernel itself, and
+    // so is GELU-tanh (of the sum or the sum plus a bias) where the result is written in place.
     const o = this.#gemm.out(g.batch * g.m * g.n, this.#gemm.productCap(g));
-    const bias = epilogue && isBiasAdd(epilogue.expr) && epilogue.rows.length === 1
+    const gelu = epilogue ? unaryOfProduct(epilogue.expr, "geluTanh") : null;
+    const inKernel = gelu !== null && epilogue!.rows.length === (gelu === "bias" ? 1 : 0) &&
+      this.#gemm.auxFits(g, o, 0);
+    const bias = epilogue && (inKernel ? gelu === "bias" : isBiasAdd(epilogue.expr)) &&
+        epilogue.rows.length === 1
       ? d(epilogue.rows[0]!)
       : null;
-    if (g.m * g.n > 0) {
-      for (let bi = 0; bi < g.batch; bi++) {
-        const ao = bi * g.aBatchStride, bo = bi * g.bBatchStride;
-        this.#gemm.product(as, ao, bs, bo, g, o, bi * g.m * g.n, bias);
-      }
-    }
-    if (!epilogue || bias) return this.wrap(o);
+    const mode = inKernel ? GEMM_EPILOGUE.geluValue : GEMM_EPILOGUE.plain;
+    this.#products(as, bs, g, o, { mode, bias });
+    if (!epilogue || bias || inKernel) return this.wrap(o);
     const rowsOf = epilogue.rows.map(d);
     // A linear layer's bias (and activation): one SIMD pass from the product to the result.
     // Not in place: a split call's last thread redoes chunks a worker may be in (drainChunks),
@@ -2109,6 +2180,68 @@ export class WasmBackend extends CpuBackend {
       }
     }
     return this.wrap(o);
+  }
+
+  // Every matrix of a batched product, with the kernel's epilogue (aux at the same offsets).
+  #products(
+    as: Float32Array,
+    bs: Float32Array,
+    g: MatmulGeom,
+    o: Float32Array,
+    epi: ProductEpilogue,
+  ) {
+    if (g.m * g.n === 0) return;
+    for (let bi = 0; bi < g.batch; bi++) {
+      const ao = bi * g.aBatchStride, bo = bi * g.bBatchStride;
+      this.#gemm.product(as, ao, bs, bo, g, o, bi * g.m * g.n, epi);
+    }
+  }
+
+  /**
+   * GELU-tanh and its derivative of the product (plus a bias), and the product times a dense
+   * array, in the SGEMM's stores (kernels/wasm_gemm.ts GEMM_EPILOGUE) where the outputs are
+   * written in place (n a multiple of 8, in the memory); else the product, then one pass.
+   */
+  override matmulOutputs(
+    a: Storage,
+    b: Storage,
+    g: MatmulGeom,
+    outputs: MatmulOutputs,
+  ): Storage[] {
+    const { exprs, rows, dense } = outputs;
+    const size = g.batch * g.m * g.n, cap = this.#gemm.productCap(g);
+    const [e0, e1] = exprs;
+    // [geluTanh(z), geluTanhGrad(z)], z the product or the product plus one bias row.
+    const gelu = exprs.length === 2 && dense.length === 0 ? unaryOfProduct(e0!, "geluTanh") : null;
+    if (
+      gelu !== null && unaryOfProduct(e1!, "geluTanhGrad") === gelu &&
+      rows.length === (gelu === "bias" ? 1 : 0)
+    ) {
+      const o = this.#gemm.out(size, cap), aux = this.#gemm.out(size, cap);
+      if (this.#gemm.auxFits(g, o, 0) && this.#gemm.auxFits(g, aux, 0)) {
+        const bias = gelu === "bias" ? d(rows[0]!) : null;
+        this.#products(d(a), d(b), g, o, { mode: GEMM_EPILOGUE.gelu, bias, aux });
+        return [this.wrap(o), this.wrap(aux)];
+      }
+      for (const x of [o, aux]) if (!this.#gemm.arena.give(x)) this.#gemm.pool.give(x);
+    }
+    // [product · dense 0]
+    if (
+      exprs.length === 1 && rows.length === 0 && dense.length === 1 && e0!.kind === "binary" &&
+      e0!.op === "mul" && isInput(e0!.a, 0) && isInput(e0!.b, 1) && d(dense[0]!).length === size
+    ) {
+      const o = this.#gemm.out(size, cap);
+      if (this.#gemm.auxFits(g, o, 0)) {
+        this.#products(d(a), d(b), g, o, {
+          mode: GEMM_EPILOGUE.mulAux,
+          bias: null,
+          aux: d(dense[0]!),
+        });
+        return [this.wrap(o)];
+      }
+      if (!this.#gemm.arena.give(o)) this.#gemm.pool.give(o);
+    }
+    return super.matmulOutputs(a, b, g, outputs);
   }
 }
 

@@ -5,7 +5,14 @@
  * an out-of-range or non-integer index and `scatterAdd` ignores it (the CPU throws).
  * @module
  */
-import type { Backend, ElementwiseGroup, MatmulEpilogue, Storage, View } from "./backend.ts";
+import type {
+  Backend,
+  ElementwiseGroup,
+  MatmulEpilogue,
+  MatmulOutputs,
+  Storage,
+  View,
+} from "./backend.ts";
 import { type Expr, type MatmulGeom, type ReduceOp, WGSL_HELPERS } from "../ir.ts";
 import { randomBlocks, type RandomKind, type RandomState } from "../philox.ts";
 import {
@@ -693,6 +700,22 @@ export class WebGPUBackend implements Backend {
       );
     }
     return out;
+  }
+
+  matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
+    // Two dispatches: the product, then one elementwise kernel writing every output (the
+    // matmul kernel's epilogue has one output and row vectors only).
+    const acc = this.matmul(a, b, g);
+    try {
+      return this.elementwise(
+        outputs.exprs,
+        [acc, ...outputs.rows, ...outputs.dense],
+        [[g.n, 1], ...outputs.rows.map(() => [0, 1]), ...outputs.dense.map(() => [g.n, 1])],
+        [g.batch * g.m, g.n],
+      );
+    } finally {
+      this.free(acc);
+    }
   }
 
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {

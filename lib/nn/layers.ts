@@ -26,7 +26,7 @@ import {
   where,
   zeros,
 } from "../ops/ops.ts";
-import { linear, type LinearActivation } from "../ops/linear.ts";
+import { feedForward, linear, type LinearActivation } from "../ops/linear.ts";
 import { Generator, rand, randn, type RandomOptions } from "../random.ts";
 import { checkChoice, checkInt, checkNumber, fmtShape } from "../_util.ts";
 import { Module, Sequential } from "./module.ts";
@@ -312,6 +312,7 @@ export interface LinearOptions extends RandomOptions {
 const FUSABLE: Partial<Record<ActivationName, LinearActivation>> = {
   silu: "silu",
   gelu: "gelu",
+  gelu_tanh: "geluTanh",
   relu: "relu",
   tanh: "tanh",
 };
@@ -357,7 +358,7 @@ export class Linear extends Module {
     this.activation = opts.activation == null ? null : checkChoice(
       "Linear activation",
       opts.activation,
-      ["silu", "gelu", "relu", "tanh", "sigmoid"] as const,
+      ["silu", "gelu", "geluTanh", "relu", "tanh", "sigmoid"] as const,
     );
     this.inFeatures = checkInt("inFeatures", inFeatures, 1);
     this.outFeatures = checkInt("outFeatures", outFeatures, 1);
@@ -490,8 +491,20 @@ export class FeedForward extends Module {
     this.act = this.module("act", new Activation(activation));
     this.fc2 = this.module("fc2", new Linear(hidden, dim, ro(g)));
   }
-  /** Apply it. */
+  /**
+   * Apply it: one `feedForward` op when `linear` supports the activation (under a tape the
+   * activation's derivative is computed with it and the backward pass needs no separate
+   * elementwise pass), else the three modules in turn.
+   */
   forward(x: Tensor): Tensor {
+    const act = FUSABLE[this.act.kind];
+    if (act && this.fc1.activation === null && this.fc2.activation === null) {
+      if (x.shape[x.rank - 1] !== this.fc1.inFeatures) return this.fc1.forward(x); // its error
+      const { fc1, fc2 } = this;
+      return feedForward(x, fc1.weight, fc1.bias ?? null, fc2.weight, fc2.bias ?? null, {
+        activation: act,
+      });
+    }
     return this.fc2.forward(this.act.forward(this.fc1.forward(x)));
   }
 }

@@ -10,6 +10,7 @@ import {
   backendOf,
   binary,
   broadcastTo,
+  differentiating,
   evalExprs,
   matmul,
   reduce,
@@ -17,11 +18,14 @@ import {
   Tensor,
   unary,
 } from "../tensor.ts";
-import { chain, type Expr, exprInputs, unaryDerivative } from "../ir.ts";
+import { chain, type Expr, exprInputs, type MatmulGeom, unaryDerivative } from "../ir.ts";
 import { checkChoice, fmtShape } from "../_util.ts";
 
-/** Activations {@link linear} can fuse into the matmul epilogue. */
-export type LinearActivation = "silu" | "gelu" | "relu" | "tanh" | "sigmoid";
+/**
+ * Activations {@link linear} can fuse into the matmul epilogue (`geluTanh`: GELU's tanh
+ * approximation, as `unary("geluTanh")`).
+ */
+export type LinearActivation = "silu" | "gelu" | "geluTanh" | "relu" | "tanh" | "sigmoid";
 
 /** Options for {@link linear}. */
 export interface LinearOpOptions {
@@ -29,7 +33,7 @@ export interface LinearOpOptions {
   activation?: LinearActivation | null;
 }
 
-const ACTIVATIONS = ["silu", "gelu", "relu", "tanh", "sigmoid"] as const;
+const ACTIVATIONS = ["silu", "gelu", "geluTanh", "relu", "tanh", "sigmoid"] as const;
 const IN: readonly Expr[] = [0, 1, 2].map((index) => ({ kind: "input", index }));
 
 // d act/dz from the op table, over leaves z (input 1) and y = act(z) (input 2).
@@ -56,11 +60,13 @@ function taped(inputs: readonly Tensor[]): boolean {
  * `b [out]` (optional), result `[..., out]`. Matches `act(add(matmul(x, w, {transB: true}),
  * b))` but runs as one matmul whose epilogue adds the bias and applies the activation.
  * Differentiable in both modes. relu, tanh and sigmoid take their derivative from the
- * output, so they stay one op under a tape. silu and gelu need the pre-activation
+ * output, so they stay one op under a tape. silu, gelu and geluTanh need the pre-activation
  * z = x·wᵀ + b: under a tape they run as two ops (matmul + bias, then the activation, whose
  * rule reads the stored z), because recomputing z in the rule costs a matmul per layer,
  * which measured slower than the unfused layer; outside a tape (sampling, forward-mode jvp)
  * they are one op and the jvp rule recomputes z.
+ * (A layer followed by another, as a transformer's MLP, is {@link feedForward}: there the
+ * activation's derivative is stored with it instead of z.)
  *
  * @example
  * ```ts
@@ -118,7 +124,7 @@ export function linear(
     const y = matmul(x, w, { transB: true });
     return bias ? binary("add", y, bias) : y;
   };
-  // Under a tape, an activation whose derivative needs z (silu, gelu) splits into
+  // Under a tape, an activation whose derivative needs z (silu, gelu, geluTanh) splits into
   // epilogue(bias) then the unary op, whose vjp reads the stored z: recomputing z in the
   // backward pass (one more matmul per layer) made a training step of a 3×256 VelocityMLP
   // slower than the unfused three ops on lavapipe (59 vs 40 ms at batch 1024). relu, tanh and
@@ -175,6 +181,192 @@ export function linear(
       }
       if (tb) tz = tz ? binary("add", tz, tb) : broadcastTo(tb, outShape);
       return through(tz!);
+    },
+  });
+  return out;
+}
+
+/** Options for {@link feedForward}. */
+export interface FeedForwardOptions {
+  /** Between the two layers (default none). */
+  activation?: LinearActivation | null;
+}
+
+/**
+ * @internal Whether `feedForward` runs its fused primitive under a tape (default) or the two
+ * `linear` ops; tests and A/B benchmarks switch it off to compare both in one process.
+ */
+export const _fusedFeedForward = { enabled: true };
+
+// A 2-D product's geometry: [m, k]·[n, k]ᵀ (transB) or [m, k]·[k, n].
+const geom = (m: number, n: number, k: number, transB: boolean): MatmulGeom => ({
+  batch: 1,
+  m,
+  n,
+  k,
+  transA: false,
+  transB,
+  aBatchStride: 0,
+  bBatchStride: 0,
+});
+
+// w [out, in] and b [out] of a layer whose input's shape is `inShape`.
+function checkLinearArgs(
+  inShape: readonly number[],
+  w: Tensor,
+  b: Tensor | null,
+  what: string,
+): void {
+  if (!(w instanceof Tensor) || w.rank !== 2) {
+    throw new TypeError(
+      `Expected feedForward ${what} weight to be a 2-D [out, in] Tensor but found ${
+        w instanceof Tensor ? fmtShape(w.shape) : typeof w
+      }`,
+    );
+  }
+  if (inShape[inShape.length - 1] !== w.shape[1]) {
+    throw new RangeError(
+      `Expected feedForward ${what} input to end in ${w.shape[1]} features (weight ${
+        fmtShape(w.shape)
+      }) but found ${fmtShape(inShape)}`,
+    );
+  }
+  if (b !== null && (!(b instanceof Tensor) || b.rank !== 1 || b.size !== w.shape[0])) {
+    throw new RangeError(
+      `Expected feedForward ${what} bias to have shape [${w.shape[0]}] but found ${
+        b instanceof Tensor ? fmtShape(b.shape) : typeof b
+      }`,
+    );
+  }
+}
+
+/**
+ * A transformer's feed-forward, `linear(act(linear(x, w1, b1)), w2, b2)` (timm's `Mlp`: fc1,
+ * activation, fc2), as one primitive under a tape. `x [..., in]`, `w1 [hidden, in]`,
+ * `w2 [out, hidden]`, biases optional; result `[..., out]`. Under a tape the first product
+ * stores the activation a = act(z) and its derivative act′(z) (instead of z), and the backward
+ * pass computes dz = act′(z)·(dy·w2) as one more such product (`Backend.matmulOutputs`): on the
+ * `wasm` backend GELU-tanh and that product run inside the SGEMM's stores, which removes the two
+ * memory-bound elementwise passes over the [rows, hidden] activations a step (in a DiT block,
+ * 3 of 7 streams of 3136 × 512 floats). Outside a tape it is the two `linear` ops (the
+ * activation in the first one's epilogue). The same values as the two `linear` ops and the
+ * activation between them; differentiable in both modes (forward mode and derivatives of the
+ * backward pass use the ops' own rules).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { feedForward, grad, linear, randn } from "../../mod.ts";
+ * const x = randn([2, 3, 4], { seed: 0 }), w1 = randn([8, 4], { seed: 1 });
+ * const b1 = randn([8], { seed: 2 }), w2 = randn([4, 8], { seed: 3 });
+ * const ff = (w: typeof w1) => feedForward(x, w, b1, w2, null, { activation: "geluTanh" });
+ * const ref = (w: typeof w1) => linear(linear(x, w, b1, { activation: "geluTanh" }), w2);
+ * const ga = await grad((w: typeof w1) => ff(w).square().sum())(w1).data();
+ * const gb = await grad((w: typeof w1) => ref(w).square().sum())(w1).data();
+ * ga.forEach((v, i) => assert.ok(Math.abs(v - gb[i]!) < 1e-4));
+ * ```
+ */
+export function feedForward(
+  x: Tensor,
+  w1: Tensor,
+  b1: Tensor | null,
+  w2: Tensor,
+  b2: Tensor | null,
+  opts: FeedForwardOptions = {},
+): Tensor {
+  if (!(x instanceof Tensor) || x.rank < 1) {
+    throw new TypeError(
+      `Expected feedForward input x to be a Tensor of rank >= 1 but found ${
+        x instanceof Tensor ? fmtShape(x.shape) : typeof x
+      }`,
+    );
+  }
+  checkLinearArgs(x.shape, w1, b1 ?? null, "fc1");
+  checkLinearArgs([...x.shape.slice(0, -1), w1.shape[0]!], w2, b2 ?? null, "fc2");
+  const act = opts.activation == null
+    ? null
+    : checkChoice("feedForward activation", opts.activation, ACTIVATIONS);
+  const bias1 = b1 ?? null, bias2 = b2 ?? null;
+  // Inputs x, w1, w2, then the biases there are.
+  const inputs = [x, w1, w2, ...(bias1 ? [bias1] : []), ...(bias2 ? [bias2] : [])];
+  const ib1 = bias1 ? 3 : -1, ib2 = bias2 ? inputs.length - 1 : -1;
+  const composite = () => linear(linear(x, w1, bias1, { activation: act }), w2, bias2);
+  if (!_fusedFeedForward.enabled || act === null || !taped(inputs)) return composite();
+  const be = backendOf(inputs);
+  const [hidden, nIn] = w1.shape as [number, number], nOut = w2.shape[0]!;
+  const rows = x.shape.slice(0, -1).reduce((p, q) => p * q, 1);
+  const outShape = [...x.shape.slice(0, -1), nOut];
+  // a = act(z) and act′(z), z = x·w1ᵀ + b1, from the first product's sums.
+  const z: Expr = bias1 ? { kind: "binary", op: "add", a: IN[0]!, b: IN[1]! } : IN[0]!;
+  const yE: Expr = { kind: "unary", op: act, x: z, p0: 0, p1: 0 };
+  const [as, ds] = be.matmulOutputs(x.storage, w1.storage, geom(rows, hidden, nIn, true), {
+    exprs: [yE, unaryDerivative(act, z, yE, 0, 0)!],
+    rows: bias1 ? [bias1.storage] : [],
+    dense: [],
+  });
+  // Under the tape they live as long as the graph (valueAndGrad's scope frees them with the
+  // other intermediates).
+  const a = Tensor._fromStorage(as!, [rows, hidden], be);
+  const dAct = Tensor._fromStorage(ds!, [rows, hidden], be);
+  const ys = be.matmul(
+    as!,
+    w2.storage,
+    geom(rows, nOut, hidden, true),
+    bias2
+      ? { expr: { kind: "binary", op: "add", a: IN[0]!, b: IN[1]! }, rows: [bias2.storage] }
+      : undefined,
+  );
+  const out = Tensor._fromStorage(ys, outShape, be);
+  // The layer's pre-activation and activation recomputed by ops (for the rules below that must
+  // themselves be differentiable).
+  const pre = () => linear(x, w1, bias1);
+  attachRules(out, inputs, {
+    vjp: (g, need) => {
+      const want = (i: number) => i >= 0 && need[i] !== false;
+      const g2 = reshape(g, [rows, nOut]), x2 = reshape(x, [rows, nIn]);
+      let dz: Tensor | null = null, a2 = a;
+      if (differentiating([g, ...inputs])) {
+        // A gradient that is itself differentiated: the ops' formulas, every op with rules.
+        const z2 = reshape(pre(), [rows, hidden]);
+        a2 = unary(act, z2);
+        if (want(0) || want(1) || want(ib1)) dz = actGrad(act, matmul(g2, w2), () => z2, a2);
+      } else if (want(0) || want(1) || want(ib1)) {
+        // dz = act′(z)·(dy·w2) in the product's stores.
+        const [dzs] = be.matmulOutputs(g.storage, w2.storage, geom(rows, hidden, nOut, false), {
+          exprs: [{ kind: "binary", op: "mul", a: IN[0]!, b: IN[1]! }],
+          rows: [],
+          dense: [dAct.storage],
+        });
+        dz = Tensor._fromStorage(dzs!, [rows, hidden], be);
+      }
+      const grads: (Tensor | null)[] = [
+        want(0) ? reshape(matmul(dz!, w1), x.shape) : null,
+        want(1) ? matmul(dz!, x2, { transA: true }) : null,
+        want(2) ? matmul(g2, a2, { transA: true }) : null,
+      ];
+      if (bias1) grads.push(want(ib1) ? reduce("sum", dz!, [0]) : null);
+      if (bias2) grads.push(want(ib2) ? reduce("sum", g2, [0]) : null);
+      return grads;
+    },
+    jvp: (ts) => {
+      // The tangent through both layers by ops: tz = tx·w1ᵀ + x·tw1ᵀ + tb1, ta = act′(z)·tz,
+      // ty = ta·w2ᵀ + a·tw2ᵀ + tb2.
+      const [tx, tw1, tw2] = ts as (Tensor | null)[];
+      const tb1 = ib1 >= 0 ? ts[ib1] : null, tb2 = ib2 >= 0 ? ts[ib2] : null;
+      const z1 = pre(), a1 = unary(act, z1);
+      const sum = (p: Tensor | null, q: Tensor | null) => (p && q ? binary("add", p, q) : p ?? q);
+      let tz = sum(
+        tx ? matmul(tx, w1, { transB: true }) : null,
+        tw1 ? matmul(x, tw1, { transB: true }) : null,
+      );
+      if (tb1) tz = tz ? binary("add", tz, tb1) : broadcastTo(tb1, z1.shape);
+      const ta = tz ? actGrad(act, tz, () => z1, a1) : null;
+      let ty = sum(
+        ta ? matmul(ta, w2, { transB: true }) : null,
+        tw2 ? matmul(a1, tw2, { transB: true }) : null,
+      );
+      if (tb2) ty = ty ? binary("add", ty, tb2) : broadcastTo(tb2, outShape);
+      return ty;
     },
   });
   return out;

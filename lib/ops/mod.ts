@@ -11,4 +11,10 @@ export { logSumExpAdd, type LogSumExpAddOptions } from "./lse.ts";
 export { selfAttention, selfAttentionComposite, type SelfAttentionOptions } from "./attention.ts";
 export { layerNormModulate, layerNormModulateComposite } from "./layernorm.ts";
 export { gatedResidual, gatedResidualComposite } from "./gated.ts";
-export { linear, type LinearActivation, type LinearOpOptions } from "./linear.ts";
+export {
+  feedForward,
+  type FeedForwardOptions,
+  linear,
+  type LinearActivation,
+  type LinearOpOptions,
+} from "./linear.ts";

@@ -4,8 +4,9 @@
  * f32 accumulation error of an f64 product; elementwise expressions and sums bit for bit; a
  * whole training step (loss and gradients) close; fused attention forward and backward against
  * the CPU backend (NaN rows, the fallback for odd head widths, the plain-SIMD build); selection
- * by name; the committed kernel bytes current; and a process using it exits (its workers do not
- * keep it alive).
+ * by name; the SGEMM's GELU-tanh (with its derivative) and times-dense epilogues against the
+ * product then the elementwise pass (1–3 threads); the committed kernel bytes current; and a
+ * process using it exits (its workers do not keep it alive).
  */
 import { strict as assert } from "node:assert";
 import { CpuBackend, type CpuStorage } from "../../lib/backend/cpu.ts";
@@ -247,6 +248,103 @@ Deno.test("wasm backend: products split in claimed shares have one thread's bits
           assert.deepEqual(got, bits.get(key), `${what}: vs one thread`);
           assert.deepEqual(biased, bits.get(`${key} bias`), `${what} + bias: vs one thread`);
         }
+      }
+    });
+  }
+});
+
+Deno.test("wasm backend (1, 2, 3 threads): GELU-tanh with its derivative, and a product times a dense array, in the SGEMM's stores have the bits of the product then the elementwise pass", async () => {
+  // [m, n, k, batch, transA, bias]: ragged row blocks (m not a multiple of 6), one product
+  // big enough to split, a batch of three, k blocks (transposed A), and n not a multiple of 8
+  // (not in place: the product, then the elementwise pass).
+  const shapes: [number, number, number, number, boolean, boolean][] = [
+    [601, 64, 33, 1, false, true],
+    [97, 48, 80, 3, false, false],
+    [301, 24, 700, 1, true, true],
+    [150, 20, 100, 1, false, true],
+  ];
+  const I = (index: number): Expr => ({ kind: "input", index });
+  const bits = new Map<string, Float32Array[]>();
+  for (const threads of [1, 2, 3]) {
+    await withWasm(threads, (be) => {
+      for (const [m, n, k, batch, transA, withBias] of shapes) {
+        const rng = new Rand(m + 7 * n + k);
+        const a = rng.floats(batch * m * k, -1, 1), b = rng.floats(batch * k * n, -1, 1);
+        const bias = rng.floats(n, -1, 1), dense = rng.floats(batch * m * n, -2, 2);
+        const g: MatmulGeom = {
+          batch,
+          m,
+          n,
+          k,
+          transA,
+          transB: false,
+          aBatchStride: m * k,
+          bBatchStride: k * n,
+        };
+        const z = withBias ? bin("add", X, Y) : X;
+        const fwd = {
+          exprs: [un("geluTanh", z), un("geluTanhGrad", z)],
+          rows: withBias ? [be.upload(bias)] : [],
+          dense: [],
+        };
+        const bwd = { exprs: [bin("mul", X, I(1))], rows: [], dense: [be.upload(dense)] };
+        const [A, B] = [be.upload(a), be.upload(b)];
+        const what = `${batch}×${m}x${k}x${n} tA=${transA} bias=${withBias} threads=${threads}`;
+        const got = [
+          ...be.matmulOutputs(A, B, g, fwd),
+          ...be.matmulOutputs(A, B, g, bwd),
+          // GELU alone: a linear layer's epilogue outside a tape.
+          be.matmul(A, B, g, { expr: fwd.exprs[0]!, rows: fwd.rows }),
+        ].map((x) => be.readSync(x));
+        // The product, then the elementwise kernels (the generic path of every backend).
+        const want = [
+          ...CpuBackend.prototype.matmulOutputs.call(be, A, B, g, fwd),
+          ...CpuBackend.prototype.matmulOutputs.call(be, A, B, g, bwd),
+        ].map((x) => be.readSync(x));
+        want.push(want[0]!);
+        // The first differing element (a deepEqual of these arrays prints for minutes).
+        const sameBits = (p: Float32Array, q: Float32Array, msg: string) => {
+          assert.equal(p.length, q.length, msg);
+          const i = p.findIndex((v, j) => !Object.is(v, q[j]));
+          assert.ok(i < 0, `${msg} [${i}]: ${p[i]} vs ${q[i]}`);
+        };
+        ["gelu", "gelu'", "times dense", "gelu epilogue"].forEach((o, i) =>
+          sameBits(got[i]!, want[i]!, `${what}: ${o} vs the product then the pass`)
+        );
+        const key = `${batch}x${m}x${k}x${n}`;
+        if (!bits.has(key)) bits.set(key, got);
+        else got.forEach((x, i) => sameBits(x, bits.get(key)![i]!, `${what}: vs one thread`));
+        if (threads > 1) continue;
+        // The CPU backend's elementwise ops on this product: GELU-tanh within the tolerances
+        // of the vector-op test above, the derivative times 1 and times the dense array to a
+        // few ulp of the result plus the derivative's own error.
+        const prod = cpu.upload(be.readSync(be.matmul(A, B, g)));
+        const cpuOut = (e: Expr, ins: Storage[], strides: number[][]) =>
+          cpu.readSync(
+            cpu.elementwise([e], [prod, ...ins], [[n, 1], ...strides], [batch * m, n])[0]!,
+          );
+        const zs = cpu.readSync(
+          withBias
+            ? cpu.elementwise([z], [prod, cpu.upload(bias)], [[n, 1], [0, 1]], [batch * m, n])[0]!
+            : prod,
+        );
+        const rowIns = withBias ? [cpu.upload(bias)] : [];
+        const rowStr = withBias ? [[0, 1]] : [];
+        const wy = cpuOut(fwd.exprs[0]!, rowIns, rowStr),
+          wd = cpuOut(fwd.exprs[1]!, rowIns, rowStr);
+        const wm = cpuOut(bin("mul", X, Y), [cpu.upload(dense)], [[n, 1]]);
+        for (let i = 0; i < wy.length; i++) {
+          const x = Math.abs(zs[i]!), term = 0.25 * x * 0.798 * (1 + 0.134 * x * x);
+          assert.ok(
+            Math.abs(got[0]![i]! - wy[i]!) <= 3 * ulp(wy[i]!) + 0.9e-7 * x,
+            `${what} gelu [${i}]: ${got[0]![i]} vs ${wy[i]}`,
+          );
+          assert.ok(
+            Math.abs(got[1]![i]! - wd[i]!) <= 3 * ulp(wd[i]!) + 1e-6 * term + 3e-8,
+            `${what} gelu' [${i}]: ${got[1]![i]} vs ${wd[i]}`,
+          );
+        }
+        assertUlps(got[2]!, wm, 0, `${what}: times dense`);
       }
     });
   }
@@ -1077,6 +1175,57 @@ Deno.test("wasm backend: the plain-SIMD module (no relaxed SIMD) has attention k
   assertAttnClose(f.slice(O, M), cpu.readSync(wo), "plain o");
   const lse = Float32Array.from({ length: rows }, (_, k) => f[M + k]! + Math.log(f[L + k]!));
   assertAttnClose(lse, cpu.readSync(wl), "plain lse");
+});
+
+Deno.test("wasm backend: the plain-SIMD module's GELU-tanh and times-aux stores have the bits of the plain elementwise kernels, in k blocks too", async () => {
+  // The module an engine without relaxed SIMD loads (MR = 4, a multiply then an add), driven by
+  // hand as Gemm.product drives it: gemm_t's last argument is the address of the epilogue block
+  // (mode, bias, aux). Its outputs against the product stored plainly, then wasm_jit's kernels
+  // compiled without relaxed multiply-add.
+  const { GEMM_PLAIN_WASM } = await import("../../kernels/wasm_gemm_bin.ts");
+  const { GEMM_EPILOGUE } = await import("../../kernels/wasm_gemm.ts");
+  const { compileSimd } = await import("../../lib/backend/wasm_jit.ts");
+  const bytes = Uint8Array.from(atob(GEMM_PLAIN_WASM.base64), (ch) => ch.charCodeAt(0));
+  const mem = new WebAssembly.Memory({ initial: 16, maximum: 64, shared: true });
+  const inst = new WebAssembly.Instance(await WebAssembly.compile(bytes), { env: { mem } });
+  const gemmT = inst.exports.gemm_t as (...a: number[]) => void;
+  const [m, n, k, mr] = [9, 16, 37, GEMM_PLAIN_WASM.mr], mb = Math.ceil(m / mr), mp = mb * mr;
+  const rng = new Rand(61);
+  const a = rng.floats(k * m, -1, 1), b = rng.floats(k * n, -1, 1);
+  const bias = rng.floats(n, -1, 1), dense = rng.floats(mp * n, -2, 2);
+  // Float offsets: A [k, m], B [k, n], bias, dense, the epilogue block, zeros for the kernels'
+  // constants, then outputs of mp × n.
+  const A = 256, B = A + k * m + 16, BIAS = B + k * n + 16, DENSE = BIAS + n + 16;
+  const EPI = DENSE + mp * n + 16, ZERO = EPI + 16, OUT = ZERO + 64, size = mp * n;
+  const [P, JY, JD, JM, C, AUX] = [0, 1, 2, 3, 4, 5].map((i) => OUT + i * (size + 16));
+  const f = new Float32Array(mem.buffer), words = new Int32Array(mem.buffer);
+  f.set(a, A);
+  f.set(b, B);
+  f.set(bias, BIAS);
+  f.set(dense, DENSE);
+  const rows = (at: number) => f.slice(at, at + m * n);
+  const gemm = (out: number, kc: number, epi: number) =>
+    gemmT(A * 4, m, B * 4, n, 8, out * 4, n, 0, mb, n / 8, k, kc, epi);
+  gemm(P, k, 0);
+  const z = bin("add", X, Y);
+  compileSimd([un("geluTanh", z), un("geluTanhGrad", z)], ["dense", "row"], 2, mem, false)
+    .run(P * 4, BIAS * 4, JY * 4, JD * 4, ZERO * 4, m, n);
+  compileSimd([bin("mul", X, Y)], ["dense", "dense"], 2, mem, false)
+    .run(P * 4, DENSE * 4, JM * 4, ZERO * 4, m, n);
+  for (const kc of [k, 8]) {
+    words.set([GEMM_EPILOGUE.gelu, BIAS * 4, AUX * 4], EPI);
+    gemm(C, kc, EPI * 4);
+    assert.deepEqual(rows(C), rows(JY), `gelu, kc = ${kc}`);
+    assert.deepEqual(rows(AUX), rows(JD), `gelu', kc = ${kc}`);
+    words.set([GEMM_EPILOGUE.geluValue, BIAS * 4, 0], EPI);
+    gemm(C, kc, EPI * 4);
+    assert.deepEqual(rows(C), rows(JY), `gelu value, kc = ${kc}`);
+    words.set([GEMM_EPILOGUE.mulAux, 0, DENSE * 4], EPI);
+    gemm(C, kc, EPI * 4);
+    assert.deepEqual(rows(C), rows(JM), `times aux, kc = ${kc}`);
+  }
+  // Not the identity: GELU changed the product.
+  assert.ok(rows(JY).some((v, i) => Math.abs(v - f[P + i]!) > 0.1));
 });
 
 Deno.test("wasm backend: the plain-SIMD module's transposed-A SGEMM gives the same bits in k blocks", async () => {
