@@ -415,6 +415,68 @@ function geluInto(x: string, madd: Madd, deriv: boolean): string {
   return out;
 }
 
+// The bias gradient beside a weight gradient (the transposed-A kernel only; epilogue words 3
+// and 4, byte addresses of f64 arrays or 0): after a row block's panels of a k block, `sa`
+// gets the sums over the block's p of A's MR columns of this row block (A(ib·MR + r, p), still
+// in L1 from the panels), and `sb`, once per k block by the call that owns row block 0, the
+// sums of B's rows (B(p, c) for every panel; B's block is in L2). Each sum is one f64 chain in
+// order of p across the k blocks (the first block starts from 0, later ones from the partial
+// sums stored in the array), the col_sum kernel's steps: rounded to f32 by the caller, the
+// bits of reduce("sum") over the rows. A row block's columns past M and the panels' columns
+// past N are summed from whatever follows and dropped by the caller. `acc` names MR v128
+// locals free at that point (the accumulators), used as f64x2 sums.
+function columnSums(mr: number, acc: readonly string[]): string {
+  if (mr % 2 !== 0) throw new RangeError(`columnSums needs an even MR, got ${mr}`);
+  const sums = (n: number, at: string, first: string, zero: boolean) =>
+    Array.from(
+      { length: n },
+      (_, i) =>
+        `(local.set ${acc[i]} ${
+          zero ? "(v128.const i32x4 0 0 0 0)" : `(v128.load offset=${16 * i} ${at})`
+        })`,
+    ).join(" ") + first;
+  const chain = (n: number, ptr: string, step: string) =>
+    `(local.set $k (local.get $kb))
+       (block $sd (loop $sl
+         (br_if $sd (i32.eqz (local.get $k)))
+         ${
+      Array.from({ length: n }, (_, i) =>
+        `(local.set ${acc[i]} (f64x2.add (local.get ${acc[i]})
+           (f64x2.promote_low_f32x4 (v128.load64_zero offset=${8 * i} (local.get ${ptr})))))`).join(
+          "\n         ",
+        )
+    }
+         (local.set ${ptr} (i32.add (local.get ${ptr}) ${step}))
+         (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+         (br $sl)))`;
+  const store = (n: number, at: string) =>
+    Array.from({ length: n }, (_, i) => `(v128.store offset=${16 * i} ${at} (local.get ${acc[i]}))`)
+      .join(" ");
+  const load = (n: number) =>
+    `(if (i32.eqz (local.get $p0))
+         (then ${sums(n, "", "", true)})
+         (else ${sums(n, "(local.get $sp)", "", false)}))`;
+  return `(if (local.get $sa) (then
+       (local.set $ap (i32.add (i32.add (local.get $A) (i32.mul (local.get $p0) (local.get $ak)))
+         (i32.mul (local.get $ib) (i32.const ${mr * 4}))))
+       (local.set $sp (i32.add (local.get $sa) (i32.mul (local.get $ib) (i32.const ${mr * 8}))))
+       ${load(mr / 2)}
+       ${chain(mr / 2, "$ap", "(local.get $ak)")}
+       ${store(mr / 2, "(local.get $sp)")}))
+     (if (i32.and (i32.eqz (local.get $ib)) (i32.ne (local.get $sb) (i32.const 0))) (then
+       (local.set $jp (i32.const 0))
+       (block $bd (loop $bl
+         (br_if $bd (i32.ge_u (local.get $jp) (local.get $np)))
+         (local.set $bp (i32.add (i32.add (local.get $B) (i32.mul (local.get $p0) (local.get $bk)))
+           (i32.shl (i32.mul (local.get $jp) (local.get $sBp)) (i32.const 2))))
+         (local.set $sp (i32.add (local.get $sb) (i32.shl (local.get $jp) (i32.const 6))))
+         ${load(4)}
+         ${chain(4, "$bp", "(local.get $bk)")}
+         ${store(4, "(local.get $sp)")}
+         (local.set $jp (i32.add (local.get $jp) (i32.const 1)))
+         (br $bl)))))`;
+}
+
 function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll: number): string {
   // The transposed-A kernel (the weight gradients dzᵀ·x, k = 3136) runs twice the unroll: 4 k
   // steps an iteration ran the DiT's dW products 3–11 % faster than 2 on 2 threads (alternating,
@@ -530,6 +592,7 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
    (local $ib i32) (local $jp i32) (local $k i32) (local $ap i32) (local $bp i32) (local $cp i32)
    (local $ak i32) (local $bk i32) (local $ldc4 i32) (local $p0 i32) (local $kb i32)
    (local $mode i32) (local $bias i32) (local $dAux i32) (local $last i32) (local $r i32)
+   (local $sa i32) (local $sb i32) (local $sp i32)
    ${rows.map((r) => `(local $ap${r} i32)`).join(" ")}
    (local $a v128) (local $b0 v128) (local $b1 v128)
    ${acc.map((c) => `(local ${c} v128)`).join(" ")}
@@ -538,7 +601,13 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
    (if (local.get $epi) (then
      (local.set $mode (i32.load offset=0 (local.get $epi)))
      (local.set $bias (i32.load offset=4 (local.get $epi)))
-     (local.set $dAux (i32.sub (i32.load offset=8 (local.get $epi)) (local.get $C)))))
+     (local.set $dAux (i32.sub (i32.load offset=8 (local.get $epi)) (local.get $C)))
+     ${
+    transA
+      ? `(local.set $sa (i32.load offset=12 (local.get $epi)))
+     (local.set $sb (i32.load offset=16 (local.get $epi)))`
+      : ""
+  }))
    ${GELU_SETUP}
    (local.set $ak (i32.shl (local.get $M) (i32.const 2)))
    (local.set $bk (i32.shl (local.get $sBk) (i32.const 2)))
@@ -591,6 +660,7 @@ function kernel(name: string, transA: boolean, mr: number, fma: boolean, unroll:
          (else ${geluRows(false)}))))))
        (local.set $jp (i32.add (local.get $jp) (i32.const 1)))
        (br $panels)))
+     ${transA ? columnSums(mr, acc) : ""}
      (local.set $ib (i32.add (local.get $ib) (i32.const 1)))
      (br $rows)))
    (br_if $kblocks (i32.lt_s (local.tee $p0 (i32.add (local.get $p0) (local.get $kc))) (local.get $K))))

@@ -142,6 +142,15 @@ export interface Backend {
    */
   matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[];
   /**
+   * A linear layer's weight and bias gradients in one call: `aᵀ·b` ([m, n], for row-major
+   * `a [k, m]`, the layer's output cotangent, and `b [k, n]`, its input) and the column sums
+   * of `a` ([m], Σ over its k rows) — the values of `matmul` with `transA` and of
+   * `reduce("sum", a, [k, m], [0])`, bit for bit. The `wasm` backend sums `a` as the product
+   * reads it (cuBLASLt's BGRADA epilogue), where the separate sum read all of `a` once more;
+   * the others run the two calls.
+   */
+  matmulBiasGrad(a: Storage, b: Storage, m: number, n: number, k: number): [Storage, Storage];
+  /**
    * log Σ exp(x + v) along one axis of a contiguous `x [rows, cols]` in one pass (online
    * max and sum; one kernel on WebGPU): axis 1 gives `out[i] = log Σ_j exp(x[i, j] + v[j])`
    * (v has `cols` elements, out `rows`), axis 0 gives `out[j] = log Σ_i exp(x[i, j] + v[i])`

@@ -215,6 +215,19 @@ export class CpuBackend implements Backend {
     this.free(acc);
     return out!;
   }
+  matmulBiasGrad(a: Storage, b: Storage, m: number, n: number, k: number): [Storage, Storage] {
+    const g: MatmulGeom = {
+      batch: 1,
+      m,
+      n,
+      k,
+      transA: true,
+      transB: false,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    };
+    return [this.matmul(a, b, g), this.reduce("sum", a, [k, m], [0])];
+  }
   matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
     // The product, then one elementwise pass over it (the same f32 steps as matmul's epilogue).
     const acc = this.matmul(a, b, g);

@@ -695,7 +695,16 @@ interface ProductEpilogue {
   mode: number;
   bias: Float32Array | null;
   aux?: Float32Array;
+  /**
+   * Transposed A only: filled with the column sums of A as stored ([K, M] → M sums, `sumA`) or
+   * of B (the sums of its K rows, N of them, `sumB`), as reduce("sum") over the rows gives them.
+   */
+  sumA?: Float32Array;
+  sumB?: Float32Array;
 }
+
+// No epilogue function: the product alone (with column sums requested beside it).
+const PLAIN = { mode: GEMM_EPILOGUE.plain, bias: null } as const;
 
 /** A run-time compiled elementwise kernel with the id the workers cache it by. */
 interface JitKernel extends SimdKernel {
@@ -944,6 +953,10 @@ class Gemm {
     epi: ProductEpilogue | null = null,
   ): void {
     const bias = epi?.bias ?? null, mode = epi?.mode ?? GEMM_EPILOGUE.plain;
+    const sumA = epi?.sumA, sumB = epi?.sumB;
+    if ((sumA || sumB) && !g.transA) {
+      throw new Error("wasm backend: column sums need the transposed-A kernel");
+    }
     const { m, n, k } = g, mr = this.mr;
     const mb = Math.ceil(m / mr), mp = mb * mr, np = Math.ceil(n / GEMM_NR) * GEMM_NR;
     // A as stored (row-major or transposed), B as stored when row-major (read in place by the
@@ -974,7 +987,8 @@ class Gemm {
         ...(mode === GEMM_EPILOGUE.mulAux ? [{ a: aux!, off: oo, len: m * n, read: mp * n }] : []),
       ],
       [],
-      packed + (direct ? 0 : mp * np) + 4,
+      // The epilogue block (8 floats, so the f64 sums after it stay 8-byte aligned) and the sums.
+      packed + (direct ? 0 : mp * np) + 8 + (sumA ? 2 * mp : 0) + (sumB ? 2 * np : 0) + 2,
     );
     const [A, B] = fr.ins as [number, number];
     const BIAS = bias ? fr.ins[2]! : 0;
@@ -984,10 +998,20 @@ class Gemm {
       ? this.arena.offsetOf(aux) + oo
       : 0;
     const C = direct ? outAt + oo : fr.scratch + packed;
-    // The epilogue block (mode, bias, aux; byte addresses) after the call's other scratch.
+    // The epilogue block (mode, bias, aux, the two f64 sums' arrays; byte addresses) after the
+    // call's other scratch, then the sums.
     const EPI = fr.scratch + packed + (direct ? 0 : mp * np);
-    const useEpi = bias !== null || mode !== GEMM_EPILOGUE.plain;
-    if (useEpi) new Int32Array(this.#mem.buffer, EPI * 4, 3).set([mode, BIAS * 4, AUX * 4]);
+    const SA = (EPI + 8 + 1) & ~1, SB = SA + (sumA ? 2 * mp : 0);
+    const useEpi = bias !== null || mode !== GEMM_EPILOGUE.plain || !!sumA || !!sumB;
+    if (useEpi) {
+      new Int32Array(this.#mem.buffer, EPI * 4, 5).set([
+        mode,
+        BIAS * 4,
+        AUX * 4,
+        sumA ? SA * 4 : 0,
+        sumB ? SB * 4 : 0,
+      ]);
+    }
     let sBk = n, sBp = GEMM_NR, Bat = B;
     if (pack) {
       // Panels [np/8][k][8]: contiguous for the kernel. A transposed B must be packed; a wide
@@ -1020,6 +1044,9 @@ class Gemm {
       const fn = kernelIndex(g.transA ? "gemm_t" : "gemm_n");
       this.#splitRows(fn, gemm, mb, parts, rowShare(mb, kc < k), args);
     }
+    // f64 to f32 by the typed array's conversion: round to nearest even, as f32.demote_f64.
+    if (sumA) sumA.set(new Float64Array(this.#mem.buffer, SA * 4, m));
+    if (sumB) sumB.set(new Float64Array(this.#mem.buffer, SB * 4, n));
     if (direct) return;
     const f = new Float32Array(this.#mem.buffer);
     if (np === n) out.set(f.subarray(C, C + m * n), oo);
@@ -2055,23 +2082,68 @@ export class WasmBackend extends CpuBackend {
     return this.wrap(o);
   }
 
-  override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
-    const as = d(a), bs = d(b);
-    if (
-      g.transA && !g.transB && g.batch === 1 && !epilogue && g.n >= 2 * g.m && g.k >= 1024 &&
-      g.m % GEMM_NR === 0
-    ) {
+  /**
+   * A weight gradient aᵀ·b (one 2-D product with a transposed A), with the column sums of `a`
+   * when `sums` is given (filled in place): see matmulBiasGrad.
+   */
+  #weightGrad(
+    as: Float32Array,
+    bs: Float32Array,
+    g: MatmulGeom,
+    sums?: Float32Array,
+  ): Float32Array {
+    if (g.n >= 2 * g.m && g.k >= 1024 && g.m % GEMM_NR === 0) {
       // A weight gradient dzᵀ·x with few rows and wide rows (DiT's fc2: [128, 512], k = 3136)
       // as (xᵀ·dz)ᵀ: the kernel ran the [512, 128] orientation at 79–83 GFLOP/s against 71–72
       // (each element the same products summed in the same order: the same bits), and the
-      // transpose of the small result costs ~0.1 ms of a ~5 ms product.
+      // transpose of the small result costs ~0.1 ms of a ~5 ms product. dz is then B: its
+      // column sums are B's.
       const gs: MatmulGeom = { ...g, m: g.n, n: g.m };
       const t = this.#gemm.out(g.m * g.n, this.#gemm.productCap(gs));
-      this.#gemm.product(bs, 0, as, 0, gs, t, 0);
+      this.#gemm.product(bs, 0, as, 0, gs, t, 0, sums ? { ...PLAIN, sumB: sums } : null);
       const o = this.#gemm.out(g.m * g.n), m = g.m, n = g.n;
       for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) o[i * n + j] = t[j * m + i]!;
       if (!this.#gemm.arena.give(t)) this.#gemm.pool.give(t);
-      return this.wrap(o);
+      return o;
+    }
+    const o = this.#gemm.out(g.m * g.n, this.#gemm.productCap(g));
+    this.#gemm.product(as, 0, bs, 0, g, o, 0, sums ? { ...PLAIN, sumA: sums } : null);
+    return o;
+  }
+
+  /**
+   * dW = aᵀ·b and db = Σ_rows a in one SGEMM (see Backend.matmulBiasGrad): the transposed-A
+   * kernel sums a's columns as it reads them (or, in the swapped orientation, its B's rows):
+   * the same f64 chains as the col_sum kernel's, so db has reduce's bits, and the separate sum
+   * no longer reads all of a again (a DiT step's four [3136, 512] and four [3136, 384] sums
+   * each read 4.8–6.4 MB).
+   */
+  override matmulBiasGrad(
+    a: Storage,
+    b: Storage,
+    m: number,
+    n: number,
+    k: number,
+  ): [Storage, Storage] {
+    if (m * n * k === 0) return super.matmulBiasGrad(a, b, m, n, k);
+    const g: MatmulGeom = {
+      batch: 1,
+      m,
+      n,
+      k,
+      transA: true,
+      transB: false,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    };
+    const sums = this.#gemm.out(m);
+    return [this.wrap(this.#weightGrad(d(a), d(b), g, sums)), this.wrap(sums)];
+  }
+
+  override matmul(a: Storage, b: Storage, g: MatmulGeom, epilogue?: MatmulEpilogue): Storage {
+    const as = d(a), bs = d(b);
+    if (g.transA && !g.transB && g.batch === 1 && !epilogue && g.m * g.n > 0) {
+      return this.wrap(this.#weightGrad(as, bs, g));
     }
     // The products are written where the result lives (room for the rows past m included). A
     // bias-only epilogue (a linear layer without activation) is added by the kernel itself, and

@@ -702,6 +702,19 @@ export class WebGPUBackend implements Backend {
     return out;
   }
 
+  matmulBiasGrad(a: Storage, b: Storage, m: number, n: number, k: number): [Storage, Storage] {
+    const g: MatmulGeom = {
+      batch: 1,
+      m,
+      n,
+      k,
+      transA: true,
+      transB: false,
+      aBatchStride: 0,
+      bBatchStride: 0,
+    };
+    return [this.matmul(a, b, g), this.reduce("sum", a, [k, m], [0])];
+  }
   matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
     // Two dispatches: the product, then one elementwise kernel writing every output (the
     // matmul kernel's epilogue has one output and row vectors only).

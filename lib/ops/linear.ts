@@ -50,6 +50,30 @@ function actGrad(act: LinearActivation, g: Tensor, z: () => Tensor, y: Tensor): 
   return evalExprs([g, needsZ(act) ? z() : y, y], [chain(IN[0]!, d)], y.shape, false)[0]!;
 }
 
+/**
+ * A layer's weight and bias gradients, dzᵀ·x and Σ_rows dz, for `dz [rows, out]` and
+ * `x [rows, in]` (either may be unwanted): one backend call that sums dz as the product reads
+ * it (Backend.matmulBiasGrad, the same values) when both are wanted and neither is itself
+ * differentiated; else the two ops, with their rules.
+ */
+function weightGrads(
+  dz: Tensor,
+  x: Tensor,
+  wantW: boolean,
+  wantB: boolean,
+): [Tensor | null, Tensor | null] {
+  if (wantW && wantB && !differentiating([dz, x])) {
+    const be = backendOf([dz, x]);
+    const [rows, nOut] = dz.shape as [number, number], nIn = x.shape[1]!;
+    const [w, b] = be.matmulBiasGrad(dz.storage, x.storage, nOut, nIn, rows);
+    return [Tensor._fromStorage(w, [nOut, nIn], be), Tensor._fromStorage(b, [nOut], be)];
+  }
+  return [
+    wantW ? matmul(dz, x, { transA: true }) : null,
+    wantB ? reduce("sum", dz, [0]) : null,
+  ];
+}
+
 function taped(inputs: readonly Tensor[]): boolean {
   const tapes = _autodiffState.activeTapes;
   return tapes.length > 0 && inputs.some((t) => tapes.some((tp) => t._tapes?.has(tp.id)));
@@ -167,11 +191,8 @@ export function linear(
       const dz = through(g);
       const dz2 = reshape(dz, [rows, nOut]);
       const x2 = reshape(x, [rows, nIn]);
-      return [
-        need[0] === false ? null : matmul(dz, w),
-        need[1] === false ? null : matmul(dz2, x2, { transA: true }),
-        ...(bias ? [need[2] === false ? null : reduce("sum", dz2, [0])] : []),
-      ];
+      const [dw, db] = weightGrads(dz2, x2, need[1] !== false, bias !== null && need[2] !== false);
+      return [need[0] === false ? null : matmul(dz, w), dw, ...(bias ? [db] : [])];
     },
     jvp: ([tx, tw, tb]) => {
       let tz: Tensor | null = tx ? matmul(tx, w, { transB: true }) : null;
@@ -339,13 +360,15 @@ export function feedForward(
         });
         dz = Tensor._fromStorage(dzs!, [rows, hidden], be);
       }
+      const [dw1, db1] = weightGrads(dz!, x2, want(1), want(ib1));
+      const [dw2, db2] = weightGrads(g2, a2, want(2), want(ib2));
       const grads: (Tensor | null)[] = [
         want(0) ? reshape(matmul(dz!, w1), x.shape) : null,
-        want(1) ? matmul(dz!, x2, { transA: true }) : null,
-        want(2) ? matmul(g2, a2, { transA: true }) : null,
+        dw1,
+        dw2,
       ];
-      if (bias1) grads.push(want(ib1) ? reduce("sum", dz!, [0]) : null);
-      if (bias2) grads.push(want(ib2) ? reduce("sum", g2, [0]) : null);
+      if (bias1) grads.push(db1);
+      if (bias2) grads.push(db2);
       return grads;
     },
     jvp: (ts) => {

@@ -253,6 +253,62 @@ Deno.test("wasm backend: products split in claimed shares have one thread's bits
   }
 });
 
+Deno.test("wasm backend (1, 2, 3 threads): matmulBiasGrad has the bits of the transposed-A product and of reduce's column sums", async () => {
+  // [m, n, k]: a's columns summed by their row blocks' owners (ragged last row block, k blocks
+  // of 128 and one short block, one pass); and the swapped orientation (n ≥ 2m, k ≥ 1024,
+  // m a multiple of 8), where a is the kernel's B and row block 0's owner sums it.
+  const shapes: [number, number, number][] = [
+    [301, 24, 700], // 51 row blocks, ragged; k = 5·128 + 60
+    [20, 64, 9], // one pass, one thread
+    [384, 128, 3136], // the DiT's qkv
+    [128, 512, 1100], // swapped, k blocks
+    [8, 40, 1030], // swapped, one panel of B
+  ];
+  const bits = new Map<string, [Float32Array, Float32Array]>();
+  for (const threads of [1, 2, 3]) {
+    await withWasm(threads, (be) => {
+      for (const [m, n, k] of shapes) {
+        const rng = new Rand(m * 7 + n + k);
+        const a = rng.floats(k * m, -1, 1), b = rng.floats(k * n, -1, 1);
+        const g = {
+          batch: 1,
+          m,
+          n,
+          k,
+          transA: true,
+          transB: false,
+          aBatchStride: 0,
+          bBatchStride: 0,
+        };
+        const what = `${m}x${n} k=${k} threads=${threads}`;
+        const [w, s] = be.matmulBiasGrad(be.upload(a), be.upload(b), m, n, k).map((x) =>
+          be.readSync(x)
+        ) as [Float32Array, Float32Array];
+        // The two calls it replaces, on the same backend: the same bits.
+        assert.deepEqual(w, be.readSync(be.matmul(be.upload(a), be.upload(b), g)), `${what}: dW`);
+        assert.deepEqual(
+          s,
+          be.readSync(be.reduce("sum", be.upload(a), [k, m], [0])),
+          `${what}: db`,
+        );
+        // And an f64 model of both.
+        const want = f64Product(a, b, g);
+        for (let i = 0; i < want.length; i++) {
+          assert.ok(Math.abs(w[i]! - want[i]!) <= 4e-6 * (k + 1), `${what}: dW [${i}]`);
+        }
+        for (let j = 0; j < m; j++) {
+          let t = 0;
+          for (let p = 0; p < k; p++) t += a[p * m + j]!;
+          assert.equal(s[j], Math.fround(t), `${what}: db [${j}] (f64 sum, rounded once)`);
+        }
+        const key = `${m}x${n}x${k}`;
+        if (!bits.has(key)) bits.set(key, [w, s]);
+        else assert.deepEqual([w, s], bits.get(key), `${what}: vs one thread`);
+      }
+    });
+  }
+});
+
 Deno.test("wasm backend (1, 2, 3 threads): GELU-tanh with its derivative, and a product times a dense array, in the SGEMM's stores have the bits of the product then the elementwise pass", async () => {
   // [m, n, k, batch, transA, bias]: ragged row blocks (m not a multiple of 6), one product
   // big enough to split, a batch of three, k blocks (transposed A), and n not a multiple of 8
