@@ -86,6 +86,7 @@ if (import.meta.main) {
     "reduce",
     "matmul",
     "matmulOutputs",
+    "matmulBiasGrad",
     "logSumExpAdd",
     "attention",
     "attentionBackward",
@@ -141,6 +142,11 @@ if (import.meta.main) {
           key = `matmul ${g.transA ? "T" : "N"}${g.transB ? "T" : "N"}${epi} ${
             g.batch > 1 ? `${g.batch}×` : ""
           }[${g.m},${g.n}] k=${g.k}`;
+        } else if (m === "matmulBiasGrad") {
+          // A weight gradient with its bias gradient summed in the same product.
+          const [gm, gn, gk] = a.slice(2) as [number, number, number];
+          elems = gm * gn * gk;
+          key = `matmul TN+bias grad [${gm},${gn}] k=${gk}`;
         } else if (m === "copyInto") {
           const v = a[1] as { shape: number[] };
           elems = v.shape.reduce((p, q) => p * q, 1);
