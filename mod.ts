@@ -29,6 +29,7 @@ export type {
   Backend,
   ElementwiseGroup,
   MatmulEpilogue,
+  MatmulOutputs,
   Storage,
   View,
 } from "./lib/backend/backend.ts";
