@@ -267,3 +267,86 @@ export interface Backend {
   /** A Philox stream (see lib/philox.ts): the same bits on both backends. */
   random(kind: RandomKind, size: number, state: RandomState): Storage;
 }
+
+/**
+ * The geometry of a weight gradient aᵀ·b: one 2-D product of `a [k, m]` read transposed and a
+ * row-major `b [k, n]` (what `Backend.matmulBiasGrad` computes).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { weightGradGeom } from "./backend.ts";
+ * const g = weightGradGeom(4, 3, 10);
+ * assert.ok(g.transA && !g.transB && g.batch === 1 && g.k === 10);
+ * ```
+ */
+export function weightGradGeom(m: number, n: number, k: number): MatmulGeom {
+  return { batch: 1, m, n, k, transA: true, transB: false, aBatchStride: 0, bBatchStride: 0 };
+}
+
+/**
+ * `Backend.matmulBiasGrad` as its two calls, the product and the column sums (the CPU and
+ * WebGPU backends' way).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CpuBackend } from "./cpu.ts";
+ * import { matmulBiasGradByParts } from "./backend.ts";
+ * const be = new CpuBackend();
+ * // a [2, 1] = [[1], [2]], b [2, 2] = [[3, 4], [5, 6]]: aᵀ·b = [[13, 16]], Σ rows of a = [3]
+ * const [w, s] = matmulBiasGradByParts(be, be.upload(Float32Array.of(1, 2)), be.upload(Float32Array.of(3, 4, 5, 6)), 1, 2, 2);
+ * assert.deepEqual([...be.readSync(w)], [13, 16]);
+ * assert.deepEqual([...be.readSync(s)], [3]);
+ * ```
+ */
+export function matmulBiasGradByParts(
+  be: Backend,
+  a: Storage,
+  b: Storage,
+  m: number,
+  n: number,
+  k: number,
+): [Storage, Storage] {
+  return [be.matmul(a, b, weightGradGeom(m, n, k)), be.reduce("sum", a, [k, m], [0])];
+}
+
+/**
+ * `Backend.matmulOutputs` as the product, then one elementwise call writing every output (the
+ * same f32 steps as a matmul epilogue); the product is freed.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CpuBackend } from "./cpu.ts";
+ * import { matmulOutputsByParts, weightGradGeom } from "./backend.ts";
+ * const be = new CpuBackend();
+ * const x = { kind: "input", index: 0 } as const;
+ * // [[1], [2]]ᵀ·[[3], [4]] = [[11]]; outputs 11 and 11·11
+ * const [p, q] = matmulOutputsByParts(be, be.upload(Float32Array.of(1, 2)), be.upload(Float32Array.of(3, 4)), weightGradGeom(1, 1, 2), {
+ *   exprs: [x, { kind: "binary", op: "mul", a: x, b: x }],
+ *   rows: [],
+ *   dense: [],
+ * });
+ * assert.deepEqual([be.readSync(p!)[0], be.readSync(q!)[0]], [11, 121]);
+ * ```
+ */
+export function matmulOutputsByParts(
+  be: Backend,
+  a: Storage,
+  b: Storage,
+  g: MatmulGeom,
+  outputs: MatmulOutputs,
+): Storage[] {
+  const acc = be.matmul(a, b, g);
+  try {
+    return be.elementwise(
+      outputs.exprs,
+      [acc, ...outputs.rows, ...outputs.dense],
+      [[g.n, 1], ...outputs.rows.map(() => [0, 1]), ...outputs.dense.map(() => [g.n, 1])],
+      [g.batch * g.m, g.n],
+    );
+  } finally {
+    be.free(acc);
+  }
+}

@@ -11,6 +11,7 @@ import type {
   Storage,
   View,
 } from "./backend.ts";
+import { matmulBiasGradByParts, matmulOutputsByParts } from "./backend.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { type RandomKind, type RandomState, randomStream } from "../philox.ts";
 import { stridesOf } from "../shape.ts";
@@ -216,31 +217,11 @@ export class CpuBackend implements Backend {
     return out!;
   }
   matmulBiasGrad(a: Storage, b: Storage, m: number, n: number, k: number): [Storage, Storage] {
-    const g: MatmulGeom = {
-      batch: 1,
-      m,
-      n,
-      k,
-      transA: true,
-      transB: false,
-      aBatchStride: 0,
-      bBatchStride: 0,
-    };
-    return [this.matmul(a, b, g), this.reduce("sum", a, [k, m], [0])];
+    return matmulBiasGradByParts(this, a, b, m, n, k);
   }
   matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
     // The product, then one elementwise pass over it (the same f32 steps as matmul's epilogue).
-    const acc = this.matmul(a, b, g);
-    try {
-      return this.elementwise(
-        outputs.exprs,
-        [acc, ...outputs.rows, ...outputs.dense],
-        [[g.n, 1], ...outputs.rows.map(() => [0, 1]), ...outputs.dense.map(() => [g.n, 1])],
-        [g.batch * g.m, g.n],
-      );
-    } finally {
-      this.free(acc);
-    }
+    return matmulOutputsByParts(this, a, b, g, outputs);
   }
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
     const ds = d(dst), ss = d(src);

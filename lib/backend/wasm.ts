@@ -23,6 +23,7 @@
  * @module
  */
 import type { ElementwiseGroup, MatmulEpilogue, MatmulOutputs, Storage, View } from "./backend.ts";
+import { weightGradGeom } from "./backend.ts";
 import { CpuBackend, type CpuStorage, forStrided } from "./cpu.ts";
 import { binaryRow, type Expr, type MatmulGeom, type ReduceOp, unaryRow } from "../ir.ts";
 import { stridesOf } from "../shape.ts";
@@ -2126,16 +2127,7 @@ export class WasmBackend extends CpuBackend {
     k: number,
   ): [Storage, Storage] {
     if (m * n * k === 0) return super.matmulBiasGrad(a, b, m, n, k);
-    const g: MatmulGeom = {
-      batch: 1,
-      m,
-      n,
-      k,
-      transA: true,
-      transB: false,
-      aBatchStride: 0,
-      bBatchStride: 0,
-    };
+    const g = weightGradGeom(m, n, k);
     const sums = this.#gemm.out(m);
     return [this.wrap(this.#weightGrad(d(a), d(b), g, sums)), this.wrap(sums)];
   }

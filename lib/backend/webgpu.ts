@@ -13,6 +13,7 @@ import type {
   Storage,
   View,
 } from "./backend.ts";
+import { matmulBiasGradByParts, matmulOutputsByParts } from "./backend.ts";
 import { type Expr, type MatmulGeom, type ReduceOp, WGSL_HELPERS } from "../ir.ts";
 import { randomBlocks, type RandomKind, type RandomState } from "../philox.ts";
 import {
@@ -703,32 +704,12 @@ export class WebGPUBackend implements Backend {
   }
 
   matmulBiasGrad(a: Storage, b: Storage, m: number, n: number, k: number): [Storage, Storage] {
-    const g: MatmulGeom = {
-      batch: 1,
-      m,
-      n,
-      k,
-      transA: true,
-      transB: false,
-      aBatchStride: 0,
-      bBatchStride: 0,
-    };
-    return [this.matmul(a, b, g), this.reduce("sum", a, [k, m], [0])];
+    return matmulBiasGradByParts(this, a, b, m, n, k);
   }
   matmulOutputs(a: Storage, b: Storage, g: MatmulGeom, outputs: MatmulOutputs): Storage[] {
     // Two dispatches: the product, then one elementwise kernel writing every output (the
     // matmul kernel's epilogue has one output and row vectors only).
-    const acc = this.matmul(a, b, g);
-    try {
-      return this.elementwise(
-        outputs.exprs,
-        [acc, ...outputs.rows, ...outputs.dense],
-        [[g.n, 1], ...outputs.rows.map(() => [0, 1]), ...outputs.dense.map(() => [g.n, 1])],
-        [g.batch * g.m, g.n],
-      );
-    } finally {
-      this.free(acc);
-    }
+    return matmulOutputsByParts(this, a, b, g, outputs);
   }
 
   copyInto(dst: Storage, dstView: View, src: Storage, srcView: View): void {
