@@ -31,6 +31,7 @@
  * @module
  */
 import type { RandomKind } from "../lib/philox.ts";
+import { section, sleb, uleb } from "./wasm_encode.ts";
 
 // lib/philox.ts's constants (it keeps them private; the tests compare the streams bit for bit).
 const M0 = 0xd2511f53, M1 = 0xcd9e8d57, W0 = 0x9e3779b9, W1 = 0xbb67ae85;
@@ -92,33 +93,6 @@ export function randomGroup(kind: RandomKind): number {
  */
 export function randomCost(kind: RandomKind): number {
   return kind === "normal" ? 128 : 16;
-}
-
-// --- a minimal binary encoder ----------------------------------------------------------------
-
-function uleb(out: number[], v: number): void {
-  do {
-    let b = v & 0x7f;
-    v >>>= 7;
-    if (v) b |= 0x80;
-    out.push(b);
-  } while (v);
-}
-function sleb(out: number[], v: number): void {
-  for (;;) {
-    const b = v & 0x7f;
-    v >>= 7;
-    if ((v === 0 && !(b & 0x40)) || (v === -1 && (b & 0x40))) {
-      out.push(b);
-      return;
-    }
-    out.push(b | 0x80);
-  }
-}
-function section(out: number[], id: number, body: number[]): void {
-  out.push(id);
-  uleb(out, body.length);
-  out.push(...body);
 }
 
 // Core opcodes.

@@ -14,11 +14,10 @@
  * @module
  */
 import type { Expr } from "../ir.ts";
+import { section, sleb, uleb } from "../../kernels/wasm_encode.ts";
 
 /** How a kernel reads an input over [rows, cols]: contiguous, one value, per column, per row. */
 export type SimdAccess = "dense" | "scalar" | "row" | "col";
-
-// --- a minimal binary encoder ----------------------------------------------------------------
 
 const enum Op {
   block = 0x02,
@@ -74,26 +73,6 @@ const S = {
   truncSat: 0xf8,
 } as const;
 
-function uleb(out: number[], v: number): void {
-  do {
-    let b = v & 0x7f;
-    v >>>= 7;
-    if (v) b |= 0x80;
-    out.push(b);
-  } while (v);
-}
-function sleb(out: number[], v: number): void {
-  for (;;) {
-    const b = v & 0x7f;
-    v >>= 7;
-    if ((v === 0 && !(b & 0x40)) || (v === -1 && (b & 0x40))) {
-      out.push(b);
-      return;
-    }
-    out.push(b | 0x80);
-  }
-}
-
 // 1.5·2^23 and its bits: adding it to |v| < 2^22 rounds v to an integer held in the low bits.
 const EXP_MAGIC = 12582912, EXP_MAGIC_BITS = 0x4b400000;
 const F32 = new Float32Array(1), U8 = new Uint8Array(F32.buffer), I32 = new Int32Array(F32.buffer);
@@ -145,12 +124,6 @@ class Code {
     I32[0] = bits;
     return this.splat(F32[0]!);
   }
-}
-
-function section(out: number[], id: number, body: number[]): void {
-  out.push(id);
-  uleb(out, body.length);
-  out.push(...body);
 }
 
 // --- lowering ---------------------------------------------------------------------------------
